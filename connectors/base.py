@@ -1,0 +1,239 @@
+"""The item model and the protocols every mail source and sink provides.
+
+Terminology, shared by every connector:
+
+CONTAINER
+    A place that holds items: a mail folder, later a calendar, an address book or a drive
+    folder. It is named by a *path*, a tuple of segments with no separator in it
+    (``("Inbox", "Projets", "Été 2024")``); each connector turns a path into its own
+    native name (IMAP modified UTF-7 with the server's separator, a Maildir++ folder...).
+    A container may carry a *role* (``inbox``, ``sent``, ``drafts``, ``trash``, ``junk``,
+    ``archive``) when the source knows it is a well-known folder.
+
+SOURCE_ID
+    The identity of an item at the source, stable across runs as long as the source's own
+    epoch holds (IMAP: ``"UIDVALIDITY:UID"``; Maildir: the unique part of the file name).
+    Never a header such as Message-ID: two different messages may share one, and a message
+    may have none.
+
+FINGERPRINT
+    ``"sha256:<hex>"`` of the raw bytes of the item. The sink computes the same value on
+    what it holds, so a re-run finds what is already there.
+
+TARGET_REF
+    What the sink answers when it has stored an item, enough to find it again
+    (IMAP: ``"UIDVALIDITY:UID"``; Maildir: the unique part of the file name).
+
+CURSOR
+    A JSON-serialisable dict the source returns with each listing and gets back on the next
+    pass. Only the source reads it; the engine stores it in the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any, Protocol
+
+ROLES = ("inbox", "sent", "drafts", "trash", "junk", "archive")
+"""Well-known folder roles, as RFC 6154 SPECIAL-USE names them (plus the INBOX)."""
+
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+"""IMAP system flags that can be set on APPEND (``\\Recent`` cannot)."""
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Container:
+    """A folder as its connector sees it."""
+
+    path: Path
+    role: str | None = None
+    native_name: str = ""
+    """The connector's own name for it (IMAP mailbox name, Maildir++ folder name)."""
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """What a listing says of one message, without its body."""
+
+    source_id: str
+    size: int
+    flags: frozenset[str]
+    internal_date: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message with its body. ``open()`` streams the raw bytes, unchanged."""
+
+    source_id: str
+    fingerprint: str
+    size: int
+    flags: frozenset[str]
+    internal_date: datetime | None
+    open: Callable[[], IO[bytes]]
+    message_id: str | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What changed in a container since a cursor.
+
+    ``refs`` lists new items and items whose flags changed. When ``complete`` is true it lists
+    every item the container holds (first pass, no usable cursor, or a source that cannot tell
+    changes apart); the engine then also learns which items disappeared. ``reset`` says the
+    source's identity epoch changed (IMAP UIDVALIDITY): every source_id stored before is void.
+    """
+
+    refs: list[ItemRef]
+    cursor: dict[str, Any]
+    complete: bool
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """The sink's answer for one message of a ``put_many`` call."""
+
+    source_id: str
+    target_ref: str | None
+    error: ItemRejected | None = None
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One item as the sink holds it, for recovery and verify."""
+
+    target_ref: str
+    size: int
+    flags: frozenset[str]
+    fingerprint: str | None = None
+    internal_date: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SinkCapabilities:
+    """What a sink can do, read by the planner before anything moves."""
+
+    max_item_size: int | None = None
+    separator: str = "/"
+    """Hierarchy separator: a source folder name containing it must be renamed."""
+    forbidden_chars: str = ""
+    """Characters a folder name may not contain on this target, beyond the separator."""
+    keywords: bool = True
+    """Whether user keywords ($label1, categories...) are kept."""
+    special_folders: dict[str, Path] = field(default_factory=dict)
+    """Role -> path of the folder that carries it on the target."""
+
+
+@dataclass(frozen=True)
+class SourceCapabilities:
+    """What a source can do."""
+
+    delta: bool = False
+    """Whether it can list only what changed since a cursor."""
+    flag_changes: bool = False
+    """Whether a delta listing includes flag changes (IMAP CONDSTORE)."""
+
+
+class BasculeError(Exception):
+    """An error with a stable code the reports translate (see ``migrate.i18n``)."""
+
+    code = "error"
+
+    def __init__(self, detail: str = "", *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+
+
+class ConnectError(BasculeError):
+    """The server cannot be reached or refuses the login: codes ``unreachable``,
+    ``auth_failed``, ``tls_failed``."""
+
+    code = "unreachable"
+
+
+class ItemRejected(BasculeError):
+    """The target refused one item: codes ``too_big``, ``invalid_message``, ``server_error``."""
+
+    code = "server_error"
+
+
+class ContainerRefused(BasculeError):
+    """The target refused to create or open a container: code ``name_refused``."""
+
+    code = "name_refused"
+
+
+class MailSource(Protocol):
+    """A place messages come from."""
+
+    capabilities: SourceCapabilities
+
+    def containers(self) -> list[Container]:
+        """Every mail folder of the account, parents before children. Folders that cannot be
+        selected (``\\Noselect``) are left out; their children are listed."""
+
+    def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
+        """Items new or changed since ``cursor`` (``None``: everything). Never raises for an
+        unknown or stale cursor: it answers a complete listing with ``reset`` set when the
+        epoch changed."""
+
+    def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
+        """The messages named, with their bodies, in any order. An id that no longer exists is
+        skipped silently (the engine notices it is missing). Bodies are streamed: a large
+        message is spooled to disk, never held whole in memory."""
+
+    def close(self) -> None:
+        """Log out and release connections. Safe to call twice."""
+
+
+class MailSink(Protocol):
+    """A place messages go to."""
+
+    capabilities: SinkCapabilities
+
+    def ensure_container(self, path: Path) -> str:
+        """Create the folder (and its parents) if missing; answer its native name.
+        Raises ``ContainerRefused`` when the target will not have that name."""
+
+    def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
+        """Store the messages with their flags and internal date, bytes unchanged; yield one
+        result per message, in order, as soon as the target acknowledged it. A message the
+        target refuses yields a result with ``error`` set and the others go on. The sink may
+        pipeline: a result may come after later messages were sent."""
+
+    def find(self, native_name: str, fingerprint: str, size: int, exclude: set[str]) -> str | None:
+        """The target_ref of a stored item with these bytes, not in ``exclude`` (refs the
+        ledger already gave to other source items); ``None`` if there is none. Used after a
+        crash for items that were in flight."""
+
+    def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
+        """Replace the flags of a stored item."""
+
+    def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
+        """Every item of the folder; with ``fingerprints``, reading each body to hash it."""
+
+    def close(self) -> None:
+        """Log out and release connections. Safe to call twice."""
+
+
+def fingerprint_of(stream: IO[bytes], chunk_size: int = 1 << 20) -> tuple[str, int]:
+    """``("sha256:<hex>", size)`` of a stream, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(chunk_size):
+        digest.update(chunk)
+        size += len(chunk)
+    return "sha256:" + digest.hexdigest(), size
+
+
+def fingerprint_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
