@@ -1,0 +1,209 @@
+"""The batch file: what to move, from where, to where. TOML, validated by pydantic."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from migrate.i18n import Text
+
+SECRET_REFERENCE_HINT = 'a reference such as "env:NAME" or "file:path/to/secret"'
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdminLogin(_Strict):
+    """Log in to every mailbox with one administrator account.
+
+    ``style = "master"`` is Dovecot's master user: ``LOGIN user*admin``. ``style = "proxy"``
+    is SASL PLAIN proxy authorisation (Cyrus, Dovecot): authenticate as the admin, act as the
+    user.
+    """
+
+    login: str
+    secret: str = Field(description=SECRET_REFERENCE_HINT)
+    style: Literal["master", "proxy"] = "master"
+    separator: str = Field("*", description="Between user and admin for style = master.")
+
+    @field_validator("secret")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        return _check_reference(value)
+
+
+class ImapEndpointConfig(_Strict):
+    type: Literal["imap"]
+    host: str
+    port: int = Field(993, ge=1, le=65535)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    ca_file: Path | None = Field(
+        None, description="A CA to trust besides the system's (internal CA). TLS is always verified."
+    )
+    admin: AdminLogin | None = None
+    connections: int = Field(
+        4, ge=1, le=32, description="Connections at most per account on this server."
+    )
+    timeout: float = Field(60.0, gt=0)
+
+
+class LocalEndpointConfig(_Strict):
+    type: Literal["maildir", "mbox", "eml"]
+    path: Path = Field(
+        description="Folder holding one store per user, named by the user's login in users.csv."
+    )
+
+
+Endpoint = Annotated[ImapEndpointConfig | LocalEndpointConfig, Field(discriminator="type")]
+
+
+class MappingConfig(_Strict):
+    users: Path = Field(
+        Path("users.csv"), description="CSV with columns source,target,source_secret,target_secret."
+    )
+
+
+class MailConfig(_Strict):
+    exclude: list[str] = Field(
+        default_factory=list, description='Folder patterns to leave out, e.g. "Sync Issues*".'
+    )
+    renames: dict[str, str] = Field(
+        default_factory=dict, description='Source folder -> target folder, e.g. "Old" = "Archives/Old".'
+    )
+    include_non_mail: bool = Field(
+        False, description="Also copy Calendar, Contacts, Tasks... folders Exchange shows over IMAP."
+    )
+
+
+class RunConfig(_Strict):
+    work_dir: Path = Field(
+        Path("bascule-work"), description="Ledger and reports; relative to the batch file."
+    )
+    workers: int = Field(4, ge=1, le=64, description="Work units running at once.")
+    ledger: str | None = Field(
+        None, description="SQLAlchemy URL of the ledger; default: SQLite in work_dir."
+    )
+
+
+class Batch(_Strict):
+    name: str = Field(pattern=r"^[\w.-]+$", description="Short name of the batch, e.g. lot-1.")
+    source: Endpoint
+    target: Endpoint
+    mapping: MappingConfig = MappingConfig()
+    mail: MailConfig = MailConfig()
+    run: RunConfig = RunConfig()
+    base_dir: Path = Field(Path("."), exclude=True, description="Set from the file's location.")
+
+    @model_validator(mode="after")
+    def _target_kind(self) -> Batch:
+        if self.target.type not in ("imap", "maildir"):
+            raise ValueError("target.type must be imap or maildir")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the batch, relative to the batch file's folder."""
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def work_dir(self) -> Path:
+        return self.resolve(self.run.work_dir)
+
+
+def _check_reference(value: str) -> str:
+    if not (value.startswith("env:") or value.startswith("file:")) or len(value.split(":", 1)[1]) == 0:
+        raise ValueError(f"must be {SECRET_REFERENCE_HINT}, never the secret itself")
+    return value
+
+
+class BatchError(Exception):
+    """A batch file that cannot be used; ``problems`` lists each one, in both languages."""
+
+    def __init__(self, path: Path, problems: list[Text]) -> None:
+        super().__init__(f"{path}: " + "; ".join(p.en for p in problems))
+        self.path = path
+        self.problems = problems
+
+
+def load_batch(path: Path) -> Batch:
+    """Read and validate a batch file; raise ``BatchError`` naming the file and each key."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise BatchError(path, [Text.of("batch_unreadable", reason=error.strerror or str(error))])
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise BatchError(path, [Text.of("batch_not_toml", reason=str(error))])
+    data["base_dir"] = path.resolve().parent
+    try:
+        return Batch.model_validate(data)
+    except ValidationError as error:
+        raise BatchError(path, [_explain(e) for e in error.errors()])
+
+
+def _explain(error: dict) -> Text:
+    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith(("imap", "maildir")))
+    kind = error["type"]
+    if kind == "missing":
+        return Text.of("batch_key_missing", key=location)
+    if kind == "extra_forbidden":
+        return Text.of("batch_key_unknown", key=location)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return Text.of("batch_bad_type", key=location, expected="imap, maildir, mbox, eml")
+    expected = error["msg"].removeprefix("Value error, ")
+    return Text.of("batch_bad_value", key=location, expected=expected)
+
+
+def json_schema() -> str:
+    return json.dumps(Batch.model_json_schema(), indent=2, ensure_ascii=False)
+
+
+EXAMPLE = """\
+# bascule batch file / fichier de lot bascule
+# Every secret is a reference: env:NAME (environment variable) or file:PATH (a file
+# readable by the migration account only). Never write a password here.
+# Chaque secret est une référence : env:NOM ou file:CHEMIN. Jamais de mot de passe ici.
+
+name = "lot-1"
+
+[source]                      # imap | maildir | mbox | eml
+type = "imap"
+host = "outlook.office365.com"
+port = 993
+security = "tls"              # tls | starttls | none
+# ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
+connections = 4               # per account / par compte
+
+[target]                      # imap | maildir
+type = "imap"
+host = "imap.ville.example"
+port = 993
+security = "tls"
+# Log in to every mailbox with one admin account (Dovecot master user or SASL proxy):
+# [target.admin]
+# login = "migration"
+# secret = "env:BASCULE_ADMIN_SECRET"
+# style = "master"            # master (LOGIN user*admin) | proxy (AUTHENTICATE PLAIN)
+
+[mapping]
+users = "users.csv"           # source,target,source_secret,target_secret
+
+[mail]
+exclude = ["Sync Issues*"]
+# renames = { "Ancien/Projets" = "Archives/Projets" }
+# include_non_mail = false    # Calendar, Contacts, Tasks folders seen over IMAP
+
+[run]
+work_dir = "bascule-work"     # ledger and reports / registre et rapports
+workers = 4
+"""
+
+EXAMPLE_USERS = """\
+source,target,source_secret,target_secret
+alice@ville.example,alice,env:ALICE_SOURCE_SECRET,env:ALICE_TARGET_SECRET
+"""

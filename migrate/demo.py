@@ -1,0 +1,135 @@
+"""``bascule demo``: a sample Maildir export with French folder names, migrated into a local
+Maildir target with the embedded SQLite ledger, then verified. Nothing to install."""
+
+from __future__ import annotations
+
+import io
+import random
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+import click
+
+from connectors.base import Message, fingerprint_bytes
+from connectors.local.maildir import MaildirSink
+from migrate.batch import load_batch
+from migrate.engine import Engine
+from migrate.i18n import Text, language
+
+PEOPLE = [
+    ("alice.martin", "Alice Martin"),
+    ("bruno.lefevre", "Bruno Lefèvre"),
+    ("chloe.nguyen", "Chloé Nguyen"),
+]
+
+FOLDERS: list[tuple[tuple[str, ...], int]] = [
+    (("INBOX",), 40),
+    (("Éléments envoyés",), 15),
+    (("Brouillons",), 3),
+    (("Éléments supprimés",), 5),
+    (("Courrier indésirable",), 2),
+    (("Projets",), 4),
+    (("Projets", "Été 2024"), 6),
+    (("Urbanisme & Voirie",), 5),
+    (("Calendrier",), 4),
+    (("Problèmes de synchronisation",), 2),
+]
+
+SUBJECTS = [
+    "Conseil municipal du {d}", "Réunion de chantier, rue de l'Église", "Facture n° {n}",
+    "Délibération à signer", "Plan local d'urbanisme : remarques", "Congés d'été",
+    "Compte rendu de la commission", "Marché public : pièces complémentaires",
+]
+
+BATCH = """\
+# bascule demo: a Maildir export (source/) migrated into a Maildir target (target/)
+name = "demo"
+
+[source]
+type = "maildir"
+path = "source"
+
+[target]
+type = "maildir"
+path = "target"
+
+[mapping]
+users = "users.csv"
+
+[mail]
+exclude = ["Problèmes de synchronisation*"]
+
+[run]
+work_dir = "work"
+workers = 4
+"""
+
+
+def _messages(login: str, name: str, folder: tuple[str, ...], count: int,
+              rng: random.Random) -> Iterator[Message]:
+    paris = timezone(timedelta(hours=2))
+    for n in range(count):
+        sent = datetime(2024, 3, 1, 8, 30, tzinfo=paris) + timedelta(hours=rng.randint(0, 5000))
+        mail = EmailMessage()
+        mail["From"] = f"{name} <{login}@ville.example>"
+        mail["To"] = "mairie@ville.example"
+        mail["Subject"] = rng.choice(SUBJECTS).format(d=sent.strftime("%d/%m"), n=rng.randint(1, 999))
+        mail["Date"] = format_datetime(sent)
+        if n % 7:
+            mail["Message-ID"] = f"<{login}.{'.'.join(folder)}.{n}@ville.example>".replace(" ", "-")
+        mail.set_content(f"Bonjour,\n\nVoici le document n° {n} ({'/'.join(folder)}).\n"
+                         f"Cordialement,\n{name}\n")
+        if n % 5 == 0:
+            mail.add_attachment(rng.randbytes(rng.randint(2_000, 60_000)), maintype="application",
+                                subtype="pdf", filename=f"pièce-{n}.pdf")
+        raw = mail.as_bytes().replace(b"\n", b"\r\n")
+        flags = frozenset({"\\Seen"} if rng.random() < 0.7 else set()) | (
+            {"\\Flagged"} if rng.random() < 0.1 else set())
+        yield Message(
+            source_id=f"{n}", fingerprint=fingerprint_bytes(raw), size=len(raw), flags=flags,
+            internal_date=sent, open=lambda raw=raw: io.BytesIO(raw),
+        )
+
+
+def build_sample(folder: Path) -> None:
+    """The export a DSI would receive: one Maildir per user, French folder names."""
+    rng = random.Random(2026)
+    users = ["source,target,source_secret,target_secret"]
+    for login, name in PEOPLE:
+        sink = MaildirSink(folder / "source" / login)
+        for path, count in FOLDERS:
+            native = sink.ensure_container(path)
+            for result in sink.put_many(native, _messages(login, name, path, count, rng)):
+                if result.error:
+                    raise result.error
+        sink.close()
+        users.append(f"{login},{login.split('.')[0]},,")
+    (folder / "users.csv").write_text("\n".join(users) + "\n", encoding="utf-8")
+    (folder / "batch.toml").write_text(BATCH, encoding="utf-8")
+
+
+def run_demo(folder: Path) -> int:
+    lang = language()
+    folder = folder.resolve()
+    if not (folder / "batch.toml").exists():
+        build_sample(folder)
+    batch = load_batch(folder / "batch.toml")
+    steps = [("plan", "plan"), ("run", "run"), ("verify", "verify")]
+    code = 0
+    for title, method in steps:
+        engine = Engine(batch)
+        try:
+            outcome = getattr(engine, method)()
+        finally:
+            engine.close()
+        summary = ", ".join(f"{k}={v}" for k, v in outcome.summary.items())
+        click.echo(f"bascule {title}: {summary}")
+        click.echo("  " + Text.of("cli_reports", json=str(outcome.json_path),
+                                  csv=str(outcome.csv_path)).render(lang))
+        code = max(code, outcome.exit_code)
+    click.echo(Text.of("cli_demo_done", target=str(folder / "target")).render(lang))
+    return code

@@ -1,0 +1,391 @@
+"""The engine: turns a batch into work units, runs them with bounded concurrency, plans,
+verifies and reports. It knows no protocol (see ``migrate.endpoints``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors.base import BasculeError, Container, MailSink, MailSource
+from mappings.folders import FolderDecision, FolderRules
+from mappings.secrets import SecretError
+from mappings.users import UserMap, UserMapping, UsersFileError, load_users
+from migrate.batch import Batch, ImapEndpointConfig
+from migrate.endpoints import accounts, local_principals, open_sink, open_source
+from migrate.i18n import Text
+from migrate.ledger import Ledger
+from migrate.mail import (
+    WORKLOAD,
+    FolderPlan,
+    MailUnit,
+    UnitProgress,
+    container_key,
+    decide_folders,
+    plan_folder,
+    shown,
+    verify_folder,
+)
+from reports.files import message_columns, write_report
+
+log = logging.getLogger("bascule")
+
+ENTRY_COLUMNS = [
+    "principal", "target", "folder", "target_folder", "action", "messages", "bytes",
+    "to_copy", "copied", "failed", "source_id", "code", "message_en", "message_fr",
+]
+
+
+class InputError(Exception):
+    """Bad input: the batch, the users table, a secret. Exit code 2."""
+
+    def __init__(self, problems: list[Text]) -> None:
+        super().__init__("; ".join(p.en for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class Outcome:
+    """What a command did: its report files, its summary and its exit code."""
+
+    json_path: Path
+    csv_path: Path
+    summary: dict[str, Any]
+    exit_code: int
+    problems: list[Text] = field(default_factory=list)
+
+
+def _text_of(error: Exception) -> Text:
+    if isinstance(error, BasculeError):
+        return Text.of(error.code, detail=error.detail)
+    if isinstance(error, SecretError):
+        return Text.of("secret_error", detail=getattr(error, "message_en", str(error)))
+    return Text.of("error", detail=f"{type(error).__name__}: {error}")
+
+
+class Engine:
+    """One batch: its users, its ledger, its reports."""
+
+    def __init__(self, batch: Batch, users: list[str] | None = None) -> None:
+        self.batch = batch
+        self.user_map = self._load_users()
+        self.users = self._select(users)
+        self.rules = FolderRules(
+            renames=batch.mail.renames, exclude=batch.mail.exclude,
+            include_non_mail=batch.mail.include_non_mail,
+        )
+        self.ledger = (
+            Ledger(batch.run.ledger) if batch.run.ledger else Ledger.in_folder(batch.work_dir)
+        )
+        self._account_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def _load_users(self) -> UserMap:
+        try:
+            return load_users(self.batch.resolve(self.batch.mapping.users))
+        except UsersFileError as error:
+            raise InputError([_users_text(p) for p in getattr(error, "problems", [error])])
+
+    def _select(self, names: list[str] | None) -> list[UserMapping]:
+        if not names:
+            return list(self.user_map)
+        chosen = []
+        for name in names:
+            user = self.user_map.lookup(name)
+            if user is None:
+                raise InputError([Text.of("cli_unknown_user", user=name)])
+            chosen.append(user)
+        return chosen
+
+    def _unmapped(self) -> list[Text]:
+        present = local_principals(self.batch)
+        if present is None:
+            return []
+        return [Text.of("unmapped_user", user=name) for name in present
+                if self.user_map.lookup(name) is None]
+
+    @contextmanager
+    def _endpoints(self, user: UserMapping) -> Iterator[tuple[MailSource, MailSink]]:
+        source_account, target_account = accounts(self.batch, user)
+        source = open_source(self.batch, source_account)
+        try:
+            sink = open_sink(self.batch, target_account)
+            try:
+                yield source, sink
+            finally:
+                sink.close()
+        finally:
+            source.close()
+
+    def _slots(self, user: UserMapping) -> threading.BoundedSemaphore:
+        """Units of one principal running at once, within each server's connection limit."""
+        limits = [c.connections for c in (self.batch.source, self.batch.target)
+                  if isinstance(c, ImapEndpointConfig)]
+        with self._slots_lock:
+            if user.source not in self._account_slots:
+                size = max(1, min(limits) // 2) if limits else 2
+                self._account_slots[user.source] = threading.BoundedSemaphore(size)
+            return self._account_slots[user.source]
+
+    # plan
+    def plan(self) -> Outcome:
+        errors = self._unmapped()
+        warnings: list[Text] = []
+        rows: list[dict[str, Any]] = [
+            {"principal": "", "action": "error", **message_columns(e)} for e in errors
+        ]
+        totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
+        for user in self.users:
+            try:
+                with self._endpoints(user) as (source, sink):
+                    folders = decide_folders(source, self.rules, sink.capabilities)
+                    limit = sink.capabilities.max_item_size
+                    if not getattr(sink, "internal_date_offset_kept", True):
+                        warnings.append(Text.of("internal_date_offset_lost"))
+                    for container, decision in folders:
+                        rows.extend(self._plan_rows(user, source, container, decision, limit, totals))
+            except (BasculeError, SecretError) as error:
+                text = _text_of(error)
+                errors.append(text)
+                rows.append({"principal": user.source, "target": user.target, "action": "error",
+                             **message_columns(text)})
+        summary = {**totals, "errors": len(errors), "warnings": len(warnings),
+                   "users": len(self.users)}
+        document = {
+            "batch": self.batch.name, "summary": summary,
+            "errors": [message_columns(e) for e in errors],
+            "warnings": [message_columns(w) for w in {w.code: w for w in warnings}.values()],
+        }
+        json_path, csv_path = write_report(self.batch.work_dir, "plan", document, rows, ENTRY_COLUMNS)
+        return Outcome(json_path, csv_path, summary, 2 if errors else 0, errors)
+
+    def _plan_rows(
+        self, user: UserMapping, source: MailSource, container: Container,
+        decision: FolderDecision, limit: int | None, totals: dict[str, int],
+    ) -> list[dict[str, Any]]:
+        base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
+                "target_folder": shown(decision.target)}
+        reasons = [Text.of(code, detail=decision.detail) for code in decision.reasons]
+        if decision.action == "skip":
+            return [{**base, "action": "skip", **_joined(reasons)}]
+        unit = self._existing_unit(user, decision.source)
+        known = self.ledger.items_of(unit.id) if unit else {}
+        plan = FolderPlan(container, decision)
+        plan_folder(source, plan, unit, known, limit)
+        totals["units"] += 1
+        totals["messages"] += plan.messages
+        totals["bytes"] += plan.bytes
+        totals["to_copy"] += plan.to_copy
+        totals["to_copy_bytes"] += plan.to_copy_bytes
+        action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
+        rows = [{**base, "action": action, "messages": plan.messages, "bytes": plan.bytes,
+                 "to_copy": plan.to_copy, **_joined(reasons)}]
+        for ref in plan.too_big:
+            text = Text.of("too_big_for_target", limit=limit)
+            rows.append({**base, "action": "too_big", "source_id": ref.source_id,
+                         "bytes": ref.size, **message_columns(text)})
+        return rows
+
+    def _existing_unit(self, user: UserMapping, path: tuple[str, ...]):  # noqa: ANN202
+        key = container_key(path)
+        for unit in self.ledger.all_units():
+            if unit.principal == user.source and unit.workload == WORKLOAD and unit.container == key:
+                return unit
+        return None
+
+    # run
+    def run(self, progress: ProgressFactory | None = None) -> Outcome:
+        problems = self._unmapped()
+        if problems:
+            raise InputError(problems)
+        run_id = self.ledger.start_run(self.batch.name, "run")
+        rows: list[dict[str, Any]] = []
+        rows_lock = threading.Lock()
+        totals = {"copied": 0, "bytes": 0, "flag_updates": 0, "failed": 0, "skipped": 0,
+                  "recovered": 0, "units_failed": 0}
+        tracker = progress or ProgressFactory()
+        with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
+            futures = []
+            for user in self.users:
+                try:
+                    with self._endpoints(user) as (source, sink):
+                        folders = decide_folders(source, self.rules, sink.capabilities)
+                except (BasculeError, SecretError) as error:
+                    text = _text_of(error)
+                    rows.append({"principal": user.source, "target": user.target,
+                                 "action": "error", **message_columns(text)})
+                    totals["units_failed"] += 1
+                    log.error("principal=%s error=%s", user.source, text.en)
+                    continue
+                for container, decision in folders:
+                    if decision.action == "skip":
+                        totals["skipped"] += 1
+                        reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
+                        rows.append({"principal": user.source, "target": user.target,
+                                     "folder": shown(decision.source), "action": "skip",
+                                     **_joined(reasons)})
+                        continue
+                    futures.append(pool.submit(
+                        self._run_unit, run_id, user, container, decision, tracker,
+                        rows, rows_lock, totals))
+            for future in as_completed(futures):
+                future.result()
+        tracker.close()
+        status = "failed" if totals["failed"] or totals["units_failed"] else "done"
+        self.ledger.end_run(run_id, status, totals)
+        document = {"batch": self.batch.name, "run_id": run_id, "summary": totals}
+        json_path, csv_path = write_report(self.batch.work_dir, "run", document, rows, ENTRY_COLUMNS)
+        return Outcome(json_path, csv_path, totals, 1 if status == "failed" else 0)
+
+    def _run_unit(
+        self, run_id: int, user: UserMapping, container: Container, decision: FolderDecision,
+        tracker: ProgressFactory, rows: list, rows_lock: threading.Lock, totals: dict[str, int],
+    ) -> None:
+        assert decision.target is not None
+        base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
+                "target_folder": shown(decision.target)}
+        unit = self.ledger.unit(user.source, WORKLOAD, container_key(decision.source))
+        self.ledger.update_unit(unit.id, last_run=run_id)
+        label = f"{user.source} {shown(decision.source)}"
+        with self._slots(user), tracker.unit(label) as unit_progress:
+            try:
+                with self._endpoints(user) as (source, sink):
+                    result = MailUnit(self.ledger, unit, source, sink, container, decision.target,
+                                      unit_progress).run()
+            except Exception as error:  # noqa: BLE001 - any failure stays in this unit
+                text = _text_of(error)
+                self.ledger.update_unit(unit.id, status="failed", last_error=text.en)
+                log.error("unit=%r error=%s", label, text.en)
+                with rows_lock:
+                    totals["units_failed"] += 1
+                    rows.append({**base, "action": "error", **message_columns(text)})
+                return
+        item_rows = [
+            {**base, "action": "failed", "source_id": sid, **message_columns(_text_of(error))}
+            for sid, error in result.errors
+        ]
+        reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
+        action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
+        log.info("unit=%r copied=%d failed=%d flags=%d recovered=%d", label, result.copied,
+                 result.failed, result.flag_updates, result.recovered)
+        with rows_lock:
+            totals["copied"] += result.copied
+            totals["bytes"] += result.copied_bytes
+            totals["flag_updates"] += result.flag_updates
+            totals["failed"] += result.failed
+            totals["recovered"] += result.recovered
+            rows.append({**base, "action": action, "copied": result.copied,
+                         "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)})
+            if result.deleted_at_source:
+                rows.append({**base, "action": "note", "messages": result.deleted_at_source,
+                             **message_columns(Text.of("deleted_at_source"))})
+            rows.extend(item_rows)
+
+    # verify
+    def verify(self) -> Outcome:
+        rows: list[dict[str, Any]] = []
+        checked = mismatches = 0
+        selected = {u.source for u in self.users}
+        for user in self.users:
+            units = {u.container: u for u in self.ledger.all_units()
+                     if u.principal == user.source and u.workload == WORKLOAD}
+            try:
+                with self._endpoints(user) as (source, sink):
+                    for container in source.containers():
+                        unit = units.get(container_key(container.path))
+                        if unit is None:
+                            continue
+                        count, found = verify_folder(self.ledger, unit, source, sink, container)
+                        checked += count
+                        mismatches += len(found)
+                        base = {"principal": user.source, "target": user.target,
+                                "folder": shown(container.path),
+                                "target_folder": unit.target_container}
+                        rows.append({**base, "action": "verified", "messages": count,
+                                     "failed": len(found)})
+                        for m in found:
+                            rows.append({**base, "action": "mismatch", "source_id": m.source_id,
+                                         **message_columns(Text.of(m.code, **m.params))})
+            except (BasculeError, SecretError) as error:
+                mismatches += 1
+                rows.append({"principal": user.source, "action": "error",
+                             **message_columns(_text_of(error))})
+        summary = {"checked": checked, "mismatches": mismatches, "users": len(selected)}
+        json_path, csv_path = write_report(
+            self.batch.work_dir, "verify", {"batch": self.batch.name, "summary": summary}, rows,
+            ENTRY_COLUMNS)
+        return Outcome(json_path, csv_path, summary, 1 if mismatches else 0)
+
+    # status
+    def status(self) -> Outcome:
+        rows: list[dict[str, Any]] = []
+        totals = {"units": 0, "done": 0, "failed_units": 0, "copied": 0, "bytes": 0,
+                  "failed_items": 0}
+        for unit in self.ledger.all_units():
+            totals["units"] += 1
+            totals["done"] += unit.status == "done"
+            totals["failed_units"] += unit.status == "failed"
+            totals["copied"] += unit.copied
+            totals["bytes"] += unit.bytes
+            totals["failed_items"] += unit.failed
+            rows.append({"principal": unit.principal, "folder": "/".join(unit.container.split("\x1f")),
+                         "target_folder": unit.target_container, "action": unit.status,
+                         "copied": unit.copied, "bytes": unit.bytes, "failed": unit.failed,
+                         "message_en": unit.last_error or ""})
+        for unit, item in self.ledger.failed_items():
+            text = Text.of(item.error_code or "error", detail=item.error_detail or "")
+            rows.append({"principal": unit.principal, "folder": "/".join(unit.container.split("\x1f")),
+                         "action": "failed", "source_id": item.source_id, **message_columns(text)})
+        last = self.ledger.last_run("run")
+        document = {"batch": self.batch.name, "summary": totals,
+                    "last_run": {k: last[k] for k in ("id", "started_at", "ended_at", "status")}
+                    if last else None}
+        json_path, csv_path = write_report(self.batch.work_dir, "status", document, rows,
+                                           ENTRY_COLUMNS)
+        return Outcome(json_path, csv_path, totals, 1 if totals["failed_items"] else 0)
+
+
+def _joined(reasons: list[Text]) -> dict[str, str]:
+    if not reasons:
+        return {}
+    return {"code": " ".join(r.code for r in reasons),
+            "message_en": "; ".join(r.en for r in reasons),
+            "message_fr": "; ".join(r.fr for r in reasons)}
+
+
+def _users_text(problem: Any) -> Text:
+    code = getattr(problem, "code", "error")
+    line = getattr(problem, "line", None)
+    en = getattr(problem, "message_en", str(problem))
+    fr = getattr(problem, "message_fr", en)
+    where = f"{getattr(problem, 'file', '')}:{line}: " if line else ""
+    return _Literal(code, where + en, where + fr)
+
+
+class _Literal(Text):
+    """A sentence already written in both languages by the layer that found the problem."""
+
+    def __init__(self, code: str, en: str, fr: str) -> None:
+        super().__init__(code, {"en": en, "fr": fr})
+
+    def render(self, lang: str) -> str:
+        return str(self.params["fr" if lang == "fr" else "en"])
+
+
+class ProgressFactory:
+    """Progress of a run: silent by default; the CLI gives a terminal or log version."""
+
+    @contextmanager
+    def unit(self, label: str) -> Iterator[UnitProgress | None]:
+        yield None
+
+    def close(self) -> None:
+        pass

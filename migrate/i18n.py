@@ -1,0 +1,133 @@
+"""Every sentence a person reads, in English and French, looked up by a stable code."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+CATALOGUE: dict[str, tuple[str, str]] = {
+    # batch file
+    "batch_unreadable": ("cannot read the batch file: {reason}",
+                         "impossible de lire le fichier de lot : {reason}"),
+    "batch_not_toml": ("not valid TOML: {reason}", "TOML invalide : {reason}"),
+    "batch_key_missing": ("key {key} is missing", "la clé {key} manque"),
+    "batch_key_unknown": ("key {key} is not known (misspelt?)",
+                          "la clé {key} est inconnue (faute de frappe ?)"),
+    "batch_bad_type": ("{key}: type must be one of {expected}",
+                       "{key} : le type doit être l'un de {expected}"),
+    "batch_bad_value": ("{key}: {expected}", "{key} : {expected}"),
+    # plan
+    "unmapped_user": ("user {user} is not in the users table",
+                      "l'utilisateur {user} n'est pas dans la table des utilisateurs"),
+    "source_store_missing": ("no source store for {user} at {path}",
+                             "aucune source pour {user} à l'emplacement {path}"),
+    "too_big_for_target": ("larger than the target accepts ({limit} bytes)",
+                           "plus gros que ce que la cible accepte ({limit} octets)"),
+    "internal_date_offset_lost": (
+        "the target keeps dates in UTC: the time-zone offset of internal dates is not kept",
+        "la cible garde les dates en UTC : le fuseau des dates internes n'est pas conservé"),
+    # connection and items
+    "unreachable": ("server unreachable: {detail}", "serveur injoignable : {detail}"),
+    "auth_failed": ("login refused: {detail}", "connexion refusée : {detail}"),
+    "tls_failed": ("TLS could not be verified: {detail}",
+                   "TLS n'a pas pu être vérifié : {detail}"),
+    "too_big": ("the target refused it as too big: {detail}",
+                "la cible l'a refusé, trop gros : {detail}"),
+    "invalid_message": ("the target refused the message: {detail}",
+                        "la cible a refusé le message : {detail}"),
+    "server_error": ("server error: {detail}", "erreur du serveur : {detail}"),
+    "name_refused": ("the target refused the folder name: {detail}",
+                     "la cible a refusé le nom de dossier : {detail}"),
+    "secret_error": ("secret: {detail}", "secret : {detail}"),
+    "vanished": ("the message disappeared from the source before it was copied",
+                 "le message a disparu de la source avant d'être copié"),
+    "deleted_at_source": ("deleted at the source since it was copied (left on the target)",
+                          "supprimé à la source depuis sa copie (laissé sur la cible)"),
+    "error": ("{detail}", "{detail}"),
+    # folder decisions
+    "special_use": ("well-known folder (SPECIAL-USE)", "dossier spécial (SPECIAL-USE)"),
+    "well_known_name": ("well-known folder, recognised by its name",
+                        "dossier spécial, reconnu par son nom"),
+    "non_mail_folder": ("not a mail folder (Exchange shows it over IMAP)",
+                        "pas un dossier de courrier (Exchange l'affiche en IMAP)"),
+    "excluded": ("excluded by the batch ({detail})", "exclu par le lot ({detail})"),
+    "renamed_by_batch": ("renamed by the batch", "renommé par le lot"),
+    "renamed_separator": ("renamed: the name holds the target's separator ({detail})",
+                          "renommé : le nom contient le séparateur de la cible ({detail})"),
+    "renamed_forbidden_char": ("renamed: a character the target refuses ({detail})",
+                               "renommé : un caractère refusé par la cible ({detail})"),
+    "renamed_collision": ("renamed: another folder lands on the same name ({detail})",
+                          "renommé : un autre dossier arrive sous le même nom ({detail})"),
+    "parent_skipped": ("its parent folder is skipped", "son dossier parent est ignoré"),
+    # verify
+    "missing_on_target": ("missing on the target", "absent de la cible"),
+    "fingerprint_mismatch": ("bytes differ on the target", "octets différents sur la cible"),
+    "flags_mismatch": ("flags differ: source {source}, target {target}",
+                       "drapeaux différents : source {source}, cible {target}"),
+    "extra_on_target": ("on the target but not from this source",
+                        "sur la cible mais pas issu de cette source"),
+    # CLI
+    "cli_bad_batch": ("{path}: the batch file has problems:",
+                      "{path} : le fichier de lot a des problèmes :"),
+    "cli_plan_blocked": ("plan has blocking errors; nothing was moved",
+                         "le plan comporte des erreurs bloquantes ; rien n'a été déplacé"),
+    "cli_reports": ("reports: {json} and {csv}", "rapports : {json} et {csv}"),
+    "cli_run_summary": ("{copied} copied, {flags} flag updates, {failed} failed, {skipped} skipped",
+                        "{copied} copiés, {flags} drapeaux mis à jour, {failed} en échec, "
+                        "{skipped} ignorés"),
+    "cli_verify_summary": ("{checked} checked, {mismatches} mismatches",
+                           "{checked} vérifiés, {mismatches} écarts"),
+    "cli_plan_summary": ("{units} folders, {messages} messages, {bytes} to copy; "
+                         "{errors} blocking errors, {warnings} warnings",
+                         "{units} dossiers, {messages} messages, {bytes} à copier ; "
+                         "{errors} erreurs bloquantes, {warnings} avertissements"),
+    "cli_init_written": ("wrote {batch} and {users}", "{batch} et {users} écrits"),
+    "cli_init_exists": ("{path} exists already; nothing written",
+                        "{path} existe déjà ; rien n'a été écrit"),
+    "cli_demo_done": ("demo done: the target is in {target}",
+                      "démonstration terminée : la cible est dans {target}"),
+    "cli_unit_failed": ("{unit}: {reason}", "{unit} : {reason}"),
+    "cli_unknown_user": ("--users names {user}, not in the users table",
+                         "--users désigne {user}, absent de la table des utilisateurs"),
+}
+
+
+def language() -> str:
+    """``fr`` or ``en``: BASCULE_LANG first, then the locale variables."""
+    for name in ("BASCULE_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name, "")
+        if value:
+            return "fr" if value.lower().startswith("fr") else "en"
+    return "en"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A sentence to show, kept as its code and parameters until it is rendered."""
+
+    code: str
+    params: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, code: str, **params: object) -> Text:
+        return cls(code, params)
+
+    def render(self, lang: str) -> str:
+        en, fr = CATALOGUE.get(self.code, ("{detail}", "{detail}"))
+        template = fr if lang == "fr" else en
+        params = {"detail": "", **self.params}
+        try:
+            return template.format(**params)
+        except (KeyError, IndexError):
+            return template
+
+    @property
+    def en(self) -> str:
+        return self.render("en")
+
+    @property
+    def fr(self) -> str:
+        return self.render("fr")
+
+    def __str__(self) -> str:
+        return self.render(language())
