@@ -7,7 +7,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from migrate.i18n import Text
 
@@ -97,7 +105,12 @@ class Batch(_Strict):
     mapping: MappingConfig = MappingConfig()
     mail: MailConfig = MailConfig()
     run: RunConfig = RunConfig()
-    base_dir: Path = Field(Path("."), exclude=True, description="Set from the file's location.")
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        """The batch file's folder: relative paths in the batch start there."""
+        return self._base_dir
 
     @model_validator(mode="after")
     def _target_kind(self) -> Batch:
@@ -139,11 +152,12 @@ def load_batch(path: Path) -> Batch:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise BatchError(path, [Text.of("batch_not_toml", reason=str(error))])
-    data["base_dir"] = path.resolve().parent
     try:
-        return Batch.model_validate(data)
+        batch = Batch.model_validate(data)
     except ValidationError as error:
         raise BatchError(path, [_explain(e) for e in error.errors()])
+    batch._base_dir = path.resolve().parent
+    return batch
 
 
 def _explain(error: dict) -> Text:

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run every test on a fresh Debian machine: installs Dovecot (Debian package) if missing,
+# the project and its test dependencies into .venv, then runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x /usr/sbin/dovecot ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    # The package tries to start the system service and may be refused: the tests run
+    # private instances of their own, so that refusal is harmless.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dovecot-imapd >/dev/null
+fi
+python3 -m venv .venv
+.venv/bin/pip install -q -e '.[test]'
+exec .venv/bin/python -m pytest -q "$@"

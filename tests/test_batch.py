@@ -1,0 +1,98 @@
+"""The batch file: validation errors name the key and what to write instead."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from migrate.batch import BatchError, load_batch
+from migrate.cli import main
+
+GOOD = """
+name = "lot-1"
+[source]
+type = "imap"
+host = "127.0.0.1"
+port = 993
+security = "tls"
+[target]
+type = "imap"
+host = "127.0.0.1"
+port = 993
+security = "tls"
+[target.admin]
+login = "migration"
+secret = "env:ADMIN"
+style = "master"
+[mapping]
+users = "users.csv"
+[mail]
+exclude = ["Sync Issues*"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "batch.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_example_shape_loads(tmp_path):
+    batch = load_batch(write(tmp_path, GOOD))
+    assert batch.source.host == "127.0.0.1"
+    assert batch.target.admin.login == "migration"
+    assert batch.mail.exclude == ["Sync Issues*"]
+    assert batch.work_dir == tmp_path / "bascule-work"
+
+
+def test_a_literal_password_is_refused_and_not_echoed(tmp_path):
+    text = GOOD.replace('secret = "env:ADMIN"', 'secret = "hunter2"')
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, text))
+    message = " ".join(p.en for p in caught.value.problems)
+    assert "target.admin.secret" in message
+    assert "env:NAME" in message
+    assert "hunter2" not in message
+
+
+def test_unknown_key_and_missing_key_are_named(tmp_path):
+    text = GOOD.replace('host = "127.0.0.1"\nport = 993\nsecurity = "tls"\n[target]',
+                        'hots = "127.0.0.1"\n[target]')
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, text))
+    keys = [p.params.get("key") for p in caught.value.problems]
+    assert "source.hots" in keys
+    assert "source.host" in keys
+    assert caught.value.problems[0].fr != caught.value.problems[0].en
+
+
+def test_bad_toml_names_the_file_and_exit_code_is_2(tmp_path):
+    path = write(tmp_path, "name = \n")
+    result = CliRunner().invoke(main, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert str(path) in result.output
+
+
+def test_bad_type_lists_what_is_allowed(tmp_path):
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, GOOD.replace('type = "imap"', 'type = "pop3"', 1)))
+    assert "imap, maildir, mbox, eml" in caught.value.problems[0].en
+
+
+def test_init_writes_an_example_that_loads(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["init", str(tmp_path / "batch.toml")])
+    assert result.exit_code == 0, result.output
+    batch = load_batch(tmp_path / "batch.toml")
+    assert batch.name == "lot-1"
+    assert (tmp_path / "users.csv").read_text().startswith("source,target,")
+    again = runner.invoke(main, ["init", str(tmp_path / "batch.toml")])
+    assert again.exit_code == 2
+
+
+def test_schema_is_json_with_the_sections():
+    import json
+
+    result = CliRunner().invoke(main, ["schema"])
+    schema = json.loads(result.output)
+    assert {"source", "target", "mapping", "mail", "run"} <= set(schema["properties"])
