@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from mappings.secrets import reference_problem
 from migrate.i18n import Text
 
 SECRET_REFERENCE_HINT = 'a reference such as "env:NAME" or "file:path/to/secret"'
@@ -128,7 +129,7 @@ class Batch(_Strict):
 
 
 def _check_reference(value: str) -> str:
-    if not (value.startswith("env:") or value.startswith("file:")) or len(value.split(":", 1)[1]) == 0:
+    if reference_problem(value) is not None:
         raise ValueError(f"must be {SECRET_REFERENCE_HINT}, never the secret itself")
     return value
 

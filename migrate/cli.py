@@ -182,7 +182,7 @@ class TerminalProgress(ProgressFactory):
         self._free = list(range(1, 9))
 
     @contextmanager
-    def unit(self, label: str) -> Iterator["_UnitBar"]:
+    def unit(self, label: str) -> Iterator[_UnitBar]:
         with self._lock:
             position = self._free.pop(0) if self._free else None
         bar = tqdm(total=0, unit="msg", desc=label[:40], position=position, leave=False,

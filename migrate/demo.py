@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage

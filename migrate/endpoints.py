@@ -45,7 +45,7 @@ def local_store(batch: Batch, account: Account) -> Path:
     return store
 
 
-def _imap_parts(batch: Batch, account: Account):  # noqa: ANN202 - connector types stay local
+def _imap_parts(batch: Batch, account: Account):
     from connectors.imap.session import ImapCredentials, ImapEndpoint
 
     config = account.config
@@ -60,7 +60,7 @@ def _imap_parts(batch: Batch, account: Account):  # noqa: ANN202 - connector typ
         if not account.secret_ref:
             raise ConnectError(f"no secret for {account.login} in the users table", code="auth_failed")
         credentials = ImapCredentials(
-            login=account.login, password=resolve_secret(account.secret_ref, base_dir=batch.base_dir)
+            login=account.login, password=resolve_secret(account.secret_ref, base_dir=_users_folder(batch))
         )
     else:
         password = resolve_secret(admin.secret, base_dir=batch.base_dir)
@@ -71,6 +71,11 @@ def _imap_parts(batch: Batch, account: Account):  # noqa: ANN202 - connector typ
         else:
             credentials = ImapCredentials(login=admin.login, password=password, authzid=account.login)
     return endpoint, credentials
+
+
+def _users_folder(batch: Batch) -> Path:
+    """``file:`` references in the users table are relative to the table's folder."""
+    return batch.resolve(batch.mapping.users).parent
 
 
 def open_source(batch: Batch, account: Account) -> MailSource:

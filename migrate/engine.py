@@ -15,7 +15,7 @@ from typing import Any
 from connectors.base import BasculeError, Container, MailSink, MailSource
 from mappings.folders import FolderDecision, FolderRules
 from mappings.secrets import SecretError
-from mappings.users import UserMap, UserMapping, UsersFileError, load_users
+from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import Batch, ImapEndpointConfig
 from migrate.endpoints import accounts, local_principals, open_sink, open_source
 from migrate.i18n import Text
@@ -61,10 +61,10 @@ class Outcome:
 
 
 def _text_of(error: Exception) -> Text:
+    if isinstance(error, SecretError | UsersFileInvalid):
+        return Text.both(error.code, error.message_en, error.message_fr)
     if isinstance(error, BasculeError):
         return Text.of(error.code, detail=error.detail)
-    if isinstance(error, SecretError):
-        return Text.of("secret_error", detail=getattr(error, "message_en", str(error)))
     return Text.of("error", detail=f"{type(error).__name__}: {error}")
 
 
@@ -91,8 +91,9 @@ class Engine:
     def _load_users(self) -> UserMap:
         try:
             return load_users(self.batch.resolve(self.batch.mapping.users))
-        except UsersFileError as error:
-            raise InputError([_users_text(p) for p in getattr(error, "problems", [error])])
+        except UsersFileInvalid as error:
+            raise InputError([Text.both(e.code, e.message("en"), e.message("fr"))
+                              for e in error.errors])
 
     def _select(self, names: list[str] | None) -> list[UserMapping]:
         if not names:
@@ -152,7 +153,7 @@ class Engine:
                         warnings.append(Text.of("internal_date_offset_lost"))
                     for container, decision in folders:
                         rows.extend(self._plan_rows(user, source, container, decision, limit, totals))
-            except (BasculeError, SecretError) as error:
+            except BasculeError as error:
                 text = _text_of(error)
                 errors.append(text)
                 rows.append({"principal": user.source, "target": user.target, "action": "error",
@@ -194,7 +195,7 @@ class Engine:
                          "bytes": ref.size, **message_columns(text)})
         return rows
 
-    def _existing_unit(self, user: UserMapping, path: tuple[str, ...]):  # noqa: ANN202
+    def _existing_unit(self, user: UserMapping, path: tuple[str, ...]):
         key = container_key(path)
         for unit in self.ledger.all_units():
             if unit.principal == user.source and unit.workload == WORKLOAD and unit.container == key:
@@ -218,7 +219,7 @@ class Engine:
                 try:
                     with self._endpoints(user) as (source, sink):
                         folders = decide_folders(source, self.rules, sink.capabilities)
-                except (BasculeError, SecretError) as error:
+                except BasculeError as error:
                     text = _text_of(error)
                     rows.append({"principal": user.source, "target": user.target,
                                  "action": "error", **message_columns(text)})
@@ -314,7 +315,7 @@ class Engine:
                         for m in found:
                             rows.append({**base, "action": "mismatch", "source_id": m.source_id,
                                          **message_columns(Text.of(m.code, **m.params))})
-            except (BasculeError, SecretError) as error:
+            except BasculeError as error:
                 mismatches += 1
                 rows.append({"principal": user.source, "action": "error",
                              **message_columns(_text_of(error))})
@@ -359,25 +360,6 @@ def _joined(reasons: list[Text]) -> dict[str, str]:
     return {"code": " ".join(r.code for r in reasons),
             "message_en": "; ".join(r.en for r in reasons),
             "message_fr": "; ".join(r.fr for r in reasons)}
-
-
-def _users_text(problem: Any) -> Text:
-    code = getattr(problem, "code", "error")
-    line = getattr(problem, "line", None)
-    en = getattr(problem, "message_en", str(problem))
-    fr = getattr(problem, "message_fr", en)
-    where = f"{getattr(problem, 'file', '')}:{line}: " if line else ""
-    return _Literal(code, where + en, where + fr)
-
-
-class _Literal(Text):
-    """A sentence already written in both languages by the layer that found the problem."""
-
-    def __init__(self, code: str, en: str, fr: str) -> None:
-        super().__init__(code, {"en": en, "fr": fr})
-
-    def render(self, lang: str) -> str:
-        return str(self.params["fr" if lang == "fr" else "en"])
 
 
 class ProgressFactory:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from mappings.folders import REASONS
+
 CATALOGUE: dict[str, tuple[str, str]] = {
     # batch file
     "batch_unreadable": ("cannot read the batch file: {reason}",
@@ -44,21 +46,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "deleted_at_source": ("deleted at the source since it was copied (left on the target)",
                           "supprimé à la source depuis sa copie (laissé sur la cible)"),
     "error": ("{detail}", "{detail}"),
-    # folder decisions
-    "special_use": ("well-known folder (SPECIAL-USE)", "dossier spécial (SPECIAL-USE)"),
-    "well_known_name": ("well-known folder, recognised by its name",
-                        "dossier spécial, reconnu par son nom"),
-    "non_mail_folder": ("not a mail folder (Exchange shows it over IMAP)",
-                        "pas un dossier de courrier (Exchange l'affiche en IMAP)"),
-    "excluded": ("excluded by the batch ({detail})", "exclu par le lot ({detail})"),
-    "renamed_by_batch": ("renamed by the batch", "renommé par le lot"),
-    "renamed_separator": ("renamed: the name holds the target's separator ({detail})",
-                          "renommé : le nom contient le séparateur de la cible ({detail})"),
-    "renamed_forbidden_char": ("renamed: a character the target refuses ({detail})",
-                               "renommé : un caractère refusé par la cible ({detail})"),
-    "renamed_collision": ("renamed: another folder lands on the same name ({detail})",
-                          "renommé : un autre dossier arrive sous le même nom ({detail})"),
-    "parent_skipped": ("its parent folder is skipped", "son dossier parent est ignoré"),
     # verify
     "missing_on_target": ("missing on the target", "absent de la cible"),
     "fingerprint_mismatch": ("bytes differ on the target", "octets différents sur la cible"),
@@ -73,14 +60,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "le plan comporte des erreurs bloquantes ; rien n'a été déplacé"),
     "cli_reports": ("reports: {json} and {csv}", "rapports : {json} et {csv}"),
     "cli_run_summary": ("{copied} copied, {flags} flag updates, {failed} failed, {skipped} skipped",
-                        "{copied} copiés, {flags} drapeaux mis à jour, {failed} en échec, "
-                        "{skipped} ignorés"),
+                        ("{copied} copiés, {flags} drapeaux mis à jour, {failed} en échec, "
+                         "{skipped} ignorés")),
     "cli_verify_summary": ("{checked} checked, {mismatches} mismatches",
                            "{checked} vérifiés, {mismatches} écarts"),
-    "cli_plan_summary": ("{units} folders, {messages} messages, {bytes} to copy; "
-                         "{errors} blocking errors, {warnings} warnings",
-                         "{units} dossiers, {messages} messages, {bytes} à copier ; "
-                         "{errors} erreurs bloquantes, {warnings} avertissements"),
+    "cli_plan_summary": (("{units} folders, {messages} messages, {bytes} to copy; "
+                          "{errors} blocking errors, {warnings} warnings"),
+                         ("{units} dossiers, {messages} messages, {bytes} à copier ; "
+                          "{errors} erreurs bloquantes, {warnings} avertissements")),
     "cli_init_written": ("wrote {batch} and {users}", "{batch} et {users} écrits"),
     "cli_init_exists": ("{path} exists already; nothing written",
                         "{path} existe déjà ; rien n'a été écrit"),
@@ -90,6 +77,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "cli_unknown_user": ("--users names {user}, not in the users table",
                          "--users désigne {user}, absent de la table des utilisateurs"),
 }
+CATALOGUE.update(REASONS)
 
 
 def language() -> str:
@@ -107,12 +95,20 @@ class Text:
 
     code: str
     params: dict[str, object] = field(default_factory=dict)
+    written: tuple[str, str] | None = None
+    """English and French already written by the layer that found the problem."""
 
     @classmethod
     def of(cls, code: str, **params: object) -> Text:
         return cls(code, params)
 
+    @classmethod
+    def both(cls, code: str, en: str, fr: str) -> Text:
+        return cls(code, {}, (en, fr))
+
     def render(self, lang: str) -> str:
+        if self.written:
+            return self.written[1] if lang == "fr" else self.written[0]
         en, fr = CATALOGUE.get(self.code, ("{detail}", "{detail}"))
         template = fr if lang == "fr" else en
         params = {"detail": "", **self.params}

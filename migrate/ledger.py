@@ -270,11 +270,12 @@ class Ledger:
                 )
             }
             for record in rows:
-                values = dict(
-                    fingerprint=record["fingerprint"], size=record["size"],
-                    flags=encode_flags(record["flags"]), internal_date=record["internal_date"],
-                    status=INFLIGHT, error_code=None, error_detail=None, updated_at=now,
-                )
+                values = {
+                    "fingerprint": record["fingerprint"], "size": record["size"],
+                    "flags": encode_flags(record["flags"]),
+                    "internal_date": record["internal_date"], "status": INFLIGHT,
+                    "error_code": None, "error_detail": None, "updated_at": now,
+                }
                 if record["source_id"] in existing:
                     db.execute(
                         update(items)

@@ -1,0 +1,268 @@
+"""The users table: which source account moves to which target account, with which secrets.
+
+The DSI exports it from Entra ID / Active Directory and edits it in a spreadsheet, so the
+reader takes what Excel writes: UTF-8 with or without a byte-order mark, ``,`` or ``;``
+between cells (French Excel writes ``;``), blank lines, extra columns. The header is
+required; ``source`` and ``target`` columns must be there, ``source_secret`` and
+``target_secret`` may be left out (a source read with an application's own credentials
+needs none per user). Secrets are references (``env:NAME``, ``file:PATH``), never the
+password itself. Every problem of the file is reported at once, with its line number.
+Addresses compare without case.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.base import BasculeError
+from mappings.secrets import REFERENCE_HINT_EN, REFERENCE_HINT_FR, reference_problem
+
+REQUIRED_COLUMNS = ("source", "target")
+SECRET_COLUMNS = ("source_secret", "target_secret")
+
+
+@dataclass(frozen=True)
+class UserMapping:
+    """One line of the users table."""
+
+    source: str
+    target: str
+    source_secret: str | None
+    """A secret reference, resolved later with ``mappings.secrets.resolve_secret``."""
+    target_secret: str | None
+    line: int
+
+
+class UsersFileError(BasculeError):
+    """One problem of the users file. ``line`` is ``None`` for the file as a whole.
+
+    Codes: ``users_file_missing``, ``users_file_unreadable``, ``users_file_empty``,
+    ``users_column_missing``, ``users_column_twice``, ``users_empty_source``,
+    ``users_empty_target``, ``users_duplicate_source``, ``users_duplicate_target``,
+    ``users_secret_not_reference``, ``users_unknown_user``.
+    """
+
+    code = "users_file_invalid"
+
+    def __init__(
+        self, code: str, file: Path, line: int | None, message_en: str, message_fr: str
+    ) -> None:
+        where = f"{file}:{line}" if line is not None else str(file)
+        super().__init__(f"{where}: {message_en}", code=code)
+        self.file = file
+        self.line = line
+        self.message_en = message_en
+        self.message_fr = message_fr
+
+    def message(self, lang: str) -> str:
+        """``file:line: message`` in ``lang`` (``fr`` or ``en``)."""
+        where = f"{self.file}:{self.line}" if self.line is not None else str(self.file)
+        return f"{where}: {self.message_fr if lang == 'fr' else self.message_en}"
+
+
+class UsersFileInvalid(BasculeError):
+    """Every problem found in a users file; ``errors`` lists them in file order."""
+
+    code = "users_file_invalid"
+
+    def __init__(self, errors: Iterable[UsersFileError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("\n".join(error.message("en") for error in self.errors))
+
+    @property
+    def message_en(self) -> str:
+        return "\n".join(error.message("en") for error in self.errors)
+
+    @property
+    def message_fr(self) -> str:
+        return "\n".join(error.message("fr") for error in self.errors)
+
+
+class UserMap:
+    """The users table, in file order."""
+
+    def __init__(self, file: Path, mappings: Iterable[UserMapping]) -> None:
+        self.file = file
+        self._mappings = tuple(mappings)
+        self._by_source = {mapping.source.casefold(): mapping for mapping in self._mappings}
+
+    def __iter__(self) -> Iterator[UserMapping]:
+        return iter(self._mappings)
+
+    def __len__(self) -> int:
+        return len(self._mappings)
+
+    def lookup(self, source: str) -> UserMapping | None:
+        return self._by_source.get(source.strip().casefold())
+
+    def subset(self, names: Iterable[str]) -> UserMap:
+        """The users named (``--users``), in file order. Raises ``UsersFileInvalid`` listing
+        every name that is not in the table."""
+        wanted = {name.strip().casefold(): name for name in names}
+        unknown = [name for folded, name in wanted.items() if folded not in self._by_source]
+        if unknown:
+            raise UsersFileInvalid(
+                UsersFileError(
+                    "users_unknown_user", self.file, None,
+                    f"{name} is not a source user of this table",
+                    f"{name} n'est pas un utilisateur source de cette table",
+                )
+                for name in unknown
+            )
+        return UserMap(
+            self.file, (m for m in self._mappings if m.source.casefold() in wanted)
+        )
+
+
+def load_users(path: Path) -> UserMap:
+    """Read a users table. Raises ``UsersFileInvalid`` with every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise UsersFileInvalid([UsersFileError(
+            "users_file_missing", path, None,
+            "the users file does not exist", "le fichier des utilisateurs n'existe pas",
+        )]) from None
+    except OSError as exc:
+        raise UsersFileInvalid([UsersFileError(
+            "users_file_unreadable", path, None,
+            f"the users file cannot be read ({exc.strerror})",
+            f"le fichier des utilisateurs ne peut pas être lu ({exc.strerror})",
+        )]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise UsersFileInvalid([UsersFileError(
+            "users_file_unreadable", path, line,
+            "not UTF-8 text: save the file as \"CSV UTF-8\"",
+            "ce n'est pas du texte UTF-8 : enregistrez le fichier en « CSV UTF-8 »",
+        )]) from None
+    return _UsersReader(path, text).read()
+
+
+class _UsersReader:
+    """One reading of one users file, collecting problems as it goes."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.text = text
+        self.errors: list[UsersFileError] = []
+
+    def problem(self, code: str, line: int | None, message_en: str, message_fr: str) -> None:
+        self.errors.append(UsersFileError(code, self.path, line, message_en, message_fr))
+
+    def read(self) -> UserMap:
+        rows = list(self.rows())
+        if not rows:
+            self.problem(
+                "users_file_empty", None,
+                "the users file is empty; its first line must be the header "
+                "source,target,source_secret,target_secret",
+                "le fichier des utilisateurs est vide ; sa première ligne doit être l'en-tête "
+                "source,target,source_secret,target_secret",
+            )
+            raise UsersFileInvalid(self.errors)
+        header_line, header = rows[0]
+        columns = self.columns(header_line, header)
+        mappings = [self.mapping(line, cells, columns) for line, cells in rows[1:]]
+        self.check_unique(mappings)
+        if self.errors:
+            raise UsersFileInvalid(sorted(self.errors, key=lambda e: e.line or 0))
+        return UserMap(self.path, mappings)
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """Non-blank rows with the line they start on."""
+        reader = csv.reader(self.text.splitlines(keepends=True), delimiter=self.delimiter())
+        start = 1
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                yield start, [cell.strip() for cell in cells]
+            start = reader.line_num + 1
+
+    def delimiter(self) -> str:
+        # The header decides: Excel in French writes ";" and may leave "," inside cells.
+        header = next((line for line in self.text.splitlines() if line.strip()), "")
+        return ";" if header.count(";") > header.count(",") else ","
+
+    def columns(self, line: int, header: list[str]) -> dict[str, int]:
+        names = [cell.casefold() for cell in header]
+        columns: dict[str, int] = {}
+        for index, name in enumerate(names):
+            if name in REQUIRED_COLUMNS + SECRET_COLUMNS and name in columns:
+                self.problem(
+                    "users_column_twice", line,
+                    f"column {name} appears twice in the header",
+                    f"la colonne {name} figure deux fois dans l'en-tête",
+                )
+            columns.setdefault(name, index)
+        for name in REQUIRED_COLUMNS:
+            if name not in columns:
+                self.problem(
+                    "users_column_missing", line,
+                    f"column {name} is missing from the header (expected "
+                    "source,target,source_secret,target_secret)",
+                    f"la colonne {name} manque dans l'en-tête (attendu : "
+                    "source,target,source_secret,target_secret)",
+                )
+        return columns
+
+    def mapping(self, line: int, cells: list[str], columns: dict[str, int]) -> UserMapping:
+        def cell(name: str) -> str:
+            index = columns.get(name)
+            return cells[index] if index is not None and index < len(cells) else ""
+
+        source, target = cell("source"), cell("target")
+        for name, value in (("source", source), ("target", target)):
+            if not value and name in columns:
+                self.problem(
+                    f"users_empty_{name}", line,
+                    f"the {name} cell is empty", f"la cellule {name} est vide",
+                )
+        secrets = {name: self.secret(line, name, cell(name)) for name in SECRET_COLUMNS}
+        return UserMapping(
+            source, target, secrets["source_secret"], secrets["target_secret"], line
+        )
+
+    def secret(self, line: int, column: str, value: str) -> str | None:
+        if not value:
+            return None
+        if reference_problem(value):
+            self.problem(
+                "users_secret_not_reference", line,
+                f"{column} must be {REFERENCE_HINT_EN}, never the password itself "
+                "(the cell's text is not repeated here)",
+                f"{column} doit être {REFERENCE_HINT_FR}, jamais le mot de passe lui-même "
+                "(le texte de la cellule n'est pas répété ici)",
+            )
+            return None
+        return value
+
+    def check_unique(self, mappings: list[UserMapping]) -> None:
+        first_source: dict[str, UserMapping] = {}
+        first_target: dict[str, UserMapping] = {}
+        for mapping in mappings:
+            if mapping.source:
+                earlier = first_source.setdefault(mapping.source.casefold(), mapping)
+                if earlier is not mapping:
+                    self.problem(
+                        "users_duplicate_source", mapping.line,
+                        f"source {mapping.source} is already on line {earlier.line}: "
+                        "which target is meant is ambiguous",
+                        f"la source {mapping.source} figure déjà ligne {earlier.line} : "
+                        "la cible voulue est ambiguë",
+                    )
+            if mapping.target:
+                earlier = first_target.setdefault(mapping.target.casefold(), mapping)
+                if earlier is not mapping:
+                    self.problem(
+                        "users_duplicate_target", mapping.line,
+                        f"target {mapping.target} already receives {earlier.source} "
+                        f"(line {earlier.line}): two mailboxes would be merged into one; "
+                        "give each source its own target",
+                        f"la cible {mapping.target} reçoit déjà {earlier.source} "
+                        f"(ligne {earlier.line}) : deux boîtes seraient fusionnées en une ; "
+                        "donnez à chaque source sa propre cible",
+                    )

@@ -1,0 +1,5 @@
+"""``python -m migrate`` is ``bascule``."""
+
+from migrate.cli import main
+
+main()
