@@ -4,6 +4,7 @@ Maildir target with the embedded SQLite ledger, then verified. Nothing to instal
 from __future__ import annotations
 
 import io
+import logging
 import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -79,7 +80,7 @@ def _messages(login: str, name: str, folder: tuple[str, ...], count: int,
         mail["Subject"] = rng.choice(SUBJECTS).format(d=sent.strftime("%d/%m"), n=rng.randint(1, 999))
         mail["Date"] = format_datetime(sent)
         if n % 7:
-            mail["Message-ID"] = f"<{login}.{'.'.join(folder)}.{n}@ville.example>".replace(" ", "-")
+            mail["Message-ID"] = f"<{login}.{len(folder)}.{n}.{rng.getrandbits(32):x}@ville.example>"
         mail.set_content(f"Bonjour,\n\nVoici le document n° {n} ({'/'.join(folder)}).\n"
                          f"Cordialement,\n{name}\n")
         if n % 5 == 0:
@@ -113,6 +114,7 @@ def build_sample(folder: Path) -> None:
 
 def run_demo(folder: Path) -> int:
     lang = language()
+    logging.getLogger("bascule").setLevel(logging.WARNING)
     folder = folder.resolve()
     if not (folder / "batch.toml").exists():
         build_sample(folder)

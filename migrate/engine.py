@@ -158,12 +158,13 @@ class Engine:
                 errors.append(text)
                 rows.append({"principal": user.source, "target": user.target, "action": "error",
                              **message_columns(text)})
-        summary = {**totals, "errors": len(errors), "warnings": len(warnings),
+        distinct = list({w.code: w for w in warnings}.values())
+        summary = {**totals, "errors": len(errors), "warnings": len(distinct),
                    "users": len(self.users)}
         document = {
             "batch": self.batch.name, "summary": summary,
             "errors": [message_columns(e) for e in errors],
-            "warnings": [message_columns(w) for w in {w.code: w for w in warnings}.values()],
+            "warnings": [message_columns(w) for w in distinct],
         }
         json_path, csv_path = write_report(self.batch.work_dir, "plan", document, rows, ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, summary, 2 if errors else 0, errors)

@@ -1,0 +1,99 @@
+"""End to end on local stores: Maildir and mbox exports into a Maildir target, and the demo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from connectors.local.maildir import MaildirSource
+from migrate.cli import main
+from tests.corpus import build_corpus, write_maildir
+
+
+def bascule(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def maildir_view(root: Path) -> dict[tuple[str, ...], Counter]:
+    """Folder -> Counter of (sha256, flags), read straight from the files on disk."""
+    source = MaildirSource(root)
+    view = {}
+    for container in source.containers():
+        listing = source.list_changes(container, None)
+        counter: Counter = Counter()
+        for message in source.fetch(container, [r.source_id for r in listing.refs]):
+            with message.open() as body:
+                counter[(hashlib.sha256(body.read()).hexdigest(), message.flags)] += 1
+        if counter:
+            view[container.path] = counter
+    return view
+
+
+BATCH = """
+name = "local"
+[source]
+type = "{kind}"
+path = "export"
+[target]
+type = "maildir"
+path = "target"
+[mail]
+exclude = ["Sync Issues*"]
+[run]
+work_dir = "work"
+"""
+
+
+def test_maildir_export_to_maildir_then_delta(tmp_path):
+    corpus = build_corpus(seed=5)
+    write_maildir(tmp_path / "export" / "alice", corpus)
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice.martin\n", encoding="utf-8")
+    (tmp_path / "batch.toml").write_text(BATCH.format(kind="maildir"), encoding="utf-8")
+    batch = str(tmp_path / "batch.toml")
+
+    assert bascule("plan", batch)[0] == 0
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    landed = maildir_view(tmp_path / "target" / "alice.martin")
+    assert landed[("Sent",)] == Counter(
+        (hashlib.sha256(m.raw).hexdigest(), m.flags) for m in corpus[1].messages)
+    assert sum(landed[("INBOX",)].values()) == len(corpus[0].messages)
+    assert ("Sync Issues",) not in landed and ("Calendrier",) not in landed
+
+    code, output = bascule("run", batch)
+    assert code == 0
+    run = json.loads((tmp_path / "work" / "run-latest.json").read_text(encoding="utf-8"))
+    assert run["summary"]["copied"] == 0
+    code, output = bascule("verify", batch)
+    assert code == 0, output
+
+
+def test_a_store_without_a_line_in_the_users_table_blocks_the_plan(tmp_path):
+    write_maildir(tmp_path / "export" / "alice", build_corpus(seed=5)[:1])
+    write_maildir(tmp_path / "export" / "bob", build_corpus(seed=6)[:1])
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice\n", encoding="utf-8")
+    (tmp_path / "batch.toml").write_text(BATCH.format(kind="maildir"), encoding="utf-8")
+    code, output = bascule("plan", str(tmp_path / "batch.toml"))
+    assert code == 2
+    plan = json.loads((tmp_path / "work" / "plan-latest.json").read_text(encoding="utf-8"))
+    assert [e["code"] for e in plan["errors"]] == ["unmapped_user"]
+    assert "bob" in plan["errors"][0]["message_fr"]
+    code, output = bascule("run", str(tmp_path / "batch.toml"))
+    assert code == 2
+    assert not (tmp_path / "target").exists()
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, output = bascule("--lang", "fr", "demo")
+    assert code == 0, output
+    assert "démonstration terminée" in output
+    verify = json.loads((tmp_path / "bascule-demo" / "work" / "verify-latest.json").read_text())
+    assert verify["summary"]["mismatches"] == 0
+    assert verify["summary"]["checked"] > 200
+    assert (tmp_path / "bascule-demo" / "target" / "alice" / ".Sent").is_dir()
