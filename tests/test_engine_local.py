@@ -65,7 +65,7 @@ def test_maildir_export_to_maildir_then_delta(tmp_path):
     assert sum(landed[("INBOX",)].values()) == len(corpus[0].messages)
     assert ("Sync Issues",) not in landed and ("Calendrier",) not in landed
 
-    code, output = bascule("run", batch)
+    code, _ = bascule("run", batch)
     assert code == 0
     run = json.loads((tmp_path / "work" / "run-latest.json").read_text(encoding="utf-8"))
     assert run["summary"]["copied"] == 0
@@ -79,11 +79,11 @@ def test_a_store_without_a_line_in_the_users_table_blocks_the_plan(tmp_path):
     (tmp_path / "users.csv").write_text("source,target\nalice,alice\n", encoding="utf-8")
     (tmp_path / "batch.toml").write_text(BATCH.format(kind="maildir"), encoding="utf-8")
     code, output = bascule("plan", str(tmp_path / "batch.toml"))
-    assert code == 2
+    assert code == 2, output
     plan = json.loads((tmp_path / "work" / "plan-latest.json").read_text(encoding="utf-8"))
     assert [e["code"] for e in plan["errors"]] == ["unmapped_user"]
     assert "bob" in plan["errors"][0]["message_fr"]
-    code, output = bascule("run", str(tmp_path / "batch.toml"))
+    code, _ = bascule("run", str(tmp_path / "batch.toml"))
     assert code == 2
     assert not (tmp_path / "target").exists()
 
