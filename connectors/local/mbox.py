@@ -1,0 +1,280 @@
+"""Read mbox files (Thunderbird profiles, ``*.mbox`` exports) as a mail source.
+
+``root`` is either one mbox file, read as the INBOX, or a directory: each mbox file in it is
+a container, Thunderbird style (``Name`` holds the messages of folder ``Name``, its children
+are in ``Name.sbd/``; ``Name.mbox`` is folder ``Name`` too). Thunderbird's ``.msf`` indexes
+and other non-mbox files are ignored.
+
+A message starts after a ``From `` separator line (``From sender Www Mmm dd hh:mm:ss yyyy``);
+the single blank line a writer puts before the next separator is not part of the message. A
+``From `` line inside a body that does not carry a date in that form does not split the
+message. ``>From `` quoting is NOT undone: the bytes are kept exactly as in the file, since
+mboxo and mboxrd files cannot be told apart and undoing one would corrupt the other.
+
+Flags come from the ``Status``, ``X-Status``, ``X-Mozilla-Status`` and ``X-Mozilla-Keys``
+headers when present; the internal date from the separator line's date, read as UTC.
+
+source_id = ``"<offset>:<hash>"``: the byte offset of the separator line and a short hash of
+that line, so an id into a file that was rewritten since (compacted by Thunderbird) is
+recognised as gone instead of reading the wrong message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Self
+
+from connectors.base import (
+    Container,
+    ItemRef,
+    Listing,
+    Message,
+    SourceCapabilities,
+    fingerprint_of,
+)
+from connectors.local.eml import MessageHeaders
+
+INBOX = ("INBOX",)
+SCAN_CHUNK = 1 << 20
+SEPARATOR = re.compile(
+    rb"From \S*\s+(?:[A-Z][a-z]{2}\s+)?"
+    rb"(?P<date>[A-Z][a-z]{2}\s+\d{1,2}\s+\d{1,2}:\d{2}:\d{2}\s+\d{4})"
+)
+"""A separator line: ``From`` then a ctime date (the weekday is sometimes missing)."""
+LONGEST_SEPARATOR = 512
+MOZILLA_FLAGS = {
+    0x0001: "\\Seen",
+    0x0002: "\\Answered",
+    0x0004: "\\Flagged",
+    0x0008: "\\Deleted",
+    0x1000: "$Forwarded",
+}
+X_STATUS_LETTERS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """Where one message lies in its mbox file."""
+
+    source_id: str
+    start: int
+    """First byte of the message, just after the separator line."""
+    end: int
+    internal_date: datetime | None
+
+
+class MboxSource:
+    """An mbox file, or a directory tree of them, read as a mail source."""
+
+    capabilities = SourceCapabilities(delta=True, flag_changes=False)
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._indexes: dict[Path, tuple[tuple[int, int], dict[str, _Entry]]] = {}
+
+    def containers(self) -> list[Container]:
+        if self.root.is_file():
+            return [Container(INBOX, "inbox", self.root.name)]
+        found = []
+        for path in _mbox_files(self.root):
+            folder = _folder_path(path.relative_to(self.root))
+            role = "inbox" if len(folder) == 1 and folder[0].upper() == "INBOX" else None
+            found.append(Container(folder, role, path.relative_to(self.root).as_posix()))
+        found.sort(key=lambda container: (container.role != "inbox", container.path))
+        return found
+
+    def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
+        path = self._file(container)
+        if path is None:
+            return Listing([], {}, complete=True)
+        stat = path.stat()
+        new_cursor = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+        if cursor == new_cursor:
+            return Listing([], new_cursor, complete=False)
+        refs = []
+        with path.open("rb") as stream:
+            for entry in self._index(path).values():
+                stream.seek(entry.start)
+                headers = MessageHeaders(stream.read(min(entry.end - entry.start, 1 << 16)))
+                refs.append(ItemRef(entry.source_id, entry.end - entry.start,
+                                    _flags(headers), entry.internal_date or headers.date))
+        return Listing(refs, new_cursor, complete=True)
+
+    def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
+        path = self._file(container)
+        if path is None:
+            return
+        index = self._index(path)
+        for source_id in source_ids:
+            entry = index.get(source_id)
+            if entry is None:
+                continue
+            with _Slice(path, entry.start, entry.end) as stream:
+                headers = MessageHeaders.read(stream)
+            with _Slice(path, entry.start, entry.end) as stream:
+                fingerprint, size = fingerprint_of(stream)
+            yield Message(
+                source_id=source_id,
+                fingerprint=fingerprint,
+                size=size,
+                flags=_flags(headers),
+                internal_date=entry.internal_date or headers.date,
+                open=lambda entry=entry: _Slice(path, entry.start, entry.end),
+                message_id=headers.message_id,
+                subject=headers.subject,
+            )
+
+    def close(self) -> None:
+        self._indexes.clear()
+
+    def _file(self, container: Container) -> Path | None:
+        if self.root.is_file():
+            return self.root
+        relative = Path(container.native_name)
+        if relative.is_absolute() or ".." in relative.parts or not container.native_name:
+            return None
+        path = self.root / relative
+        return path if path.is_file() else None
+
+    def _index(self, path: Path) -> dict[str, _Entry]:
+        """The messages of a file, by source_id; scanned again when the file changed."""
+        stat = path.stat()
+        version = (stat.st_size, stat.st_mtime_ns)
+        cached = self._indexes.get(path)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        entries = {entry.source_id: entry for entry in _scan(path)}
+        self._indexes[path] = (version, entries)
+        return entries
+
+
+class _Slice:
+    """A read-only stream over bytes ``start`` to ``end`` of a file."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        self._file = path.open("rb")
+        self._file.seek(start)
+        self._left = end - start
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        chunk = self._file.read(size)
+        self._left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _scan(path: Path) -> Iterator[_Entry]:
+    """Read the file once, in chunks, and yield where each message lies."""
+    separators = list(_separators(path))
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        for number, (offset, line_end, line) in enumerate(separators):
+            end = separators[number + 1][0] if number + 1 < len(separators) else size
+            end -= _blank_line_before(stream, line_end, end)
+            digest = hashlib.sha256(line).hexdigest()[:12]
+            yield _Entry(f"{offset}:{digest}", line_end, end, _separator_date(line))
+
+
+def _separators(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """``(offset, end of line, line)`` of every separator line, reading the file once.
+
+    Lines are read at most ``LONGEST_SEPARATOR`` bytes at a time, so a body made of one
+    huge line is never held whole."""
+    with path.open("rb", buffering=SCAN_CHUNK) as stream:
+        position = 0
+        at_line_start = True
+        while line := stream.readline(LONGEST_SEPARATOR):
+            if (
+                at_line_start
+                and line.startswith(b"From ")
+                and line.endswith(b"\n")
+                and SEPARATOR.match(line)
+            ):
+                yield position, position + len(line), line
+            at_line_start = line.endswith(b"\n")
+            position += len(line)
+
+
+def _blank_line_before(stream: IO[bytes], start: int, end: int) -> int:
+    """How many bytes of the blank line a writer put before the next separator (0 if
+    there is none) end the range ``start``..``end``."""
+    tail_start = max(start, end - 4)
+    stream.seek(tail_start)
+    tail = stream.read(end - tail_start)
+    if tail.endswith(b"\r\n\r\n"):
+        return 2
+    if tail.endswith(b"\n\n"):
+        return 1
+    return 0
+
+
+def _separator_date(line: bytes) -> datetime | None:
+    match = SEPARATOR.match(line)
+    if match is None:
+        return None
+    text = " ".join(match.group("date").decode("ascii").split())
+    try:
+        return datetime.strptime(text, "%b %d %H:%M:%S %Y").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _flags(headers: MessageHeaders) -> frozenset[str]:
+    flags: set[str] = set()
+    raw = headers.raw
+    if "R" in str(raw.get("Status", "")):
+        flags.add("\\Seen")
+    for letter in str(raw.get("X-Status", "")):
+        if letter in X_STATUS_LETTERS:
+            flags.add(X_STATUS_LETTERS[letter])
+    mozilla = str(raw.get("X-Mozilla-Status", "")).strip()
+    if mozilla:
+        try:
+            bits = int(mozilla, 16)
+        except ValueError:
+            bits = 0
+        flags.update(flag for bit, flag in MOZILLA_FLAGS.items() if bits & bit)
+    flags.update(str(raw.get("X-Mozilla-Keys", "")).split())
+    return frozenset(flags)
+
+
+def _mbox_files(root: Path) -> Iterator[Path]:
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
+        for name in sorted(files):
+            path = Path(directory) / name
+            if not name.startswith(".") and _looks_like_mbox(path):
+                yield path
+
+
+def _looks_like_mbox(path: Path) -> bool:
+    if path.suffix.lower() in (".msf", ".dat", ".json", ".sqlite", ".html"):
+        return False
+    with path.open("rb") as stream:
+        head = stream.read(5)
+    return head == b"From " or (head == b"" and path.suffix.lower() == ".mbox")
+
+
+def _folder_path(relative: Path) -> tuple[str, ...]:
+    parts = [part.removesuffix(".sbd") for part in relative.parts[:-1]]
+    name = relative.name
+    if name.lower().endswith(".mbox"):
+        name = name[: -len(".mbox")]
+    return (*parts, name)
