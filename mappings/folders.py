@@ -292,7 +292,6 @@ class _Planner:
         for path, role in folders:
             path = tuple(path)
             self.declared[path] = role.lstrip("\\").lower() if role else None
-        self.declared_roles = {role for role in self.declared.values() if role in ROLES}
         # A server that nests every folder under INBOX (Courier, Cyrus) keeps its well-known
         # folders one level down.
         self.nests_under_inbox = len(self.declared) > 1 and all(
@@ -352,8 +351,11 @@ class _Planner:
         if declared in ROLES:
             return self.well_known(declared, "special_use")
         if self.well_known_position(path):
+            # A folder named for a role merges into that role's folder even when another
+            # folder declares the role: mailboxes used from Exchange in French and from an
+            # IMAP client often hold both "Éléments envoyés" and a client-made "Sent".
             role = _ROLE_BY_NAME.get(_fold(path[-1]))
-            if role is not None and role not in self.declared_roles:
+            if role is not None:
                 return self.well_known(role, "well_known_name")
             if not self.rules.include_non_mail and _fold(path[-1]) in _NON_MAIL:
                 return _Class(True, None, ("non_mail_folder",), path[-1])

@@ -85,6 +85,17 @@ def expected(folders: Iterable[CorpusFolder], where: dict[tuple[str, ...], tuple
     return wanted
 
 
+def landed(source_view: dict[tuple[str, ...], Counter],
+           where: dict[tuple[str, ...], tuple[str, ...]]) -> dict[tuple[str, ...], Counter]:
+    """What the target must hold, from what the source serves (an IMAP server may already
+    have rewritten bytes it was given, e.g. bare LF line endings as CRLF)."""
+    wanted: dict[tuple[str, ...], Counter] = {}
+    for path, counter in source_view.items():
+        if path in where and counter:
+            wanted.setdefault(where[path], Counter()).update(counter)
+    return wanted
+
+
 def _utc(moment: datetime) -> int:
     """Internal dates compared as instants (Dovecot keeps them as file times, without the
     offset): imapclient hands back naive local times, which ``timestamp`` reads as local."""

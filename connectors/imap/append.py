@@ -1,0 +1,509 @@
+"""A pipelined IMAP APPEND writer: many messages in flight on one connection.
+
+Dovecot's APPEND is fsync-bound at a few hundred messages a second; a client that waits
+for each reply before sending the next message falls to a few dozen a second as soon as a
+WAN round trip separates it from the server (see SERVERS.md). imapclient waits for each
+reply, so the sink writes its messages through this small dedicated client instead: it
+keeps a window of APPEND commands outstanding, streams each body from ``Message.open()``
+in chunks, and matches the tagged replies to the messages, in order.
+
+One thread does everything: between chunks it reads whatever the server has answered, so
+the server never blocks on a full output buffer while we block on a full input buffer (the
+window bounds what the server can have to say to a few kilobytes anyway).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import select
+import socket
+import ssl
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO
+
+from imapclient import imap_utf7
+
+from connectors.base import BasculeError, ConnectError, ItemRejected, Message
+from connectors.imap.session import ImapCredentials, ImapEndpoint, ssl_context
+
+CHUNK_SIZE = 1 << 16
+WINDOW_MESSAGES = 64
+WINDOW_BYTES = 32 << 20
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+ATOM_SPECIALS = frozenset(b'(){ %*"\\]')
+TOO_BIG_CODES = frozenset({"TOOBIG", "LIMIT"})
+
+_TAGGED = re.compile(rb"^(\S+) (OK|NO|BAD)(?: \[([^\]]*)\])? ?(.*)$", re.IGNORECASE)
+_LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
+
+
+class AppendConnectionLost(BasculeError):
+    """The connection broke while messages were in flight; their fate is unknown.
+
+    ``unsent`` holds a message taken from the caller's iterable but never sent: it can go
+    through another connection.
+    """
+
+    code = "unreachable"
+
+    def __init__(self, detail: str = "", *, unsent: Message | None = None) -> None:
+        super().__init__(detail)
+        self.unsent = unsent
+
+
+@dataclass(frozen=True)
+class AppendReceipt:
+    """The server's answer to one APPEND: where the message went, or why it did not."""
+
+    uidvalidity: int | None = None
+    uid: int | None = None
+    error: ItemRejected | None = None
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: str
+    code: str
+    text: str
+
+
+@dataclass
+class _InFlight:
+    message: Message
+    tag: str | None
+    receipt: AppendReceipt | None = None
+
+
+class AppendPipeline:
+    """One logged-in connection that appends messages, many at a time.
+
+    ``window`` and ``window_bytes`` bound what is sent and not yet answered; a message
+    bigger than ``window_bytes`` is sent alone.
+    """
+
+    def __init__(
+        self,
+        endpoint: ImapEndpoint,
+        credentials: ImapCredentials,
+        *,
+        window: int = WINDOW_MESSAGES,
+        window_bytes: int = WINDOW_BYTES,
+    ) -> None:
+        self._endpoint = endpoint
+        self._window = window
+        self._window_bytes = window_bytes
+        self._buffer = bytearray()
+        self._replies: dict[str, _Reply] = {}
+        self._continuations = 0
+        self._tag_counter = 0
+        self._closed = False
+        self._eof = False
+        self.capabilities: frozenset[str] = frozenset()
+        self._sock = self._open_socket(endpoint)
+        try:
+            self._login(credentials)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    @property
+    def literal_plus(self) -> bool:
+        return "LITERAL+" in self.capabilities
+
+    @property
+    def uidplus(self) -> bool:
+        return "UIDPLUS" in self.capabilities
+
+    @property
+    def append_limit(self) -> int | None:
+        """The biggest message the server accepts (RFC 7889 APPENDLIMIT), if it says."""
+        for capability in self.capabilities:
+            name, _, value = capability.partition("=")
+            if name == "APPENDLIMIT" and value.isdigit():
+                return int(value)
+        return None
+
+    def append(self, mailbox: str, messages: Iterable[Message]) -> Iterator[
+            tuple[Message, AppendReceipt]]:
+        """Append each message to ``mailbox`` (a Unicode name); yield each with its receipt,
+        in order, as replies arrive.
+
+        A message the server refuses gets a receipt with ``error`` and the next ones go on.
+        When the connection breaks, every message not yet answered is yielded with a
+        ``server_error`` receipt (it may or may not be stored) and ``AppendConnectionLost``
+        is raised; messages not yet taken from ``messages`` are left there, and one taken but
+        not sent is the exception's ``unsent``.
+        """
+        pending: deque[_InFlight] = deque()
+        encoded_mailbox = _quoted(imap_utf7.encode(mailbox))
+        limit = self.append_limit
+        unsent: Message | None = None
+        try:
+            for message in messages:
+                if limit is not None and message.size > limit:
+                    pending.append(_InFlight(message, None, AppendReceipt(error=ItemRejected(
+                        f"{message.size} bytes, the server accepts at most {limit}",
+                        code="too_big"))))
+                else:
+                    unsent = message
+                    self._make_room(pending, message.size)
+                    unsent = None
+                    entry = _InFlight(message, self._next_tag())
+                    pending.append(entry)
+                    self._send_append(entry, encoded_mailbox)
+                self._poll()
+                yield from _pop_answered(pending, self._replies, self.uidplus)
+            while pending:
+                if pending[0].receipt is None and pending[0].tag not in self._replies:
+                    self._wait()
+                yield from _pop_answered(pending, self._replies, self.uidplus)
+        except (OSError, AppendConnectionLost) as error:
+            self._closed = True
+            self._drain_until_closed()
+            self._sock.close()
+            yield from _pop_answered(pending, self._replies, self.uidplus)
+            for entry in pending:
+                yield entry.message, entry.receipt or AppendReceipt(error=ItemRejected(
+                    f"connection lost before the server answered ({error})",
+                    code="server_error"))
+            raise AppendConnectionLost(str(error), unsent=unsent) from error
+
+    def logout(self) -> None:
+        """Say goodbye and close. Safe to call twice, and after the connection broke."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            tag = self._next_tag()
+            self._send(f"{tag} LOGOUT\r\n".encode())
+            while tag not in self._replies:
+                self._wait()
+        except (OSError, AppendConnectionLost):
+            pass
+        finally:
+            self._sock.close()
+
+    def _open_socket(self, endpoint: ImapEndpoint) -> socket.socket:
+        try:
+            sock = socket.create_connection((endpoint.host, endpoint.port),
+                                            timeout=endpoint.timeout)
+        except OSError as error:
+            raise ConnectError(f"{endpoint.host}:{endpoint.port}: {error}") from error
+        try:
+            if endpoint.security == "tls":
+                sock = ssl_context(endpoint).wrap_socket(sock, server_hostname=endpoint.host)
+            self._sock = sock
+            greeting = self._read_line()
+            if not greeting.upper().startswith((b"* OK", b"* PREAUTH")):
+                raise ConnectError(f"unexpected greeting: {greeting!r}")
+            if endpoint.security == "starttls":
+                reply = self._command(b"STARTTLS")
+                if reply.status != "OK":
+                    raise ConnectError(f"STARTTLS refused: {reply.text}", code="tls_failed")
+                sock = ssl_context(endpoint).wrap_socket(sock, server_hostname=endpoint.host)
+                self._sock = sock
+        except ssl.SSLError as error:
+            sock.close()
+            raise ConnectError(str(error), code="tls_failed") from error
+        except (OSError, AppendConnectionLost) as error:
+            sock.close()
+            raise ConnectError(f"{endpoint.host}:{endpoint.port}: {error}") from error
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _login(self, credentials: ImapCredentials) -> None:
+        try:
+            pre_login = self._ask_capabilities()
+            if credentials.oauth_token:
+                reply = self._authenticate(b"XOAUTH2", (
+                    f"user={credentials.login}\x01auth=Bearer {credentials.oauth_token}\x01\x01"
+                ).encode(), pre_login)
+            elif credentials.authzid or "LOGINDISABLED" in pre_login:
+                reply = self._authenticate(b"PLAIN", b"\0".join((
+                    (credentials.authzid or "").encode(), credentials.login.encode(),
+                    credentials.password.encode())), pre_login)
+            else:
+                reply = self._command_with_strings(
+                    b"LOGIN", credentials.login.encode(), credentials.password.encode())
+            if reply.status != "OK":
+                raise ConnectError(f"login refused: {reply.text}", code="auth_failed")
+            if reply.code.upper().startswith("CAPABILITY "):
+                self.capabilities = _capability_set(reply.code[len("CAPABILITY "):])
+            else:
+                self.capabilities = self._ask_capabilities()
+        except (OSError, AppendConnectionLost) as error:
+            raise ConnectError(f"connection lost during login: {error}") from error
+
+    def _authenticate(self, mechanism: bytes, response: bytes,
+                      capabilities: frozenset[str]) -> _Reply:
+        tag = self._next_tag()
+        encoded = base64.b64encode(response) or b"="
+        if "SASL-IR" in capabilities:
+            self._send(b"%s AUTHENTICATE %s %s\r\n" % (tag.encode(), mechanism, encoded))
+        else:
+            self._send(b"%s AUTHENTICATE %s\r\n" % (tag.encode(), mechanism))
+            if self._wait_continuation(tag):
+                self._send(encoded + b"\r\n")
+        # A failing XOAUTH2 sends its error as a challenge and waits for an empty answer.
+        while self._wait_continuation(tag):
+            self._send(b"\r\n")
+        return self._replies.pop(tag)
+
+    def _ask_capabilities(self) -> frozenset[str]:
+        self.capabilities = frozenset()
+        self._command(b"CAPABILITY")
+        return self.capabilities
+
+    def _command(self, command: bytes) -> _Reply:
+        tag = self._next_tag()
+        self._send(b"%s %s\r\n" % (tag.encode(), command))
+        while tag not in self._replies:
+            self._wait()
+        return self._replies.pop(tag)
+
+    def _command_with_strings(self, command: bytes, *arguments: bytes) -> _Reply:
+        """A command whose arguments are strings sent quoted, or as synchronising literals
+        when quoting cannot carry them (8-bit, CR, LF)."""
+        tag = self._next_tag()
+        line = b"%s %s" % (tag.encode(), command)
+        for argument in arguments:
+            if _quotable(argument):
+                line += b" " + _quoted(argument)
+                continue
+            self._send(line + b" {%d}\r\n" % len(argument))
+            if not self._wait_continuation(tag):
+                return self._replies.pop(tag)
+            line = argument
+        self._send(line + b"\r\n")
+        while tag not in self._replies:
+            self._wait()
+        return self._replies.pop(tag)
+
+    def _send_append(self, entry: _InFlight, mailbox: bytes) -> None:
+        message = entry.message
+        try:
+            stream = message.open()
+        except OSError as error:
+            # Opened before the command goes out, so an unreadable source costs one message,
+            # not the connection.
+            entry.receipt = AppendReceipt(error=ItemRejected(
+                f"the message cannot be read at the source: {error}", code="invalid_message"))
+            return
+        with stream:
+            header = b"%s APPEND %s (%s)" % (entry.tag.encode(), mailbox,
+                                              " ".join(storable_flags(message.flags)).encode())
+            if message.internal_date is not None:
+                header += b' "%s"' % _imap_date_time(message.internal_date).encode()
+            if self.literal_plus:
+                self._send(header + b" {%d+}\r\n" % message.size)
+            else:
+                self._send(header + b" {%d}\r\n" % message.size)
+                if not self._wait_continuation(entry.tag):
+                    return
+            self._stream_body(entry, stream)
+        self._send(b"\r\n")
+
+    def _stream_body(self, entry: _InFlight, stream: IO[bytes]) -> None:
+        """Send exactly ``size`` bytes of the body. A source whose stream is not that long
+        cannot be completed: the connection is cut, so the server drops the partial APPEND
+        instead of storing a wrong message."""
+        message = entry.message
+        remaining = message.size
+        while remaining:
+            chunk = stream.read(min(CHUNK_SIZE, remaining))
+            if not chunk:
+                break
+            self._send(chunk)
+            remaining -= len(chunk)
+            self._poll()
+        longer = bool(stream.read(1))
+        if remaining or longer:
+            entry.receipt = AppendReceipt(error=ItemRejected(
+                f"the source stream is not the {message.size} bytes it announced",
+                code="invalid_message"))
+            self._drain_until_closed()
+            raise AppendConnectionLost("message aborted: source size mismatch")
+
+    def _drain_until_closed(self) -> None:
+        """Stop writing and collect the replies the server sent for earlier commands."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+            while not self._eof:
+                self._wait()
+        except (OSError, AppendConnectionLost):
+            pass
+
+    def _make_room(self, pending: deque[_InFlight], size: int) -> None:
+        while True:
+            unanswered = [entry for entry in pending
+                          if entry.receipt is None and entry.tag not in self._replies]
+            if not unanswered:
+                return
+            in_flight_bytes = sum(entry.message.size for entry in unanswered)
+            if len(unanswered) < self._window and in_flight_bytes + size <= self._window_bytes:
+                return
+            self._wait()
+
+    def _wait_continuation(self, tag: str) -> bool:
+        """Wait for a ``+`` (True) or for the command's tagged reply (False)."""
+        while not self._continuations and tag not in self._replies:
+            self._wait()
+        if self._continuations:
+            self._continuations -= 1
+            return True
+        return False
+
+    def _next_tag(self) -> str:
+        self._tag_counter += 1
+        return f"B{self._tag_counter}"
+
+    def _send(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def _poll(self) -> None:
+        """Read what the server already answered, without waiting."""
+        while self._readable(0):
+            self._receive()
+
+    def _wait(self) -> None:
+        """Wait for the server to say something, then read all of it."""
+        if not self._readable(self._endpoint.timeout):
+            raise AppendConnectionLost(f"no reply within {self._endpoint.timeout}s")
+        self._receive()
+        self._poll()
+
+    def _readable(self, timeout: float) -> bool:
+        if self._eof:
+            raise AppendConnectionLost("the server closed the connection")
+        if isinstance(self._sock, ssl.SSLSocket) and self._sock.pending():
+            return True
+        return bool(select.select([self._sock], [], [], timeout)[0])
+
+    def _receive(self) -> None:
+        data = self._sock.recv(CHUNK_SIZE)
+        if not data:
+            self._eof = True
+        self._buffer += data
+        while (response := self._take_response()) is not None:
+            self._dispatch(response)
+        if self._eof:
+            raise AppendConnectionLost("the server closed the connection")
+
+    def _take_response(self) -> bytes | None:
+        """One complete response from the buffer (its literals inlined), or None."""
+        end = 0
+        while True:
+            newline = self._buffer.find(b"\r\n", end)
+            if newline < 0:
+                return None
+            literal = _LITERAL_AT_END.search(self._buffer, end, newline)
+            if literal is None:
+                response = bytes(self._buffer[:newline])
+                del self._buffer[:newline + 2]
+                return response
+            end = newline + 2 + int(literal.group(1))
+            if len(self._buffer) < end:
+                return None
+
+    def _read_line(self) -> bytes:
+        """The greeting, read before anything else is sent."""
+        while (newline := self._buffer.find(b"\r\n")) < 0:
+            data = self._sock.recv(CHUNK_SIZE)
+            if not data:
+                raise AppendConnectionLost("the server closed the connection")
+            self._buffer += data
+        line = bytes(self._buffer[:newline])
+        del self._buffer[:newline + 2]
+        return line
+
+    def _dispatch(self, response: bytes) -> None:
+        if response.startswith(b"+"):
+            self._continuations += 1
+            return
+        if response.startswith(b"* "):
+            words = response[2:].split(b" ", 1)
+            keyword = words[0].upper()
+            if keyword == b"CAPABILITY" and len(words) > 1:
+                self.capabilities = _capability_set(words[1].decode("ascii", "replace"))
+            elif keyword == b"BYE":
+                self._eof = True
+            return
+        match = _TAGGED.match(response)
+        if match:
+            tag, status, code, text = match.groups()
+            self._replies[tag.decode("ascii", "replace")] = _Reply(
+                status.decode().upper(), (code or b"").decode("utf-8", "replace"),
+                text.decode("utf-8", "replace"))
+
+
+def _pop_answered(pending: deque[_InFlight], replies: dict[str, _Reply],
+                  uidplus: bool) -> Iterator[tuple[Message, AppendReceipt]]:
+    while pending:
+        entry = pending[0]
+        if entry.receipt is None:
+            reply = replies.pop(entry.tag, None) if entry.tag else None
+            if reply is None:
+                return
+            entry.receipt = _receipt(reply, uidplus)
+        pending.popleft()
+        yield entry.message, entry.receipt
+
+
+def _receipt(reply: _Reply, uidplus: bool) -> AppendReceipt:
+    """The receipt a tagged reply means. APPENDUID is read only from a server that
+    advertises UIDPLUS: one that does not has not promised what the UIDs mean."""
+    code_name, _, code_args = reply.code.partition(" ")
+    if reply.status == "OK":
+        if uidplus and code_name.upper() == "APPENDUID":
+            uidvalidity, uid = code_args.split()[:2]
+            if uid.isdigit():
+                return AppendReceipt(int(uidvalidity), int(uid))
+        return AppendReceipt()
+    detail = f"{reply.status} {'[' + reply.code + '] ' if reply.code else ''}{reply.text}"
+    code = "too_big" if code_name.upper() in TOO_BIG_CODES else "invalid_message"
+    return AppendReceipt(error=ItemRejected(detail, code=code))
+
+
+def _capability_set(text: str) -> frozenset[str]:
+    return frozenset(word.upper() for word in text.split())
+
+
+def storable_flags(flags: Iterable[str]) -> list[str]:
+    """Flags the server can set on APPEND: ``\\Recent`` belongs to the server, and a keyword
+    that is not an IMAP atom cannot be written (the mapping layer renames categories)."""
+    kept = []
+    for flag in sorted(flags):
+        if flag.lower() == "\\recent":
+            continue
+        name = flag.removeprefix("\\")
+        raw = name.encode("utf-8")
+        if raw and all(0x20 < byte < 0x7F and byte not in ATOM_SPECIALS for byte in raw):
+            kept.append(flag)
+    return kept
+
+
+def _imap_date_time(moment: datetime) -> str:
+    """RFC 3501 date-time, keeping the offset the source gave (UTC when it gave none)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    offset = moment.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    return (f"{moment.day:02d}-{MONTHS[moment.month - 1]}-{moment.year:04d} "
+            f"{moment:%H:%M:%S} {sign}{hours:02d}{minutes:02d}")
+
+
+def _quotable(value: bytes) -> bool:
+    return all(0 < byte < 0x80 and byte not in (0x0A, 0x0D) for byte in value)
+
+
+def _quoted(value: bytes) -> bytes:
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'

@@ -1,0 +1,264 @@
+"""Open a logged-in IMAP connection, and name folders with the server's separator.
+
+Shared by the IMAP source and sink. Folder names are plain ``str``: imapclient encodes
+and decodes modified UTF-7 on the wire. TLS is always verified; a private CA is trusted
+by naming its file, never by turning verification off.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+import imapclient
+from imapclient import exceptions as imap_errors
+
+from connectors.base import ConnectError, Path
+
+Security = Literal["tls", "starttls", "none"]
+T = TypeVar("T")
+
+CONNECTION_DROPPED: tuple[type[BaseException], ...] = (
+    imap_errors.IMAPClientAbortError,
+    imaplib.IMAP4.abort,
+    ConnectionError,
+    TimeoutError,
+    ssl.SSLEOFError,
+)
+"""Errors after which the connection is unusable but a new one may work."""
+
+
+@dataclass(frozen=True)
+class ImapEndpoint:
+    """Where an IMAP server listens and how to reach it."""
+
+    host: str
+    port: int
+    security: Security = "tls"
+    ca_file: str | None = None
+    """A CA certificate (PEM) trusted in addition to the system's, e.g. an internal CA."""
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ImapCredentials:
+    """Who logs in.
+
+    With ``authzid`` the login is SASL PLAIN proxy authorisation: authenticate as ``login``
+    (an administrator, e.g. Cyrus ``cyrus``), act as ``authzid``. With ``oauth_token`` the
+    login is XOAUTH2 and ``password`` is unused.
+    """
+
+    login: str
+    password: str = field(repr=False)
+    authzid: str | None = None
+    oauth_token: str | None = field(default=None, repr=False)
+
+
+def ssl_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
+    """A verifying context: system CAs, plus ``endpoint.ca_file`` when given."""
+    context = ssl.create_default_context()
+    if endpoint.ca_file:
+        context.load_verify_locations(cafile=endpoint.ca_file)
+    return context
+
+
+def connect(endpoint: ImapEndpoint, credentials: ImapCredentials) -> imapclient.IMAPClient:
+    """A connection logged in as ``credentials``; its datetimes are timezone-aware.
+
+    Raises ``ConnectError`` with code ``unreachable`` (name unknown, refused, timeout),
+    ``tls_failed`` (handshake or certificate) or ``auth_failed``. The detail never holds a
+    password or token.
+    """
+    client = _open(endpoint)
+    # Dates keep the offset the server gave (a received date in +05:30 stays so).
+    client.normalise_times = False
+    try:
+        _login(client, credentials)
+    except BaseException:
+        _drop(client)
+        raise
+    return client
+
+
+def capabilities(client: imapclient.IMAPClient) -> frozenset[str]:
+    """What the server advertises, in upper case. Call it after login: servers advertise
+    more (or less) once a user is authenticated, and imapclient asks again then."""
+    return frozenset(
+        (c.decode("ascii") if isinstance(c, bytes) else c).upper() for c in client.capabilities()
+    )
+
+
+def hierarchy_separator(client: imapclient.IMAPClient) -> str | None:
+    """The personal namespace's separator (``LIST "" ""``); ``None`` for a flat server."""
+    for _flags, delimiter, _name in client.list_folders("", ""):
+        if delimiter:
+            return delimiter.decode("ascii") if isinstance(delimiter, bytes) else delimiter
+    return None
+
+
+def split_name(name: str, separator: str | None) -> Path:
+    """A mailbox name (already decoded from modified UTF-7) as a path."""
+    if not separator:
+        return (name,)
+    return tuple(name.split(separator))
+
+
+def join_path(path: Path, separator: str | None) -> str:
+    """The mailbox name of a path. Raises ``ValueError`` if a segment holds the separator
+    (the caller renames such a folder first)."""
+    if not path or any(not segment for segment in path):
+        raise ValueError(f"empty folder name in {path!r}")
+    if separator is None:
+        if len(path) > 1:
+            raise ValueError(f"the server has no hierarchy; cannot name {path!r}")
+        return path[0]
+    for segment in path:
+        if separator in segment:
+            raise ValueError(f"folder name {segment!r} contains the separator {separator!r}")
+    return separator.join(path)
+
+
+def is_connection_dropped(error: BaseException) -> bool:
+    return isinstance(error, CONNECTION_DROPPED)
+
+
+class ImapSession:
+    """One logged-in connection that is opened on first use and reopened once if dropped.
+
+    ``call(operation)`` runs ``operation(client)``; if the connection drops meanwhile it
+    reconnects and runs it once more. Operations must therefore be safe to repeat (reads,
+    SELECT, STORE of absolute flags), which is why APPEND is not run through it blindly.
+    """
+
+    def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials) -> None:
+        self.endpoint = endpoint
+        self.credentials = credentials
+        self._client: imapclient.IMAPClient | None = None
+        self._capabilities: frozenset[str] = frozenset()
+        self._separator: str | None = None
+
+    @property
+    def client(self) -> imapclient.IMAPClient:
+        if self._client is None:
+            self._client = connect(self.endpoint, self.credentials)
+            self._capabilities = capabilities(self._client)
+            self._separator = hierarchy_separator(self._client)
+        return self._client
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        _ = self.client
+        return self._capabilities
+
+    @property
+    def separator(self) -> str | None:
+        _ = self.client
+        return self._separator
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    def call(self, operation: Callable[[imapclient.IMAPClient], T]) -> T:
+        try:
+            return operation(self.client)
+        except CONNECTION_DROPPED:
+            self.reset()
+            return operation(self.client)
+
+    def reset(self) -> None:
+        """Forget the current connection (after it dropped); the next use opens a new one."""
+        if self._client is not None:
+            _drop(self._client)
+            self._client = None
+
+    def close(self) -> None:
+        """Log out. Safe to call twice."""
+        if self._client is None:
+            return
+        client, self._client = self._client, None
+        try:
+            client.logout()
+        except (imap_errors.IMAPClientError, OSError):
+            _drop(client)
+
+
+def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
+    where = f"{endpoint.host}:{endpoint.port}"
+    context = ssl_context(endpoint) if endpoint.security != "none" else None
+    try:
+        client = imapclient.IMAPClient(
+            endpoint.host,
+            port=endpoint.port,
+            ssl=endpoint.security == "tls",
+            ssl_context=context,
+            timeout=endpoint.timeout,
+        )
+    except ssl.SSLError as error:
+        raise ConnectError(f"TLS with {where} failed: {_reason(error)}", code="tls_failed")
+    except socket.gaierror as error:
+        raise ConnectError(f"{endpoint.host}: unknown host ({error.strerror})", code="unreachable")
+    except (OSError, imap_errors.IMAPClientError) as error:
+        raise ConnectError(f"{where}: {_reason(error)}", code="unreachable")
+    if endpoint.security == "starttls":
+        try:
+            client.starttls(context)
+        except (ssl.SSLError, imap_errors.IMAPClientError) as error:
+            _drop(client)
+            raise ConnectError(f"STARTTLS with {where} failed: {_reason(error)}", code="tls_failed")
+        except OSError as error:
+            _drop(client)
+            raise ConnectError(f"{where}: {_reason(error)}", code="unreachable")
+    return client
+
+
+def _login(client: imapclient.IMAPClient, credentials: ImapCredentials) -> None:
+    secrets = [s for s in (credentials.password, credentials.oauth_token) if s]
+    try:
+        if credentials.oauth_token:
+            client.oauth2_login(credentials.login, credentials.oauth_token)
+        elif credentials.authzid:
+            client.plain_login(
+                credentials.login, credentials.password, authorization_identity=credentials.authzid
+            )
+        elif not (credentials.login + credentials.password).isascii():
+            # LOGIN's arguments are ASCII strings (imaplib refuses others); SASL PLAIN
+            # carries UTF-8, which is how servers expect accented passwords.
+            client.plain_login(credentials.login, credentials.password)
+        else:
+            client.login(credentials.login, credentials.password)
+    except imap_errors.IMAPClientAbortError as error:
+        raise ConnectError(f"connection lost during login: {_scrub(error, secrets)}")
+    except imap_errors.IMAPClientError as error:
+        raise ConnectError(
+            f"login as {credentials.login} refused: {_scrub(error, secrets)}", code="auth_failed"
+        )
+    except OSError as error:
+        raise ConnectError(f"connection lost during login: {_reason(error)}")
+
+
+def _scrub(error: BaseException, secrets: list[str]) -> str:
+    """The server's words, with any secret the client sent cut out in case it is echoed."""
+    text = _reason(error)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error)
+    if text.startswith(("b'", 'b"')):
+        text = text[2:-1]
+    return text or type(error).__name__
+
+
+def _drop(client: imapclient.IMAPClient) -> None:
+    """Close the socket without a LOGOUT exchange (the connection is broken or unwanted)."""
+    try:
+        client.shutdown()
+    except (imap_errors.IMAPClientError, OSError):
+        pass

@@ -1,0 +1,468 @@
+"""The IMAP mail sink: folders, pipelined APPENDs, recovery lookups and inventories.
+
+Folders, searches, flags and inventories go through imapclient (``ImapSession``); message
+bodies go through ``AppendPipeline``, which keeps many APPENDs in flight. Folder names
+(``native_name``) are Unicode strings with the server's separator; modified UTF-7 exists
+only on the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import imapclient
+from imapclient import exceptions as imap_errors
+
+from connectors.base import (
+    ContainerRefused,
+    ItemRejected,
+    Message,
+    Path,
+    PutResult,
+    SinkCapabilities,
+    StoredItem,
+)
+from connectors.imap.append import (
+    WINDOW_MESSAGES,
+    AppendConnectionLost,
+    AppendPipeline,
+    AppendReceipt,
+    storable_flags,
+)
+from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession, join_path
+
+SPECIAL_USE_ROLES = {
+    b"\\sent": "sent",
+    b"\\drafts": "drafts",
+    b"\\trash": "trash",
+    b"\\junk": "junk",
+    b"\\archive": "archive",
+}
+WHOLE_BODY_LIMIT = 1 << 20
+"""Bodies up to this size are fetched whole, several per FETCH; bigger ones in parts."""
+PART_SIZE = 1 << 20
+FETCH_BATCH_BYTES = 8 << 20
+METADATA_BATCH = 1000
+RESOLVE_BATCH = 64
+"""Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
+RECONNECTS = 3
+
+
+class ImapSink:
+    """A ``MailSink`` on an IMAP server (Dovecot, Cyrus, BlueMind...).
+
+    ``connections`` > 1 spreads APPENDs over that many pipelines, which helps a server whose
+    APPEND is bound by fsync rather than by the network.
+    """
+
+    def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials,
+                 connections: int = 1) -> None:
+        self._endpoint = endpoint
+        self._credentials = credentials
+        self._connections = max(1, connections)
+        self._session = ImapSession(endpoint, credentials)
+        self._pipelines: dict[int, AppendPipeline] = {}
+        self._selected: tuple[int, str, bool] | None = None
+        self._uidvalidity = 0
+
+    @cached_property
+    def capabilities(self) -> SinkCapabilities:
+        separator = self._session.separator
+        special: dict[str, Path] = {"inbox": ("INBOX",)}
+        for flags, _delimiter, name in self._session.call(lambda c: c.list_folders()):
+            for flag in flags:
+                role = SPECIAL_USE_ROLES.get(flag.lower())
+                if role and role not in special:
+                    special[role] = _split(name, separator)
+        return SinkCapabilities(
+            max_item_size=_append_limit(self._session.capabilities),
+            separator=separator or "/",
+            keywords=self._keywords_kept(),
+            special_folders=special,
+        )
+
+    def ensure_container(self, path: Path) -> str:
+        separator = self._session.separator
+        try:
+            native_name = join_path(path, separator)
+        except ValueError as error:
+            raise ContainerRefused(str(error)) from error
+        for depth in range(1, len(path) + 1):
+            self._create(join_path(path[:depth], separator))
+        return native_name
+
+    def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
+        if not self._uidplus():
+            yield from self._put_resolving_refs(native_name, messages)
+            return
+        for message, receipt in self._append(native_name, messages):
+            # A selection made before this message landed may not show it: select again.
+            self._selected = None
+            yield _put_result(message, receipt)
+
+    def find(self, native_name: str, fingerprint: str, size: int, exclude: set[str]) -> str | None:
+        def search(client: imapclient.IMAPClient) -> str | None:
+            uidvalidity = self._select(client, native_name, readonly=True)
+            criteria: list[str] = ["SMALLER", str(size + 1)]
+            if size > 0:
+                criteria = ["LARGER", str(size - 1), *criteria]
+            candidates = [uid for uid in sorted(client.search(criteria))
+                          if f"{uidvalidity}:{uid}" not in exclude]
+            sizes = [(uid, size) for uid in candidates]
+            for uid, found in _body_fingerprints(client, sizes):
+                if found == fingerprint:
+                    return f"{uidvalidity}:{uid}"
+            return None
+
+        return self._session.call(search)
+
+    def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
+        ref_validity, _, uid = target_ref.partition(":")
+
+        def store(client: imapclient.IMAPClient) -> None:
+            uidvalidity = self._select(client, native_name, readonly=False)
+            if ref_validity != str(uidvalidity) or not uid.isdigit():
+                raise ItemRejected(f"{target_ref} is not a message of {native_name} "
+                                   f"(UIDVALIDITY {uidvalidity})", code="server_error")
+            client.set_flags([int(uid)], storable_flags(flags), silent=True)
+
+        try:
+            self._session.call(store)
+        except imap_errors.IMAPClientError as error:
+            raise ItemRejected(str(error), code="server_error") from error
+
+    def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
+        client = self._session.client
+        uidvalidity = self._select(client, native_name, readonly=True)
+        uids = sorted(client.search("ALL"))
+        for start in range(0, len(uids), METADATA_BATCH):
+            chunk = uids[start:start + METADATA_BATCH]
+            client.normalise_times = False
+            rows = client.fetch(chunk, ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
+            hashes: dict[int, str] = {}
+            if fingerprints:
+                hashes = dict(_body_fingerprints(
+                    client, [(uid, rows[uid][b"RFC822.SIZE"]) for uid in chunk if uid in rows]))
+            for uid in chunk:
+                if uid not in rows:
+                    continue
+                row = rows[uid]
+                yield StoredItem(
+                    target_ref=f"{uidvalidity}:{uid}",
+                    size=row[b"RFC822.SIZE"],
+                    flags=_flag_names(row[b"FLAGS"]),
+                    fingerprint=hashes.get(uid),
+                    internal_date=_aware(row.get(b"INTERNALDATE")),
+                )
+
+    def close(self) -> None:
+        pipelines, self._pipelines = self._pipelines, {}
+        for pipeline in pipelines.values():
+            pipeline.logout()
+        self._session.close()
+
+    def _append(self, native_name: str, messages: Iterable[Message]) -> Iterator[
+            tuple[Message, AppendReceipt]]:
+        if self._connections == 1:
+            return self._append_on(0, native_name, messages)
+        return _spread(self._connections, lambda slot, queued: self._append_on(
+            slot, native_name, queued), messages)
+
+    def _append_on(self, slot: int, native_name: str, messages: Iterable[Message]) -> Iterator[
+            tuple[Message, AppendReceipt]]:
+        """Append through the pipeline of ``slot``, reopening it when it drops (its in-flight
+        messages come back as errors: they may be stored, ``find`` tells after the run)."""
+        remaining = iter(messages)
+        failures = 0
+        while True:
+            pipeline = self._pipeline(slot)
+            try:
+                for result in pipeline.append(native_name, remaining):
+                    failures = 0
+                    yield result
+                return
+            except AppendConnectionLost as lost:
+                del self._pipelines[slot]
+                failures += 1
+                if failures > RECONNECTS:
+                    raise
+                if lost.unsent is not None:
+                    remaining = itertools.chain([lost.unsent], remaining)
+            except GeneratorExit:
+                # The caller stopped listening with APPENDs in flight: this connection's
+                # state is unknown, so it is not reused.
+                del self._pipelines[slot]
+                pipeline.logout()
+                raise
+
+    def _pipeline(self, slot: int) -> AppendPipeline:
+        if slot not in self._pipelines:
+            self._pipelines[slot] = AppendPipeline(self._endpoint, self._credentials)
+        return self._pipelines[slot]
+
+    def _put_resolving_refs(self, native_name: str, messages: Iterable[Message]) -> Iterator[
+            PutResult]:
+        """Without UIDPLUS the server does not say where a message went: look at the UIDs
+        that appeared since the batch began and match them by size, then by content."""
+        locator = _Locator(self, native_name)
+        acknowledged: list[tuple[Message, AppendReceipt]] = []
+        for message, receipt in self._append(native_name, messages):
+            acknowledged.append((message, receipt))
+            if len(acknowledged) >= RESOLVE_BATCH:
+                yield from locator.resolve(acknowledged)
+                acknowledged = []
+        yield from locator.resolve(acknowledged)
+        self._selected = None
+
+    def _uidplus(self) -> bool:
+        return self._pipeline(0).uidplus
+
+    def _create(self, native_name: str) -> None:
+        def create(client: imapclient.IMAPClient) -> None:
+            if _exists(client, native_name):
+                return
+            try:
+                client.create_folder(native_name)
+            except imap_errors.IMAPClientError as error:
+                if not _exists(client, native_name):
+                    raise ContainerRefused(f"{native_name}: {_server_text(error)}") from error
+            client.subscribe_folder(native_name)
+
+        self._session.call(create)
+
+    def _select(self, client: imapclient.IMAPClient, native_name: str, readonly: bool) -> int:
+        """Select the folder (again only when needed); answer its UIDVALIDITY."""
+        key = (id(client), native_name, readonly)
+        if self._selected != key:
+            try:
+                status = client.select_folder(native_name, readonly=readonly)
+            except imap_errors.IMAPClientError as error:
+                raise ContainerRefused(f"{native_name}: {_server_text(error)}") from error
+            self._selected = key
+            self._uidvalidity = int(status[b"UIDVALIDITY"])
+        return self._uidvalidity
+
+    def _keywords_kept(self) -> bool:
+        """Whether INBOX accepts new keywords for good (``\\*`` in PERMANENTFLAGS). Read-write
+        SELECT: EXAMINE answers an empty PERMANENTFLAGS since nothing can be stored."""
+        def permanent(client: imapclient.IMAPClient) -> tuple[bytes, ...]:
+            self._selected = None
+            return client.select_folder("INBOX").get(b"PERMANENTFLAGS", ())
+
+        return b"\\*" in self._session.call(permanent)
+
+
+class _Locator:
+    """Finds, without UIDPLUS, the UIDs of messages appended during one ``put_many``."""
+
+    def __init__(self, sink: ImapSink, native_name: str) -> None:
+        self._sink = sink
+        self._native_name = native_name
+        status = sink._session.call(
+            lambda c: c.folder_status(native_name, [b"UIDNEXT", b"UIDVALIDITY"]))
+        self._uidvalidity = int(status[b"UIDVALIDITY"])
+        self._next_uid = int(status[b"UIDNEXT"])
+        self._unclaimed: dict[int, int] = {}
+        self._hashes: dict[int, str] = {}
+
+    def resolve(self, acknowledged: list[tuple[Message, AppendReceipt]]) -> Iterator[PutResult]:
+        stored = [message for message, receipt in acknowledged if receipt.error is None]
+        refs = self._sink._session.call(lambda c: self._locate(c, stored)) if stored else {}
+        for message, receipt in acknowledged:
+            if receipt.error is not None:
+                yield PutResult(message.source_id, None, receipt.error)
+            else:
+                yield PutResult(message.source_id, refs.get(id(message)))
+
+    def _locate(self, client: imapclient.IMAPClient, messages: list[Message]) -> dict[int, str]:
+        self._sink._selected = None
+        uidvalidity = self._sink._select(client, self._native_name, readonly=True)
+        if uidvalidity != self._uidvalidity:
+            return {}
+        new_uids = [uid for uid in client.search(["UID", f"{self._next_uid}:*"])
+                    if uid >= self._next_uid]
+        if new_uids:
+            rows = client.fetch(new_uids, ["RFC822.SIZE"])
+            self._unclaimed.update({uid: row[b"RFC822.SIZE"] for uid, row in rows.items()})
+            self._next_uid = max(new_uids) + 1
+        refs: dict[int, str] = {}
+        for message in messages:
+            uid = self._claim(client, message)
+            if uid is not None:
+                refs[id(message)] = f"{uidvalidity}:{uid}"
+        return refs
+
+    def _claim(self, client: imapclient.IMAPClient, message: Message) -> int | None:
+        """The first unclaimed new UID holding this message: by size when only one UID has
+        that size, else by content (another client may deliver mail meanwhile)."""
+        same_size = sorted(uid for uid, size in self._unclaimed.items() if size == message.size)
+        if len(same_size) == 1:
+            chosen: int | None = same_size[0]
+        else:
+            chosen = None
+            for uid in same_size:
+                if uid not in self._hashes:
+                    self._hashes.update(_body_fingerprints(client, [(uid, message.size)]))
+                if self._hashes.get(uid) == message.fingerprint:
+                    chosen = uid
+                    break
+        if chosen is not None:
+            del self._unclaimed[chosen]
+        return chosen
+
+
+def _spread(
+    connections: int,
+    append_on: Callable[[int, Iterable[Message]], Iterator[tuple[Message, AppendReceipt]]],
+    messages: Iterable[Message],
+) -> Iterator[tuple[Message, AppendReceipt]]:
+    """Deal the messages round-robin to one thread per connection; yield the receipts in
+    the messages' order. Each thread owns its connection, so no socket is shared."""
+    inboxes: list[queue.Queue[Message | None]] = [
+        queue.Queue(maxsize=WINDOW_MESSAGES) for _ in range(connections)]
+    outboxes: list[queue.Queue[tuple[Message, AppendReceipt] | BaseException]] = [
+        queue.Queue() for _ in range(connections)]
+    stop = threading.Event()
+
+    def queued(slot: int) -> Iterator[Message]:
+        while not stop.is_set():
+            try:
+                message = inboxes[slot].get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if message is None:
+                return
+            yield message
+
+    def work(slot: int) -> None:
+        try:
+            for result in append_on(slot, queued(slot)):
+                outboxes[slot].put(result)
+        except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
+            outboxes[slot].put(error)
+        # Once this connection is gone, what is still dealt to it comes back refused.
+        for message in queued(slot):
+            outboxes[slot].put((message, AppendReceipt(error=ItemRejected(
+                "the connection carrying this message failed", code="server_error"))))
+
+    workers = [threading.Thread(target=work, args=(slot,), daemon=True)
+               for slot in range(connections)]
+    for worker in workers:
+        worker.start()
+    dealt = 0
+    answered = 0
+
+    def next_answer(block: bool) -> tuple[Message, AppendReceipt] | None:
+        try:
+            answer = outboxes[answered % connections].get(block=block)
+        except queue.Empty:
+            return None
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    try:
+        for message in messages:
+            inboxes[dealt % connections].put(message)
+            dealt += 1
+            while answered < dealt and (answer := next_answer(block=False)) is not None:
+                answered += 1
+                yield answer
+        for inbox in inboxes:
+            inbox.put(None)
+        while answered < dealt and (answer := next_answer(block=True)) is not None:
+            answered += 1
+            yield answer
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+
+def _body_fingerprints(client: imapclient.IMAPClient, sizes: list[tuple[int, int]]) -> Iterator[
+        tuple[int, str]]:
+    """``(uid, fingerprint)`` of bodies, small ones several per FETCH, big ones in parts, so
+    memory holds at most a few megabytes whatever the message size."""
+    batch: list[int] = []
+    batch_bytes = 0
+    for uid, size in sizes:
+        if size > WHOLE_BODY_LIMIT:
+            yield uid, _fingerprint_in_parts(client, uid)
+            continue
+        batch.append(uid)
+        batch_bytes += size
+        if batch_bytes >= FETCH_BATCH_BYTES:
+            yield from _fingerprint_whole(client, batch)
+            batch, batch_bytes = [], 0
+    if batch:
+        yield from _fingerprint_whole(client, batch)
+
+
+def _fingerprint_whole(client: imapclient.IMAPClient, uids: list[int]) -> Iterator[
+        tuple[int, str]]:
+    rows = client.fetch(uids, ["BODY.PEEK[]"])
+    for uid in uids:
+        if uid in rows:
+            yield uid, "sha256:" + hashlib.sha256(rows[uid][b"BODY[]"]).hexdigest()
+
+
+def _fingerprint_in_parts(client: imapclient.IMAPClient, uid: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while True:
+        rows = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{PART_SIZE}>"])
+        part = rows.get(uid, {}).get(f"BODY[]<{offset}>".encode()) or b""
+        digest.update(part)
+        offset += len(part)
+        if len(part) < PART_SIZE:
+            return "sha256:" + digest.hexdigest()
+
+
+def _put_result(message: Message, receipt: AppendReceipt) -> PutResult:
+    if receipt.error is not None:
+        return PutResult(message.source_id, None, receipt.error)
+    ref = f"{receipt.uidvalidity}:{receipt.uid}" if receipt.uid is not None else None
+    return PutResult(message.source_id, ref)
+
+
+def _exists(client: imapclient.IMAPClient, native_name: str) -> bool:
+    """Exact-name LIST: ``folder_exists`` would read ``%`` and ``*`` in a name as wildcards."""
+    wanted = native_name.upper() if native_name.upper() == "INBOX" else native_name
+    for _flags, _delimiter, name in client.list_folders("", native_name):
+        if (name.upper() if name.upper() == "INBOX" else name) == wanted:
+            return True
+    return False
+
+
+def _split(name: str, separator: str | None) -> Path:
+    return tuple(name.split(separator)) if separator else (name,)
+
+
+def _append_limit(capabilities: frozenset[str]) -> int | None:
+    for capability in capabilities:
+        name, _, value = capability.partition("=")
+        if name == "APPENDLIMIT" and value.isdigit():
+            return int(value)
+    return None
+
+
+def _flag_names(flags: Iterable[bytes | str]) -> frozenset[str]:
+    names = (flag.decode("utf-8", "replace") if isinstance(flag, bytes) else flag
+             for flag in flags)
+    return frozenset(name for name in names if name.lower() != "\\recent")
+
+
+def _aware(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _server_text(error: BaseException) -> str:
+    text = str(error)
+    return text[2:-1] if text.startswith(("b'", 'b"')) else text

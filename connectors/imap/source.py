@@ -1,0 +1,370 @@
+"""Read mail from an IMAP server: folders, what changed since a cursor, and bodies.
+
+The cursor of a folder is ``{"uidvalidity", "uidnext", "exists", "highestmodseq"}`` (the
+last one only when the server advertises CONDSTORE). With CONDSTORE an unchanged folder
+costs one EXAMINE, and a changed one lists only new and re-flagged messages; without it
+(Exchange Online) every pass lists the whole folder, UIDs, sizes and flags, so the engine
+can tell flag changes and deletions by comparing.
+
+Bodies are read with ``BODY.PEEK[]`` (never marking anything read): small messages many per
+command, large ones in partial chunks, each spooled while hashed.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import email.parser
+import email.policy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import imapclient
+
+from connectors.base import (
+    SYSTEM_FLAGS,
+    Container,
+    ItemRef,
+    Listing,
+    Message,
+    SourceCapabilities,
+)
+from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession, join_path
+from connectors.imap.session import split_name as split_mailbox_name
+from connectors.spool import Spool
+
+BATCH_BYTES = 8 << 20
+"""Bytes of bodies asked for in one FETCH: the reply is held in memory while it is parsed."""
+LARGE_MESSAGE = 4 << 20
+"""Messages bigger than this are read in chunks of ``CHUNK_BYTES``, straight to disk."""
+CHUNK_BYTES = 1 << 20
+"""imaplib and the parser copy a chunk about four times: memory stays near 4 MiB."""
+UIDS_PER_COMMAND = 1000
+"""UIDs named in one command: keeps the command line under servers' limits (64 KiB)."""
+MESSAGES_PER_BATCH = 200
+HEADER_LIMIT = 64 << 10
+"""How much of a message is read to find its Message-ID and Subject for reports."""
+
+ROLE_OF_ATTRIBUTE = {
+    "\\SENT": "sent",
+    "\\DRAFTS": "drafts",
+    "\\TRASH": "trash",
+    "\\JUNK": "junk",
+    "\\ARCHIVE": "archive",
+}
+NOT_SELECTABLE = frozenset({"\\NOSELECT", "\\NONEXISTENT"})
+SYSTEM_FLAG_BY_NAME = {flag.upper(): flag for flag in SYSTEM_FLAGS}
+METADATA = ["RFC822.SIZE", "FLAGS", "INTERNALDATE"]
+
+
+@dataclass(frozen=True)
+class _FolderState:
+    """What EXAMINE said of a folder."""
+
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    highestmodseq: int | None
+
+    def cursor(self) -> dict[str, Any]:
+        cursor: dict[str, Any] = {
+            "uidvalidity": self.uidvalidity,
+            "uidnext": self.uidnext,
+            "exists": self.exists,
+        }
+        if self.highestmodseq is not None:
+            cursor["highestmodseq"] = self.highestmodseq
+        return cursor
+
+
+class _EpochChanged(Exception):
+    """UIDVALIDITY changed while reading: every UID asked for is void."""
+
+
+class ImapSource:
+    """A mailbox read over IMAP, through one connection (reopened once if it drops)."""
+
+    # Without CONDSTORE a pass lists the whole folder with its flags: the engine still learns
+    # of every flag change, by comparing.
+    capabilities = SourceCapabilities(delta=True, flag_changes=True)
+
+    def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials) -> None:
+        self._session = ImapSession(endpoint, credentials)
+        self._selected: tuple[imapclient.IMAPClient, str, _FolderState] | None = None
+        self._condstore_enabled_on: imapclient.IMAPClient | None = None
+
+    def containers(self) -> list[Container]:
+        folders = self._session.call(lambda client: client.list_folders("", "*"))
+        found = []
+        for raw_attributes, delimiter, name in folders:
+            attributes = {_text(a).upper() for a in raw_attributes}
+            if attributes & NOT_SELECTABLE:
+                continue
+            separator = _text(delimiter) if delimiter else None
+            if name.upper() == "INBOX":
+                role: str | None = "inbox"
+            else:
+                role = next(
+                    (ROLE_OF_ATTRIBUTE[a] for a in sorted(attributes) if a in ROLE_OF_ATTRIBUTE),
+                    None,
+                )
+            path = ("INBOX",) if role == "inbox" else split_mailbox_name(name, separator)
+            found.append(Container(path=path, role=role, native_name=name))
+        # A path sorts before every path it is a prefix of: parents come first.
+        return sorted(found, key=lambda container: container.path)
+
+    def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
+        mailbox = self._mailbox(container)
+        return self._session.call(lambda client: self._list_changes(client, mailbox, cursor))
+
+    def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
+        mailbox = self._mailbox(container)
+        state = self._session.call(lambda client: self._examine(client, mailbox, fresh=True))
+        wanted = sorted(
+            {
+                uid
+                for uidvalidity, uid in map(_parse_source_id, source_ids)
+                if uidvalidity == state.uidvalidity
+            }
+        )
+        try:
+            metadata = self._session.call(
+                lambda client: self._metadata(client, mailbox, state.uidvalidity, wanted)
+            )
+            small = [uid for uid in wanted if uid in metadata and metadata[uid][0] <= LARGE_MESSAGE]
+            large = [uid for uid in wanted if uid in metadata and metadata[uid][0] > LARGE_MESSAGE]
+            for batch in _batches(small, metadata):
+                bodies = self._session.call(
+                    lambda client, batch=batch: self._bodies(
+                        client, mailbox, state.uidvalidity, batch
+                    )
+                )
+                for uid in batch:
+                    if uid in bodies:
+                        spool = Spool.from_chunks([bodies.pop(uid)])
+                        yield _message(state.uidvalidity, uid, spool, metadata[uid])
+            for uid in large:
+                spool = self._spool_in_chunks(mailbox, state.uidvalidity, uid)
+                if spool is not None:
+                    yield _message(state.uidvalidity, uid, spool, metadata[uid])
+        except _EpochChanged:
+            return
+
+    def close(self) -> None:
+        self._selected = None
+        self._session.close()
+
+    def _mailbox(self, container: Container) -> str:
+        return container.native_name or join_path(container.path, self._session.separator)
+
+    def _examine(
+        self, client: imapclient.IMAPClient, mailbox: str, *, fresh: bool = False
+    ) -> _FolderState:
+        """Select ``mailbox`` read-only on this connection, unless it already is (and
+        ``fresh`` is false: a fresh EXAMINE is what makes the counters current)."""
+        if not fresh and self._selected is not None and self._selected[:2] == (client, mailbox):
+            return self._selected[2]
+        condstore = self._session.has("CONDSTORE")
+        if condstore and self._session.has("ENABLE") and self._condstore_enabled_on is not client:
+            # Once enabled, EXAMINE reports HIGHESTMODSEQ.
+            client.enable("CONDSTORE")
+            self._condstore_enabled_on = client
+        self._selected = None
+        response = client.select_folder(mailbox, readonly=True)
+        modseq = response.get(b"HIGHESTMODSEQ")
+        if condstore and modseq is None:
+            # A CONDSTORE server that cannot ENABLE still answers STATUS.
+            modseq = client.folder_status(mailbox, ["HIGHESTMODSEQ"]).get(b"HIGHESTMODSEQ")
+        uidnext = response.get(b"UIDNEXT")
+        if uidnext is None:
+            uidnext = client.folder_status(mailbox, ["UIDNEXT"]).get(b"UIDNEXT")
+        state = _FolderState(
+            uidvalidity=int(response[b"UIDVALIDITY"]),
+            uidnext=int(uidnext) if uidnext is not None else None,
+            exists=int(response.get(b"EXISTS", 0)),
+            highestmodseq=int(modseq) if condstore and modseq is not None else None,
+        )
+        self._selected = (client, mailbox, state)
+        return state
+
+    def _examine_same_epoch(
+        self, client: imapclient.IMAPClient, mailbox: str, uidvalidity: int
+    ) -> None:
+        if self._examine(client, mailbox).uidvalidity != uidvalidity:
+            raise _EpochChanged
+
+    def _list_changes(
+        self, client: imapclient.IMAPClient, mailbox: str, cursor: dict[str, Any] | None
+    ) -> Listing:
+        state = self._examine(client, mailbox, fresh=True)
+        if cursor is None or cursor.get("uidvalidity") != state.uidvalidity:
+            return self._complete_listing(client, state, reset=cursor is not None)
+        old_modseq = cursor.get("highestmodseq")
+        if state.highestmodseq is None or old_modseq is None:
+            return self._complete_listing(client, state, reset=False)
+        if state.cursor() == cursor:
+            return Listing(refs=[], cursor=cursor, complete=False)
+        # MODSEQ n matches n and above; what the cursor saw is n itself.
+        changed = _refs(
+            client, state.uidvalidity, sorted(client.search(["MODSEQ", str(int(old_modseq) + 1)]))
+        )
+        old_uidnext = int(cursor.get("uidnext") or 0)
+        new_uidnext = state.uidnext or old_uidnext
+        arrived = sum(1 for ref in changed if old_uidnext <= _uid(ref.source_id) < new_uidnext)
+        if int(cursor.get("exists", -1)) + arrived != state.exists:
+            # Something was expunged: only a complete listing tells the engine what.
+            return self._complete_listing(client, state, reset=False)
+        return Listing(refs=changed, cursor=state.cursor(), complete=False)
+
+    def _complete_listing(
+        self, client: imapclient.IMAPClient, state: _FolderState, *, reset: bool
+    ) -> Listing:
+        uids = sorted(client.search("ALL")) if state.exists else []
+        refs = _refs(client, state.uidvalidity, uids)
+        return Listing(refs=refs, cursor=state.cursor(), complete=True, reset=reset)
+
+    def _metadata(
+        self, client: imapclient.IMAPClient, mailbox: str, uidvalidity: int, uids: list[int]
+    ) -> dict[int, tuple[int, frozenset[str], datetime | None]]:
+        self._examine_same_epoch(client, mailbox, uidvalidity)
+        return {
+            _uid(ref.source_id): (ref.size, ref.flags, ref.internal_date)
+            for ref in _refs(client, uidvalidity, uids)
+        }
+
+    def _bodies(
+        self, client: imapclient.IMAPClient, mailbox: str, uidvalidity: int, uids: list[int]
+    ) -> dict[int, bytes]:
+        self._examine_same_epoch(client, mailbox, uidvalidity)
+        response = client.fetch(uids, ["BODY.PEEK[]"])
+        return {
+            uid: data[b"BODY[]"]
+            for uid, data in response.items()
+            if isinstance(data.get(b"BODY[]"), bytes)
+        }
+
+    def _spool_in_chunks(self, mailbox: str, uidvalidity: int, uid: int) -> Spool | None:
+        """The message read ``CHUNK_BYTES`` at a time; ``None`` if it vanished meanwhile.
+
+        The end is where the server sends a short chunk, not RFC822.SIZE: some servers
+        (Exchange) give an approximate size."""
+        # To disk from the first byte: the message is known to be large.
+        spool = Spool(memory_limit=1)
+        while True:
+            offset = spool.size
+
+            def read_chunk(client: imapclient.IMAPClient, offset: int = offset) -> bytes | None:
+                self._examine_same_epoch(client, mailbox, uidvalidity)
+                response = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{CHUNK_BYTES}>"])
+                if uid not in response:
+                    return None
+                chunk = response[uid].get(f"BODY[]<{offset}>".encode("ascii"))
+                return chunk if isinstance(chunk, bytes) else b""
+
+            chunk = self._session.call(read_chunk)
+            if chunk is None:
+                spool.close()
+                return None
+            spool.write(chunk)
+            if len(chunk) < CHUNK_BYTES:
+                return spool.seal()
+
+
+def _refs(client: imapclient.IMAPClient, uidvalidity: int, uids: list[int]) -> list[ItemRef]:
+    refs = []
+    for start in range(0, len(uids), UIDS_PER_COMMAND):
+        response = client.fetch(uids[start : start + UIDS_PER_COMMAND], METADATA)
+        for uid in sorted(response):
+            data = response[uid]
+            if b"RFC822.SIZE" not in data:
+                continue
+            date = data.get(b"INTERNALDATE")
+            refs.append(
+                ItemRef(
+                    source_id=f"{uidvalidity}:{uid}",
+                    size=int(data[b"RFC822.SIZE"]),
+                    flags=_flags(data.get(b"FLAGS", ())),
+                    internal_date=date if isinstance(date, datetime) else None,
+                )
+            )
+    return refs
+
+
+def _batches(
+    uids: list[int], metadata: dict[int, tuple[int, frozenset[str], datetime | None]]
+) -> Iterator[list[int]]:
+    batch: list[int] = []
+    size = 0
+    for uid in uids:
+        message_size = metadata[uid][0]
+        if batch and (size + message_size > BATCH_BYTES or len(batch) >= MESSAGES_PER_BATCH):
+            yield batch
+            batch, size = [], 0
+        batch.append(uid)
+        size += message_size
+    if batch:
+        yield batch
+
+
+def _message(
+    uidvalidity: int, uid: int, spool: Spool, metadata: tuple[int, frozenset[str], datetime | None]
+) -> Message:
+    _size, flags, internal_date = metadata
+    message_id, subject = _header_summary(spool)
+    return Message(
+        source_id=f"{uidvalidity}:{uid}",
+        fingerprint=spool.fingerprint,
+        size=spool.size,
+        flags=flags,
+        internal_date=internal_date,
+        open=spool.open,
+        message_id=message_id,
+        subject=subject,
+    )
+
+
+def _header_summary(spool: Spool) -> tuple[str | None, str | None]:
+    """Message-ID and decoded Subject, for reports only: a malformed header gives None."""
+    with spool.open() as reader:
+        head = reader.read(HEADER_LIMIT)
+    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+    message_id = header.get("Message-ID")
+    subject = header.get("Subject")
+    if subject is not None:
+        try:
+            subject = str(email.header.make_header(email.header.decode_header(str(subject))))
+        except (email.errors.HeaderParseError, UnicodeError, LookupError):
+            subject = str(subject)
+    return (
+        str(message_id).strip() if message_id else None,
+        " ".join(subject.split()) if subject is not None else None,
+    )
+
+
+def _flags(raw: Sequence[bytes | str]) -> frozenset[str]:
+    """Flags as the target should get them: ``\\Recent`` dropped (the server sets it), system
+    flags in their canonical spelling, keywords unchanged."""
+    flags = set()
+    for flag in map(_text, raw):
+        if flag.upper() == "\\RECENT":
+            continue
+        flags.add(SYSTEM_FLAG_BY_NAME.get(flag.upper(), flag))
+    return frozenset(flags)
+
+
+def _parse_source_id(source_id: str) -> tuple[int, int]:
+    """``(uidvalidity, uid)``; ``(0, 0)`` (matching nothing) for a malformed id."""
+    uidvalidity, _, uid = source_id.partition(":")
+    if not (uidvalidity.isdigit() and uid.isdigit()):
+        return 0, 0
+    return int(uidvalidity), int(uid)
+
+
+def _uid(source_id: str) -> int:
+    return _parse_source_id(source_id)[1]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

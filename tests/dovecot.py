@@ -1,0 +1,279 @@
+"""Start and stop a private Dovecot IMAP server for tests, on 127.0.0.1 and a free port.
+
+Each instance has its own configuration, sockets, state, log and mail folders under one
+folder, and nothing of the system's Dovecot. Mail of user ``u`` lives under
+``root/mail/u`` (Maildir; ``LAYOUT=fs`` when the separator is ``/``).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+
+@dataclass
+class Dovecot:
+    """A running private Dovecot."""
+
+    host: str
+    port: int
+    root: Path
+    users: dict[str, str]
+    master: tuple[str, str] | None = None
+
+    @property
+    def log(self) -> str:
+        """The server's log so far, to explain a failing test."""
+        path = self.root / "dovecot.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def mail_dir(self, user: str) -> Path:
+        return self.root / "mail" / user
+
+    def stop(self) -> None:
+        """Stop the server and wait until its port can be bound again. Safe to call twice.
+
+        The master's children may linger a moment longer; they exit on their own.
+        """
+        pid_file = self.root / "run" / "master.pid"
+        if not pid_file.exists():
+            return
+        pid = int(pid_file.read_text().split()[0])
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            if _port_free(self.host, self.port):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"dovecot (pid {pid}) still listening after {STOP_TIMEOUT}s")
+        pid_file.unlink(missing_ok=True)
+
+
+def start_dovecot(
+    base: Path,
+    users: dict[str, str],
+    *,
+    separator: str = "/",
+    capability: str | None = None,
+    master: tuple[str, str] | None = None,
+    max_mail_size: int | None = None,
+) -> Dovecot:
+    """Start a Dovecot whose files all live in ``base`` (created if missing).
+
+    ``capability`` replaces what IMAP advertises (Dovecot's ``imap_capability``), to
+    emulate servers without some extensions. ``master`` adds a master user: logging in
+    as ``user*master_login`` with the master password opens ``user``'s mailbox.
+    ``max_mail_size`` makes APPEND of bigger messages fail (quota plugin).
+    """
+    if separator not in ("/", "."):
+        raise ValueError(f"separator must be '/' or '.', not {separator!r}")
+    root = Path(base)
+    for sub in ("run", "state", "mail", "home"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    mail_user, mail_group = _mail_owner()
+    if os.geteuid() == 0:
+        _let_mail_user_traverse(root, mail_user)
+        for sub in ("mail", "home"):
+            shutil.chown(root / sub, mail_user, mail_group)
+    _write_passwd(root / "users.passwd", users)
+    if master is not None:
+        _write_passwd(root / "masters.passwd", {master[0]: master[1]})
+
+    last_error = ""
+    for _ in range(5):
+        port = _free_port()
+        config = _config(
+            root, port, separator, capability, master, max_mail_size, mail_user, mail_group
+        )
+        (root / "dovecot.conf").write_text(config)
+        # The daemon inherits our descriptors: a pipe would never reach end of file.
+        with open(root / "startup.log", "w") as startup_log:
+            started = subprocess.run(
+                [DOVECOT, "-c", str(root / "dovecot.conf")],
+                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=startup_log,
+                stderr=subprocess.STDOUT,
+            )
+        if started.returncode == 0 and _wait_greeting("127.0.0.1", port):
+            return Dovecot("127.0.0.1", port, root, dict(users), master)
+        last_error = _tail(root / "startup.log") + _tail(root / "dovecot.log")
+        Dovecot("127.0.0.1", port, root, dict(users), master).stop()
+    raise RuntimeError(f"dovecot did not start: {last_error}")
+
+
+def _config(
+    root: Path,
+    port: int,
+    separator: str,
+    capability: str | None,
+    master: tuple[str, str] | None,
+    max_mail_size: int | None,
+    mail_user: str,
+    mail_group: str,
+) -> str:
+    layout = ":LAYOUT=fs" if separator == "/" else ""
+    mailboxes = "".join(
+        f"  mailbox {name} {{\n    special_use = {use}\n    auto = create\n  }}\n"
+        for name, use in SPECIAL_USE.items()
+    )
+    # fcntl locks make Dovecot panic ("Resource deadlock avoided") when several sessions
+    # of one user write at once, as the engine's parallel connections do; flock does not.
+    imap_settings = f"  imap_capability = {capability}\n" if capability else ""
+    config = f"""\
+instance_name = bascule-test-{uuid.uuid4().hex[:12]}
+base_dir = {root / "run"}
+state_dir = {root / "state"}
+log_path = {root / "dovecot.log"}
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 1
+lock_method = flock
+mail_uid = {mail_user}
+mail_gid = {mail_group}
+mail_location = maildir:{root / "mail"}/%u{layout}
+namespace inbox {{
+  inbox = yes
+  separator = {separator}
+{mailboxes}}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root / "users.passwd"}
+}}
+userdb {{
+  driver = static
+  args = uid={mail_user} gid={mail_group} home={root / "home"}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+    if master is not None:
+        config += f"""\
+auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root / "masters.passwd"}
+  master = yes
+  pass = yes
+}}
+"""
+    if max_mail_size is None:
+        return config + f"protocol imap {{\n  mail_plugins =\n{imap_settings}}}\n"
+    return (
+        config
+        + f"""\
+mail_plugins = quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+{imap_settings}}}
+plugin {{
+  quota = maildir:User quota
+  quota_rule = *:storage=0
+  quota_max_mail_size = {max_mail_size}
+}}
+"""
+    )
+
+
+def _mail_owner() -> tuple[str, str]:
+    """Dovecot will not touch mail as root: as root, mail belongs to nobody."""
+    if os.geteuid() == 0:
+        return "nobody", "nogroup"
+    user = pwd.getpwuid(os.geteuid())
+    return user.pw_name, grp.getgrgid(user.pw_gid).gr_name
+
+
+def _let_mail_user_traverse(root: Path, mail_user: str) -> None:
+    """pytest's temporary folders are private to root; the mail user must reach its folder.
+
+    Only the search bit is added, and only on folders inside the system's temporary folder.
+    """
+    temp = Path(tempfile.gettempdir()).resolve()
+    folder = root.resolve()
+    while folder != temp and temp in folder.parents:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod((mode & 0o7777) | 0o001)
+        folder = folder.parent
+
+
+def _write_passwd(path: Path, users: dict[str, str]) -> None:
+    path.write_text(
+        "".join(f"{login}:{{PLAIN}}{password}::::::\n" for login, password in users.items())
+    )
+    # Dovecot's auth process runs as its own user and must read it; these are test passwords.
+    path.chmod(0o644)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether a new server could listen there (Dovecot binds with SO_REUSEADDR too).
+
+    Binding, not connecting: a connection would start a login process and slow the shutdown.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_greeting(host: str, port: int) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2) as conn:
+                if conn.recv(1024).startswith(b"* OK"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,218 @@
+"""End to end, Dovecot to Dovecot, through the ``bascule`` command."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from migrate.cli import main
+from tests import mailboxes
+from tests.corpus import CorpusFolder, build_corpus, build_mailbox
+
+# Where each corpus folder must land on a Dovecot target whose SPECIAL-USE folders are
+# Sent, Drafts, Trash, Junk, Archive; the non-mail folders and "Sync Issues" are skipped.
+LANDING = {
+    ("INBOX",): ("INBOX",),
+    ("Éléments envoyés",): ("Sent",),
+    ("Brouillons",): ("Drafts",),
+    ("Éléments supprimés",): ("Trash",),
+    ("Projets",): ("Projets",),
+    ("Projets", "Été 2024"): ("Projets", "Été 2024"),
+    ("R&D",): ("R&D",),
+    ("Archives",): ("Archive",),
+    ("Archives", "2019"): ("Archive", "2019"),
+}
+
+
+def batch_file(folder: Path, source, target, *, extra: str = "", admin: str = "") -> Path:
+    text = f"""
+name = "essai"
+[source]
+type = "imap"
+host = "{source.host}"
+port = {source.port}
+security = "none"
+[target]
+type = "imap"
+host = "{target.host}"
+port = {target.port}
+security = "none"
+{admin}
+[mapping]
+users = "users.csv"
+[mail]
+exclude = ["Sync Issues*"]
+{extra}
+[run]
+work_dir = "work"
+workers = 3
+"""
+    path = folder / "batch.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def bascule(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def report(folder: Path, kind: str) -> dict:
+    return json.loads((folder / "work" / f"{kind}-latest.json").read_text(encoding="utf-8"))
+
+
+def target_view(server, user: str) -> dict[tuple[str, ...], Counter]:
+    return {path: c for path, c in mailboxes.contents(server, user).items() if c}
+
+
+@pytest.fixture
+def pair(dovecot_factory, tmp_path, monkeypatch):
+    """A source and a target Dovecot, alice's corpus on the source, a batch for both."""
+    source = dovecot_factory(users={"alice@ville.fr": "src-pw"}, separator="/")
+    target = dovecot_factory(users={"alice": "dst-pw"}, separator="/")
+    corpus = build_corpus(seed=1)
+    mailboxes.seed(source, "alice@ville.fr", corpus)
+    monkeypatch.setenv("ALICE_SRC", "src-pw")
+    monkeypatch.setenv("ALICE_DST", "dst-pw")
+    mailboxes.write_users(tmp_path, [("alice@ville.fr", "alice", "env:ALICE_SRC", "env:ALICE_DST")])
+    return source, target, corpus, batch_file(tmp_path, source, target)
+
+
+def test_migration_keeps_bytes_flags_dates_and_folders(pair, tmp_path):
+    source, target, corpus, batch = pair
+    code, output = bascule("plan", str(batch))
+    assert code == 0, output
+    plan = report(tmp_path, "plan")
+    skipped = {e["folder"]: e["code"] for e in plan["entries"] if e["action"] == "skip"}
+    assert skipped == {"Calendrier": "non_mail_folder", "Contacts": "non_mail_folder",
+                       "Sync Issues": "excluded", "Conversation History": "non_mail_folder"}
+    assert plan["summary"]["to_copy"] == sum(len(f.messages) for f in corpus
+                                             if f.path in LANDING)
+
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert target_view(target, "alice") == mailboxes.landed(
+        mailboxes.contents(source, "alice@ville.fr"), LANDING)
+
+    code, output = bascule("verify", str(batch))
+    assert code == 0, output
+    verify = report(tmp_path, "verify")
+    assert verify["summary"]["mismatches"] == 0
+    assert verify["summary"]["checked"] == plan["summary"]["to_copy"]
+
+
+def test_second_run_moves_only_new_messages_and_changed_flags(pair, tmp_path):
+    source, target, _, batch = pair
+    assert bascule("run", str(batch))[0] == 0
+    code, _ = bascule("run", str(batch))
+    assert code == 0
+    assert report(tmp_path, "run")["summary"]["copied"] == 0
+
+    new = list(build_mailbox(3, seed=9))
+    with mailboxes.client(source, "alice@ville.fr") as imap:
+        for message in new:
+            mailboxes.append(imap, "INBOX", message)
+        imap.select_folder("R&D")
+        first = imap.search("ALL")[0]
+        imap.set_flags([first], [b"\\Answered", b"Urgent"])
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    summary = report(tmp_path, "run")["summary"]
+    assert summary["copied"] == 3
+    assert summary["flag_updates"] == 1
+    with mailboxes.client(target, "alice") as imap:
+        imap.select_folder("R&D")
+        flags = {frozenset(v[b"FLAGS"])
+                 for v in imap.fetch(imap.search("ALL"), ["FLAGS"]).values()}
+    assert frozenset({b"\\Answered", b"Urgent"}) in flags
+    assert bascule("verify", str(batch))[0] == 0
+
+
+def test_uidvalidity_change_brings_no_duplicate(pair, tmp_path):
+    source, target, corpus, batch = pair
+    assert len(next(f for f in corpus if f.path == ("R&D",)).messages) == 2
+    assert bascule("run", str(batch))[0] == 0
+    rd = next(f for f in corpus if f.path == ("R&D",))
+    with mailboxes.client(source, "alice@ville.fr") as imap:
+        imap.delete_folder("R&D")
+        imap.create_folder("R&D")
+        for message in rd.messages:
+            mailboxes.append(imap, "R&D", message)
+        extra = next(build_mailbox(1, seed=5))
+        mailboxes.append(imap, "R&D", extra)
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert report(tmp_path, "run")["summary"]["copied"] == 1
+    assert target_view(target, "alice") == mailboxes.landed(
+        mailboxes.contents(source, "alice@ville.fr"), LANDING)
+
+
+def test_a_refused_message_is_reported_and_the_rest_lands(dovecot_factory, tmp_path,
+                                                          monkeypatch):
+    source = dovecot_factory(users={"alice": "a"})
+    target = dovecot_factory(users={"alice": "b"}, max_mail_size=1 << 20)
+    folders = build_corpus(seed=2, large_size=2 << 20)
+    mailboxes.seed(source, "alice", folders)
+    monkeypatch.setenv("A1", "a")
+    monkeypatch.setenv("A2", "b")
+    mailboxes.write_users(tmp_path, [("alice", "alice", "env:A1", "env:A2")])
+    batch = batch_file(tmp_path, source, target)
+    code, output = bascule("run", str(batch))
+    assert code == 1, output
+    failed = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "failed"]
+    assert len(failed) == 1 and failed[0]["code"] == "too_big"
+    assert failed[0]["folder"] == "Projets/Été 2024"
+    landed = target_view(target, "alice")
+    assert sum(landed[("Projets", "Été 2024")].values()) == 1
+    assert sum(landed[("INBOX",)].values()) == len(folders[0].messages)
+    code, _ = bascule("status", str(batch))
+    assert code == 1
+    assert any(e.get("code") == "too_big" for e in report(tmp_path, "status")["entries"])
+
+
+def test_wrong_password_and_unreachable_server_are_reported(dovecot_factory, tmp_path,
+                                                           monkeypatch):
+    source = dovecot_factory(users={"alice": "a", "bob": "b"})
+    target = dovecot_factory(users={"alice": "x", "bob": "y"})
+    mailboxes.seed(source, "bob", build_corpus(seed=3)[:1])
+    monkeypatch.setenv("ALICE", "wrong")
+    monkeypatch.setenv("BOB", "b")
+    monkeypatch.setenv("BOB_T", "y")
+    mailboxes.write_users(tmp_path, [("alice", "alice", "env:ALICE", "env:BOB_T"),
+                                     ("bob", "bob", "env:BOB", "env:BOB_T")])
+    batch = batch_file(tmp_path, source, target)
+    code, output = bascule("run", str(batch))
+    assert code == 1, output
+    entries = report(tmp_path, "run")["entries"]
+    errors = [e for e in entries if e["action"] == "error"]
+    assert [(e["principal"], e["code"]) for e in errors] == [("alice", "auth_failed")]
+    assert "wrong" not in json.dumps(entries)
+    assert sum(target_view(target, "bob")[("INBOX",)].values()) == len(build_corpus(seed=3)[0].messages)
+
+    target.stop()
+    code, output = bascule("plan", str(batch))
+    assert code == 2
+    assert any(e["code"] == "unreachable" for e in report(tmp_path, "plan")["entries"])
+
+
+def test_separator_dot_target_renames_and_master_user(dovecot_factory, tmp_path, monkeypatch):
+    source = dovecot_factory(users={"alice": "a"}, separator="/")
+    target = dovecot_factory(users={"alice": "unused"}, separator=".", master=("admin", "adm"))
+    folder = CorpusFolder(("Versions", "v1.2"), None, list(build_mailbox(2, seed=4)))
+    mailboxes.seed(source, "alice", [CorpusFolder(("Versions",), None, []), folder])
+    monkeypatch.setenv("A1", "a")
+    monkeypatch.setenv("ADMIN", "adm")
+    mailboxes.write_users(tmp_path, [("alice", "alice", "env:A1", "")])
+    admin = '[target.admin]\nlogin = "admin"\nsecret = "env:ADMIN"\nstyle = "master"'
+    batch = batch_file(tmp_path, source, target, admin=admin)
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    entries = report(tmp_path, "run")["entries"]
+    renamed = next(e for e in entries if e["folder"] == "Versions/v1.2")
+    assert renamed["action"] == "rename" and "renamed_separator" in renamed["code"]
+    landed = target_view(target, "alice")
+    assert [sum(c.values()) for p, c in landed.items() if p[0] == "Versions"] == [2]

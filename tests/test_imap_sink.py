@@ -1,0 +1,509 @@
+"""The IMAP sink against a real Dovecot: what lands on the target, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+
+from connectors.base import (
+    ConnectError,
+    ContainerRefused,
+    ItemRejected,
+    Message,
+    fingerprint_bytes,
+)
+from connectors.imap.append import WINDOW_MESSAGES, AppendPipeline
+from connectors.imap.session import ImapCredentials, ImapEndpoint
+from connectors.imap.sink import ImapSink
+from tests import mailboxes
+from tests.dovecot import Dovecot
+
+ROOT = Path(__file__).resolve().parent.parent
+PARIS_SUMMER = timezone(timedelta(hours=2))
+EXCHANGE_LIKE = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE"
+"""What a server without LITERAL+ and UIDPLUS advertises."""
+
+
+def make_message(raw: bytes, source_id: str = "s", flags: frozenset[str] = frozenset(),
+                 internal_date: datetime | None = None) -> Message:
+    return Message(source_id, fingerprint_bytes(raw), len(raw), flags, internal_date,
+                   lambda: io.BytesIO(raw))
+
+
+def plain(subject: str, body: str = "Bonjour.", message_id: str | None = "auto") -> bytes:
+    headers = ["From: Amélie <amelie@ville-exemple.fr>", f"Subject: {subject}",
+               "Date: Mon, 4 Mar 2024 10:00:00 +0100"]
+    if message_id == "auto":
+        headers.append(f"Message-ID: <{hashlib.sha1(subject.encode()).hexdigest()}@ville>")
+    return ("\r\n".join(headers) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+def sink_for(server: Dovecot, user: str = "alice", **kwargs: object) -> ImapSink:
+    endpoint = ImapEndpoint(server.host, server.port, security="none")
+    return ImapSink(endpoint, ImapCredentials(user, server.users[user]), **kwargs)
+
+
+def stored(server: Dovecot, native_name: str, target_ref: str, user: str = "alice") -> dict:
+    """What the target holds under a ref, read with imapclient alone."""
+    uidvalidity, uid = (int(part) for part in target_ref.split(":"))
+    with mailboxes.client(server, user) as imap:
+        imap.normalise_times = False
+        status = imap.select_folder(native_name, readonly=True)
+        assert status[b"UIDVALIDITY"] == uidvalidity
+        row = imap.fetch([uid], ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])[uid]
+    return {
+        "sha256": fingerprint_bytes(row[b"BODY[]"]),
+        "body": row[b"BODY[]"],
+        "flags": {f.decode() for f in row[b"FLAGS"]} - {"\\Recent"},
+        "internal_date": row[b"INTERNALDATE"],
+    }
+
+
+def folder_count(server: Dovecot, native_name: str, user: str = "alice") -> int:
+    with mailboxes.client(server, user) as imap:
+        return imap.select_folder(native_name, readonly=True)[b"EXISTS"]
+
+
+def test_bytes_flags_keywords_and_dates_are_kept(dovecot):
+    rng = random.Random(1)
+    attachment = base64.encodebytes(rng.randbytes(22 << 20)).replace(b"\n", b"\r\n")
+    big = plain("Plans du chantier", "Voir la pièce jointe.") + attachment
+    summer = datetime(2024, 7, 14, 9, 30, 5, tzinfo=PARIS_SUMMER)
+    sources = [
+        make_message(plain("Été 8-bit", "Déjà reçu, à l'œil.").replace(b"\xc3\xa9", b"\xe9"),
+                     "latin1", frozenset({"\\Seen", "\\Answered"}), summer),
+        make_message(plain("Sans identifiant", message_id=None), "no-id",
+                     frozenset({"\\Flagged", "$label1", "Projet"}), summer),
+        make_message(plain("Réponse", "Ligne 1\r\nLigne 2\r\n"), "crlf",
+                     frozenset({"\\Draft", "\\Recent"}), datetime(2023, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        make_message(big, "large", frozenset({"\\Seen"}), summer),
+    ]
+    sink = sink_for(dovecot)
+    try:
+        name = sink.ensure_container(("Projets", "Été 2024 & co"))
+        results = list(sink.put_many(name, sources))
+    finally:
+        sink.close()
+
+    assert [r.source_id for r in results] == ["latin1", "no-id", "crlf", "large"]
+    assert all(r.error is None and r.target_ref for r in results)
+    for source, result in zip(sources, results, strict=True):
+        held = stored(dovecot, "Projets/Été 2024 & co", result.target_ref)
+        assert held["sha256"] == source.fingerprint, source.source_id
+        assert held["flags"] == set(source.flags) - {"\\Recent"}
+        assert held["internal_date"] == source.internal_date
+
+
+def test_lf_only_message_lands_with_crlf_line_ends(dovecot):
+    """IMAP carries CRLF lines: Dovecot stores a bare-LF message and serves it with CRLF."""
+    raw = b"Subject: lignes Unix\n\nune\ndeux\n"
+    sink = sink_for(dovecot)
+    try:
+        [result] = sink.put_many("INBOX", [make_message(raw, "lf")])
+    finally:
+        sink.close()
+    assert stored(dovecot, "INBOX", result.target_ref)["body"] == raw.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("separator", ["/", "."])
+def test_folders_follow_the_server_separator(dovecot_factory, separator):
+    server = dovecot_factory({"alice": "pw"}, separator=separator)
+    sink = sink_for(server)
+    try:
+        capabilities = sink.capabilities
+        name = sink.ensure_container(("Archives", "Conseil & élus", "2024"))
+        assert sink.ensure_container(("Archives", "Conseil & élus", "2024")) == name
+        [result] = sink.put_many(name, [make_message(plain("rangé"), "1")])
+        with pytest.raises(ContainerRefused):
+            sink.ensure_container(("Archives", f"a{separator}b"))
+    finally:
+        sink.close()
+
+    assert capabilities.separator == separator
+    assert capabilities.special_folders["sent"] == ("Sent",)
+    assert capabilities.special_folders["inbox"] == ("INBOX",)
+    assert capabilities.keywords is True
+    assert name == separator.join(("Archives", "Conseil & élus", "2024"))
+    assert result.error is None
+    with mailboxes.client(server, "alice") as imap:
+        listed = {folder for _, _, folder in imap.list_folders()}
+        subscribed = {folder for _, _, folder in imap.list_sub_folders()}
+    parents = {"Archives", f"Archives{separator}Conseil & élus", name}
+    assert parents <= listed
+    assert parents <= subscribed
+    assert f"Archives{separator}a" not in listed
+    assert stored(server, name, result.target_ref)["sha256"] == fingerprint_bytes(plain("rangé"))
+
+
+def test_appends_are_pipelined_and_answered_in_order(dovecot):
+    opened: list[int] = []
+    answered_after_opens: list[int] = []
+
+    def numbered(i: int) -> Message:
+        raw = plain(f"Message {i}", "x" * (i % 50))
+
+        def open_body() -> io.BytesIO:
+            opened.append(i)
+            return io.BytesIO(raw)
+
+        return Message(str(i), fingerprint_bytes(raw), len(raw), frozenset(), None, open_body)
+
+    sink = sink_for(dovecot)
+    try:
+        results = []
+        for result in sink.put_many("INBOX", (numbered(i) for i in range(300))):
+            answered_after_opens.append(len(opened))
+            results.append(result)
+    finally:
+        sink.close()
+
+    assert [r.source_id for r in results] == [str(i) for i in range(300)]
+    assert all(r.error is None for r in results)
+    uids = [int(r.target_ref.split(":")[1]) for r in results]
+    assert uids == sorted(set(uids))
+    # Pipelining: when the first answer came back, many later messages were already sent.
+    assert answered_after_opens[0] > 10
+    assert folder_count(dovecot, "INBOX") == 300
+
+
+def test_several_connections_share_the_stream_and_answer_in_order(dovecot):
+    sources = [make_message(plain(f"Message {i}", "w" * i), str(i)) for i in range(200)]
+    sink = sink_for(dovecot, connections=3)
+    try:
+        results = list(sink.put_many("INBOX", sources))
+    finally:
+        sink.close()
+
+    assert [r.source_id for r in results] == [str(i) for i in range(200)]
+    assert len({r.target_ref for r in results}) == 200
+    for result, source in zip(results[::37], sources[::37], strict=True):
+        assert stored(dovecot, "INBOX", result.target_ref)["sha256"] == source.fingerprint
+    assert folder_count(dovecot, "INBOX") == 200
+    assert dovecot.log.count("Login: user=<alice>") >= 4  # 3 pipelines and the session
+
+
+def test_too_big_message_is_rejected_and_the_next_ones_land(dovecot_factory):
+    server = dovecot_factory({"alice": "pw"}, max_mail_size=20_000)
+    sources = [make_message(plain(f"petit {i}"), str(i)) for i in range(3)]
+    sources.insert(1, make_message(plain("gros", "y" * 50_000), "big"))
+    sink = sink_for(server)
+    try:
+        results = list(sink.put_many("INBOX", sources))
+    finally:
+        sink.close()
+
+    assert [r.source_id for r in results] == ["0", "big", "1", "2"]
+    assert isinstance(results[1].error, ItemRejected)
+    assert results[1].error.code == "too_big"
+    assert results[1].error.detail
+    for result, source in zip(results, sources, strict=True):
+        if source.source_id != "big":
+            assert stored(server, "INBOX", result.target_ref)["sha256"] == source.fingerprint
+    assert folder_count(server, "INBOX") == 3
+
+
+def test_without_literal_plus_and_uidplus_refs_are_resolved(dovecot_factory):
+    server = dovecot_factory({"alice": "pw"}, capability=EXCHANGE_LIKE)
+    twin = plain("jumeau")
+    same_size = [plain(f"taille {c}") for c in "ABCDEFGHIJ"]
+    raws = [twin, *same_size, twin, plain("différent", "z" * 300)]
+    sources = [make_message(raw, str(i), frozenset({"\\Seen"})) for i, raw in enumerate(raws)]
+    sink = sink_for(server)
+    try:
+        results = list(sink.put_many("INBOX", sources))
+    finally:
+        sink.close()
+
+    refs = [r.target_ref for r in results]
+    assert all(refs) and len(set(refs)) == len(refs)
+    for result, source in zip(results, sources, strict=True):
+        assert stored(server, "INBOX", result.target_ref)["sha256"] == source.fingerprint
+
+
+def test_find_locates_a_message_and_honours_exclude(dovecot):
+    raw = plain("deux fois le même")
+    sink = sink_for(dovecot)
+    try:
+        results = list(sink.put_many("INBOX", [
+            make_message(plain("autre"), "0"), make_message(raw, "1"), make_message(raw, "2")]))
+        first, second = results[1].target_ref, results[2].target_ref
+        fingerprint = fingerprint_bytes(raw)
+        assert sink.find("INBOX", fingerprint, len(raw), set()) == first
+        assert sink.find("INBOX", fingerprint, len(raw), {first}) == second
+        assert sink.find("INBOX", fingerprint, len(raw), {first, second}) is None
+        assert sink.find("INBOX", fingerprint_bytes(b"absent"), len(raw), set()) is None
+    finally:
+        sink.close()
+
+
+def test_inventory_reports_sizes_flags_dates_and_fingerprints(dovecot):
+    large = plain("pièce jointe", ("A" * 76 + "\r\n") * 40_000)
+    sources = [
+        make_message(plain("un"), "1", frozenset({"\\Seen", "$label2"}),
+                     datetime(2024, 3, 31, 1, 59, tzinfo=PARIS_SUMMER)),
+        make_message(large, "2", frozenset(), datetime(2022, 12, 1, tzinfo=UTC)),
+    ]
+    sink = sink_for(dovecot)
+    try:
+        name = sink.ensure_container(("Inventaire",))
+        results = list(sink.put_many(name, sources))
+        items = list(sink.inventory(name, fingerprints=True))
+        without = list(sink.inventory(name))
+    finally:
+        sink.close()
+
+    assert [i.target_ref for i in items] == [r.target_ref for r in results]
+    for item, source in zip(items, sources, strict=True):
+        assert item.fingerprint == source.fingerprint
+        assert item.size == source.size
+        assert item.flags == source.flags
+        assert item.internal_date == source.internal_date
+    assert len(large) > 2 << 20
+    assert [i.fingerprint for i in without] == [None, None]
+
+
+def test_set_flags_replaces_flags_and_refuses_a_stale_ref(dovecot):
+    sink = sink_for(dovecot)
+    try:
+        [result] = sink.put_many("INBOX", [make_message(plain("drapeaux"), "1",
+                                                        frozenset({"\\Seen", "$label1"}))])
+        sink.set_flags("INBOX", result.target_ref, frozenset({"\\Flagged", "Urgent"}))
+        uid = result.target_ref.split(":")[1]
+        with pytest.raises(ItemRejected):
+            sink.set_flags("INBOX", f"1:{uid}", frozenset({"\\Seen"}))
+    finally:
+        sink.close()
+    assert stored(dovecot, "INBOX", result.target_ref)["flags"] == {"\\Flagged", "Urgent"}
+
+
+def test_login_with_quoted_characters_and_as_another_user(dovecot_factory):
+    server = dovecot_factory({"alice": 'p"a\\ss {3} %*', "bob": "x"},
+                             master=("admin", "admin-pw"))
+    own = sink_for(server)
+    endpoint = ImapEndpoint(server.host, server.port, security="none")
+    proxied = ImapSink(endpoint, ImapCredentials("admin", "admin-pw", authzid="bob"))
+    try:
+        [mine] = own.put_many("INBOX", [make_message(plain("à Alice"), "a")])
+        [theirs] = proxied.put_many("INBOX", [make_message(plain("à Bob"), "b")])
+    finally:
+        own.close()
+        proxied.close()
+    assert stored(server, "INBOX", mine.target_ref)["sha256"] == fingerprint_bytes(plain("à Alice"))
+    assert stored(server, "INBOX", theirs.target_ref, user="bob")["sha256"] == fingerprint_bytes(
+        plain("à Bob"))
+
+
+def test_append_pipeline_logs_in_with_an_8bit_password(dovecot_factory):
+    """Sent as a literal: a quoted string cannot carry 8-bit characters."""
+    password = "mot de passe à l'été"
+    server = dovecot_factory({"alice": password})
+    endpoint = ImapEndpoint(server.host, server.port, security="none")
+    pipeline = AppendPipeline(endpoint, ImapCredentials("alice", password))
+    try:
+        [(_, receipt)] = pipeline.append("INBOX", [make_message(plain("accents"), "1")])
+    finally:
+        pipeline.logout()
+    assert receipt.error is None
+    with IMAPClient(server.host, server.port, ssl=False) as imap:
+        imap.plain_login("alice", password)
+        assert imap.select_folder("INBOX")[b"UIDVALIDITY"] == receipt.uidvalidity
+        body = imap.fetch([receipt.uid], ["BODY.PEEK[]"])[receipt.uid][b"BODY[]"]
+    assert body == plain("accents")
+
+
+def test_wrong_password_is_a_connect_error(dovecot):
+    endpoint = ImapEndpoint(dovecot.host, dovecot.port, security="none")
+    with pytest.raises(ConnectError) as refused:
+        AppendPipeline(endpoint, ImapCredentials("alice", "faux"))
+    assert refused.value.code == "auth_failed"
+
+
+def test_a_source_shorter_than_announced_or_unreadable_is_rejected_not_stored(dovecot,
+                                                                             tmp_path):
+    good = [make_message(plain(f"bon {i}"), str(i)) for i in range(4)]
+    raw = plain("tronqué")
+    short = Message("short", fingerprint_bytes(raw), len(raw) + 100, frozenset(), None,
+                    lambda: io.BytesIO(raw))
+    gone = tmp_path / "effacé.eml"
+    unreadable = Message("gone", fingerprint_bytes(raw), len(raw), frozenset(), None,
+                         lambda: gone.open("rb"))
+    sink = sink_for(dovecot)
+    try:
+        results = list(sink.put_many("INBOX", [good[0], good[1], short, good[2], unreadable,
+                                               good[3]]))
+    finally:
+        sink.close()
+
+    assert [r.source_id for r in results] == ["0", "1", "short", "2", "gone", "3"]
+    rejected = {r.source_id: r.error.code for r in results if r.error is not None}
+    assert rejected == {"short": "invalid_message", "gone": "invalid_message"}
+    for result in results:
+        if result.error is None:
+            body = stored(dovecot, "INBOX", result.target_ref)["body"]
+            assert body == plain(f"bon {result.source_id}")
+    assert folder_count(dovecot, "INBOX") == 4
+
+
+class CuttingProxy:
+    """A loopback TCP relay that cuts the first connection once the client has sent
+    ``cut_after`` bytes on it, as a network failure in the middle of a batch would."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        self._upstream_port = upstream_port
+        self._cut_after = cut_after
+        self.cut = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
+            self._sockets += [client, upstream]
+            for source, sink, counted in ((client, upstream, True), (upstream, client, False)):
+                thread = threading.Thread(target=self._pump, args=(source, sink, counted),
+                                          daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
+        sent = 0
+        try:
+            while data := source.recv(65536):
+                if counted and not self.cut and sent + len(data) > self._cut_after:
+                    self.cut = True
+                    sink.sendall(data[:self._cut_after - sent])
+                    break
+                sink.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept
+        self._listener.close()
+        for end in self._sockets:
+            end.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def test_a_dropped_connection_fails_only_the_messages_in_flight(dovecot):
+    sources = [make_message(plain(f"Message {i}", "v" * 2000), str(i)) for i in range(100)]
+    proxy = CuttingProxy(dovecot.port, cut_after=60_000)
+    endpoint = ImapEndpoint("127.0.0.1", proxy.port, security="none", timeout=10)
+    sink = ImapSink(endpoint, ImapCredentials("alice", dovecot.users["alice"]))
+    try:
+        results = list(sink.put_many("INBOX", sources))
+    finally:
+        sink.close()
+        proxy.stop()
+
+    assert proxy.cut
+    assert [r.source_id for r in results] == [str(i) for i in range(100)]
+    failed = [r for r in results if r.error is not None]
+    assert failed and all(r.error.code == "server_error" for r in failed)
+    assert len(failed) <= WINDOW_MESSAGES  # at most what was in flight
+    assert results[-1].error is None
+    for result, source in zip(results, sources, strict=True):
+        if result.error is None:
+            assert stored(dovecot, "INBOX", result.target_ref)["sha256"] == source.fingerprint
+    held = folder_count(dovecot, "INBOX")
+    assert len(results) - len(failed) <= held <= len(results)
+
+
+RSS_PROBE = """
+import json, sys
+from connectors.base import Message
+from connectors.imap.session import ImapCredentials, ImapEndpoint
+from connectors.imap.sink import ImapSink
+
+port, path, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+message = Message("big", "", size, frozenset(), None, lambda: open(path, "rb"))
+sink = ImapSink(ImapEndpoint("127.0.0.1", port, security="none"), ImapCredentials("alice", "pw"))
+[result] = sink.put_many("INBOX", [message])
+sink.close()
+# VmHWM, not getrusage: ru_maxrss survives exec and would report the parent's peak.
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+rss = int(peak.split()[1]) * 1024
+print(json.dumps({"ref": result.target_ref, "error": str(result.error), "rss": rss}))
+"""
+
+
+def write_large_message(path: Path, size: int) -> str:
+    """A message of ``size`` bytes written in chunks; answers its fingerprint."""
+    digest = hashlib.sha256()
+    line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU2Nzg5Ky9BQkNERUZHSElKS0xNTk9QUVJT\r\n"
+    header = b"Subject: tres gros\r\nContent-Type: application/octet-stream\r\n\r\n"
+    with path.open("wb") as out:
+        for chunk in _chunks(header, line, size):
+            out.write(chunk)
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _chunks(header: bytes, line: bytes, size: int) -> Iterator[bytes]:
+    yield header
+    remaining = size - len(header)
+    block = line * (1 << 20 // len(line))
+    while remaining > 0:
+        piece = block[:remaining]
+        yield piece
+        remaining -= len(piece)
+
+
+def test_a_100_mb_message_is_streamed_with_flat_memory(dovecot_factory, tmp_path):
+    server = dovecot_factory({"alice": "pw"})
+    size = 100 << 20
+    body = tmp_path / "big.eml"
+    fingerprint = write_large_message(body, size)
+    probe = subprocess.run([sys.executable, "-c", RSS_PROBE, str(server.port), str(body),
+                            str(size)], cwd=ROOT, capture_output=True, text=True, check=False,
+                           timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    outcome = json.loads(probe.stdout)
+    assert outcome["error"] == "None"
+    assert outcome["rss"] < 100 << 20, f"peak RSS {outcome['rss'] >> 20} MB"
+    sink = sink_for(server)
+    try:
+        [item] = list(sink.inventory("INBOX", fingerprints=True))
+    finally:
+        sink.close()
+    assert item.target_ref == outcome["ref"]
+    assert (item.size, item.fingerprint) == (size, fingerprint)
+
+
+def test_the_sink_and_source_sessions_log_in_with_an_8bit_password(dovecot_factory):
+    password = "mot de passe à l'été"
+    server = dovecot_factory({"alice": password})
+    endpoint = ImapEndpoint(server.host, server.port, security="none")
+    sink = ImapSink(endpoint, ImapCredentials("alice", password))
+    try:
+        [result] = sink.put_many("INBOX", [make_message(plain("accents"), "1")])
+    finally:
+        sink.close()
+    assert result.error is None and result.target_ref

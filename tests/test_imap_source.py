@@ -1,0 +1,373 @@
+"""The IMAP source against a real Dovecot: folders, listings, deltas, bodies, logins."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+
+import imapclient
+import pytest
+
+from connectors.base import ConnectError, Container
+from connectors.imap.session import ImapCredentials, ImapEndpoint, connect
+from connectors.imap.source import ImapSource
+from tests.dovecot import Dovecot
+
+EXCHANGE_ONLINE_CAPABILITY = (
+    "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE"
+)
+"""What outlook.office365.com advertises after login: no CONDSTORE, QRESYNC, MULTIAPPEND,
+LITERAL+ or SPECIAL-USE."""
+
+PARIS_SUMMER = timezone(timedelta(hours=2))
+MUMBAI = timezone(timedelta(hours=5, minutes=30))
+
+
+def endpoint(server: Dovecot) -> ImapEndpoint:
+    return ImapEndpoint(server.host, server.port, security="none", timeout=30)
+
+
+def source_for(server: Dovecot, user: str = "alice") -> ImapSource:
+    return ImapSource(endpoint(server), ImapCredentials(user, server.users[user]))
+
+
+def mailbox(server: Dovecot, user: str = "alice") -> imapclient.IMAPClient:
+    client = imapclient.IMAPClient(server.host, server.port, ssl=False)
+    client.login(user, server.users[user])
+    client.normalise_times = False
+    return client
+
+
+def message(subject: str, body: str = "Bonjour.\r\n", message_id: str | None = None) -> bytes:
+    message_id = message_id or f"<{hashlib.sha1(subject.encode()).hexdigest()}@ville.example>"
+    return (
+        "From: Mairie <mairie@ville.example>\r\n"
+        "To: Alice <alice@ville.example>\r\n"
+        f"Subject: {subject}\r\n"
+        f"Message-ID: {message_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "\r\n"
+        f"{body}"
+    ).encode()
+
+
+def append(
+    client: imapclient.IMAPClient,
+    folder: str,
+    raw: bytes,
+    flags: tuple[str, ...] = (),
+    when: datetime | None = None,
+) -> int:
+    response = client.append(folder, raw, flags=flags, msg_time=when)
+    return int(response.split(b"APPENDUID ")[1].split(b"]")[0].split()[1])
+
+
+def container(source: ImapSource, *path: str) -> Container:
+    return next(c for c in source.containers() if c.path == path)
+
+
+def sha256(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def by_id(refs: list) -> dict:
+    return {ref.source_id: ref for ref in refs}
+
+
+def test_containers_have_paths_roles_and_parents_first(dovecot: Dovecot) -> None:
+    client = mailbox(dovecot)
+    for name in ("Éléments envoyés", "R&D", "Projets/2024/Été", "Projets/2024/Hiver", "Projets"):
+        client.create_folder(name)
+    client.logout()
+
+    source = source_for(dovecot)
+    found = source.containers()
+    source.close()
+
+    roles = {c.path: c.role for c in found}
+    assert roles == {
+        ("INBOX",): "inbox",
+        ("Sent",): "sent",
+        ("Drafts",): "drafts",
+        ("Trash",): "trash",
+        ("Junk",): "junk",
+        ("Archive",): "archive",
+        ("Éléments envoyés",): None,
+        ("R&D",): None,
+        ("Projets",): None,
+        ("Projets", "2024", "Été"): None,
+        ("Projets", "2024", "Hiver"): None,
+    }
+    paths = [c.path for c in found]
+    assert paths.index(("Projets",)) < paths.index(("Projets", "2024", "Été"))
+    assert paths.index(("Projets",)) < paths.index(("Projets", "2024", "Hiver"))
+    assert {c.native_name for c in found} >= {"Éléments envoyés", "R&D", "Projets/2024/Été"}
+
+
+def test_containers_with_dot_separator(dovecot_factory) -> None:
+    server = dovecot_factory({"alice": "alice-pw"}, separator=".")
+    client = mailbox(server)
+    client.create_folder("Projets.Été")
+    client.create_folder("Projets")
+    client.logout()
+
+    source = source_for(server)
+    paths = [c.path for c in source.containers()]
+    source.close()
+
+    assert ("Projets", "Été") in paths
+    assert paths.index(("Projets",)) < paths.index(("Projets", "Été"))
+
+
+def test_listing_and_fetch_keep_bytes_flags_and_dates(dovecot: Dovecot) -> None:
+    client = mailbox(dovecot)
+    client.create_folder("Éléments envoyés")
+    seeded = {
+        "flagged": (
+            message("=?utf-8?q?R=C3=A9union_du_conseil?=", message_id="<conseil@ville.example>"),
+            ("\\Flagged", "\\Seen", "$label1"),
+            datetime(2024, 6, 3, 9, 15, 0, tzinfo=PARIS_SUMMER),
+        ),
+        "unread": (message("Budget 2025"), (), datetime(2023, 12, 1, 23, 59, 1, tzinfo=MUMBAI)),
+        "answered": (message("Re: voirie"), ("\\Answered", "Urgent"), None),
+    }
+    uids = {
+        key: append(client, "Éléments envoyés", raw, flags, when)
+        for key, (raw, flags, when) in seeded.items()
+    }
+    client.logout()
+
+    source = source_for(dovecot)
+    folder = container(source, "Éléments envoyés")
+    listing = source.list_changes(folder, None)
+    assert listing.complete and not listing.reset
+    refs = by_id(listing.refs)
+    uidvalidity = listing.cursor["uidvalidity"]
+    ids = {key: f"{uidvalidity}:{uid}" for key, uid in uids.items()}
+    assert set(refs) == set(ids.values())
+    assert refs[ids["flagged"]].flags == {"\\Flagged", "\\Seen", "$label1"}
+    assert refs[ids["unread"]].flags == frozenset()
+    assert refs[ids["answered"]].flags == {"\\Answered", "Urgent"}
+    assert refs[ids["flagged"]].size == len(seeded["flagged"][0])
+
+    fetched = {m.source_id: m for m in source.fetch(folder, list(ids.values()))}
+    source.close()
+
+    for key, (raw, flags, when) in seeded.items():
+        got = fetched[ids[key]]
+        with got.open() as body:
+            assert body.read() == raw
+        assert got.fingerprint == sha256(raw)
+        assert got.size == len(raw)
+        assert got.flags == refs[ids[key]].flags
+        if when is not None:
+            # Maildir keeps the instant (as the file's mtime), not the offset.
+            assert got.internal_date == when
+    assert fetched[ids["flagged"]].subject == "Réunion du conseil"
+    assert fetched[ids["flagged"]].message_id == "<conseil@ville.example>"
+
+    client = mailbox(dovecot)
+    client.select_folder("Éléments envoyés", readonly=True)
+    assert b"\\Seen" not in client.get_flags([uids["unread"]])[uids["unread"]]
+    client.logout()
+
+
+def test_large_message_is_streamed_in_chunks(dovecot: Dovecot) -> None:
+    line = (os.urandom(57).hex()[:76] + "\r\n").encode("ascii")
+    raw = message("Plan local d'urbanisme", body="") + line * (20 * 1024 * 1024 // len(line))
+    client = mailbox(dovecot)
+    uid = append(client, "INBOX", raw)
+    client.logout()
+
+    source = source_for(dovecot)
+    inbox = container(source, "INBOX")
+    uidvalidity = source.list_changes(inbox, None).cursor["uidvalidity"]
+    tracemalloc.start()
+    try:
+        (got,) = list(source.fetch(inbox, [f"{uidvalidity}:{uid}"]))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    source.close()
+
+    assert got.size == len(raw)
+    digest = hashlib.sha256()
+    with got.open() as body:
+        while chunk := body.read(1 << 20):
+            digest.update(chunk)
+    assert "sha256:" + digest.hexdigest() == sha256(raw)
+    assert peak < len(raw) // 2, f"fetching held {peak} bytes for a {len(raw)}-byte message"
+
+
+def test_many_small_messages_fetched_and_ids_of_other_epochs_skipped(dovecot: Dovecot) -> None:
+    client = mailbox(dovecot)
+    raws = [message(f"Délibération {n}", body="x" * (n * 997)) for n in range(60)]
+    for raw in raws:
+        append(client, "INBOX", raw)
+    client.logout()
+
+    source = source_for(dovecot)
+    inbox = container(source, "INBOX")
+    listing = source.list_changes(inbox, None)
+    ids = [ref.source_id for ref in listing.refs]
+    uidvalidity = listing.cursor["uidvalidity"]
+    asked = [*ids, f"{uidvalidity + 1}:1", f"{uidvalidity}:9999", "garbage"]
+    fetched = list(source.fetch(inbox, asked))
+    source.close()
+
+    assert sorted(m.source_id for m in fetched) == sorted(ids)
+    assert sorted(m.fingerprint for m in fetched) == sorted(sha256(raw) for raw in raws)
+
+
+def test_delta_with_condstore(dovecot: Dovecot) -> None:
+    client = mailbox(dovecot)
+    first = append(client, "INBOX", message("Premier"))
+    second = append(client, "INBOX", message("Second"))
+
+    source = source_for(dovecot)
+    inbox = container(source, "INBOX")
+    initial = source.list_changes(inbox, None)
+    assert "highestmodseq" in initial.cursor
+
+    unchanged = source.list_changes(inbox, initial.cursor)
+    assert unchanged.refs == [] and not unchanged.complete and not unchanged.reset
+    assert unchanged.cursor == initial.cursor
+
+    third = append(client, "INBOX", message("Troisième"))
+    arrived = source.list_changes(inbox, unchanged.cursor)
+    uidvalidity = initial.cursor["uidvalidity"]
+    assert [r.source_id for r in arrived.refs] == [f"{uidvalidity}:{third}"]
+    assert not arrived.complete
+
+    client.select_folder("INBOX")
+    client.add_flags([first], ["\\Seen", "$Projet"])
+    reflagged = source.list_changes(inbox, arrived.cursor)
+    assert {r.source_id: r.flags for r in reflagged.refs} == {
+        f"{uidvalidity}:{first}": {"\\Seen", "$Projet"}
+    }
+
+    client.delete_messages([second])
+    client.expunge()
+    client.logout()
+    after_expunge = source.list_changes(inbox, reflagged.cursor)
+    source.close()
+    assert after_expunge.complete
+    assert {r.source_id for r in after_expunge.refs} == {
+        f"{uidvalidity}:{first}",
+        f"{uidvalidity}:{third}",
+    }
+
+
+def test_delta_without_condstore_lists_everything_with_flags(dovecot_factory) -> None:
+    server = dovecot_factory({"alice": "alice-pw"}, capability=EXCHANGE_ONLINE_CAPABILITY)
+    client = mailbox(server)
+    first = append(client, "INBOX", message("Premier"))
+    append(client, "INBOX", message("Second"))
+
+    source = source_for(server)
+    inbox = container(source, "INBOX")
+    initial = source.list_changes(inbox, None)
+    assert "highestmodseq" not in initial.cursor
+
+    client.select_folder("INBOX")
+    client.add_flags([first], ["\\Flagged"])
+    client.logout()
+    later = source.list_changes(inbox, initial.cursor)
+    source.close()
+
+    uidvalidity = initial.cursor["uidvalidity"]
+    assert later.complete and not later.reset
+    assert len(later.refs) == 2
+    assert by_id(later.refs)[f"{uidvalidity}:{first}"].flags == {"\\Flagged"}
+
+
+def test_recreated_folder_resets_the_epoch(dovecot: Dovecot) -> None:
+    client = mailbox(dovecot)
+    client.create_folder("Archives 2019")
+    old_uid = append(client, "Archives 2019", message("Ancien"))
+
+    source = source_for(dovecot)
+    folder = container(source, "Archives 2019")
+    before = source.list_changes(folder, None)
+
+    client.delete_folder("Archives 2019")
+    client.create_folder("Archives 2019")
+    new_uid = append(client, "Archives 2019", message("Nouveau"))
+    client.logout()
+    after = source.list_changes(folder, before.cursor)
+
+    assert after.reset and after.complete
+    assert after.cursor["uidvalidity"] != before.cursor["uidvalidity"]
+    assert [r.source_id for r in after.refs] == [f"{after.cursor['uidvalidity']}:{new_uid}"]
+    stale = f"{before.cursor['uidvalidity']}:{old_uid}"
+    assert list(source.fetch(folder, [stale])) == []
+    source.close()
+
+
+def test_source_reconnects_after_the_server_drops_it(dovecot: Dovecot) -> None:
+    client = mailbox(dovecot)
+    uid = append(client, "INBOX", message("Avant coupure"))
+    client.logout()
+    source = source_for(dovecot)
+    inbox = container(source, "INBOX")
+    cursor = source.list_changes(inbox, None).cursor
+
+    kicked = subprocess.run(
+        ["doveadm", "-c", str(dovecot.root / "dovecot.conf"), "kick", "alice"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "alice" in kicked.stdout
+
+    (got,) = list(source.fetch(inbox, [f"{cursor['uidvalidity']}:{uid}"]))
+    source.close()
+    assert got.fingerprint == sha256(message("Avant coupure"))
+
+
+def test_wrong_password_is_auth_failed(dovecot: Dovecot) -> None:
+    with pytest.raises(ConnectError) as raised:
+        connect(endpoint(dovecot), ImapCredentials("alice", "not-the-password"))
+    assert raised.value.code == "auth_failed"
+    assert "not-the-password" not in str(raised.value)
+
+
+def test_closed_port_is_unreachable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectError) as raised:
+        connect(
+            ImapEndpoint("127.0.0.1", port, security="none", timeout=5),
+            ImapCredentials("alice", "secret"),
+        )
+    assert raised.value.code == "unreachable"
+
+
+def test_tls_against_a_plain_server_is_tls_failed(dovecot: Dovecot) -> None:
+    with pytest.raises(ConnectError) as raised:
+        connect(
+            ImapEndpoint(dovecot.host, dovecot.port, security="tls", timeout=5),
+            ImapCredentials("alice", dovecot.users["alice"]),
+        )
+    assert raised.value.code == "tls_failed"
+
+
+def test_master_user_reads_another_mailbox(dovecot_factory) -> None:
+    server = dovecot_factory({"alice": "alice-pw"}, master=("admin", "admin-pw"))
+    client = mailbox(server)
+    append(client, "INBOX", message("Pour Alice"))
+    client.logout()
+
+    by_master = ImapSource(endpoint(server), ImapCredentials("alice*admin", "admin-pw"))
+    by_proxy = ImapSource(endpoint(server), ImapCredentials("admin", "admin-pw", authzid="alice"))
+    for source in (by_master, by_proxy):
+        inbox = container(source, "INBOX")
+        ids = [r.source_id for r in source.list_changes(inbox, None).refs]
+        assert [m.fingerprint for m in source.fetch(inbox, ids)] == [sha256(message("Pour Alice"))]
+        source.close()

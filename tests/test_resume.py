@@ -1,0 +1,153 @@
+"""Killed at any moment, run again: the target ends with exactly the source's messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from connectors.imap.session import ImapCredentials, ImapEndpoint
+from connectors.imap.sink import ImapSink
+from connectors.imap.source import ImapSource
+from migrate.ledger import INFLIGHT, Ledger
+from migrate.mail import MailUnit, container_key
+from tests import mailboxes
+from tests.corpus import CorpusFolder, build_corpus, build_mailbox
+from tests.test_engine_imap import LANDING, batch_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ledger_counts(work: Path) -> tuple[int, int]:
+    """(done, in flight) items, read as another process would while the run goes on."""
+    path = work / "ledger.sqlite"
+    if not path.exists():
+        return 0, 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            rows = dict(db.execute("select status, count(*) from items group by status").fetchall())
+    except sqlite3.OperationalError:
+        return 0, 0
+    return rows.get("done", 0), rows.get(INFLIGHT, 0)
+
+
+def start_run(batch: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def kill_when(process: subprocess.Popen, work: Path, ready, limit: float = 120.0) -> bool:
+    """SIGKILL the run once ``ready(done, inflight)`` holds; False if it ended first."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        if ready(*ledger_counts(work)):
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.005)
+    process.kill()
+    raise AssertionError("the run neither ended nor reached the kill point")
+
+
+def test_sigkill_at_several_points_leaves_no_duplicate_and_no_gap(dovecot_factory, tmp_path):
+    source = dovecot_factory(users={"alice": "a"})
+    target = dovecot_factory(users={"alice": "b"})
+    corpus = build_corpus(seed=7)
+    corpus[0] = CorpusFolder(("INBOX",), "inbox",
+                             corpus[0].messages + list(build_mailbox(600, seed=11)))
+    mailboxes.seed(source, "alice", corpus)
+    mailboxes.write_users(tmp_path, [("alice", "alice", "env:A1", "env:A2")])
+    batch = batch_file(tmp_path, source, target)
+    env = {**os.environ, "A1": "a", "A2": "b", "PYTHONPATH": str(ROOT)}
+    work = tmp_path / "work"
+
+    kills = 0
+    points = [
+        lambda done, inflight: inflight > 0 and done == 0,
+        lambda done, inflight: done >= 40 and inflight > 0,
+        lambda done, inflight: done >= 200 and inflight > 0,
+        lambda done, inflight: done >= 420,
+        lambda done, inflight: inflight > 0,
+    ]
+    for ready in points:
+        process = start_run(batch, env)
+        if kill_when(process, work, ready):
+            kills += 1
+        else:
+            assert process.returncode == 0, process.stderr.read().decode()
+    assert kills >= 3, "the runs ended before the kill points: make the mailbox larger"
+
+    final = subprocess.run([sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT,
+                           env=env, capture_output=True, text=True, check=False)
+    assert final.returncode == 0, final.stderr
+    wanted = mailboxes.landed(mailboxes.contents(source, "alice"), LANDING)
+    landed = {k: v for k, v in mailboxes.contents(target, "alice").items() if v}
+    assert landed == wanted
+    verify = subprocess.run([sys.executable, "-m", "migrate", "verify", str(batch)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+class CrashAfterAck(Exception):
+    """Stands for the process dying between the target's answer and the ledger's commit."""
+
+
+class DyingSink:
+    """A real IMAP sink whose process 'dies' after ``acks`` acknowledgements."""
+
+    def __init__(self, sink: ImapSink, acks: int) -> None:
+        self.sink = sink
+        self.acks = acks
+        self.capabilities = sink.capabilities
+
+    def __getattr__(self, name: str):
+        return getattr(self.sink, name)
+
+    def put_many(self, native_name, messages):
+        for count, result in enumerate(self.sink.put_many(native_name, messages), 1):
+            if count > self.acks:
+                raise CrashAfterAck()
+            yield result
+
+
+def test_items_acknowledged_but_not_recorded_are_found_not_resent(dovecot_factory, tmp_path):
+    source = dovecot_factory(users={"alice": "a"})
+    target = dovecot_factory(users={"alice": "b"})
+    messages = list(build_mailbox(40, seed=3))
+    duplicate = messages[5]
+    messages.insert(20, duplicate)  # the same bytes twice: both must land, once each
+    mailboxes.seed(source, "alice", [CorpusFolder(("INBOX",), "inbox", messages)])
+    endpoint_s = ImapEndpoint("127.0.0.1", source.port, security="none")
+    endpoint_t = ImapEndpoint("127.0.0.1", target.port, security="none")
+    ledger = Ledger.in_folder(tmp_path / "work")
+
+    def unit_run(acks: int | None) -> None:
+        src = ImapSource(endpoint_s, ImapCredentials("alice", "a"))
+        sink = ImapSink(endpoint_t, ImapCredentials("alice", "b"))
+        try:
+            container = next(c for c in src.containers() if c.path == ("INBOX",))
+            unit = ledger.unit("alice", "mail", container_key(container.path))
+            used = sink if acks is None else DyingSink(sink, acks)
+            MailUnit(ledger, unit, src, used, container, ("INBOX",)).run()
+        finally:
+            src.close()
+            sink.close()
+
+    try:
+        unit_run(acks=25)
+    except CrashAfterAck:
+        pass
+    statuses = [r.status for r in ledger.items_of(ledger.all_units()[0].id).values()]
+    assert statuses.count(INFLIGHT) > 0
+    unit_run(acks=None)
+    landed = mailboxes.contents(target, "alice")[("INBOX",)]
+    assert landed == mailboxes.contents(source, "alice")[("INBOX",)]
+    assert sum(landed.values()) == len(messages)
