@@ -59,12 +59,20 @@ class ImapEndpointConfig(_Strict):
         4, ge=1, le=32, description="Connections at most per account on this server."
     )
     timeout: float = Field(60.0, gt=0)
+    max_message_size: int | None = Field(
+        None, gt=0,
+        description="As a target: the largest message it accepts, in bytes, when the server "
+        "does not advertise it (APPENDLIMIT). Larger ones are listed by the plan.",
+    )
 
 
 class LocalEndpointConfig(_Strict):
     type: Literal["maildir", "mbox", "eml"]
     path: Path = Field(
         description="Folder holding one store per user, named by the user's login in users.csv."
+    )
+    max_message_size: int | None = Field(
+        None, gt=0, description="As a target: the largest message to write, in bytes."
     )
 
 

@@ -29,6 +29,7 @@ from migrate.mail import (
     decide_folders,
     plan_folder,
     shown,
+    size_limit,
     verify_folder,
 )
 from reports.files import message_columns, write_report
@@ -138,6 +139,8 @@ class Engine:
 
     # plan
     def plan(self) -> Outcome:
+        self._known_units = {(u.principal, u.container): u for u in self.ledger.all_units()
+                             if u.workload == WORKLOAD}
         errors = self._unmapped()
         warnings: list[Text] = []
         rows: list[dict[str, Any]] = [
@@ -148,7 +151,8 @@ class Engine:
             try:
                 with self._endpoints(user) as (source, sink):
                     folders = decide_folders(source, self.rules, sink.capabilities)
-                    limit = sink.capabilities.max_item_size
+                    limit = size_limit(sink.capabilities.max_item_size,
+                                       self.batch.target.max_message_size)
                     if not getattr(sink, "internal_date_offset_kept", True):
                         warnings.append(Text.of("internal_date_offset_lost"))
                     for container, decision in folders:
@@ -178,7 +182,7 @@ class Engine:
         reasons = [Text.of(code, detail=decision.detail) for code in decision.reasons]
         if decision.action == "skip":
             return [{**base, "action": "skip", **_joined(reasons)}]
-        unit = self._existing_unit(user, decision.source)
+        unit = self._known_units.get((user.source, container_key(decision.source)))
         known = self.ledger.items_of(unit.id) if unit else {}
         plan = FolderPlan(container, decision)
         plan_folder(source, plan, unit, known, limit)
@@ -196,13 +200,6 @@ class Engine:
                          "bytes": ref.size, **message_columns(text)})
         return rows
 
-    def _existing_unit(self, user: UserMapping, path: tuple[str, ...]):
-        key = container_key(path)
-        for unit in self.ledger.all_units():
-            if unit.principal == user.source and unit.workload == WORKLOAD and unit.container == key:
-                return unit
-        return None
-
     # run
     def run(self, progress: ProgressFactory | None = None) -> Outcome:
         problems = self._unmapped()
@@ -216,12 +213,9 @@ class Engine:
         tracker = progress or ProgressFactory()
         with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
             futures = []
-            for user in self.users:
-                try:
-                    with self._endpoints(user) as (source, sink):
-                        folders = decide_folders(source, self.rules, sink.capabilities)
-                except BasculeError as error:
-                    text = _text_of(error)
+            for user, folders in zip(self.users, pool.map(self._folders_or_error, self.users)):
+                if isinstance(folders, BasculeError):
+                    text = _text_of(folders)
                     rows.append({"principal": user.source, "target": user.target,
                                  "action": "error", **message_columns(text)})
                     totals["units_failed"] += 1
@@ -247,6 +241,15 @@ class Engine:
         json_path, csv_path = write_report(self.batch.work_dir, "run", document, rows, ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, totals, 1 if status == "failed" else 0)
 
+    def _folders_or_error(
+        self, user: UserMapping
+    ) -> list[tuple[Container, FolderDecision]] | BasculeError:
+        try:
+            with self._endpoints(user) as (source, sink):
+                return decide_folders(source, self.rules, sink.capabilities)
+        except BasculeError as error:
+            return error
+
     def _run_unit(
         self, run_id: int, user: UserMapping, container: Container, decision: FolderDecision,
         tracker: ProgressFactory, rows: list, rows_lock: threading.Lock, totals: dict[str, int],
@@ -261,7 +264,7 @@ class Engine:
             try:
                 with self._endpoints(user) as (source, sink):
                     result = MailUnit(self.ledger, unit, source, sink, container, decision.target,
-                                      unit_progress).run()
+                                      unit_progress, self.batch.target.max_message_size).run()
             except Exception as error:  # noqa: BLE001 - any failure stays in this unit
                 text = _text_of(error)
                 self.ledger.update_unit(unit.id, status="failed", last_error=text.en)

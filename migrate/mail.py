@@ -16,6 +16,7 @@ from connectors.base import (
     BasculeError,
     Container,
     ItemRef,
+    ItemRejected,
     MailSink,
     MailSource,
     Message,
@@ -126,7 +127,7 @@ class MailUnit:
     def __init__(
         self, ledger: Ledger, unit: Unit, source: MailSource, sink: MailSink,
         container: Container, target_path: tuple[str, ...],
-        progress: UnitProgress | None = None,
+        progress: UnitProgress | None = None, max_item_size: int | None = None,
     ) -> None:
         self.ledger = ledger
         self.unit = unit
@@ -135,6 +136,7 @@ class MailUnit:
         self.container = container
         self.target_path = target_path
         self.progress = progress or _Silent()
+        self.max_item_size = size_limit(sink.capabilities.max_item_size, max_item_size)
         self.result = UnitResult()
 
     def run(self) -> UnitResult:
@@ -228,17 +230,17 @@ class MailUnit:
         self.result.flag_updates = len(changes)
 
     def _refuse_too_big(self, to_copy: list[str], listed: dict[str, ItemRef]) -> list[str]:
-        limit = self.sink.capabilities.max_item_size
+        limit = self.max_item_size
         if limit is None:
             return to_copy
         kept, refused = [], []
         for sid in to_copy:
             ref = listed.get(sid)
             if ref is not None and ref.size > limit:
-                refused.append({
-                    "source_id": sid, "size": ref.size, "error_code": "too_big",
-                    "error_detail": f"{ref.size} > {limit}",
-                })
+                error = ItemRejected(f"{ref.size} > {limit}", code="too_big")
+                refused.append({"source_id": sid, "size": ref.size, "error_code": error.code,
+                                "error_detail": error.detail})
+                self.result.errors.append((sid, error))
             else:
                 kept.append(sid)
         self.ledger.record_outcomes(self.unit.id, refused)
@@ -279,6 +281,12 @@ class MailUnit:
                 self.result.copied_bytes += message.size
                 self.progress.advanced(1, message.size)
                 yield message
+
+
+def size_limit(*limits: int | None) -> int | None:
+    """The smallest of the limits that are set: the server's and the batch's."""
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
 
 
 def _needs_copy(record: ItemRecord | None) -> bool:

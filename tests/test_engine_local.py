@@ -97,3 +97,39 @@ def test_demo_runs_on_embedded_defaults(tmp_path, monkeypatch):
     assert verify["summary"]["mismatches"] == 0
     assert verify["summary"]["checked"] > 200
     assert (tmp_path / "bascule-demo" / "target" / "alice" / ".Sent").is_dir()
+
+
+def test_users_option_runs_a_subset_and_names_unknown_users(tmp_path):
+    write_maildir(tmp_path / "export" / "alice", build_corpus(seed=5)[:1])
+    write_maildir(tmp_path / "export" / "bob", build_corpus(seed=6)[:1])
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice\nbob,bob\n", encoding="utf-8")
+    (tmp_path / "batch.toml").write_text(BATCH.format(kind="maildir"), encoding="utf-8")
+    batch = str(tmp_path / "batch.toml")
+    code, output = bascule("run", batch, "--users", "bob")
+    assert code == 0, output
+    assert (tmp_path / "target" / "bob" / "cur").is_dir()
+    assert not (tmp_path / "target" / "alice").exists()
+    code, output = bascule("run", batch, "--users", "carol")
+    assert code == 2
+    assert "carol" in output
+
+
+def test_the_batch_size_limit_refuses_big_messages_in_plan_and_run(tmp_path):
+    corpus = build_corpus(seed=5, large_size=2 << 20)
+    write_maildir(tmp_path / "export" / "alice", corpus)
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice\n", encoding="utf-8")
+    text = BATCH.format(kind="maildir").replace('path = "target"',
+                                                'path = "target"\nmax_message_size = 1000000')
+    (tmp_path / "batch.toml").write_text(text, encoding="utf-8")
+    batch = str(tmp_path / "batch.toml")
+    assert bascule("plan", batch)[0] == 0
+    plan = json.loads((tmp_path / "work" / "plan-latest.json").read_text(encoding="utf-8"))
+    assert [e["folder"] for e in plan["entries"] if e["action"] == "too_big"] == [
+        "Projets/Été 2024"]
+    code, _ = bascule("run", batch)
+    assert code == 1
+    run = json.loads((tmp_path / "work" / "run-latest.json").read_text(encoding="utf-8"))
+    assert run["summary"]["failed"] == 1
+    [refused] = [e for e in run["entries"] if e["action"] == "failed"]
+    assert refused["code"] == "too_big" and refused["folder"] == "Projets/Été 2024"
+    assert "trop gros" in refused["message_fr"]
