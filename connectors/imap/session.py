@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 
 import imapclient
 from imapclient import exceptions as imap_errors
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from connectors.base import ConnectError, Path
 
@@ -67,12 +68,20 @@ def ssl_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
     return context
 
 
+def _transient(error: BaseException) -> bool:
+    """A refusal the server says is temporary (RFC 5530 UNAVAILABLE), worth another try."""
+    return isinstance(error, ConnectError) and "[UNAVAILABLE]" in error.detail
+
+
+@retry(retry=retry_if_exception(_transient), stop=stop_after_attempt(4),
+       wait=wait_exponential(multiplier=0.5, max=8), reraise=True)
 def connect(endpoint: ImapEndpoint, credentials: ImapCredentials) -> imapclient.IMAPClient:
     """A connection logged in as ``credentials``; its datetimes are timezone-aware.
 
     Raises ``ConnectError`` with code ``unreachable`` (name unknown, refused, timeout),
     ``tls_failed`` (handshake or certificate) or ``auth_failed``. The detail never holds a
-    password or token.
+    password or token. A login the server refuses as temporarily unavailable is tried again
+    with backoff before it counts as refused.
     """
     client = _open(endpoint)
     # Dates keep the offset the server gave (a received date in +05:30 stays so).
