@@ -129,6 +129,10 @@ class SinkCapabilities:
     """Whether user keywords ($label1, categories...) are kept."""
     special_folders: dict[str, Path] = field(default_factory=dict)
     """Role -> path of the folder that carries it on the target."""
+    crlf_only: bool = False
+    """The target stores and serves every line ending as CRLF, whatever it was given (IMAP
+    servers do: RFC 3501 messages are CRLF). The engine then converts bare LF itself, so
+    that what it records and later compares is what the target holds."""
 
 
 @dataclass(frozen=True)

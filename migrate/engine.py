@@ -289,6 +289,10 @@ class Engine:
             totals["recovered"] += result.recovered
             rows.append({**base, "action": action, "copied": result.copied,
                          "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)})
+            if result.converted:
+                rows.append({**base, "action": "note", "messages": len(result.converted),
+                             "source_id": " ".join(result.converted),
+                             **message_columns(Text.of("line_endings_converted"))})
             if result.deleted_at_source:
                 rows.append({**base, "action": "note", "messages": result.deleted_at_source,
                              **message_columns(Text.of("deleted_at_source"))})

@@ -45,6 +45,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                  "le message a disparu de la source avant d'être copié"),
     "deleted_at_source": ("deleted at the source since it was copied (left on the target)",
                           "supprimé à la source depuis sa copie (laissé sur la cible)"),
+    "line_endings_converted": (
+        "bare LF line endings sent as CRLF: the target stores no other kind",
+        "fins de ligne LF seules envoyées en CRLF : la cible n'en garde pas d'autres"),
     "error": ("{detail}", "{detail}"),
     # verify
     "missing_on_target": ("missing on the target", "absent de la cible"),

@@ -22,6 +22,7 @@ from connectors.base import (
     Message,
     SinkCapabilities,
 )
+from connectors.lines import with_crlf
 from mappings.folders import FolderDecision, FolderRules
 from migrate.ledger import DONE, FAILED, INFLIGHT, ItemRecord, Ledger, Unit
 
@@ -108,6 +109,23 @@ class _Silent:
         pass
 
 
+def fetch_as_stored(
+    source: MailSource, container: Container, source_ids: list[str],
+    capabilities: SinkCapabilities, converted: list[str] | None = None,
+) -> Iterator[Message]:
+    """The source's messages as the target will hold them: with CRLF line endings for a
+    target that stores nothing else, so fingerprints compare with what it serves. The ids
+    of converted messages are appended to ``converted``."""
+    for message in source.fetch(container, source_ids):
+        if capabilities.crlf_only:
+            crlf = with_crlf(message)
+            if crlf is not None:
+                if converted is not None:
+                    converted.append(message.source_id)
+                message = crlf
+        yield message
+
+
 @dataclass
 class UnitResult:
     copied: int = 0
@@ -117,6 +135,8 @@ class UnitResult:
     failed: int = 0
     vanished: int = 0
     deleted_at_source: int = 0
+    converted: list[str] = field(default_factory=list)
+    """Source ids of messages whose bare LF line endings became CRLF."""
     reset: bool = False
     errors: list[tuple[str, BasculeError]] = field(default_factory=list)
 
@@ -201,7 +221,8 @@ class MailUnit:
                 by_size[record.size].append(record)
         candidates = [ref.source_id for ref in refs if ref.size in by_size]
         renames: dict[str, str] = {}
-        for message in self.source.fetch(self.container, candidates):
+        for message in fetch_as_stored(self.source, self.container, candidates,
+                                       self.sink.capabilities):
             pool = by_size[message.size]
             match = next((r for r in pool if r.fingerprint == message.fingerprint), None)
             if match is not None:
@@ -251,7 +272,9 @@ class MailUnit:
         wanted = set(source_ids)
         seen: set[str] = set()
         outcomes: list[dict] = []
-        messages = self._marked(self.source.fetch(self.container, source_ids), seen)
+        fetched = fetch_as_stored(self.source, self.container, source_ids,
+                                  self.sink.capabilities, self.result.converted)
+        messages = self._marked(fetched, seen)
         for result in self.sink.put_many(self.native, messages):
             if result.error is None and result.target_ref:
                 outcomes.append({"source_id": result.source_id, "target_ref": result.target_ref})
@@ -315,8 +338,9 @@ def verify_folder(
     """Read both sides whole and compare, item by item, through the ledger's mapping."""
     native = unit.target_container
     listing = source.list_changes(container, None)
+    ids = [r.source_id for r in listing.refs]
     source_prints = {m.source_id: (m.fingerprint, m.flags) for m in
-                     source.fetch(container, [r.source_id for r in listing.refs])}
+                     fetch_as_stored(source, container, ids, sink.capabilities)}
     keep = None if sink.capabilities.keywords else SYSTEM_FLAGS
     stored = {s.target_ref: s for s in sink.inventory(native, fingerprints=True)} if native else {}
     known = ledger.items_of(unit.id)

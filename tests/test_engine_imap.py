@@ -218,3 +218,41 @@ def test_separator_dot_target_renames_and_master_user(dovecot_factory, tmp_path,
     assert renamed["action"] == "rename" and "renamed_separator" in renamed["code"]
     landed = target_view(target, "alice")
     assert [sum(c.values()) for p, c in landed.items() if p[0] == "Versions"] == [2]
+
+
+def test_maildir_export_into_imap_converts_bare_lf_and_verifies(dovecot_factory, tmp_path,
+                                                                monkeypatch):
+    from tests.corpus import write_maildir
+
+    target = dovecot_factory(users={"alice": "alice-target"})
+    corpus = build_corpus(seed=8)
+    write_maildir(tmp_path / "export" / "alice", corpus)
+    monkeypatch.setenv("A2", "alice-target")
+    mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
+    (tmp_path / "batch.toml").write_text(f"""
+name = "export"
+[source]
+type = "maildir"
+path = "export"
+[target]
+type = "imap"
+host = "{target.host}"
+port = {target.port}
+security = "none"
+[mail]
+exclude = ["Sync Issues*"]
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    batch = str(tmp_path / "batch.toml")
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    notes = [e for e in report(tmp_path, "run")["entries"] if e.get("code") == "line_endings_converted"]
+    bare = [m for f in corpus for m in f.messages if f.path in LANDING
+            and b"\n" in m.raw.replace(b"\r\n", b"")]
+    assert sum(n["messages"] for n in notes) == len(bare) > 0
+    code, output = bascule("verify", batch)
+    assert code == 0, output
+    assert report(tmp_path, "verify")["summary"]["mismatches"] == 0
+    inbox = target_view(target, "alice")[("INBOX",)]
+    assert sum(inbox.values()) == len(corpus[0].messages)

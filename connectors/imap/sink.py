@@ -86,6 +86,7 @@ class ImapSink:
             separator=separator or "/",
             keywords=self._keywords_kept(),
             special_folders=special,
+            crlf_only=True,
         )
 
     def ensure_container(self, path: Path) -> str:
