@@ -133,3 +133,15 @@ def test_the_batch_size_limit_refuses_big_messages_in_plan_and_run(tmp_path):
     [refused] = [e for e in run["entries"] if e["action"] == "failed"]
     assert refused["code"] == "too_big" and refused["folder"] == "Projets/Été 2024"
     assert "trop gros" in refused["message_fr"]
+
+
+def test_a_bad_users_table_is_bad_input_with_every_line_named(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "users.csv").write_text(
+        "source;target;source_secret\nalice;alice;Secret123!\n;bob;\nalice;carol;\n",
+        encoding="utf-8")
+    (tmp_path / "batch.toml").write_text(BATCH.format(kind="maildir"), encoding="utf-8")
+    code, output = bascule("--lang", "fr", "plan", str(tmp_path / "batch.toml"))
+    assert code == 2
+    assert "Secret123!" not in output
+    assert "users.csv:2" in output and "users.csv:3" in output and "users.csv:4" in output
