@@ -221,7 +221,7 @@ class Engine:
                     totals["units_failed"] += 1
                     log.error("principal=%s error=%s", user.source, text.en)
                     continue
-                for container, decision in folders:
+                for container, decision in sorted(folders, key=_largest_first):
                     if decision.action == "skip":
                         totals["skipped"] += 1
                         reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
@@ -360,6 +360,15 @@ class Engine:
         json_path, csv_path = write_report(self.batch.work_dir, "status", document, rows,
                                            ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, totals, 1 if totals["failed_items"] else 0)
+
+
+FIRST_ROLES = {"inbox": 0, "archive": 1, "sent": 2}
+
+
+def _largest_first(folder: tuple[Container, FolderDecision]) -> int:
+    """Folders that usually hold most of a mailbox start first, so that the run does not
+    end with one big folder copying alone."""
+    return FIRST_ROLES.get(folder[1].role or "", len(FIRST_ROLES))
 
 
 def _joined(reasons: list[Text]) -> dict[str, str]:

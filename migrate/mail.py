@@ -23,8 +23,10 @@ from connectors.base import (
     SinkCapabilities,
 )
 from connectors.lines import with_crlf
+from connectors.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 from mappings.folders import FolderDecision, FolderRules
 from migrate.ledger import DONE, FAILED, INFLIGHT, ItemRecord, Ledger, Unit
+from migrate.prefetch import read_ahead
 
 WORKLOAD = "mail"
 INFLIGHT_CHUNK = 16
@@ -274,7 +276,7 @@ class MailUnit:
         outcomes: list[dict] = []
         fetched = fetch_as_stored(self.source, self.container, source_ids,
                                   self.sink.capabilities, self.result.converted)
-        messages = self._marked(fetched, seen)
+        messages = self._marked(read_ahead(fetched, size=_held_in_memory), seen)
         for result in self.sink.put_many(self.native, messages):
             if result.error is None and result.target_ref:
                 outcomes.append({"source_id": result.source_id, "target_ref": result.target_ref})
@@ -304,6 +306,11 @@ class MailUnit:
                 self.result.copied_bytes += message.size
                 self.progress.advanced(1, message.size)
                 yield message
+
+
+def _held_in_memory(message: Message) -> int:
+    """What a fetched message weighs in memory: large bodies are spooled to disk."""
+    return message.size if message.size <= SPOOL_MEMORY_LIMIT else 0
 
 
 def size_limit(*limits: int | None) -> int | None:

@@ -7,7 +7,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from migrate.i18n import Text
 
@@ -54,7 +54,7 @@ class _atomic:
         self.path = path
         self.temporary = path.with_name(path.name + ".part")
 
-    def __enter__(self):  # noqa: ANN204 - a text file
+    def __enter__(self) -> TextIO:
         self.handle = open(self.temporary, "w", encoding="utf-8-sig", newline="")
         return self.handle
 

@@ -179,7 +179,7 @@ def test_listing_and_fetch_keep_bytes_flags_and_dates(dovecot: Dovecot) -> None:
 
 def test_large_message_is_streamed_in_chunks(dovecot: Dovecot) -> None:
     line = (os.urandom(57).hex()[:76] + "\r\n").encode("ascii")
-    raw = message("Plan local d'urbanisme", body="") + line * (20 * 1024 * 1024 // len(line))
+    raw = message("Plan local d'urbanisme", body="") + line * (40 * 1024 * 1024 // len(line))
     client = mailbox(dovecot)
     uid = append(client, "INBOX", raw)
     client.logout()
