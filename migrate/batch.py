@@ -56,7 +56,10 @@ class ImapEndpointConfig(_Strict):
     )
     admin: AdminLogin | None = None
     connections: int = Field(
-        4, ge=1, le=32, description="Connections at most per account on this server."
+        4, ge=1, le=32,
+        description="Parallelism per account: connections/2 folders at once, each appending "
+        "over connections/2 connections besides its control connection. Lower it for servers "
+        "that cap connections per user (Dovecot: mail_max_userip_connections, 10 by default).",
     )
     timeout: float = Field(60.0, gt=0)
     max_message_size: int | None = Field(

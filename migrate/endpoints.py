@@ -108,7 +108,9 @@ def open_sink(batch: Batch, account: Account) -> MailSink:
     if isinstance(config, ImapEndpointConfig):
         from connectors.imap.sink import ImapSink
 
-        return ImapSink(*_imap_parts(batch, account))
+        # Half the account's connections append for one unit: a server's APPEND is bound by
+        # its fsync per connection, and the big folder of a mailbox often runs alone at the end.
+        return ImapSink(*_imap_parts(batch, account), connections=max(1, config.connections // 2))
     from connectors.local.maildir import MaildirSink
 
     return MaildirSink(local_store(batch, account))

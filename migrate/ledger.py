@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -255,73 +257,78 @@ class Ledger:
     def mark_inflight(self, unit_id: int, records: Iterable[dict[str, Any]]) -> None:
         """Record items about to be sent. Each record: source_id, fingerprint, size, flags,
         internal_date. Committed before the first byte goes to the sink."""
-        rows = list(records)
-        if not rows:
-            return
         now = _now()
-        with self._writing() as db:
-            existing = {
-                row.source_id: row.attempts
-                for row in db.execute(
-                    select(items.c.source_id, items.c.attempts).where(
-                        (items.c.unit_id == unit_id)
-                        & items.c.source_id.in_([r["source_id"] for r in rows])
-                    )
-                )
-            }
-            for record in rows:
-                values = {
-                    "fingerprint": record["fingerprint"], "size": record["size"],
-                    "flags": encode_flags(record["flags"]),
-                    "internal_date": record["internal_date"], "status": INFLIGHT,
-                    "error_code": None, "error_detail": None, "updated_at": now,
-                }
-                if record["source_id"] in existing:
-                    db.execute(
-                        update(items)
-                        .where((items.c.unit_id == unit_id) & (items.c.source_id == record["source_id"]))
-                        .values(attempts=existing[record["source_id"]] + 1, **values)
-                    )
-                else:
-                    db.execute(
-                        insert(items).values(
-                            unit_id=unit_id, source_id=record["source_id"], attempts=1, **values
-                        )
-                    )
+        rows = [
+            {"source_id": r["source_id"], "fingerprint": r["fingerprint"], "size": r["size"],
+             "flags": encode_flags(r["flags"]), "internal_date": r["internal_date"],
+             "status": INFLIGHT, "error_code": None, "error_detail": None, "updated_at": now}
+            for r in records
+        ]
+        if rows:
+            with self._writing() as db:
+                self._upsert(db, unit_id, rows, count_attempt=True)
 
     def record_outcomes(self, unit_id: int, outcomes: Iterable[dict[str, Any]]) -> None:
         """Record what the sink answered. Each outcome: source_id and either target_ref (done)
-        or error_code and error_detail (failed); optionally flags. Items never recorded before
-        (refused before sending) are inserted."""
-        rows = list(outcomes)
-        if not rows:
-            return
+        or error_code and error_detail (failed); optionally fingerprint, size, flags,
+        internal_date. Items never recorded before (refused before sending) are inserted."""
         now = _now()
-        with self._writing() as db:
-            for outcome in rows:
-                values: dict[str, Any] = {"updated_at": now}
-                if outcome.get("target_ref"):
-                    values.update(status=DONE, target_ref=outcome["target_ref"],
-                                  error_code=None, error_detail=None)
-                else:
-                    values.update(status=FAILED, error_code=outcome["error_code"],
-                                  error_detail=outcome.get("error_detail", ""))
-                for key in ("fingerprint", "size", "internal_date"):
-                    if key in outcome:
-                        values[key] = outcome[key]
-                if "flags" in outcome:
-                    values["flags"] = encode_flags(outcome["flags"])
-                changed = db.execute(
-                    update(items)
-                    .where((items.c.unit_id == unit_id) & (items.c.source_id == outcome["source_id"]))
-                    .values(**values)
-                ).rowcount
-                if not changed:
-                    db.execute(
-                        insert(items).values(
-                            unit_id=unit_id, source_id=outcome["source_id"], attempts=1, **values
-                        )
-                    )
+        rows = []
+        for outcome in outcomes:
+            row: dict[str, Any] = {"source_id": outcome["source_id"], "updated_at": now}
+            if outcome.get("target_ref"):
+                row.update(status=DONE, target_ref=outcome["target_ref"], error_code=None,
+                           error_detail=None)
+            else:
+                row.update(status=FAILED, error_code=outcome["error_code"],
+                           error_detail=outcome.get("error_detail", ""))
+            for key in ("fingerprint", "size", "internal_date"):
+                if key in outcome:
+                    row[key] = outcome[key]
+            if "flags" in outcome:
+                row["flags"] = encode_flags(outcome["flags"])
+            rows.append(row)
+        if rows:
+            with self._writing() as db:
+                self._upsert(db, unit_id, rows, count_attempt=False)
+
+    @staticmethod
+    def _upsert(db: Connection, unit_id: int, rows: list[dict[str, Any]],
+                count_attempt: bool) -> None:
+        """Update the rows that exist and insert the others, in a few bulk statements."""
+        attempts = {
+            row.source_id: row.attempts
+            for row in db.execute(
+                select(items.c.source_id, items.c.attempts).where(
+                    (items.c.unit_id == unit_id)
+                    & items.c.source_id.in_([r["source_id"] for r in rows])
+                )
+            )
+        }
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        inserts = []
+        for row in rows:
+            if row["source_id"] in attempts:
+                values = {k: v for k, v in row.items() if k != "source_id"}
+                if count_attempt:
+                    values["attempts"] = attempts[row["source_id"]] + 1
+                values.update(b_unit=unit_id, b_source=row["source_id"])
+                updates[tuple(sorted(values))].append(values)
+            else:
+                inserts.append({"unit_id": unit_id, "attempts": 1, **row})
+        for batch in updates.values():
+            db.execute(
+                update(items).where(
+                    (items.c.unit_id == bindparam("b_unit"))
+                    & (items.c.source_id == bindparam("b_source"))
+                ),
+                batch,
+            )
+        by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in inserts:
+            by_keys[tuple(sorted(row))].append(row)
+        for batch in by_keys.values():
+            db.execute(insert(items), batch)
 
     def set_flags(self, unit_id: int, changes: Iterable[tuple[str, frozenset[str]]]) -> None:
         with self._writing() as db:

@@ -29,9 +29,9 @@ from migrate.ledger import DONE, FAILED, INFLIGHT, ItemRecord, Ledger, Unit
 from migrate.prefetch import read_ahead
 
 WORKLOAD = "mail"
-INFLIGHT_CHUNK = 16
+INFLIGHT_CHUNK = 64
 """Messages recorded in flight per ledger commit: fewer commits, a small re-check window."""
-OUTCOME_CHUNK = 64
+OUTCOME_CHUNK = 128
 
 
 def container_key(path: tuple[str, ...]) -> str:

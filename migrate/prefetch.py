@@ -13,7 +13,7 @@ _DONE = object()
 
 
 def read_ahead(items: Iterable[T], *, size: Callable[[T], int], max_items: int = 256,
-               max_bytes: int = 32 << 20) -> Iterator[T]:
+               max_bytes: int = 16 << 20) -> Iterator[T]:
     """Yield ``items`` in order while a thread already reads the next ones, holding at most
     ``max_items`` of them and about ``max_bytes`` (by ``size``) ahead of the consumer.
 

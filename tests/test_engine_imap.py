@@ -256,3 +256,33 @@ work_dir = "work"
     assert report(tmp_path, "verify")["summary"]["mismatches"] == 0
     inbox = target_view(target, "alice")[("INBOX",)]
     assert sum(inbox.values()) == len(corpus[0].messages)
+
+
+def test_a_folder_name_the_target_refuses_is_reported_and_the_rest_lands(
+        dovecot_factory, tmp_path, monkeypatch):
+    from tests.corpus import write_maildir
+
+    target = dovecot_factory(users={"alice": "alice-target"})
+    odd = CorpusFolder(("~ancien",), None, list(build_mailbox(2, seed=12)))
+    inbox = CorpusFolder(("INBOX",), "inbox", list(build_mailbox(3, seed=13)))
+    write_maildir(tmp_path / "export" / "alice", [inbox, odd])
+    monkeypatch.setenv("A2", "alice-target")
+    mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
+    (tmp_path / "batch.toml").write_text(f"""
+name = "export"
+[source]
+type = "maildir"
+path = "export"
+[target]
+type = "imap"
+host = "{target.host}"
+port = {target.port}
+security = "none"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    code, output = bascule("run", str(tmp_path / "batch.toml"))
+    assert code == 1, output
+    [refused] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "error"]
+    assert (refused["folder"], refused["code"]) == ("~ancien", "name_refused")
+    assert sum(target_view(target, "alice")[("INBOX",)].values()) == 3
