@@ -35,7 +35,7 @@ from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession, 
 from connectors.imap.session import split_name as split_mailbox_name
 from connectors.spool import Spool
 
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 4 << 20
 """Bytes of bodies asked for in one FETCH: the reply is held in memory while it is parsed."""
 LARGE_MESSAGE = 16 << 20
 """Messages bigger than this are read in chunks of ``CHUNK_BYTES``, straight to disk."""
