@@ -177,7 +177,8 @@ class TerminalProgress(ProgressFactory):
     """One overall bar, and a bar per running unit below it."""
 
     def __init__(self) -> None:
-        self.overall = tqdm(total=0, unit="msg", desc="total", position=0, dynamic_ncols=True)
+        # total=None until units say how much they will copy (tqdm draws nothing for 0).
+        self.overall = tqdm(total=None, unit="msg", desc="total", position=0, dynamic_ncols=True)
         self._lock = threading.Lock()
         self._free = list(range(1, 9))
 
@@ -185,7 +186,7 @@ class TerminalProgress(ProgressFactory):
     def unit(self, label: str) -> Iterator[_UnitBar]:
         with self._lock:
             position = self._free.pop(0) if self._free else None
-        bar = tqdm(total=0, unit="msg", desc=label[:40], position=position, leave=False,
+        bar = tqdm(total=None, unit="msg", desc=label[:40], position=position, leave=False,
                    dynamic_ncols=True)
         try:
             yield _UnitBar(self, bar)
@@ -209,7 +210,7 @@ class _UnitBar:
         self.bar.total = items
         self.bar.refresh()
         with self.owner._lock:
-            self.owner.overall.total += items
+            self.owner.overall.total = (self.owner.overall.total or 0) + items
             self.owner.overall.refresh()
 
     def advanced(self, items: int, size: int) -> None:
