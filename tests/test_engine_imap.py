@@ -286,3 +286,42 @@ work_dir = "work"
     [refused] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "error"]
     assert (refused["folder"], refused["code"]) == ("~ancien", "name_refused")
     assert sum(target_view(target, "alice")[("INBOX",)].values()) == 3
+
+
+def test_a_message_the_target_refuses_as_invalid_is_reported_and_retried(
+        dovecot_factory, tmp_path, monkeypatch):
+    from tests.corpus import write_maildir
+
+    target = dovecot_factory(users={"alice": "alice-target"})
+    inbox = CorpusFolder(("INBOX",), "inbox", list(build_mailbox(4, seed=14)))
+    store = tmp_path / "export" / "alice"
+    write_maildir(store, [inbox])
+    (store / "cur" / "1700000000.M1P1.export:2,S").write_bytes(b"")
+    monkeypatch.setenv("A2", "alice-target")
+    mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
+    (tmp_path / "batch.toml").write_text(f"""
+name = "export"
+[source]
+type = "maildir"
+path = "export"
+[target]
+type = "imap"
+host = "{target.host}"
+port = {target.port}
+security = "none"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    batch = str(tmp_path / "batch.toml")
+    code, output = bascule("run", batch)
+    assert code == 1, output
+    [refused] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "failed"]
+    assert (refused["code"], refused["source_id"]) == ("invalid_message", "1700000000.M1P1.export")
+    assert "zero byte" in refused["message_en"]
+    assert sum(target_view(target, "alice")[("INBOX",)].values()) == 4
+
+    code, output = bascule("run", batch)
+    assert code == 1, output
+    run = report(tmp_path, "run")
+    assert run["summary"]["failed"] == 1 and run["summary"]["copied"] == 0
+    assert sum(target_view(target, "alice")[("INBOX",)].values()) == 4

@@ -73,6 +73,33 @@ def test_maildir_export_to_maildir_then_delta(tmp_path):
     assert code == 0, output
 
 
+def test_mbox_and_eml_exports_to_maildir(tmp_path):
+    export = tmp_path / "export"
+    (export / "alice").mkdir(parents=True)
+    first = b"From: a@ville.example\nSubject: un\nStatus: RO\n\nLigne\n>From quoted\n"
+    second = b"From: b@ville.example\nSubject: deux\n\nAutre\n"
+    (export / "alice" / "Projets").write_bytes(
+        b"From a@ville.example Mon Mar  4 10:00:00 2024\n" + first + b"\n"
+        b"From b@ville.example Tue Mar  5 11:00:00 2024\n" + second)
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice\n", encoding="utf-8")
+    (tmp_path / "batch.toml").write_text(BATCH.format(kind="mbox"), encoding="utf-8")
+    code, output = bascule("run", str(tmp_path / "batch.toml"))
+    assert code == 0, output
+    landed = maildir_view(tmp_path / "target" / "alice")
+    assert sum(landed[("Projets",)].values()) == 2
+    assert (hashlib.sha256(first).hexdigest(), frozenset({"\\Seen"})) in landed[("Projets",)]
+
+    eml = tmp_path / "eml"
+    (eml / "export" / "bob" / "Dossiers").mkdir(parents=True)
+    (eml / "export" / "bob" / "Dossiers" / "a.eml").write_bytes(second)
+    (eml / "users.csv").write_text("source,target\nbob,bob\n", encoding="utf-8")
+    (eml / "batch.toml").write_text(BATCH.format(kind="eml"), encoding="utf-8")
+    code, output = bascule("run", str(eml / "batch.toml"))
+    assert code == 0, output
+    assert maildir_view(eml / "target" / "bob")[("Dossiers",)] == Counter(
+        {(hashlib.sha256(second).hexdigest(), frozenset()): 1})
+
+
 def test_a_store_without_a_line_in_the_users_table_blocks_the_plan(tmp_path):
     write_maildir(tmp_path / "export" / "alice", build_corpus(seed=5)[:1])
     write_maildir(tmp_path / "export" / "bob", build_corpus(seed=6)[:1])
@@ -133,6 +160,13 @@ def test_the_batch_size_limit_refuses_big_messages_in_plan_and_run(tmp_path):
     [refused] = [e for e in run["entries"] if e["action"] == "failed"]
     assert refused["code"] == "too_big" and refused["folder"] == "Projets/Été 2024"
     assert "trop gros" in refused["message_fr"]
+
+    # The DSI raises the limit: the next run retries the refused message, and only it.
+    (tmp_path / "batch.toml").write_text(text.replace("1000000", "5000000"), encoding="utf-8")
+    assert bascule("run", batch)[0] == 0
+    run = json.loads((tmp_path / "work" / "run-latest.json").read_text(encoding="utf-8"))
+    assert (run["summary"]["copied"], run["summary"]["failed"]) == (1, 0)
+    assert bascule("verify", batch)[0] == 0
 
 
 def test_a_bad_users_table_is_bad_input_with_every_line_named(tmp_path):
