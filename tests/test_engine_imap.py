@@ -56,6 +56,26 @@ workers = 3
     return path
 
 
+def export_batch(folder: Path, target, *, extra: str = "") -> Path:
+    """A batch moving the Maildir export under ``folder/export`` into ``target``."""
+    path = folder / "batch.toml"
+    path.write_text(f"""
+name = "export"
+[source]
+type = "maildir"
+path = "export"
+[target]
+type = "imap"
+host = "{target.host}"
+port = {target.port}
+security = "none"
+{extra}
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    return path
+
+
 def bascule(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     return result.exit_code, result.output
@@ -229,21 +249,7 @@ def test_maildir_export_into_imap_converts_bare_lf_and_verifies(dovecot_factory,
     write_maildir(tmp_path / "export" / "alice", corpus)
     monkeypatch.setenv("A2", "alice-target")
     mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
-    (tmp_path / "batch.toml").write_text(f"""
-name = "export"
-[source]
-type = "maildir"
-path = "export"
-[target]
-type = "imap"
-host = "{target.host}"
-port = {target.port}
-security = "none"
-[mail]
-exclude = ["Sync Issues*"]
-[run]
-work_dir = "work"
-""", encoding="utf-8")
+    export_batch(tmp_path, target, extra='[mail]\nexclude = ["Sync Issues*"]')
     batch = str(tmp_path / "batch.toml")
     code, output = bascule("run", batch)
     assert code == 0, output
@@ -268,19 +274,7 @@ def test_a_folder_name_the_target_refuses_is_reported_and_the_rest_lands(
     write_maildir(tmp_path / "export" / "alice", [inbox, odd])
     monkeypatch.setenv("A2", "alice-target")
     mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
-    (tmp_path / "batch.toml").write_text(f"""
-name = "export"
-[source]
-type = "maildir"
-path = "export"
-[target]
-type = "imap"
-host = "{target.host}"
-port = {target.port}
-security = "none"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
+    export_batch(tmp_path, target)
     code, output = bascule("run", str(tmp_path / "batch.toml"))
     assert code == 1, output
     [refused] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "error"]
@@ -299,19 +293,7 @@ def test_a_message_the_target_refuses_as_invalid_is_reported_and_retried(
     (store / "cur" / "1700000000.M1P1.export:2,S").write_bytes(b"")
     monkeypatch.setenv("A2", "alice-target")
     mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
-    (tmp_path / "batch.toml").write_text(f"""
-name = "export"
-[source]
-type = "maildir"
-path = "export"
-[target]
-type = "imap"
-host = "{target.host}"
-port = {target.port}
-security = "none"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
+    export_batch(tmp_path, target)
     batch = str(tmp_path / "batch.toml")
     code, output = bascule("run", batch)
     assert code == 1, output
