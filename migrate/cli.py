@@ -42,6 +42,21 @@ def _engine(batch_path: Path, users: str | None = None) -> Engine:
     raise AssertionError("unreachable")
 
 
+def summary_text(command: str, s: dict) -> Text:
+    """The one-line summary of a command's outcome."""
+    if command == "plan":
+        return Text.of("cli_plan_summary", units=s["units"], messages=s["to_copy"],
+                       bytes=_size(s["to_copy_bytes"]), errors=s["errors"],
+                       warnings=s["warnings"])
+    if command == "verify":
+        return Text.of("cli_verify_summary", checked=s["checked"], mismatches=s["mismatches"])
+    if command == "status":
+        return Text.of("cli_run_summary", copied=s["copied"], flags=0,
+                       failed=s["failed_items"], skipped=0)
+    return Text.of("cli_run_summary", copied=s["copied"], flags=s["flag_updates"],
+                   failed=s["failed"] + s["units_failed"], skipped=s["skipped"])
+
+
 def _finish(outcome: Outcome, summary: Text) -> None:
     _say(summary)
     _say(Text.of("cli_reports", json=str(outcome.json_path), csv=str(outcome.csv_path)))
@@ -103,10 +118,9 @@ def plan(batch: Path, users: str | None) -> None:
         engine.close()
     for problem in outcome.problems:
         click.echo(f"  - {problem.render(language())}", err=True)
-    s = outcome.summary
-    _finish(outcome, Text.of("cli_plan_summary", units=s["units"], messages=s["to_copy"],
-                             bytes=_size(s["to_copy_bytes"]), errors=s["errors"],
-                             warnings=s["warnings"]))
+    for warning in outcome.warnings:
+        click.echo(f"  ! {warning.render(language())}", err=True)
+    _finish(outcome, summary_text("plan", outcome.summary))
 
 
 @main.command()
@@ -121,9 +135,7 @@ def run(batch: Path, users: str | None) -> None:
         _fail_input(error.problems)
     finally:
         engine.close()
-    s = outcome.summary
-    _finish(outcome, Text.of("cli_run_summary", copied=s["copied"], flags=s["flag_updates"],
-                             failed=s["failed"] + s["units_failed"], skipped=s["skipped"]))
+    _finish(outcome, summary_text("run", outcome.summary))
 
 
 @main.command()
@@ -135,9 +147,7 @@ def status(batch: Path) -> None:
         outcome = engine.status()
     finally:
         engine.close()
-    s = outcome.summary
-    _finish(outcome, Text.of("cli_run_summary", copied=s["copied"], flags=0,
-                             failed=s["failed_items"], skipped=0))
+    _finish(outcome, summary_text("status", outcome.summary))
 
 
 @main.command()
@@ -150,8 +160,7 @@ def verify(batch: Path, users: str | None) -> None:
         outcome = engine.verify()
     finally:
         engine.close()
-    s = outcome.summary
-    _finish(outcome, Text.of("cli_verify_summary", checked=s["checked"], mismatches=s["mismatches"]))
+    _finish(outcome, summary_text("verify", outcome.summary))
 
 
 @main.command()

@@ -17,6 +17,7 @@ import click
 from connectors.base import Message, fingerprint_bytes
 from connectors.local.maildir import MaildirSink
 from migrate.batch import load_batch
+from migrate.cli import summary_text
 from migrate.engine import Engine
 from migrate.i18n import Text, language
 
@@ -119,16 +120,14 @@ def run_demo(folder: Path) -> int:
     if not (folder / "batch.toml").exists():
         build_sample(folder)
     batch = load_batch(folder / "batch.toml")
-    steps = [("plan", "plan"), ("run", "run"), ("verify", "verify")]
     code = 0
-    for title, method in steps:
+    for command in ("plan", "run", "verify"):
         engine = Engine(batch)
         try:
-            outcome = getattr(engine, method)()
+            outcome = getattr(engine, command)()
         finally:
             engine.close()
-        summary = ", ".join(f"{k}={v}" for k, v in outcome.summary.items())
-        click.echo(f"bascule {title}: {summary}")
+        click.echo(f"bascule {command}: {summary_text(command, outcome.summary).render(lang)}")
         click.echo("  " + Text.of("cli_reports", json=str(outcome.json_path),
                                   csv=str(outcome.csv_path)).render(lang))
         code = max(code, outcome.exit_code)

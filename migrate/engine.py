@@ -59,6 +59,7 @@ class Outcome:
     summary: dict[str, Any]
     exit_code: int
     problems: list[Text] = field(default_factory=list)
+    warnings: list[Text] = field(default_factory=list)
 
 
 def _text_of(error: Exception) -> Text:
@@ -171,7 +172,7 @@ class Engine:
             "warnings": [message_columns(w) for w in distinct],
         }
         json_path, csv_path = write_report(self.batch.work_dir, "plan", document, rows, ENTRY_COLUMNS)
-        return Outcome(json_path, csv_path, summary, 2 if errors else 0, errors)
+        return Outcome(json_path, csv_path, summary, 2 if errors else 0, errors, distinct)
 
     def _plan_rows(
         self, user: UserMapping, source: MailSource, container: Container,
