@@ -86,8 +86,14 @@ class Engine:
         )
         self._account_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
+        self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
+        self._idle_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for _, pair in idle:
+            _close_pair(pair)
         self.ledger.close()
 
     def _load_users(self) -> UserMap:
@@ -117,16 +123,35 @@ class Engine:
 
     @contextmanager
     def _endpoints(self, user: UserMapping) -> Iterator[tuple[MailSource, MailSink]]:
-        source_account, target_account = accounts(self.batch, user)
-        source = open_source(self.batch, source_account)
-        try:
-            sink = open_sink(self.batch, target_account)
+        """A logged-in source and sink for the principal, reused from one unit to the next:
+        a login costs several round trips, which a delta pass over a WAN would pay per
+        folder. A pair whose unit raised is closed, never reused."""
+        pair = None
+        with self._idle_lock:
+            for index, (key, idle) in enumerate(self._idle):
+                if key == user.source:
+                    pair = idle
+                    del self._idle[index]
+                    break
+        if pair is None:
+            source_account, target_account = accounts(self.batch, user)
+            source = open_source(self.batch, source_account)
             try:
-                yield source, sink
-            finally:
-                sink.close()
-        finally:
-            source.close()
+                pair = (source, open_sink(self.batch, target_account))
+            except BaseException:
+                source.close()
+                raise
+        try:
+            yield pair
+        except BaseException:
+            _close_pair(pair)
+            raise
+        with self._idle_lock:
+            self._idle.append((user.source, pair))
+            evicted = self._idle[:-IDLE_PAIRS] if len(self._idle) > IDLE_PAIRS else []
+            del self._idle[:len(evicted)]
+        for _, old in evicted:
+            _close_pair(old)
 
     def _slots(self, user: UserMapping) -> threading.BoundedSemaphore:
         """Units of one principal running at once, within each server's connection limit."""
@@ -361,6 +386,18 @@ class Engine:
         json_path, csv_path = write_report(self.batch.work_dir, "status", document, rows,
                                            ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, totals, 1 if totals["failed_items"] else 0)
+
+
+IDLE_PAIRS = 16
+"""Logged-in source/sink pairs kept for reuse; the oldest are closed beyond that."""
+
+
+def _close_pair(pair: tuple[MailSource, MailSink]) -> None:
+    source, sink = pair
+    try:
+        sink.close()
+    finally:
+        source.close()
 
 
 FIRST_ROLES = {"inbox": 0, "archive": 1, "sent": 2}

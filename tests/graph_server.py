@@ -1,0 +1,843 @@
+"""A Microsoft identity platform and Microsoft Graph test server, served over TLS on loopback.
+
+It behaves as Microsoft's published documentation says for the endpoints bascule uses; each
+behaviour cites its page. The data is a ``FixtureTenant`` held in memory, which tests change
+between two passes (new, changed and deleted messages) to exercise delta queries.
+
+Switches a test may turn: ``throttle`` (a storm of 429 with ``Retry-After``),
+``per_mailbox_limit`` (the Outlook concurrency limit, answered with 429), ``latency`` (a
+fixed delay per Graph request, for benchmarks), ``no_consent`` (tokens without application
+permissions), ``secret_expired`` and ``expire_tokens()``. ``stats`` counts what was served.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import random
+import re
+import secrets
+import ssl
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tests.tls import TestCertificates
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+DELTA_PAGE_SIZE = 10
+"""Messages per delta page when the client states no preference (message-delta page)."""
+LIST_PAGE_SIZE = 10
+"""Default page size of mailFolders and messages lists (mailfolder/message list pages)."""
+USERS_PAGE_SIZE = 100
+"""Default page size of ``/users`` (user-list page: 100, at most 999 with ``$top``)."""
+TOKEN_LIFETIME = 3599
+JSON_TYPE = ("application/json;odata.metadata=minimal;odata.streaming=true;"
+             "IEEE754Compatible=false;charset=utf-8")
+CHUNK = 64 * 1024
+OUTLOOK_SEGMENTS = frozenset({"mailFolders", "messages", "calendars", "calendar", "events",
+                              "calendarView", "contacts", "contactFolders", "mailboxSettings"})
+"""Resources under ``/users/{id}/`` that the Outlook service serves, and so counts per mailbox
+(throttling-limits page, "Outlook service resources")."""
+
+
+# --- the fixture tenant -------------------------------------------------------------------
+
+
+@dataclass
+class FixtureMessage:
+    """One message: its MIME and the properties Graph gives beside it (message resource page)."""
+
+    id: str
+    folder_id: str
+    mime: bytes
+    subject: str
+    received: datetime
+    is_read: bool = False
+    is_draft: bool = False
+    flag_status: str = "notFlagged"
+    categories: list[str] = field(default_factory=list)
+    version: int = 0
+    """The tenant's change sequence when this message last changed (drives delta)."""
+
+    def resource(self) -> dict[str, Any]:
+        stamp = self.received.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "@odata.etag": f'W/"{self.version}"',
+            "id": self.id,
+            "subject": self.subject,
+            "receivedDateTime": stamp,
+            "lastModifiedDateTime": stamp,
+            "isRead": self.is_read,
+            "isDraft": self.is_draft,
+            "flag": {"flagStatus": self.flag_status},
+            "categories": list(self.categories),
+            "parentFolderId": self.folder_id,
+            "changeKey": str(self.version),
+        }
+
+
+@dataclass
+class FixtureFolder:
+    """One mail folder (mailfolder resource page)."""
+
+    id: str
+    display_name: str
+    parent_id: str
+    well_known_name: str | None = None
+    hidden: bool = False
+
+
+@dataclass
+class FixtureMailbox:
+    """A user (or shared mailbox) and their mail."""
+
+    id: str
+    user_principal_name: str
+    display_name: str
+    folders: dict[str, FixtureFolder] = field(default_factory=dict)
+    messages: dict[str, FixtureMessage] = field(default_factory=dict)
+    removed: list[tuple[int, str, str]] = field(default_factory=list)
+    """(sequence, folder id, message id) of messages deleted or moved out of a folder."""
+    root_id: str = ""
+
+    def resource(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "displayName": self.display_name,
+            "userPrincipalName": self.user_principal_name,
+            "mail": self.user_principal_name,
+        }
+
+
+@dataclass
+class FixtureTenant:
+    """A tenant: its application registration and its mailboxes. Change it with the methods
+    below, which keep the change sequence delta queries read."""
+
+    tenant_id: str
+    domain: str
+    client_id: str
+    client_secret: str
+    certificate_pem: bytes | None = None
+    """The application certificate registered for certificate logins (PEM), if any."""
+    mailboxes: list[FixtureMailbox] = field(default_factory=list)
+    sequence: int = 0
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+
+    def _new_id(self, prefix: str) -> str:
+        # Graph ids are long opaque base64 strings, often ending in '='.
+        return f"{prefix}{next(self._ids):04d}{secrets.token_hex(8)}="
+
+    def _tick(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+    def mailbox(self, key: str) -> FixtureMailbox | None:
+        """A mailbox by id or user principal name (both address a user: user-get page)."""
+        key = key.lower()
+        for mailbox in self.mailboxes:
+            if key in (mailbox.id.lower(), mailbox.user_principal_name.lower()):
+                return mailbox
+        return None
+
+    def add_user(self, local_part: str, display_name: str) -> FixtureMailbox:
+        mailbox = FixtureMailbox(str(uuid.uuid4()), f"{local_part}@{self.domain}", display_name)
+        root = FixtureFolder(self._new_id("AAMkRoot"), "Top of Information Store", "",
+                             "msgfolderroot")
+        mailbox.folders[root.id] = root
+        mailbox.root_id = root.id
+        self.mailboxes.append(mailbox)
+        return mailbox
+
+    def add_folder(self, mailbox: FixtureMailbox, name: str, parent: FixtureFolder | None = None,
+                   well_known_name: str | None = None, hidden: bool = False) -> FixtureFolder:
+        folder = FixtureFolder(self._new_id("AAMkFold"), name,
+                               parent.id if parent else mailbox.root_id, well_known_name, hidden)
+        mailbox.folders[folder.id] = folder
+        return folder
+
+    def add_message(self, mailbox: FixtureMailbox, folder: FixtureFolder, mime: bytes, *,
+                    subject: str, received: datetime, **properties: Any) -> FixtureMessage:
+        message = FixtureMessage(self._new_id("AAMkMsg"), folder.id, mime, subject, received,
+                                 version=self._tick(), **properties)
+        mailbox.messages[message.id] = message
+        return message
+
+    def update_message(self, mailbox: FixtureMailbox, message_id: str, **properties: Any) -> None:
+        message = mailbox.messages[message_id]
+        for name, value in properties.items():
+            setattr(message, name, value)
+        message.version = self._tick()
+
+    def move_message(self, mailbox: FixtureMailbox, message_id: str,
+                     folder: FixtureFolder) -> None:
+        message = mailbox.messages[message_id]
+        mailbox.removed.append((self._tick(), message.folder_id, message_id))
+        message.folder_id = folder.id
+        message.version = self._tick()
+
+    def delete_message(self, mailbox: FixtureMailbox, message_id: str) -> None:
+        message = mailbox.messages.pop(message_id)
+        mailbox.removed.append((self._tick(), message.folder_id, message_id))
+
+
+def mime_message(sender: str, to: str, subject: str, body: str, when: datetime,
+                 attachment: tuple[str, bytes] | None = None) -> bytes:
+    """A MIME message as Exchange would hand it out: CRLF line ends, UTF-8 headers."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when)
+    message["Message-ID"] = make_msgid(domain="ville-exemple.fr")
+    message.set_content(body)
+    if attachment:
+        name, data = attachment
+        message.add_attachment(data, maintype="application", subtype="octet-stream",
+                               filename=name)
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def french_tenant(users: int = 7, inbox_messages: int = 23) -> FixtureTenant:
+    """A small French town hall: accented names, nested folders, enough items to page."""
+    tenant = FixtureTenant(
+        tenant_id=str(uuid.uuid4()),
+        domain="ville-exemple.fr",
+        client_id=str(uuid.uuid4()),
+        client_secret="s3cr3t~" + secrets.token_urlsafe(12),
+    )
+    amelie = tenant.add_user("amelie.lefevre", "Amélie Lefèvre")
+    names = [("francois.dupre", "François Dupré"), ("helene.noel", "Hélène Noël"),
+             ("jerome.garcon", "Jérôme Garçon"), ("zoe.benoit", "Zoé Benoît"),
+             ("accueil", "Accueil de la mairie"), ("urbanisme", "Service urbanisme"),
+             ("gaelle.lemaitre", "Gaëlle Lemaître"), ("noemie.perez", "Noémie Pérez")]
+    for local_part, display_name in names[: max(0, users - 1)]:
+        tenant.add_user(local_part, display_name)
+
+    inbox = tenant.add_folder(amelie, "Boîte de réception", well_known_name="inbox")
+    projets = tenant.add_folder(amelie, "Projets", inbox)
+    ete = tenant.add_folder(amelie, "Été 2024", projets)
+    tenant.add_folder(amelie, "Éléments envoyés", well_known_name="sentitems")
+    drafts = tenant.add_folder(amelie, "Brouillons", well_known_name="drafts")
+    tenant.add_folder(amelie, "Éléments supprimés", well_known_name="deleteditems")
+    tenant.add_folder(amelie, "Courrier indésirable", well_known_name="junkemail")
+    tenant.add_folder(amelie, "Archive", well_known_name="archive")
+    tenant.add_folder(amelie, "Problèmes de synchronisation", well_known_name="syncissues",
+                      hidden=True)
+
+    start = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
+    me = f"Amélie Lefèvre <{amelie.user_principal_name}>"
+    for n in range(inbox_messages):
+        when = start + timedelta(days=n, minutes=7 * n)
+        subject = f"Conseil municipal n°{n + 1} : ordre du jour"
+        tenant.add_message(
+            amelie, inbox,
+            mime_message("François Dupré <francois.dupre@ville-exemple.fr>", me, subject,
+                         f"Bonjour Amélie,\n\nVoici l'ordre du jour n°{n + 1}. À bientôt.\n", when),
+            subject=subject, received=when, is_read=n % 3 != 0,
+            flag_status="flagged" if n % 5 == 0 else "notFlagged",
+            categories=["Catégorie bleue"] if n % 4 == 0 else [])
+    when = datetime(2024, 7, 14, 10, 0, tzinfo=UTC)
+    tenant.add_message(
+        amelie, ete,
+        mime_message("Hélène Noël <helene.noel@ville-exemple.fr>", me, "Fête du 14 juillet",
+                     "Le plan du défilé est en pièce jointe.\n", when,
+                     ("plan-défilé.bin", bytes(range(256)) * 1200)),
+        subject="Fête du 14 juillet", received=when, is_read=True, flag_status="complete",
+        categories=["Été", "Événements"])
+    when = datetime(2024, 7, 20, 16, 45, tzinfo=UTC)
+    tenant.add_message(amelie, projets,
+                       mime_message(me, "accueil@ville-exemple.fr", "Piscine : horaires d'été",
+                                    "Horaires à afficher.\n", when),
+                       subject="Piscine : horaires d'été", received=when, is_read=True)
+    when = datetime(2024, 8, 2, 9, 15, tzinfo=UTC)
+    tenant.add_message(amelie, drafts,
+                       mime_message(me, "zoe.benoit@ville-exemple.fr", "Brouillon : réponse",
+                                    "À compléter…\n", when),
+                       subject="Brouillon : réponse", received=when, is_read=True, is_draft=True)
+    return tenant
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+@dataclass
+class Throttle:
+    """A storm: each Graph request is refused with 429 with probability ``ratio``."""
+
+    ratio: float
+    retry_after: tuple[int, ...] = (0, 1)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+
+@dataclass
+class GraphServerState:
+    """What the handlers share: the tenant, the switches and the counters."""
+
+    tenant: FixtureTenant
+    base_url: str = ""
+    per_mailbox_limit: int | None = 4
+    latency: float = 0.0
+    throttle: Throttle | None = None
+    no_consent: bool = False
+    secret_expired: bool = False
+    stats: Counter[str] = field(default_factory=Counter)
+    max_in_flight: Counter[str] = field(default_factory=Counter)
+    """Per mailbox: the most Graph requests it had in flight at once, refused ones included."""
+    in_flight: Counter[str] = field(default_factory=Counter)
+    tokens: dict[str, float] = field(default_factory=dict)
+    """Access token -> expiry (epoch seconds)."""
+    cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Skip and delta tokens -> the paging state they stand for."""
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def expire_tokens(self) -> None:
+        with self.lock:
+            for token in self.tokens:
+                self.tokens[token] = 0.0
+
+    def forget_cursors(self) -> None:
+        with self.lock:
+            self.cursors.clear()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer built under the state lock and written after it is released."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(payload: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
+    return Reply(200, json.dumps(payload, ensure_ascii=False).encode(), JSON_TYPE, headers or {})
+
+
+class GraphError(Exception):
+    """An error answer: status, Graph error code and message, extra headers."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def _aadsts(status: int, error: str, number: int, text: str) -> tuple[int, dict[str, Any]]:
+    """An identity platform error body (reference-error-codes and v2-oauth2-client-creds-grant
+    pages): ``error``, ``error_description`` starting with the AADSTS code, ``error_codes``."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return status, {
+        "error": error,
+        "error_description": f"AADSTS{number}: {text} Trace ID: {trace} "
+                             f"Correlation ID: {correlation} Timestamp: {stamp}",
+        "error_codes": [number],
+        "timestamp": stamp,
+        "trace_id": trace,
+        "correlation_id": correlation,
+        "error_uri": f"https://login.microsoftonline.com/error?code={number}",
+    }
+
+
+class GraphHandler(BaseHTTPRequestHandler):
+    """Routes one request to the identity platform or to Graph v1.0."""
+
+    protocol_version = "HTTP/1.1"
+    server: GraphHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the counters in ``stats`` say what happened."""
+
+    @property
+    def state(self) -> GraphServerState:
+        return self.server.state
+
+    # --- plumbing
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        request_id = self.headers.get("client-request-id") or str(uuid.uuid4())
+        self.send_header("request-id", request_id)
+        self.send_header("client-request-id", request_id)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        for offset in range(0, len(body), CHUNK):
+            self.wfile.write(body[offset: offset + CHUNK])
+
+    def _json(self, status: int, payload: dict[str, Any],
+              headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode(), JSON_TYPE, headers)
+
+    def _graph_error(self, error: GraphError) -> None:
+        # Error body of every Graph error (errors page): code, message, innerError with ids.
+        self._json(error.status, {"error": {
+            "code": error.code,
+            "message": error.message,
+            "innerError": {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                           "request-id": str(uuid.uuid4()),
+                           "client-request-id": self.headers.get("client-request-id", "")},
+        }}, error.headers)
+
+    # --- identity platform
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        match = re.fullmatch(r"/([^/]+)/oauth2/v2\.0/token", urlsplit(self.path).path)
+        if not match:
+            self._graph_error(GraphError(404, "NotFound", "No such endpoint."))
+            return
+        with self.state.lock:
+            self.state.stats["token_requests"] += 1
+        status, payload = self._token(unquote(match.group(1)), form)
+        self._json(status, payload, {"Cache-Control": "no-store"})
+
+    def _known_tenant(self, name: str) -> bool:
+        tenant = self.state.tenant
+        return name.lower() in (tenant.tenant_id, tenant.domain)
+
+    def _token(self, tenant_name: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Client credentials grant (v2-oauth2-client-creds-grant-flow page)."""
+        tenant = self.state.tenant
+        if not self._known_tenant(tenant_name):
+            return _aadsts(400, "invalid_request", 90002,
+                           f"Tenant '{tenant_name}' not found. Check to make sure you have the "
+                           "correct tenant ID and are signing into the correct cloud.")
+        if form.get("grant_type") != "client_credentials":
+            return _aadsts(400, "unsupported_grant_type", 70003,
+                           "The app requested an unsupported grant type.")
+        client_id = form.get("client_id", "")
+        if client_id != tenant.client_id:
+            return _aadsts(400, "unauthorized_client", 700016,
+                           f"Application with identifier '{client_id}' was not found in the "
+                           f"directory '{tenant.tenant_id}'.")
+        refusal = self._client_authentication(form)
+        if refusal:
+            return refusal
+        if form.get("scope") != GRAPH_SCOPE:
+            return _aadsts(400, "invalid_scope", 1002012,
+                           f"The provided value for scope {form.get('scope')} is not valid. "
+                           "Client credential flows must have a scope value with /.default "
+                           "suffixed to the resource identifier (application ID URI).")
+        token = secrets.token_urlsafe(32)
+        with self.state.lock:
+            self.state.tokens[token] = time.time() + TOKEN_LIFETIME
+            self.state.stats["tokens_issued"] += 1
+        return 200, {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME,
+                     "ext_expires_in": TOKEN_LIFETIME, "access_token": token}
+
+    def _client_authentication(self, form: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+        tenant = self.state.tenant
+        if "client_assertion" in form:
+            return self._check_assertion(form["client_assertion"])
+        if "client_secret" not in form:
+            return _aadsts(401, "invalid_client", 7000218,
+                           "The request body must contain the following parameter: "
+                           "'client_assertion' or 'client_secret'.")
+        if not secrets.compare_digest(form["client_secret"], tenant.client_secret):
+            return _aadsts(401, "invalid_client", 7000215,
+                           "Invalid client secret provided. Ensure the secret being sent in the "
+                           "request is the client secret value, not the client secret ID, for a "
+                           f"secret added to app '{tenant.client_id}'.")
+        if self.state.secret_expired:
+            return _aadsts(401, "invalid_client", 7000222,
+                           f"The provided client secret keys for app '{tenant.client_id}' are "
+                           "expired. Visit the Azure portal to create new keys for your app.")
+        return None
+
+    def _check_assertion(self, assertion: str) -> tuple[int, dict[str, Any]] | None:
+        """A certificate login: a JWT signed with the app's key, its thumbprint in ``x5t``
+        (certificate-credentials page)."""
+        tenant = self.state.tenant
+        refused = _aadsts(401, "invalid_client", 700027,
+                          "Client assertion contains an invalid signature.")
+        if tenant.certificate_pem is None:
+            return refused
+        certificate = x509.load_pem_x509_certificate(tenant.certificate_pem)
+        thumbprint = hashlib.sha1(certificate.public_bytes(serialization.Encoding.DER)).digest()
+        try:
+            header = jwt.get_unverified_header(assertion)
+            claims = jwt.decode(assertion, certificate.public_key(), algorithms=["RS256", "PS256"],
+                                audience=f"{self.state.base_url}/{tenant.tenant_id}/oauth2/v2.0/token",
+                                options={"require": ["exp", "iss", "sub", "aud"]})
+        except jwt.InvalidTokenError:
+            return refused
+        x5t = header.get("x5t", "")
+        if base64.urlsafe_b64decode(x5t + "=" * (-len(x5t) % 4)) != thumbprint:
+            return refused
+        if claims["iss"] != tenant.client_id or claims["sub"] != tenant.client_id:
+            return refused
+        return None
+
+    # --- Graph
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        discovery = re.fullmatch(r"/([^/]+)/v2\.0/\.well-known/openid-configuration", path)
+        if discovery:
+            self._openid_configuration(unquote(discovery.group(1)))
+            return
+        if not path.startswith("/v1.0/"):
+            self._graph_error(GraphError(404, "NotFound", "No such endpoint."))
+            return
+        segments = [unquote(s) for s in path.split("/")[2:]]
+        mailbox_key = (segments[1].lower() if len(segments) > 2 and segments[0] == "users"
+                       and segments[2] in OUTLOOK_SEGMENTS else None)
+        try:
+            with self._admitted(mailbox_key):
+                reply = self._route(segments, query)
+                self._send(reply.status, reply.body, reply.content_type, reply.headers)
+        except GraphError as error:
+            self._graph_error(error)
+
+    def _openid_configuration(self, tenant_name: str) -> None:
+        """OpenID discovery document (v2-protocols-oidc page); msal reads it to find the token
+        endpoint when instance discovery is off."""
+        if not self._known_tenant(tenant_name):
+            # login.microsoftonline.com answers 400 with AADSTS90002 for a tenant it does not know.
+            status, payload = _aadsts(400, "invalid_tenant", 90002,
+                                      f"Tenant '{tenant_name}' not found.")
+            self._json(status, payload)
+            return
+        base = f"{self.state.base_url}/{self.state.tenant.tenant_id}"
+        self._json(200, {
+            "issuer": f"{base}/v2.0",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
+                                                      "client_secret_basic"],
+            "tenant_region_scope": "EU",
+        })
+
+    @contextlib.contextmanager
+    def _admitted(self, mailbox_key: str | None) -> Iterator[None]:
+        """Authentication, then throttling, then the per-mailbox concurrency limit."""
+        state = self.state
+        with state.lock:
+            state.stats["graph_requests"] += 1
+        self._check_token()
+        with state.lock:
+            if state.throttle and state.throttle.rng.random() < state.throttle.ratio:
+                state.stats["throttled"] += 1
+                wait = state.throttle.rng.choice(state.throttle.retry_after)
+                # 429 with Retry-After in seconds (throttling page, "What happens when
+                # throttling occurs?").
+                raise GraphError(429, "TooManyRequests",
+                                 "Too many requests. Please retry after the time given in "
+                                 "Retry-After.", {"Retry-After": str(wait)})
+            if mailbox_key:
+                state.in_flight[mailbox_key] += 1
+                in_flight = state.in_flight[mailbox_key]
+                state.max_in_flight[mailbox_key] = max(state.max_in_flight[mailbox_key],
+                                                       in_flight)
+        try:
+            if mailbox_key and state.per_mailbox_limit and in_flight > state.per_mailbox_limit:
+                with state.lock:
+                    state.stats["concurrency_refused"] += 1
+                # Outlook's limit of 4 concurrent requests (throttling-limits page, "Outlook
+                # service limits"); the code and message are those reported from the field.
+                raise GraphError(429, "ApplicationThrottled",
+                                 "Application is over its MailboxConcurrency limit.",
+                                 {"Retry-After": "1"})
+            if state.latency:
+                time.sleep(state.latency)
+            yield
+            with state.lock:
+                state.stats["served"] += 1
+        finally:
+            if mailbox_key:
+                with state.lock:
+                    state.in_flight[mailbox_key] -= 1
+
+    def _check_token(self) -> None:
+        """Bearer token (auth-v2-service page, "Use a token"); 401 with InvalidAuthenticationToken
+        when it is missing or no longer valid (errors page)."""
+        header = self.headers.get("Authorization", "")
+        challenge = {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'}
+        if not header.startswith("Bearer "):
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", challenge)
+        with self.state.lock:
+            expiry = self.state.tokens.get(header.removeprefix("Bearer "))
+        if expiry is None:
+            raise GraphError(401, "InvalidAuthenticationToken",
+                             "IDX14100: JWT is not well formed.", challenge)
+        if expiry < time.time():
+            raise GraphError(401, "InvalidAuthenticationToken",
+                             "Lifetime validation failed, the token is expired.", challenge)
+
+    def _route(self, segments: list[str], query: dict[str, str]) -> Reply:
+        tenant = self.state.tenant
+        if segments == ["users"]:
+            return self._users(query)
+        if len(segments) < 2 or segments[0] != "users":
+            raise GraphError(400, "BadRequest", "Resource not found for the segment.")
+        if self.state.no_consent:
+            # Without admin consent the token carries no application role: the directory
+            # answers Authorization_RequestDenied, Exchange ErrorAccessDenied (permissions page,
+            # errors page).
+            raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and "
+                             "try again.")
+        mailbox = tenant.mailbox(segments[1])
+        if mailbox is None:
+            raise GraphError(404, "ErrorInvalidUser",
+                             f"The requested user '{segments[1]}' is invalid.")
+        rest = segments[2:]
+        with self.state.lock:
+            return self._mailbox_route(mailbox, rest, query)
+
+    def _users(self, query: dict[str, str]) -> Reply:
+        """List users (user-list page): ``$select``, ``$top`` (at most 999), ``@odata.nextLink``."""
+        if self.state.no_consent:
+            raise GraphError(403, "Authorization_RequestDenied",
+                             "Insufficient privileges to complete the operation.")
+        with self.state.lock:
+            users = [mailbox.resource() for mailbox in self.state.tenant.mailboxes]
+            return self._page_list(users, query, USERS_PAGE_SIZE, 999, "users")
+
+    def _page_list(self, items: list[dict[str, Any]], query: dict[str, str], default: int,
+                   maximum: int, context: str) -> Reply:
+        """One page of a list; the rest waits behind a ``$skiptoken`` (paging page)."""
+        if "$skiptoken" in query:
+            cursor = self.state.cursors.get(query["$skiptoken"])
+            if cursor is None:
+                raise GraphError(400, "BadRequest", "Invalid skip token.")
+            items, size, select = cursor["items"], cursor["size"], cursor["select"]
+        else:
+            size = min(int(query.get("$top", default)), maximum)
+            select = query.get("$select")
+        page, rest = items[:size], items[size:]
+        payload: dict[str, Any] = {
+            "@odata.context": f"{self.state.base_url}/v1.0/$metadata#{context}",
+            "value": [_selected(item, select) for item in page],
+        }
+        if rest:
+            token = secrets.token_urlsafe(12)
+            self.state.cursors[token] = {"items": rest, "size": size, "select": select}
+            payload["@odata.nextLink"] = (f"{self.state.base_url}{urlsplit(self.path).path}"
+                                          f"?$skiptoken={token}")
+        return json_reply(payload)
+
+    def _folder(self, mailbox: FixtureMailbox, key: str) -> FixtureFolder:
+        """A folder by id or well-known name (mailfolder resource page, "Well-known folder
+        names")."""
+        folder = mailbox.folders.get(key)
+        if folder is None:
+            folder = next((f for f in mailbox.folders.values()
+                           if f.well_known_name and f.well_known_name.lower() == key.lower()),
+                          None)
+        if folder is None:
+            raise GraphError(404, "ErrorItemNotFound",
+                             "The specified object was not found in the store.")
+        return folder
+
+    def _folder_resource(self, mailbox: FixtureMailbox, folder: FixtureFolder) -> dict[str, Any]:
+        messages = [m for m in mailbox.messages.values() if m.folder_id == folder.id]
+        return {
+            "id": folder.id,
+            "displayName": folder.display_name,
+            "parentFolderId": folder.parent_id,
+            "childFolderCount": sum(1 for f in mailbox.folders.values()
+                                    if f.parent_id == folder.id),
+            "unreadItemCount": sum(1 for m in messages if not m.is_read),
+            "totalItemCount": len(messages),
+            "sizeInBytes": sum(len(m.mime) for m in messages),
+            "isHidden": folder.hidden,
+        }
+
+    def _mailbox_route(self, mailbox: FixtureMailbox, rest: list[str],
+                       query: dict[str, str]) -> Reply:
+        if rest == ["mailFolders"]:
+            return self._child_folders(mailbox, mailbox.folders[mailbox.root_id], query)
+        if len(rest) == 2 and rest[0] == "mailFolders":
+            return json_reply(self._folder_resource(mailbox, self._folder(mailbox, rest[1])))
+        if len(rest) == 3 and rest[0] == "mailFolders" and rest[2] == "childFolders":
+            return self._child_folders(mailbox, self._folder(mailbox, rest[1]), query)
+        if len(rest) == 3 and rest[0] == "mailFolders" and rest[2] == "messages":
+            folder = self._folder(mailbox, rest[1])
+            items = [m.resource() for m in mailbox.messages.values() if m.folder_id == folder.id]
+            return self._page_list(items, query, LIST_PAGE_SIZE, 1000, "messages")
+        if len(rest) == 4 and rest[0] == "mailFolders" and rest[2:] == ["messages", "delta"]:
+            return self._delta(mailbox, self._folder(mailbox, rest[1]), query)
+        if len(rest) == 2 and rest[0] == "messages":
+            return json_reply(self._message(mailbox, rest[1]).resource())
+        if len(rest) == 3 and rest[0] == "messages" and rest[2] == "$value":
+            # Get MIME content of a message (outlook-get-mime-message page): the raw MIME.
+            return Reply(200, self._message(mailbox, rest[1]).mime, "text/plain")
+        raise GraphError(400, "BadRequest", "Resource not found for the segment.")
+
+    def _message(self, mailbox: FixtureMailbox, message_id: str) -> FixtureMessage:
+        message = mailbox.messages.get(message_id)
+        if message is None:
+            raise GraphError(404, "ErrorItemNotFound",
+                             "The specified object was not found in the store.")
+        return message
+
+    def _child_folders(self, mailbox: FixtureMailbox, parent: FixtureFolder,
+                       query: dict[str, str]) -> Reply:
+        """mailFolders and childFolders lists (user-list-mailfolders, mailfolder-list-childfolders
+        pages): hidden folders only with ``includeHiddenFolders=true``."""
+        hidden = query.get("includeHiddenFolders", "").lower() == "true"
+        items = [self._folder_resource(mailbox, folder) for folder in mailbox.folders.values()
+                 if folder.parent_id == parent.id and (hidden or not folder.hidden)]
+        return self._page_list(items, query, LIST_PAGE_SIZE, 1000, "mailFolders")
+
+    def _delta(self, mailbox: FixtureMailbox, folder: FixtureFolder,
+               query: dict[str, str]) -> Reply:
+        """messages delta (message-delta and delta-query-messages pages): pages linked by
+        ``@odata.nextLink``, the last one carries ``@odata.deltaLink``; a round started from a
+        deltaLink lists only messages changed since, and ``@removed`` for those gone; page
+        size from ``Prefer: odata.maxpagesize``."""
+        state = self.state
+        preference = re.search(r"odata\.maxpagesize=(\d+)", self.headers.get("Prefer", ""))
+        if "$skiptoken" in query:
+            cursor = state.cursors.get(query["$skiptoken"])
+        else:
+            since = 0
+            select = query.get("$select")
+            if "$deltatoken" in query:
+                delta = state.cursors.get(query["$deltatoken"])
+                if delta is None:
+                    # An unknown or expired sync state: the client must start over
+                    # (delta-query-overview page, "Synchronization reset"); 410 Gone.
+                    raise GraphError(410, "SyncStateNotFound",
+                                     "The sync state could not be found; resync required.")
+                since, select = delta["since"], delta["select"]
+            changed = [m.id for m in mailbox.messages.values()
+                       if m.folder_id == folder.id and m.version > since]
+            removed = [mid for seq, fid, mid in mailbox.removed
+                       if fid == folder.id and seq > since and mid not in changed
+                       and (mid not in mailbox.messages
+                            or mailbox.messages[mid].folder_id != folder.id)]
+            cursor = {"pending": [("changed", mid) for mid in changed]
+                      + [("removed", mid) for mid in dict.fromkeys(removed)],
+                      "start": state.tenant.sequence, "select": select}
+        if cursor is None:
+            raise GraphError(400, "BadRequest", "Invalid skip token.")
+        size = int(preference.group(1)) if preference else DELTA_PAGE_SIZE
+        page, rest = cursor["pending"][:size], cursor["pending"][size:]
+        values: list[dict[str, Any]] = []
+        for kind, message_id in page:
+            message = mailbox.messages.get(message_id)
+            if kind == "removed" or message is None or message.folder_id != folder.id:
+                values.append({"@odata.type": "#microsoft.graph.message", "id": message_id,
+                               "@removed": {"reason": "deleted"}})
+            else:
+                values.append(_selected(message.resource(), cursor["select"]))
+        base = f"{state.base_url}{urlsplit(self.path).path}"
+        payload: dict[str, Any] = {"@odata.context": f"{state.base_url}/v1.0/$metadata#"
+                                   "Collection(message)", "value": values}
+        token = secrets.token_urlsafe(12)
+        if rest:
+            state.cursors[token] = {**cursor, "pending": rest}
+            payload["@odata.nextLink"] = f"{base}?$skiptoken={token}"
+        else:
+            state.cursors[token] = {"since": cursor["start"], "select": cursor["select"]}
+            payload["@odata.deltaLink"] = f"{base}?$deltatoken={token}"
+        headers = {"Preference-Applied": f"odata.maxpagesize={size}"} if preference else None
+        return json_reply(payload, headers)
+
+
+def _selected(item: dict[str, Any], select: str | None) -> dict[str, Any]:
+    """``$select``: only the properties asked for, plus ``id`` (query-parameters page)."""
+    if not select:
+        return item
+    wanted = {name.strip() for name in select.split(",")} | {"id"}
+    return {k: v for k, v in item.items() if k in wanted or k.startswith("@odata")}
+
+
+class GraphHTTPServer(ThreadingHTTPServer):
+    """Accepts on the listening thread, shakes hands with TLS on each request's thread, so a
+    client that refuses the certificate does not hold the others up."""
+
+    daemon_threads = True
+
+    def __init__(self, state: GraphServerState, certificates: TestCertificates) -> None:
+        super().__init__(("127.0.0.1", 0), GraphHandler)
+        self.state = state
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certificates.cert_file, certificates.key_file)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.state.stats["tls_refused"] += 1
+            return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is not the server's error."""
+
+
+@dataclass
+class RunningGraphServer:
+    """A started server: where it listens, and its state to switch and inspect."""
+
+    url: str
+    state: GraphServerState
+
+    @property
+    def tenant(self) -> FixtureTenant:
+        return self.state.tenant
+
+    @property
+    def authority(self) -> str:
+        """The authority host to give msal (the tenant goes after it)."""
+        return self.url
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.url}/v1.0"
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self.state.stats
+
+
+@contextlib.contextmanager
+def running_graph_server(tenant: FixtureTenant,
+                         certificates: TestCertificates) -> Iterator[RunningGraphServer]:
+    """Serve ``tenant`` on 127.0.0.1 and a free port until the block ends."""
+    state = GraphServerState(tenant)
+    server = GraphHTTPServer(state, certificates)
+    state.base_url = f"https://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, name="graph-test-server", daemon=True)
+    thread.start()
+    try:
+        yield RunningGraphServer(state.base_url, state)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
