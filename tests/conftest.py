@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,22 +18,8 @@ def dovecot_factory(tmp_path: Path) -> Iterator[DovecotFactory]:
     """Start Dovecots with ``start_dovecot``'s keyword arguments; all are stopped at teardown."""
     started: list[Dovecot] = []
 
-    def start(
-        users: dict[str, str],
-        *,
-        separator: str = "/",
-        capability: str | None = None,
-        master: tuple[str, str] | None = None,
-        max_mail_size: int | None = None,
-    ) -> Dovecot:
-        server = start_dovecot(
-            tmp_path / f"dovecot-{len(started)}",
-            users,
-            separator=separator,
-            capability=capability,
-            master=master,
-            max_mail_size=max_mail_size,
-        )
+    def start(users: dict[str, str], **options: Any) -> Dovecot:
+        server = start_dovecot(tmp_path / f"dovecot-{len(started)}", users, **options)
         started.append(server)
         return server
 

@@ -41,6 +41,9 @@ class Dovecot:
     root: Path
     users: dict[str, str]
     master: tuple[str, str] | None = None
+    tls_port: int | None = None
+    """The implicit-TLS (imaps) port when started with certificates; the plain port then
+    offers STARTTLS."""
 
     @property
     def log(self) -> str:
@@ -82,8 +85,12 @@ def start_dovecot(
     capability: str | None = None,
     master: tuple[str, str] | None = None,
     max_mail_size: int | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Dovecot:
     """Start a Dovecot whose files all live in ``base`` (created if missing).
+
+    ``tls`` is (certificate, key) in PEM: the server then also listens for imaps and offers
+    STARTTLS on its plain port.
 
     ``capability`` replaces what IMAP advertises (Dovecot's ``imap_capability``), to
     emulate servers without some extensions. ``master`` adds a master user: logging in
@@ -107,9 +114,12 @@ def start_dovecot(
     last_error = ""
     for _ in range(5):
         port = _free_port()
+        tls_port = _free_port() if tls else None
         config = _config(
             root, port, separator, capability, master, max_mail_size, mail_user, mail_group
         )
+        if tls:
+            config = _with_tls(config, tls, tls_port)
         (root / "dovecot.conf").write_text(config)
         # The daemon inherits our descriptors: a pipe would never reach end of file.
         with open(root / "startup.log", "w") as startup_log:
@@ -121,7 +131,7 @@ def start_dovecot(
                 stderr=subprocess.STDOUT,
             )
         if started.returncode == 0 and _wait_greeting("127.0.0.1", port):
-            return Dovecot("127.0.0.1", port, root, dict(users), master)
+            return Dovecot("127.0.0.1", port, root, dict(users), master, tls_port)
         last_error = _tail(root / "startup.log") + _tail(root / "dovecot.log")
         Dovecot("127.0.0.1", port, root, dict(users), master).stop()
     raise RuntimeError(f"dovecot did not start: {last_error}")
@@ -207,6 +217,15 @@ plugin {{
   quota_max_mail_size = {max_mail_size}
 }}
 """
+    )
+
+
+def _with_tls(config: str, tls: tuple[Path, Path], tls_port: int | None) -> str:
+    certificate, key = tls
+    return (
+        config.replace("ssl = no\n", f"ssl = yes\nssl_cert = <{certificate}\nssl_key = <{key}\n")
+        .replace("  inet_listener imaps {\n    port = 0\n  }",
+                 f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {tls_port}\n  }}")
     )
 
 
