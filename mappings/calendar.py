@@ -166,10 +166,13 @@ class _Context:
         """The zone occurrences are expanded in and shown in: the organiser's, not the UTC
         Graph answers in by default, or DST would move a series' wall-clock time."""
         recurrence = event.get("recurrence") or {}
-        for name in ((recurrence.get("range") or {}).get("recurrenceTimeZone"),
-                     event.get("originalStartTimeZone")):
-            if name:
-                return self.zone(name)
+        names = [name for name in ((recurrence.get("range") or {}).get("recurrenceTimeZone"),
+                                   event.get("originalStartTimeZone")) if name]
+        for name in names:
+            if iana := windows_to_iana(name):
+                return ZoneInfo(iana)
+        if names:
+            return self.zone(names[0])
         return self.zone((event.get("start") or {}).get("timeZone"))
 
 
@@ -192,7 +195,7 @@ def _times(event: dict[str, Any], zone: tzinfo, ctx: _Context) -> _Times:
     )
 
 
-def _address(entry: dict[str, Any] | None, ctx: _Context, name: str) -> vCalAddress | None:
+def _address(entry: dict[str, Any] | None, ctx: _Context) -> vCalAddress | None:
     email = ((entry or {}).get("emailAddress") or {})
     source = (email.get("address") or "").strip()
     if not source:
@@ -201,7 +204,6 @@ def _address(entry: dict[str, Any] | None, ctx: _Context, name: str) -> vCalAddr
     address = vCalAddress(f"mailto:{target}")
     if email.get("name"):
         address.params["CN"] = vText(email["name"])
-    address.name = name
     return address
 
 
@@ -232,7 +234,10 @@ class _TextOfHtml(HTMLParser):
             self.parts.append(data)
 
     def text(self) -> str:
-        lines = (" ".join(line.split()) for line in "".join(self.parts).splitlines())
+        # Collapse HTML's insignificant white space, not the no-break spaces French
+        # typography puts before ":" or "?".
+        lines = (re.sub(r"[ \t\r\f\v]+", " ", line).strip()
+                 for line in "".join(self.parts).splitlines())
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
@@ -279,10 +284,10 @@ def _vevent(event: dict[str, Any], times: _Times, ctx: _Context) -> Event:
     _describe(vevent, event.get("body"))
     if location := _location(event):
         vevent.add("location", location)
-    if organizer := _address(event.get("organizer"), ctx, "ORGANIZER"):
+    if organizer := _address(event.get("organizer"), ctx):
         vevent.add("organizer", organizer)
     for attendee in event.get("attendees") or []:
-        address = _address(attendee, ctx, "ATTENDEE")
+        address = _address(attendee, ctx)
         if address is None:
             continue
         kind = attendee.get("type") or "required"
@@ -323,7 +328,7 @@ def _online_meeting(vevent: Event, event: dict[str, Any], ctx: _Context) -> None
     if not link:
         return
     vevent.add("url", link)
-    vevent.add("conference", link, parameters={"VALUE": "URI", "FEATURE": "AUDIO,VIDEO"})
+    vevent.add("conference", link, parameters={"VALUE": "URI", "FEATURE": ["AUDIO", "VIDEO"]})
     ctx.note("online_meeting_link", link)
 
 
@@ -369,8 +374,8 @@ def _rule(recurrence: dict[str, Any], times: _Times, zone: tzinfo) -> dict[str, 
 
 
 def _day_of_month(day: int) -> dict[str, Any]:
-    """Outlook puts "day 31" on the last day of shorter months (MS-OXOCAL, monthly pattern);
-    RFC 5545 would skip those months, so ask for the last of the days that exist."""
+    """Exchange takes a day past the end of a month as that month's last day (EWS reference,
+    ``DayOfMonth``); RFC 5545 would skip such months, so ask for the last day that exists."""
     if day < 29:
         return {"BYMONTHDAY": [day]}
     return {"BYMONTHDAY": list(range(28, day + 1)), "BYSETPOS": -1}

@@ -25,14 +25,17 @@ companyName, department                 ORG (organisation; unit)
 jobTitle / profession                   TITLE / ROLE
 birthday                                BDAY (see ``birthday_date``)
 businessHomePage                        URL
-imAddresses                             IMPP (a URI); see ``_im_property``
+imAddresses                             IMPP when it is a URI; ``name@host`` as a sip:
+                                        URI (noted); other text as X-MS-IMADDRESS (noted)
 categories                              CATEGORIES
 personalNotes                           NOTE
 photo (``/contacts/{id}/photo/$value``) PHOTO, inline: base64 in 3.0, a data: URI in 4.0
 spouseName, children                    4.0: RELATED;TYPE=spouse / child as text.
                                         3.0: X-MS-SPOUSE / X-MS-CHILD (noted)
-manager, assistantName,                 X-MS-MANAGER, X-MS-ASSISTANT, X-MS-OFFICE: the
-officeLocation                          names Exchange's own vCard export uses (noted)
+manager, assistantName,                 X-MS-MANAGER, X-MS-ASSISTANT, X-MS-OFFICE (noted).
+officeLocation                          Exchange's own vCard export writes X-MS-SPOUSE,
+                                        X-MS-MANAGER and X-MS-ASSISTANT; the other two
+                                        follow the same family of names
 yomiGivenName, yomiSurname,             X-PHONETIC-FIRST-NAME, X-PHONETIC-LAST-NAME,
 yomiCompanyName                         X-PHONETIC-ORG, as Apple's address books (noted)
 fileAs, initials, emailAddresses[].name dropped, noted only when they carry something the
@@ -80,6 +83,11 @@ FN_FALLBACKS = ("displayName", "name parts", "fileAs", "nickName", "companyName"
 
 UNNAMED = "?"
 """FN of a contact that holds no name, company, address or phone at all."""
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Characters no vCard text value may hold (RFC 6350 section 3.3, RFC 2426 section 4). Text
+pasted into a contact's notes can bring them along, invisible; they are removed, since a
+parser may refuse the whole card for one of them."""
 
 IMAGE_TYPES = {
     "image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF", "image/bmp": "BMP",
@@ -178,9 +186,11 @@ def birthday_date(value: str) -> tuple[date, bool]:
     than Z is first converted to UTC; a bare date is taken as it is. ``ValueError`` if the
     text is no ISO 8601 date.
     """
-    instant = datetime.fromisoformat(value.strip())
-    if instant.tzinfo is None and "T" not in value:
-        return instant.date(), False
+    text = value.strip()
+    try:
+        return date.fromisoformat(text), False
+    except ValueError:
+        instant = datetime.fromisoformat(text)
     if instant.tzinfo is not None:
         instant = instant.astimezone(UTC).replace(tzinfo=None)
     nearest_midnight = instant + timedelta(hours=12)
@@ -210,6 +220,7 @@ def _property_name(line: str) -> str:
 
 def escape_text(value: str) -> str:
     """A TEXT value escaped as RFC 6350 section 3.4 and RFC 2426 section 4 say."""
+    value = CONTROL_CHARACTERS.sub("", value)
     value = value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;")
     return re.sub(r"\r\n|\r|\n", r"\\n", value)
 
@@ -424,7 +435,8 @@ class _CardWriter:
         categories = _texts(c, "categories")
         if categories:
             self.add("CATEGORIES", ",".join(escape_text(x) for x in categories))
-        self.add_text("NOTE", c.get("personalNotes") or "")
+        notes = c.get("personalNotes")
+        self.add_text("NOTE", notes if isinstance(notes, str) else "")
 
     def _im_property(self, address: str) -> None:
         """IMPP wants a URI. Exchange keeps the Skype for Business / Teams address there,
