@@ -51,6 +51,7 @@ TOKEN_LIFETIME = 3599
 JSON_TYPE = ("application/json;odata.metadata=minimal;odata.streaming=true;"
              "IEEE754Compatible=false;charset=utf-8")
 CHUNK = 64 * 1024
+ALL_MAILBOXES = "*"
 OUTLOOK_SEGMENTS = frozenset({"mailFolders", "messages", "calendars", "calendar", "events",
                               "calendarView", "contacts", "contactFolders", "mailboxSettings"})
 """Resources under ``/users/{id}/`` that the Outlook service serves, and so counts per mailbox
@@ -296,12 +297,16 @@ class GraphServerState:
     per_mailbox_limit: int | None = 4
     latency: float = 0.0
     throttle: Throttle | None = None
+    failures: list[int] = field(default_factory=list)
+    """Statuses (503, 504...) the next Graph requests answer, without ``Retry-After``."""
     no_consent: bool = False
     secret_expired: bool = False
     stats: Counter[str] = field(default_factory=Counter)
     max_in_flight: Counter[str] = field(default_factory=Counter)
     """Per mailbox: the most Graph requests it had in flight at once, refused ones included."""
     in_flight: Counter[str] = field(default_factory=Counter)
+    max_app_in_flight: int = 0
+    """The most Outlook requests in flight at once, across mailboxes."""
     tokens: dict[str, float] = field(default_factory=dict)
     """Access token -> expiry (epoch seconds)."""
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -548,6 +553,12 @@ class GraphHandler(BaseHTTPRequestHandler):
             state.stats["graph_requests"] += 1
         self._check_token()
         with state.lock:
+            if state.failures:
+                status = state.failures.pop(0)
+                state.stats["failed"] += 1
+                # A gateway or service that is briefly unavailable (errors page: 503, 504).
+                raise GraphError(status, "serviceNotAvailable" if status == 503 else
+                                 "GatewayTimeout", "The service is temporarily unavailable.")
             if state.throttle and state.throttle.rng.random() < state.throttle.ratio:
                 state.stats["throttled"] += 1
                 wait = state.throttle.rng.choice(state.throttle.retry_after)
@@ -561,6 +572,9 @@ class GraphHandler(BaseHTTPRequestHandler):
                 in_flight = state.in_flight[mailbox_key]
                 state.max_in_flight[mailbox_key] = max(state.max_in_flight[mailbox_key],
                                                        in_flight)
+                state.in_flight[ALL_MAILBOXES] += 1
+                state.max_app_in_flight = max(state.max_app_in_flight,
+                                              state.in_flight[ALL_MAILBOXES])
         try:
             if mailbox_key and state.per_mailbox_limit and in_flight > state.per_mailbox_limit:
                 with state.lock:
@@ -579,6 +593,7 @@ class GraphHandler(BaseHTTPRequestHandler):
             if mailbox_key:
                 with state.lock:
                     state.in_flight[mailbox_key] -= 1
+                    state.in_flight[ALL_MAILBOXES] -= 1
 
     def _check_token(self) -> None:
         """Bearer token (auth-v2-service page, "Use a token"); 401 with InvalidAuthenticationToken
@@ -832,7 +847,8 @@ def running_graph_server(tenant: FixtureTenant,
     state = GraphServerState(tenant)
     server = GraphHTTPServer(state, certificates)
     state.base_url = f"https://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="graph-test-server", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="graph-test-server", daemon=True)
     thread.start()
     try:
         yield RunningGraphServer(state.base_url, state)

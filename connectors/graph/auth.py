@@ -58,38 +58,38 @@ class GraphCredentials:
 
 
 EXPLANATIONS: Mapping[str, tuple[str, str]] = {
-    "90002": ("the tenant does not exist: check the tenant ID or domain, and the cloud "
-              "(authority) it lives in",
-              "le tenant n'existe pas : vérifiez l'identifiant ou le domaine du tenant, et le "
-              "cloud (autorité) où il se trouve"),
+    "90002": (("the tenant does not exist: check the tenant ID or domain, and the cloud "
+              "(authority) it lives in"),
+              ("le tenant n'existe pas : vérifiez l'identifiant ou le domaine du tenant, et le "
+              "cloud (autorité) où il se trouve")),
     "900023": ("the tenant name is not valid: give the tenant ID (a GUID) or its domain",
-               "le nom du tenant n'est pas valide : donnez l'identifiant du tenant (un GUID) ou "
-               "son domaine"),
-    "700016": ("the application (client ID) is not registered in this tenant, or no "
-               "administrator has added it there",
-               "l'application (client ID) n'est pas inscrite dans ce tenant, ou aucun "
-               "administrateur ne l'y a ajoutée"),
+               ("le nom du tenant n'est pas valide : donnez l'identifiant du tenant (un GUID) ou "
+               "son domaine")),
+    "700016": (("the application (client ID) is not registered in this tenant, or no "
+               "administrator has added it there"),
+               ("l'application (client ID) n'est pas inscrite dans ce tenant, ou aucun "
+               "administrateur ne l'y a ajoutée")),
     "7000215": ("the client secret is wrong: give the secret's value, not its ID",
                 "le secret client est faux : donnez la valeur du secret, pas son identifiant"),
     "7000222": ("the client secret has expired: create a new one in the app registration",
-                "le secret client a expiré : créez-en un nouveau dans l'inscription de "
-                "l'application"),
+                ("le secret client a expiré : créez-en un nouveau dans l'inscription de "
+                "l'application")),
     "7000218": ("no secret or certificate was sent", "aucun secret ni certificat n'a été envoyé"),
-    "700027": ("the certificate is not the one registered on the application, or its "
-               "thumbprint is wrong",
-               "le certificat n'est pas celui inscrit sur l'application, ou son empreinte est "
-               "fausse"),
+    "700027": (("the certificate is not the one registered on the application, or its "
+               "thumbprint is wrong"),
+               ("le certificat n'est pas celui inscrit sur l'application, ou son empreinte est "
+               "fausse")),
     "65001": ("an administrator has not granted consent to the application's permissions",
-              "un administrateur n'a pas donné son consentement aux permissions de "
-              "l'application"),
+              ("un administrateur n'a pas donné son consentement aux permissions de "
+              "l'application")),
     "1002012": ("the scope asked for is not valid for app-only access",
                 "la portée demandée n'est pas valide pour un accès en tant qu'application"),
 }
-NO_CONSENT = ("the application has no permission on this data: an administrator must grant "
-              "admin consent to its application permissions (Mail.Read, User.Read.All...)",
-              "l'application n'a pas de permission sur ces données : un administrateur doit "
+NO_CONSENT = (("the application has no permission on this data: an administrator must grant "
+              "admin consent to its application permissions (Mail.Read, User.Read.All...)"),
+              ("l'application n'a pas de permission sur ces données : un administrateur doit "
               "donner son consentement aux permissions d'application (Mail.Read, "
-              "User.Read.All...)")
+              "User.Read.All...)"))
 
 
 class GraphAuthError(ConnectError):
@@ -116,8 +116,9 @@ def explain_aadsts(text: str) -> GraphAuthError:
     number = match.group(1) if match else ""
     english, french = EXPLANATIONS.get(number, ("the identity platform refused the sign-in",
                                                 "la plateforme d'identité a refusé la connexion"))
-    first_line = re.split(r"\s*(?:\r?\n|Trace ID:)", text, maxsplit=1)[0].strip()
-    return GraphAuthError(f"AADSTS{number}" if number else "AADSTS", english, french, first_line)
+    sentence = re.search(r"AADSTS\d+:.*?(?=\s*Trace ID:|[\"\r\n]|$)", text)
+    server_text = sentence.group(0) if sentence else text.splitlines()[0] if text else ""
+    return GraphAuthError(f"AADSTS{number}" if number else "AADSTS", english, french, server_text)
 
 
 def no_consent_error(graph_code: str, graph_message: str) -> GraphAuthError:
@@ -194,7 +195,10 @@ class MsalTokenProvider:
             except requests.RequestException as error:
                 raise transport_error(error, self._authority) from None
             except ValueError as error:
-                raise explain_aadsts(str(error)) from None
+                # msal wraps the discovery answer (which holds the AADSTS code) in its own
+                # ValueError: read the whole chain.
+                causes = [str(error), str(error.__context__ or "")]
+                raise explain_aadsts(" ".join(reversed(causes))) from None
         return self._app
 
     def __call__(self, *, refresh: bool = False) -> str:
