@@ -79,7 +79,58 @@ class LocalEndpointConfig(_Strict):
     )
 
 
-Endpoint = Annotated[ImapEndpointConfig | LocalEndpointConfig, Field(discriminator="type")]
+class GraphEndpointConfig(_Strict):
+    """Microsoft 365 through Microsoft Graph, signed in as an application (client
+    credentials) registered in the tenant's Entra ID."""
+
+    type: Literal["graph"]
+    tenant: str = Field(description="Tenant id or primary domain, e.g. ville.onmicrosoft.com.")
+    client_id: str = Field(description="Application (client) id of the registered app.")
+    client_secret: str | None = Field(None, description=SECRET_REFERENCE_HINT)
+    certificate: Path | None = Field(
+        None, description="PEM file holding the app certificate's private key."
+    )
+    certificate_thumbprint: str | None = Field(
+        None, description="SHA-1 thumbprint of that certificate, as Entra ID shows it."
+    )
+    authority: str = Field(
+        "https://login.microsoftonline.com",
+        description="Sign-in host (national clouds: login.microsoftonline.us, "
+        "login.partner.microsoftonline.cn...).",
+    )
+    graph_url: str = Field("https://graph.microsoft.com", description="Graph endpoint.")
+    ca_file: Path | None = Field(
+        None, description="A CA to trust (test servers, TLS-inspecting proxies). TLS is "
+        "always verified."
+    )
+    per_mailbox: int = Field(
+        4, ge=1, le=16, description="Concurrent Graph requests per mailbox (Outlook allows 4)."
+    )
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_reference(cls, value: str | None) -> str | None:
+        return None if value is None else _check_reference(value)
+
+    @field_validator("authority", "graph_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must start with https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> GraphEndpointConfig:
+        if (self.client_secret is None) == (self.certificate is None):
+            raise ValueError("give client_secret or certificate (one of them)")
+        if self.certificate is not None and not self.certificate_thumbprint:
+            raise ValueError("certificate_thumbprint is needed with certificate")
+        return self
+
+
+Endpoint = Annotated[
+    ImapEndpointConfig | LocalEndpointConfig | GraphEndpointConfig, Field(discriminator="type")
+]
 
 
 class MappingConfig(_Strict):
@@ -173,14 +224,15 @@ def load_batch(path: Path) -> Batch:
 
 
 def _explain(error: dict) -> Text:
-    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith(("imap", "maildir")))
+    location = ".".join(str(part) for part in error["loc"]
+                        if str(part) not in ("imap", "maildir", "mbox", "eml", "graph"))
     kind = error["type"]
     if kind == "missing":
         return Text.of("batch_key_missing", key=location)
     if kind == "extra_forbidden":
         return Text.of("batch_key_unknown", key=location)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return Text.of("batch_bad_type", key=location, expected="imap, maildir, mbox, eml")
+        return Text.of("batch_bad_type", key=location, expected="imap, maildir, mbox, eml, graph")
     expected = error["msg"].removeprefix("Value error, ")
     return Text.of("batch_bad_value", key=location, expected=expected)
 

@@ -14,10 +14,9 @@ from typing import Any
 
 from connectors.base import BasculeError, Container, MailSink, MailSource
 from mappings.folders import FolderDecision, FolderRules
-from mappings.secrets import SecretError
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import Batch, ImapEndpointConfig
-from migrate.endpoints import accounts, local_principals, open_sink, open_source
+from migrate.endpoints import Connectors
 from migrate.i18n import Text
 from migrate.ledger import Ledger
 from migrate.mail import (
@@ -63,8 +62,11 @@ class Outcome:
 
 
 def _text_of(error: Exception) -> Text:
-    if isinstance(error, SecretError | UsersFileInvalid):
-        return Text.both(error.code, error.message_en, error.message_fr)
+    english, french = getattr(error, "message_en", None), getattr(error, "message_fr", None)
+    if isinstance(english, str) and isinstance(french, str):
+        detail = getattr(error, "error_code", "")
+        prefix = f"{detail}: " if detail else ""
+        return Text.both(getattr(error, "code", "error"), prefix + english, prefix + french)
     if isinstance(error, BasculeError):
         return Text.of(error.code, detail=error.detail)
     return Text.of("error", detail=f"{type(error).__name__}: {error}")
@@ -88,12 +90,14 @@ class Engine:
         self._slots_lock = threading.Lock()
         self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
         self._idle_lock = threading.Lock()
+        self.connectors = Connectors(batch)
 
     def close(self) -> None:
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for _, pair in idle:
             _close_pair(pair)
+        self.connectors.close()
         self.ledger.close()
 
     def _load_users(self) -> UserMap:
@@ -115,11 +119,19 @@ class Engine:
         return chosen
 
     def _unmapped(self) -> list[Text]:
-        present = local_principals(self.batch)
+        present = self.connectors.local_principals()
         if present is None:
             return []
         return [Text.of("unmapped_user", user=name) for name in present
                 if self.user_map.lookup(name) is None]
+
+    def _source_refusal(self) -> list[Text]:
+        """Why the source refuses the batch as a whole (sign-in, consent), before any item."""
+        try:
+            self.connectors.check_source(self.users[0].source if self.users else None)
+        except BasculeError as error:
+            return [_text_of(error)]
+        return []
 
     @contextmanager
     def _endpoints(self, user: UserMapping) -> Iterator[tuple[MailSource, MailSink]]:
@@ -134,10 +146,10 @@ class Engine:
                     del self._idle[index]
                     break
         if pair is None:
-            source_account, target_account = accounts(self.batch, user)
-            source = open_source(self.batch, source_account)
+            source_account, target_account = self.connectors.accounts(user)
+            source = self.connectors.open_source(source_account)
             try:
-                pair = (source, open_sink(self.batch, target_account))
+                pair = (source, self.connectors.open_sink(target_account))
             except BaseException:
                 source.close()
                 raise
@@ -167,7 +179,7 @@ class Engine:
     def plan(self) -> Outcome:
         self._known_units = {(u.principal, u.container): u for u in self.ledger.all_units()
                              if u.workload == WORKLOAD}
-        errors = self._unmapped()
+        errors = self._unmapped() + self._source_refusal()
         warnings: list[Text] = []
         rows: list[dict[str, Any]] = [
             {"principal": "", "action": "error", **message_columns(e)} for e in errors
@@ -228,7 +240,7 @@ class Engine:
 
     # run
     def run(self, progress: ProgressFactory | None = None) -> Outcome:
-        problems = self._unmapped()
+        problems = self._unmapped() + self._source_refusal()
         if problems:
             raise InputError(problems)
         run_id = self.ledger.start_run(self.batch.name, "run")

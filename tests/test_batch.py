@@ -96,3 +96,49 @@ def test_schema_is_json_with_the_sections():
     result = CliRunner().invoke(main, ["schema"])
     schema = json.loads(result.output)
     assert {"source", "target", "mapping", "mail", "run"} <= set(schema["properties"])
+
+
+GRAPH = """
+name = "m365"
+[source]
+type = "graph"
+tenant = "ville.onmicrosoft.com"
+client_id = "11111111-2222-3333-4444-555555555555"
+client_secret = "env:BASCULE_GRAPH_SECRET"
+[target]
+type = "maildir"
+path = "cible"
+"""
+
+
+def test_a_graph_source_loads_with_public_defaults(tmp_path):
+    batch = load_batch(write(tmp_path, GRAPH))
+    assert batch.source.authority == "https://login.microsoftonline.com"
+    assert batch.source.graph_url == "https://graph.microsoft.com"
+    assert batch.source.per_mailbox == 4
+
+
+@pytest.mark.parametrize(("change", "key", "expected"), [
+    (('client_secret = "env:BASCULE_GRAPH_SECRET"', 'client_secret = "s3cr3t-value"'),
+     "source.client_secret", "env:NAME"),
+    (('client_secret = "env:BASCULE_GRAPH_SECRET"', ""), "source", "client_secret or certificate"),
+    (('tenant = ', 'authority = "http://login.example"\ntenant = '), "source.authority", "https://"),
+    (('client_secret = "env:BASCULE_GRAPH_SECRET"',
+      'client_secret = "env:X"\ncertificate = "app.pem"'), "source", "one of them"),
+])
+def test_graph_source_errors_name_the_key(tmp_path, change, key, expected):
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, GRAPH.replace(*change)))
+    [problem] = caught.value.problems
+    assert problem.params["key"] == key
+    assert expected in problem.en
+    assert "s3cr3t-value" not in problem.en
+
+
+def test_graph_cannot_be_a_target(tmp_path):
+    text = GRAPH.replace('[target]\ntype = "maildir"\npath = "cible"',
+                         '[target]\ntype = "graph"\ntenant = "t"\nclient_id = "c"\n'
+                         'client_secret = "env:S"')
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, text))
+    assert "imap or maildir" in caught.value.problems[0].en
