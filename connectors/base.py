@@ -117,6 +117,19 @@ class StoredItem:
 
 
 @dataclass(frozen=True)
+class SourceNote:
+    """Something a source left out, changed or could not read, for the reports.
+
+    ``code`` is a catalogue code (``migrate.i18n``); ``subject`` a source_id or a folder
+    path joined with ``/``.
+    """
+
+    code: str
+    subject: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class SinkCapabilities:
     """What a sink can do, read by the planner before anything moves."""
 
@@ -197,6 +210,14 @@ class MailSource(Protocol):
 
     def close(self) -> None:
         """Log out and release connections. Safe to call twice."""
+
+
+class NotingSource(Protocol):
+    """An optional ability of a source: telling what it noticed (hidden folders left out,
+    items it could not read, names it had to change). Discovered, never assumed."""
+
+    def drain_notes(self) -> list[SourceNote]:
+        """The notes gathered since the last call, oldest first; each is given once."""
 
 
 class MailSink(Protocol):

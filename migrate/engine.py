@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.base import BasculeError, Container, MailSink, MailSource
+from connectors.base import BasculeError, Container, MailSink, MailSource, SourceNote
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import Batch, ImapEndpointConfig
@@ -29,6 +29,7 @@ from migrate.mail import (
     plan_folder,
     shown,
     size_limit,
+    source_notes,
     verify_folder,
 )
 from reports.files import message_columns, write_report
@@ -195,6 +196,7 @@ class Engine:
                         warnings.append(Text.of("internal_date_offset_lost"))
                     for container, decision in folders:
                         rows.extend(self._plan_rows(user, source, container, decision, limit, totals))
+                    rows.extend(_note_rows(user, source_notes(source)))
             except BasculeError as error:
                 text = _text_of(error)
                 errors.append(text)
@@ -251,14 +253,16 @@ class Engine:
         tracker = progress or ProgressFactory()
         with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
             futures = []
-            for user, folders in zip(self.users, pool.map(self._folders_or_error, self.users)):
-                if isinstance(folders, BasculeError):
-                    text = _text_of(folders)
+            for user, decided in zip(self.users, pool.map(self._folders_or_error, self.users)):
+                if isinstance(decided, BasculeError):
+                    text = _text_of(decided)
                     rows.append({"principal": user.source, "target": user.target,
                                  "action": "error", **message_columns(text)})
                     totals["units_failed"] += 1
                     log.error("principal=%s error=%s", user.source, text.en)
                     continue
+                folders, notes = decided
+                rows.extend(_note_rows(user, notes))
                 for container, decision in sorted(folders, key=_largest_first):
                     if decision.action == "skip":
                         totals["skipped"] += 1
@@ -281,10 +285,10 @@ class Engine:
 
     def _folders_or_error(
         self, user: UserMapping
-    ) -> list[tuple[Container, FolderDecision]] | BasculeError:
+    ) -> tuple[list[tuple[Container, FolderDecision]], list[SourceNote]] | BasculeError:
         try:
             with self._endpoints(user) as (source, sink):
-                return decide_folders(source, self.rules, sink.capabilities)
+                return decide_folders(source, self.rules, sink.capabilities), source_notes(source)
         except BasculeError as error:
             return error
 
@@ -327,6 +331,9 @@ class Engine:
             totals["recovered"] += result.recovered
             rows.append({**base, "action": action, "copied": result.copied,
                          "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)})
+            rows.extend({**base, "action": "note",
+                         **message_columns(Text.of(note.code, detail=note.detail))}
+                        for note in result.notes)
             if result.converted:
                 rows.append({**base, "action": "note", "messages": len(result.converted),
                              "source_id": " ".join(result.converted),
@@ -419,6 +426,15 @@ def _largest_first(folder: tuple[Container, FolderDecision]) -> int:
     """Folders that usually hold most of a mailbox start first, so that the run does not
     end with one big folder copying alone."""
     return FIRST_ROLES.get(folder[1].role or "", len(FIRST_ROLES))
+
+
+def _note_rows(user: UserMapping, notes: list[SourceNote]) -> list[dict[str, Any]]:
+    """Report rows for what a source noticed about a principal's folders."""
+    return [{"principal": user.source, "target": user.target,
+             "folder": note.subject if note.code.endswith("folder_skipped") else "",
+             "source_id": "" if note.code.endswith("folder_skipped") else note.subject,
+             "action": "skip" if note.code.endswith("folder_skipped") else "note",
+             **message_columns(Text.of(note.code, detail=note.detail))} for note in notes]
 
 
 def _joined(reasons: list[Text]) -> dict[str, str]:

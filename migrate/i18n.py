@@ -48,6 +48,20 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "line_endings_converted": (
         "bare LF line endings sent as CRLF: the target stores no other kind",
         "fins de ligne LF seules envoyées en CRLF : la cible n'en garde pas d'autres"),
+    "hidden_folder_skipped": (
+        "hidden folder left out (applications' data, not the user's mail)",
+        "dossier caché laissé de côté (données d'applications, pas le courrier de l'utilisateur)"),
+    "search_folder_skipped": (
+        "search folder left out: its messages are in other folders",
+        "dossier de recherche laissé de côté : ses messages sont dans d'autres dossiers"),
+    "unreadable_item": ("the source would not give this item's MIME: {detail}",
+                        "la source n'a pas fourni le MIME de cet élément : {detail}"),
+    "keyword_renamed": ("category made a valid IMAP keyword: {detail}",
+                        "catégorie changée en mot-clé IMAP valide : {detail}"),
+    "removed_at_source": (("{detail} messages deleted at the source since the last pass "
+                           "(left on the target)"),
+                          ("{detail} messages supprimés à la source depuis le dernier passage "
+                           "(laissés sur la cible)")),
     "error": ("{detail}", "{detail}"),
     # verify
     "missing_on_target": ("missing on the target", "absent de la cible"),

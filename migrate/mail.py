@@ -21,6 +21,7 @@ from connectors.base import (
     MailSource,
     Message,
     SinkCapabilities,
+    SourceNote,
 )
 from connectors.lines import with_crlf
 from connectors.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
@@ -111,6 +112,12 @@ class _Silent:
         pass
 
 
+def source_notes(source: MailSource) -> list[SourceNote]:
+    """What the source noticed since it was last asked, if it can tell."""
+    drain = getattr(source, "drain_notes", None)
+    return drain() if drain is not None else []
+
+
 def fetch_as_stored(
     source: MailSource, container: Container, source_ids: list[str],
     capabilities: SinkCapabilities, converted: list[str] | None = None,
@@ -139,6 +146,8 @@ class UnitResult:
     deleted_at_source: int = 0
     converted: list[str] = field(default_factory=list)
     """Source ids of messages whose bare LF line endings became CRLF."""
+    notes: list[SourceNote] = field(default_factory=list)
+    """What the source noticed while this unit ran, other than unreadable items."""
     reset: bool = False
     errors: list[tuple[str, BasculeError]] = field(default_factory=list)
 
@@ -187,6 +196,7 @@ class MailUnit:
         self.progress.planned(len(to_copy), sum(listed[s].size for s in to_copy if s in listed))
         if to_copy:
             self._copy(to_copy)
+        self._take_notes()
         self.ledger.refresh_counts(self.unit.id)
         self.ledger.update_unit(
             self.unit.id, cursor=listing.cursor,
@@ -194,6 +204,22 @@ class MailUnit:
             last_error=None,
         )
         return self.result
+
+    def _take_notes(self) -> None:
+        """Items the source could not read are failures of this unit (a later run asks
+        again); its other notes go to the report as they are."""
+        unreadable = []
+        for note in source_notes(self.source):
+            if note.code == "unreadable_item":
+                error = BasculeError(note.detail, code="unreadable_item")
+                unreadable.append({"source_id": note.subject, "error_code": error.code,
+                                   "error_detail": error.detail})
+                self.result.errors.append((note.subject, error))
+            else:
+                self.result.notes.append(note)
+        self.ledger.record_outcomes(self.unit.id, unreadable)
+        self.result.failed += len(unreadable)
+        self.result.vanished -= len(unreadable)
 
     def _recover_inflight(self) -> None:
         """Items sent before a crash and never acknowledged in the ledger: find them on the

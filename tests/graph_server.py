@@ -74,6 +74,8 @@ class FixtureMessage:
     is_draft: bool = False
     flag_status: str = "notFlagged"
     categories: list[str] = field(default_factory=list)
+    mime_refusal: tuple[int, str] | None = None
+    """Status and error code ``$value`` answers for an item whose MIME Exchange cannot make."""
     version: int = 0
     """The tenant's change sequence when this message last changed (drives delta)."""
 
@@ -103,6 +105,8 @@ class FixtureFolder:
     parent_id: str
     well_known_name: str | None = None
     hidden: bool = False
+    search: bool = False
+    """A mail search folder: a virtual folder (mailsearchfolder resource page)."""
 
 
 @dataclass
@@ -168,9 +172,11 @@ class FixtureTenant:
         return mailbox
 
     def add_folder(self, mailbox: FixtureMailbox, name: str, parent: FixtureFolder | None = None,
-                   well_known_name: str | None = None, hidden: bool = False) -> FixtureFolder:
+                   well_known_name: str | None = None, hidden: bool = False,
+                   search: bool = False) -> FixtureFolder:
         folder = FixtureFolder(self._new_id("AAMkFold"), name,
-                               parent.id if parent else mailbox.root_id, well_known_name, hidden)
+                               parent.id if parent else mailbox.root_id, well_known_name, hidden,
+                               search)
         mailbox.folders[folder.id] = folder
         return folder
 
@@ -301,6 +307,9 @@ class GraphServerState:
     """Statuses (503, 504...) the next Graph requests answer, without ``Retry-After``."""
     no_consent: bool = False
     secret_expired: bool = False
+    rest_ids: bool = False
+    """Answer requests without ``Prefer: IdType="ImmutableId"`` with default ids, which change
+    when a message moves (outlook-immutable-id page); off, every id is immutable."""
     stats: Counter[str] = field(default_factory=Counter)
     max_in_flight: Counter[str] = field(default_factory=Counter)
     """Per mailbox: the most Graph requests it had in flight at once, refused ones included."""
@@ -688,6 +697,7 @@ class GraphHandler(BaseHTTPRequestHandler):
             "totalItemCount": len(messages),
             "sizeInBytes": sum(len(m.mime) for m in messages),
             "isHidden": folder.hidden,
+            **({"@odata.type": "#microsoft.graph.mailSearchFolder"} if folder.search else {}),
         }
 
     def _mailbox_route(self, mailbox: FixtureMailbox, rest: list[str],
@@ -705,14 +715,46 @@ class GraphHandler(BaseHTTPRequestHandler):
         if len(rest) == 4 and rest[0] == "mailFolders" and rest[2:] == ["messages", "delta"]:
             return self._delta(mailbox, self._folder(mailbox, rest[1]), query)
         if len(rest) == 2 and rest[0] == "messages":
-            return json_reply(self._message(mailbox, rest[1]).resource())
+            return json_reply(self._message_view(self._message(mailbox, rest[1]),
+                                                 query.get("$select"), query.get("$expand")))
         if len(rest) == 3 and rest[0] == "messages" and rest[2] == "$value":
+            message = self._message(mailbox, rest[1])
+            if message.mime_refusal:
+                # Items Exchange cannot render as MIME: the documentation names no code, the
+                # connector must treat any refusal as an item it cannot read.
+                status, code = message.mime_refusal
+                raise GraphError(status, code, "The MIME content of this item is not available.")
             # Get MIME content of a message (outlook-get-mime-message page): the raw MIME.
-            return Reply(200, self._message(mailbox, rest[1]).mime, "text/plain")
+            return Reply(200, message.mime, "text/plain")
         raise GraphError(400, "BadRequest", "Resource not found for the segment.")
+
+    def _immutable(self) -> bool:
+        return not self.state.rest_ids or 'IdType="ImmutableId"' in self.headers.get("Prefer", "")
+
+    def _id_of(self, message_id: str, folder_id: str) -> str:
+        """The id a message in a folder has in this request: immutable, or a default id that
+        depends on the folder (outlook-immutable-id page: default ids change on a move)."""
+        return message_id if self._immutable() else _rest_id(message_id, folder_id)
+
+    def _message_view(self, message: FixtureMessage, select: str | None,
+                      expand: str | None) -> dict[str, Any]:
+        """A message with ``$select`` applied and, when ``$expand`` asks for it, the
+        ``PidTagMessageSize`` extended property (singlevaluelegacyextendedproperty-get page:
+        ``$expand=singleValueExtendedProperties($filter=id eq 'Integer 0x0E08')``)."""
+        view = _selected({**message.resource(), "id": self._id_of(message.id, message.folder_id)},
+                         select)
+        if expand and "singlevalueextendedproperties" in expand.lower() \
+                and "0x0e08" in expand.lower():
+            # The size of the item in the Exchange store, not of its MIME: a little more.
+            size = len(message.mime) + 512
+            view["singleValueExtendedProperties"] = [{"id": "Integer 0x0E08", "value": str(size)}]
+        return view
 
     def _message(self, mailbox: FixtureMailbox, message_id: str) -> FixtureMessage:
         message = mailbox.messages.get(message_id)
+        if message is None and self.state.rest_ids:
+            message = next((m for m in mailbox.messages.values()
+                            if _rest_id(m.id, m.folder_id) == message_id), None)
         if message is None:
             raise GraphError(404, "ErrorItemNotFound",
                              "The specified object was not found in the store.")
@@ -739,7 +781,7 @@ class GraphHandler(BaseHTTPRequestHandler):
             cursor = state.cursors.get(query["$skiptoken"])
         else:
             since = 0
-            select = query.get("$select")
+            select, expand = query.get("$select"), query.get("$expand")
             if "$deltatoken" in query:
                 delta = state.cursors.get(query["$deltatoken"])
                 if delta is None:
@@ -747,7 +789,7 @@ class GraphHandler(BaseHTTPRequestHandler):
                     # (delta-query-overview page, "Synchronization reset"); 410 Gone.
                     raise GraphError(410, "SyncStateNotFound",
                                      "The sync state could not be found; resync required.")
-                since, select = delta["since"], delta["select"]
+                since, select, expand = delta["since"], delta["select"], delta["expand"]
             changed = [m.id for m in mailbox.messages.values()
                        if m.folder_id == folder.id and m.version > since]
             removed = [mid for seq, fid, mid in mailbox.removed
@@ -756,7 +798,7 @@ class GraphHandler(BaseHTTPRequestHandler):
                             or mailbox.messages[mid].folder_id != folder.id)]
             cursor = {"pending": [("changed", mid) for mid in changed]
                       + [("removed", mid) for mid in dict.fromkeys(removed)],
-                      "start": state.tenant.sequence, "select": select}
+                      "start": state.tenant.sequence, "select": select, "expand": expand}
         if cursor is None:
             raise GraphError(400, "BadRequest", "Invalid skip token.")
         size = int(preference.group(1)) if preference else DELTA_PAGE_SIZE
@@ -765,10 +807,11 @@ class GraphHandler(BaseHTTPRequestHandler):
         for kind, message_id in page:
             message = mailbox.messages.get(message_id)
             if kind == "removed" or message is None or message.folder_id != folder.id:
-                values.append({"@odata.type": "#microsoft.graph.message", "id": message_id,
+                values.append({"@odata.type": "#microsoft.graph.message",
+                               "id": self._id_of(message_id, folder.id),
                                "@removed": {"reason": "deleted"}})
             else:
-                values.append(_selected(message.resource(), cursor["select"]))
+                values.append(self._message_view(message, cursor["select"], cursor["expand"]))
         base = f"{state.base_url}{urlsplit(self.path).path}"
         payload: dict[str, Any] = {"@odata.context": f"{state.base_url}/v1.0/$metadata#"
                                    "Collection(message)", "value": values}
@@ -777,10 +820,15 @@ class GraphHandler(BaseHTTPRequestHandler):
             state.cursors[token] = {**cursor, "pending": rest}
             payload["@odata.nextLink"] = f"{base}?$skiptoken={token}"
         else:
-            state.cursors[token] = {"since": cursor["start"], "select": cursor["select"]}
+            state.cursors[token] = {"since": cursor["start"], "select": cursor["select"],
+                                    "expand": cursor["expand"]}
             payload["@odata.deltaLink"] = f"{base}?$deltatoken={token}"
         headers = {"Preference-Applied": f"odata.maxpagesize={size}"} if preference else None
         return json_reply(payload, headers)
+
+
+def _rest_id(message_id: str, folder_id: str) -> str:
+    return f"{message_id.rstrip('=')}F{hashlib.sha1(folder_id.encode()).hexdigest()[:8]}="
 
 
 def _selected(item: dict[str, Any], select: str | None) -> dict[str, Any]:

@@ -1,0 +1,171 @@
+"""End to end: Microsoft Graph (the documented test server, real msal) to a real Dovecot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from migrate.cli import main
+from tests import mailboxes
+from tests.graph_server import (
+    FixtureMailbox,
+    RunningGraphServer,
+    french_tenant,
+    mime_message,
+    running_graph_server,
+)
+from tests.tls import TestCertificates, make_test_certificates
+
+AMELIE = "amelie.lefevre@ville-exemple.fr"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
+    return make_test_certificates(tmp_path_factory.mktemp("graph-tls"))
+
+
+@pytest.fixture
+def graph(certificates: TestCertificates) -> Iterator[RunningGraphServer]:
+    with running_graph_server(french_tenant(), certificates) as server:
+        yield server
+
+
+def amelie(graph: RunningGraphServer) -> FixtureMailbox:
+    mailbox = graph.tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    return mailbox
+
+
+def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
+                target) -> Path:
+    (folder / "users.csv").write_text(
+        f"source,target,source_secret,target_secret\n{AMELIE},alice,,env:ALICE_TARGET\n",
+        encoding="utf-8")
+    path = folder / "batch.toml"
+    path.write_text(f"""
+name = "m365"
+[source]
+type = "graph"
+tenant = "{graph.tenant.tenant_id}"
+client_id = "{graph.tenant.client_id}"
+client_secret = "env:GRAPH_SECRET"
+authority = "{graph.authority}"
+graph_url = "{graph.url}"
+ca_file = "{certificates.ca_file}"
+[target]
+type = "imap"
+host = "{target.host}"
+port = {target.port}
+security = "none"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    return path
+
+
+def bascule(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def report(folder: Path, kind: str) -> dict:
+    return json.loads((folder / "work" / f"{kind}-latest.json").read_text(encoding="utf-8"))
+
+
+def expected_inbox(graph: RunningGraphServer) -> Counter:
+    """The SHA-256 of every INBOX message as the server holds its MIME."""
+    mailbox = amelie(graph)
+    inbox = next(f for f in mailbox.folders.values() if f.well_known_name == "inbox")
+    return Counter(hashlib.sha256(m.mime).hexdigest() for m in mailbox.messages.values()
+                   if m.folder_id == inbox.id)
+
+
+def target_hashes(server, folder: tuple[str, ...]) -> Counter:
+    return Counter(sha for (sha, _, _), count in
+                   mailboxes.contents(server, "alice")[folder].items() for _ in range(count))
+
+
+def test_mail_moves_from_graph_to_dovecot_then_only_changes(graph, certificates, dovecot_factory,
+                                                             tmp_path, monkeypatch):
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    batch = str(write_batch(tmp_path, graph, certificates, target))
+
+    code, output = bascule("plan", batch)
+    assert code == 0, output
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    assert target_hashes(target, ("INBOX",)) == expected_inbox(graph)
+    landed = mailboxes.contents(target, "alice")
+    assert sum(landed[("INBOX", "Projets", "Été 2024")].values()) == 1
+    [(_, draft_flags, _)] = landed[("Drafts",)]
+    assert "\\Draft" in draft_flags
+    flags = {f for (_, fl, _) in landed[("INBOX",)] for f in fl}
+    assert {"\\Seen", "\\Flagged", "Categorie_bleue"} <= flags
+    entries = report(tmp_path, "run")["entries"]
+    notes = {(e["action"], e.get("code"), e.get("folder")) for e in entries}
+    assert ("skip", "hidden_folder_skipped", "Problèmes de synchronisation") in notes
+    renamed = [e for e in entries if e.get("code") == "keyword_renamed"]
+    assert "Catégorie bleue → Categorie_bleue" in renamed[0]["message_fr"]
+
+    mailbox = amelie(graph)
+    inbox = next(f for f in mailbox.folders.values() if f.well_known_name == "inbox")
+    when = datetime(2024, 9, 2, 8, 0, tzinfo=UTC)
+    graph.tenant.add_message(
+        mailbox, inbox,
+        mime_message("Zoé Benoît <zoe.benoit@ville-exemple.fr>", AMELIE, "Rentrée scolaire",
+                     "Les horaires de la rentrée.\n", when),
+        subject="Rentrée scolaire", received=when, is_read=False)
+    unread = next(m for m in mailbox.messages.values()
+                  if m.folder_id == inbox.id and not m.is_read and m.subject != "Rentrée scolaire")
+    graph.tenant.update_message(mailbox, unread.id, is_read=True)
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    summary = report(tmp_path, "run")["summary"]
+    assert (summary["copied"], summary["flag_updates"]) == (1, 1)
+    assert target_hashes(target, ("INBOX",)) == expected_inbox(graph)
+    code, output = bascule("verify", batch)
+    assert code == 0, output
+
+
+def test_a_wrong_secret_stops_before_anything_moves(graph, certificates, dovecot_factory,
+                                                     tmp_path, monkeypatch):
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("GRAPH_SECRET", "not-the-secret")
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    batch = str(write_batch(tmp_path, graph, certificates, target))
+    for command in ("plan", "run"):
+        code, output = bascule("--lang", "fr", command, batch)
+        assert code == 2, output
+        assert "AADSTS7000215" in output
+        assert "not-the-secret" not in output
+    assert not any(mailboxes.contents(target, "alice").values())
+    assert graph.stats["graph_requests"] == 0
+
+
+def test_an_item_graph_will_not_give_as_mime_is_reported_and_the_rest_lands(
+        graph, certificates, dovecot_factory, tmp_path, monkeypatch):
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    mailbox = amelie(graph)
+    inbox = next(f for f in mailbox.folders.values() if f.well_known_name == "inbox")
+    refused = next(m for m in mailbox.messages.values() if m.folder_id == inbox.id)
+    refused.mime_refusal = (400, "ErrorInvalidRequest")
+    batch = str(write_batch(tmp_path, graph, certificates, target))
+    for _ in range(2):
+        code, output = bascule("run", batch)
+        assert code == 1, output
+        [failed] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "failed"]
+        assert (failed["code"], failed["source_id"]) == ("unreadable_item", refused.id)
+    wanted = expected_inbox(graph)
+    wanted[hashlib.sha256(refused.mime).hexdigest()] -= 1
+    assert target_hashes(target, ("INBOX",)) == +wanted
