@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -121,6 +121,8 @@ class FixtureMailbox:
     removed: list[tuple[int, str, str]] = field(default_factory=list)
     """(sequence, folder id, message id) of messages deleted or moved out of a folder."""
     root_id: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Data of other workloads (calendars, contacts, drive), kept by their own modules."""
 
     def resource(self) -> dict[str, Any]:
         return {
@@ -143,6 +145,8 @@ class FixtureTenant:
     certificate_pem: bytes | None = None
     """The application certificate registered for certificate logins (PEM), if any."""
     mailboxes: list[FixtureMailbox] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Tenant-wide data of other workloads (SharePoint sites), kept by their own modules."""
     sequence: int = 0
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
@@ -371,6 +375,17 @@ def _aadsts(status: int, error: str, number: int, text: str) -> tuple[int, dict[
         "correlation_id": correlation,
         "error_uri": f"https://login.microsoftonline.com/error?code={number}",
     }
+
+
+MailboxRoute = Callable[["GraphHandler", FixtureMailbox, list[str], dict[str, str]],
+                        "Reply | None"]
+TenantRoute = Callable[["GraphHandler", list[str], dict[str, str]], "Reply | None"]
+MAILBOX_ROUTES: list[MailboxRoute] = []
+"""Routes under ``/users/{id}/`` that other modules add (calendars, contacts, drive): each
+answers a Reply, or None when the path is not its own. Called with the state locked."""
+TENANT_ROUTES: list[TenantRoute] = []
+"""Routes outside ``/users`` (``/sites``, ``/drives``, download URLs) that other modules add.
+Called without the state's lock: take ``handler.state.lock`` while reading the tenant."""
 
 
 class GraphHandler(BaseHTTPRequestHandler):
@@ -624,6 +639,11 @@ class GraphHandler(BaseHTTPRequestHandler):
         tenant = self.state.tenant
         if segments == ["users"]:
             return self._users(query)
+        if segments and segments[0] != "users":
+            for route in TENANT_ROUTES:
+                reply = route(self, segments, query)
+                if reply is not None:
+                    return reply
         if len(segments) < 2 or segments[0] != "users":
             raise GraphError(400, "BadRequest", "Resource not found for the segment.")
         if self.state.no_consent:
@@ -726,6 +746,10 @@ class GraphHandler(BaseHTTPRequestHandler):
                 raise GraphError(status, code, "The MIME content of this item is not available.")
             # Get MIME content of a message (outlook-get-mime-message page): the raw MIME.
             return Reply(200, message.mime, "text/plain")
+        for route in MAILBOX_ROUTES:
+            reply = route(self, mailbox, rest, query)
+            if reply is not None:
+                return reply
         raise GraphError(400, "BadRequest", "Resource not found for the segment.")
 
     def _immutable(self) -> bool:
