@@ -250,6 +250,74 @@ class MailSink(Protocol):
         """Log out and release connections. Safe to call twice."""
 
 
+@dataclass(frozen=True)
+class DocumentRef:
+    """What a listing says of one calendar object, contact or file, without its content.
+
+    ``version`` changes whenever the item changes at the source (Graph changeKey, eTag,
+    cTag); an item whose version differs from the one copied is copied again, in place.
+    """
+
+    source_id: str
+    version: str
+    size: int = 0
+    name: str = ""
+    folder: Path = ()
+    """Sub-folder inside the container (files), ``()`` for calendars and address books."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One calendar object (``.ics``), contact (``.vcf``) or file, with its content.
+
+    ``name`` is the file name the sink should use (``<uid>.ics``, ``<uid>.vcf``, or the
+    file's own name); ``fingerprint`` is the SHA-256 of exactly the bytes ``open()`` gives;
+    ``source_hashes`` are what the source says the content hashes to (e.g.
+    ``{"quickXorHash": "..."}``), already checked by the source against the bytes it read.
+    """
+
+    source_id: str
+    version: str
+    name: str
+    folder: Path
+    fingerprint: str
+    size: int
+    modified: datetime | None
+    open: Callable[[], IO[bytes]]
+    source_hashes: dict[str, str] = field(default_factory=dict)
+    notes: tuple[SourceNote, ...] = ()
+    """What could not be carried for this item (e.g. an unknown time zone), for the report."""
+
+
+@dataclass(frozen=True)
+class DocumentListing:
+    """Documents new or changed since a cursor, and those removed (source ids)."""
+
+    refs: list[DocumentRef]
+    cursor: dict[str, Any]
+    complete: bool
+    removed: list[str] = field(default_factory=list)
+
+
+class DocumentSource(Protocol):
+    """A place calendars, address books or drives come from. ``workload`` is one of
+    ``calendar``, ``contacts``, ``files``."""
+
+    def document_containers(self, workload: str) -> list[Container]:
+        """Calendars, contact folders, or drives (a OneDrive, a document library) of the
+        principal, parents before children."""
+
+    def list_documents(self, container: Container, cursor: dict[str, Any] | None
+                       ) -> DocumentListing:
+        """Items new or changed since ``cursor`` (``None``: everything, ``complete``)."""
+
+    def fetch_documents(self, container: Container, refs: Sequence[DocumentRef]
+                        ) -> Iterator[Document]:
+        """The items named, with their content streamed; an item gone meanwhile is skipped;
+        one whose content does not match the source's own hash raises ``ItemRejected``
+        with code ``hash_mismatch`` for that item only (yield the others)."""
+
+
 def fingerprint_of(stream: IO[bytes], chunk_size: int = 1 << 20) -> tuple[str, int]:
     """``("sha256:<hex>", size)`` of a stream, read in chunks."""
     digest = hashlib.sha256()
