@@ -313,9 +313,10 @@ class DocumentSource(Protocol):
 
     def fetch_documents(self, container: Container, refs: Sequence[DocumentRef]
                         ) -> Iterator[Document]:
-        """The items named, with their content streamed; an item gone meanwhile is skipped;
-        one whose content does not match the source's own hash raises ``ItemRejected``
-        with code ``hash_mismatch`` for that item only (yield the others)."""
+        """The items named, with their content streamed (spooled, never whole in memory). An
+        item gone meanwhile is skipped. An item that cannot be read, or whose content does
+        not match the source's own hash, is not yielded: the source keeps a ``SourceNote``
+        (``unreadable_item`` or ``hash_mismatch``, subject = source_id) for ``drain_notes``."""
 
 
 def fingerprint_of(stream: IO[bytes], chunk_size: int = 1 << 20) -> tuple[str, int]:
