@@ -151,6 +151,14 @@ class MailConfig(_Strict):
     )
 
 
+class DocumentsConfig(_Strict):
+    path: Path = Field(
+        Path("documents"),
+        description="Local folder receiving calendars (.ics), contacts (.vcf) and files, one "
+        "sub-folder per target user and workload; relative to the batch file.",
+    )
+
+
 class RunConfig(_Strict):
     work_dir: Path = Field(
         Path("bascule-work"), description="Ledger and reports; relative to the batch file."
@@ -166,7 +174,12 @@ class Batch(_Strict):
     source: Endpoint
     target: Endpoint
     mapping: MappingConfig = MappingConfig()
+    workloads: list[Literal["mail", "calendar", "contacts", "files"]] = Field(
+        default_factory=lambda: ["mail"],
+        description="What to move. calendar, contacts and files need a graph source.",
+    )
     mail: MailConfig = MailConfig()
+    documents: DocumentsConfig = DocumentsConfig()
     run: RunConfig = RunConfig()
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -179,6 +192,9 @@ class Batch(_Strict):
     def _target_kind(self) -> Batch:
         if self.target.type not in ("imap", "maildir"):
             raise ValueError("target.type must be imap or maildir")
+        others = [w for w in self.workloads if w != "mail"]
+        if others and self.source.type != "graph":
+            raise ValueError(f"workloads {', '.join(others)} need a graph source")
         return self
 
     def resolve(self, path: Path) -> Path:

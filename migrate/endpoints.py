@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.base import ConnectError, MailSink, MailSource
+from connectors.base import ConnectError, DocumentSource, MailSink, MailSource
+from connectors.local.documents import FolderSink
 from mappings.secrets import resolve_secret
-from mappings.users import UserMapping
+from mappings.users import UserMap, UserMapping
 from migrate.batch import Batch, GraphEndpointConfig, ImapEndpointConfig, LocalEndpointConfig
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ class Connectors:
     principal (Graph: one connection pool, one token, per-mailbox caps that must hold across
     work units) are made once and shared."""
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: Batch, users: UserMap | None = None) -> None:
         self.batch = batch
+        self.users = users
         self._graph: GraphSession | None = None
         self._lock = threading.Lock()
 
@@ -97,6 +99,35 @@ class Connectors:
         from connectors.local.maildir import MaildirSink
 
         return MaildirSink(self.local_store(account))
+
+    def open_document_source(self, account: Account, workload: str) -> DocumentSource:
+        """Calendars and contacts, or drives, of a principal (a graph source only: the batch
+        refuses other workloads for other sources)."""
+        assert isinstance(account.config, GraphEndpointConfig)
+        if workload == "files":
+            from connectors.graph.files import GraphFileSource
+
+            return GraphFileSource(self.graph_session(), account.login)
+        from connectors.graph.pim import GraphPimSource
+
+        return GraphPimSource(self.graph_session(), account.login, user_map=self.target_address)
+
+    def open_document_sink(self, account: Account, workload: str) -> FolderSink:
+        """The target user's folder for this workload, under the batch's documents path."""
+        root = self.batch.resolve(self.batch.documents.path).resolve()
+        folder = (root / account.login).resolve()
+        if folder.parent != root:
+            raise ConnectError(f"{account.login!r} is not a plain name under {root}",
+                               code="unreachable")
+        return FolderSink(folder / workload)
+
+    def target_address(self, address: str) -> str | None:
+        """Where a source address goes on the target (attendees, organisers): the target
+        login of a mapped user when it is an address, else nothing (kept as it is)."""
+        user = self.users.lookup(address) if self.users is not None else None
+        if user is not None and "@" in user.target:
+            return user.target
+        return None
 
     def graph_session(self) -> GraphSession:
         config = self.batch.source

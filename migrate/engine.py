@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,14 +16,16 @@ from connectors.base import BasculeError, Container, MailSink, MailSource, Sourc
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import Batch, ImapEndpointConfig
+from migrate.documents import DocumentUnit
 from migrate.endpoints import Connectors
 from migrate.i18n import Text
-from migrate.ledger import Ledger
+from migrate.ledger import Ledger, Unit
 from migrate.mail import (
     WORKLOAD,
     FolderPlan,
     MailUnit,
     UnitProgress,
+    UnitResult,
     container_key,
     decide_folders,
     plan_folder,
@@ -91,7 +93,7 @@ class Engine:
         self._slots_lock = threading.Lock()
         self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
         self._idle_lock = threading.Lock()
-        self.connectors = Connectors(batch)
+        self.connectors = Connectors(batch, self.user_map)
 
     def close(self) -> None:
         with self._idle_lock:
@@ -246,42 +248,65 @@ class Engine:
         if problems:
             raise InputError(problems)
         run_id = self.ledger.start_run(self.batch.name, "run")
-        rows: list[dict[str, Any]] = []
-        rows_lock = threading.Lock()
-        totals = {"copied": 0, "bytes": 0, "flag_updates": 0, "failed": 0, "skipped": 0,
-                  "recovered": 0, "units_failed": 0}
+        report = RunReport()
         tracker = progress or ProgressFactory()
+        mail_users = self.users if WORKLOAD in self.batch.workloads else []
         with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
             futures = []
-            for user, decided in zip(self.users, pool.map(self._folders_or_error, self.users)):
+            for user, decided in zip(mail_users, pool.map(self._folders_or_error, mail_users)):
                 if isinstance(decided, BasculeError):
-                    text = _text_of(decided)
-                    rows.append({"principal": user.source, "target": user.target,
-                                 "action": "error", **message_columns(text)})
-                    totals["units_failed"] += 1
-                    log.error("principal=%s error=%s", user.source, text.en)
+                    self._principal_error(user, decided, report)
                     continue
                 folders, notes = decided
-                rows.extend(_note_rows(user, notes))
+                report.rows.extend(_note_rows(user, notes))
                 for container, decision in sorted(folders, key=_largest_first):
                     if decision.action == "skip":
-                        totals["skipped"] += 1
+                        report.totals["skipped"] += 1
                         reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
-                        rows.append({"principal": user.source, "target": user.target,
-                                     "folder": shown(decision.source), "action": "skip",
-                                     **_joined(reasons)})
+                        report.rows.append({"principal": user.source, "target": user.target,
+                                            "folder": shown(decision.source), "action": "skip",
+                                            **_joined(reasons)})
                         continue
-                    futures.append(pool.submit(
-                        self._run_unit, run_id, user, container, decision, tracker,
-                        rows, rows_lock, totals))
+                    futures.append(pool.submit(self._run_unit, run_id, user, container,
+                                               decision, tracker, report))
+            for workload in self.batch.workloads:
+                if workload == WORKLOAD:
+                    continue
+                for user in self.users:
+                    try:
+                        containers = self._document_containers(user, workload)
+                    except BasculeError as error:
+                        self._principal_error(user, error, report)
+                        continue
+                    futures += [pool.submit(self._run_document_unit, run_id, user, workload,
+                                            container, tracker, report)
+                                for container in containers]
             for future in as_completed(futures):
                 future.result()
         tracker.close()
+        totals = report.totals
         status = "failed" if totals["failed"] or totals["units_failed"] else "done"
         self.ledger.end_run(run_id, status, totals)
         document = {"batch": self.batch.name, "run_id": run_id, "summary": totals}
-        json_path, csv_path = write_report(self.batch.work_dir, "run", document, rows, ENTRY_COLUMNS)
+        json_path, csv_path = write_report(self.batch.work_dir, "run", document, report.rows,
+                                           ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, totals, 1 if status == "failed" else 0)
+
+    def _principal_error(self, user: UserMapping, error: BasculeError, report: RunReport) -> None:
+        text = _text_of(error)
+        with report.lock:
+            report.rows.append({"principal": user.source, "target": user.target,
+                                "action": "error", **message_columns(text)})
+            report.totals["units_failed"] += 1
+        log.error("principal=%s error=%s", user.source, text.en)
+
+    def _document_containers(self, user: UserMapping, workload: str) -> list[Container]:
+        source_account, _ = self.connectors.accounts(user)
+        source = self.connectors.open_document_source(source_account, workload)
+        try:
+            return source.document_containers(workload)
+        finally:
+            source.close()
 
     def _folders_or_error(
         self, user: UserMapping
@@ -294,54 +319,65 @@ class Engine:
 
     def _run_unit(
         self, run_id: int, user: UserMapping, container: Container, decision: FolderDecision,
-        tracker: ProgressFactory, rows: list, rows_lock: threading.Lock, totals: dict[str, int],
+        tracker: ProgressFactory, report: RunReport,
     ) -> None:
         assert decision.target is not None
         base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
                 "target_folder": shown(decision.target)}
         unit = self.ledger.unit(user.source, WORKLOAD, container_key(decision.source))
+
+        def work(progress: UnitProgress | None) -> UnitResult:
+            with self._endpoints(user) as (source, sink):
+                return MailUnit(self.ledger, unit, source, sink, container, decision.target,
+                                progress, self.batch.target.max_message_size).run()
+
+        action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
+        reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
+        self._execute(run_id, user, unit, work, tracker, report, base, action, reasons)
+
+    def _run_document_unit(
+        self, run_id: int, user: UserMapping, workload: str, container: Container,
+        tracker: ProgressFactory, report: RunReport,
+    ) -> None:
+        base = {"principal": user.source, "target": user.target,
+                "folder": f"{workload}:{shown(container.path)}",
+                "target_folder": "/".join((user.target, workload, *container.path))}
+        unit = self.ledger.unit(user.source, workload, container_key(container.path))
+
+        def work(progress: UnitProgress | None) -> UnitResult:
+            source_account, target_account = self.connectors.accounts(user)
+            source = self.connectors.open_document_source(source_account, workload)
+            sink = self.connectors.open_document_sink(target_account, workload)
+            try:
+                return DocumentUnit(self.ledger, unit, source, sink, container, container.path,
+                                    progress).run()
+            finally:
+                source.close()
+
+        self._execute(run_id, user, unit, work, tracker, report, base, "copy", [])
+
+    def _execute(
+        self, run_id: int, user: UserMapping, unit: Unit,
+        work: Callable[[UnitProgress | None], UnitResult], tracker: ProgressFactory,
+        report: RunReport, base: dict[str, Any], action: str, reasons: list[Text],
+    ) -> None:
+        """Run one unit within its principal's slots; whatever it raises stays in it."""
         self.ledger.update_unit(unit.id, last_run=run_id)
-        label = f"{user.source} {shown(decision.source)}"
+        label = f"{user.source} {base['folder']}"
         with self._slots(user), tracker.unit(label) as unit_progress:
             try:
-                with self._endpoints(user) as (source, sink):
-                    result = MailUnit(self.ledger, unit, source, sink, container, decision.target,
-                                      unit_progress, self.batch.target.max_message_size).run()
+                result = work(unit_progress)
             except Exception as error:  # noqa: BLE001 - any failure stays in this unit
                 text = _text_of(error)
                 self.ledger.update_unit(unit.id, status="failed", last_error=text.en)
                 log.error("unit=%r error=%s", label, text.en)
-                with rows_lock:
-                    totals["units_failed"] += 1
-                    rows.append({**base, "action": "error", **message_columns(text)})
+                with report.lock:
+                    report.totals["units_failed"] += 1
+                    report.rows.append({**base, "action": "error", **message_columns(text)})
                 return
-        item_rows = [
-            {**base, "action": "failed", "source_id": sid, **message_columns(_text_of(error))}
-            for sid, error in result.errors
-        ]
-        reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
-        action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
         log.info("unit=%r copied=%d failed=%d flags=%d recovered=%d", label, result.copied,
                  result.failed, result.flag_updates, result.recovered)
-        with rows_lock:
-            totals["copied"] += result.copied
-            totals["bytes"] += result.copied_bytes
-            totals["flag_updates"] += result.flag_updates
-            totals["failed"] += result.failed
-            totals["recovered"] += result.recovered
-            rows.append({**base, "action": action, "copied": result.copied,
-                         "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)})
-            rows.extend({**base, "action": "note",
-                         **message_columns(Text.of(note.code, detail=note.detail))}
-                        for note in result.notes)
-            if result.converted:
-                rows.append({**base, "action": "note", "messages": len(result.converted),
-                             "source_id": " ".join(result.converted),
-                             **message_columns(Text.of("line_endings_converted"))})
-            if result.deleted_at_source:
-                rows.append({**base, "action": "note", "messages": result.deleted_at_source,
-                             **message_columns(Text.of("deleted_at_source"))})
-            rows.extend(item_rows)
+        report.add(base, action, reasons, result)
 
     # verify
     def verify(self) -> Outcome:
@@ -443,6 +479,40 @@ def _joined(reasons: list[Text]) -> dict[str, str]:
     return {"code": " ".join(r.code for r in reasons),
             "message_en": "; ".join(r.en for r in reasons),
             "message_fr": "; ".join(r.fr for r in reasons)}
+
+
+@dataclass
+class RunReport:
+    """The rows and totals of a run, filled by units from several threads."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=lambda: {
+        "copied": 0, "bytes": 0, "flag_updates": 0, "failed": 0, "skipped": 0,
+        "recovered": 0, "units_failed": 0})
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, base: dict[str, Any], action: str, reasons: list[Text],
+            result: UnitResult) -> None:
+        rows = [{**base, "action": action, "copied": result.copied,
+                 "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)}]
+        rows += [{**base, "action": "note",
+                  **message_columns(Text.of(note.code, detail=note.detail))}
+                 for note in result.notes]
+        if result.converted:
+            rows.append({**base, "action": "note", "messages": len(result.converted),
+                         "source_id": " ".join(result.converted),
+                         **message_columns(Text.of("line_endings_converted"))})
+        if result.deleted_at_source:
+            rows.append({**base, "action": "note", "messages": result.deleted_at_source,
+                         **message_columns(Text.of("deleted_at_source"))})
+        rows += [{**base, "action": "failed", "source_id": sid, **message_columns(_text_of(e))}
+                 for sid, e in result.errors]
+        with self.lock:
+            for key, value in (("copied", result.copied), ("bytes", result.copied_bytes),
+                               ("flag_updates", result.flag_updates), ("failed", result.failed),
+                               ("recovered", result.recovered)):
+                self.totals[key] += value
+            self.rows.extend(rows)
 
 
 class ProgressFactory:

@@ -81,7 +81,8 @@ items = Table(
     Column("size", BigInteger),
     Column("flags", Text),
     Column("internal_date", String(40)),
-    Column("target_ref", String(200)),
+    Column("version", String(200)),
+    Column("target_ref", Text),
     Column("status", String(20), nullable=False),
     Column("error_code", String(40)),
     Column("error_detail", Text),
@@ -114,6 +115,7 @@ class ItemRecord:
     size: int | None
     flags: frozenset[str]
     internal_date: str | None
+    version: str | None
     target_ref: str | None
     status: str
     error_code: str | None
@@ -255,13 +257,15 @@ class Ledger:
         return {row[0] for row in rows}
 
     def mark_inflight(self, unit_id: int, records: Iterable[dict[str, Any]]) -> None:
-        """Record items about to be sent. Each record: source_id, fingerprint, size, flags,
-        internal_date. Committed before the first byte goes to the sink."""
+        """Record items about to be sent. Each record: source_id, fingerprint, size, and
+        flags and internal_date (mail) or version (documents). Committed before the first
+        byte goes to the sink."""
         now = _now()
         rows = [
             {"source_id": r["source_id"], "fingerprint": r["fingerprint"], "size": r["size"],
-             "flags": encode_flags(r["flags"]), "internal_date": r["internal_date"],
-             "status": INFLIGHT, "error_code": None, "error_detail": None, "updated_at": now}
+             "flags": encode_flags(r.get("flags", ())), "internal_date": r.get("internal_date"),
+             "version": r.get("version"), "status": INFLIGHT, "error_code": None,
+             "error_detail": None, "updated_at": now}
             for r in records
         ]
         if rows:
@@ -389,7 +393,7 @@ def _item(row: Any) -> ItemRecord:
     return ItemRecord(
         source_id=m[items.c.source_id], fingerprint=m[items.c.fingerprint], size=m[items.c.size],
         flags=decode_flags(m[items.c.flags]), internal_date=m[items.c.internal_date],
-        target_ref=m[items.c.target_ref], status=m[items.c.status],
+        version=m[items.c.version], target_ref=m[items.c.target_ref], status=m[items.c.status],
         error_code=m[items.c.error_code], error_detail=m[items.c.error_detail],
         attempts=m[items.c.attempts] or 0,
     )

@@ -104,7 +104,7 @@ class UnitProgress(Protocol):
     def advanced(self, items: int, size: int) -> None: ...
 
 
-class _Silent:
+class SilentProgress:
     def planned(self, items: int, size: int) -> None:
         pass
 
@@ -166,7 +166,7 @@ class MailUnit:
         self.sink = sink
         self.container = container
         self.target_path = target_path
-        self.progress = progress or _Silent()
+        self.progress = progress or SilentProgress()
         self.max_item_size = size_limit(sink.capabilities.max_item_size, max_item_size)
         self.result = UnitResult()
 

@@ -1,0 +1,66 @@
+"""The local folder sink for calendars, contacts and files."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import UTC, datetime
+
+import pytest
+
+from connectors.base import ContainerRefused, Document, fingerprint_bytes
+from connectors.local.documents import NAME_MAX_BYTES, FolderSink, safe_name
+
+
+def document(name: str, body: bytes, folder: tuple[str, ...] = (), sid: str = "1") -> Document:
+    return Document(sid, "v1", name, folder, fingerprint_bytes(body), len(body),
+                    datetime(2024, 7, 14, 10, 0, tzinfo=UTC), lambda: io.BytesIO(body))
+
+
+def test_bytes_and_mtime_land_and_a_rewrite_replaces_the_same_file(tmp_path):
+    sink = FolderSink(tmp_path)
+    native = sink.ensure_container(("OneDrive",))
+    ref, renamed = sink.put(native, document("PV n°3.pdf", b"%PDF-1", ("Délibérations", "2024")))
+    assert (ref, renamed) == ("OneDrive/Délibérations/2024/PV n°3.pdf", None)
+    path = tmp_path / ref
+    assert path.read_bytes() == b"%PDF-1"
+    assert path.stat().st_mtime == datetime(2024, 7, 14, 10, 0, tzinfo=UTC).timestamp()
+    sink.put(native, document("PV n°3.pdf", b"%PDF-2", ("Délibérations", "2024")))
+    assert [s.target_ref for s in sink.inventory(native)] == [ref]
+    assert path.read_bytes() == b"%PDF-2"
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "x\0y", "é" * 200 + ".docx"])
+def test_names_a_folder_cannot_hold_are_renamed_and_stay_inside(tmp_path, name):
+    sink = FolderSink(tmp_path / "root")
+    native = sink.ensure_container(("Fichiers",))
+    ref, renamed = sink.put(native, document(name, b"x", ("..", "sous")))
+    assert renamed == "renamed_file_name"
+    stored = (tmp_path / "root" / ref).resolve()
+    assert (tmp_path / "root").resolve() in stored.parents
+    assert stored.read_bytes() == b"x"
+    assert len(stored.name.encode()) <= NAME_MAX_BYTES
+
+
+def test_long_names_keep_their_extension_and_stay_distinct():
+    first, _ = safe_name("a" * 300 + ".pdf")
+    second, _ = safe_name("a" * 299 + "b.pdf")
+    assert first.endswith(".pdf") and second.endswith(".pdf") and first != second
+
+
+def test_a_document_whose_bytes_do_not_match_its_fingerprint_is_refused(tmp_path):
+    sink = FolderSink(tmp_path)
+    native = sink.ensure_container(("Contacts",))
+    bad = document("a.vcf", b"BEGIN:VCARD")
+    bad = Document(bad.source_id, bad.version, bad.name, bad.folder, "sha256:00", bad.size,
+                   None, bad.open)
+    with pytest.raises(Exception) as refused:
+        sink.put(native, bad)
+    assert getattr(refused.value, "code", "") == "invalid_message"
+    assert os.listdir(tmp_path / "Contacts") == []
+
+
+def test_remove_stays_inside_the_root(tmp_path):
+    sink = FolderSink(tmp_path / "root")
+    with pytest.raises(ContainerRefused):
+        sink.remove("../outside.txt")
