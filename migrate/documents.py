@@ -112,6 +112,43 @@ class DocumentUnit:
         self.result.failed += len(failures)
 
 
+def plan_documents(source: DocumentSource, container: Container, known: dict
+                   ) -> tuple[int, int, int, int]:
+    """(items, bytes, items to copy, bytes to copy) from a complete listing, no content."""
+    listing = source.list_documents(container, None)
+    items = size = to_copy = to_copy_size = 0
+    for ref in listing.refs:
+        items += 1
+        size += ref.size
+        record = known.get(ref.source_id)
+        if record is None or record.status != DONE or record.version != ref.version:
+            to_copy += 1
+            to_copy_size += ref.size
+    return items, size, to_copy, to_copy_size
+
+
+def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: FolderSink,
+                     container: Container) -> tuple[int, list[tuple[str, str, str]]]:
+    """Every item the source lists is copied, at its version, and the bytes on the target
+    are the ones recorded when it was copied. Answers (items checked, [(source_id, code,
+    target_ref)])."""
+    listing = source.list_documents(container, None)
+    known = ledger.items_of(unit.id)
+    stored = {s.target_ref: s for s in sink.inventory(unit.target_container or "",
+                                                       fingerprints=True)}
+    mismatches = []
+    for ref in listing.refs:
+        record = known.get(ref.source_id)
+        target = stored.get(record.target_ref) if record and record.target_ref else None
+        if record is None or record.status != DONE or target is None:
+            mismatches.append((ref.source_id, "missing_on_target", ""))
+        elif record.version != ref.version:
+            mismatches.append((ref.source_id, "changed_since_copy", target.target_ref))
+        elif target.fingerprint != record.fingerprint:
+            mismatches.append((ref.source_id, "fingerprint_mismatch", target.target_ref))
+    return len(listing.refs), mismatches
+
+
 def _chunks(documents: Iterator[Document], size: int) -> Iterator[list[Document]]:
     iterator = iter(documents)
     while chunk := list(islice(iterator, size)):

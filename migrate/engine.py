@@ -16,7 +16,7 @@ from connectors.base import BasculeError, Container, MailSink, MailSource, Sourc
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import Batch, ImapEndpointConfig
-from migrate.documents import DocumentUnit
+from migrate.documents import DocumentUnit, plan_documents, verify_documents
 from migrate.endpoints import Connectors
 from migrate.i18n import Text
 from migrate.ledger import Ledger, Unit
@@ -28,6 +28,7 @@ from migrate.mail import (
     UnitResult,
     container_key,
     decide_folders,
+    path_of,
     plan_folder,
     shown,
     size_limit,
@@ -180,15 +181,18 @@ class Engine:
 
     # plan
     def plan(self) -> Outcome:
-        self._known_units = {(u.principal, u.container): u for u in self.ledger.all_units()
+        units = self.ledger.all_units()
+        self._known_units = {(u.principal, u.container): u for u in units
                              if u.workload == WORKLOAD}
+        self._known_documents = {(u.principal, u.workload, u.container): u for u in units
+                                 if u.workload != WORKLOAD}
         errors = self._unmapped() + self._source_refusal()
         warnings: list[Text] = []
         rows: list[dict[str, Any]] = [
             {"principal": "", "action": "error", **message_columns(e)} for e in errors
         ]
         totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
-        for user in self.users:
+        for user in self.users if WORKLOAD in self.batch.workloads else []:
             try:
                 with self._endpoints(user) as (source, sink):
                     folders = decide_folders(source, self.rules, sink.capabilities)
@@ -204,6 +208,15 @@ class Engine:
                 errors.append(text)
                 rows.append({"principal": user.source, "target": user.target, "action": "error",
                              **message_columns(text)})
+        for workload in (w for w in self.batch.workloads if w != WORKLOAD):
+            for user in self.users:
+                try:
+                    rows.extend(self._plan_documents(user, workload, totals))
+                except BasculeError as error:
+                    text = _text_of(error)
+                    errors.append(text)
+                    rows.append({"principal": user.source, "target": user.target,
+                                 "action": "error", **message_columns(text)})
         distinct = list({w.code: w for w in warnings}.values())
         summary = {**totals, "errors": len(errors), "warnings": len(distinct),
                    "users": len(self.users)}
@@ -214,6 +227,30 @@ class Engine:
         }
         json_path, csv_path = write_report(self.batch.work_dir, "plan", document, rows, ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, summary, 2 if errors else 0, errors, distinct)
+
+    def _plan_documents(self, user: UserMapping, workload: str, totals: dict[str, int]
+                        ) -> list[dict[str, Any]]:
+        source_account, _ = self.connectors.accounts(user)
+        source = self.connectors.open_document_source(source_account, workload)
+        rows = []
+        try:
+            for container in source.document_containers(workload):
+                unit = self._known_documents.get((user.source, workload,
+                                                  container_key(container.path)))
+                known = self.ledger.items_of(unit.id) if unit else {}
+                items, size, to_copy, to_copy_size = plan_documents(source, container, known)
+                for key, value in (("units", 1), ("messages", items), ("bytes", size),
+                                   ("to_copy", to_copy), ("to_copy_bytes", to_copy_size)):
+                    totals[key] += value
+                rows.append({"principal": user.source, "target": user.target,
+                             "folder": f"{workload}:{shown(container.path)}",
+                             "target_folder": "/".join((user.target, workload, *container.path)),
+                             "action": "copy", "messages": items, "bytes": size,
+                             "to_copy": to_copy})
+            rows.extend(_note_rows(user, source_notes(source)))
+        finally:
+            source.close()
+        return rows
 
     def _plan_rows(
         self, user: UserMapping, source: MailSource, container: Container,
@@ -408,11 +445,39 @@ class Engine:
                 mismatches += 1
                 rows.append({"principal": user.source, "action": "error",
                              **message_columns(_text_of(error))})
+        for unit in self.ledger.all_units():
+            if unit.workload == WORKLOAD or unit.principal not in selected:
+                continue
+            user = self.user_map.lookup(unit.principal)
+            assert user is not None
+            count, found = self._verify_documents(user, unit)
+            checked += count
+            mismatches += len(found)
+            base = {"principal": user.source, "target": user.target,
+                    "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
+                    "target_folder": unit.target_container}
+            rows.append({**base, "action": "verified", "messages": count, "failed": len(found)})
+            rows.extend({**base, "action": "mismatch", "source_id": sid,
+                         **message_columns(Text.of(code))} for sid, code, _ in found)
         summary = {"checked": checked, "mismatches": mismatches, "users": len(selected)}
         json_path, csv_path = write_report(
             self.batch.work_dir, "verify", {"batch": self.batch.name, "summary": summary}, rows,
             ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, summary, 1 if mismatches else 0)
+
+    def _verify_documents(self, user: UserMapping, unit: Unit
+                          ) -> tuple[int, list[tuple[str, str, str]]]:
+        source_account, target_account = self.connectors.accounts(user)
+        source = self.connectors.open_document_source(source_account, unit.workload)
+        try:
+            container = next((c for c in source.document_containers(unit.workload)
+                              if container_key(c.path) == unit.container), None)
+            if container is None:
+                return 0, []
+            sink = self.connectors.open_document_sink(target_account, unit.workload)
+            return verify_documents(self.ledger, unit, source, sink, container)
+        finally:
+            source.close()
 
     # status
     def status(self) -> Outcome:

@@ -68,6 +68,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "fingerprint_mismatch": ("bytes differ on the target", "octets différents sur la cible"),
     "flags_mismatch": ("flags differ: source {source}, target {target}",
                        "drapeaux différents : source {source}, cible {target}"),
+    "changed_since_copy": ("changed at the source since it was copied: run again",
+                           "modifié à la source depuis sa copie : relancer"),
+    "renamed_file_name": ("file name the target cannot hold, renamed (was: {detail})",
+                          "nom de fichier impossible sur la cible, renommé (avant : {detail})"),
     "extra_on_target": ("on the target but not from this source",
                         "sur la cible mais pas issu de cette source"),
     # CLI
