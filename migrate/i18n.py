@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from mappings.calendar import NOTE_TEXTS as CALENDAR_NOTES
+from mappings.contacts import NOTE_TEXTS as CONTACT_NOTES
 from mappings.folders import REASONS
 
 CATALOGUE: dict[str, tuple[str, str]] = {
@@ -54,8 +56,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "search_folder_skipped": (
         "search folder left out: its messages are in other folders",
         "dossier de recherche laissé de côté : ses messages sont dans d'autres dossiers"),
-    "unreadable_item": ("the source would not give this item's MIME: {detail}",
-                        "la source n'a pas fourni le MIME de cet élément : {detail}"),
+    "unreadable_item": ("the source would not give this item's content: {detail}",
+                        "la source n'a pas fourni le contenu de cet élément : {detail}"),
     "keyword_renamed": ("category made a valid IMAP keyword: {detail}",
                         "catégorie changée en mot-clé IMAP valide : {detail}"),
     "removed_at_source": (("{detail} messages deleted at the source since the last pass "
@@ -99,6 +101,54 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "--users désigne {user}, absent de la table des utilisateurs"),
 }
 CATALOGUE.update(REASONS)
+CATALOGUE.update(CALENDAR_NOTES)
+CATALOGUE.update(CONTACT_NOTES)
+CATALOGUE.update({
+    "mailbox_zone_unknown": ("the mailbox's time zone ({detail}) is unknown: UTC is used",
+                             "fuseau de la boîte ({detail}) inconnu : UTC est utilisé"),
+    "online_meeting_link_total": (
+        "{detail} events carry an online-meeting link that stops working when the tenant closes",
+        ("{detail} événements portent un lien de réunion en ligne qui cessera de fonctionner "
+        "à la fermeture du locataire")),
+    "orphan_occurrence_total": ("{detail} occurrences without their series, kept as single events",
+                                ("{detail} occurrences sans leur série, gardées comme événements "
+                                "simples")),
+    "zone_unknown_total": (("{detail} events in a time zone that is not known, read in the "
+                           "mailbox's zone"),
+                           "{detail} événements dans un fuseau inconnu, lus dans celui de la boîte"),
+    "series_start_moved_total": ("{detail} series start on their first real occurrence",
+                                 "{detail} séries commencent à leur première occurrence réelle"),
+    "recurrence_unknown_total": ("{detail} series with a pattern that could not be read",
+                                 "{detail} séries dont la récurrence n'a pu être lue"),
+    "sensitivity_personal_total": ("{detail} personal events marked private",
+                                   "{detail} événements personnels marqués privés"),
+    "kept_as_x_property_total": ("{detail} contact fields kept as X- properties",
+                                 "{detail} champs de contact gardés en propriétés X-"),
+    "dropped_total": ("{detail} contact fields with no vCard equivalent, dropped",
+                      "{detail} champs de contact sans équivalent vCard, abandonnés"),
+    "display_name_missing_total": ("{detail} contacts without a display name, one was made",
+                                   "{detail} contacts sans nom affiché, un nom a été composé"),
+    "im_address_assumed_sip_total": ("{detail} instant-messaging addresses taken as SIP",
+                                     "{detail} adresses de messagerie instantanée lues comme SIP"),
+    "birthday_ambiguous_total": ("{detail} birthdays whose day may be off by one",
+                                 "{detail} anniversaires dont le jour peut être décalé d'un jour"),
+    "birthday_unreadable_total": ("{detail} birthdays that could not be read",
+                                  "{detail} anniversaires illisibles"),
+    "photo_type_unknown_total": ("{detail} contact photos of an unknown image type",
+                                 "{detail} photos de contact d'un type d'image inconnu"),
+    "not_a_file": ("not a file (e.g. a OneNote notebook): not copied",
+                   "pas un fichier (par exemple un bloc-notes OneNote) : non copié"),
+    "hash_mismatch": ("the content read does not match the hash the source gives: {detail}",
+                      ("le contenu lu ne correspond pas à l'empreinte donnée par la source : "
+                      "{detail}")),
+})
+
+
+class _Params(dict):
+    """Placeholders a note does not give are filled with its detail, its only text."""
+
+    def __missing__(self, key: str) -> object:
+        return self.get("detail", "")
 
 
 def language() -> str:
@@ -132,10 +182,10 @@ class Text:
             return self.written[1] if lang == "fr" else self.written[0]
         en, fr = CATALOGUE.get(self.code, ("{detail}", "{detail}"))
         template = fr if lang == "fr" else en
-        params = {"detail": "", **self.params}
+        params = _Params({"detail": "", **self.params})
         try:
-            return template.format(**params)
-        except (KeyError, IndexError):
+            return template.format_map(params)
+        except (IndexError, ValueError):
             return template
 
     @property

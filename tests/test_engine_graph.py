@@ -169,3 +169,92 @@ def test_an_item_graph_will_not_give_as_mime_is_reported_and_the_rest_lands(
     wanted = expected_inbox(graph)
     wanted[hashlib.sha256(refused.mime).hexdigest()] -= 1
     assert target_hashes(target, ("INBOX",)) == +wanted
+
+
+def test_calendars_and_contacts_become_ics_and_vcf_files(certificates, dovecot_factory,
+                                                          tmp_path, monkeypatch):
+    import icalendar
+
+    from tests.graph_pim import pim_of, seed_pim
+
+    tenant = french_tenant(users=3, inbox_messages=1)
+    mailbox = tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    pim = seed_pim(mailbox)
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    with running_graph_server(tenant, certificates) as graph:
+        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+        batch = write_batch(tmp_path, graph, certificates, target)
+        batch.write_text(batch.read_text(encoding="utf-8").replace(
+            'name = "m365"', 'name = "m365"\nworkloads = ["calendar", "contacts"]'),
+            encoding="utf-8")
+        code, output = bascule("plan", str(batch))
+        assert code == 0, output
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+
+        root = tmp_path / "documents" / "alice"
+        calendars = sorted(p.relative_to(root).parts[:2] for p in root.glob("calendar/*/*.ics"))
+        assert calendars.count(("calendar", "Calendrier")) == 2
+        assert calendars.count(("calendar", "Conseil municipal")) == 2
+        series = [icalendar.Calendar.from_ical(p.read_bytes())
+                  for p in (root / "calendar" / "Calendrier").glob("*.ics")]
+        weekly = next(c for c in series if any("RRULE" in e for e in c.walk("VEVENT")))
+        events = weekly.walk("VEVENT")
+        assert len(events) == 2 and sum("RECURRENCE-ID" in e for e in events) == 1
+        assert any("EXDATE" in e for e in events)
+        cards = sorted(p.name for p in root.glob("contacts/**/*.vcf"))
+        assert len(cards) == 3
+        entries = report(tmp_path, "run")["entries"]
+        assert any(e.get("code") == "online_meeting_link_total" for e in entries)
+        code, output = bascule("verify", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "verify")["summary"]["checked"] == 7
+
+        code, _ = bascule("run", str(batch))
+        assert report(tmp_path, "run")["summary"]["copied"] == 0
+        master = next(e for e in pim.events.values() if e.data.get("recurrence"))
+        pim_of(mailbox).modify_occurrence(master, datetime(2025, 3, 24).date(),
+                                          subject="Réunion de service (annulée puis reprise)")
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "run")["summary"]["copied"] == 1
+        assert len(list(root.glob("calendar/Calendrier/*.ics"))) == 2
+
+
+def test_onedrive_files_land_with_their_bytes_and_mtimes(certificates, dovecot_factory,
+                                                         tmp_path, monkeypatch):
+    from tests.graph_files import running_download_server, seed_files
+
+    tenant = french_tenant(users=3, inbox_messages=1)
+    files = seed_files(tenant, big_file_size=3 << 20)
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    with running_graph_server(tenant, certificates) as graph, \
+            running_download_server(files, certificates):
+        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+        batch = write_batch(tmp_path, graph, certificates, target)
+        batch.write_text(batch.read_text(encoding="utf-8").replace(
+            'name = "m365"', 'name = "m365"\nworkloads = ["files"]'), encoding="utf-8")
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        mailbox = tenant.mailbox(AMELIE)
+        drive = files.drives[files.user_drives[mailbox.id]]
+        root = tmp_path / "documents" / "alice" / "files" / "OneDrive"
+        notebooks = ["/".join(drive.path_of(item)) + "/" for item in drive.items.values()
+                     if item.kind == "package"]
+        expected = {"/".join(drive.path_of(item)): item for item in drive.items.values()
+                    if item.kind == "file"}
+        expected = {path: item for path, item in expected.items()
+                    if not any(path.startswith(notebook) for notebook in notebooks)}
+        assert notebooks and len(expected) > 3
+        landed = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+        assert set(landed) == set(expected)
+        for name, item in expected.items():
+            assert hashlib.sha256(landed[name].read_bytes()).digest() == \
+                hashlib.sha256(item.content).digest()
+            assert landed[name].stat().st_mtime == item.client_modified.timestamp()
+        entries = report(tmp_path, "run")["entries"]
+        assert any(e.get("code") == "not_a_file" for e in entries)
+        assert bascule("verify", str(batch))[0] == 0
