@@ -258,3 +258,33 @@ def test_onedrive_files_land_with_their_bytes_and_mtimes(certificates, dovecot_f
         entries = report(tmp_path, "run")["entries"]
         assert any(e.get("code") == "not_a_file" for e in entries)
         assert bascule("verify", str(batch))[0] == 0
+
+
+def test_a_graph_run_killed_at_several_points_moves_nothing_twice(
+        certificates, dovecot_factory, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_resume import ROOT, kill_when
+
+    tenant = french_tenant(users=2, inbox_messages=240)
+    target = dovecot_factory(users={"alice": "alice-target"})
+    with running_graph_server(tenant, certificates) as graph:
+        graph.state.latency = 0.01
+        batch = write_batch(tmp_path, graph, certificates, target)
+        env = {**os.environ, "GRAPH_SECRET": tenant.client_secret,
+               "ALICE_TARGET": "alice-target", "PYTHONPATH": str(ROOT)}
+        kills = 0
+        for ready in (lambda done, inflight: inflight > 0 and done == 0,
+                      lambda done, inflight: done >= 60 and inflight > 0,
+                      lambda done, inflight: done >= 150):
+            process = subprocess.Popen([sys.executable, "-m", "migrate", "run", str(batch)],
+                                       cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+            kills += kill_when(process, tmp_path / "work", ready)
+        assert kills >= 2
+        final = subprocess.run([sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT,
+                               env=env, capture_output=True, text=True, check=False)
+        assert final.returncode == 0, final.stderr
+        assert target_hashes(target, ("INBOX",)) == expected_inbox(graph)
