@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.dovecot import Dovecot, start_dovecot
+from tests.tls import TestCertificates, make_test_certificates
 
 DovecotFactory = Callable[..., Dovecot]
 
@@ -32,3 +33,9 @@ def dovecot_factory(tmp_path: Path) -> Iterator[DovecotFactory]:
 def dovecot(dovecot_factory: DovecotFactory) -> Dovecot:
     """One Dovecot with users alice and bob, ``/`` as hierarchy separator."""
     return dovecot_factory({"alice": "alice-pw", "bob": "bob-pw"})
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
+    """A test CA and a certificate for 127.0.0.1, trusted by naming the CA's file."""
+    return make_test_certificates(tmp_path_factory.mktemp("tls"))

@@ -25,15 +25,10 @@ from tests.graph_files import (
     seed_files,
 )
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
-from tests.tls import TestCertificates, make_test_certificates
+from tests.tls import TestCertificates
 
 AMELIE = "amelie.lefevre@ville-exemple.fr"
 NOTEBOOK = "OneDrive/Documents/Carnet de notes d'Amélie"
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return make_test_certificates(tmp_path_factory.mktemp("graph-files-tls"))
 
 
 @dataclass

@@ -24,16 +24,11 @@ from tests.graph_server import (
     mime_message,
     running_graph_server,
 )
-from tests.tls import TestCertificates, make_test_certificates
+from tests.tls import TestCertificates
 
 AMELIE = "amelie.lefevre@ville-exemple.fr"
 ATOM = re.compile(r'^[\x21-\x7e]+$')
 ATOM_SPECIALS = set('(){ %*"\\]')
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return make_test_certificates(tmp_path_factory.mktemp("graph-mail-tls"))
 
 
 @pytest.fixture

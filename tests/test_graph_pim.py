@@ -16,17 +16,12 @@ from connectors.graph import GraphCredentials, GraphSession, token_provider
 from connectors.graph.pim import GraphPimSource
 from tests.graph_pim import FAKE_JPEG, TEAMS_LINK, PimData, pim_of, seed_pim
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
-from tests.tls import TestCertificates, make_test_certificates
+from tests.tls import TestCertificates
 
 AMELIE = "amelie.lefevre@ville-exemple.fr"
 PARIS = ZoneInfo("Europe/Paris")
 TODAY = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
 TARGET_USERS = {"francois.dupre@ville-exemple.fr": "francois.dupre@mairie.example"}
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return make_test_certificates(tmp_path_factory.mktemp("graph-pim-tls"))
 
 
 @pytest.fixture

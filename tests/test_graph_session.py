@@ -30,14 +30,9 @@ from tests.graph_server import (
     mime_message,
     running_graph_server,
 )
-from tests.tls import TestCertificates, make_client_certificate, make_test_certificates
+from tests.tls import TestCertificates, make_client_certificate
 
 AMELIE = "amelie.lefevre@ville-exemple.fr"
-
-
-@pytest.fixture(scope="session")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
-    return make_test_certificates(tmp_path_factory.mktemp("graph-tls"))
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -56,7 +56,7 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.graph.quickxor import QuickXorHash
-from connectors.graph.session import GraphError, GraphSession
+from connectors.graph.session import GraphError, GraphSession, graph_instant
 from connectors.spool import Spool
 
 WORKLOAD = "files"
@@ -355,11 +355,6 @@ def _expired(error: GraphError | ConnectError) -> bool:
 
 
 def _modified(item: dict[str, Any]) -> datetime | None:
-    value = (item.get("fileSystemInfo") or {}).get("lastModifiedDateTime")
-    if not value:
-        return None
-    try:
-        when = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    """When the user last saved the file on a device (``fileSystemInfo``), not when it
+    reached the service."""
+    return graph_instant((item.get("fileSystemInfo") or {}).get("lastModifiedDateTime"))

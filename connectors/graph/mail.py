@@ -47,7 +47,6 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -62,7 +61,7 @@ from connectors.base import (
     SourceCapabilities,
     SourceNote,
 )
-from connectors.graph.session import GraphError, GraphSession
+from connectors.graph.session import GraphError, GraphSession, delta_round, graph_instant
 from connectors.spool import Spool
 
 ROLE_OF_WELL_KNOWN = {"inbox": "inbox", "sentitems": "sent", "drafts": "drafts",
@@ -240,19 +239,8 @@ class GraphMailSource:
                 {"$select": MESSAGE_SELECT, "$expand": SIZE_EXPAND}, self._headers())
         else:
             pages = self._session.pages(link, headers=self._headers())
-        changed: dict[str, ItemRef] = {}
-        removed: dict[str, None] = {}
-        for item in pages.values():
-            source_id = str(item["id"])
-            if "@removed" in item:
-                changed.pop(source_id, None)
-                removed[source_id] = None
-                continue
-            removed.pop(source_id, None)
-            changed[source_id] = self._ref(item)
-        if pages.delta_link is None:
-            raise GraphError(502, "NoDeltaLink", "the delta round ended without a deltaLink",
-                             link or container.native_name)
+        changed, removed, next_link = delta_round(pages, self._ref,
+                                                  link or container.native_name)
         for source_id in removed:
             self._known.pop(source_id, None)
         self._known.update(changed)
@@ -260,7 +248,7 @@ class GraphMailSource:
         if removed:
             self._notes.append(SourceNote("removed_at_source", "/".join(container.path),
                                           str(len(removed))))
-        return Listing(refs=list(changed.values()), cursor={"delta_link": pages.delta_link},
+        return Listing(refs=list(changed.values()), cursor={"delta_link": next_link},
                        complete=complete)
 
     def _ref(self, item: dict[str, Any]) -> ItemRef:
@@ -285,7 +273,7 @@ class GraphMailSource:
                 except ValueError:
                     size = 0
         return ItemRef(source_id=str(item["id"]), size=size, flags=frozenset(flags),
-                       internal_date=_instant(item.get("receivedDateTime")))
+                       internal_date=graph_instant(item.get("receivedDateTime")))
 
     # --- bodies
 
@@ -346,17 +334,6 @@ class _Download:
 
 def _stale_delta(error: GraphError) -> bool:
     return error.status == 410 or error.graph_code in STALE_DELTA_CODES
-
-
-def _instant(value: Any) -> datetime | None:
-    """``receivedDateTime`` (ISO 8601 in UTC, ``...Z``) as an aware datetime."""
-    if not value:
-        return None
-    try:
-        when = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def category_keyword(category: str) -> str:

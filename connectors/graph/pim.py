@@ -56,7 +56,7 @@ from connectors.base import (
     Path,
     SourceNote,
 )
-from connectors.graph.session import GraphError, GraphSession
+from connectors.graph.session import GraphError, GraphSession, delta_round
 from connectors.spool import Spool
 from mappings.calendar import (
     Window,
@@ -339,23 +339,12 @@ class GraphPimSource:
                 {"$select": "id,changeKey"}, self._delta_headers())
         else:
             pages = self._session.pages(link, headers=self._delta_headers())
-        changed: dict[str, DocumentRef] = {}
-        removed: dict[str, None] = {}
-        for item in pages.values():
-            source_id = str(item["id"])
-            if "@removed" in item:
-                changed.pop(source_id, None)
-                removed[source_id] = None
-                continue
-            removed.pop(source_id, None)
-            changed[source_id] = DocumentRef(source_id, str(item.get("changeKey") or ""),
-                                             name=f"{contact_uid(source_id)}.vcf")
-        if pages.delta_link is None:
-            raise GraphError(502, "NoDeltaLink", "the delta round ended without a deltaLink",
-                             link or container.native_name)
-        return DocumentListing(refs=list(changed.values()),
-                               cursor={"delta_link": pages.delta_link},
-                               complete=link is None, removed=list(removed))
+        changed, removed, next_link = delta_round(
+            pages, lambda item: DocumentRef(str(item["id"]), str(item.get("changeKey") or ""),
+                                            name=f"{contact_uid(str(item['id']))}.vcf"),
+            link or container.native_name)
+        return DocumentListing(refs=list(changed.values()), cursor={"delta_link": next_link},
+                               complete=link is None, removed=removed)
 
     def _contact_document(self, container: Container, source_id: str) -> Document | None:
         url = f"users/{self._user}/contacts/{quote(source_id, safe='=')}"

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -32,6 +32,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from connectors.base import BasculeError, ConnectError
 from connectors.graph.auth import TokenProvider, no_consent_error, transport_error
+
+T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 503, 504})
 OUTLOOK_RESOURCES = frozenset({"mailFolders", "messages", "calendars", "calendar", "events",
@@ -300,3 +302,41 @@ class GraphSession:
         if response.status_code == 403 and graph_code in CONSENT_CODES:
             raise no_consent_error(graph_code, message)
         raise GraphError(response.status_code, graph_code, message, url)
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def graph_instant(value: Any) -> datetime | None:
+    """A Graph timestamp (``2024-03-21T08:00:00Z``, fractions up to seven digits) as an
+    aware UTC datetime; ``None`` for an empty or unreadable value."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(_FRACTION.sub(r"\1", str(value)))
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def delta_round(pages: Pages, ref: Callable[[dict[str, Any]], T], where: str
+                ) -> tuple[dict[str, T], list[str], str]:
+    """Read a delta round to its end: (changed id -> ref, removed ids, the next deltaLink).
+
+    An item listed several times in the round counts once, as last listed; ``@removed``
+    entries win over earlier changes (delta query pages: "the same resource may appear more
+    than once").
+    """
+    changed: dict[str, T] = {}
+    removed: dict[str, None] = {}
+    for item in pages.values():
+        source_id = str(item["id"])
+        if "@removed" in item:
+            changed.pop(source_id, None)
+            removed[source_id] = None
+            continue
+        removed.pop(source_id, None)
+        changed[source_id] = ref(item)
+    if pages.delta_link is None:
+        raise GraphError(502, "NoDeltaLink", "the delta round ended without a deltaLink", where)
+    return changed, list(removed), pages.delta_link
