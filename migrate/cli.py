@@ -48,6 +48,9 @@ def summary_text(command: str, s: dict) -> Text:
         return Text.of("cli_plan_summary", units=s["units"], messages=s["to_copy"],
                        bytes=_size(s["to_copy_bytes"]), errors=s["errors"],
                        warnings=s["warnings"])
+    if command == "audit":
+        return Text.of("cli_audit_summary", users=s["users"], containers=s["containers"],
+                       items=s["items"], bytes=_size(s["bytes"]), errors=s["errors"])
     if command == "verify":
         return Text.of("cli_verify_summary", checked=s["checked"], mismatches=s["mismatches"])
     if command == "status":
@@ -136,6 +139,21 @@ def run(batch: Path, users: str | None) -> None:
     finally:
         engine.close()
     _finish(outcome, summary_text("run", outcome.summary))
+
+
+@main.command()
+@BATCH
+@click.option("--users", help="Only these source users, comma-separated.")
+def audit(batch: Path, users: str | None) -> None:
+    """Inventory of the source, from listings only. / Inventaire de la source."""
+    engine = _engine(batch, users)
+    try:
+        outcome = engine.audit()
+    finally:
+        engine.close()
+    for problem in outcome.problems:
+        click.echo(f"  - {problem.render(language())}", err=True)
+    _finish(outcome, summary_text("audit", outcome.summary))
 
 
 @main.command()

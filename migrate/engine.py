@@ -479,6 +479,60 @@ class Engine:
         finally:
             source.close()
 
+    # audit
+    def audit(self) -> Outcome:
+        """What the source holds, per principal and container, read from listings only (no
+        bodies, nothing written anywhere but the report): what a consultant needs before a
+        bid, and what the plan will later compare with the target."""
+        errors = self._unmapped() + self._source_refusal()
+        rows: list[dict[str, Any]] = [
+            {"principal": "", "action": "error", **message_columns(e)} for e in errors]
+        totals = {"users": len(self.users), "containers": 0, "items": 0, "bytes": 0}
+        for user in self.users:
+            try:
+                rows.extend(self._audit_user(user, totals))
+            except BasculeError as error:
+                text = _text_of(error)
+                errors.append(text)
+                rows.append({"principal": user.source, "action": "error",
+                             **message_columns(text)})
+        summary = {**totals, "errors": len(errors)}
+        json_path, csv_path = write_report(
+            self.batch.work_dir, "audit", {"batch": self.batch.name, "summary": summary}, rows,
+            ENTRY_COLUMNS)
+        return Outcome(json_path, csv_path, summary, 1 if errors else 0, errors)
+
+    def _audit_user(self, user: UserMapping, totals: dict[str, int]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        source_account, _ = self.connectors.accounts(user)
+
+        def count(workload: str, path: tuple[str, ...], items: int, size: int) -> None:
+            totals["containers"] += 1
+            totals["items"] += items
+            totals["bytes"] += size
+            rows.append({"principal": user.source, "folder": f"{workload}:{shown(path)}",
+                         "action": "inventory", "messages": items, "bytes": size})
+
+        if WORKLOAD in self.batch.workloads:
+            source = self.connectors.open_source(source_account)
+            try:
+                for container in source.containers():
+                    refs = source.list_changes(container, None).refs
+                    count(WORKLOAD, container.path, len(refs), sum(r.size for r in refs))
+                rows.extend(_note_rows(user, source_notes(source)))
+            finally:
+                source.close()
+        for workload in (w for w in self.batch.workloads if w != WORKLOAD):
+            documents = self.connectors.open_document_source(source_account, workload)
+            try:
+                for container in documents.document_containers(workload):
+                    refs = documents.list_documents(container, None).refs
+                    count(workload, container.path, len(refs), sum(r.size for r in refs))
+                rows.extend(_note_rows(user, source_notes(documents)))
+            finally:
+                documents.close()
+        return rows
+
     # status
     def status(self) -> Outcome:
         rows: list[dict[str, Any]] = []

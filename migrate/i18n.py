@@ -91,6 +91,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                           "{errors} blocking errors, {warnings} warnings"),
                          ("{units} dossiers, {messages} messages, {bytes} à copier ; "
                           "{errors} erreurs bloquantes, {warnings} avertissements")),
+    "cli_audit_summary": (("{users} users, {containers} folders, calendars, address books or "
+                          "drives, {items} items, {bytes}; {errors} errors"),
+                          ("{users} utilisateurs, {containers} dossiers, agendas, carnets ou "
+                          "espaces de fichiers, {items} éléments, {bytes} ; {errors} erreurs")),
     "cli_init_written": ("wrote {batch} and {users}", "{batch} et {users} écrits"),
     "cli_init_exists": ("{path} exists already; nothing written",
                         "{path} existe déjà ; rien n'a été écrit"),

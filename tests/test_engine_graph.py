@@ -283,3 +283,42 @@ def test_a_graph_run_killed_at_several_points_moves_nothing_twice(
                                env=env, capture_output=True, text=True, check=False)
         assert final.returncode == 0, final.stderr
         assert target_hashes(target, ("INBOX",)) == expected_inbox(graph)
+
+
+def test_audit_counts_every_workload_without_reading_a_body(certificates, dovecot_factory,
+                                                             tmp_path, monkeypatch):
+    from tests.graph_files import running_download_server, seed_files
+    from tests.graph_pim import seed_pim
+
+    tenant = french_tenant(users=3, inbox_messages=23)
+    mailbox = tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    seed_pim(mailbox)
+    files = seed_files(tenant, big_file_size=1 << 20)
+    target = dovecot_factory(users={"alice": "alice-target"})
+    with running_graph_server(tenant, certificates) as graph, \
+            running_download_server(files, certificates):
+        monkeypatch.setenv("GRAPH_SECRET", tenant.client_secret)
+        monkeypatch.setenv("ALICE_TARGET", "alice-target")
+        batch = write_batch(tmp_path, graph, certificates, target)
+        batch.write_text(batch.read_text(encoding="utf-8").replace(
+            'name = "m365"',
+            'name = "m365"\nworkloads = ["mail", "calendar", "contacts", "files"]'),
+            encoding="utf-8")
+        code, output = bascule("--lang", "fr", "audit", str(batch))
+        assert code == 0, output
+        assert "utilisateurs" in output
+        entries = report(tmp_path, "audit")["entries"]
+        inventory = {e["folder"]: e["messages"] for e in entries if e["action"] == "inventory"}
+        assert inventory["mail:Boîte de réception"] == 23
+        assert inventory["calendar:Calendrier"] == 2
+        assert inventory["contacts:Contacts"] == 2
+        drive = files.drives[files.user_drives[mailbox.id]]
+        assert inventory["files:OneDrive"] == sum(
+            1 for item in drive.items.values() if item.kind == "file"
+            and not any(p.kind == "package" for p in drive.items.values()
+                        if "/".join(drive.path_of(item)).startswith(
+                            "/".join(drive.path_of(p)) + "/")))
+        assert any(e.get("code") == "hidden_folder_skipped" for e in entries)
+        assert files.stats.get("downloads", 0) == 0
+        assert not any(mailboxes.contents(target, "alice").values())
