@@ -172,7 +172,9 @@ class RunConfig(_Strict):
 class Batch(_Strict):
     name: str = Field(pattern=r"^[\w.-]+$", description="Short name of the batch, e.g. lot-1.")
     source: Endpoint
-    target: Endpoint
+    target: Endpoint | None = Field(
+        None, description="Where mail goes; needed by plan, run and verify, not by audit."
+    )
     mapping: MappingConfig = MappingConfig()
     workloads: list[Literal["mail", "calendar", "contacts", "files"]] = Field(
         default_factory=lambda: ["mail"],
@@ -190,7 +192,7 @@ class Batch(_Strict):
 
     @model_validator(mode="after")
     def _target_kind(self) -> Batch:
-        if self.target.type not in ("imap", "maildir"):
+        if self.target is not None and self.target.type not in ("imap", "maildir"):
             raise ValueError("target.type must be imap or maildir")
         others = [w for w in self.workloads if w != "mail"]
         if others and self.source.type != "graph":

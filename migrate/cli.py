@@ -176,6 +176,8 @@ def verify(batch: Path, users: str | None) -> None:
     engine = _engine(batch, users)
     try:
         outcome = engine.verify()
+    except InputError as error:
+        _fail_input(error.problems)
     finally:
         engine.close()
     _finish(outcome, summary_text("verify", outcome.summary))

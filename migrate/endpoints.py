@@ -45,10 +45,15 @@ class Connectors:
             self._graph = None
 
     def accounts(self, user: UserMapping) -> tuple[Account, Account]:
+        if self.batch.target is None:
+            raise ConnectError("the batch has no [target] section", code="no_target")
         return (
             Account(self.batch.source, user.source, user.source_secret),
             Account(self.batch.target, user.target, user.target_secret),
         )
+
+    def source_account(self, user: UserMapping) -> Account:
+        return Account(self.batch.source, user.source, user.source_secret)
 
     def check_source(self, first_user: str | None) -> None:
         """Sign in once before anything moves, so that a wrong tenant, an expired secret

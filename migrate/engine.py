@@ -129,6 +129,12 @@ class Engine:
         return [Text.of("unmapped_user", user=name) for name in present
                 if self.user_map.lookup(name) is None]
 
+    def _target_size_limit(self) -> int | None:
+        return self.batch.target.max_message_size if self.batch.target else None
+
+    def _needs_target(self) -> list[Text]:
+        return [] if self.batch.target is not None else [Text.of("no_target")]
+
     def _source_refusal(self) -> list[Text]:
         """Why the source refuses the batch as a whole (sign-in, consent), before any item."""
         try:
@@ -186,7 +192,7 @@ class Engine:
                              if u.workload == WORKLOAD}
         self._known_documents = {(u.principal, u.workload, u.container): u for u in units
                                  if u.workload != WORKLOAD}
-        errors = self._unmapped() + self._source_refusal()
+        errors = self._needs_target() + self._unmapped() + self._source_refusal()
         warnings: list[Text] = []
         rows: list[dict[str, Any]] = [
             {"principal": "", "action": "error", **message_columns(e)} for e in errors
@@ -197,7 +203,7 @@ class Engine:
                 with self._endpoints(user) as (source, sink):
                     folders = decide_folders(source, self.rules, sink.capabilities)
                     limit = size_limit(sink.capabilities.max_item_size,
-                                       self.batch.target.max_message_size)
+                                       self._target_size_limit())
                     if not getattr(sink, "internal_date_offset_kept", True):
                         warnings.append(Text.of("internal_date_offset_lost"))
                     for container, decision in folders:
@@ -281,7 +287,7 @@ class Engine:
 
     # run
     def run(self, progress: ProgressFactory | None = None) -> Outcome:
-        problems = self._unmapped() + self._source_refusal()
+        problems = self._needs_target() + self._unmapped() + self._source_refusal()
         if problems:
             raise InputError(problems)
         run_id = self.ledger.start_run(self.batch.name, "run")
@@ -366,7 +372,7 @@ class Engine:
         def work(progress: UnitProgress | None) -> UnitResult:
             with self._endpoints(user) as (source, sink):
                 return MailUnit(self.ledger, unit, source, sink, container, decision.target,
-                                progress, self.batch.target.max_message_size).run()
+                                progress, self._target_size_limit()).run()
 
         action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
         reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
@@ -418,6 +424,8 @@ class Engine:
 
     # verify
     def verify(self) -> Outcome:
+        if self.batch.target is None:
+            raise InputError(self._needs_target())
         rows: list[dict[str, Any]] = []
         checked = mismatches = 0
         selected = {u.source for u in self.users}
@@ -504,7 +512,7 @@ class Engine:
 
     def _audit_user(self, user: UserMapping, totals: dict[str, int]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        source_account, _ = self.connectors.accounts(user)
+        source_account = self.connectors.source_account(user)
 
         def count(workload: str, path: tuple[str, ...], items: int, size: int) -> None:
             totals["containers"] += 1

@@ -21,6 +21,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                        "{key} : le type doit être l'un de {expected}"),
     "batch_bad_value": ("{key}: {expected}", "{key} : {expected}"),
     # plan
+    "no_target": ("the batch has no [target] section: only audit can run without one",
+                  "le lot n'a pas de section [target] : seul audit peut s'en passer"),
     "unmapped_user": ("user {user} is not in the users table",
                       "l'utilisateur {user} n'est pas dans la table des utilisateurs"),
     "source_store_missing": ("no source store for {user} at {path}",

@@ -179,3 +179,22 @@ def test_a_bad_users_table_is_bad_input_with_every_line_named(tmp_path):
     assert code == 2
     assert "Secret123!" not in output
     assert "users.csv:2" in output and "users.csv:3" in output and "users.csv:4" in output
+
+
+def test_an_audit_needs_no_target_and_the_other_commands_say_they_do(tmp_path):
+    write_maildir(tmp_path / "export" / "alice", build_corpus(seed=5))
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice\n", encoding="utf-8")
+    text = BATCH.format(kind="maildir").replace('[target]\ntype = "maildir"\npath = "target"\n',
+                                                "")
+    (tmp_path / "batch.toml").write_text(text, encoding="utf-8")
+    batch = str(tmp_path / "batch.toml")
+    code, output = bascule("audit", batch)
+    assert code == 0, output
+    audit = json.loads((tmp_path / "work" / "audit-latest.json").read_text(encoding="utf-8"))
+    corpus = build_corpus(seed=5)
+    assert audit["summary"]["items"] == sum(len(f.messages) for f in corpus)
+    assert audit["summary"]["bytes"] == sum(len(m.raw) for f in corpus for m in f.messages)
+    for command in ("plan", "run", "verify"):
+        code, output = bascule("--lang", "fr", command, batch)
+        assert code == 2, (command, output)
+        assert "seul audit" in output
