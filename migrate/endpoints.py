@@ -110,8 +110,11 @@ class Connectors:
         refuses other workloads for other sources)."""
         assert isinstance(account.config, GraphEndpointConfig)
         if workload == "files":
-            from connectors.graph.files import GraphFileSource
+            from connectors.graph.files import GraphFileSource, GraphSiteFiles
 
+            site = site_of(account.login)
+            if site is not None:
+                return GraphSiteFiles(self.graph_session(), site)
             return GraphFileSource(self.graph_session(), account.login)
         from connectors.graph.pim import GraphPimSource
 
@@ -215,6 +218,16 @@ class Connectors:
             return endpoint, ImapCredentials(login=login, password=password)
         return endpoint, ImapCredentials(login=admin.login, password=password,
                                          authzid=account.login)
+
+
+SITE_PREFIX = "site:"
+"""A users-table source written ``site:<name>`` is a SharePoint site: its libraries go to
+the target named beside it, as the ``files`` workload."""
+
+
+def site_of(principal: str) -> str | None:
+    """The site a principal names, or None for a user or shared mailbox."""
+    return principal[len(SITE_PREFIX):] if principal.lower().startswith(SITE_PREFIX) else None
 
 
 def _require(store: Path, account: Account) -> None:

@@ -17,7 +17,7 @@ from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import Batch, ImapEndpointConfig
 from migrate.documents import DocumentUnit, plan_documents, verify_documents
-from migrate.endpoints import Connectors
+from migrate.endpoints import Connectors, site_of
 from migrate.i18n import Text
 from migrate.ledger import Ledger, Unit
 from migrate.mail import (
@@ -135,10 +135,15 @@ class Engine:
     def _needs_target(self) -> list[Text]:
         return [] if self.batch.target is not None else [Text.of("no_target")]
 
+    def _principals(self, workload: str) -> list[UserMapping]:
+        """The users a workload applies to: SharePoint sites only have files."""
+        return [u for u in self.users if workload == "files" or site_of(u.source) is None]
+
     def _source_refusal(self) -> list[Text]:
         """Why the source refuses the batch as a whole (sign-in, consent), before any item."""
+        mailboxes = [u for u in self.users if site_of(u.source) is None]
         try:
-            self.connectors.check_source(self.users[0].source if self.users else None)
+            self.connectors.check_source(mailboxes[0].source if mailboxes else None)
         except BasculeError as error:
             return [_text_of(error)]
         return []
@@ -198,7 +203,7 @@ class Engine:
             {"principal": "", "action": "error", **message_columns(e)} for e in errors
         ]
         totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
-        for user in self.users if WORKLOAD in self.batch.workloads else []:
+        for user in self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []:
             try:
                 with self._endpoints(user) as (source, sink):
                     folders = decide_folders(source, self.rules, sink.capabilities)
@@ -215,7 +220,7 @@ class Engine:
                 rows.append({"principal": user.source, "target": user.target, "action": "error",
                              **message_columns(text)})
         for workload in (w for w in self.batch.workloads if w != WORKLOAD):
-            for user in self.users:
+            for user in self._principals(workload):
                 try:
                     rows.extend(self._plan_documents(user, workload, totals))
                 except BasculeError as error:
@@ -293,7 +298,7 @@ class Engine:
         run_id = self.ledger.start_run(self.batch.name, "run")
         report = RunReport()
         tracker = progress or ProgressFactory()
-        mail_users = self.users if WORKLOAD in self.batch.workloads else []
+        mail_users = self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []
         with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
             futures = []
             for user, decided in zip(mail_users, pool.map(self._folders_or_error, mail_users)):
@@ -315,7 +320,7 @@ class Engine:
             for workload in self.batch.workloads:
                 if workload == WORKLOAD:
                     continue
-                for user in self.users:
+                for user in self._principals(workload):
                     try:
                         containers = self._document_containers(user, workload)
                     except BasculeError as error:
@@ -429,7 +434,7 @@ class Engine:
         rows: list[dict[str, Any]] = []
         checked = mismatches = 0
         selected = {u.source for u in self.users}
-        for user in self.users:
+        for user in self._principals(WORKLOAD):
             units = {u.container: u for u in self.ledger.all_units()
                      if u.principal == user.source and u.workload == WORKLOAD}
             try:
@@ -521,7 +526,8 @@ class Engine:
             rows.append({"principal": user.source, "folder": f"{workload}:{shown(path)}",
                          "action": "inventory", "messages": items, "bytes": size})
 
-        if WORKLOAD in self.batch.workloads:
+        workloads = [w for w in self.batch.workloads if user in self._principals(w)]
+        if WORKLOAD in workloads:
             source = self.connectors.open_source(source_account)
             try:
                 for container in source.containers():
@@ -530,7 +536,7 @@ class Engine:
                 rows.extend(_note_rows(user, source_notes(source)))
             finally:
                 source.close()
-        for workload in (w for w in self.batch.workloads if w != WORKLOAD):
+        for workload in (w for w in workloads if w != WORKLOAD):
             documents = self.connectors.open_document_source(source_account, workload)
             try:
                 for container in documents.document_containers(workload):

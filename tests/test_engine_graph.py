@@ -322,3 +322,39 @@ def test_audit_counts_every_workload_without_reading_a_body(certificates, doveco
         assert any(e.get("code") == "hidden_folder_skipped" for e in entries)
         assert files.stats.get("downloads", 0) == 0
         assert not any(mailboxes.contents(target, "alice").values())
+
+
+def test_a_sharepoint_site_in_the_users_table_lands_in_its_space(certificates, dovecot_factory,
+                                                                 tmp_path, monkeypatch):
+    from tests.graph_files import running_download_server, seed_files
+
+    tenant = french_tenant(users=3, inbox_messages=1)
+    files = seed_files(tenant, big_file_size=1 << 20)
+    target = dovecot_factory(users={"alice": "alice-target"})
+    with running_graph_server(tenant, certificates) as graph, \
+            running_download_server(files, certificates):
+        monkeypatch.setenv("GRAPH_SECRET", tenant.client_secret)
+        monkeypatch.setenv("ALICE_TARGET", "alice-target")
+        batch = write_batch(tmp_path, graph, certificates, target)
+        batch.write_text(batch.read_text(encoding="utf-8").replace(
+            'name = "m365"', 'name = "m365"\nworkloads = ["mail", "files"]'), encoding="utf-8")
+        with (tmp_path / "users.csv").open("a", encoding="utf-8") as users:
+            users.write("site:Service urbanisme,urbanisme,,\n")
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        space = tmp_path / "documents" / "urbanisme" / "files"
+        site = next(s for s in files.sites if s.display_name == "Service urbanisme")
+        for library in site.drives:
+            for item in library.items.values():
+                if item.kind == "file":
+                    landed = space / library.name / "/".join(library.path_of(item))
+                    assert landed.read_bytes() == item.content
+        code, output = bascule("verify", str(batch))
+        assert code == 0, output
+
+        with (tmp_path / "users.csv").open("a", encoding="utf-8") as users:
+            users.write("site:Site disparu,disparu,,\n")
+        code, output = bascule("run", str(batch))
+        assert code == 1
+        errors = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "error"]
+        assert [e["principal"] for e in errors] == ["site:Site disparu"]

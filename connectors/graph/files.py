@@ -275,9 +275,38 @@ class GraphFileSource:
         self._notes.append(SourceNote("unreadable_item", ref.source_id, reason))
 
 
+class GraphSiteFiles(GraphFileSource):
+    """The document libraries of one SharePoint site, as a principal of its own: each
+    library is a container ``(library name,)``. ``site`` is the site's display name, its
+    short name, or its id."""
+
+    def __init__(self, session: GraphSession, site: str, *,
+                 page_size: int = DELTA_PAGE_SIZE) -> None:
+        super().__init__(session, "", page_size=page_size)
+        self._site = site
+
+    def document_containers(self, workload: str) -> list[Container]:
+        if workload != WORKLOAD:
+            return []
+        wanted = self._site.casefold()
+        libraries = [Container(path=c.path[2:], native_name=c.native_name)
+                     for c, names in site_drives_named(self._session)
+                     if wanted in names]
+        if not libraries:
+            raise GraphError(404, "SiteNotFound", f"no SharePoint site named {self._site!r}",
+                             "sites")
+        return libraries
+
+
 def site_drives(session: GraphSession) -> list[Container]:
     """The document libraries of every SharePoint site of the tenant (personal OneDrive sites
     left out: they come with their users), as containers ``("Sites", site, library)``."""
+    return [container for container, _ in site_drives_named(session)]
+
+
+def site_drives_named(session: GraphSession) -> list[tuple[Container, set[str]]]:
+    """``site_drives``, each with the names its site answers to (display name, short name,
+    id), case-folded."""
     try:
         sites = list(session.pages("sites/getAllSites",
                                    {"$select": "id,displayName,name,isPersonalSite"}).values())
@@ -285,18 +314,19 @@ def site_drives(session: GraphSession) -> list[Container]:
         if error.status not in (400, 404, 501):
             raise
         sites = list(session.pages("sites", {"search": "*"}).values())
-    found: list[Container] = []
+    found: list[tuple[Container, set[str]]] = []
     for site in sites:
         if site.get("isPersonalSite"):
             continue
         site_name = str(site.get("displayName") or site.get("name") or site["id"])
+        names = {str(site.get(key, "")).casefold() for key in ("displayName", "name", "id")}
         drives = session.pages(f"sites/{quote(str(site['id']), safe=',')}/drives",
                                {"$select": "id,name,driveType"})
         for drive in drives.values():
             if drive.get("driveType", "documentLibrary") != "documentLibrary":
                 continue
-            found.append(Container(path=(SITES_ROOT, site_name, str(drive["name"])),
-                                   native_name=str(drive["id"])))
+            found.append((Container(path=(SITES_ROOT, site_name, str(drive["name"])),
+                                    native_name=str(drive["id"])), names - {""}))
     return found
 
 
