@@ -52,6 +52,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "line_endings_converted": (
         "bare LF line endings sent as CRLF: the target stores no other kind",
         "fins de ligne LF seules envoyées en CRLF : la cible n'en garde pas d'autres"),
+    "in_place_archive": (
+        ("this mailbox has an In-Place Archive ({detail}), which Graph cannot read: export it "
+        "another way (eDiscovery, PST) before the tenant closes"),
+        ("cette boîte a une archive en ligne ({detail}), que Graph ne sait pas lire : "
+        "l'exporter autrement (eDiscovery, PST) avant la fermeture du locataire")),
+    "in_place_archive_unknown": (
+        "could not tell whether this mailbox has an In-Place Archive ({detail})",
+        "impossible de savoir si cette boîte a une archive en ligne ({detail})"),
     "hidden_folder_skipped": (
         "hidden folder left out (applications' data, not the user's mail)",
         "dossier caché laissé de côté (données d'applications, pas le courrier de l'utilisateur)"),

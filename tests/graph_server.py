@@ -124,6 +124,8 @@ class FixtureMailbox:
     root_id: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     """Data of other workloads (calendars, contacts, drive), kept by their own modules."""
+    archive_id: str | None = None
+    """The In-Place Archive mailbox, if the user has one (``exchangeSettings``, beta)."""
 
     def resource(self) -> dict[str, Any]:
         return {
@@ -533,6 +535,10 @@ class GraphHandler(BaseHTTPRequestHandler):
         if discovery:
             self._openid_configuration(unquote(discovery.group(1)))
             return
+        beta = re.fullmatch(r"/beta/users/([^/]+)/settings/exchange", path)
+        if beta:
+            self._exchange_settings(unquote(beta.group(1)))
+            return
         if not path.startswith("/v1.0/"):
             self._graph_error(GraphError(404, "NotFound", "No such endpoint."))
             return
@@ -545,6 +551,25 @@ class GraphHandler(BaseHTTPRequestHandler):
                 self._send(reply.status, reply.body, reply.content_type, reply.headers)
         except GraphError as error:
             self._graph_error(error)
+
+    def _exchange_settings(self, user: str) -> None:
+        """The user's mailboxes (exchangesettings-get page, beta only): the primary one, and
+        the In-Place Archive when there is one, which v1.0 cannot read
+        (outlook-mailbox-type-support: "does not support accessing in-place archive
+        mailboxes")."""
+        try:
+            self._check_token()
+            mailbox = self.state.tenant.mailbox(user)
+            if mailbox is None:
+                raise GraphError(404, "ErrorInvalidUser", f"The requested user '{user}' is "
+                                 "invalid.")
+        except GraphError as error:
+            self._graph_error(error)
+            return
+        settings = {"primaryMailboxId": f"MBX:{mailbox.id}@{self.state.tenant.tenant_id}"}
+        if mailbox.archive_id:
+            settings["inPlaceArchiveMailboxId"] = mailbox.archive_id
+        self._json(200, settings)
 
     def _openid_configuration(self, tenant_name: str) -> None:
         """OpenID discovery document (v2-protocols-oidc page); msal reads it to find the token

@@ -294,6 +294,7 @@ def test_audit_counts_every_workload_without_reading_a_body(certificates, doveco
     mailbox = tenant.mailbox(AMELIE)
     assert mailbox is not None
     seed_pim(mailbox)
+    mailbox.archive_id = "MBX:0f3c5a1e-archive@ville-exemple"
     files = seed_files(tenant, big_file_size=1 << 20)
     target = dovecot_factory(users={"alice": "alice-target"})
     with running_graph_server(tenant, certificates) as graph, \
@@ -320,6 +321,9 @@ def test_audit_counts_every_workload_without_reading_a_body(certificates, doveco
                         if "/".join(drive.path_of(item)).startswith(
                             "/".join(drive.path_of(p)) + "/")))
         assert any(e.get("code") == "hidden_folder_skipped" for e in entries)
+        archives = [(e["principal"], e["code"]) for e in entries
+                    if e.get("code", "").startswith("in_place_archive")]
+        assert archives == [(AMELIE, "in_place_archive")]
         assert files.stats.get("downloads", 0) == 0
         assert not any(mailboxes.contents(target, "alice").values())
 

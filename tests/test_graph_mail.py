@@ -345,3 +345,13 @@ def test_category_without_ascii_gets_a_stable_distinct_keyword() -> None:
         assert ATOM.match(keyword) and not set(keyword) & ATOM_SPECIALS
     assert len(set(keywords)) == len(keywords)
     assert keywords == [category_keyword(c) for c in categories]
+
+
+def test_an_in_place_archive_is_reported_since_graph_cannot_read_it(
+        graph: RunningGraphServer, source: GraphMailSource) -> None:
+    source.containers()
+    assert not [n for n in source.drain_notes() if n.code.startswith("in_place_archive")]
+    amelie(graph).archive_id = "MBX:7d1f-archive@tenant"
+    source.containers()
+    [note] = [n for n in source.drain_notes() if n.code.startswith("in_place_archive")]
+    assert (note.code, note.detail) == ("in_place_archive", "MBX:7d1f-archive@tenant")

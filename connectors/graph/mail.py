@@ -130,7 +130,21 @@ class GraphMailSource:
                         for p in self.hidden_folders]
         self._notes += [SourceNote("search_folder_skipped", "/".join(p))
                         for p in self.search_folders]
+        self._notes += self._archive_notes()
         return found
+
+    def _archive_notes(self) -> list[SourceNote]:
+        """Whether the user has an In-Place Archive, which Graph v1.0 cannot read
+        (outlook-mailbox-type-support page). Only the beta ``settings/exchange`` endpoint
+        tells (exchangesettings-get page); when it cannot be asked, say so too."""
+        url = self._session.graph_url.rsplit("/", 1)[0] + f"/beta/users/{self._user}" \
+            "/settings/exchange"
+        try:
+            settings = self._session.get_json(url)
+        except GraphError as error:
+            return [SourceNote("in_place_archive_unknown", self._user, error.graph_code)]
+        archive = settings.get("inPlaceArchiveMailboxId")
+        return [SourceNote("in_place_archive", self._user, str(archive))] if archive else []
 
     def drain_notes(self) -> list[SourceNote]:
         notes, self._notes = self._notes, []

@@ -138,6 +138,10 @@ class GraphSession:
                  max_throttled_wait: float = 3600.0, connection_attempts: int = 5,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.graph_url = graph_url.rstrip("/")
+        parts = urlsplit(self.graph_url)
+        self._graph_origin = f"{parts.scheme}://{parts.netloc}/"
+        """Requests to Graph's own host (v1.0 or beta) carry the token; download URLs on
+        other hosts are pre-authenticated and must not."""
         self._token_provider = token_provider
         self._verify: str | bool = ca_file or True
         self._timeout = timeout
@@ -269,7 +273,7 @@ class GraphSession:
               headers: dict[str, str] | None, stream: bool) -> requests.Response:
         """One request; raises ``_Retry`` for what is worth another try, refreshing the token
         once when Graph refuses it."""
-        to_graph = url.startswith(self.graph_url)
+        to_graph = url.startswith(self._graph_origin)
         refused: str | None = None
         while True:
             request_headers = dict(headers or {})
