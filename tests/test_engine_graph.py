@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from migrate.cli import main
 from tests import mailboxes
+from tests.cli import bascule, report
 from tests.graph_server import (
     FixtureMailbox,
     RunningGraphServer,
@@ -63,15 +61,6 @@ security = "none"
 work_dir = "work"
 """, encoding="utf-8")
     return path
-
-
-def bascule(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def report(folder: Path, kind: str) -> dict:
-    return json.loads((folder / "work" / f"{kind}-latest.json").read_text(encoding="utf-8"))
 
 
 def expected_inbox(graph: RunningGraphServer) -> Counter:

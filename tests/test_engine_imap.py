@@ -7,10 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from migrate.cli import main
 from tests import mailboxes
+from tests.cli import bascule, report
 from tests.corpus import CorpusFolder, build_corpus, build_mailbox
 
 # Where each corpus folder must land on a Dovecot target whose SPECIAL-USE folders are
@@ -74,15 +73,6 @@ security = "none"
 work_dir = "work"
 """, encoding="utf-8")
     return path
-
-
-def bascule(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def report(folder: Path, kind: str) -> dict:
-    return json.loads((folder / "work" / f"{kind}-latest.json").read_text(encoding="utf-8"))
 
 
 def target_view(server, user: str) -> dict[tuple[str, ...], Counter]:

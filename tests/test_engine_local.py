@@ -7,16 +7,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from connectors.local.maildir import MaildirSource
-from migrate.cli import main
+from tests.cli import bascule
 from tests.corpus import build_corpus, write_maildir
-
-
-def bascule(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
 
 
 def maildir_view(root: Path) -> dict[tuple[str, ...], Counter]:
