@@ -408,8 +408,8 @@ def main() -> None:
         for name in args.settings.split(","):
             setting = Setting(name, args.latency_ms / 1000)
             # Alternating the tools spreads the machine's other load over both, and which
-            # goes first alternates too: the first copy after seeding runs measurably faster
-            # (seen with either tool), which would otherwise always favour the baseline.
+            # goes first alternates too: the first copy after seeding was sometimes much
+            # faster than the next ones, which would otherwise always favour the baseline.
             for round_number in range(args.repeat):
                 order = ("baseline", "bascule") if round_number % 2 == 0 else \
                     ("bascule", "baseline")
