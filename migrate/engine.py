@@ -629,6 +629,7 @@ class RunReport:
         rows = [{**base, "action": action, "copied": result.copied,
                  "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)}]
         rows += [{**base, "action": "note",
+                  "source_id": "" if note.code == "removed_at_source" else note.subject,
                   **message_columns(Text.of(note.code, detail=note.detail))}
                  for note in result.notes]
         if result.converted:

@@ -60,6 +60,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "in_place_archive_unknown": (
         "could not tell whether this mailbox has an In-Place Archive ({detail})",
         "impossible de savoir si cette boîte a une archive en ligne ({detail})"),
+    "flags_not_kept": ("flags the target cannot keep, left off: {detail}",
+                       "drapeaux que la cible ne peut garder, laissés de côté : {detail}"),
     "hidden_folder_skipped": (
         "hidden folder left out (applications' data, not the user's mail)",
         "dossier caché laissé de côté (données d'applications, pas le courrier de l'utilisateur)"),

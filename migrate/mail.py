@@ -112,8 +112,8 @@ class SilentProgress:
         pass
 
 
-def source_notes(source: MailSource) -> list[SourceNote]:
-    """What the source noticed since it was last asked, if it can tell."""
+def source_notes(source: object) -> list[SourceNote]:
+    """What a source (or a sink) noticed since it was last asked, if it can tell."""
     drain = getattr(source, "drain_notes", None)
     return drain() if drain is not None else []
 
@@ -208,6 +208,7 @@ class MailUnit:
     def _take_notes(self) -> None:
         """Items the source could not read are failures of this unit (a later run asks
         again); its other notes go to the report as they are."""
+        self.result.notes.extend(source_notes(self.sink))
         unreadable = []
         for note in source_notes(self.source):
             if note.code == "unreadable_item":

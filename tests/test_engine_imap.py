@@ -297,3 +297,22 @@ def test_a_message_the_target_refuses_as_invalid_is_reported_and_retried(
     run = report(tmp_path, "run")
     assert run["summary"]["failed"] == 1 and run["summary"]["copied"] == 0
     assert sum(target_view(target, "alice")[("INBOX",)].values()) == 4
+
+
+def test_keywords_an_imap_target_cannot_hold_are_reported_message_by_message(
+        dovecot_factory, tmp_path, monkeypatch):
+    from tests.corpus import CorpusMessage, write_maildir
+
+    target = dovecot_factory(users={"alice": "alice-target"})
+    raw = b"From: a@ville.example\r\nSubject: urgent\r\n\r\ncorps\r\n"
+    message = CorpusMessage(raw, frozenset({"\\Seen", "Priorité haute", "Projet"}))
+    write_maildir(tmp_path / "export" / "alice", [CorpusFolder(("INBOX",), "inbox", [message])])
+    monkeypatch.setenv("A2", "alice-target")
+    mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
+    batch = export_batch(tmp_path, target)
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    [note] = [e for e in report(tmp_path, "run")["entries"] if e.get("code") == "flags_not_kept"]
+    assert "Priorité haute" in note["message_fr"] and note["source_id"]
+    [(_, flags, _)] = mailboxes.contents(target, "alice")[("INBOX",)]
+    assert flags == {"\\Seen", "Projet"}

@@ -191,3 +191,38 @@ def test_an_audit_needs_no_target_and_the_other_commands_say_they_do(tmp_path):
         code, output = bascule("--lang", "fr", command, batch)
         assert code == 2, (command, output)
         assert "seul audit" in output
+
+
+def test_an_exports_26_keywords_land_on_a_maildir_target(tmp_path):
+    from tests.corpus import CorpusFolder, CorpusMessage
+
+    many = frozenset({"\\Seen"} | {f"etiquette{n:02d}" for n in range(30)})
+    raw = b"From: a@ville.example\r\nSubject: trente etiquettes\r\n\r\ncorps\r\n"
+    write_maildir(tmp_path / "export" / "alice",
+                  [CorpusFolder(("INBOX",), "inbox", [CorpusMessage(raw, many)])])
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice\n", encoding="utf-8")
+    (tmp_path / "batch.toml").write_text(BATCH.format(kind="maildir"), encoding="utf-8")
+    # The export itself holds only 26 of them (Maildir++ has 26 keyword letters): all land.
+    code, output = bascule("run", str(tmp_path / "batch.toml"))
+    assert code == 0, output
+    run = json.loads((tmp_path / "work" / "run-latest.json").read_text(encoding="utf-8"))
+    landed = maildir_view(tmp_path / "target" / "alice")[("INBOX",)]
+    [(_, flags)] = landed
+    assert len([f for f in flags if not f.startswith("\\")]) == 26
+    assert not [e for e in run["entries"] if e.get("code") == "flags_not_kept"]
+
+
+def test_flags_a_maildir_target_cannot_keep_are_reported(tmp_path):
+    from connectors.local.maildir import MaildirSink
+    from tests.corpus import CorpusMessage, as_messages
+
+    sink = MaildirSink(tmp_path / "cible")
+    native = sink.ensure_container(("INBOX",))
+    raw = b"Subject: x\r\n\r\ny\r\n"
+    messages = as_messages([CorpusMessage(raw, frozenset(f"k{n:02d}" for n in range(30)))])
+    [result] = sink.put_many(native, messages)
+    assert result.error is None
+    [note] = sink.drain_notes()
+    assert (note.code, note.subject, note.detail) == (
+        "flags_not_kept", messages[0].source_id, "k26 k27 k28 k29")
+    assert sink.drain_notes() == []

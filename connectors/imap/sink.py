@@ -27,6 +27,7 @@ from connectors.base import (
     Path,
     PutResult,
     SinkCapabilities,
+    SourceNote,
     StoredItem,
 )
 from connectors.imap.append import (
@@ -71,6 +72,7 @@ class ImapSink:
         self._pipelines: dict[int, AppendPipeline] = {}
         self._selected: tuple[int, str, bool] | None = None
         self._uidvalidity = 0
+        self._notes: list[SourceNote] = []
 
     @cached_property
     def capabilities(self) -> SinkCapabilities:
@@ -100,6 +102,7 @@ class ImapSink:
         return native_name
 
     def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
+        messages = self._noting_lost_flags(messages)
         if not self._uidplus():
             yield from self._put_resolving_refs(native_name, messages)
             return
@@ -162,6 +165,26 @@ class ImapSink:
                     fingerprint=hashes.get(uid),
                     internal_date=_aware(row.get(b"INTERNALDATE")),
                 )
+
+    def drain_notes(self) -> list[SourceNote]:
+        """Flags the server cannot keep (keywords that are not IMAP atoms, or any keyword
+        when PERMANENTFLAGS lacks ``\\*``), message by message."""
+        notes, self._notes = self._notes, []
+        return notes
+
+    def _lost_flags(self, flags: frozenset[str]) -> list[str]:
+        kept = set(storable_flags(flags))
+        if not self.capabilities.keywords:
+            kept = {flag for flag in kept if flag.startswith("\\")}
+        return sorted(set(flags) - kept - {"\\Recent"})
+
+    def _noting_lost_flags(self, messages: Iterable[Message]) -> Iterator[Message]:
+        for message in messages:
+            lost = self._lost_flags(message.flags)
+            if lost:
+                self._notes.append(SourceNote("flags_not_kept", message.source_id,
+                                              " ".join(lost)))
+            yield message
 
     def close(self) -> None:
         pipelines, self._pipelines = self._pipelines, {}

@@ -45,6 +45,7 @@ from connectors.base import (
     PutResult,
     SinkCapabilities,
     SourceCapabilities,
+    SourceNote,
     StoredItem,
     fingerprint_of,
 )
@@ -188,6 +189,7 @@ class MaildirSink:
         self._lock = threading.Lock()
         self._counter = 0
         self._host = _escaped_hostname()
+        self._notes: list[SourceNote] = []
 
     def ensure_container(self, path: Sequence[str]) -> str:
         path = tuple(path)
@@ -218,7 +220,10 @@ class MaildirSink:
         pending: list[PutResult] = []
         try:
             for message in messages:
-                letters = self._info(folder, message.flags)
+                letters, dropped = self._info(folder, message.flags)
+                if dropped:
+                    self._notes.append(SourceNote("flags_not_kept", message.source_id,
+                                                  " ".join(dropped)))
                 unique = self._deliver(folder, message, letters)
                 pending.append(PutResult(message.source_id, unique))
                 if len(pending) >= ACK_BATCH:
@@ -258,7 +263,10 @@ class MaildirSink:
         path = folder.locate(target_ref)
         if path is None:
             raise ItemRejected(f"{native_name}: no message {target_ref}")
-        name = target_ref + INFO_SEPARATOR + self._info(folder, flags)
+        letters, dropped = self._info(folder, flags)
+        if dropped:
+            self._notes.append(SourceNote("flags_not_kept", target_ref, " ".join(dropped)))
+        name = target_ref + INFO_SEPARATOR + letters
         target = folder.directory / "cur" / name
         if path != target:
             os.rename(path, target)
@@ -321,7 +329,8 @@ class MaildirSink:
         micros = int((now - seconds) * 1_000_000)
         return f"{seconds}.M{micros}P{os.getpid()}Q{counter}.{self._host}"
 
-    def _info(self, folder: _Folder, flags: frozenset[str]) -> str:
+    def _info(self, folder: _Folder, flags: frozenset[str]) -> tuple[str, list[str]]:
+        """The info letters for ``flags``, and the keywords that found no letter left."""
         letters = {LETTER_OF_FLAG[flag] for flag in flags if flag in LETTER_OF_FLAG}
         wanted = sorted(flag for flag in flags if not flag.startswith("\\"))
         if wanted:
@@ -333,7 +342,13 @@ class MaildirSink:
                     table = [*table, *added[:room]]
                     folder.write_keywords(table)
             letters.update(chr(ord("a") + table.index(k)) for k in wanted if k in table)
-        return "".join(sorted(letters))
+            return "".join(sorted(letters)), [k for k in wanted if k not in table]
+        return "".join(sorted(letters)), []
+
+    def drain_notes(self) -> list[SourceNote]:
+        """Keywords a folder had no room for (26 at most), message by message."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def _subscribe(self, name: str) -> None:
         path = self.root / SUBSCRIPTIONS_FILE
