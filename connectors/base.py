@@ -318,6 +318,9 @@ class DocumentSource(Protocol):
         not match the source's own hash, is not yielded: the source keeps a ``SourceNote``
         (``unreadable_item`` or ``hash_mismatch``, subject = source_id) for ``drain_notes``."""
 
+    def close(self) -> None:
+        """Release what the source holds of its own. Safe to call twice."""
+
 
 def fingerprint_of(stream: IO[bytes], chunk_size: int = 1 << 20) -> tuple[str, int]:
     """``("sha256:<hex>", size)`` of a stream, read in chunks."""

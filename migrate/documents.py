@@ -3,25 +3,19 @@ ledger. Protocol-free: it speaks to a ``DocumentSource`` and a folder sink."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import islice
-
 from connectors.base import (
     BasculeError,
     Container,
-    Document,
     DocumentListing,
     DocumentRef,
     DocumentSource,
     SourceNote,
 )
 from connectors.local.documents import FolderSink
-from migrate.ledger import DONE, Ledger, Unit
-from migrate.mail import SilentProgress, UnitProgress, UnitResult, source_notes
+from migrate.ledger import DONE, ItemRecord, Ledger, Unit
+from migrate.mail import SilentProgress, UnitProgress, UnitResult, chunks, take_source_notes
 
 INFLIGHT_CHUNK = 16
-ITEM_FAILURES = ("unreadable_item", "hash_mismatch")
-"""Source notes that mean an item could not be copied: failures, retried by a later run."""
 
 
 class DocumentUnit:
@@ -48,7 +42,7 @@ class DocumentUnit:
         self.progress.planned(len(wanted), sum(ref.size for ref in wanted))
         if wanted:
             self._copy(native, wanted, known)
-        self._take_notes()
+        take_source_notes(self.ledger, self.unit, self.source, self.result)
         self.result.deleted_at_source = sum(
             1 for sid in listing.removed if known.get(sid) and known[sid].status == DONE)
         self.ledger.refresh_counts(self.unit.id)
@@ -59,9 +53,7 @@ class DocumentUnit:
 
     def _wanted(self, listing: DocumentListing, known: dict) -> list[DocumentRef]:
         """New items, items whose version changed, and items not yet done."""
-        wanted = [ref for ref in listing.refs
-                  if ref.source_id not in known or known[ref.source_id].status != DONE
-                  or known[ref.source_id].version != ref.version]
+        wanted = [ref for ref in listing.refs if _stale(known.get(ref.source_id), ref)]
         if not listing.complete:
             listed = {ref.source_id for ref in listing.refs}
             wanted += [DocumentRef(sid, record.version or "", record.size or 0)
@@ -71,7 +63,7 @@ class DocumentUnit:
         return wanted
 
     def _copy(self, native: str, refs: list[DocumentRef], known: dict) -> None:
-        for chunk in _chunks(self.source.fetch_documents(self.container, refs), INFLIGHT_CHUNK):
+        for chunk in chunks(self.source.fetch_documents(self.container, refs), INFLIGHT_CHUNK):
             self.ledger.mark_inflight(self.unit.id, [
                 {"source_id": d.source_id, "fingerprint": d.fingerprint, "size": d.size,
                  "version": d.version} for d in chunk])
@@ -98,18 +90,6 @@ class DocumentUnit:
                 self.progress.advanced(1, document.size)
             self.ledger.record_outcomes(self.unit.id, outcomes)
 
-    def _take_notes(self) -> None:
-        failures = []
-        for note in source_notes(self.source):
-            if note.code in ITEM_FAILURES:
-                error = BasculeError(note.detail, code=note.code)
-                failures.append({"source_id": note.subject, "error_code": note.code,
-                                 "error_detail": note.detail})
-                self.result.errors.append((note.subject, error))
-            else:
-                self.result.notes.append(note)
-        self.ledger.record_outcomes(self.unit.id, failures)
-        self.result.failed += len(failures)
 
 
 def plan_documents(source: DocumentSource, container: Container, known: dict
@@ -120,8 +100,7 @@ def plan_documents(source: DocumentSource, container: Container, known: dict
     for ref in listing.refs:
         items += 1
         size += ref.size
-        record = known.get(ref.source_id)
-        if record is None or record.status != DONE or record.version != ref.version:
+        if _stale(known.get(ref.source_id), ref):
             to_copy += 1
             to_copy_size += ref.size
     return items, size, to_copy, to_copy_size
@@ -149,7 +128,6 @@ def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: F
     return len(listing.refs), mismatches
 
 
-def _chunks(documents: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    iterator = iter(documents)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+def _stale(record: ItemRecord | None, ref: DocumentRef) -> bool:
+    """Not copied yet, not copied whole, or changed at the source since."""
+    return record is None or record.status != DONE or record.version != ref.version

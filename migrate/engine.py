@@ -7,12 +7,19 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.base import BasculeError, Container, MailSink, MailSource, SourceNote
+from connectors.base import (
+    BasculeError,
+    Container,
+    DocumentSource,
+    MailSink,
+    MailSource,
+    SourceNote,
+)
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import Batch, ImapEndpointConfig
@@ -148,6 +155,11 @@ class Engine:
             return [_text_of(error)]
         return []
 
+    def _document_source(self, user: UserMapping, workload: str) -> closing[DocumentSource]:
+        """The principal's calendars and contacts, or drives; closed when the block ends."""
+        account = self.connectors.source_account(user)
+        return closing(self.connectors.open_document_source(account, workload))
+
     @contextmanager
     def _endpoints(self, user: UserMapping) -> Iterator[tuple[MailSource, MailSink]]:
         """A logged-in source and sink for the principal, reused from one unit to the next:
@@ -215,19 +227,15 @@ class Engine:
                         rows.extend(self._plan_rows(user, source, container, decision, limit, totals))
                     rows.extend(_note_rows(user, source_notes(source)))
             except BasculeError as error:
-                text = _text_of(error)
-                errors.append(text)
-                rows.append({"principal": user.source, "target": user.target, "action": "error",
-                             **message_columns(text)})
+                errors.append(_text_of(error))
+                rows.append(_error_row(user, errors[-1]))
         for workload in (w for w in self.batch.workloads if w != WORKLOAD):
             for user in self._principals(workload):
                 try:
                     rows.extend(self._plan_documents(user, workload, totals))
                 except BasculeError as error:
-                    text = _text_of(error)
-                    errors.append(text)
-                    rows.append({"principal": user.source, "target": user.target,
-                                 "action": "error", **message_columns(text)})
+                    errors.append(_text_of(error))
+                    rows.append(_error_row(user, errors[-1]))
         distinct = list({w.code: w for w in warnings}.values())
         summary = {**totals, "errors": len(errors), "warnings": len(distinct),
                    "users": len(self.users)}
@@ -241,10 +249,8 @@ class Engine:
 
     def _plan_documents(self, user: UserMapping, workload: str, totals: dict[str, int]
                         ) -> list[dict[str, Any]]:
-        source_account, _ = self.connectors.accounts(user)
-        source = self.connectors.open_document_source(source_account, workload)
         rows = []
-        try:
+        with self._document_source(user, workload) as source:
             for container in source.document_containers(workload):
                 unit = self._known_documents.get((user.source, workload,
                                                   container_key(container.path)))
@@ -259,8 +265,6 @@ class Engine:
                              "action": "copy", "messages": items, "bytes": size,
                              "to_copy": to_copy})
             rows.extend(_note_rows(user, source_notes(source)))
-        finally:
-            source.close()
         return rows
 
     def _plan_rows(
@@ -269,19 +273,18 @@ class Engine:
     ) -> list[dict[str, Any]]:
         base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
                 "target_folder": shown(decision.target)}
-        reasons = [Text.of(code, detail=decision.detail) for code in decision.reasons]
+        action, reasons = _decided(decision)
         if decision.action == "skip":
             return [{**base, "action": "skip", **_joined(reasons)}]
         unit = self._known_units.get((user.source, container_key(decision.source)))
         known = self.ledger.items_of(unit.id) if unit else {}
         plan = FolderPlan(container, decision)
-        plan_folder(source, plan, unit, known, limit)
+        plan_folder(source, plan, known, limit)
         totals["units"] += 1
         totals["messages"] += plan.messages
         totals["bytes"] += plan.bytes
         totals["to_copy"] += plan.to_copy
         totals["to_copy_bytes"] += plan.to_copy_bytes
-        action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
         rows = [{**base, "action": action, "messages": plan.messages, "bytes": plan.bytes,
                  "to_copy": plan.to_copy, **_joined(reasons)}]
         for ref in plan.too_big:
@@ -310,7 +313,7 @@ class Engine:
                 for container, decision in sorted(folders, key=_largest_first):
                     if decision.action == "skip":
                         report.totals["skipped"] += 1
-                        reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
+                        _, reasons = _decided(decision)
                         report.rows.append({"principal": user.source, "target": user.target,
                                             "folder": shown(decision.source), "action": "skip",
                                             **_joined(reasons)})
@@ -343,18 +346,13 @@ class Engine:
     def _principal_error(self, user: UserMapping, error: BasculeError, report: RunReport) -> None:
         text = _text_of(error)
         with report.lock:
-            report.rows.append({"principal": user.source, "target": user.target,
-                                "action": "error", **message_columns(text)})
+            report.rows.append(_error_row(user, text))
             report.totals["units_failed"] += 1
         log.error("principal=%s error=%s", user.source, text.en)
 
     def _document_containers(self, user: UserMapping, workload: str) -> list[Container]:
-        source_account, _ = self.connectors.accounts(user)
-        source = self.connectors.open_document_source(source_account, workload)
-        try:
+        with self._document_source(user, workload) as source:
             return source.document_containers(workload)
-        finally:
-            source.close()
 
     def _folders_or_error(
         self, user: UserMapping
@@ -379,9 +377,7 @@ class Engine:
                 return MailUnit(self.ledger, unit, source, sink, container, decision.target,
                                 progress, self._target_size_limit()).run()
 
-        action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
-        reasons = [Text.of(c, detail=decision.detail) for c in decision.reasons]
-        self._execute(run_id, user, unit, work, tracker, report, base, action, reasons)
+        self._execute(run_id, user, unit, work, tracker, report, base, *_decided(decision))
 
     def _run_document_unit(
         self, run_id: int, user: UserMapping, workload: str, container: Container,
@@ -393,14 +389,11 @@ class Engine:
         unit = self.ledger.unit(user.source, workload, container_key(container.path))
 
         def work(progress: UnitProgress | None) -> UnitResult:
-            source_account, target_account = self.connectors.accounts(user)
-            source = self.connectors.open_document_source(source_account, workload)
+            _, target_account = self.connectors.accounts(user)
             sink = self.connectors.open_document_sink(target_account, workload)
-            try:
+            with self._document_source(user, workload) as source:
                 return DocumentUnit(self.ledger, unit, source, sink, container, container.path,
                                     progress).run()
-            finally:
-                source.close()
 
         self._execute(run_id, user, unit, work, tracker, report, base, "copy", [])
 
@@ -434,8 +427,9 @@ class Engine:
         rows: list[dict[str, Any]] = []
         checked = mismatches = 0
         selected = {u.source for u in self.users}
+        all_units = self.ledger.all_units()
         for user in self._principals(WORKLOAD):
-            units = {u.container: u for u in self.ledger.all_units()
+            units = {u.container: u for u in all_units
                      if u.principal == user.source and u.workload == WORKLOAD}
             try:
                 with self._endpoints(user) as (source, sink):
@@ -456,9 +450,8 @@ class Engine:
                                          **message_columns(Text.of(m.code, **m.params))})
             except BasculeError as error:
                 mismatches += 1
-                rows.append({"principal": user.source, "action": "error",
-                             **message_columns(_text_of(error))})
-        for unit in self.ledger.all_units():
+                rows.append(_error_row(user, _text_of(error)))
+        for unit in all_units:
             if unit.workload == WORKLOAD or unit.principal not in selected:
                 continue
             user = self.user_map.lookup(unit.principal)
@@ -480,17 +473,14 @@ class Engine:
 
     def _verify_documents(self, user: UserMapping, unit: Unit
                           ) -> tuple[int, list[tuple[str, str, str]]]:
-        source_account, target_account = self.connectors.accounts(user)
-        source = self.connectors.open_document_source(source_account, unit.workload)
-        try:
+        _, target_account = self.connectors.accounts(user)
+        with self._document_source(user, unit.workload) as source:
             container = next((c for c in source.document_containers(unit.workload)
                               if container_key(c.path) == unit.container), None)
             if container is None:
                 return 0, []
             sink = self.connectors.open_document_sink(target_account, unit.workload)
             return verify_documents(self.ledger, unit, source, sink, container)
-        finally:
-            source.close()
 
     # audit
     def audit(self) -> Outcome:
@@ -505,10 +495,8 @@ class Engine:
             try:
                 rows.extend(self._audit_user(user, totals))
             except BasculeError as error:
-                text = _text_of(error)
-                errors.append(text)
-                rows.append({"principal": user.source, "action": "error",
-                             **message_columns(text)})
+                errors.append(_text_of(error))
+                rows.append(_error_row(user, errors[-1]))
         summary = {**totals, "errors": len(errors)}
         json_path, csv_path = write_report(
             self.batch.work_dir, "audit", {"batch": self.batch.name, "summary": summary}, rows,
@@ -528,23 +516,17 @@ class Engine:
 
         workloads = [w for w in self.batch.workloads if user in self._principals(w)]
         if WORKLOAD in workloads:
-            source = self.connectors.open_source(source_account)
-            try:
+            with closing(self.connectors.open_source(source_account)) as source:
                 for container in source.containers():
                     refs = source.list_changes(container, None).refs
                     count(WORKLOAD, container.path, len(refs), sum(r.size for r in refs))
                 rows.extend(_note_rows(user, source_notes(source)))
-            finally:
-                source.close()
         for workload in (w for w in workloads if w != WORKLOAD):
-            documents = self.connectors.open_document_source(source_account, workload)
-            try:
+            with self._document_source(user, workload) as documents:
                 for container in documents.document_containers(workload):
                     refs = documents.list_documents(container, None).refs
                     count(workload, container.path, len(refs), sum(r.size for r in refs))
                 rows.extend(_note_rows(user, source_notes(documents)))
-            finally:
-                documents.close()
         return rows
 
     # status
@@ -559,13 +541,13 @@ class Engine:
             totals["copied"] += unit.copied
             totals["bytes"] += unit.bytes
             totals["failed_items"] += unit.failed
-            rows.append({"principal": unit.principal, "folder": "/".join(unit.container.split("\x1f")),
+            rows.append({"principal": unit.principal, "folder": shown(path_of(unit.container)),
                          "target_folder": unit.target_container, "action": unit.status,
                          "copied": unit.copied, "bytes": unit.bytes, "failed": unit.failed,
                          "message_en": unit.last_error or ""})
         for unit, item in self.ledger.failed_items():
             text = Text.of(item.error_code or "error", detail=item.error_detail or "")
-            rows.append({"principal": unit.principal, "folder": "/".join(unit.container.split("\x1f")),
+            rows.append({"principal": unit.principal, "folder": shown(path_of(unit.container)),
                          "action": "failed", "source_id": item.source_id, **message_columns(text)})
         last = self.ledger.last_run("run")
         document = {"batch": self.batch.name, "summary": totals,
@@ -604,6 +586,17 @@ def _note_rows(user: UserMapping, notes: list[SourceNote]) -> list[dict[str, Any
              "source_id": "" if note.code.endswith("folder_skipped") else note.subject,
              "action": "skip" if note.code.endswith("folder_skipped") else "note",
              **message_columns(Text.of(note.code, detail=note.detail))} for note in notes]
+
+
+def _error_row(user: UserMapping, text: Text) -> dict[str, Any]:
+    return {"principal": user.source, "target": user.target, "action": "error",
+            **message_columns(text)}
+
+
+def _decided(decision: FolderDecision) -> tuple[str, list[Text]]:
+    """The report's action for a folder copied (``rename`` when a rule renamed it), and why."""
+    action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
+    return action, [Text.of(code, detail=decision.detail) for code in decision.reasons]
 
 
 def _joined(reasons: list[Text]) -> dict[str, str]:

@@ -25,8 +25,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                   "le lot n'a pas de section [target] : seul audit peut s'en passer"),
     "unmapped_user": ("user {user} is not in the users table",
                       "l'utilisateur {user} n'est pas dans la table des utilisateurs"),
-    "source_store_missing": ("no source store for {user} at {path}",
-                             "aucune source pour {user} à l'emplacement {path}"),
     "too_big_for_target": ("larger than the target accepts ({limit} bytes)",
                            "plus gros que ce que la cible accepte ({limit} octets)"),
     "internal_date_offset_lost": (
@@ -45,8 +43,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "name_refused": ("the target refused the folder name: {detail}",
                      "la cible a refusé le nom de dossier : {detail}"),
     "secret_error": ("secret: {detail}", "secret : {detail}"),
-    "vanished": ("the message disappeared from the source before it was copied",
-                 "le message a disparu de la source avant d'être copié"),
     "deleted_at_source": ("deleted at the source since it was copied (left on the target)",
                           "supprimé à la source depuis sa copie (laissé sur la cible)"),
     "line_endings_converted": (
@@ -86,13 +82,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                            "modifié à la source depuis sa copie : relancer"),
     "renamed_file_name": ("file name the target cannot hold, renamed (was: {detail})",
                           "nom de fichier impossible sur la cible, renommé (avant : {detail})"),
-    "extra_on_target": ("on the target but not from this source",
-                        "sur la cible mais pas issu de cette source"),
     # CLI
     "cli_bad_batch": ("{path}: the batch file has problems:",
                       "{path} : le fichier de lot a des problèmes :"),
-    "cli_plan_blocked": ("plan has blocking errors; nothing was moved",
-                         "le plan comporte des erreurs bloquantes ; rien n'a été déplacé"),
     "cli_reports": ("reports: {json} and {csv}", "rapports : {json} et {csv}"),
     "cli_run_summary": ("{copied} copied, {flags} flag updates, {failed} failed, {skipped} skipped",
                         ("{copied} copiés, {flags} drapeaux mis à jour, {failed} en échec, "
@@ -112,7 +104,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                         "{path} existe déjà ; rien n'a été écrit"),
     "cli_demo_done": ("demo done: the target is in {target}",
                       "démonstration terminée : la cible est dans {target}"),
-    "cli_unit_failed": ("{unit}: {reason}", "{unit} : {reason}"),
     "cli_unknown_user": ("--users names {user}, not in the users table",
                          "--users désigne {user}, absent de la table des utilisateurs"),
 }

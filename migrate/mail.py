@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from connectors.base import (
     SYSTEM_FLAGS,
@@ -78,8 +78,7 @@ def decide_folders(
 
 
 def plan_folder(
-    source: MailSource, plan: FolderPlan, unit: Unit | None, known: dict[str, ItemRecord],
-    max_item_size: int | None,
+    source: MailSource, plan: FolderPlan, known: dict[str, ItemRecord], max_item_size: int | None,
 ) -> None:
     """Fill in counts without moving anything. Reads the listing, never the bodies."""
     listing = source.list_changes(plan.container, None)
@@ -142,13 +141,11 @@ class UnitResult:
     recovered: int = 0
     flag_updates: int = 0
     failed: int = 0
-    vanished: int = 0
     deleted_at_source: int = 0
     converted: list[str] = field(default_factory=list)
     """Source ids of messages whose bare LF line endings became CRLF."""
     notes: list[SourceNote] = field(default_factory=list)
     """What the source noticed while this unit ran, other than unreadable items."""
-    reset: bool = False
     errors: list[tuple[str, BasculeError]] = field(default_factory=list)
 
 
@@ -171,14 +168,12 @@ class MailUnit:
         self.result = UnitResult()
 
     def run(self) -> UnitResult:
-        native = self.sink.ensure_container(self.target_path)
-        self.native = native
-        self.ledger.update_unit(self.unit.id, target_container=native, status="running")
+        self.native = self.sink.ensure_container(self.target_path)
+        self.ledger.update_unit(self.unit.id, target_container=self.native, status="running")
         self._recover_inflight()
         listing = self.source.list_changes(self.container, self.unit.cursor)
         known = self.ledger.items_of(self.unit.id)
         if listing.reset:
-            self.result.reset = True
             self._rekey(listing.refs, known)
             known = self.ledger.items_of(self.unit.id)
         listed = {ref.source_id: ref for ref in listing.refs}
@@ -206,21 +201,8 @@ class MailUnit:
         return self.result
 
     def _take_notes(self) -> None:
-        """Items the source could not read are failures of this unit (a later run asks
-        again); its other notes go to the report as they are."""
         self.result.notes.extend(source_notes(self.sink))
-        unreadable = []
-        for note in source_notes(self.source):
-            if note.code == "unreadable_item":
-                error = BasculeError(note.detail, code="unreadable_item")
-                unreadable.append({"source_id": note.subject, "error_code": error.code,
-                                   "error_detail": error.detail})
-                self.result.errors.append((note.subject, error))
-            else:
-                self.result.notes.append(note)
-        self.ledger.record_outcomes(self.unit.id, unreadable)
-        self.result.failed += len(unreadable)
-        self.result.vanished -= len(unreadable)
+        take_source_notes(self.ledger, self.unit, self.source, self.result)
 
     def _recover_inflight(self) -> None:
         """Items sent before a crash and never acknowledged in the ledger: find them on the
@@ -298,12 +280,10 @@ class MailUnit:
         return kept
 
     def _copy(self, source_ids: list[str]) -> None:
-        wanted = set(source_ids)
-        seen: set[str] = set()
         outcomes: list[dict] = []
         fetched = fetch_as_stored(self.source, self.container, source_ids,
                                   self.sink.capabilities, self.result.converted)
-        messages = self._marked(read_ahead(fetched, size=_held_in_memory), seen)
+        messages = self._marked(read_ahead(fetched, size=_held_in_memory))
         for result in self.sink.put_many(self.native, messages):
             if result.error is None and result.target_ref:
                 outcomes.append({"source_id": result.source_id, "target_ref": result.target_ref})
@@ -320,19 +300,44 @@ class MailUnit:
                 self.ledger.record_outcomes(self.unit.id, outcomes)
                 outcomes = []
         self.ledger.record_outcomes(self.unit.id, outcomes)
-        self.result.vanished = len(wanted - seen)
 
-    def _marked(self, messages: Iterable[Message], seen: set[str]) -> Iterator[Message]:
+    def _marked(self, messages: Iterable[Message]) -> Iterator[Message]:
         """Yield messages to the sink, each recorded in flight in a committed transaction
         before the sink can send a byte of it."""
-        iterator = iter(messages)
-        while chunk := list(islice(iterator, INFLIGHT_CHUNK)):
+        for chunk in chunks(messages, INFLIGHT_CHUNK):
             self.ledger.mark_inflight(self.unit.id, (_inflight_record(m) for m in chunk))
             for message in chunk:
-                seen.add(message.source_id)
                 self.result.copied_bytes += message.size
                 self.progress.advanced(1, message.size)
                 yield message
+
+
+T = TypeVar("T")
+
+ITEM_FAILURES = ("unreadable_item", "hash_mismatch")
+"""Source notes that mean an item could not be copied: failures, retried by a later run."""
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def take_source_notes(ledger: Ledger, unit: Unit, source: object, result: UnitResult) -> None:
+    """Items the source could not read are failures of the unit (a later run asks again);
+    its other notes go to the report as they are."""
+    failures = []
+    for note in source_notes(source):
+        if note.code in ITEM_FAILURES:
+            failures.append({"source_id": note.subject, "error_code": note.code,
+                             "error_detail": note.detail})
+            result.errors.append((note.subject, BasculeError(note.detail, code=note.code)))
+        else:
+            result.notes.append(note)
+    ledger.record_outcomes(unit.id, failures)
+    result.failed += len(failures)
 
 
 def _held_in_memory(message: Message) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,14 +33,17 @@ def write_report(
     csv_path = work_dir / f"{kind}-{stamp}.csv"
     payload = {"kind": kind, "generated_at": datetime.now(UTC).isoformat(), **document,
                "entries": rows}
-    _atomic_write(json_path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-    with _atomic(csv_path) as handle:
+    with _atomic(json_path, "utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
+    with _atomic(csv_path, "utf-8-sig") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({key: _cell(row.get(key)) for key in columns})
     for path, latest in ((json_path, f"{kind}-latest.json"), (csv_path, f"{kind}-latest.csv")):
-        _atomic_write_bytes(work_dir / latest, path.read_bytes())
+        temporary = work_dir / f"{latest}.part"
+        shutil.copyfile(path, temporary)
+        os.replace(temporary, work_dir / latest)
     return json_path, csv_path
 
 
@@ -50,12 +54,15 @@ def _cell(value: Any) -> Any:
 
 
 class _atomic:
-    def __init__(self, path: Path) -> None:
+    """A text file written under a temporary name, renamed into place once complete."""
+
+    def __init__(self, path: Path, encoding: str) -> None:
         self.path = path
+        self.encoding = encoding
         self.temporary = path.with_name(path.name + ".part")
 
     def __enter__(self) -> TextIO:
-        self.handle = open(self.temporary, "w", encoding="utf-8-sig", newline="")
+        self.handle = open(self.temporary, "w", encoding=self.encoding, newline="")
         return self.handle
 
     def __exit__(self, kind: object, *rest: object) -> None:
@@ -64,13 +71,3 @@ class _atomic:
             os.replace(self.temporary, self.path)
         else:
             self.temporary.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".part")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,13 +38,14 @@ def amelie(graph: RunningGraphServer) -> FixtureMailbox:
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                target) -> Path:
+                target, workloads: tuple[str, ...] = ("mail",)) -> Path:
     (folder / "users.csv").write_text(
         f"source,target,source_secret,target_secret\n{AMELIE},alice,,env:ALICE_TARGET\n",
         encoding="utf-8")
     path = folder / "batch.toml"
     path.write_text(f"""
 name = "m365"
+workloads = {json.dumps(list(workloads))}
 [source]
 type = "graph"
 tenant = "{graph.tenant.tenant_id}"
@@ -171,10 +173,8 @@ def test_calendars_and_contacts_become_ics_and_vcf_files(certificates, dovecot_f
     monkeypatch.setenv("ALICE_TARGET", "alice-target")
     with running_graph_server(tenant, certificates) as graph:
         monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
-        batch = write_batch(tmp_path, graph, certificates, target)
-        batch.write_text(batch.read_text(encoding="utf-8").replace(
-            'name = "m365"', 'name = "m365"\nworkloads = ["calendar", "contacts"]'),
-            encoding="utf-8")
+        batch = write_batch(tmp_path, graph, certificates, target,
+                            workloads=("calendar", "contacts"))
         code, output = bascule("plan", str(batch))
         assert code == 0, output
         code, output = bascule("run", str(batch))
@@ -220,9 +220,8 @@ def test_onedrive_files_land_with_their_bytes_and_mtimes(certificates, dovecot_f
     with running_graph_server(tenant, certificates) as graph, \
             running_download_server(files, certificates):
         monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
-        batch = write_batch(tmp_path, graph, certificates, target)
-        batch.write_text(batch.read_text(encoding="utf-8").replace(
-            'name = "m365"', 'name = "m365"\nworkloads = ["files"]'), encoding="utf-8")
+        batch = write_batch(tmp_path, graph, certificates, target,
+                            workloads=("files",))
         code, output = bascule("run", str(batch))
         assert code == 0, output
         mailbox = tenant.mailbox(AMELIE)
@@ -292,11 +291,8 @@ def test_audit_counts_every_workload_without_reading_a_body(certificates, doveco
             running_download_server(files, certificates):
         monkeypatch.setenv("GRAPH_SECRET", tenant.client_secret)
         monkeypatch.setenv("ALICE_TARGET", "alice-target")
-        batch = write_batch(tmp_path, graph, certificates, target)
-        batch.write_text(batch.read_text(encoding="utf-8").replace(
-            'name = "m365"',
-            'name = "m365"\nworkloads = ["mail", "calendar", "contacts", "files"]'),
-            encoding="utf-8")
+        batch = write_batch(tmp_path, graph, certificates, target,
+                            workloads=("mail", "calendar", "contacts", "files"))
         code, output = bascule("--lang", "fr", "audit", str(batch))
         assert code == 0, output
         assert "utilisateurs" in output
@@ -330,9 +326,8 @@ def test_a_sharepoint_site_in_the_users_table_lands_in_its_space(certificates, d
             running_download_server(files, certificates):
         monkeypatch.setenv("GRAPH_SECRET", tenant.client_secret)
         monkeypatch.setenv("ALICE_TARGET", "alice-target")
-        batch = write_batch(tmp_path, graph, certificates, target)
-        batch.write_text(batch.read_text(encoding="utf-8").replace(
-            'name = "m365"', 'name = "m365"\nworkloads = ["mail", "files"]'), encoding="utf-8")
+        batch = write_batch(tmp_path, graph, certificates, target,
+                            workloads=("mail", "files"))
         with (tmp_path / "users.csv").open("a", encoding="utf-8") as users:
             users.write("site:Service urbanisme,urbanisme,,\n")
         code, output = bascule("run", str(batch))

@@ -12,10 +12,6 @@ command, large ones in partial chunks, each spooled while hashed.
 
 from __future__ import annotations
 
-import email.errors
-import email.header
-import email.parser
-import email.policy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +27,7 @@ from connectors.base import (
     Message,
     SourceCapabilities,
 )
+from connectors.headers import MessageHeaders
 from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession, join_path
 from connectors.imap.session import split_name as split_mailbox_name
 from connectors.spool import Spool
@@ -45,8 +42,6 @@ CHUNK_BYTES = 4 << 20
 UIDS_PER_COMMAND = 1000
 """UIDs named in one command: keeps the command line under servers' limits (64 KiB)."""
 MESSAGES_PER_BATCH = 200
-HEADER_LIMIT = 64 << 10
-"""How much of a message is read to find its Message-ID and Subject for reports."""
 
 ROLE_OF_ATTRIBUTE = {
     "\\SENT": "sent",
@@ -313,7 +308,8 @@ def _message(
     uidvalidity: int, uid: int, spool: Spool, metadata: tuple[int, frozenset[str], datetime | None]
 ) -> Message:
     _size, flags, internal_date = metadata
-    message_id, subject = _header_summary(spool)
+    with spool.open() as reader:
+        headers = MessageHeaders.read(reader)
     return Message(
         source_id=f"{uidvalidity}:{uid}",
         fingerprint=spool.fingerprint,
@@ -321,26 +317,8 @@ def _message(
         flags=flags,
         internal_date=internal_date,
         open=spool.open,
-        message_id=message_id,
-        subject=subject,
-    )
-
-
-def _header_summary(spool: Spool) -> tuple[str | None, str | None]:
-    """Message-ID and decoded Subject, for reports only: a malformed header gives None."""
-    with spool.open() as reader:
-        head = reader.read(HEADER_LIMIT)
-    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    message_id = header.get("Message-ID")
-    subject = header.get("Subject")
-    if subject is not None:
-        try:
-            subject = str(email.header.make_header(email.header.decode_header(str(subject))))
-        except (email.errors.HeaderParseError, UnicodeError, LookupError):
-            subject = str(subject)
-    return (
-        str(message_id).strip() if message_id else None,
-        " ".join(subject.split()) if subject is not None else None,
+        message_id=headers.message_id,
+        subject=headers.subject,
     )
 
 

@@ -60,8 +60,6 @@ def safe_name(name: str) -> tuple[str, str | None]:
 class FolderSink:
     """Writes documents under ``root``; container paths and names never leave it."""
 
-    internal_date_offset_kept = False
-
     def __init__(self, root: FsPath) -> None:
         self.root = FsPath(root)
 

@@ -3,8 +3,6 @@
 Each directory is a container; the root is the INBOX. There are no flags in an ``.eml``
 file; the internal date is the Date header, or the file's mtime when the header is missing
 or unreadable. source_id = the path of the file relative to the root, ``/``-separated.
-
-This module also holds the header reading the other local sources share.
 """
 
 from __future__ import annotations
@@ -13,11 +11,8 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from connectors.base import (
     Container,
@@ -27,25 +22,7 @@ from connectors.base import (
     SourceCapabilities,
     fingerprint_of,
 )
-
-HEADER_LIMIT = 256 << 10
-"""At most this many bytes are read to find a message's headers."""
-
-
-class MessageHeaders:
-    """The few headers a source reports about a message, read from its first bytes."""
-
-    def __init__(self, head: bytes) -> None:
-        end = _end_of_headers(head)
-        parsed = BytesHeaderParser().parsebytes(head[:end])
-        self.message_id = _header_text(parsed.get("Message-ID"))
-        self.subject = _header_text(parsed.get("Subject"))
-        self.date = _header_date(parsed.get("Date"))
-        self.raw = parsed
-
-    @classmethod
-    def read(cls, stream: IO[bytes]) -> MessageHeaders:
-        return cls(stream.read(HEADER_LIMIT))
+from connectors.headers import MessageHeaders
 
 
 def mtime_of(path: Path) -> datetime:
@@ -131,31 +108,3 @@ class EmlSource:
         if relative.is_absolute() or ".." in relative.parts or "\0" in source_id:
             return None
         return self.root / relative
-
-
-def _end_of_headers(head: bytes) -> int:
-    ends = [
-        index + len(separator) // 2
-        for separator in (b"\r\n\r\n", b"\n\n")
-        if (index := head.find(separator)) >= 0
-    ]
-    return min(ends) if ends else len(head)
-
-
-def _header_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(make_header(decode_header(str(value)))).strip()
-    except (ValueError, LookupError, UnicodeError):
-        return str(value).strip()
-
-
-def _header_date(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -49,7 +49,7 @@ from connectors.base import (
     StoredItem,
     fingerprint_of,
 )
-from connectors.local.eml import MessageHeaders
+from connectors.headers import MessageHeaders
 
 INTERNAL_DATE_OFFSET_KEPT = False
 """A Maildir keeps the instant of the internal date (mtime) but not its UTC offset."""

@@ -38,7 +38,7 @@ from connectors.base import (
     SourceCapabilities,
     fingerprint_of,
 )
-from connectors.local.eml import MessageHeaders
+from connectors.headers import MessageHeaders
 
 INBOX = ("INBOX",)
 SCAN_CHUNK = 1 << 20
