@@ -46,29 +46,6 @@ class AdminLogin(_Strict):
         return _check_reference(value)
 
 
-class ImapEndpointConfig(_Strict):
-    type: Literal["imap"]
-    host: str
-    port: int = Field(993, ge=1, le=65535)
-    security: Literal["tls", "starttls", "none"] = "tls"
-    ca_file: Path | None = Field(
-        None, description="A CA to trust besides the system's (internal CA). TLS is always verified."
-    )
-    admin: AdminLogin | None = None
-    connections: int = Field(
-        4, ge=1, le=32,
-        description="Parallelism per account: connections/2 folders at once, each appending "
-        "over connections/2 connections besides its control connection. Lower it for servers "
-        "that cap connections per user (Dovecot: mail_max_userip_connections, 10 by default).",
-    )
-    timeout: float = Field(60.0, gt=0)
-    max_message_size: int | None = Field(
-        None, gt=0,
-        description="As a target: the largest message it accepts, in bytes, when the server "
-        "does not advertise it (APPENDLIMIT). Larger ones are listed by the plan.",
-    )
-
-
 class LocalEndpointConfig(_Strict):
     type: Literal["maildir", "mbox", "eml"]
     path: Path = Field(
@@ -79,11 +56,10 @@ class LocalEndpointConfig(_Strict):
     )
 
 
-class GraphEndpointConfig(_Strict):
-    """Microsoft 365 through Microsoft Graph, signed in as an application (client
-    credentials) registered in the tenant's Entra ID."""
+class AppCredentials(_Strict):
+    """An application registered in the tenant's Entra ID, signing in as itself (OAuth 2.0
+    client credentials) with a client secret or a certificate."""
 
-    type: Literal["graph"]
     tenant: str = Field(description="Tenant id or primary domain, e.g. ville.onmicrosoft.com.")
     client_id: str = Field(description="Application (client) id of the registered app.")
     client_secret: str | None = Field(None, description=SECRET_REFERENCE_HINT)
@@ -98,6 +74,78 @@ class GraphEndpointConfig(_Strict):
         description="Sign-in host (national clouds: login.microsoftonline.us, "
         "login.partner.microsoftonline.cn...).",
     )
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_reference(cls, value: str | None) -> str | None:
+        return None if value is None else _check_reference(value)
+
+    @field_validator("authority")
+    @classmethod
+    def _https_authority(cls, value: str) -> str:
+        return _https(value)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AppCredentials:
+        if (self.client_secret is None) == (self.certificate is None):
+            raise ValueError("give client_secret or certificate (one of them)")
+        if self.certificate is not None and not self.certificate_thumbprint:
+            raise ValueError("certificate_thumbprint is needed with certificate")
+        return self
+
+
+class ImapOAuth(AppCredentials):
+    """Log in to every mailbox with the application's token (SASL XOAUTH2), as Exchange
+    Online allows once the app holds ``IMAP.AccessAsApp`` and access to the mailboxes."""
+
+    scope: str = Field(
+        "https://outlook.office365.com/.default",
+        description="Resource the token is asked for (client credentials: <resource>/.default).",
+    )
+    ca_file: Path | None = Field(
+        None, description="A CA to trust for the sign-in host (test servers, TLS-inspecting "
+        "proxies). TLS is always verified."
+    )
+
+
+class ImapEndpointConfig(_Strict):
+    type: Literal["imap"]
+    host: str
+    port: int = Field(993, ge=1, le=65535)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    ca_file: Path | None = Field(
+        None, description="A CA to trust besides the system's (internal CA). TLS is always verified."
+    )
+    admin: AdminLogin | None = None
+    oauth: ImapOAuth | None = Field(
+        None, description="Log in with an Entra ID application's token (Exchange Online) "
+        "instead of a password per user."
+    )
+    connections: int = Field(
+        4, ge=1, le=32,
+        description="Parallelism per account: connections/2 folders at once, each appending "
+        "over connections/2 connections besides its control connection. Lower it for servers "
+        "that cap connections per user (Dovecot: mail_max_userip_connections, 10 by default).",
+    )
+    timeout: float = Field(60.0, gt=0)
+    max_message_size: int | None = Field(
+        None, gt=0,
+        description="As a target: the largest message it accepts, in bytes, when the server "
+        "does not advertise it (APPENDLIMIT). Larger ones are listed by the plan.",
+    )
+
+    @model_validator(mode="after")
+    def _one_login(self) -> ImapEndpointConfig:
+        if self.admin is not None and self.oauth is not None:
+            raise ValueError("give admin or oauth (one of them)")
+        return self
+
+
+class GraphEndpointConfig(AppCredentials):
+    """Microsoft 365 through Microsoft Graph, signed in as an application (client
+    credentials) registered in the tenant's Entra ID."""
+
+    type: Literal["graph"]
     graph_url: str = Field("https://graph.microsoft.com", description="Graph endpoint.")
     ca_file: Path | None = Field(
         None, description="A CA to trust (test servers, TLS-inspecting proxies). TLS is "
@@ -107,25 +155,10 @@ class GraphEndpointConfig(_Strict):
         4, ge=1, le=16, description="Concurrent Graph requests per mailbox (Outlook allows 4)."
     )
 
-    @field_validator("client_secret")
+    @field_validator("graph_url")
     @classmethod
-    def _secret_reference(cls, value: str | None) -> str | None:
-        return None if value is None else _check_reference(value)
-
-    @field_validator("authority", "graph_url")
-    @classmethod
-    def _https(cls, value: str) -> str:
-        if not value.startswith("https://"):
-            raise ValueError("must start with https://")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> GraphEndpointConfig:
-        if (self.client_secret is None) == (self.certificate is None):
-            raise ValueError("give client_secret or certificate (one of them)")
-        if self.certificate is not None and not self.certificate_thumbprint:
-            raise ValueError("certificate_thumbprint is needed with certificate")
-        return self
+    def _https_graph(cls, value: str) -> str:
+        return _https(value)
 
 
 Endpoint = Annotated[
@@ -208,6 +241,12 @@ class Batch(_Strict):
         return self.resolve(self.run.work_dir)
 
 
+def _https(value: str) -> str:
+    if not value.startswith("https://"):
+        raise ValueError("must start with https://")
+    return value.rstrip("/")
+
+
 def _check_reference(value: str) -> str:
     if reference_problem(value) is not None:
         raise ValueError(f"must be {SECRET_REFERENCE_HINT}, never the secret itself")
@@ -267,13 +306,19 @@ EXAMPLE = """\
 
 name = "lot-1"
 
-[source]                      # imap | maildir | mbox | eml
+[source]                      # imap | maildir | mbox | eml | graph
 type = "imap"
 host = "outlook.office365.com"
 port = 993
 security = "tls"              # tls | starttls | none
 # ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
 connections = 4               # per account / par compte
+# Exchange Online: log in with the Entra ID application's token, no password per user.
+# Exchange Online : connexion avec le jeton de l'application Entra ID, sans mot de passe.
+# [source.oauth]
+# tenant = "ville.onmicrosoft.com"
+# client_id = "00000000-0000-0000-0000-000000000000"
+# client_secret = "env:BASCULE_APP_SECRET"   # or certificate + certificate_thumbprint
 
 [target]                      # imap | maildir
 type = "imap"

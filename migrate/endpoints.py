@@ -12,9 +12,17 @@ from connectors.base import ConnectError, DocumentSource, MailSink, MailSource
 from connectors.local.documents import FolderSink
 from mappings.secrets import resolve_secret
 from mappings.users import UserMap, UserMapping
-from migrate.batch import Batch, GraphEndpointConfig, ImapEndpointConfig, LocalEndpointConfig
+from migrate.batch import (
+    AppCredentials,
+    Batch,
+    GraphEndpointConfig,
+    ImapEndpointConfig,
+    ImapOAuth,
+    LocalEndpointConfig,
+)
 
 if TYPE_CHECKING:
+    from connectors.graph.auth import MsalTokenProvider
     from connectors.graph.session import GraphSession
     from connectors.imap.session import ImapCredentials, ImapEndpoint
 
@@ -37,12 +45,16 @@ class Connectors:
         self.batch = batch
         self.users = users
         self._graph: GraphSession | None = None
+        self._imap_tokens: dict[ImapOAuth, MsalTokenProvider] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._graph is not None:
             self._graph.close()
             self._graph = None
+        for tokens in self._imap_tokens.values():
+            tokens.close()
+        self._imap_tokens.clear()
 
     def accounts(self, user: UserMapping) -> tuple[Account, Account]:
         if self.batch.target is None:
@@ -58,10 +70,13 @@ class Connectors:
     def check_source(self, first_user: str | None) -> None:
         """Sign in once before anything moves, so that a wrong tenant, an expired secret
         or a missing admin consent stops the run at once with the reason."""
-        if isinstance(self.batch.source, GraphEndpointConfig) and first_user:
+        source = self.batch.source
+        if isinstance(source, GraphEndpointConfig) and first_user:
             from connectors.graph.mail import check_access
 
             check_access(self.graph_session(), first_user)
+        if isinstance(source, ImapEndpointConfig) and source.oauth is not None:
+            self.imap_tokens(source.oauth)()
 
     def open_source(self, account: Account) -> MailSource:
         config = account.config
@@ -142,29 +157,47 @@ class Connectors:
         assert isinstance(config, GraphEndpointConfig)
         with self._lock:
             if self._graph is None:
-                from connectors.graph.auth import (
-                    ClientCertificate,
-                    GraphCredentials,
-                    token_provider,
-                )
                 from connectors.graph.session import GraphSession
 
-                ca_file = str(self.batch.resolve(config.ca_file)) if config.ca_file else None
-                credentials = GraphCredentials(
-                    tenant=config.tenant, client_id=config.client_id,
-                    client_secret=resolve_secret(config.client_secret, base_dir=self.batch.base_dir)
-                    if config.client_secret else None,
-                    certificate=ClientCertificate(self.batch.resolve(config.certificate),
-                                                  config.certificate_thumbprint or "")
-                    if config.certificate else None,
-                )
-                tokens = token_provider(credentials, authority=config.authority, ca_file=ca_file)
+                ca_file = self._ca_file(config.ca_file)
                 url = config.graph_url
                 if not url.endswith(("/v1.0", "/beta")):
                     url += "/v1.0"
-                self._graph = GraphSession(url, tokens, ca_file=ca_file,
-                                           per_mailbox=config.per_mailbox)
+                self._graph = GraphSession(url, self._app_tokens(config, ca_file=ca_file),
+                                           ca_file=ca_file, per_mailbox=config.per_mailbox)
             return self._graph
+
+    def imap_tokens(self, oauth: ImapOAuth) -> MsalTokenProvider:
+        """The application's tokens for IMAP logins (XOAUTH2): one msal cache for every
+        mailbox and connection, so that a run asks the sign-in service once an hour."""
+        with self._lock:
+            if oauth not in self._imap_tokens:
+                self._imap_tokens[oauth] = self._app_tokens(
+                    oauth, ca_file=self._ca_file(oauth.ca_file), scope=oauth.scope)
+            return self._imap_tokens[oauth]
+
+    def _app_tokens(self, config: AppCredentials, *, ca_file: str | None,
+                    scope: str | None = None) -> MsalTokenProvider:
+        from connectors.graph.auth import (
+            GRAPH_SCOPE,
+            ClientCertificate,
+            GraphCredentials,
+            token_provider,
+        )
+
+        credentials = GraphCredentials(
+            tenant=config.tenant, client_id=config.client_id,
+            client_secret=resolve_secret(config.client_secret, base_dir=self.batch.base_dir)
+            if config.client_secret else None,
+            certificate=ClientCertificate(self.batch.resolve(config.certificate),
+                                          config.certificate_thumbprint or "")
+            if config.certificate else None,
+        )
+        return token_provider(credentials, authority=config.authority, ca_file=ca_file,
+                              scope=scope or GRAPH_SCOPE)
+
+    def _ca_file(self, path: Path | None) -> str | None:
+        return str(self.batch.resolve(path)) if path else None
 
     def local_store(self, account: Account) -> Path:
         """Where a local store of this account lives; the login never escapes the root."""
@@ -202,9 +235,11 @@ class Connectors:
         assert isinstance(config, ImapEndpointConfig)
         endpoint = ImapEndpoint(
             host=config.host, port=config.port, security=config.security,
-            ca_file=str(self.batch.resolve(config.ca_file)) if config.ca_file else None,
-            timeout=config.timeout,
+            ca_file=self._ca_file(config.ca_file), timeout=config.timeout,
         )
+        if config.oauth is not None:
+            return endpoint, ImapCredentials(login=account.login, password="",
+                                             token=self.imap_tokens(config.oauth))
         admin = config.admin
         if admin is None:
             if not account.secret_ref:

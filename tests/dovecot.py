@@ -77,6 +77,24 @@ class Dovecot:
         pid_file.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class AppTokens:
+    """XOAUTH2 logins checked as Exchange Online checks an application's token: a JWT signed
+    by the tenant's key (``public_key_pem``, ``key_id``), for ``audience`` from ``issuer``,
+    unexpired, holding ``role``; then the mailbox asked for must be one the application was
+    given access to (``granted``). Password logins stay as they are, for seeding.
+
+    Dovecot 2.3 lets a token without any ``roles`` claim through (only a different value is
+    refused), where Exchange refuses it: no test relies on that case."""
+
+    public_key_pem: bytes
+    key_id: str
+    audience: str
+    issuer: str
+    role: str
+    granted: tuple[str, ...]
+
+
 def start_dovecot(
     base: Path,
     users: dict[str, str],
@@ -86,11 +104,12 @@ def start_dovecot(
     master: tuple[str, str] | None = None,
     max_mail_size: int | None = None,
     tls: tuple[Path, Path] | None = None,
+    app_tokens: AppTokens | None = None,
 ) -> Dovecot:
     """Start a Dovecot whose files all live in ``base`` (created if missing).
 
     ``tls`` is (certificate, key) in PEM: the server then also listens for imaps and offers
-    STARTTLS on its plain port.
+    STARTTLS on its plain port. ``app_tokens`` adds XOAUTH2 logins with application tokens.
 
     ``capability`` replaces what IMAP advertises (Dovecot's ``imap_capability``), to
     emulate servers without some extensions. ``master`` adds a master user: logging in
@@ -120,6 +139,8 @@ def start_dovecot(
         )
         if tls:
             config = _with_tls(config, tls, tls_port)
+        if app_tokens:
+            config = _with_app_tokens(config, root, app_tokens)
         (root / "dovecot.conf").write_text(config)
         # The daemon inherits our descriptors: a pipe would never reach end of file.
         with open(root / "startup.log", "w") as startup_log:
@@ -227,6 +248,55 @@ def _with_tls(config: str, tls: tuple[Path, Path], tls_port: int | None) -> str:
         .replace("  inet_listener imaps {\n    port = 0\n  }",
                  f"  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {tls_port}\n  }}")
     )
+
+
+def _with_app_tokens(config: str, root: Path, tokens: AppTokens) -> str:
+    # Dovecot's local validation reads the key at /shared/<azp:default>/<alg>/<kid>.
+    keys = root / "token-keys"
+    (keys / "default" / "RS256").mkdir(parents=True, exist_ok=True)
+    (keys / "default" / "RS256" / tokens.key_id).write_bytes(tokens.public_key_pem)
+    # An app-only token names no mailbox, and Dovecot compares the user it names with the
+    # login: a username_format without variables makes both sides equal, and the grant is
+    # the second passdb's list. active_value is compared with the whole of ``roles``.
+    (root / "app-tokens.conf.ext").write_text(f"""\
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix={keys}/
+client_id = {tokens.audience}
+issuers = {tokens.issuer}
+username_attribute = sub
+username_format = any-mailbox
+active_attribute = roles
+active_value = {tokens.role}
+""")
+    (root / "granted.passwd").write_text(
+        "".join(f"{mailbox}:::::::nopassword=y\n" for mailbox in tokens.granted))
+    (root / "granted.passwd").chmod(0o644)
+    token_passdbs = f"""\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root / "app-tokens.conf.ext"}
+  result_success = continue-ok
+  result_failure = return-fail
+  result_internalfail = return-fail
+}}
+passdb {{
+  driver = passwd-file
+  mechanisms = xoauth2 oauthbearer
+  args = username_format=%u {root / "granted.passwd"}
+  result_failure = return-fail
+  result_internalfail = return-fail
+}}
+passdb {{
+  mechanisms = plain login
+"""
+    return (config.replace("auth_mechanisms = plain login\n",
+                           "auth_mechanisms = plain login xoauth2 oauthbearer\nauth_verbose = yes\n"
+                           # Refusals are what these tests are about: answer them at once,
+                           # and do not slow the next logins from the same address down.
+                           "auth_failure_delay = 0\nservice anvil {\n  unix_listener "
+                           "anvil-auth-penalty {\n    mode = 0\n  }\n}\n")
+            .replace("passdb {\n", token_passdbs, 1))
 
 
 def _mail_owner() -> tuple[str, str]:

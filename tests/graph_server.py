@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -38,10 +39,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.tls import TestCertificates
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+EXCHANGE_SCOPE = "https://outlook.office365.com/.default"
+"""The scope of app-only tokens for IMAP (how-to-authenticate-an-imap-pop-smtp-application-by-
+using-oauth page, "Use client credentials grant flow to authenticate IMAP and POP connections")."""
+EXCHANGE_AUDIENCE = "https://outlook.office365.com"
+EXCHANGE_ROLE = "IMAP.AccessAsApp"
 DELTA_PAGE_SIZE = 10
 """Messages per delta page when the client states no preference (message-delta page)."""
 LIST_PAGE_SIZE = 10
@@ -301,6 +308,13 @@ class Throttle:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
 
 
+@functools.cache
+def _signing_key() -> rsa.RSAPrivateKey:
+    """One token-signing key for every test server of the session (making one takes a
+    while, and nothing tells two test tenants apart by their key)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @dataclass
 class GraphServerState:
     """What the handlers share: the tenant, the switches and the counters."""
@@ -327,7 +341,25 @@ class GraphServerState:
     """Access token -> expiry (epoch seconds)."""
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Skip and delta tokens -> the paging state they stand for."""
+    exchange_jwt_lifetime: int = TOKEN_LIFETIME
+    """Seconds an Exchange token's own ``exp`` allows. Shorter than the ``expires_in`` the
+    token endpoint answers, it stands for a server that stops accepting a token the client
+    still holds as valid (clock skew, revoked sessions)."""
+    signing_key: rsa.RSAPrivateKey = field(default_factory=_signing_key)
+    signing_kid: str = field(default_factory=lambda: secrets.token_hex(8))
     lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def signing_public_pem(self) -> bytes:
+        """The public key a resource server checks tokens with, as the tenant's published
+        keys give it (access-tokens page, "Validate tokens")."""
+        return self.signing_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    @property
+    def issuer(self) -> str:
+        """``iss`` of v1.0 access tokens (access-tokens page, "Payload claims")."""
+        return f"https://sts.windows.net/{self.tenant.tenant_id}/"
 
     def expire_tokens(self) -> None:
         with self.lock:
@@ -470,6 +502,8 @@ class GraphHandler(BaseHTTPRequestHandler):
         refusal = self._client_authentication(form)
         if refusal:
             return refusal
+        if form.get("scope") == EXCHANGE_SCOPE:
+            return 200, self._exchange_token()
         if form.get("scope") != GRAPH_SCOPE:
             return _aadsts(400, "invalid_scope", 1002012,
                            f"The provided value for scope {form.get('scope')} is not valid. "
@@ -481,6 +515,30 @@ class GraphHandler(BaseHTTPRequestHandler):
             self.state.stats["tokens_issued"] += 1
         return 200, {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME,
                      "ext_expires_in": TOKEN_LIFETIME, "access_token": token}
+
+    def _exchange_token(self) -> dict[str, Any]:
+        """An app-only access token for Exchange Online: a JWT signed with the tenant's key,
+        whose ``roles`` hold the application permissions an administrator consented to, and
+        no claim naming a mailbox (access-tokens page, "Payload claims"). Exchange checks it
+        itself and then the app's permission on the mailbox named at login."""
+        state = self.state
+        tenant = state.tenant
+        now = int(time.time())
+        service_principal = str(uuid.uuid5(uuid.NAMESPACE_URL, tenant.client_id))
+        claims: dict[str, Any] = {
+            "aud": EXCHANGE_AUDIENCE, "iss": state.issuer, "iat": now, "nbf": now,
+            "exp": now + state.exchange_jwt_lifetime, "appid": tenant.client_id,
+            "appidacr": "1" if tenant.certificate_pem is None else "2", "idp": state.issuer,
+            "oid": service_principal, "sub": service_principal, "tid": tenant.tenant_id,
+            "ver": "1.0"}
+        if not state.no_consent:
+            claims["roles"] = [EXCHANGE_ROLE]
+        token = jwt.encode(claims, state.signing_key, algorithm="RS256",
+                           headers={"kid": state.signing_kid, "typ": "JWT"})
+        with state.lock:
+            state.stats["exchange_tokens_issued"] += 1
+        return {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME,
+                "ext_expires_in": TOKEN_LIFETIME, "access_token": token}
 
     def _client_authentication(self, form: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
         tenant = self.state.tenant

@@ -142,3 +142,42 @@ def test_graph_cannot_be_a_target(tmp_path):
     with pytest.raises(BatchError) as caught:
         load_batch(write(tmp_path, text))
     assert "imap or maildir" in caught.value.problems[0].en
+
+
+EXCHANGE_IMAP = """
+name = "exchange"
+[source]
+type = "imap"
+host = "outlook.office365.com"
+[source.oauth]
+tenant = "ville.onmicrosoft.com"
+client_id = "11111111-2222-3333-4444-555555555555"
+client_secret = "env:BASCULE_APP_SECRET"
+[target]
+type = "maildir"
+path = "cible"
+"""
+
+
+def test_an_exchange_imap_source_asks_for_the_outlook_scope(tmp_path):
+    batch = load_batch(write(tmp_path, EXCHANGE_IMAP))
+    assert batch.source.oauth.scope == "https://outlook.office365.com/.default"
+    assert batch.source.oauth.authority == "https://login.microsoftonline.com"
+    assert batch.source.port == 993 and batch.source.security == "tls"
+
+
+@pytest.mark.parametrize(("change", "key", "expected"), [
+    (('client_secret = "env:BASCULE_APP_SECRET"', 'client_secret = "s3cr3t-value"'),
+     "source.oauth.client_secret", "env:NAME"),
+    (('client_secret = "env:BASCULE_APP_SECRET"', ""), "source.oauth",
+     "client_secret or certificate"),
+    (("[source.oauth]", '[source.admin]\nlogin = "m"\nsecret = "env:M"\n[source.oauth]'),
+     "source", "admin or oauth"),
+])
+def test_exchange_imap_source_errors_name_the_key(tmp_path, change, key, expected):
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, EXCHANGE_IMAP.replace(*change)))
+    [problem] = caught.value.problems
+    assert problem.params["key"] == key
+    assert expected in problem.en
+    assert "s3cr3t-value" not in problem.en

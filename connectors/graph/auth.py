@@ -1,4 +1,5 @@
-"""App-only sign-in to Microsoft Graph with msal: credentials, tokens, and errors in plain words.
+"""App-only sign-in to Microsoft Entra ID with msal: credentials, tokens, and errors in plain
+words. The tokens are for Microsoft Graph, or for Exchange Online's IMAP (XOAUTH2).
 
 The application signs in as itself (OAuth 2.0 client credentials) with a client secret or a
 certificate. msal caches the token and asks for a new one when it nears expiry; the Graph
@@ -82,6 +83,10 @@ EXPLANATIONS: Mapping[str, tuple[str, str]] = {
     "65001": ("an administrator has not granted consent to the application's permissions",
               ("un administrateur n'a pas donné son consentement aux permissions de "
               "l'application")),
+    "500011": (("the resource asked for is not in this tenant (for IMAP: Exchange Online; "
+                "check the scope and that the tenant has Exchange Online)"),
+               ("la ressource demandée n'existe pas dans ce tenant (pour IMAP : Exchange "
+                "Online ; vérifiez la portée et que le tenant dispose d'Exchange Online)")),
     "1002012": ("the scope asked for is not valid for app-only access",
                 "la portée demandée n'est pas valide pour un accès en tant qu'application"),
 }

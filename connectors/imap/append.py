@@ -28,7 +28,13 @@ from typing import IO
 from imapclient import imap_utf7
 
 from connectors.base import BasculeError, ConnectError, ItemRejected, Message
-from connectors.imap.session import ImapCredentials, ImapEndpoint, ssl_context
+from connectors.imap.session import (
+    ImapCredentials,
+    ImapEndpoint,
+    TokenProvider,
+    TokenRefused,
+    ssl_context,
+)
 
 CHUNK_SIZE = 1 << 16
 WINDOW_MESSAGES = 64
@@ -223,10 +229,8 @@ class AppendPipeline:
     def _login(self, credentials: ImapCredentials) -> None:
         try:
             pre_login = self._ask_capabilities()
-            if credentials.oauth_token:
-                reply = self._authenticate(b"XOAUTH2", (
-                    f"user={credentials.login}\x01auth=Bearer {credentials.oauth_token}\x01\x01"
-                ).encode(), pre_login)
+            if credentials.token is not None:
+                reply = self._token_login(credentials.login, credentials.token, pre_login)
             elif credentials.authzid or "LOGINDISABLED" in pre_login:
                 reply = self._authenticate(b"PLAIN", b"\0".join((
                     (credentials.authzid or "").encode(), credentials.login.encode(),
@@ -242,6 +246,17 @@ class AppendPipeline:
                 self.capabilities = self._ask_capabilities()
         except (OSError, AppendConnectionLost) as error:
             raise ConnectError(f"connection lost during login: {error}") from error
+
+    def _token_login(self, login: str, tokens: TokenProvider,
+                     capabilities: frozenset[str]) -> _Reply:
+        """XOAUTH2 with the cached token, then once with a fresh one (as the session does)."""
+        for refresh in (False, True):
+            token = tokens(refresh=refresh)
+            reply = self._authenticate(
+                b"XOAUTH2", f"user={login}\x01auth=Bearer {token}\x01\x01".encode(), capabilities)
+            if reply.status == "OK":
+                return reply
+        raise TokenRefused(login, reply.text.replace(token, "***"))
 
     def _authenticate(self, mechanism: bytes, response: bytes,
                       capabilities: frozenset[str]) -> _Reply:

@@ -12,7 +12,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import imapclient
 from imapclient import exceptions as imap_errors
@@ -45,19 +45,53 @@ class ImapEndpoint:
     timeout: float = 60.0
 
 
+class TokenProvider(Protocol):
+    """Answers an OAuth bearer token; ``refresh`` discards a cached one first."""
+
+    def __call__(self, *, refresh: bool = False) -> str: ...
+
+
 @dataclass(frozen=True)
 class ImapCredentials:
     """Who logs in.
 
     With ``authzid`` the login is SASL PLAIN proxy authorisation: authenticate as ``login``
-    (an administrator, e.g. Cyrus ``cyrus``), act as ``authzid``. With ``oauth_token`` the
-    login is XOAUTH2 and ``password`` is unused.
+    (an administrator, e.g. Cyrus ``cyrus``), act as ``authzid``. With ``token`` the login
+    is SASL XOAUTH2 for the mailbox ``login`` with the token it answers, asked for at each
+    login so that a long run never presents an expired one; ``password`` is unused.
     """
 
     login: str
     password: str = field(repr=False)
     authzid: str | None = None
-    oauth_token: str | None = field(default=None, repr=False)
+    token: TokenProvider | None = field(default=None, repr=False)
+
+
+TOKEN_REFUSED = (
+    ("the server refused the application's token for {login}. For Exchange Online: the "
+    "application needs the IMAP.AccessAsApp permission of Office 365 Exchange Online with "
+    "admin consent, a service principal in Exchange (New-ServicePrincipal) and access to "
+    "this mailbox (Add-MailboxPermission -AccessRights FullAccess); IMAP must be enabled "
+    "for the mailbox"),
+    ("le serveur a refusé le jeton de l'application pour {login}. Pour Exchange Online : "
+    "l'application doit avoir la permission IMAP.AccessAsApp d'Office 365 Exchange Online "
+    "avec le consentement administrateur, un principal de service dans Exchange "
+    "(New-ServicePrincipal) et l'accès à cette boîte (Add-MailboxPermission -AccessRights "
+    "FullAccess) ; IMAP doit être activé pour la boîte"),
+)
+
+
+class TokenRefused(ConnectError):
+    """An XOAUTH2 login refused twice, the second time with a fresh token: the token is
+    valid but grants nothing on this mailbox. Code ``auth_failed``, explained in
+    ``message_en`` and ``message_fr``."""
+
+    error_code = "XOAUTH2"
+
+    def __init__(self, login: str, server_text: str) -> None:
+        super().__init__(f"login as {login} refused: {server_text}", code="auth_failed")
+        self.message_en = f"{TOKEN_REFUSED[0].format(login=login)} ({server_text})"
+        self.message_fr = f"{TOKEN_REFUSED[1].format(login=login)} ({server_text})"
 
 
 def ssl_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
@@ -226,11 +260,12 @@ def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
 
 
 def _login(client: imapclient.IMAPClient, credentials: ImapCredentials) -> None:
-    secrets = [s for s in (credentials.password, credentials.oauth_token) if s]
+    if credentials.token is not None:
+        _token_login(client, credentials.login, credentials.token)
+        return
+    secrets = [credentials.password]
     try:
-        if credentials.oauth_token:
-            client.oauth2_login(credentials.login, credentials.oauth_token)
-        elif credentials.authzid:
+        if credentials.authzid:
             client.plain_login(
                 credentials.login, credentials.password, authorization_identity=credentials.authzid
             )
@@ -248,6 +283,24 @@ def _login(client: imapclient.IMAPClient, credentials: ImapCredentials) -> None:
         )
     except OSError as error:
         raise ConnectError(f"connection lost during login: {_reason(error)}")
+
+
+def _token_login(client: imapclient.IMAPClient, login: str, tokens: TokenProvider) -> None:
+    """XOAUTH2 with the cached token, then once with a fresh one: a token the sign-in
+    service still deems valid may already be refused by the server (clock skew, revoked
+    consent)."""
+    for refresh in (False, True):
+        token = tokens(refresh=refresh)
+        try:
+            client.oauth2_login(login, token)
+            return
+        except imap_errors.IMAPClientAbortError as error:
+            raise ConnectError(f"connection lost during login: {_scrub(error, [token])}")
+        except imap_errors.IMAPClientError as error:
+            refusal = _scrub(error, [token])
+        except OSError as error:
+            raise ConnectError(f"connection lost during login: {_reason(error)}")
+    raise TokenRefused(login, refusal)
 
 
 def _scrub(error: BaseException, secrets: list[str]) -> str:
