@@ -506,6 +506,38 @@ def single_to_ical(
     return _finish(calendar, times.start), ctx.notes
 
 
+def series_span(master: dict[str, Any], *, mailbox_zone: str = "UTC"
+                ) -> tuple[datetime, datetime | None] | None:
+    """When a series' occurrences start and end, as UTC instants: the start of the first,
+    and the end of the last, or None when the series never ends. None for an event that is
+    not a series."""
+    ctx = _Context(lambda _address: None, mailbox_zone, "")
+    zone = ctx.display_zone(master)
+    times = _times(master, zone, ctx)
+    rule = _rule(master.get("recurrence") or {}, times, zone)
+    if rule is None:
+        return None
+    start, end = _series_start(master, times, rule, zone)
+    first, length = _instant(start, zone), _instant(end, zone) - _instant(start, zone)
+    if "COUNT" not in rule and "UNTIL" not in rule:
+        return first, None
+    origin = start if isinstance(start, datetime) else datetime.combine(start, time())
+    last = None
+    for last in rrulestr(_rule_text(rule), dtstart=origin):
+        pass
+    if last is None:
+        return first, first + length
+    if isinstance(start, datetime):
+        return first, last.astimezone(UTC) + length
+    return first, _instant(last.date(), zone) + length
+
+
+def _instant(value: datetime | date, zone: tzinfo) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.combine(value, time(), zone).astimezone(UTC)
+
+
 def cancelled_occurrences(
     master: dict[str, Any],
     instances: Iterable[dict[str, Any]],

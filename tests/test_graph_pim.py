@@ -14,7 +14,8 @@ from icalendar import Calendar
 from connectors.base import Container, Document
 from connectors.graph import GraphCredentials, GraphSession, token_provider
 from connectors.graph.pim import GraphPimSource
-from tests.graph_pim import FAKE_JPEG, TEAMS_LINK, PimData, pim_of, seed_pim
+from tests.graph_pim import FAKE_JPEG, TEAMS_LINK, PimData, pim_of, seed_pim, wall
+from tests.graph_pim import PARIS as WINDOWS_PARIS
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
 from tests.tls import TestCertificates
 
@@ -218,3 +219,44 @@ def test_forgotten_delta_token_starts_a_full_round(graph: RunningGraphServer,
     graph.state.forget_cursors()
     listing = source.list_documents(contacts, cursor)
     assert listing.complete and len(listing.refs) == 2
+
+
+def test_a_series_is_read_from_its_first_occurrence_to_its_last(graph: RunningGraphServer,
+                                                                source: GraphPimSource) -> None:
+    """Exceptions and cancellations years before today are carried, through windows the
+    server accepts (at most 1825 days each)."""
+    data = pim(graph)
+    calendrier = data.calendars[0]["id"]
+    old = data.add_event(
+        calendrier, subject="Permanence du samedi", isAllDay=False,
+        start=wall(date(2016, 1, 9), 10), end=wall(date(2016, 1, 9), 12),
+        originalStartTimeZone=WINDOWS_PARIS, originalEndTimeZone=WINDOWS_PARIS,
+        recurrence={"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["saturday"],
+                                "firstDayOfWeek": "monday"},
+                    "range": {"type": "noEnd", "startDate": "2016-01-09",
+                              "recurrenceTimeZone": WINDOWS_PARIS}})
+    data.modify_occurrence(old, date(2017, 2, 4), subject="Permanence (en mairie annexe)")
+    old.cancelled.add(date(2018, 12, 29))
+    bounded = data.add_event(
+        calendrier, subject="Formation", isAllDay=False,
+        start=wall(date(2019, 9, 2), 14), end=wall(date(2019, 9, 2), 17),
+        originalStartTimeZone=WINDOWS_PARIS, originalEndTimeZone=WINDOWS_PARIS,
+        recurrence={"pattern": {"type": "daily", "interval": 1},
+                    "range": {"type": "numbered", "numberOfOccurrences": 5,
+                              "startDate": "2019-09-02", "recurrenceTimeZone": WINDOWS_PARIS}})
+    bounded.cancelled.add(date(2019, 9, 4))
+
+    docs = documents(source, container(source, "calendar", "Calendrier"))
+    _, calendar = by_subject(docs, "Permanence du samedi")
+    [override] = [e for e in calendar.walk("VEVENT") if e.get("recurrence-id")]
+    assert override["recurrence-id"].dt == datetime(2017, 2, 4, 10, tzinfo=PARIS)
+    found = [e["dtstart"].dt for e in recurring_ical_events.of(calendar).between(
+        datetime(2016, 1, 1, tzinfo=PARIS), datetime(2027, 6, 1, tzinfo=PARIS))]
+    # Every Saturday from 9 January 2016 until two years after today, but 29 December 2018.
+    saturdays = (date(2027, 6, 1) - date(2016, 1, 9)).days // 7 + 1
+    assert len(found) == saturdays - 1
+    assert datetime(2018, 12, 29, 10, tzinfo=PARIS) not in found
+    _, formation = by_subject(docs, "Formation")
+    days = sorted(e["dtstart"].dt.date() for e in recurring_ical_events.of(formation).between(
+        datetime(2019, 1, 1, tzinfo=PARIS), datetime(2020, 1, 1, tzinfo=PARIS)))
+    assert days == [date(2019, 9, 2), date(2019, 9, 3), date(2019, 9, 5), date(2019, 9, 6)]

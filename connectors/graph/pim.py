@@ -33,8 +33,9 @@ Pages of Microsoft's Graph v1.0 documentation each behaviour comes from
 - ``outlook-immutable-id``: ``Prefer: IdType="ImmutableId"`` on every request, so that an
   event or a contact keeps its id (the source_id in the ledger) when it moves.
 
-Series occurrences are read over a window of ``window_years`` before and after today: an
-exception or a cancellation outside it is not carried over.
+A series' occurrences are read from its first to its last, in windows of at most
+``INSTANCES_SPAN`` days; a series with no end is read until ``window_years`` after today: an
+exception or a cancellation later than that is not carried over.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from mappings.calendar import (
     Window,
     cancelled_occurrences,
     parse_graph_instant,
+    series_span,
     series_to_ical,
     single_to_ical,
     windows_to_iana,
@@ -78,6 +80,9 @@ EVENT_SELECT = ("id,iCalUId,type,seriesMasterId,changeKey,createdDateTime,lastMo
 IMMUTABLE_ID = 'IdType="ImmutableId"'
 EVENT_HEADERS = {"Prefer": f'outlook.timezone="UTC", {IMMUTABLE_ID}'}
 LIST_PAGE = 100
+INSTANCES_SPAN = timedelta(days=1825)
+"""The longest window Outlook serves occurrences for in one request: beyond it Graph answers
+ErrorInvalidRequest "Maximum number of days: 1825" (seen in the field, not documented)."""
 """Items per page asked with ``$top`` (Outlook lists answer 10 by default)."""
 DELTA_PAGE_SIZE = 100
 STALE_DELTA_CODES = frozenset({"SyncStateNotFound", "SyncStateInvalid", "ResyncRequired"})
@@ -244,11 +249,19 @@ class GraphPimSource:
                 self._notes.append(SourceNote("mailbox_zone_unknown", self._user, name))
         return self._zone
 
-    def _window(self) -> Window:
+    def _window(self, event: dict[str, Any]) -> Window:
+        """From the series' first occurrence to its last, or to ``window_years`` after today
+        when it has no end; a day more on each side for zones and long occurrences."""
+        day = timedelta(days=1)
         today = self._clock().astimezone(UTC).replace(hour=0, minute=0, second=0,
                                                        microsecond=0)
-        span = timedelta(days=round(365.25 * self._window_years))
-        return today - span, today + span
+        reach = timedelta(days=round(365.25 * self._window_years))
+        horizon = today + reach
+        span = series_span(event, mailbox_zone=self._mailbox_zone())
+        if span is None:  # a pattern bascule cannot read: what is around today
+            return today - reach, horizon
+        first, last = span
+        return first - day, (last if last is not None else max(horizon, first)) + day
 
     def _list_calendar(self, container: Container, cursor: dict[str, Any] | None
                        ) -> DocumentListing:
@@ -277,11 +290,13 @@ class GraphPimSource:
     def _load_series(self, event: dict[str, Any]) -> _Series:
         if event.get("type") != SERIES:
             return _Series(event)
-        window = self._window()
-        instances = list(self._session.pages(
-            f"users/{self._user}/events/{quote(str(event['id']), safe='=')}/instances",
-            {"startDateTime": _iso(window[0]), "endDateTime": _iso(window[1]),
-             "$select": EVENT_SELECT, "$top": LIST_PAGE}, EVENT_HEADERS).values())
+        window = self._window(event)
+        url = f"users/{self._user}/events/{quote(str(event['id']), safe='=')}/instances"
+        instances = [instance for start, end in _spans(window, INSTANCES_SPAN)
+                     for instance in self._session.pages(
+                         url, {"startDateTime": _iso(start), "endDateTime": _iso(end),
+                               "$select": EVENT_SELECT, "$top": LIST_PAGE},
+                         EVENT_HEADERS).values()]
         exceptions = [i for i in instances if i.get("type") == "exception"]
         cancelled = cancelled_occurrences(event, instances, window,
                                           mailbox_zone=self._mailbox_zone())
@@ -375,6 +390,14 @@ class GraphPimSource:
 
 def _uid(event: dict[str, Any]) -> str:
     return str(event.get("iCalUId") or event["id"])
+
+
+def _spans(window: Window, longest: timedelta) -> Iterator[Window]:
+    """``window`` cut into consecutive windows no longer than ``longest``."""
+    start, end = window
+    while start < end:
+        yield start, min(start + longest, end)
+        start += longest
 
 
 def _iso(moment: datetime) -> str:
