@@ -254,6 +254,8 @@ def test_fetch_streams_identical_bytes_in_order(graph: RunningGraphServer,
         assert message.internal_date == fixture.received
     big = next(m for m in fetched if m.source_id == large.id)
     assert big.flags == {"\\Seen", "\\Flagged", "Urbanisme"}
+    assert big.subject == "Plans du PLU"
+    assert big.message_id and big.message_id.startswith("<")
 
 
 def test_fetch_without_listing_reads_metadata(graph: RunningGraphServer,
