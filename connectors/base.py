@@ -297,6 +297,9 @@ class DocumentListing:
     cursor: dict[str, Any]
     complete: bool
     removed: list[str] = field(default_factory=list)
+    relocated: list[DocumentRef] = field(default_factory=list)
+    """Items unchanged themselves whose place changed with a renamed or moved parent
+    folder: to be written again under their new path, whatever their version."""
 
 
 class DocumentSource(Protocol):

@@ -52,10 +52,14 @@ class DocumentUnit:
         return self.result
 
     def _wanted(self, listing: DocumentListing, known: dict) -> list[DocumentRef]:
-        """New items, items whose version changed, and items not yet done."""
+        """New items, items whose version changed or whose folder moved, and items not yet
+        done."""
         wanted = [ref for ref in listing.refs if _stale(known.get(ref.source_id), ref)]
+        chosen = {ref.source_id for ref in wanted}
+        wanted += [ref for ref in listing.relocated if ref.source_id not in chosen]
         if not listing.complete:
             listed = {ref.source_id for ref in listing.refs}
+            listed |= {ref.source_id for ref in listing.relocated}
             wanted += [DocumentRef(sid, record.version or "", record.size or 0)
                        for sid, record in known.items()
                        if record.status != DONE and sid not in listed

@@ -231,6 +231,12 @@ class FixtureFiles:
             item.name = name
             item.version = self._tick()
 
+    def move(self, drive: FixtureDrive, item_id: str, parent: FixtureDriveItem) -> None:
+        with self.lock:
+            item = drive.items[item_id]
+            item.parent_id = parent.id
+            item.version = self._tick()
+
     def delete(self, drive: FixtureDrive, item_id: str) -> None:
         with self.lock:
             gone = [item_id]
@@ -498,7 +504,20 @@ def _drive_route(handler: GraphHandler, files: FixtureFiles, drive: FixtureDrive
         return _delta(handler, files, drive, query)
     if len(rest) == 2 and rest[0] == "items":
         return _item(handler, files, drive, rest[1], query)
+    if len(rest) == 3 and rest[0] == "items" and rest[2] == "children":
+        return _children(handler, files, drive, rest[1], query)
     return None
+
+
+def _children(handler: GraphHandler, files: FixtureFiles, drive: FixtureDrive, item_id: str,
+              query: dict[str, str]) -> Reply:
+    """A folder's children, paged (driveitem-list-children page)."""
+    if "$skiptoken" not in query and item_id not in drive.items:
+        raise GraphError(404, "itemNotFound", "The resource could not be found.")
+    files.stats["children_lists"] += 1
+    children = [item_resource(files, drive, item, in_delta=False)
+                for item in drive.items.values() if item.parent_id == item_id]
+    return _page(handler, files, children, query, "Collection(driveItem)")
 
 
 def user_drive_route(handler: GraphHandler, mailbox: FixtureMailbox, rest: list[str],

@@ -227,21 +227,40 @@ def test_onedrive_files_land_with_their_bytes_and_mtimes(certificates, dovecot_f
         mailbox = tenant.mailbox(AMELIE)
         drive = files.drives[files.user_drives[mailbox.id]]
         root = tmp_path / "documents" / "alice" / "files" / "OneDrive"
-        notebooks = ["/".join(drive.path_of(item)) + "/" for item in drive.items.values()
-                     if item.kind == "package"]
-        expected = {"/".join(drive.path_of(item)): item for item in drive.items.values()
-                    if item.kind == "file"}
-        expected = {path: item for path, item in expected.items()
-                    if not any(path.startswith(notebook) for notebook in notebooks)}
-        assert notebooks and len(expected) > 3
-        landed = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
-        assert set(landed) == set(expected)
-        for name, item in expected.items():
-            assert hashlib.sha256(landed[name].read_bytes()).digest() == \
-                hashlib.sha256(item.content).digest()
-            assert landed[name].stat().st_mtime == item.client_modified.timestamp()
+
+        def check_landed() -> int:
+            notebooks = ["/".join(drive.path_of(item)) + "/" for item in drive.items.values()
+                         if item.kind == "package"]
+            expected = {"/".join(drive.path_of(item)): item for item in drive.items.values()
+                        if item.kind == "file"}
+            expected = {path: item for path, item in expected.items()
+                        if not any(path.startswith(notebook) for notebook in notebooks)}
+            assert notebooks and len(expected) > 3
+            landed = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+            assert set(landed) == set(expected)
+            for name, item in expected.items():
+                assert hashlib.sha256(landed[name].read_bytes()).digest() == \
+                    hashlib.sha256(item.content).digest()
+                assert landed[name].stat().st_mtime == item.client_modified.timestamp()
+            return len(expected)
+
+        check_landed()
         entries = report(tmp_path, "run")["entries"]
         assert any(e.get("code") == "not_a_file" for e in entries)
+        assert bascule("verify", str(batch))[0] == 0
+
+        # A folder renamed and another moved: delta lists the two folders alone, and every
+        # file below them must follow, leaving no copy at the old place.
+        files.rename(drive, drive.at("Documents", "Délibérations").id, "Délibérations du conseil")
+        files.move(drive, drive.at("Images", "Fête du 14 juillet").id, drive.at("Documents"))
+        below = sum(1 for item in drive.items.values() if item.kind == "file" and (
+            drive.path_of(item)[:2] in (["Documents", "Délibérations du conseil"],
+                                         ["Documents", "Fête du 14 juillet"])))
+        assert below >= 3
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        check_landed()
+        assert report(tmp_path, "run")["summary"]["copied"] == below
         assert bascule("verify", str(batch))[0] == 0
 
 

@@ -16,6 +16,9 @@ Pages of Microsoft's Graph documentation each behaviour comes from (learn.micros
   ``parentReference`` has no ``path`` in delta, so items are tracked by id; a token the
   service cannot use answers ``410 Gone`` (``resyncChangesApplyDifferences``...), and a full
   enumeration starts again. OneDrive for Business omits ``cTag`` from delta.
+- ``api/driveitem-list-children``: ``GET /drives/{id}/items/{id}/children``, paged; read
+  under a folder that delta shows renamed or moved, since delta does not list its
+  descendants again.
 - ``api/resources/driveitem``: ``eTag`` covers metadata and content, ``cTag`` content only;
   ``@microsoft.graph.downloadUrl`` needs no authentication and lasts about an hour.
 - ``api/resources/package``: an item with a ``package`` facet (a OneNote notebook) has no
@@ -68,6 +71,7 @@ ITEM_SELECT = ("id,name,size,eTag,file,fileSystemInfo,parentReference,"
                "@microsoft.graph.downloadUrl")
 PARENT_SELECT = "id,name,parentReference,root,folder,package"
 DELTA_PAGE_SIZE = 500
+CHILDREN_PAGE = 1000
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 """Answers of a download URL that mean "ask Graph for a fresh one"."""
 DOWNLOAD_ATTEMPTS = 3
@@ -120,12 +124,13 @@ class GraphFileSource:
                        ) -> DocumentListing:
         link = (cursor or {}).get("delta_link")
         if link:
+            folders = (cursor or {}).get("folders") or {}
             try:
-                return self._round(container, str(link), complete=False)
+                return self._round(container, str(link), complete=False, before=folders)
             except GraphError as error:
                 if error.status != 410:
                     raise
-        return self._round(container, None, complete=True)
+        return self._round(container, None, complete=True, before={})
 
     def fetch_documents(self, container: Container, refs: Sequence[DocumentRef]
                         ) -> Iterator[Document]:
@@ -145,8 +150,10 @@ class GraphFileSource:
 
     # --- listings
 
-    def _round(self, container: Container, link: str | None, *,
-               complete: bool) -> DocumentListing:
+    def _round(self, container: Container, link: str | None, *, complete: bool,
+               before: dict[str, list[str | None]]) -> DocumentListing:
+        """One delta round. ``before`` is the drive's folders as the last round left them
+        (id -> [name, parent id, kind]), to tell which folders were renamed or moved."""
         drive = container.native_name
         if link is None:
             pages = self._session.pages(f"drives/{quote(drive, safe='!')}/root/delta",
@@ -161,6 +168,9 @@ class GraphFileSource:
             raise GraphError(502, "NoDeltaLink", "the delta round ended without a deltaLink",
                              link or drive)
         tree = self._trees.setdefault(drive, {})
+        if not tree:
+            tree.update({item_id: _Node(str(name), parent, str(kind))
+                         for item_id, (name, parent, kind) in before.items()})
         for item_id, item in latest.items():
             node = _node_of(item)
             if "deleted" in item:
@@ -187,11 +197,48 @@ class GraphFileSource:
                                               "/".join((*container.path, *folder, name)),
                                               str(kind)))
                 continue
-            refs.append(DocumentRef(source_id=item_id, version=str(item.get("eTag", "")),
-                                    size=int(item.get("size") or 0), name=name,
-                                    folder=folder))
-        return DocumentListing(refs=refs, cursor={"delta_link": pages.delta_link},
-                               complete=complete, removed=removed)
+            refs.append(_ref(item, folder))
+        relocated = self._relocated(drive, before, latest, {ref.source_id for ref in refs})
+        folders = {item_id: [node.name, node.parent_id, node.kind]
+                   for item_id, node in tree.items()}
+        return DocumentListing(refs=refs,
+                               cursor={"delta_link": pages.delta_link, "folders": folders},
+                               complete=complete, removed=removed, relocated=relocated)
+
+    def _relocated(self, drive: str, before: dict[str, list[str | None]],
+                   latest: dict[str, dict[str, Any]], listed: set[str]) -> list[DocumentRef]:
+        """The files under each folder this round shows renamed or moved: delta lists the
+        folder alone, its descendants keep their eTag."""
+        old_tree = {item_id: _Node(str(name), parent, str(kind))
+                    for item_id, (name, parent, kind) in before.items()}
+        moved = []
+        for item_id, item in latest.items():
+            if item_id not in old_tree or "deleted" in item or "folder" not in item:
+                continue
+            old_path = _path_in(old_tree, item_id)
+            new_path = self._folder_path(drive, item_id)
+            if new_path is not None and old_path is not None and old_path != new_path:
+                moved.append((item_id, new_path))
+        found: dict[str, DocumentRef] = {}
+        for folder_id, path in moved:
+            for ref in self._files_under(drive, folder_id, path):
+                if ref.source_id not in listed:
+                    found[ref.source_id] = ref
+        return list(found.values())
+
+    def _files_under(self, drive: str, folder_id: str, path: Path) -> Iterator[DocumentRef]:
+        """Every file below a folder, with its path, through the children lists."""
+        pending = [(folder_id, path)]
+        while pending:
+            current, where = pending.pop()
+            children = self._session.pages(
+                f"drives/{quote(drive, safe='!')}/items/{quote(current)}/children",
+                {"$select": DELTA_SELECT, "$top": CHILDREN_PAGE})
+            for child in children.values():
+                if "folder" in child:
+                    pending.append((str(child["id"]), (*where, str(child.get("name", "")))))
+                elif "file" in child:
+                    yield _ref(child, where)
 
     def _folder_path(self, drive: str, parent_id: str | None) -> Path | None:
         """The path of a folder under the drive's root; ``None`` inside a package or under a
@@ -328,6 +375,27 @@ def site_drives_named(session: GraphSession) -> list[tuple[Container, set[str]]]
             found.append((Container(path=(SITES_ROOT, site_name, str(drive["name"])),
                                     native_name=str(drive["id"])), names - {""}))
     return found
+
+
+def _ref(item: dict[str, Any], folder: Path) -> DocumentRef:
+    return DocumentRef(source_id=str(item["id"]), version=str(item.get("eTag", "")),
+                       size=int(item.get("size") or 0), name=str(item.get("name", "")),
+                       folder=folder)
+
+
+def _path_in(tree: dict[str, _Node], folder_id: str) -> Path | None:
+    """A folder's path in a remembered tree; ``None`` when its chain is not all there."""
+    names: list[str] = []
+    current: str | None = folder_id
+    for _ in range(MAX_DEPTH):
+        node = tree.get(current) if current is not None else None
+        if node is None:
+            return None
+        if node.kind == "root":
+            return tuple(reversed(names))
+        names.append(node.name)
+        current = node.parent_id
+    return None
 
 
 def _node_of(item: dict[str, Any]) -> _Node | None:
