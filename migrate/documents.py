@@ -84,7 +84,7 @@ class DocumentUnit:
                 previous = known.get(document.source_id)
                 if previous is not None and previous.target_ref not in (None, target_ref):
                     # Renamed or moved at the source: the copy under the old name goes.
-                    self.sink.remove(previous.target_ref)
+                    self.sink.remove(previous.target_ref, native)
                 if renamed:
                     self.result.notes.append(SourceNote(renamed, target_ref, document.name))
                 self.result.notes.extend(document.notes)

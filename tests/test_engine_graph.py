@@ -261,6 +261,8 @@ def test_onedrive_files_land_with_their_bytes_and_mtimes(certificates, dovecot_f
         assert code == 0, output
         check_landed()
         assert report(tmp_path, "run")["summary"]["copied"] == below
+        assert not (root / "Documents" / "Délibérations").exists()
+        assert not (root / "Images" / "Fête du 14 juillet").exists()
         assert bascule("verify", str(batch))[0] == 0
 
 

@@ -105,11 +105,20 @@ class FolderSink:
         _fsync_dir(target.parent)
         return target.relative_to(self.root).as_posix(), reasons[0] if reasons else None
 
-    def remove(self, target_ref: str) -> None:
-        """Delete a document written before under another name; gone already is fine."""
+    def remove(self, target_ref: str, native_name: str = "") -> None:
+        """Delete a document written before under another name; gone already is fine. The
+        folders it leaves empty go too, up to the container's folder ``native_name``."""
         path = self.root.joinpath(*target_ref.split("/"))
         self._inside(path)
         path.unlink(missing_ok=True)
+        container = self.root.joinpath(*native_name.split("/")) if native_name else self.root
+        folder = path.parent
+        while container in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or gone): the folders above are not empty either
+            folder = folder.parent
 
     def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredDocument]:
         folder = self.root.joinpath(*native_name.split("/")) if native_name else self.root
