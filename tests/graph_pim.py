@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from calendar import monthrange
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -56,6 +58,8 @@ from tests.graph_server import (
 PARIS = "Romance Standard Time"
 CONTACT_DELTA_PAGE_SIZE = 10
 MAX_WINDOW_DAYS = 1825
+MAX_YEAR = 2100
+"""Where a series with no end stops being expanded."""
 """The longest window /instances and calendarView serve in one request."""
 FAKE_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(
     range(200)) + b"\xff\xd9"
@@ -267,24 +271,56 @@ def _event_view(event: FixtureEvent, zone_name: str) -> dict[str, Any]:
     return _served({**base, **event.data}, zone_name)
 
 
-def _slots(master: FixtureEvent) -> rrule:
-    """The occurrences the master's pattern defines, in its zone (daily and weekly only)."""
+def _starts(master: FixtureEvent) -> Iterator[datetime]:
+    """The occurrence starts the master's pattern defines, in order, in its zone
+    (recurrencepattern and recurrencerange pages)."""
     pattern = master.data["recurrence"]["pattern"]
     bounds = master.data["recurrence"]["range"]
     start = _local(master.data["start"])
-    first = datetime.combine(date.fromisoformat(bounds["startDate"]), start.time(), start.tzinfo)
-    options: dict[str, Any] = {"dtstart": first, "interval": int(pattern.get("interval", 1))}
-    if bounds["type"] == "numbered":
-        options["count"] = int(bounds["numberOfOccurrences"])
-    elif bounds["type"] == "endDate":
-        options["until"] = datetime.combine(date.fromisoformat(bounds["endDate"]), time(23, 59),
-                                            start.tzinfo)
-    if pattern["type"] == "daily":
-        return rrule(DAILY, **options)
-    if pattern["type"] == "weekly":
-        days = [weekday(_DAYS[day]) for day in pattern["daysOfWeek"]]
-        return rrule(WEEKLY, byweekday=days, wkst=_DAYS[pattern["firstDayOfWeek"]], **options)
-    raise GraphError(501, "NotImplemented", "The fixture expands daily and weekly series only.")
+    first_day = date.fromisoformat(bounds["startDate"])
+    last_day = date.fromisoformat(bounds["endDate"]) if bounds["type"] == "endDate" else None
+    count = int(bounds["numberOfOccurrences"]) if bounds["type"] == "numbered" else None
+    days = (day for day in _pattern_days(pattern, first_day) if day >= first_day)
+    for number, day in enumerate(days):
+        if (count is not None and number >= count) or (last_day and day > last_day):
+            return
+        yield datetime.combine(day, start.time(), start.tzinfo)
+
+
+def _pattern_days(pattern: dict[str, Any], first: date) -> Iterator[date]:
+    interval = int(pattern.get("interval", 1))
+    kind = pattern["type"]
+    if kind in ("daily", "weekly"):
+        options: dict[str, Any] = {"dtstart": first, "interval": interval}
+        if kind == "weekly":
+            options["byweekday"] = [weekday(_DAYS[day]) for day in pattern["daysOfWeek"]]
+            options["wkst"] = _DAYS[pattern.get("firstDayOfWeek", "sunday")]
+        for moment in rrule(DAILY if kind == "daily" else WEEKLY, **options):
+            yield moment.date()
+        return
+    yearly = kind.endswith("Yearly")
+    year, month = first.year, int(pattern["month"]) if yearly else first.month
+    while year <= MAX_YEAR:
+        yield from _days_in_month(pattern, year, month)
+        if yearly:
+            year += interval
+        else:
+            year, month = year + (month - 1 + interval) // 12, (month - 1 + interval) % 12 + 1
+
+
+def _days_in_month(pattern: dict[str, Any], year: int, month: int) -> list[date]:
+    """``absolute*``: ``dayOfMonth``, the month's last day when it is shorter (as Outlook
+    places a 31st in April). ``relative*``: the ``index``-th of the month's days that are
+    among ``daysOfWeek`` (recurrencepattern page, "index")."""
+    length = monthrange(year, month)[1]
+    if pattern["type"].startswith("absolute"):
+        return [date(year, month, min(int(pattern["dayOfMonth"]), length))]
+    wanted = {_DAYS[day] for day in pattern["daysOfWeek"]}
+    days = [date(year, month, n) for n in range(1, length + 1)
+            if date(year, month, n).weekday() in wanted]
+    index = pattern.get("index", "first")
+    position = -1 if index == "last" else ["first", "second", "third", "fourth"].index(index)
+    return [days[position]] if len(days) > position else []
 
 
 def _instances(master: FixtureEvent, window: tuple[datetime, datetime],
@@ -292,7 +328,11 @@ def _instances(master: FixtureEvent, window: tuple[datetime, datetime],
     master_view = _event_view(master, "UTC")
     duration = _local(master.data["end"]) - _local(master.data["start"])
     found = []
-    for slot in _slots(master).between(window[0] - duration, window[1], inc=True):
+    for slot in _starts(master):
+        if slot > window[1]:
+            break
+        if slot < window[0] - duration:
+            continue
         day = slot.date()
         if day in master.cancelled:
             continue

@@ -260,3 +260,48 @@ def test_a_series_is_read_from_its_first_occurrence_to_its_last(graph: RunningGr
     days = sorted(e["dtstart"].dt.date() for e in recurring_ical_events.of(formation).between(
         datetime(2019, 1, 1, tzinfo=PARIS), datetime(2020, 1, 1, tzinfo=PARIS)))
     assert days == [date(2019, 9, 2), date(2019, 9, 3), date(2019, 9, 5), date(2019, 9, 6)]
+
+
+def test_monthly_and_yearly_series_keep_their_occurrences(graph: RunningGraphServer,
+                                                          source: GraphPimSource) -> None:
+    """The server expands the patterns as the recurrencepattern page says; the .ics must
+    give the same occurrences, the cancelled ones found through /instances included."""
+    data = pim(graph)
+    calendrier = data.calendars[0]["id"]
+
+    def series(subject: str, first: date, pattern: dict, bounds: dict):
+        return data.add_event(
+            calendrier, subject=subject, isAllDay=False, start=wall(first, 18),
+            end=wall(first, 19), originalStartTimeZone=WINDOWS_PARIS,
+            originalEndTimeZone=WINDOWS_PARIS,
+            recurrence={"pattern": pattern, "range": {**bounds, "startDate": first.isoformat(),
+                                                      "recurrenceTimeZone": WINDOWS_PARIS}})
+
+    second_tuesday = series("Commission des finances", date(2025, 1, 14),
+                            {"type": "relativeMonthly", "interval": 1, "index": "second",
+                             "daysOfWeek": ["tuesday"]}, {"type": "noEnd"})
+    second_tuesday.cancelled.add(date(2025, 4, 8))
+    series("Paie", date(2025, 1, 31), {"type": "absoluteMonthly", "interval": 1,
+                                       "dayOfMonth": 31}, {"type": "numbered",
+                                                           "numberOfOccurrences": 6})
+    series("Téléthon", date(2025, 11, 28), {"type": "relativeYearly", "interval": 1,
+                                            "index": "last", "daysOfWeek": ["friday"],
+                                            "month": 11},
+           {"type": "endDate", "endDate": "2027-12-31"})
+
+    docs = documents(source, container(source, "calendar", "Calendrier"))
+
+    def days(subject: str) -> list[date]:
+        _, calendar = by_subject(docs, subject)
+        return sorted(e["dtstart"].dt.date() for e in recurring_ical_events.of(calendar).between(
+            datetime(2025, 1, 1, tzinfo=PARIS), datetime(2026, 1, 1, tzinfo=PARIS)))
+
+    tuesdays = [date(2025, month, 1) + timedelta(days=(1 - date(2025, month, 1).weekday()) % 7
+                                                 + 7) for month in range(1, 13)]
+    assert days("Commission des finances") == [d for d in tuesdays if d != date(2025, 4, 8)]
+    assert days("Paie") == [date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31),
+                            date(2025, 4, 30), date(2025, 5, 31), date(2025, 6, 30)]
+    _, telethon = by_subject(docs, "Téléthon")
+    assert sorted(e["dtstart"].dt.date() for e in recurring_ical_events.of(telethon).between(
+        datetime(2025, 1, 1, tzinfo=PARIS), datetime(2030, 1, 1, tzinfo=PARIS))) == [
+        date(2025, 11, 28), date(2026, 11, 27), date(2027, 11, 26)]
