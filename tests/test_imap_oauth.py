@@ -161,10 +161,17 @@ def test_exchange_online_mailboxes_move_over_imap_with_the_app_token(
     assert not any(mailboxes.contents(target, "alice").values())
 
     monkeypatch.setenv("APP_SECRET", identity.tenant.client_secret)
+    code, output = bascule("audit", batch)
+    assert code == 1, output
+    audit = report(tmp_path, "audit")
+    assert (audit["summary"]["items"], audit["summary"]["errors"]) == (125, 1)
+    assert not any(mailboxes.contents(target, "alice").values())
+
+    issued = identity.stats["exchange_tokens_issued"]
     code, output = bascule("--lang", "fr", "run", batch)
     assert code == 1, output
     # One token for every mailbox and connection, and a fresh one after Hélène's refusal.
-    assert identity.stats["exchange_tokens_issued"] == 2
+    assert identity.stats["exchange_tokens_issued"] - issued == 2
     for source_user, target_user, count in ((AMELIE, "alice", 100), (FRANCOIS, "bob", 25)):
         landed = filled(target, target_user)
         assert landed == filled(exchange, source_user)
