@@ -82,8 +82,9 @@ TOKEN_REFUSED = (
 
 
 class TokenRefused(ConnectError):
-    """An XOAUTH2 login refused twice, the second time with a fresh token: the token is
-    valid but grants nothing on this mailbox. Code ``auth_failed``, explained in
+    """An XOAUTH2 login refused twice, the second time with a fresh token: what the
+    application was granted does not open this mailbox (permission, consent, mailbox access,
+    or a token asked for another resource). Code ``auth_failed``, explained in
     ``message_en`` and ``message_fr``."""
 
     error_code = "XOAUTH2"
