@@ -511,13 +511,10 @@ def series_span(master: dict[str, Any], *, mailbox_zone: str = "UTC"
     """When a series' occurrences start and end, as UTC instants: the start of the first,
     and the end of the last, or None when the series never ends. None for an event that is
     not a series."""
-    ctx = _Context(lambda _address: None, mailbox_zone, "")
-    zone = ctx.display_zone(master)
-    times = _times(master, zone, ctx)
-    rule = _rule(master.get("recurrence") or {}, times, zone)
-    if rule is None:
+    series = _series_rule(master, mailbox_zone)
+    if series is None:
         return None
-    start, end = _series_start(master, times, rule, zone)
+    rule, zone, _, (start, end) = series
     first, length = _instant(start, zone), _instant(end, zone) - _instant(start, zone)
     if "COUNT" not in rule and "UNTIL" not in rule:
         return first, None
@@ -530,6 +527,20 @@ def series_span(master: dict[str, Any], *, mailbox_zone: str = "UTC"
     if isinstance(start, datetime):
         return first, last.astimezone(UTC) + length
     return first, _instant(last.date(), zone) + length
+
+
+def _series_rule(master: dict[str, Any], mailbox_zone: str
+                 ) -> tuple[dict[str, Any], tzinfo, _Times,
+                            tuple[datetime | date, datetime | date]] | None:
+    """A master's RRULE parts, display zone, times, and the start and end of its first
+    occurrence; None when its pattern cannot be read."""
+    ctx = _Context(lambda _address: None, mailbox_zone, "")
+    zone = ctx.display_zone(master)
+    times = _times(master, zone, ctx)
+    rule = _rule(master.get("recurrence") or {}, times, zone)
+    if rule is None:
+        return None
+    return rule, zone, times, _series_start(master, times, rule, zone)
 
 
 def _instant(value: datetime | date, zone: tzinfo) -> datetime:
@@ -548,13 +559,10 @@ def cancelled_occurrences(
     """The occurrences of ``master`` starting in ``window`` (aware datetimes, end excluded)
     that ``/instances`` did not return: the cancelled ones. Timed series give UTC datetimes,
     all-day series dates; both can be passed to ``series_to_ical`` as ``cancelled``."""
-    ctx = _Context(lambda _address: None, mailbox_zone, "")
-    zone = ctx.display_zone(master)
-    times = _times(master, zone, ctx)
-    rule = _rule(master.get("recurrence") or {}, times, zone)
-    if rule is None:
+    series = _series_rule(master, mailbox_zone)
+    if series is None:
         return []
-    start, _end = _series_start(master, times, rule, zone)
+    rule, zone, times, (start, _end) = series
     listed = {_original_start(item["originalStart"], times, zone)
               for item in instances if item.get("originalStart")}
     if isinstance(start, datetime):

@@ -69,6 +69,12 @@ def contents(server: Dovecot, user: str) -> dict[tuple[str, ...], Counter]:
     return found
 
 
+def filled(server: Dovecot, user: str) -> dict[tuple[str, ...], Counter]:
+    """``contents`` of the folders holding messages only (a target creates parents and
+    SPECIAL-USE folders the source may not have)."""
+    return {path: found for path, found in contents(server, user).items() if found}
+
+
 def expected(folders: Iterable[CorpusFolder], where: dict[tuple[str, ...], tuple[str, ...]]
              ) -> dict[tuple[str, ...], Counter]:
     """What the target must hold: each source folder's messages at its target path."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -75,10 +74,6 @@ work_dir = "work"
     return path
 
 
-def target_view(server, user: str) -> dict[tuple[str, ...], Counter]:
-    return {path: c for path, c in mailboxes.contents(server, user).items() if c}
-
-
 @pytest.fixture
 def pair(dovecot_factory, tmp_path, monkeypatch):
     """A source and a target Dovecot, alice's corpus on the source, a batch for both."""
@@ -105,7 +100,7 @@ def test_migration_keeps_bytes_flags_dates_and_folders(pair, tmp_path):
 
     code, output = bascule("run", str(batch))
     assert code == 0, output
-    assert target_view(target, "alice") == mailboxes.landed(
+    assert mailboxes.filled(target, "alice") == mailboxes.landed(
         mailboxes.contents(source, "alice@ville.fr"), LANDING)
 
     code, output = bascule("verify", str(batch))
@@ -157,7 +152,7 @@ def test_uidvalidity_change_brings_no_duplicate(pair, tmp_path):
     code, output = bascule("run", str(batch))
     assert code == 0, output
     assert report(tmp_path, "run")["summary"]["copied"] == 1
-    assert target_view(target, "alice") == mailboxes.landed(
+    assert mailboxes.filled(target, "alice") == mailboxes.landed(
         mailboxes.contents(source, "alice@ville.fr"), LANDING)
 
 
@@ -176,7 +171,7 @@ def test_a_refused_message_is_reported_and_the_rest_lands(dovecot_factory, tmp_p
     failed = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "failed"]
     assert len(failed) == 1 and failed[0]["code"] == "too_big"
     assert failed[0]["folder"] == "Projets/Été 2024"
-    landed = target_view(target, "alice")
+    landed = mailboxes.filled(target, "alice")
     assert sum(landed[("Projets", "Été 2024")].values()) == 1
     assert sum(landed[("INBOX",)].values()) == len(folders[0].messages)
     code, _ = bascule("status", str(batch))
@@ -203,7 +198,7 @@ def test_wrong_password_and_unreachable_server_are_reported(dovecot_factory, tmp
     assert [(e["principal"], e["code"]) for e in errors] == [("alice", "auth_failed")]
     assert "not-her-password" not in json.dumps(entries)
     bob = build_corpus(seed=3)[0].messages
-    assert sum(target_view(target, "bob")[("INBOX",)].values()) == len(bob)
+    assert sum(mailboxes.filled(target, "bob")[("INBOX",)].values()) == len(bob)
 
     target.stop()
     code, output = bascule("plan", str(batch))
@@ -226,7 +221,7 @@ def test_separator_dot_target_renames_and_master_user(dovecot_factory, tmp_path,
     entries = report(tmp_path, "run")["entries"]
     renamed = next(e for e in entries if e["folder"] == "Versions/v1.2")
     assert renamed["action"] == "rename" and "renamed_separator" in renamed["code"]
-    landed = target_view(target, "alice")
+    landed = mailboxes.filled(target, "alice")
     assert [sum(c.values()) for p, c in landed.items() if p[0] == "Versions"] == [2]
 
 
@@ -250,7 +245,7 @@ def test_maildir_export_into_imap_converts_bare_lf_and_verifies(dovecot_factory,
     code, output = bascule("verify", batch)
     assert code == 0, output
     assert report(tmp_path, "verify")["summary"]["mismatches"] == 0
-    inbox = target_view(target, "alice")[("INBOX",)]
+    inbox = mailboxes.filled(target, "alice")[("INBOX",)]
     assert sum(inbox.values()) == len(corpus[0].messages)
 
 
@@ -269,7 +264,7 @@ def test_a_folder_name_the_target_refuses_is_reported_and_the_rest_lands(
     assert code == 1, output
     [refused] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "error"]
     assert (refused["folder"], refused["code"]) == ("~ancien", "name_refused")
-    assert sum(target_view(target, "alice")[("INBOX",)].values()) == 3
+    assert sum(mailboxes.filled(target, "alice")[("INBOX",)].values()) == 3
 
 
 def test_a_message_the_target_refuses_as_invalid_is_reported_and_retried(
@@ -290,13 +285,13 @@ def test_a_message_the_target_refuses_as_invalid_is_reported_and_retried(
     [refused] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "failed"]
     assert (refused["code"], refused["source_id"]) == ("invalid_message", "1700000000.M1P1.export")
     assert "zero byte" in refused["message_en"]
-    assert sum(target_view(target, "alice")[("INBOX",)].values()) == 4
+    assert sum(mailboxes.filled(target, "alice")[("INBOX",)].values()) == 4
 
     code, output = bascule("run", batch)
     assert code == 1, output
     run = report(tmp_path, "run")
     assert run["summary"]["failed"] == 1 and run["summary"]["copied"] == 0
-    assert sum(target_view(target, "alice")[("INBOX",)].values()) == 4
+    assert sum(mailboxes.filled(target, "alice")[("INBOX",)].values()) == 4
 
 
 def test_keywords_an_imap_target_cannot_hold_are_reported_message_by_message(

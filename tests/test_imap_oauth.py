@@ -9,7 +9,6 @@ permission given to the application.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -107,11 +106,6 @@ def test_a_mailbox_the_app_cannot_open_is_explained(identity, exchange, certific
         connect(endpoint(exchange), ImapCredentials(AMELIE, "", token=graph_tokens))
 
 
-def filled(server: Dovecot, user: str) -> dict[tuple[str, ...], Counter]:
-    """Each folder holding messages: (SHA-256, flags, internal date) of every message."""
-    return {path: found for path, found in mailboxes.contents(server, user).items() if found}
-
-
 def oauth_batch(tmp_path, identity: RunningGraphServer, certificates, source: Dovecot,
                 target: Dovecot) -> str:
     mailboxes.write_users(tmp_path, [(AMELIE, "alice", "", "env:ALICE_DST"),
@@ -173,8 +167,8 @@ def test_exchange_online_mailboxes_move_over_imap_with_the_app_token(
     # One token for every mailbox and connection, and a fresh one after Hélène's refusal.
     assert identity.stats["exchange_tokens_issued"] - issued == 2
     for source_user, target_user, count in ((AMELIE, "alice", 100), (FRANCOIS, "bob", 25)):
-        landed = filled(target, target_user)
-        assert landed == filled(exchange, source_user)
+        landed = mailboxes.filled(target, target_user)
+        assert landed == mailboxes.filled(exchange, source_user)
         assert sum(sum(found.values()) for found in landed.values()) == count
     refused = [e for e in report(tmp_path, "run")["entries"] if e.get("code") == "auth_failed"]
     assert {e["principal"] for e in refused} == {HELENE}

@@ -41,7 +41,7 @@ for a fresh URL, once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -167,10 +167,11 @@ class GraphFileSource:
         if pages.delta_link is None:
             raise GraphError(502, "NoDeltaLink", "the delta round ended without a deltaLink",
                              link or drive)
+        remembered = {item_id: _Node(str(name), parent, str(kind))
+                      for item_id, (name, parent, kind) in before.items()}
         tree = self._trees.setdefault(drive, {})
         if not tree:
-            tree.update({item_id: _Node(str(name), parent, str(kind))
-                         for item_id, (name, parent, kind) in before.items()})
+            tree.update(remembered)
         for item_id, item in latest.items():
             node = _node_of(item)
             if "deleted" in item:
@@ -198,29 +199,33 @@ class GraphFileSource:
                                               str(kind)))
                 continue
             refs.append(_ref(item, folder))
-        relocated = self._relocated(drive, before, latest, {ref.source_id for ref in refs})
+        relocated = self._relocated(drive, remembered, latest, {ref.source_id for ref in refs})
         folders = {item_id: [node.name, node.parent_id, node.kind]
                    for item_id, node in tree.items()}
         return DocumentListing(refs=refs,
                                cursor={"delta_link": pages.delta_link, "folders": folders},
                                complete=complete, removed=removed, relocated=relocated)
 
-    def _relocated(self, drive: str, before: dict[str, list[str | None]],
+    def _relocated(self, drive: str, remembered: dict[str, _Node],
                    latest: dict[str, dict[str, Any]], listed: set[str]) -> list[DocumentRef]:
         """The files under each folder this round shows renamed or moved: delta lists the
-        folder alone, its descendants keep their eTag."""
-        old_tree = {item_id: _Node(str(name), parent, str(kind))
-                    for item_id, (name, parent, kind) in before.items()}
+        folder alone, its descendants keep their eTag. ``remembered`` is the drive's folders
+        as the last round left them."""
         moved = []
         for item_id, item in latest.items():
-            if item_id not in old_tree or "deleted" in item or "folder" not in item:
+            if item_id not in remembered or "deleted" in item or "folder" not in item:
                 continue
-            old_path = _path_in(old_tree, item_id)
+            old_path = _path_of(item_id, remembered.get, drive)
             new_path = self._folder_path(drive, item_id)
             if new_path is not None and old_path is not None and old_path != new_path:
                 moved.append((item_id, new_path))
         found: dict[str, DocumentRef] = {}
-        for folder_id, path in moved:
+        walked: list[Path] = []
+        # Parents first: a folder moved with its moved parent is walked once, with it.
+        for folder_id, path in sorted(moved, key=lambda pair: len(pair[1])):
+            if any(path[:len(done)] == done for done in walked):
+                continue
+            walked.append(path)
             for ref in self._files_under(drive, folder_id, path):
                 if ref.source_id not in listed:
                     found[ref.source_id] = ref
@@ -244,19 +249,9 @@ class GraphFileSource:
         """The path of a folder under the drive's root; ``None`` inside a package or under a
         folder deleted since (its delta entry comes in a later round)."""
         tree = self._trees.setdefault(drive, {})
-        names: list[str] = []
-        current = parent_id
-        for _ in range(MAX_DEPTH):
-            if current is None:
-                return tuple(reversed(names))
-            node = tree.get(current) or self._read_parent(drive, current)
-            if node is None or node.kind == "package":
-                return None
-            if node.kind == "root":
-                return tuple(reversed(names))
-            names.append(node.name)
-            current = node.parent_id
-        raise GraphError(502, "FolderCycle", "the folder chain does not reach the root", drive)
+        return _path_of(parent_id,
+                        lambda item_id: tree.get(item_id) or self._read_parent(drive, item_id),
+                        drive)
 
     def _read_parent(self, drive: str, item_id: str) -> _Node | None:
         """A folder a delta round did not list (a later round lists only what changed, and
@@ -383,19 +378,23 @@ def _ref(item: dict[str, Any], folder: Path) -> DocumentRef:
                        folder=folder)
 
 
-def _path_in(tree: dict[str, _Node], folder_id: str) -> Path | None:
-    """A folder's path in a remembered tree; ``None`` when its chain is not all there."""
+def _path_of(folder_id: str | None, node_of: Callable[[str], _Node | None],
+             drive: str) -> Path | None:
+    """A folder's path under the drive's root, walking up through ``node_of``; ``None`` when
+    a folder of the chain is unknown or is a package."""
     names: list[str] = []
-    current: str | None = folder_id
+    current = folder_id
     for _ in range(MAX_DEPTH):
-        node = tree.get(current) if current is not None else None
-        if node is None:
+        if current is None:
+            return tuple(reversed(names))
+        node = node_of(current)
+        if node is None or node.kind == "package":
             return None
         if node.kind == "root":
             return tuple(reversed(names))
         names.append(node.name)
         current = node.parent_id
-    return None
+    raise GraphError(502, "FolderCycle", "the folder chain does not reach the root", drive)
 
 
 def _node_of(item: dict[str, Any]) -> _Node | None:
