@@ -102,7 +102,7 @@ class PutResult:
 
     source_id: str
     target_ref: str | None
-    error: ItemRejected | None = None
+    error: ItemRejected | SendUnconfirmed | None = None
 
 
 @dataclass(frozen=True)
@@ -172,15 +172,37 @@ class BasculeError(Exception):
 
 class ConnectError(BasculeError):
     """The server cannot be reached or refuses the login: codes ``unreachable``,
-    ``auth_failed``, ``tls_failed``."""
+    ``no_greeting`` (it accepted the connection and said nothing), ``timeout`` (it stopped
+    answering), ``auth_failed``, ``tls_failed``. ``where`` names the server (``host:port``)."""
 
     code = "unreachable"
 
+    def __init__(self, detail: str = "", *, code: str | None = None, where: str = "") -> None:
+        super().__init__(detail, code=code)
+        self.where = where
+
+    @property
+    def server_down(self) -> bool:
+        """Whether the server itself fails (not this login): every account on it would."""
+        return self.code in SERVER_DOWN
+
+
+SERVER_DOWN = frozenset({"unreachable", "no_greeting", "timeout", "connection_lost"})
+
 
 class ItemRejected(BasculeError):
-    """The target refused one item: codes ``too_big``, ``invalid_message``, ``server_error``."""
+    """The target refused one item, for certain (it answered no): codes ``too_big``,
+    ``over_quota``, ``invalid_message``, ``server_error``. The item was not stored and may
+    be sent again without looking for it first."""
 
     code = "server_error"
+
+
+class SendUnconfirmed(BasculeError):
+    """The item was sent, or may have been, and the target never answered (connection lost,
+    timeout, BYE): it may be stored. It is looked for on the target before it is sent again."""
+
+    code = "unconfirmed"
 
 
 class ContainerRefused(BasculeError):
@@ -231,14 +253,29 @@ class MailSink(Protocol):
 
     def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
         """Store the messages with their flags and internal date, bytes unchanged; yield one
-        result per message, in order, as soon as the target acknowledged it. A message the
-        target refuses yields a result with ``error`` set and the others go on. The sink may
-        pipeline: a result may come after later messages were sent."""
+        result per message, in order, as soon as the target acknowledged it. The sink may
+        pipeline: a result may come after later messages were sent.
 
-    def find(self, native_name: str, fingerprint: str, size: int, exclude: set[str]) -> str | None:
-        """The target_ref of a stored item with these bytes, not in ``exclude`` (refs the
-        ledger already gave to other source items); ``None`` if there is none. Used after a
-        crash for items that were in flight."""
+        A message the target refuses yields a result whose ``error`` is ``ItemRejected`` and
+        the others go on. A message whose fate is unknown (the connection dropped before the
+        answer) yields ``SendUnconfirmed``; the sink may reconnect and go on with the next
+        ones. When it cannot go on, it raises ``ConnectError`` after yielding a result for
+        every message it took from ``messages``. The caller may stop iterating ``messages``
+        at any time (a stop asked for, a full mailbox): the sink then answers what it sent."""
+
+    def native_name(self, path: Path) -> str:
+        """The folder's native name, whether it exists or not; creates nothing. Raises
+        ``ContainerRefused`` when the target cannot have that name."""
+
+    def count(self, native_name: str) -> int:
+        """How many items the folder holds (0 when it does not exist), cheaply: no listing."""
+
+    def fingerprints(self, native_name: str, target_refs: Sequence[str]
+                     ) -> Iterator[tuple[str, str]]:
+        """``(target_ref, fingerprint)`` of the stored items named, reading their bodies in
+        bounded memory; a ref no longer there is left out. With ``inventory`` this is how
+        the engine finds, by content, what is already on the target after a crash, a lost
+        ledger or a user's own filing."""
 
     def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
         """Replace the flags of a stored item."""

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.base import BasculeError
-from mappings.secrets import REFERENCE_HINT_EN, REFERENCE_HINT_FR, reference_problem
+from mappings.secrets import (
+    REFERENCE_HINT_EN,
+    REFERENCE_HINT_FR,
+    SecretWarning,
+    reference_problem,
+    secret_warning,
+)
 
 REQUIRED_COLUMNS = ("source", "target")
 SECRET_COLUMNS = ("source_secret", "target_secret")
@@ -97,6 +103,13 @@ class UserMap:
 
     def lookup(self, source: str) -> UserMapping | None:
         return self._by_source.get(source.strip().casefold())
+
+    def secret_warnings(self) -> list[SecretWarning]:
+        """One warning per secret file of the table that other users may read."""
+        references = {ref for m in self._mappings for ref in (m.source_secret, m.target_secret)
+                      if ref}
+        found = (secret_warning(ref, base_dir=self.file.parent) for ref in sorted(references))
+        return [warning for warning in found if warning is not None]
 
     def subset(self, names: Iterable[str]) -> UserMap:
         """The users named (``--users``), in file order. Raises ``UsersFileInvalid`` listing

@@ -16,8 +16,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from mappings.secrets import reference_problem
+from mappings.secrets import reference_problem, resolve_secret, secret_warning
 from migrate.i18n import Text
 
 SECRET_REFERENCE_HINT = 'a reference such as "env:NAME" or "file:path/to/secret"'
@@ -198,8 +200,31 @@ class RunConfig(_Strict):
     )
     workers: int = Field(4, ge=1, le=64, description="Work units running at once.")
     ledger: str | None = Field(
-        None, description="SQLAlchemy URL of the ledger; default: SQLite in work_dir."
+        None, description="SQLAlchemy URL of the ledger, without its password; default: "
+        "SQLite in work_dir."
     )
+    ledger_secret: str | None = Field(
+        None, description="The ledger database's password: " + SECRET_REFERENCE_HINT + "."
+    )
+
+    @field_validator("ledger")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            address = make_url(value)
+        except ArgumentError as error:
+            raise ValueError(f"not a database URL ({error})") from None
+        if address.password:
+            raise ValueError("the URL holds a password: write it without, and give "
+                             'ledger_secret = "env:NAME" (the password is not repeated here)')
+        return value
+
+    @field_validator("ledger_secret")
+    @classmethod
+    def _ledger_secret_reference(cls, value: str | None) -> str | None:
+        return None if value is None else _check_reference(value)
 
 
 class Batch(_Strict):
@@ -236,9 +261,50 @@ class Batch(_Strict):
         """A path from the batch, relative to the batch file's folder."""
         return path if path.is_absolute() else self.base_dir / path
 
+    def ledger_password(self) -> str | None:
+        """The ledger database's password, read from its reference (``SecretError``)."""
+        if self.run.ledger_secret is None:
+            return None
+        return resolve_secret(self.run.ledger_secret, base_dir=self.base_dir)
+
     @property
     def work_dir(self) -> Path:
         return self.resolve(self.run.work_dir)
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def batch_warnings(batch: Batch) -> list[Text]:
+    """What in the batch works but deserves a word: mail in clear over a network, secrets
+    or private keys that other users of the machine may read."""
+    warnings = []
+    for side, endpoint in (("source", batch.source), ("target", batch.target)):
+        if (isinstance(endpoint, ImapEndpointConfig) and endpoint.security == "none"
+                and endpoint.host.lower() not in LOOPBACK_HOSTS
+                and not endpoint.host.startswith("127.")):
+            warnings.append(Text.of("cleartext_to_network", side=side, host=endpoint.host))
+    references = [batch.run.ledger_secret]
+    keys: list[Path] = []
+    for endpoint in (batch.source, batch.target):
+        if isinstance(endpoint, ImapEndpointConfig):
+            references.append(endpoint.admin.secret if endpoint.admin else None)
+            credentials: AppCredentials | None = endpoint.oauth
+        else:
+            credentials = endpoint if isinstance(endpoint, GraphEndpointConfig) else None
+        if credentials is not None:
+            references.append(credentials.client_secret)
+            if credentials.certificate is not None:
+                keys.append(batch.resolve(credentials.certificate))
+    for reference in filter(None, references):
+        warning = secret_warning(reference, base_dir=batch.base_dir)
+        if warning is not None:
+            warnings.append(Text.both(warning.code, warning.message_en, warning.message_fr))
+    for key in keys:
+        warning = secret_warning(f"file:{key}", base_dir=batch.base_dir)
+        if warning is not None:
+            warnings.append(Text.both(warning.code, warning.message_en, warning.message_fr))
+    return warnings
 
 
 def _https(value: str) -> str:

@@ -1,45 +1,116 @@
-"""The ``bascule`` command: parse, call the engine, print. Exit 0 done, 1 items failed, 2 bad input."""
+"""The ``bascule`` command: parse, call the engine, print.
+
+Exit codes: 0 done; 1 some items failed (each is in the report; the next run tries again);
+2 bad input or an unusable place to work (batch, users table, secret, work folder, ledger,
+another command on the same batch); 75 stopped before the end for a reason outside the
+batch (a server down, the disk full): nothing is lost, run again; 130 and 143 stopped by
+SIGINT (Ctrl-C) and SIGTERM: nothing is lost, run again to go on.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
+from connectors.base import BasculeError
 from migrate.batch import EXAMPLE, EXAMPLE_USERS, BatchError, json_schema, load_batch
-from migrate.engine import Engine, InputError, Outcome, ProgressFactory
+from migrate.engine import (
+    EXIT_INPUT,
+    EXIT_STOPPED,
+    GRACE,
+    Engine,
+    InputError,
+    Outcome,
+    ProgressFactory,
+    ledger_exit,
+    ledger_text,
+)
 from migrate.i18n import Text, language
+from migrate.ledger import LedgerError
 
 
 def _say(text: Text, err: bool = False) -> None:
     click.echo(text.render(language()), err=err)
 
 
-def _fail_input(problems: list[Text], header: Text | None = None) -> None:
+def _fail_input(problems: list[Text], header: Text | None = None, code: int = EXIT_INPUT
+                ) -> None:
     if header:
         _say(header, err=True)
     for problem in problems:
         click.echo(f"  - {problem.render(language())}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
-def _engine(batch_path: Path, users: str | None = None) -> Engine:
+def _engine(batch_path: Path, users: str | None = None, command: str = "status") -> Engine:
     try:
         batch = load_batch(batch_path)
     except BatchError as error:
         _fail_input(error.problems, Text.of("cli_bad_batch", path=str(batch_path)))
     names = [u.strip() for u in users.split(",") if u.strip()] if users else None
     try:
-        return Engine(batch, names)
+        return Engine(batch, names, command)
     except InputError as error:
         _fail_input(error.problems)
+    except LedgerError as error:
+        _fail_input([ledger_text(error)], code=ledger_exit(error))
+    except BasculeError as error:
+        _fail_input([_error_text(error)])
     raise AssertionError("unreachable")
+
+
+def _error_text(error: BasculeError) -> Text:
+    english, french = getattr(error, "message_en", None), getattr(error, "message_fr", None)
+    if isinstance(english, str) and isinstance(french, str):
+        return Text.both(error.code, english, french)
+    return Text.of(error.code, detail=error.detail)
+
+
+@contextmanager
+def _command(engine: Engine) -> Iterator[None]:
+    """Run one engine command: the first SIGINT or SIGTERM asks it to stop (what is in
+    flight is answered, nothing new starts), a second one ends the process at once (the
+    ledger holds what was in flight, and the next run looks for it). The environment
+    failing (disk full, ledger damaged) is a message and an exit code, not a traceback."""
+    previous: dict[int, Callable | int | None] = {}
+
+    def stop(signum: int, _frame: object) -> None:
+        if engine.stop.is_set() and engine.signal is not None:
+            os._exit(128 + signum)
+        engine.request_stop(signum)
+        _say(Text.of("cli_stopping", signal=signal.Signals(signum).name, grace=f"{GRACE:.0f}"),
+             err=True)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    except InputError as error:
+        _fail_input(error.problems)
+    except LedgerError as error:
+        _fail_input([ledger_text(error)], code=ledger_exit(error))
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        _fail_input([Text.of("ledger_disk_full", location=error.filename or "?")],
+                    code=EXIT_STOPPED)
+    finally:
+        engine.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def summary_text(command: str, s: dict) -> Text:
@@ -52,7 +123,10 @@ def summary_text(command: str, s: dict) -> Text:
         return Text.of("cli_audit_summary", users=s["users"], containers=s["containers"],
                        items=s["items"], bytes=_size(s["bytes"]), errors=s["errors"])
     if command == "verify":
-        return Text.of("cli_verify_summary", checked=s["checked"], mismatches=s["mismatches"])
+        return Text.of("cli_verify_summary", checked=s["checked"], mismatches=s["mismatches"],
+                       missing=s["missing"], duplicates=s["duplicates"],
+                       extra=s["not_in_source"], flags=s["flags_differ"],
+                       dates=s["dates_differ"])
     if command == "status":
         return Text.of("cli_run_summary", copied=s["copied"], flags=0,
                        failed=s["failed_items"], skipped=0)
@@ -61,9 +135,32 @@ def summary_text(command: str, s: dict) -> Text:
 
 
 def _finish(outcome: Outcome, summary: Text) -> None:
+    for notice in outcome.warnings:
+        click.echo(f"  ! {notice.render(language())}", err=True)
+    if outcome.stopped is not None:
+        _say(outcome.stopped, err=True)
     _say(summary)
     _say(Text.of("cli_reports", json=str(outcome.json_path), csv=str(outcome.csv_path)))
+    if outcome.stopped is not None and _left_behind():
+        # Threads still waiting on a silent server would hold the interpreter's exit: the
+        # ledger already has what they had in flight.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(outcome.exit_code)
     sys.exit(outcome.exit_code)
+
+
+def _left_behind(patience: float = 2.0) -> bool:
+    """Whether worker threads are still busy after ``patience`` seconds (idle ones end at
+    once once their pool is shut down)."""
+    deadline = time.monotonic() + patience
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            return True
+    return False
 
 
 BATCH = click.argument("batch", type=click.Path(path_type=Path, dir_okay=False))
@@ -94,12 +191,21 @@ def main(lang: str | None, verbose: bool) -> None:
 def init(batch: Path) -> None:
     """Write a commented example batch file and users table. / Écrire un exemple de lot."""
     users = batch.with_name("users.csv")
+    folder = batch.parent
+    if not folder.is_dir():
+        _say(Text.of("cli_init_no_folder", path=str(batch), folder=str(folder)), err=True)
+        sys.exit(EXIT_INPUT)
     for path in (batch, users):
         if path.exists():
             _say(Text.of("cli_init_exists", path=str(path)), err=True)
-            sys.exit(2)
-    batch.write_text(EXAMPLE, encoding="utf-8")
-    users.write_text(EXAMPLE_USERS, encoding="utf-8")
+            sys.exit(EXIT_INPUT)
+    for path, text in ((batch, EXAMPLE), (users, EXAMPLE_USERS)):
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            _say(Text.of("cli_cannot_write", path=str(path),
+                         detail=error.strerror or str(error)), err=True)
+            sys.exit(EXIT_INPUT)
     _say(Text.of("cli_init_written", batch=str(batch), users=str(users)))
 
 
@@ -114,15 +220,11 @@ def schema() -> None:
 @click.option("--users", help="Only these source users, comma-separated.")
 def plan(batch: Path, users: str | None) -> None:
     """Dry run: what a run would create, copy, rename and skip. / Simulation."""
-    engine = _engine(batch, users)
-    try:
+    engine = _engine(batch, users, "plan")
+    with _command(engine):
         outcome = engine.plan()
-    finally:
-        engine.close()
     for problem in outcome.problems:
         click.echo(f"  - {problem.render(language())}", err=True)
-    for warning in outcome.warnings:
-        click.echo(f"  ! {warning.render(language())}", err=True)
     _finish(outcome, summary_text("plan", outcome.summary))
 
 
@@ -131,13 +233,9 @@ def plan(batch: Path, users: str | None) -> None:
 @click.option("--users", help="Only these source users, comma-separated.")
 def run(batch: Path, users: str | None) -> None:
     """Copy what is not on the target yet; resumable. / Copier ce qui manque ; reprenable."""
-    engine = _engine(batch, users)
-    try:
+    engine = _engine(batch, users, "run")
+    with _command(engine):
         outcome = engine.run(TerminalProgress() if sys.stderr.isatty() else ProgressFactory())
-    except InputError as error:
-        _fail_input(error.problems)
-    finally:
-        engine.close()
     _finish(outcome, summary_text("run", outcome.summary))
 
 
@@ -146,11 +244,9 @@ def run(batch: Path, users: str | None) -> None:
 @click.option("--users", help="Only these source users, comma-separated.")
 def audit(batch: Path, users: str | None) -> None:
     """Inventory of the source, from listings only. / Inventaire de la source."""
-    engine = _engine(batch, users)
-    try:
+    engine = _engine(batch, users, "audit")
+    with _command(engine):
         outcome = engine.audit()
-    finally:
-        engine.close()
     for problem in outcome.problems:
         click.echo(f"  - {problem.render(language())}", err=True)
     _finish(outcome, summary_text("audit", outcome.summary))
@@ -161,10 +257,8 @@ def audit(batch: Path, users: str | None) -> None:
 def status(batch: Path) -> None:
     """What the ledger holds: units, counts, failures. / État du registre."""
     engine = _engine(batch)
-    try:
+    with _command(engine):
         outcome = engine.status()
-    finally:
-        engine.close()
     _finish(outcome, summary_text("status", outcome.summary))
 
 
@@ -173,13 +267,9 @@ def status(batch: Path) -> None:
 @click.option("--users", help="Only these source users, comma-separated.")
 def verify(batch: Path, users: str | None) -> None:
     """Compare both sides item by item. / Comparer les deux côtés, message par message."""
-    engine = _engine(batch, users)
-    try:
+    engine = _engine(batch, users, "verify")
+    with _command(engine):
         outcome = engine.verify()
-    except InputError as error:
-        _fail_input(error.problems)
-    finally:
-        engine.close()
     _finish(outcome, summary_text("verify", outcome.summary))
 
 

@@ -122,7 +122,7 @@ def run_demo(folder: Path) -> int:
     batch = load_batch(folder / "batch.toml")
     code = 0
     for command in ("plan", "run", "verify"):
-        engine = Engine(batch)
+        engine = Engine(batch, command=command)
         try:
             outcome = getattr(engine, command)()
         finally:

@@ -13,17 +13,28 @@ from connectors.base import (
 )
 from connectors.local.documents import FolderSink
 from migrate.ledger import DONE, ItemRecord, Ledger, Unit
-from migrate.mail import SilentProgress, UnitProgress, UnitResult, chunks, take_source_notes
+from migrate.mail import (
+    Brakes,
+    SilentProgress,
+    UnitProgress,
+    UnitResult,
+    chunks,
+    take_source_notes,
+)
 
 INFLIGHT_CHUNK = 16
 
 
 class DocumentUnit:
-    """Copies one calendar, address book or drive into a folder of the target."""
+    """Copies one calendar, address book or drive into a folder of the target.
+
+    ``result`` is filled as the unit goes, so that a unit that raises still tells what it
+    did before."""
 
     def __init__(self, ledger: Ledger, unit: Unit, source: DocumentSource, sink: FolderSink,
                  container: Container, target_path: tuple[str, ...],
-                 progress: UnitProgress | None = None) -> None:
+                 progress: UnitProgress | None = None, brakes: Brakes | None = None,
+                 result: UnitResult | None = None) -> None:
         self.ledger = ledger
         self.unit = unit
         self.source = source
@@ -31,7 +42,8 @@ class DocumentUnit:
         self.container = container
         self.target_path = target_path
         self.progress = progress or SilentProgress()
-        self.result = UnitResult()
+        self.brakes = brakes or Brakes()
+        self.result = result if result is not None else UnitResult()
 
     def run(self) -> UnitResult:
         native = self.sink.ensure_container(self.target_path)
@@ -46,9 +58,13 @@ class DocumentUnit:
         self.result.deleted_at_source = sum(
             1 for sid in listing.removed if known.get(sid) and known[sid].status == DONE)
         self.ledger.refresh_counts(self.unit.id)
-        self.ledger.update_unit(self.unit.id, cursor=listing.cursor,
-                                status="failed" if self.result.failed else "done",
-                                last_error=None)
+        if self.result.interrupted:
+            # The cursor stays where it was: what was not reached is listed again next time.
+            self.ledger.update_unit(self.unit.id, status="interrupted", last_error=None)
+        else:
+            self.ledger.update_unit(self.unit.id, cursor=listing.cursor,
+                                    status="failed" if self.result.failed else "done",
+                                    last_error=None)
         return self.result
 
     def _wanted(self, listing: DocumentListing, known: dict) -> list[DocumentRef]:
@@ -68,6 +84,9 @@ class DocumentUnit:
 
     def _copy(self, native: str, refs: list[DocumentRef], known: dict) -> None:
         for chunk in chunks(self.source.fetch_documents(self.container, refs), INFLIGHT_CHUNK):
+            if self.brakes.stop.is_set():
+                self.result.interrupted = True
+                return
             self.ledger.mark_inflight(self.unit.id, [
                 {"source_id": d.source_id, "fingerprint": d.fingerprint, "size": d.size,
                  "version": d.version} for d in chunk])
@@ -111,14 +130,18 @@ def plan_documents(source: DocumentSource, container: Container, known: dict
 
 
 def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: FolderSink,
-                     container: Container) -> tuple[int, list[tuple[str, str, str]]]:
-    """Every item the source lists is copied, at its version, and the bytes on the target
-    are the ones recorded when it was copied. Answers (items checked, [(source_id, code,
-    target_ref)])."""
+                     container: Container, nested: tuple[str, ...] = ()
+                     ) -> tuple[int, list[tuple[str, str, str]]]:
+    """Every item the source lists is copied, at its version, the bytes on the target are
+    the ones recorded when it was copied, and the target holds nothing else (``nested``
+    names the folders inside this one that other units fill). Answers (items checked,
+    [(source_id, code, target_ref)])."""
     listing = source.list_documents(container, None)
     known = ledger.items_of(unit.id)
+    inside = tuple(folder + "/" for folder in nested)
     stored = {s.target_ref: s for s in sink.inventory(unit.target_container or "",
-                                                       fingerprints=True)}
+                                                       fingerprints=True)
+              if not s.target_ref.startswith(inside)}
     mismatches = []
     for ref in listing.refs:
         record = known.get(ref.source_id)
@@ -129,6 +152,12 @@ def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: F
             mismatches.append((ref.source_id, "changed_since_copy", target.target_ref))
         elif target.fingerprint != record.fingerprint:
             mismatches.append((ref.source_id, "fingerprint_mismatch", target.target_ref))
+    listed = {ref.source_id for ref in listing.refs}
+    meant = {record.target_ref: sid for sid, record in known.items() if record.target_ref}
+    for target_ref in sorted(set(stored) - {known[sid].target_ref for sid in listed
+                                            if sid in known}):
+        code = "deleted_at_source" if target_ref in meant else "not_in_source"
+        mismatches.append(("", code, target_ref))
     return len(listing.refs), mismatches
 
 

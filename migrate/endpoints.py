@@ -141,7 +141,7 @@ class Connectors:
         folder = (root / account.login).resolve()
         if folder.parent != root:
             raise ConnectError(f"{account.login!r} is not a plain name under {root}",
-                               code="unreachable")
+                               code="unsafe_name")
         return FolderSink(folder / workload)
 
     def target_address(self, address: str) -> str | None:
@@ -206,7 +206,7 @@ class Connectors:
         store = (root / account.login).resolve()
         if store.parent != root:
             raise ConnectError(f"{account.login!r} is not a plain name under {root}",
-                               code="unreachable")
+                               code="unsafe_name")
         return store
 
     def local_principals(self) -> list[str] | None:
@@ -236,6 +236,7 @@ class Connectors:
         endpoint = ImapEndpoint(
             host=config.host, port=config.port, security=config.security,
             ca_file=self._ca_file(config.ca_file), timeout=config.timeout,
+            greeting_timeout=min(GREETING_TIMEOUT, config.timeout),
         )
         if config.oauth is not None:
             return endpoint, ImapCredentials(login=account.login, password="",
@@ -255,6 +256,9 @@ class Connectors:
                                          authzid=account.login)
 
 
+GREETING_TIMEOUT = 10.0
+"""An IMAP server greets at once: ten seconds of silence mean something else listens."""
+
 SITE_PREFIX = "site:"
 """A users-table source written ``site:<name>`` is a SharePoint site: its libraries go to
 the target named beside it, as the ``files`` workload."""
@@ -267,4 +271,4 @@ def site_of(principal: str) -> str | None:
 
 def _require(store: Path, account: Account) -> None:
     if not store.exists():
-        raise ConnectError(f"no store for {account.login} at {store}", code="unreachable")
+        raise ConnectError(f"no store for {account.login} at {store}", code="no_store")

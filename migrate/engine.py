@@ -4,9 +4,13 @@ verifies and reports. It knows no protocol (see ``migrate.endpoints``)."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +18,9 @@ from typing import Any
 
 from connectors.base import (
     BasculeError,
+    ConnectError,
     Container,
+    ContainerRefused,
     DocumentSource,
     MailSink,
     MailSource,
@@ -22,13 +28,16 @@ from connectors.base import (
 )
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
-from migrate.batch import Batch, ImapEndpointConfig
+from migrate.batch import Batch, ImapEndpointConfig, batch_warnings
+from migrate.compare import FAULTS, FolderCheck, compare_folder
 from migrate.documents import DocumentUnit, plan_documents, verify_documents
 from migrate.endpoints import Connectors, site_of
 from migrate.i18n import Text
-from migrate.ledger import Ledger, Unit
+from migrate.ledger import Ledger, LedgerError, Unit
+from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
 from migrate.mail import (
     WORKLOAD,
+    Brakes,
     FolderPlan,
     MailUnit,
     UnitProgress,
@@ -40,7 +49,6 @@ from migrate.mail import (
     shown,
     size_limit,
     source_notes,
-    verify_folder,
 )
 from reports.files import message_columns, write_report
 
@@ -48,12 +56,32 @@ log = logging.getLogger("bascule")
 
 ENTRY_COLUMNS = [
     "principal", "target", "folder", "target_folder", "action", "messages", "bytes",
-    "to_copy", "copied", "failed", "source_id", "code", "message_en", "message_fr",
+    "to_copy", "copied", "failed", "source_id", "target_ref", "code", "message_en",
+    "message_fr",
 ]
+
+EXIT_DONE = 0
+EXIT_FAILED = 1
+"""Some items failed; each is in the report, and the next run tries it again."""
+EXIT_INPUT = 2
+"""Bad input or a place bascule cannot work in: the batch, the users table, a secret, the
+work folder, the ledger, another command holding the work folder."""
+EXIT_STOPPED = 75
+"""Stopped before the end for a reason outside the batch (a server down, the disk full):
+nothing is lost, run again once the reason is gone."""
+EXIT_SIGNALLED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+"""Stopped by the user: nothing is lost, run again to go on."""
+
+SERVER_DOWN_AFTER = 3
+"""Units (or principals) failing in a row because a server is down stop the run."""
+GRACE = 10.0
+"""Seconds given to messages in flight once a stop is asked for; after that they are left
+in flight (the next run looks for them on the target) and the run ends."""
+LOCKING_COMMANDS = ("run", "plan", "verify")
 
 
 class InputError(Exception):
-    """Bad input: the batch, the users table, a secret. Exit code 2."""
+    """Bad input: the batch, the users table, a secret, the work folder. Exit code 2."""
 
     def __init__(self, problems: list[Text]) -> None:
         super().__init__("; ".join(p.en for p in problems))
@@ -70,6 +98,8 @@ class Outcome:
     exit_code: int
     problems: list[Text] = field(default_factory=list)
     warnings: list[Text] = field(default_factory=list)
+    stopped: Text | None = None
+    """Why the command stopped before its end, if it did."""
 
 
 def _text_of(error: Exception) -> Text:
@@ -83,20 +113,83 @@ def _text_of(error: Exception) -> Text:
     return Text.of("error", detail=f"{type(error).__name__}: {error}")
 
 
-class Engine:
-    """One batch: its users, its ledger, its reports."""
+def ledger_text(error: LedgerError) -> Text:
+    """What a person reads when the ledger cannot be used."""
+    if error.kind == "damaged":
+        if error.backup is not None:
+            return Text.of("ledger_damaged_backup", location=error.location,
+                           backup=str(error.backup), detail=error.detail)
+        return Text.of("ledger_damaged", location=error.location, detail=error.detail)
+    return Text.of(f"ledger_{error.kind}", location=error.location, detail=error.detail)
 
-    def __init__(self, batch: Batch, users: list[str] | None = None) -> None:
+
+def ledger_exit(error: LedgerError) -> int:
+    """A full disk stops a command that can go on later; the rest needs the user first."""
+    return EXIT_STOPPED if error.kind == "disk_full" else EXIT_INPUT
+
+
+class ServerHealth:
+    """Whole units failing one after another because a server is down (it refuses
+    connections, does not greet, stopped answering): past a few, the run stops instead of
+    paying a timeout per remaining unit. Any unit that ends well starts the count again."""
+
+    def __init__(self, limit: int = SERVER_DOWN_AFTER) -> None:
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def failed(self, error: BaseException) -> bool:
+        """Count a failure; whether the run must stop."""
+        if not (isinstance(error, ConnectError) and error.server_down):
+            return False
+        with self._lock:
+            self._count += 1
+            return self._count >= self.limit
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._count = 0
+
+
+class Engine:
+    """One batch: its users, its ledger, its reports.
+
+    ``command`` names what the engine is built for: ``run``, ``plan`` and ``verify`` hold
+    the work folder's lock from here to ``close``. ``stop`` is set when the command must
+    end early (a signal, a server down, the ledger failing): no unit starts after it, and
+    units send nothing more."""
+
+    def __init__(self, batch: Batch, users: list[str] | None = None,
+                 command: str = "status") -> None:
         self.batch = batch
+        self.command = command
         self.user_map = self._load_users()
         self.users = self._select(users)
         self.rules = FolderRules(
             renames=batch.mail.renames, exclude=batch.mail.exclude,
             include_non_mail=batch.mail.include_non_mail,
         )
-        self.ledger = (
-            Ledger(batch.run.ledger) if batch.run.ledger else Ledger.in_folder(batch.work_dir)
-        )
+        self.notices: list[Text] = batch_warnings(batch) + [
+            Text.both(w.code, w.message_en, w.message_fr) for w in self.user_map.secret_warnings()]
+        self.stop = threading.Event()
+        self.stopped: Text | None = None
+        self.signal: int | None = None
+        self._health = ServerHealth()
+        self._full: dict[str, threading.Event] = defaultdict(threading.Event)
+        self._lock: WorkFolderLock | None = None
+        self._prepare_work_dir()
+        if command in LOCKING_COMMANDS:
+            self._take_lock()
+        try:
+            self.ledger = (
+                Ledger(batch.run.ledger, batch.ledger_password())
+                if batch.run.ledger else Ledger.in_folder(batch.work_dir)
+            )
+            if self._lock is not None and self.ledger.close_dead_runs():
+                self.notices.append(Text.of("dead_run_closed"))
+        except BaseException:
+            self._release()
+            raise
         self._account_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
         self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
@@ -106,10 +199,63 @@ class Engine:
     def close(self) -> None:
         with self._idle_lock:
             idle, self._idle = self._idle, []
-        for _, pair in idle:
-            _close_pair(pair)
-        self.connectors.close()
-        self.ledger.close()
+        try:
+            for _, pair in idle:
+                _close_pair(pair)
+            self.connectors.close()
+            self.ledger.close()
+        finally:
+            self._release()
+
+    def request_stop(self, signum: int) -> None:
+        """A signal asked the command to stop: finish what is in flight, start nothing."""
+        self.signal = signum
+        self._halt(Text.of("stopped_by_signal", signal=signal.Signals(signum).name))
+
+    def _halt(self, reason: Text) -> None:
+        if not self.stop.is_set():
+            self.stopped = reason
+            self.stop.set()
+            log.warning("stopping: %s", reason.en)
+
+    def _prepare_work_dir(self) -> None:
+        """The work folder, made private (it will hold the ledger and the reports, which
+        name every mailbox), or a clear refusal."""
+        folder = self.batch.work_dir
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise InputError([Text.of("work_dir_not_folder", path=str(folder))])
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError([Text.of("work_dir_unusable", path=str(folder),
+                                      detail=error.strerror or str(error))]) from error
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError([Text.of("work_dir_unusable", path=str(folder),
+                                      detail=os.strerror(13))])
+
+    def _take_lock(self) -> None:
+        lock = WorkFolderLock(self.batch.work_dir, self.command)
+        try:
+            previous = lock.acquire()
+        except WorkFolderBusy as busy:
+            holder = busy.holder
+            raise InputError([Text.of(
+                "work_dir_busy", path=str(busy.folder), command=holder.command if holder else "?",
+                host=holder.host if holder else "?", pid=holder.pid if holder else "?",
+                started=holder.started_at if holder else "?")]) from None
+        except OSError as error:
+            raise InputError([Text.of("work_dir_unusable", path=str(self.batch.work_dir),
+                                      detail=error.strerror or str(error))]) from error
+        self._lock = lock
+        if previous is not None:
+            self.notices.append(Text.of(
+                "lock_taken_over", command=previous.command, host=previous.host,
+                pid=previous.pid, started=previous.started_at))
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _load_users(self) -> UserMap:
         try:
@@ -202,6 +348,9 @@ class Engine:
                 self._account_slots[user.source] = threading.BoundedSemaphore(size)
             return self._account_slots[user.source]
 
+    def _brakes(self, user: UserMapping) -> Brakes:
+        return Brakes(stop=self.stop, mailbox_full=self._full[user.source])
+
     # plan
     def plan(self) -> Outcome:
         units = self.ledger.all_units()
@@ -210,12 +359,14 @@ class Engine:
         self._known_documents = {(u.principal, u.workload, u.container): u for u in units
                                  if u.workload != WORKLOAD}
         errors = self._needs_target() + self._unmapped() + self._source_refusal()
-        warnings: list[Text] = []
+        warnings: list[Text] = list(self.notices)
         rows: list[dict[str, Any]] = [
             {"principal": "", "action": "error", **message_columns(e)} for e in errors
         ]
         totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
         for user in self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []:
+            if self.stop.is_set():
+                break
             try:
                 with self._endpoints(user) as (source, sink):
                     folders = decide_folders(source, self.rules, sink.capabilities)
@@ -225,27 +376,51 @@ class Engine:
                         warnings.append(Text.of("internal_date_offset_lost"))
                     for container, decision in folders:
                         rows.extend(self._plan_rows(user, source, container, decision, limit, totals))
+                    rows.extend(self._unknown_on_target(user, sink, folders))
                     rows.extend(_note_rows(user, source_notes(source)))
             except BasculeError as error:
                 errors.append(_text_of(error))
                 rows.append(_error_row(user, errors[-1]))
         for workload in (w for w in self.batch.workloads if w != WORKLOAD):
             for user in self._principals(workload):
+                if self.stop.is_set():
+                    break
                 try:
                     rows.extend(self._plan_documents(user, workload, totals))
                 except BasculeError as error:
                     errors.append(_text_of(error))
                     rows.append(_error_row(user, errors[-1]))
-        distinct = list({w.code: w for w in warnings}.values())
+        distinct = list({(w.code, w.en): w for w in warnings}.values())
         summary = {**totals, "errors": len(errors), "warnings": len(distinct),
                    "users": len(self.users)}
         document = {
-            "batch": self.batch.name, "summary": summary,
+            "batch": self.batch.name, "summary": summary, **self._ending(),
             "errors": [message_columns(e) for e in errors],
             "warnings": [message_columns(w) for w in distinct],
         }
         json_path, csv_path = write_report(self.batch.work_dir, "plan", document, rows, ENTRY_COLUMNS)
-        return Outcome(json_path, csv_path, summary, 2 if errors else 0, errors, distinct)
+        code = self._stopped_exit() or (EXIT_INPUT if errors else EXIT_DONE)
+        return Outcome(json_path, csv_path, summary, code, errors, distinct, self.stopped)
+
+    def _unknown_on_target(self, user: UserMapping, sink: MailSink,
+                           folders: list[tuple[Container, FolderDecision]]
+                           ) -> list[dict[str, Any]]:
+        """Target folders already holding messages the ledger does not account for (a lost
+        ledger, users filing mail there): the run will match them by content."""
+        rows = []
+        targets = {d.target for _, d in folders if d.action != "skip" and d.target}
+        for target in sorted(targets):
+            try:
+                native = sink.native_name(target)
+            except ContainerRefused:
+                continue
+            unknown = sink.count(native) - self.ledger.claimed_count(user.source, native)
+            if unknown > 0:
+                rows.append({"principal": user.source, "target": user.target,
+                             "target_folder": shown(target), "action": "note",
+                             "messages": unknown,
+                             **message_columns(Text.of("target_not_empty", count=unknown))})
+        return rows
 
     def _plan_documents(self, user: UserMapping, workload: str, totals: dict[str, int]
                         ) -> list[dict[str, Any]]:
@@ -298,50 +473,107 @@ class Engine:
         problems = self._needs_target() + self._unmapped() + self._source_refusal()
         if problems:
             raise InputError(problems)
+        self.ledger.check_and_back_up()
         run_id = self.ledger.start_run(self.batch.name, "run")
         report = RunReport()
         tracker = progress or ProgressFactory()
-        mail_users = self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []
-        with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
-            futures = []
-            for user, decided in zip(mail_users, pool.map(self._folders_or_error, mail_users)):
-                if isinstance(decided, BasculeError):
-                    self._principal_error(user, decided, report)
-                    continue
-                folders, notes = decided
-                report.rows.extend(_note_rows(user, notes))
-                for container, decision in sorted(folders, key=_largest_first):
-                    if decision.action == "skip":
-                        report.totals["skipped"] += 1
-                        _, reasons = _decided(decision)
-                        report.rows.append({"principal": user.source, "target": user.target,
-                                            "folder": shown(decision.source), "action": "skip",
-                                            **_joined(reasons)})
-                        continue
-                    futures.append(pool.submit(self._run_unit, run_id, user, container,
-                                               decision, tracker, report))
-            for workload in self.batch.workloads:
-                if workload == WORKLOAD:
-                    continue
-                for user in self._principals(workload):
-                    try:
-                        containers = self._document_containers(user, workload)
-                    except BasculeError as error:
-                        self._principal_error(user, error, report)
-                        continue
-                    futures += [pool.submit(self._run_document_unit, run_id, user, workload,
-                                            container, tracker, report)
-                                for container in containers]
-            for future in as_completed(futures):
-                future.result()
-        tracker.close()
+        pool = ThreadPoolExecutor(max_workers=self.batch.run.workers)
+        try:
+            self._wait(self._submit_units(pool, run_id, tracker, report))
+        finally:
+            # Past the grace period, units still sending are left behind: the ledger holds
+            # their messages in flight, and the next run looks for them first.
+            pool.shutdown(wait=not self.stop.is_set(), cancel_futures=True)
+            tracker.close()
         totals = report.totals
-        status = "failed" if totals["failed"] or totals["units_failed"] else "done"
+        if self.signal is not None or self.stopped is not None:
+            status = "interrupted" if self.signal is not None else "stopped"
+        elif totals["failed"] or totals["units_failed"] or totals["over_quota"]:
+            status = "failed"
+        else:
+            status = "done"
         self.ledger.end_run(run_id, status, totals)
-        document = {"batch": self.batch.name, "run_id": run_id, "summary": totals}
-        json_path, csv_path = write_report(self.batch.work_dir, "run", document, report.rows,
-                                           ENTRY_COLUMNS)
-        return Outcome(json_path, csv_path, totals, 1 if status == "failed" else 0)
+        document = {"batch": self.batch.name, "run_id": run_id, "status": status,
+                    "summary": totals, **self._ending(),
+                    "notices": [message_columns(n) for n in self.notices]}
+        json_path, csv_path = write_report(self.batch.work_dir, "run", document,
+                                           report.rows + report.quota_rows(), ENTRY_COLUMNS)
+        code = self._stopped_exit() or (EXIT_FAILED if status == "failed" else EXIT_DONE)
+        return Outcome(json_path, csv_path, totals, code, warnings=list(self.notices),
+                       stopped=self.stopped)
+
+    def _ending(self) -> dict[str, Any]:
+        """How the command ended early, for its report."""
+        if self.stopped is None:
+            return {}
+        return {"stopped": message_columns(self.stopped)}
+
+    def _stopped_exit(self) -> int | None:
+        if self.signal is not None:
+            return EXIT_SIGNALLED.get(self.signal, 128 + self.signal)
+        if self.stopped is not None:
+            return EXIT_STOPPED
+        return None
+
+    def _submit_units(self, pool: ThreadPoolExecutor, run_id: int, tracker: ProgressFactory,
+                      report: RunReport) -> list[Future[None]]:
+        """Every unit of the batch, as jobs: a principal's folders landing in one target
+        folder form one job and run one after another, so that what one of them finds on
+        the target is known to the next."""
+        futures = []
+        mail_users = self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []
+        for user, decided in zip(mail_users, pool.map(self._folders_or_error, mail_users)):
+            if decided is None:
+                continue
+            if isinstance(decided, BasculeError):
+                self._principal_error(user, decided, report)
+                continue
+            folders, notes = decided
+            report.rows.extend(_note_rows(user, notes))
+            chains: dict[tuple[str, ...], list[tuple[Container, FolderDecision]]] = {}
+            for container, decision in sorted(folders, key=_largest_first):
+                if decision.action == "skip":
+                    report.totals["skipped"] += 1
+                    _, reasons = _decided(decision)
+                    report.rows.append({"principal": user.source, "target": user.target,
+                                        "folder": shown(decision.source), "action": "skip",
+                                        **_joined(reasons)})
+                    continue
+                assert decision.target is not None
+                chains.setdefault(decision.target, []).append((container, decision))
+            futures += [pool.submit(self._run_chain, run_id, user, chain, tracker, report)
+                        for chain in chains.values()]
+        for workload in self.batch.workloads:
+            if workload == WORKLOAD:
+                continue
+            for user in self._principals(workload):
+                if self.stop.is_set():
+                    break
+                try:
+                    containers = self._document_containers(user, workload)
+                except BasculeError as error:
+                    self._principal_error(user, error, report)
+                    continue
+                futures += [pool.submit(self._run_document_unit, run_id, user, workload,
+                                        container, tracker, report)
+                            for container in containers]
+        return futures
+
+    def _wait(self, futures: list[Future[None]]) -> None:
+        """Until every job ends, or, once a stop is asked for, until the grace period ends."""
+        pending = set(futures)
+        deadline: float | None = None
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                if not future.cancelled():
+                    future.result()
+            if self.stop.is_set():
+                deadline = deadline or time.monotonic() + GRACE
+                if time.monotonic() > deadline:
+                    log.warning("%d units still sending after %.0f s: left in flight",
+                                len(pending), GRACE)
+                    return
 
     def _principal_error(self, user: UserMapping, error: BasculeError, report: RunReport) -> None:
         text = _text_of(error)
@@ -349,6 +581,13 @@ class Engine:
             report.rows.append(_error_row(user, text))
             report.totals["units_failed"] += 1
         log.error("principal=%s error=%s", user.source, text.en)
+        self._count_failure(error)
+
+    def _count_failure(self, error: BaseException) -> None:
+        if self._health.failed(error):
+            assert isinstance(error, ConnectError)
+            self._halt(Text.of("server_down", where=error.where or "?",
+                               count=self._health.limit, detail=error.detail))
 
     def _document_containers(self, user: UserMapping, workload: str) -> list[Container]:
         with self._document_source(user, workload) as source:
@@ -356,12 +595,20 @@ class Engine:
 
     def _folders_or_error(
         self, user: UserMapping
-    ) -> tuple[list[tuple[Container, FolderDecision]], list[SourceNote]] | BasculeError:
+    ) -> tuple[list[tuple[Container, FolderDecision]], list[SourceNote]] | BasculeError | None:
+        if self.stop.is_set():
+            return None
         try:
             with self._endpoints(user) as (source, sink):
                 return decide_folders(source, self.rules, sink.capabilities), source_notes(source)
         except BasculeError as error:
             return error
+
+    def _run_chain(self, run_id: int, user: UserMapping,
+                   chain: list[tuple[Container, FolderDecision]], tracker: ProgressFactory,
+                   report: RunReport) -> None:
+        for container, decision in chain:
+            self._run_unit(run_id, user, container, decision, tracker, report)
 
     def _run_unit(
         self, run_id: int, user: UserMapping, container: Container, decision: FolderDecision,
@@ -370,14 +617,15 @@ class Engine:
         assert decision.target is not None
         base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
                 "target_folder": shown(decision.target)}
-        unit = self.ledger.unit(user.source, WORKLOAD, container_key(decision.source))
 
-        def work(progress: UnitProgress | None) -> UnitResult:
+        def work(progress: UnitProgress | None, result: UnitResult) -> None:
+            unit = self.ledger.unit(user.source, WORKLOAD, container_key(decision.source))
+            self.ledger.update_unit(unit.id, last_run=run_id)
             with self._endpoints(user) as (source, sink):
-                return MailUnit(self.ledger, unit, source, sink, container, decision.target,
-                                progress, self._target_size_limit()).run()
+                MailUnit(self.ledger, unit, source, sink, container, decision.target,
+                         progress, self._target_size_limit(), self._brakes(user), result).run()
 
-        self._execute(run_id, user, unit, work, tracker, report, base, *_decided(decision))
+        self._execute(user, work, tracker, report, base, *_decided(decision))
 
     def _run_document_unit(
         self, run_id: int, user: UserMapping, workload: str, container: Container,
@@ -386,92 +634,117 @@ class Engine:
         base = {"principal": user.source, "target": user.target,
                 "folder": f"{workload}:{shown(container.path)}",
                 "target_folder": "/".join((user.target, workload, *container.path))}
-        unit = self.ledger.unit(user.source, workload, container_key(container.path))
 
-        def work(progress: UnitProgress | None) -> UnitResult:
+        def work(progress: UnitProgress | None, result: UnitResult) -> None:
+            unit = self.ledger.unit(user.source, workload, container_key(container.path))
+            self.ledger.update_unit(unit.id, last_run=run_id)
             _, target_account = self.connectors.accounts(user)
             sink = self.connectors.open_document_sink(target_account, workload)
             with self._document_source(user, workload) as source:
-                return DocumentUnit(self.ledger, unit, source, sink, container, container.path,
-                                    progress).run()
+                DocumentUnit(self.ledger, unit, source, sink, container, container.path,
+                             progress, self._brakes(user), result).run()
 
-        self._execute(run_id, user, unit, work, tracker, report, base, "copy", [])
+        self._execute(user, work, tracker, report, base, "copy", [])
 
     def _execute(
-        self, run_id: int, user: UserMapping, unit: Unit,
-        work: Callable[[UnitProgress | None], UnitResult], tracker: ProgressFactory,
-        report: RunReport, base: dict[str, Any], action: str, reasons: list[Text],
+        self, user: UserMapping, work: Callable[[UnitProgress | None, UnitResult], None],
+        tracker: ProgressFactory, report: RunReport, base: dict[str, Any], action: str,
+        reasons: list[Text],
     ) -> None:
-        """Run one unit within its principal's slots; whatever it raises stays in it."""
-        self.ledger.update_unit(unit.id, last_run=run_id)
+        """Run one unit within its principal's slots; whatever it raises stays in it, but
+        a server down or a ledger failing stops the run."""
         label = f"{user.source} {base['folder']}"
-        with self._slots(user), tracker.unit(label) as unit_progress:
-            try:
-                result = work(unit_progress)
-            except Exception as error:  # noqa: BLE001 - any failure stays in this unit
-                text = _text_of(error)
-                self.ledger.update_unit(unit.id, status="failed", last_error=text.en)
-                log.error("unit=%r error=%s", label, text.en)
-                with report.lock:
-                    report.totals["units_failed"] += 1
-                    report.rows.append({**base, "action": "error", **message_columns(text)})
+        result = UnitResult()
+        with self._slots(user):
+            if self.stop.is_set():
+                report.not_started(base)
                 return
+            with tracker.unit(label) as unit_progress:
+                try:
+                    work(unit_progress, result)
+                except LedgerError as error:
+                    self._halt(ledger_text(error))
+                    report.add(base, "error", [ledger_text(error)], result, failed_unit=True)
+                    return
+                except Exception as error:  # noqa: BLE001 - any failure stays in this unit
+                    text = _text_of(error)
+                    log.error("unit=%r error=%s", label, text.en)
+                    self._count_failure(error)
+                    report.add(base, "error", [text], result, failed_unit=True)
+                    return
+        self._health.succeeded()
         log.info("unit=%r copied=%d failed=%d flags=%d recovered=%d", label, result.copied,
                  result.failed, result.flag_updates, result.recovered)
-        report.add(base, action, reasons, result)
+        report.add(base, "interrupted" if result.interrupted else action, reasons, result)
 
     # verify
     def verify(self) -> Outcome:
         if self.batch.target is None:
             raise InputError(self._needs_target())
-        rows: list[dict[str, Any]] = []
-        checked = mismatches = 0
         selected = {u.source for u in self.users}
         all_units = self.ledger.all_units()
-        for user in self._principals(WORKLOAD):
-            units = {u.container: u for u in all_units
-                     if u.principal == user.source and u.workload == WORKLOAD}
-            try:
-                with self._endpoints(user) as (source, sink):
-                    for container in source.containers():
-                        unit = units.get(container_key(container.path))
-                        if unit is None:
-                            continue
-                        count, found = verify_folder(self.ledger, unit, source, sink, container)
-                        checked += count
-                        mismatches += len(found)
-                        base = {"principal": user.source, "target": user.target,
-                                "folder": shown(container.path),
-                                "target_folder": unit.target_container}
-                        rows.append({**base, "action": "verified", "messages": count,
-                                     "failed": len(found)})
-                        for m in found:
-                            rows.append({**base, "action": "mismatch", "source_id": m.source_id,
-                                         **message_columns(Text.of(m.code, **m.params))})
-            except BasculeError as error:
-                mismatches += 1
-                rows.append(_error_row(user, _text_of(error)))
-        for unit in all_units:
-            if unit.workload == WORKLOAD or unit.principal not in selected:
-                continue
-            user = self.user_map.lookup(unit.principal)
-            assert user is not None
-            count, found = self._verify_documents(user, unit)
-            checked += count
-            mismatches += len(found)
-            base = {"principal": user.source, "target": user.target,
-                    "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
-                    "target_folder": unit.target_container}
-            rows.append({**base, "action": "verified", "messages": count, "failed": len(found)})
-            rows.extend({**base, "action": "mismatch", "source_id": sid,
-                         **message_columns(Text.of(code))} for sid, code, _ in found)
-        summary = {"checked": checked, "mismatches": mismatches, "users": len(selected)}
-        json_path, csv_path = write_report(
-            self.batch.work_dir, "verify", {"batch": self.batch.name, "summary": summary}, rows,
-            ENTRY_COLUMNS)
-        return Outcome(json_path, csv_path, summary, 1 if mismatches else 0)
+        tally = VerifyTally()
+        mail_users = self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []
+        with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
+            jobs = [pool.submit(self._verify_mailbox, user, all_units, tally)
+                    for user in mail_users]
+            for unit in all_units:
+                if unit.workload != WORKLOAD and unit.principal in selected:
+                    nested = tuple(
+                        other.target_container for other in all_units
+                        if other.principal == unit.principal and other.workload == unit.workload
+                        and other.target_container and unit.target_container
+                        and other.target_container.startswith(unit.target_container + "/"))
+                    jobs.append(pool.submit(self._verify_document_unit, unit, nested, tally))
+            self._wait(jobs)
+        summary = {**tally.counts, "users": len(selected)}
+        document = {"batch": self.batch.name, "summary": summary, **self._ending()}
+        json_path, csv_path = write_report(self.batch.work_dir, "verify", document, tally.rows,
+                                           ENTRY_COLUMNS)
+        code = self._stopped_exit() or (EXIT_FAILED if tally.counts["mismatches"] else EXIT_DONE)
+        return Outcome(json_path, csv_path, summary, code, stopped=self.stopped)
 
-    def _verify_documents(self, user: UserMapping, unit: Unit
+    def _verify_mailbox(self, user: UserMapping, all_units: list[Unit],
+                        tally: VerifyTally) -> None:
+        """Each target folder of the principal against the source folders landing in it."""
+        units = {u.container: u for u in all_units
+                 if u.principal == user.source and u.workload == WORKLOAD}
+        try:
+            with self._endpoints(user) as (source, sink):
+                groups: dict[tuple[str, ...], list[tuple[Unit | None, Container]]] = {}
+                for container, decision in decide_folders(source, self.rules, sink.capabilities):
+                    if decision.action != "skip" and decision.target:
+                        unit = units.get(container_key(container.path))
+                        groups.setdefault(decision.target, []).append((unit, container))
+                for target, feeders in sorted(groups.items()):
+                    if self.stop.is_set():
+                        return
+                    native = next((u.target_container for u, _ in feeders
+                                   if u is not None and u.target_container), None)
+                    if native is None:
+                        try:
+                            native = sink.native_name(target)
+                        except ContainerRefused:
+                            native = None
+                    check = compare_folder(self.ledger, source, sink, native, feeders)
+                    tally.add_mail(user, target, native, check)
+        except BasculeError as error:
+            tally.add_error(user, _text_of(error))
+
+    def _verify_document_unit(self, unit: Unit, nested: tuple[str, ...],
+                              tally: VerifyTally) -> None:
+        if self.stop.is_set():
+            return
+        user = self.user_map.lookup(unit.principal)
+        assert user is not None
+        try:
+            count, found = self._verify_documents(user, unit, nested)
+        except BasculeError as error:
+            tally.add_error(user, _text_of(error))
+            return
+        tally.add_documents(user, unit, count, found)
+
+    def _verify_documents(self, user: UserMapping, unit: Unit, nested: tuple[str, ...]
                           ) -> tuple[int, list[tuple[str, str, str]]]:
         _, target_account = self.connectors.accounts(user)
         with self._document_source(user, unit.workload) as source:
@@ -480,7 +753,7 @@ class Engine:
             if container is None:
                 return 0, []
             sink = self.connectors.open_document_sink(target_account, unit.workload)
-            return verify_documents(self.ledger, unit, source, sink, container)
+            return verify_documents(self.ledger, unit, source, sink, container, nested)
 
     # audit
     def audit(self) -> Outcome:
@@ -531,25 +804,32 @@ class Engine:
 
     # status
     def status(self) -> Outcome:
+        """What the ledger holds. A run or unit marked running while no command holds the
+        work folder died with its process: it is shown ``interrupted``."""
+        alive = current_holder(self.batch.work_dir) is not None
         rows: list[dict[str, Any]] = []
         totals = {"units": 0, "done": 0, "failed_units": 0, "copied": 0, "bytes": 0,
                   "failed_items": 0}
         for unit in self.ledger.all_units():
+            state = unit.status if alive or unit.status != "running" else "interrupted"
             totals["units"] += 1
-            totals["done"] += unit.status == "done"
-            totals["failed_units"] += unit.status == "failed"
+            totals["done"] += state == "done"
+            totals["failed_units"] += state == "failed"
             totals["copied"] += unit.copied
             totals["bytes"] += unit.bytes
             totals["failed_items"] += unit.failed
             rows.append({"principal": unit.principal, "folder": shown(path_of(unit.container)),
-                         "target_folder": unit.target_container, "action": unit.status,
+                         "target_folder": unit.target_container, "action": state,
                          "copied": unit.copied, "bytes": unit.bytes, "failed": unit.failed,
                          "message_en": unit.last_error or ""})
         for unit, item in self.ledger.failed_items():
             text = Text.of(item.error_code or "error", detail=item.error_detail or "")
             rows.append({"principal": unit.principal, "folder": shown(path_of(unit.container)),
-                         "action": "failed", "source_id": item.source_id, **message_columns(text)})
+                         "action": item.status, "source_id": item.source_id,
+                         **message_columns(text)})
         last = self.ledger.last_run("run")
+        if last is not None and last["status"] == "running" and not alive:
+            last = {**last, "status": "interrupted"}
         document = {"batch": self.batch.name, "summary": totals,
                     "last_run": {k: last[k] for k in ("id", "started_at", "ended_at", "status")}
                     if last else None}
@@ -614,17 +894,25 @@ class RunReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=lambda: {
         "copied": 0, "bytes": 0, "flag_updates": 0, "failed": 0, "skipped": 0,
-        "recovered": 0, "units_failed": 0})
+        "recovered": 0, "units_failed": 0, "units_interrupted": 0, "units_not_started": 0,
+        "over_quota": 0, "over_quota_bytes": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
+    quota: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """(principal, target) -> [messages, bytes] a full mailbox kept out."""
 
     def add(self, base: dict[str, Any], action: str, reasons: list[Text],
-            result: UnitResult) -> None:
+            result: UnitResult, failed_unit: bool = False) -> None:
+        """A unit's rows: its outcome (also when it failed part way: what it did before
+        counts), its notes and its failed items."""
         rows = [{**base, "action": action, "copied": result.copied,
                  "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)}]
         rows += [{**base, "action": "note",
                   "source_id": "" if note.code == "removed_at_source" else note.subject,
                   **message_columns(Text.of(note.code, detail=note.detail))}
                  for note in result.notes]
+        if result.recovered:
+            rows.append({**base, "action": "note", "messages": result.recovered,
+                         **message_columns(Text.of("found_on_target", count=result.recovered))})
         if result.converted:
             rows.append({**base, "action": "note", "messages": len(result.converted),
                          "source_id": " ".join(result.converted),
@@ -637,9 +925,92 @@ class RunReport:
         with self.lock:
             for key, value in (("copied", result.copied), ("bytes", result.copied_bytes),
                                ("flag_updates", result.flag_updates), ("failed", result.failed),
-                               ("recovered", result.recovered)):
+                               ("recovered", result.recovered),
+                               ("units_failed", int(failed_unit)),
+                               ("units_interrupted", int(result.interrupted)),
+                               ("over_quota", result.quota_left),
+                               ("over_quota_bytes", result.quota_left_bytes)):
                 self.totals[key] += value
+            if result.quota_left:
+                left = self.quota.setdefault((base["principal"], base["target"]), [0, 0])
+                left[0] += result.quota_left
+                left[1] += result.quota_left_bytes
             self.rows.extend(rows)
+
+    def not_started(self, base: dict[str, Any]) -> None:
+        """A unit the run stopped before it began: the next run starts it."""
+        with self.lock:
+            self.totals["units_not_started"] += 1
+            self.rows.append({**base, "action": "not_started",
+                              **message_columns(Text.of("unit_not_started"))})
+
+    def quota_rows(self) -> list[dict[str, Any]]:
+        """One row per mailbox found full, with what it kept out."""
+        return [{"principal": principal, "target": target, "action": "over_quota",
+                 "messages": count, "bytes": size,
+                 **message_columns(Text.of("mailbox_full", count=count, size=size))}
+                for (principal, target), (count, size) in sorted(self.quota.items())]
+
+
+FINDING_TOTALS = {
+    "missing_on_target": "missing", "fingerprint_mismatch": "missing",
+    "duplicate_on_target": "duplicates", "not_in_source": "not_in_source",
+    "flags_mismatch": "flags_differ", "date_mismatch": "dates_differ",
+    "changed_since_copy": "changed_at_source", "deleted_at_source": "deleted_at_source",
+}
+"""The verify summary's total that counts each finding."""
+
+
+@dataclass
+class VerifyTally:
+    """The rows and counts of a verify, filled by principals checked side by side."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {
+        "checked": 0, "target_items": 0, "mismatches": 0, "missing": 0, "duplicates": 0,
+        "not_in_source": 0, "flags_differ": 0, "dates_differ": 0, "changed_at_source": 0,
+        "deleted_at_source": 0, "errors": 0})
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_mail(self, user: UserMapping, target: tuple[str, ...], native: str | None,
+                 check: FolderCheck) -> None:
+        base = {"principal": user.source, "target": user.target,
+                "target_folder": native or shown(target)}
+        rows = [{**base, "action": "verified", "messages": check.source_messages,
+                 "copied": check.target_messages, "failed": check.faults}]
+        rows += [{**base, "action": "mismatch" if f.code in FAULTS else "note",
+                  "source_id": f.source_id, "target_ref": f.target_ref,
+                  **message_columns(Text.of(f.code, **f.params))} for f in check.findings]
+        with self.lock:
+            self.counts["checked"] += check.source_messages
+            self.counts["target_items"] += check.target_messages
+            self.counts["mismatches"] += check.faults
+            for finding in check.findings:
+                self.counts[FINDING_TOTALS[finding.code]] += 1
+            self.rows.extend(rows)
+
+    def add_documents(self, user: UserMapping, unit: Unit, count: int,
+                      found: list[tuple[str, str, str]]) -> None:
+        base = {"principal": user.source, "target": user.target,
+                "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
+                "target_folder": unit.target_container}
+        faults = [f for f in found if f[1] != "deleted_at_source"]
+        rows = [{**base, "action": "verified", "messages": count, "failed": len(faults)}]
+        rows += [{**base, "action": "mismatch" if code != "deleted_at_source" else "note",
+                  "source_id": sid, "target_ref": ref, **message_columns(Text.of(code))}
+                 for sid, code, ref in found]
+        with self.lock:
+            self.counts["checked"] += count
+            self.counts["mismatches"] += len(faults)
+            for _, code, _ in found:
+                self.counts[FINDING_TOTALS[code]] += 1
+            self.rows.extend(rows)
+
+    def add_error(self, user: UserMapping, text: Text) -> None:
+        with self.lock:
+            self.counts["mismatches"] += 1
+            self.counts["errors"] += 1
+            self.rows.append(_error_row(user, text))
 
 
 class ProgressFactory:

@@ -32,6 +32,22 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "la cible garde les dates en UTC : le fuseau des dates internes n'est pas conservé"),
     # connection and items
     "unreachable": ("server unreachable: {detail}", "serveur injoignable : {detail}"),
+    "no_greeting": (("not an IMAP server answering on this port, or a stalled one: {detail}"),
+                    ("pas un serveur IMAP qui répond sur ce port, ou un serveur bloqué : "
+                     "{detail}")),
+    "timeout": ("the server stopped answering: {detail}",
+                "le serveur a cessé de répondre : {detail}"),
+    "connection_lost": ("connection to the server lost: {detail}",
+                        "connexion au serveur perdue : {detail}"),
+    "unconfirmed": (("sent, but the target never answered ({detail}): it is looked for on the "
+                     "target before being sent again"),
+                    ("envoyé, mais la cible n'a jamais répondu ({detail}) : il est recherché "
+                     "sur la cible avant tout nouvel envoi")),
+    "over_quota": ("the target mailbox is full: {detail}",
+                   "la boîte de la cible est pleine : {detail}"),
+    "no_store": ("no export for this user: {detail}", "pas d'export pour cet utilisateur : {detail}"),
+    "unsafe_name": ("name refused, it would leave its folder: {detail}",
+                    "nom refusé, il sortirait de son dossier : {detail}"),
     "auth_failed": ("login refused: {detail}", "connexion refusée : {detail}"),
     "tls_failed": ("TLS could not be verified: {detail}",
                    "TLS n'a pas pu être vérifié : {detail}"),
@@ -73,8 +89,88 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                           ("{detail} messages supprimés à la source depuis le dernier passage "
                            "(laissés sur la cible)")),
     "error": ("{detail}", "{detail}"),
+    # run: faults and how it ended
+    "mailbox_full": (("the target mailbox is full: {count} messages ({size} bytes) not copied; "
+                      "raise its quota and run again"),
+                     ("la boîte de la cible est pleine : {count} messages ({size} octets) non "
+                      "copiés ; augmenter son quota et relancer")),
+    "found_on_target": (("{count} messages already on the target, found by content: recorded, "
+                         "not sent again"),
+                        ("{count} messages déjà sur la cible, retrouvés par leur contenu : "
+                         "enregistrés, pas renvoyés")),
+    "target_not_empty": (("target folder not empty: {count} messages the ledger does not "
+                          "know of, matched by content (none will be copied twice)"),
+                         ("dossier cible non vide : {count} messages inconnus du registre, "
+                          "rapprochés par leur contenu (aucun ne sera copié deux fois)")),
+    "unit_not_started": ("not started: the run stopped before it (the next run does it)",
+                         ("non commencé : l'exécution s'est arrêtée avant (la suivante s'en "
+                          "charge)")),
+    "stopped_by_signal": (("stopped by {signal}: messages in flight were answered or left in "
+                           "flight; nothing is lost, run again to go on"),
+                          ("arrêté par {signal} : les messages en vol ont reçu leur réponse ou "
+                           "restent en vol ; rien n'est perdu, relancer pour continuer")),
+    "server_down": (("stopped: {where} failed {count} times in a row ({detail}); nothing is "
+                     "lost, run again once it answers"),
+                    ("arrêté : {where} a échoué {count} fois de suite ({detail}) ; rien n'est "
+                     "perdu, relancer quand il répondra")),
+    "dead_run_closed": (("the previous run ended without finishing (its process died): marked "
+                         "interrupted; this run looks on the target for what it had in flight"),
+                        ("l'exécution précédente s'est terminée sans finir (son processus est "
+                         "mort) : marquée interrompue ; celle-ci cherche sur la cible ce "
+                         "qu'elle avait en vol")),
+    "lock_taken_over": (("the work folder's lock was left by {command} (PID {pid} on {host}, "
+                         "started {started}), which is no longer running: taken over"),
+                        ("le verrou du dossier de travail avait été laissé par {command} (PID "
+                         "{pid} sur {host}, lancé le {started}), qui ne tourne plus : repris")),
+    "work_dir_busy": (("{path} is in use by {command} (PID {pid} on {host}, started {started}): "
+                       "one command at a time per batch; wait for it or stop it"),
+                      ("{path} est utilisé par {command} (PID {pid} sur {host}, lancé le "
+                       "{started}) : une commande à la fois par lot ; attendre ou l'arrêter")),
+    "work_dir_not_folder": (("the work folder {path} is a file: give run.work_dir a folder"),
+                            ("le dossier de travail {path} est un fichier : donner un dossier "
+                             "à run.work_dir")),
+    "work_dir_unusable": ("the work folder {path} cannot be used: {detail}",
+                          "le dossier de travail {path} est inutilisable : {detail}"),
+    "ledger_disk_full": (("the disk holding the ledger is full ({location}): nothing is lost; "
+                          "free some space and run again"),
+                         ("le disque du registre est plein ({location}) : rien n'est perdu ; "
+                          "libérer de la place et relancer")),
+    "ledger_damaged": (("the ledger {location} is damaged ({detail}) and there is no copy of "
+                        "it: move it away to start a new one (the next run then matches the "
+                        "target by content, copying nothing twice)"),
+                       ("le registre {location} est endommagé ({detail}) et n'a pas de copie : "
+                        "le déplacer pour en commencer un nouveau (l'exécution suivante "
+                        "rapproche alors la cible par le contenu, sans rien copier deux fois)")),
+    "ledger_damaged_backup": (("the ledger {location} is damaged ({detail}). The copy made at "
+                               "the start of the last run is {backup}: put it in its place to "
+                               "go on from there, or move the damaged file away to start a new "
+                               "one; either way the next run matches the target by content"),
+                              ("le registre {location} est endommagé ({detail}). La copie faite "
+                               "au début de la dernière exécution est {backup} : la mettre à sa "
+                               "place pour repartir de là, ou déplacer le fichier endommagé "
+                               "pour en commencer un nouveau ; dans les deux cas l'exécution "
+                               "suivante rapproche la cible par le contenu")),
+    "ledger_unwritable": ("the ledger {location} cannot be written: {detail}",
+                          "le registre {location} ne peut être écrit : {detail}"),
+    "ledger_driver_missing": (("the ledger {location} needs a database driver that is not "
+                               "installed ({detail}): install it in bascule's environment"),
+                              ("le registre {location} demande un pilote de base de données "
+                               "absent ({detail}) : l'installer dans l'environnement de "
+                               "bascule")),
+    "ledger_unavailable": ("the ledger {location} cannot be used: {detail}",
+                           "le registre {location} est inutilisable : {detail}"),
+    "cleartext_to_network": (("the {side} {host} is reached with security = \"none\": "
+                              "passwords and mail cross the network in clear"),
+                             ("{side} {host} est joint avec security = \"none\" : mots de "
+                              "passe et courrier traversent le réseau en clair")),
     # verify
     "missing_on_target": ("missing on the target", "absent de la cible"),
+    "duplicate_on_target": ("on the target more often than at the source",
+                            "plus souvent sur la cible qu'à la source"),
+    "not_in_source": ("on the target, not at the source, unknown to the ledger",
+                      "sur la cible, absent de la source, inconnu du registre"),
+    "date_mismatch": ("internal dates differ: source {source}, target {target}",
+                      "dates internes différentes : source {source}, cible {target}"),
     "fingerprint_mismatch": ("bytes differ on the target", "octets différents sur la cible"),
     "flags_mismatch": ("flags differ: source {source}, target {target}",
                        "drapeaux différents : source {source}, cible {target}"),
@@ -89,8 +185,20 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "cli_run_summary": ("{copied} copied, {flags} flag updates, {failed} failed, {skipped} skipped",
                         ("{copied} copiés, {flags} drapeaux mis à jour, {failed} en échec, "
                          "{skipped} ignorés")),
-    "cli_verify_summary": ("{checked} checked, {mismatches} mismatches",
-                           "{checked} vérifiés, {mismatches} écarts"),
+    "cli_verify_summary": (("{checked} checked, {mismatches} mismatches: {missing} missing, "
+                            "{duplicates} duplicated, {extra} not at the source, {flags} flags "
+                            "and {dates} dates differ"),
+                           ("{checked} vérifiés, {mismatches} écarts : {missing} manquants, "
+                            "{duplicates} en double, {extra} absents de la source, {flags} "
+                            "drapeaux et {dates} dates différents")),
+    "cli_stopping": (("{signal}: stopping; messages in flight get their answer (at most {grace} "
+                      "s). Again to stop at once."),
+                     ("{signal} : arrêt en cours ; les messages en vol reçoivent leur réponse "
+                      "(au plus {grace} s). Encore une fois pour arrêter tout de suite.")),
+    "cli_init_no_folder": ("{path}: the folder {folder} does not exist; nothing written",
+                           "{path} : le dossier {folder} n'existe pas ; rien n'a été écrit"),
+    "cli_cannot_write": ("{path} cannot be written: {detail}",
+                         "{path} ne peut être écrit : {detail}"),
     "cli_plan_summary": (("{units} folders, {messages} messages, {bytes} to copy; "
                           "{errors} blocking errors, {warnings} warnings"),
                          ("{units} dossiers, {messages} messages, {bytes} à copier ; "

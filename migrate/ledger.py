@@ -1,13 +1,21 @@
 """The ledger: runs, work units, items and cursors, in SQLite (default) or PostgreSQL.
 
 An item is recorded ``done`` only after the sink acknowledged it. Before anything is sent,
-the item is recorded ``inflight`` with its fingerprint, in a committed transaction: after a
-crash, the runner asks the sink to ``find`` every in-flight item before sending it again.
+the item is recorded ``inflight`` with its fingerprint, in a committed transaction. An item
+whose send may have reached the target without an answer is ``unconfirmed``. After a crash
+or a lost connection, the runner looks for every in-flight or unconfirmed item on the
+target, by content, before sending it again; only a ``failed`` item (the target said no)
+is sent again without looking.
+
+Every database failure comes out as ``LedgerError``, saying what kind it is (disk full,
+damaged, unwritable, driver missing), so that a command can say so instead of a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -37,7 +45,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 metadata = MetaData()
 
@@ -90,7 +99,25 @@ items = Table(
     Column("updated_at", DateTime(timezone=True)),
 )
 
-INFLIGHT, DONE, FAILED = "inflight", "done", "failed"
+INFLIGHT, DONE, FAILED, UNCONFIRMED = "inflight", "done", "failed", "unconfirmed"
+UNSETTLED = (INFLIGHT, UNCONFIRMED)
+"""Items that may be on the target without the ledger knowing where."""
+LEDGER_FILE = "ledger.sqlite"
+BACKUP_FILE = "ledger-backup.sqlite"
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used. ``kind`` is one of ``disk_full``, ``damaged``,
+    ``unwritable``, ``driver_missing``, ``unavailable``; ``location`` names the file or the
+    server (never a password); ``backup`` is the copy made at the start of the last run."""
+
+    def __init__(self, kind: str, location: str, detail: str, backup: Path | None = None
+                 ) -> None:
+        super().__init__(f"{kind}: {location}: {detail}")
+        self.kind = kind
+        self.location = location
+        self.detail = detail
+        self.backup = backup
 
 
 @dataclass(frozen=True)
@@ -138,26 +165,101 @@ def _now() -> datetime:
 class Ledger:
     """Checkpoints of a batch. Thread-safe: writes are serialised by a lock."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.location = _shown(url)
+        self._file: Path | None = None
         self._write = threading.Lock()
-        metadata.create_all(self.engine)
+        try:
+            address = make_url(url)
+            self._file = _sqlite_file(address)
+            if password is not None:
+                address = address.set(password=password)
+            self.engine: Engine = create_engine(address, future=True)
+        except (NoSuchModuleError, ModuleNotFoundError, ArgumentError) as error:
+            raise LedgerError("driver_missing", self.location, str(error)) from error
+        with self._guard():
+            if self._file is not None:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+                # Private from its first byte: the ledger names every mailbox and message.
+                os.close(os.open(self._file, os.O_CREAT | os.O_WRONLY, 0o600))
+            _create_schema(self.engine)
 
     @classmethod
     def in_folder(cls, folder: Path) -> Ledger:
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(f"sqlite:///{folder / 'ledger.sqlite'}")
+        """The SQLite ledger of a work folder, made private if it has to be made."""
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise LedgerError("unwritable", str(folder), error.strerror or str(error)) from error
+        return cls(f"sqlite:///{folder / LEDGER_FILE}")
+
+    @property
+    def backup_path(self) -> Path | None:
+        return self._file.with_name(BACKUP_FILE) if self._file is not None else None
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except DBAPIError as error:
+            raise self._failure(error.orig if error.orig is not None else error) from error
+        except sqlite3.Error as error:
+            raise self._failure(error) from error
+        except OSError as error:
+            raise self._failure(error) from error
+
+    def _failure(self, error: BaseException) -> LedgerError:
+        text = str(error)
+        lowered = text.lower()
+        backup = self.backup_path if self.backup_path and self.backup_path.exists() else None
+        if "disk is full" in lowered or getattr(error, "errno", None) == 28:
+            kind = "disk_full"
+        elif "malformed" in lowered or "not a database" in lowered:
+            kind = "damaged"
+        elif "readonly" in lowered or "unable to open" in lowered or isinstance(
+                error, PermissionError):
+            kind = "unwritable"
+        else:
+            kind = "unavailable"
+        return LedgerError(kind, self.location, text, backup)
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        with self._write, self.engine.begin() as connection:
+        with self._write, self._guard(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self._guard(), self.engine.connect() as connection:
             yield connection
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def check_and_back_up(self) -> None:
+        """Check a SQLite ledger whole and copy it beside itself before a run writes to it:
+        a ledger damaged later (a disk failing, a copy gone wrong) has a known-good
+        predecessor. Raises ``LedgerError`` (``damaged``) when the check fails."""
+        if self._file is None or self.backup_path is None:
+            return
+        with self._guard():
+            source = sqlite3.connect(self._file)
+            try:
+                verdict = source.execute("PRAGMA quick_check").fetchone()[0]
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(f"database disk image is malformed ({verdict})")
+                partial = self.backup_path.with_name(self.backup_path.name + ".part")
+                partial.unlink(missing_ok=True)
+                os.close(os.open(partial, os.O_CREAT | os.O_WRONLY, 0o600))
+                target = sqlite3.connect(partial)
+                try:
+                    source.backup(target)
+                finally:
+                    target.close()
+                os.replace(partial, self.backup_path)
+            finally:
+                source.close()
 
     # runs
     def start_run(self, batch: str, command: str) -> int:
@@ -175,8 +277,17 @@ class Ledger:
                 .values(ended_at=_now(), status=status, summary=summary)
             )
 
+    def close_dead_runs(self) -> int:
+        """Runs and units still marked running when no command holds the work folder: their
+        process died. They become ``interrupted``; answers how many runs were."""
+        with self._writing() as db:
+            db.execute(update(units).where(units.c.status == "running")
+                       .values(status="interrupted", updated_at=_now()))
+            return db.execute(update(runs).where(runs.c.status == "running")
+                              .values(status="interrupted", ended_at=_now())).rowcount
+
     def last_run(self, command: str) -> dict[str, Any] | None:
-        with self.engine.connect() as db:
+        with self._reading() as db:
             row = db.execute(
                 select(runs).where(runs.c.command == command).order_by(runs.c.id.desc()).limit(1)
             ).first()
@@ -201,7 +312,7 @@ class Ledger:
         return _unit(row)
 
     def all_units(self) -> list[Unit]:
-        with self.engine.connect() as db:
+        with self._reading() as db:
             rows = db.execute(select(units).order_by(units.c.principal, units.c.id)).all()
         return [_unit(row) for row in rows]
 
@@ -228,23 +339,54 @@ class Ledger:
 
     # items
     def items_of(self, unit_id: int) -> dict[str, ItemRecord]:
-        with self.engine.connect() as db:
+        with self._reading() as db:
             rows = db.execute(select(items).where(items.c.unit_id == unit_id)).all()
         return {row.source_id: _item(row) for row in rows}
 
+    def iter_items(self, unit_id: int, batch: int = 1000) -> Iterator[ItemRecord]:
+        """The unit's items by source id, a page at a time: memory holds one page."""
+        after = ""
+        while True:
+            with self._reading() as db:
+                rows = db.execute(
+                    select(items).where((items.c.unit_id == unit_id)
+                                        & (items.c.source_id > after))
+                    .order_by(items.c.source_id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            yield from (_item(row) for row in rows)
+            after = rows[-1]._mapping[items.c.source_id]
+
+    def outcomes_of(self, unit_id: int, source_ids: Iterable[str]
+                    ) -> dict[str, tuple[str, str | None]]:
+        """``source_id -> (status, error_code)`` of the items named that have a record."""
+        wanted = list(source_ids)
+        found: dict[str, tuple[str, str | None]] = {}
+        with self._reading() as db:
+            for start in range(0, len(wanted), 500):
+                rows = db.execute(
+                    select(items.c.source_id, items.c.status, items.c.error_code).where(
+                        (items.c.unit_id == unit_id)
+                        & items.c.source_id.in_(wanted[start:start + 500]))
+                ).all()
+                found.update({row[0]: (row[1], row[2]) for row in rows})
+        return found
+
     def failed_items(self) -> list[tuple[Unit, ItemRecord]]:
-        with self.engine.connect() as db:
+        """Items refused by the target or whose send was never confirmed."""
+        with self._reading() as db:
             rows = db.execute(
                 select(units, items)
                 .join(items, items.c.unit_id == units.c.id)
-                .where(items.c.status == FAILED)
+                .where(items.c.status.in_((FAILED, UNCONFIRMED)))
                 .order_by(units.c.principal, units.c.id, items.c.source_id)
             ).all()
         return [(_unit(row), _item(row)) for row in rows]
 
     def claimed_refs(self, principal: str, target_container: str) -> set[str]:
         """Target refs already given to a source item, in every unit landing in that folder."""
-        with self.engine.connect() as db:
+        with self._reading() as db:
             rows = db.execute(
                 select(items.c.target_ref)
                 .join(units, units.c.id == items.c.unit_id)
@@ -255,6 +397,19 @@ class Ledger:
                 )
             ).all()
         return {row[0] for row in rows}
+
+    def claimed_count(self, principal: str, target_container: str) -> int:
+        """How many target items the ledger accounts for in that folder."""
+        with self._reading() as db:
+            return int(db.execute(
+                select(func.count(func.distinct(items.c.target_ref)))
+                .join(units, units.c.id == items.c.unit_id)
+                .where(
+                    (units.c.principal == principal)
+                    & (units.c.target_container == target_container)
+                    & (items.c.target_ref.is_not(None))
+                )
+            ).scalar_one())
 
     def mark_inflight(self, unit_id: int, records: Iterable[dict[str, Any]]) -> None:
         """Record items about to be sent. Each record: source_id, fingerprint, size, and
@@ -274,8 +429,9 @@ class Ledger:
 
     def record_outcomes(self, unit_id: int, outcomes: Iterable[dict[str, Any]]) -> None:
         """Record what the sink answered. Each outcome: source_id and either target_ref (done)
-        or error_code and error_detail (failed); optionally fingerprint, size, flags,
-        internal_date. Items never recorded before (refused before sending) are inserted."""
+        or error_code and error_detail (failed; ``unconfirmed`` true when the item may be
+        stored all the same); optionally fingerprint, size, flags, internal_date. Items never
+        recorded before (refused before sending) are inserted."""
         now = _now()
         rows = []
         for outcome in outcomes:
@@ -284,7 +440,8 @@ class Ledger:
                 row.update(status=DONE, target_ref=outcome["target_ref"], error_code=None,
                            error_detail=None)
             else:
-                row.update(status=FAILED, error_code=outcome["error_code"],
+                row.update(status=UNCONFIRMED if outcome.get("unconfirmed") else FAILED,
+                           error_code=outcome["error_code"],
                            error_detail=outcome.get("error_detail", ""))
             for key in ("fingerprint", "size", "internal_date"):
                 if key in outcome:
@@ -363,6 +520,36 @@ class Ledger:
                 db.execute(
                     delete(items).where((items.c.unit_id == unit_id) & (items.c.source_id == source_id))
                 )
+
+
+def _create_schema(engine: Engine) -> None:
+    """Create what is missing. Two processes starting together (a ``status`` beside a
+    ``run``) may both see a table missing: the second one's CREATE then fails, and looking
+    again finds the table made by the first."""
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError as error:
+            if "already exists" not in str(error).lower() or attempt == 2:
+                raise
+
+
+def _sqlite_file(address: URL) -> Path | None:
+    if address.get_backend_name() != "sqlite" or address.database in (None, "", ":memory:"):
+        return None
+    return Path(address.database)
+
+
+def _shown(url: str) -> str:
+    """The ledger's place as a person may read it: a file, or a URL without its password."""
+    try:
+        address = make_url(url)
+    except ArgumentError:
+        return "?"
+    if address.get_backend_name() == "sqlite":
+        return address.database or ":memory:"
+    return address.render_as_string(hide_password=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -5,11 +5,12 @@ Protocol-free: it speaks to connectors only through ``MailSource`` and ``MailSin
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from connectors.base import (
     SYSTEM_FLAGS,
@@ -20,13 +21,15 @@ from connectors.base import (
     MailSink,
     MailSource,
     Message,
+    SendUnconfirmed,
     SinkCapabilities,
     SourceNote,
 )
 from connectors.lines import with_crlf
 from connectors.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 from mappings.folders import FolderDecision, FolderRules
-from migrate.ledger import DONE, FAILED, INFLIGHT, ItemRecord, Ledger, Unit
+from migrate.ledger import DONE, FAILED, UNSETTLED, ItemRecord, Ledger, Unit
+from migrate.matching import TargetIndex
 from migrate.prefetch import read_ahead
 
 WORKLOAD = "mail"
@@ -138,10 +141,17 @@ def fetch_as_stored(
 class UnitResult:
     copied: int = 0
     copied_bytes: int = 0
+    """Bytes the target acknowledged, not bytes tried."""
     recovered: int = 0
+    """Messages found on the target by content, not sent again."""
     flag_updates: int = 0
     failed: int = 0
     deleted_at_source: int = 0
+    interrupted: bool = False
+    """The unit stopped before its end (a stop asked for, the mailbox full)."""
+    quota_left: int = 0
+    quota_left_bytes: int = 0
+    """Messages (and their bytes) not copied because the target mailbox is full."""
     converted: list[str] = field(default_factory=list)
     """Source ids of messages whose bare LF line endings became CRLF."""
     notes: list[SourceNote] = field(default_factory=list)
@@ -149,13 +159,36 @@ class UnitResult:
     errors: list[tuple[str, BasculeError]] = field(default_factory=list)
 
 
+@dataclass
+class Brakes:
+    """What stops a unit from sending more, checked before each message: a stop asked for
+    by the user or the engine (``stop``), or the principal's target mailbox found full
+    (``mailbox_full``, shared by the principal's units). Messages already sent are answered
+    and recorded; the others are left for the next run."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    mailbox_full: threading.Event = field(default_factory=threading.Event)
+
+    def engaged(self) -> bool:
+        return self.stop.is_set() or self.mailbox_full.is_set()
+
+
+SEND_ROUNDS = 3
+"""Passes over a folder's unconfirmed sends within one unit: after a dropped connection, the
+messages it left unanswered are looked for on the target, and sent again if absent."""
+
+
 class MailUnit:
-    """Copies one source folder to one target folder, checkpointing in the ledger."""
+    """Copies one source folder to one target folder, checkpointing in the ledger.
+
+    ``result`` is filled as the unit goes, so that a unit that raises still tells what it
+    did before."""
 
     def __init__(
         self, ledger: Ledger, unit: Unit, source: MailSource, sink: MailSink,
         container: Container, target_path: tuple[str, ...],
         progress: UnitProgress | None = None, max_item_size: int | None = None,
+        brakes: Brakes | None = None, result: UnitResult | None = None,
     ) -> None:
         self.ledger = ledger
         self.unit = unit
@@ -165,12 +198,12 @@ class MailUnit:
         self.target_path = target_path
         self.progress = progress or SilentProgress()
         self.max_item_size = size_limit(sink.capabilities.max_item_size, max_item_size)
-        self.result = UnitResult()
+        self.brakes = brakes or Brakes()
+        self.result = result if result is not None else UnitResult()
 
     def run(self) -> UnitResult:
         self.native = self.sink.ensure_container(self.target_path)
         self.ledger.update_unit(self.unit.id, target_container=self.native, status="running")
-        self._recover_inflight()
         listing = self.source.list_changes(self.container, self.unit.cursor)
         known = self.ledger.items_of(self.unit.id)
         if listing.reset:
@@ -188,40 +221,39 @@ class MailUnit:
 
         self._update_flags(listed, known)
         to_copy = self._refuse_too_big(to_copy, listed)
-        self.progress.planned(len(to_copy), sum(listed[s].size for s in to_copy if s in listed))
-        if to_copy:
-            self._copy(to_copy)
+        sizes = {sid: listed[sid].size if sid in listed else (known[sid].size or 0)
+                 for sid in to_copy}
+        self.progress.planned(len(to_copy), sum(sizes.values()))
+        if to_copy and not self.brakes.engaged():
+            self._copy(to_copy, known)
+        if self.brakes.engaged():
+            self._note_left_behind(to_copy, sizes)
         self._take_notes()
         self.ledger.refresh_counts(self.unit.id)
-        self.ledger.update_unit(
-            self.unit.id, cursor=listing.cursor,
-            status="failed" if self.result.failed else "done",
-            last_error=None,
-        )
+        if self.result.interrupted:
+            # The cursor stays where it was: what was not reached is listed again next time.
+            self.ledger.update_unit(self.unit.id, status="interrupted", last_error=None)
+        else:
+            self.ledger.update_unit(
+                self.unit.id, cursor=listing.cursor,
+                status="failed" if self.result.failed else "done", last_error=None)
         return self.result
+
+    def _note_left_behind(self, to_copy: list[str], sizes: dict[str, int]) -> None:
+        """After the brakes: whether anything was left for the next run, and what a full
+        mailbox kept out (messages never sent, or refused as over quota)."""
+        outcomes = self.ledger.outcomes_of(self.unit.id, to_copy)
+        left = [sid for sid in to_copy if outcomes.get(sid, ("", None))[0] != DONE]
+        self.result.interrupted = bool(left)
+        if self.brakes.mailbox_full.is_set():
+            kept_out = [sid for sid in left if outcomes.get(sid, ("", None))[0] != FAILED
+                        or outcomes[sid][1] == "over_quota"]
+            self.result.quota_left = len(kept_out)
+            self.result.quota_left_bytes = sum(sizes[sid] for sid in kept_out)
 
     def _take_notes(self) -> None:
         self.result.notes.extend(source_notes(self.sink))
         take_source_notes(self.ledger, self.unit, self.source, self.result)
-
-    def _recover_inflight(self) -> None:
-        """Items sent before a crash and never acknowledged in the ledger: find them on the
-        target before anything is sent again."""
-        known = self.ledger.items_of(self.unit.id)
-        inflight = [rec for rec in known.values() if rec.status == INFLIGHT]
-        if not inflight:
-            return
-        claimed = self.ledger.claimed_refs(self.unit.principal, self.native)
-        found = []
-        for record in inflight:
-            if record.fingerprint is None or record.size is None:
-                continue
-            ref = self.sink.find(self.native, record.fingerprint, record.size, claimed)
-            if ref is not None:
-                claimed.add(ref)
-                found.append({"source_id": record.source_id, "target_ref": ref})
-        self.ledger.record_outcomes(self.unit.id, found)
-        self.result.recovered = len(found)
 
     def _rekey(self, refs: list[ItemRef], known: dict[str, ItemRecord]) -> None:
         """The source renumbered its items (IMAP UIDVALIDITY): match the new ids to what was
@@ -259,7 +291,7 @@ class MailUnit:
                     continue
                 changes.append((sid, ref.flags))
         self.ledger.set_flags(self.unit.id, changes)
-        self.result.flag_updates = len(changes)
+        self.result.flag_updates += len(changes)
 
     def _refuse_too_big(self, to_copy: list[str], listed: dict[str, ItemRef]) -> list[str]:
         limit = self.max_item_size
@@ -279,37 +311,120 @@ class MailUnit:
         self.result.failed += len(refused)
         return kept
 
-    def _copy(self, source_ids: list[str]) -> None:
-        outcomes: list[dict] = []
+    def _copy(self, to_copy: list[str], known: dict[str, ItemRecord]) -> None:
+        """Send what is missing, in rounds: what a round leaves unconfirmed is looked for on
+        the target by the next one before it is sent again."""
+        unsettled = any(known[sid].status in UNSETTLED for sid in to_copy if sid in known)
+        index = self._target_index(force=unsettled)
+        pending = to_copy
+        for _round in range(SEND_ROUNDS):
+            unconfirmed = self._send(pending, index)
+            if not unconfirmed or self.brakes.engaged():
+                break
+            index = self._target_index(force=True)
+            pending = unconfirmed
+        self.result.failed += len(unconfirmed)
+        self.result.errors += [(sid, SendUnconfirmed(
+            "the target never answered for it; it will be looked for there before it is "
+            "sent again")) for sid in unconfirmed]
+
+    def _target_index(self, force: bool) -> TargetIndex | None:
+        """The target folder's unclaimed messages, when it may hold some: always after an
+        unconfirmed send, else when it holds more messages than the ledger accounts for."""
+        principal = self.unit.principal
+        if not force and self.sink.count(self.native) <= self.ledger.claimed_count(
+                principal, self.native):
+            return None
+        index = TargetIndex(self.sink, self.native,
+                            self.ledger.claimed_refs(principal, self.native))
+        return index if index.unclaimed else None
+
+    def _send(self, source_ids: list[str], index: TargetIndex | None) -> list[str]:
+        """One round: fetch, match against the target, send the rest. Answers the source ids
+        whose send was not confirmed."""
+        outcomes: list[dict[str, Any]] = []
+        unconfirmed: list[str] = []
+        sent: dict[str, int] = {}
         fetched = fetch_as_stored(self.source, self.container, source_ids,
                                   self.sink.capabilities, self.result.converted)
-        messages = self._marked(read_ahead(fetched, size=_held_in_memory))
-        for result in self.sink.put_many(self.native, messages):
-            if result.error is None and result.target_ref:
-                outcomes.append({"source_id": result.source_id, "target_ref": result.target_ref})
-                self.result.copied += 1
-            else:
-                error = result.error or BasculeError("no target reference")
-                outcomes.append({
-                    "source_id": result.source_id, "error_code": error.code,
-                    "error_detail": error.detail,
-                })
-                self.result.failed += 1
-                self.result.errors.append((result.source_id, error))
-            if len(outcomes) >= OUTCOME_CHUNK:
-                self.ledger.record_outcomes(self.unit.id, outcomes)
-                outcomes = []
-        self.ledger.record_outcomes(self.unit.id, outcomes)
+        messages = self._marked(self._unmatched(read_ahead(fetched, size=_held_in_memory),
+                                                index, outcomes), sent)
+        try:
+            for result in self.sink.put_many(self.native, messages):
+                size = sent.pop(result.source_id, 0)
+                outcome = {"source_id": result.source_id}
+                if result.error is None and result.target_ref:
+                    outcome["target_ref"] = result.target_ref
+                    self.result.copied += 1
+                    self.result.copied_bytes += size
+                elif isinstance(result.error, SendUnconfirmed) or result.error is None:
+                    error = result.error or SendUnconfirmed("no target reference in the answer")
+                    outcome.update(error_code=error.code, error_detail=error.detail,
+                                   unconfirmed=True)
+                    unconfirmed.append(result.source_id)
+                else:
+                    outcome.update(error_code=result.error.code, error_detail=result.error.detail)
+                    if result.error.code == "over_quota":
+                        self.brakes.mailbox_full.set()
+                    else:
+                        self.result.failed += 1
+                        self.result.errors.append((result.source_id, result.error))
+                outcomes.append(outcome)
+                if len(outcomes) >= OUTCOME_CHUNK:
+                    self._record(outcomes)
+        finally:
+            # Sent and never answered (the sink gave up, or this thread is leaving): the
+            # target may hold them.
+            outcomes += [{"source_id": sid, "error_code": "unconfirmed", "unconfirmed": True,
+                          "error_detail": "no answer before the connection ended"}
+                         for sid in sent]
+            self._record(outcomes)
+        return unconfirmed
 
-    def _marked(self, messages: Iterable[Message]) -> Iterator[Message]:
+    def _record(self, outcomes: list[dict[str, Any]]) -> None:
+        self.ledger.record_outcomes(self.unit.id, outcomes)
+        outcomes.clear()
+
+    def _unmatched(self, messages: Iterable[Message], index: TargetIndex | None,
+                   outcomes: list[dict[str, Any]]) -> Iterator[Message]:
+        """The messages not found on the target; those found are recorded done where they
+        are, their flags set to the source's."""
+        for message in messages:
+            found = index.claim(message.fingerprint, message.size) if index else None
+            if found is None:
+                yield message
+                continue
+            flags = frozenset(storable_flags_of(message.flags, self.sink.capabilities))
+            if flags != frozenset(storable_flags_of(found.flags, self.sink.capabilities)):
+                self.sink.set_flags(self.native, found.target_ref, flags)
+            outcomes.append({**_inflight_record(message), "target_ref": found.target_ref})
+            self.result.recovered += 1
+            self.progress.advanced(1, message.size)
+
+    def _marked(self, messages: Iterable[Message], sent: dict[str, int]) -> Iterator[Message]:
         """Yield messages to the sink, each recorded in flight in a committed transaction
-        before the sink can send a byte of it."""
-        for chunk in chunks(messages, INFLIGHT_CHUNK):
+        before the sink can send a byte of it; none once the brakes are on."""
+        for chunk in chunks(_until_braked(messages, self.brakes), INFLIGHT_CHUNK):
             self.ledger.mark_inflight(self.unit.id, (_inflight_record(m) for m in chunk))
             for message in chunk:
-                self.result.copied_bytes += message.size
+                if self.brakes.engaged():
+                    return
+                sent[message.source_id] = message.size
                 self.progress.advanced(1, message.size)
                 yield message
+
+
+def _until_braked(messages: Iterable[Message], brakes: Brakes) -> Iterator[Message]:
+    for message in messages:
+        if brakes.engaged():
+            return
+        yield message
+
+
+def storable_flags_of(flags: frozenset[str], capabilities: SinkCapabilities) -> set[str]:
+    """The flags a target keeps of these: system flags only, when it keeps no keywords."""
+    kept = {flag for flag in flags if flag.lower() != "\\recent"}
+    return kept if capabilities.keywords else kept & SYSTEM_FLAGS
 
 
 T = TypeVar("T")
@@ -352,7 +467,7 @@ def size_limit(*limits: int | None) -> int | None:
 
 
 def _needs_copy(record: ItemRecord | None) -> bool:
-    return record is None or record.status in (FAILED, INFLIGHT)
+    return record is None or record.status in (FAILED, *UNSETTLED)
 
 
 def _inflight_record(message: Message) -> dict:
@@ -361,40 +476,3 @@ def _inflight_record(message: Message) -> dict:
         "flags": message.flags,
         "internal_date": message.internal_date.isoformat() if message.internal_date else None,
     }
-
-
-@dataclass
-class Mismatch:
-    source_id: str | None
-    target_ref: str | None
-    code: str
-    params: dict = field(default_factory=dict)
-
-
-def verify_folder(
-    ledger: Ledger, unit: Unit, source: MailSource, sink: MailSink, container: Container,
-) -> tuple[int, list[Mismatch]]:
-    """Read both sides whole and compare, item by item, through the ledger's mapping."""
-    native = unit.target_container
-    listing = source.list_changes(container, None)
-    ids = [r.source_id for r in listing.refs]
-    source_prints = {m.source_id: (m.fingerprint, m.flags) for m in
-                     fetch_as_stored(source, container, ids, sink.capabilities)}
-    keep = None if sink.capabilities.keywords else SYSTEM_FLAGS
-    stored = {s.target_ref: s for s in sink.inventory(native, fingerprints=True)} if native else {}
-    known = ledger.items_of(unit.id)
-    mismatches: list[Mismatch] = []
-    for sid, (fingerprint, flags) in source_prints.items():
-        record = known.get(sid)
-        target = stored.get(record.target_ref) if record and record.target_ref else None
-        if target is None:
-            mismatches.append(Mismatch(sid, record.target_ref if record else None, "missing_on_target"))
-            continue
-        if target.fingerprint != fingerprint:
-            mismatches.append(Mismatch(sid, target.target_ref, "fingerprint_mismatch"))
-        wanted = flags if keep is None else flags & keep
-        held = target.flags if keep is None else target.flags & keep
-        if wanted != held:
-            mismatches.append(Mismatch(sid, target.target_ref, "flags_mismatch", {
-                "source": " ".join(sorted(wanted)), "target": " ".join(sorted(held))}))
-    return len(source_prints), mismatches

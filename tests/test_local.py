@@ -16,6 +16,7 @@ from imapclient import IMAPClient
 
 from connectors.base import ContainerRefused, Message, fingerprint_bytes
 from connectors.local import EmlSource, MaildirSink, MaildirSource, MboxSource
+from migrate.matching import TargetIndex
 from tests.corpus import CorpusFolder, as_messages, build_corpus, write_maildir
 from tests.dovecot import start_dovecot
 
@@ -148,20 +149,19 @@ def test_unchanged_folder_gives_an_empty_listing_and_a_rename_is_seen(tmp_path, 
     assert changed.flags == {"\\Flagged", "Projet"}
 
 
-def test_find_skips_excluded_copies_of_identical_messages(tmp_path, corpus):
+def test_target_index_claims_identical_copies_one_each(tmp_path, corpus):
     sink = MaildirSink(tmp_path)
     twin = next(m for m in corpus[0].messages if corpus[0].messages.count(m) == 2)
-    results = list(sink.put_many("INBOX", as_messages([twin, twin])))
-    refs = [result.target_ref for result in results]
+    refs = [r.target_ref for r in sink.put_many("INBOX", as_messages([twin, twin, twin]))]
 
-    found_first = sink.find("INBOX", twin.fingerprint, len(twin.raw), set())
-    found_other = sink.find("INBOX", twin.fingerprint, len(twin.raw), {found_first})
-    none_left = sink.find("INBOX", twin.fingerprint, len(twin.raw), set(refs))
-    wrong_size = sink.find("INBOX", twin.fingerprint, len(twin.raw) + 1, set())
+    index = TargetIndex(sink, "INBOX", claimed={refs[2]})
+    claims = [index.claim(twin.fingerprint, len(twin.raw)) for _ in range(3)]
 
-    assert len(set(refs)) == 2
-    assert {found_first, found_other} == set(refs)
-    assert none_left is None and wrong_size is None
+    assert sink.count("INBOX") == 3 and len(set(refs)) == 3
+    assert {c.target_ref for c in claims[:2] if c} == set(refs[:2])
+    assert claims[2] is None
+    assert index.claim(twin.fingerprint, len(twin.raw) + 1) is None
+    assert dict(sink.fingerprints("INBOX", refs[:1] + ["gone"])) == {refs[0]: twin.fingerprint}
 
 
 def test_inventory_reports_sizes_flags_dates_and_fingerprints(tmp_path, corpus):

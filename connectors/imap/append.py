@@ -27,7 +27,7 @@ from typing import IO
 
 from imapclient import imap_utf7
 
-from connectors.base import BasculeError, ConnectError, ItemRejected, Message
+from connectors.base import ConnectError, ItemRejected, Message, SendUnconfirmed
 from connectors.imap.session import (
     ImapCredentials,
     ImapEndpoint,
@@ -45,22 +45,25 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 ATOM_SPECIALS = frozenset(b'(){ %*"\\]')
 TOO_BIG_CODES = frozenset({"TOOBIG", "LIMIT"})
+OVER_QUOTA_CODES = frozenset({"OVERQUOTA"})
 
 _TAGGED = re.compile(rb"^(\S+) (OK|NO|BAD)(?: \[([^\]]*)\])? ?(.*)$", re.IGNORECASE)
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
 
 
-class AppendConnectionLost(BasculeError):
-    """The connection broke while messages were in flight; their fate is unknown.
+class AppendConnectionLost(ConnectError):
+    """The connection broke, or the server stopped answering, while messages were in
+    flight; their fate is unknown. Code ``connection_lost`` or ``timeout``.
 
     ``unsent`` holds a message taken from the caller's iterable but never sent: it can go
     through another connection.
     """
 
-    code = "unreachable"
+    code = "connection_lost"
 
-    def __init__(self, detail: str = "", *, unsent: Message | None = None) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str = "", *, code: str | None = None, where: str = "",
+                 unsent: Message | None = None) -> None:
+        super().__init__(detail, code=code, where=where)
         self.unsent = unsent
 
 
@@ -70,7 +73,7 @@ class AppendReceipt:
 
     uidvalidity: int | None = None
     uid: int | None = None
-    error: ItemRejected | None = None
+    error: ItemRejected | SendUnconfirmed | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class AppendPipeline:
 
         A message the server refuses gets a receipt with ``error`` and the next ones go on.
         When the connection breaks, every message not yet answered is yielded with a
-        ``server_error`` receipt (it may or may not be stored) and ``AppendConnectionLost``
+        ``SendUnconfirmed`` receipt (it may or may not be stored) and ``AppendConnectionLost``
         is raised; messages not yet taken from ``messages`` are left there, and one taken but
         not sent is the exception's ``unsent``.
         """
@@ -176,10 +179,12 @@ class AppendPipeline:
             self._sock.close()
             yield from _pop_answered(pending, self._replies, self.uidplus)
             for entry in pending:
-                yield entry.message, entry.receipt or AppendReceipt(error=ItemRejected(
-                    f"connection lost before the server answered ({error})",
-                    code="server_error"))
-            raise AppendConnectionLost(str(error), unsent=unsent) from error
+                yield entry.message, entry.receipt or AppendReceipt(error=SendUnconfirmed(
+                    f"connection lost before the server answered ({error})"))
+            code = error.code if isinstance(error, AppendConnectionLost) else (
+                "timeout" if isinstance(error, TimeoutError) else "connection_lost")
+            raise AppendConnectionLost(str(error), code=code, where=self._endpoint.where,
+                                       unsent=unsent) from error
 
     def logout(self) -> None:
         """Say goodbye and close. Safe to call twice, and after the connection broke."""
@@ -197,30 +202,45 @@ class AppendPipeline:
             self._sock.close()
 
     def _open_socket(self, endpoint: ImapEndpoint) -> socket.socket:
+        where = endpoint.where
         try:
             sock = socket.create_connection((endpoint.host, endpoint.port),
-                                            timeout=endpoint.timeout)
+                                            timeout=endpoint.greeting_timeout)
+        except TimeoutError as error:
+            raise ConnectError(f"{where}: no connection within {endpoint.greeting_timeout:g} s",
+                               where=where) from error
         except OSError as error:
-            raise ConnectError(f"{endpoint.host}:{endpoint.port}: {error}") from error
+            raise ConnectError(f"{where}: {error}", where=where) from error
         try:
             if endpoint.security == "tls":
                 sock = ssl_context(endpoint).wrap_socket(sock, server_hostname=endpoint.host)
             self._sock = sock
-            greeting = self._read_line()
+            try:
+                greeting = self._read_line()
+            except TimeoutError as error:
+                raise ConnectError(
+                    f"{where} accepts connections but sent no IMAP greeting within "
+                    f"{endpoint.greeting_timeout:g} s", code="no_greeting", where=where) from error
             if not greeting.upper().startswith((b"* OK", b"* PREAUTH")):
-                raise ConnectError(f"unexpected greeting: {greeting!r}")
+                raise ConnectError(f"unexpected greeting: {greeting!r}", where=where)
+            sock.settimeout(endpoint.timeout)
             if endpoint.security == "starttls":
                 reply = self._command(b"STARTTLS")
                 if reply.status != "OK":
-                    raise ConnectError(f"STARTTLS refused: {reply.text}", code="tls_failed")
+                    raise ConnectError(f"STARTTLS refused: {reply.text}", code="tls_failed",
+                                       where=where)
                 sock = ssl_context(endpoint).wrap_socket(sock, server_hostname=endpoint.host)
                 self._sock = sock
         except ssl.SSLError as error:
             sock.close()
-            raise ConnectError(str(error), code="tls_failed") from error
-        except (OSError, AppendConnectionLost) as error:
+            raise ConnectError(str(error), code="tls_failed", where=where) from error
+        except ConnectError:
             sock.close()
-            raise ConnectError(f"{endpoint.host}:{endpoint.port}: {error}") from error
+            raise
+        except OSError as error:
+            sock.close()
+            code = "timeout" if isinstance(error, TimeoutError) else "connection_lost"
+            raise ConnectError(f"{where}: {error}", code=code, where=where) from error
         except BaseException:
             sock.close()
             raise
@@ -244,8 +264,13 @@ class AppendPipeline:
                 self.capabilities = _capability_set(reply.code[len("CAPABILITY "):])
             else:
                 self.capabilities = self._ask_capabilities()
-        except (OSError, AppendConnectionLost) as error:
-            raise ConnectError(f"connection lost during login: {error}") from error
+        except AppendConnectionLost as error:
+            raise ConnectError(f"connection lost during login: {error}", code=error.code,
+                               where=self._endpoint.where) from error
+        except OSError as error:
+            code = "timeout" if isinstance(error, TimeoutError) else "connection_lost"
+            raise ConnectError(f"connection lost during login: {error}", code=code,
+                               where=self._endpoint.where) from error
 
     def _token_login(self, login: str, tokens: TokenProvider,
                      capabilities: frozenset[str]) -> _Reply:
@@ -392,7 +417,8 @@ class AppendPipeline:
     def _wait(self) -> None:
         """Wait for the server to say something, then read all of it."""
         if not self._readable(self._endpoint.timeout):
-            raise AppendConnectionLost(f"no reply within {self._endpoint.timeout}s")
+            raise AppendConnectionLost(f"no reply within {self._endpoint.timeout:g} s",
+                                       code="timeout")
         self._receive()
         self._poll()
 
@@ -484,7 +510,8 @@ def _receipt(reply: _Reply, uidplus: bool) -> AppendReceipt:
                 return AppendReceipt(int(uidvalidity), int(uid))
         return AppendReceipt()
     detail = f"{reply.status} {'[' + reply.code + '] ' if reply.code else ''}{reply.text}"
-    code = "too_big" if code_name.upper() in TOO_BIG_CODES else "invalid_message"
+    code = ("too_big" if code_name.upper() in TOO_BIG_CODES
+            else "over_quota" if code_name.upper() in OVER_QUOTA_CODES else "invalid_message")
     return AppendReceipt(error=ItemRejected(detail, code=code))
 
 

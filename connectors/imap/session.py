@@ -43,6 +43,15 @@ class ImapEndpoint:
     ca_file: str | None = None
     """A CA certificate (PEM) trusted in addition to the system's, e.g. an internal CA."""
     timeout: float = 60.0
+    """Longest wait for any answer once logged in (a big APPEND's reply included)."""
+    greeting_timeout: float = 10.0
+    """Longest wait for the TCP connection, the TLS handshake and the server's greeting: an
+    IMAP server greets at once, so silence means something else listens there, or nothing
+    answers at all."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 class TokenProvider(Protocol):
@@ -171,12 +180,22 @@ def is_connection_dropped(error: BaseException) -> bool:
     return isinstance(error, CONNECTION_DROPPED)
 
 
+def dropped(endpoint: ImapEndpoint, error: BaseException) -> ConnectError:
+    """The ``ConnectError`` a dropped connection or a silent server amounts to."""
+    if isinstance(error, TimeoutError):
+        return ConnectError(f"{endpoint.where}: no answer within {endpoint.timeout:g} s",
+                            code="timeout", where=endpoint.where)
+    return ConnectError(f"{endpoint.where}: connection lost ({_reason(error)})",
+                        code="connection_lost", where=endpoint.where)
+
+
 class ImapSession:
     """One logged-in connection that is opened on first use and reopened once if dropped.
 
     ``call(operation)`` runs ``operation(client)``; if the connection drops meanwhile it
     reconnects and runs it once more. Operations must therefore be safe to repeat (reads,
     SELECT, STORE of absolute flags), which is why APPEND is not run through it blindly.
+    A second drop, or a server that stopped answering, raises ``ConnectError``.
     """
 
     def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials) -> None:
@@ -210,9 +229,16 @@ class ImapSession:
     def call(self, operation: Callable[[imapclient.IMAPClient], T]) -> T:
         try:
             return operation(self.client)
-        except CONNECTION_DROPPED:
+        except CONNECTION_DROPPED as error:
             self.reset()
+            if isinstance(error, TimeoutError):
+                # A server silent for a whole timeout is not worth a second one.
+                raise dropped(self.endpoint, error) from error
+        try:
             return operation(self.client)
+        except CONNECTION_DROPPED as error:
+            self.reset()
+            raise dropped(self.endpoint, error) from error
 
     def reset(self) -> None:
         """Forget the current connection (after it dropped); the next use opens a new one."""
@@ -232,7 +258,7 @@ class ImapSession:
 
 
 def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
-    where = f"{endpoint.host}:{endpoint.port}"
+    where = endpoint.where
     context = ssl_context(endpoint) if endpoint.security != "none" else None
     try:
         client = imapclient.IMAPClient(
@@ -240,24 +266,45 @@ def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
             port=endpoint.port,
             ssl=endpoint.security == "tls",
             ssl_context=context,
-            timeout=endpoint.timeout,
+            timeout=imapclient.SocketTimeout(connect=endpoint.greeting_timeout,
+                                             read=endpoint.timeout),
         )
     except ssl.SSLError as error:
-        raise ConnectError(f"TLS with {where} failed: {_reason(error)}", code="tls_failed")
+        raise ConnectError(f"TLS with {where} failed: {_reason(error)}", code="tls_failed",
+                           where=where)
     except socket.gaierror as error:
-        raise ConnectError(f"{endpoint.host}: unknown host ({error.strerror})", code="unreachable")
+        raise ConnectError(f"{endpoint.host}: unknown host ({error.strerror})",
+                           code="unreachable", where=where)
+    except TimeoutError:
+        raise silent_server(endpoint) from None
     except (OSError, imap_errors.IMAPClientError) as error:
-        raise ConnectError(f"{where}: {_reason(error)}", code="unreachable")
+        raise ConnectError(f"{where}: {_reason(error)}", code="unreachable", where=where)
     if endpoint.security == "starttls":
         try:
             client.starttls(context)
         except (ssl.SSLError, imap_errors.IMAPClientError) as error:
             _drop(client)
-            raise ConnectError(f"STARTTLS with {where} failed: {_reason(error)}", code="tls_failed")
+            raise ConnectError(f"STARTTLS with {where} failed: {_reason(error)}",
+                               code="tls_failed", where=where)
         except OSError as error:
             _drop(client)
-            raise ConnectError(f"{where}: {_reason(error)}", code="unreachable")
+            raise ConnectError(f"{where}: {_reason(error)}", code="unreachable", where=where)
     return client
+
+
+def silent_server(endpoint: ImapEndpoint) -> ConnectError:
+    """What a connection that timed out before the greeting means: a TCP connection that
+    opens at once names a server that is not (or no longer) an IMAP server answering."""
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=2):
+            pass
+    except OSError:
+        return ConnectError(
+            f"{endpoint.where}: no connection within {endpoint.greeting_timeout:g} s",
+            code="unreachable", where=endpoint.where)
+    return ConnectError(
+        f"{endpoint.where} accepts connections but sent no IMAP greeting within "
+        f"{endpoint.greeting_timeout:g} s", code="no_greeting", where=endpoint.where)
 
 
 def _login(client: imapclient.IMAPClient, credentials: ImapCredentials) -> None:
@@ -277,13 +324,14 @@ def _login(client: imapclient.IMAPClient, credentials: ImapCredentials) -> None:
         else:
             client.login(credentials.login, credentials.password)
     except imap_errors.IMAPClientAbortError as error:
-        raise ConnectError(f"connection lost during login: {_scrub(error, secrets)}")
+        raise ConnectError(f"connection lost during login: {_scrub(error, secrets)}",
+                           code="connection_lost")
     except imap_errors.IMAPClientError as error:
         raise ConnectError(
             f"login as {credentials.login} refused: {_scrub(error, secrets)}", code="auth_failed"
         )
     except OSError as error:
-        raise ConnectError(f"connection lost during login: {_reason(error)}")
+        raise _lost_during_login(error)
 
 
 def _token_login(client: imapclient.IMAPClient, login: str, tokens: TokenProvider) -> None:
@@ -296,12 +344,18 @@ def _token_login(client: imapclient.IMAPClient, login: str, tokens: TokenProvide
             client.oauth2_login(login, token)
             return
         except imap_errors.IMAPClientAbortError as error:
-            raise ConnectError(f"connection lost during login: {_scrub(error, [token])}")
+            raise ConnectError(f"connection lost during login: {_scrub(error, [token])}",
+                               code="connection_lost")
         except imap_errors.IMAPClientError as error:
             refusal = _scrub(error, [token])
         except OSError as error:
-            raise ConnectError(f"connection lost during login: {_reason(error)}")
+            raise _lost_during_login(error)
     raise TokenRefused(login, refusal)
+
+
+def _lost_during_login(error: OSError) -> ConnectError:
+    code = "timeout" if isinstance(error, TimeoutError) else "connection_lost"
+    return ConnectError(f"connection lost during login: {_reason(error)}", code=code)
 
 
 def _scrub(error: BaseException, secrets: list[str]) -> str:

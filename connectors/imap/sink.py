@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -26,6 +26,7 @@ from connectors.base import (
     Message,
     Path,
     PutResult,
+    SendUnconfirmed,
     SinkCapabilities,
     SourceNote,
     StoredItem,
@@ -37,7 +38,14 @@ from connectors.imap.append import (
     AppendReceipt,
     storable_flags,
 )
-from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession, join_path
+from connectors.imap.session import (
+    CONNECTION_DROPPED,
+    ImapCredentials,
+    ImapEndpoint,
+    ImapSession,
+    dropped,
+    join_path,
+)
 
 SPECIAL_USE_ROLES = {
     b"\\sent": "sent",
@@ -54,6 +62,8 @@ METADATA_BATCH = 1000
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
 RECONNECTS = 3
+"""Times in a row a dropped APPEND connection is opened again before the sink gives up; a
+server that refuses the new connection, or does not greet on it, ends it at once."""
 
 
 class ImapSink:
@@ -91,12 +101,15 @@ class ImapSink:
             crlf_only=True,
         )
 
-    def ensure_container(self, path: Path) -> str:
-        separator = self._session.separator
+    def native_name(self, path: Path) -> str:
         try:
-            native_name = join_path(path, separator)
+            return join_path(path, self._session.separator)
         except ValueError as error:
             raise ContainerRefused(str(error)) from error
+
+    def ensure_container(self, path: Path) -> str:
+        native_name = self.native_name(path)
+        separator = self._session.separator
         for depth in range(1, len(path) + 1):
             self._create(join_path(path[:depth], separator))
         return native_name
@@ -111,21 +124,32 @@ class ImapSink:
             self._selected = None
             yield _put_result(message, receipt)
 
-    def find(self, native_name: str, fingerprint: str, size: int, exclude: set[str]) -> str | None:
-        def search(client: imapclient.IMAPClient) -> str | None:
-            uidvalidity = self._select(client, native_name, readonly=True)
-            criteria: list[str] = ["SMALLER", str(size + 1)]
-            if size > 0:
-                criteria = ["LARGER", str(size - 1), *criteria]
-            candidates = [uid for uid in sorted(client.search(criteria))
-                          if f"{uidvalidity}:{uid}" not in exclude]
-            sizes = [(uid, size) for uid in candidates]
-            for uid, found in _body_fingerprints(client, sizes):
-                if found == fingerprint:
-                    return f"{uidvalidity}:{uid}"
-            return None
+    def count(self, native_name: str) -> int:
+        def status(client: imapclient.IMAPClient) -> int:
+            if not _exists(client, native_name):
+                return 0
+            # STATUS of the folder this connection has selected answers what the connection
+            # last saw (Dovecot): messages other connections appended since need a NOOP.
+            client.noop()
+            return int(client.folder_status(native_name, [b"MESSAGES"])[b"MESSAGES"])
 
-        return self._session.call(search)
+        return self._session.call(status)
+
+    def fingerprints(self, native_name: str, target_refs: Sequence[str]
+                     ) -> Iterator[tuple[str, str]]:
+        def read(client: imapclient.IMAPClient) -> list[tuple[str, str]]:
+            uidvalidity = self._select(client, native_name, readonly=True)
+            wanted = [int(uid) for validity, _, uid in (ref.partition(":") for ref in target_refs)
+                      if validity == str(uidvalidity) and uid.isdigit()]
+            found = []
+            for start in range(0, len(wanted), METADATA_BATCH):
+                rows = client.fetch(wanted[start:start + METADATA_BATCH], ["RFC822.SIZE"])
+                sizes = [(uid, rows[uid][b"RFC822.SIZE"]) for uid in sorted(rows)]
+                found += [(f"{uidvalidity}:{uid}", fingerprint)
+                          for uid, fingerprint in _body_fingerprints(client, sizes)]
+            return found
+
+        yield from self._session.call(read)
 
     def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
         ref_validity, _, uid = target_ref.partition(":")
@@ -143,28 +167,36 @@ class ImapSink:
             raise ItemRejected(str(error), code="server_error") from error
 
     def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
-        client = self._session.client
-        uidvalidity = self._select(client, native_name, readonly=True)
-        uids = sorted(client.search("ALL"))
-        for start in range(0, len(uids), METADATA_BATCH):
-            chunk = uids[start:start + METADATA_BATCH]
-            client.normalise_times = False
-            rows = client.fetch(chunk, ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
-            hashes: dict[int, str] = {}
-            if fingerprints:
-                hashes = dict(_body_fingerprints(
-                    client, [(uid, rows[uid][b"RFC822.SIZE"]) for uid in chunk if uid in rows]))
-            for uid in chunk:
-                if uid not in rows:
-                    continue
-                row = rows[uid]
-                yield StoredItem(
-                    target_ref=f"{uidvalidity}:{uid}",
-                    size=row[b"RFC822.SIZE"],
-                    flags=_flag_names(row[b"FLAGS"]),
-                    fingerprint=hashes.get(uid),
-                    internal_date=_aware(row.get(b"INTERNALDATE")),
-                )
+        """Every message of the folder, a thousand at a time. A connection that drops raises
+        ``ConnectError``: a listing resumed on a new connection could miss or repeat items."""
+        try:
+            client = self._session.client
+            uidvalidity = self._select(client, native_name, readonly=True)
+            uids = sorted(client.search("ALL"))
+            for start in range(0, len(uids), METADATA_BATCH):
+                chunk = uids[start:start + METADATA_BATCH]
+                client.normalise_times = False
+                rows = client.fetch(chunk, ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
+                hashes: dict[int, str] = {}
+                if fingerprints:
+                    hashes = dict(_body_fingerprints(
+                        client, [(uid, rows[uid][b"RFC822.SIZE"]) for uid in chunk
+                                 if uid in rows]))
+                for uid in chunk:
+                    if uid not in rows:
+                        continue
+                    row = rows[uid]
+                    yield StoredItem(
+                        target_ref=f"{uidvalidity}:{uid}",
+                        size=row[b"RFC822.SIZE"],
+                        flags=_flag_names(row[b"FLAGS"]),
+                        fingerprint=hashes.get(uid),
+                        internal_date=_aware(row.get(b"INTERNALDATE")),
+                    )
+        except CONNECTION_DROPPED as error:
+            self._session.reset()
+            self._selected = None
+            raise dropped(self._endpoint, error) from error
 
     def drain_notes(self) -> list[SourceNote]:
         """Flags the server cannot keep (keywords that are not IMAP atoms, or any keyword
@@ -201,8 +233,9 @@ class ImapSink:
 
     def _append_on(self, slot: int, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
-        """Append through the pipeline of ``slot``, reopening it when it drops (its in-flight
-        messages come back as errors: they may be stored, ``find`` tells after the run)."""
+        """Append through the pipeline of ``slot``, reopening it when it drops: its
+        in-flight messages come back ``SendUnconfirmed`` (they may be stored), the others go
+        on through the new connection. A connection that cannot be opened again raises."""
         remaining = iter(messages)
         failures = 0
         while True:
@@ -371,10 +404,10 @@ def _spread(
                 outboxes[slot].put(result)
         except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
             outboxes[slot].put(error)
-        # Once this connection is gone, what is still dealt to it comes back refused.
+        # Once this connection is gone, what is still dealt to it comes back unanswered.
         for message in queued(slot):
-            outboxes[slot].put((message, AppendReceipt(error=ItemRejected(
-                "the connection carrying this message failed", code="server_error"))))
+            outboxes[slot].put((message, AppendReceipt(error=SendUnconfirmed(
+                "the connection carrying this message failed"))))
 
     workers = [threading.Thread(target=work, args=(slot,), daemon=True)
                for slot in range(connections)]

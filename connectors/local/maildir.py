@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import socket
 import threading
 import time
@@ -68,7 +67,6 @@ SYSTEM_LETTERS = {
     "T": "\\Deleted",
 }
 LETTER_OF_FLAG = {flag: letter for letter, flag in SYSTEM_LETTERS.items()}
-SIZE_IN_NAME = re.compile(r",S=(\d+)")
 ACK_BATCH = 32
 """Messages renamed into ``cur/`` before one directory fsync acknowledges them all."""
 
@@ -193,7 +191,7 @@ class MaildirSink:
 
     def ensure_container(self, path: Sequence[str]) -> str:
         path = tuple(path)
-        _check_path(path)
+        self.native_name(path)
         self._make_store()
         if _is_inbox(path):
             return "INBOX"
@@ -241,22 +239,26 @@ class MaildirSink:
             _fsync_dir(cur)
             yield from pending
 
-    def find(self, native_name: str, fingerprint: str, size: int, exclude: set[str]) -> str | None:
-        folder = _Folder(folder_dir(self.root, native_name))
-        for subdir, name in folder.names():
-            unique, _info = split_name(name)
-            if unique in exclude:
+    def native_name(self, path: Sequence[str]) -> str:
+        path = tuple(path)
+        _check_path(path)
+        return maildir_name(path)
+
+    def count(self, native_name: str) -> int:
+        return len(_Folder(folder_dir(self.root, native_name)).names())
+
+    def fingerprints(self, native_name: str, target_refs: Sequence[str]
+                     ) -> Iterator[tuple[str, str]]:
+        paths = _Folder(folder_dir(self.root, native_name)).paths()
+        for unique in target_refs:
+            path = paths.get(unique)
+            if path is None:
                 continue
-            path = folder.directory / subdir / name
             try:
-                if _size_of(unique, path) != size:
-                    continue
                 with path.open("rb") as stream:
-                    if fingerprint_of(stream)[0] == fingerprint:
-                        return unique
+                    yield unique, fingerprint_of(stream)[0]
             except FileNotFoundError:
                 continue
-        return None
 
     def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
         folder = _Folder(folder_dir(self.root, native_name))
@@ -482,11 +484,6 @@ def _decode_segment(segment: str) -> str:
         return imap_utf7.decode(segment.encode("ascii"))
     except (UnicodeError, ValueError):
         return segment
-
-
-def _size_of(unique: str, path: Path) -> int:
-    match = SIZE_IN_NAME.search(unique)
-    return int(match.group(1)) if match else path.stat().st_size
 
 
 def _copy(source: IO[bytes], target: IO[bytes], chunk_size: int = 1 << 20) -> int:
