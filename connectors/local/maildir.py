@@ -119,9 +119,12 @@ class MaildirSource:
     def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
         folder = _Folder(self._directory(container))
         keywords = folder.keywords()
-        paths = folder.paths()
+        # Names, not Path objects: a folder of 40,000 messages would hold 20 MB of them.
+        files = {split_name(name)[0]: (subdir, name) for subdir, name in folder.names()}
         for source_id in source_ids:
-            message = self._message(folder, source_id, paths.get(source_id), keywords)
+            found = files.get(source_id)
+            path = folder.directory / found[0] / found[1] if found else None
+            message = self._message(folder, source_id, path, keywords)
             if message is not None:
                 yield message
 
