@@ -79,19 +79,22 @@ class Dovecot:
 
 @dataclass(frozen=True)
 class AppTokens:
-    """XOAUTH2 logins checked as Exchange Online checks an application's token: a JWT signed
-    by the tenant's key (``public_key_pem``, ``key_id``), for ``audience`` from ``issuer``,
-    unexpired, holding ``role``; then the mailbox asked for must be one the application was
+    """XOAUTH2 logins checked as Exchange Online checks an application's token, as far as
+    Dovecot 2.3.19 can: a JWT signed by the tenant's key (``public_key_pem``, ``key_id``),
+    from ``issuer``, unexpired; then the mailbox asked for must be one the application was
     given access to (``granted``). Password logins stay as they are, for seeding.
 
-    Dovecot 2.3 lets a token without any ``roles`` claim through (only a different value is
-    refused), where Exchange refuses it: no test relies on that case."""
+    Two of Exchange's checks are not made here, and no test relies on them. The ``roles``
+    claim (``IMAP.AccessAsApp``) is a JSON array, which Dovecot 2.3.19's oauth2 passdb
+    compares as one string: the build Debian 12 first shipped reads any array as an empty
+    string, so a role check there refuses every real token; a later security update accepts
+    an array holding only that role and still refuses one holding a second role. ``aud`` is
+    compared with ``audience`` only by builds that carry that check (the same update)."""
 
     public_key_pem: bytes
     key_id: str
     audience: str
     issuer: str
-    role: str
     granted: tuple[str, ...]
 
 
@@ -257,7 +260,8 @@ def _with_app_tokens(config: str, root: Path, tokens: AppTokens) -> str:
     (keys / "default" / "RS256" / tokens.key_id).write_bytes(tokens.public_key_pem)
     # An app-only token names no mailbox, and Dovecot compares the user it names with the
     # login: a username_format without variables makes both sides equal, and the grant is
-    # the second passdb's list. active_value is compared with the whole of ``roles``.
+    # the second passdb's list. No active_attribute: see AppTokens for why ``roles`` cannot
+    # be one.
     (root / "app-tokens.conf.ext").write_text(f"""\
 introspection_mode = local
 local_validation_key_dict = fs:posix:prefix={keys}/
@@ -265,8 +269,6 @@ client_id = {tokens.audience}
 issuers = {tokens.issuer}
 username_attribute = sub
 username_format = any-mailbox
-active_attribute = roles
-active_value = {tokens.role}
 """)
     (root / "granted.passwd").write_text(
         "".join(f"{mailbox}:::::::nopassword=y\n" for mailbox in tokens.granted))

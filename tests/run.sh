@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every test on a fresh Debian machine: installs Dovecot (Debian package) if missing,
-# the project and its test dependencies into .venv, then runs pytest.
+# the locked dependencies (requirements.lock) and the project into .venv, then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/sbin/dovecot ]; then
@@ -12,5 +12,8 @@ if [ ! -x /usr/sbin/dovecot ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dovecot-imapd >/dev/null
 fi
 python3 -m venv .venv
-.venv/bin/pip install -q -e '.[test]'
+# The locked versions, checked against their hashes; the project itself adds none
+# (README: "The lock file").
+.venv/bin/pip install -q --require-hashes -r requirements.lock
+.venv/bin/pip install -q --no-deps --no-build-isolation -e .
 exec .venv/bin/python -m pytest -q "$@"
