@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 
 from tests.dovecot import Dovecot, start_dovecot
+from tests.faults import FaultProxy, MountRefused, mount_tmpfs, unmount
 from tests.tls import TestCertificates, make_test_certificates
 
 DovecotFactory = Callable[..., Dovecot]
+FaultProxyFactory = Callable[[Dovecot | tuple[str, int]], FaultProxy]
+TmpfsFactory = Callable[[int], Path]
 
 
 @pytest.fixture
@@ -39,3 +42,40 @@ def dovecot(dovecot_factory: DovecotFactory) -> Dovecot:
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
     """A test CA and a certificate for 127.0.0.1, trusted by naming the CA's file."""
     return make_test_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[FaultProxyFactory]:
+    """Start ``FaultProxy``s in front of a server (a ``Dovecot`` or a (host, port)); all are
+    closed at teardown."""
+    started: list[FaultProxy] = []
+
+    def start(upstream: Dovecot | tuple[str, int]) -> FaultProxy:
+        host, port = upstream if isinstance(upstream, tuple) else (upstream.host, upstream.port)
+        proxy = FaultProxy(host, port).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.close()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[TmpfsFactory]:
+    """Mount tmpfs file systems of a given size in bytes (rounded up to whole pages) on
+    fresh folders, unmounted at teardown; the test is skipped, saying why, where this
+    process may not mount."""
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        try:
+            folder = mount_tmpfs(tmp_path / f"tmpfs-{len(mounted)}", size)
+        except MountRefused as refused:
+            pytest.skip(str(refused))
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        unmount(folder)

@@ -54,27 +54,95 @@ class Dovecot:
     def mail_dir(self, user: str) -> Path:
         return self.root / "mail" / user
 
+    @property
+    def running(self) -> bool:
+        """Whether this instance's master process is alive."""
+        return self._master_pid() is not None
+
     def stop(self) -> None:
         """Stop the server and wait until its port can be bound again. Safe to call twice.
 
         The master's children may linger a moment longer; they exit on their own.
         """
-        pid_file = self.root / "run" / "master.pid"
-        if not pid_file.exists():
+        pid = self._master_pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._wait_ports_free(pid)
+        (self.root / "run" / "master.pid").unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL the master and every process it started, as a crash would; return once
+        they are all dead and the ports can be bound again. Nothing is flushed or closed by
+        Dovecot: the kernel closes its sockets (clients read end of file, or get a reset if
+        they had sent bytes not read yet), and mail being written stays as it was on disk.
+        Safe to call when not running.
+
+        Only this instance's processes are touched: the master named by its pid file (and
+        only if it runs this instance's configuration), frozen first so it forks no more,
+        then its children.
+        """
+        pid = self._master_pid()
+        if pid is None:
             return
-        pid = int(pid_file.read_text().split()[0])
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGSTOP)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            if _port_free(self.host, self.port):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"dovecot (pid {pid}) still listening after {STOP_TIMEOUT}s")
-        pid_file.unlink(missing_ok=True)
+        while _state(pid) not in ("T", "Z", "") and time.monotonic() < deadline:
+            time.sleep(0.001)
+        processes = self.processes()
+        for process in processes:
+            try:
+                os.kill(process, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while [p for p in processes if _state(p) not in ("Z", "X", "")]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot (pid {pid}) survived SIGKILL for {STOP_TIMEOUT}s")
+            time.sleep(0.001)
+        self._wait_ports_free(pid)
+        (self.root / "run" / "master.pid").unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Start this instance again with its configuration, users, mail and ports, after
+        ``stop`` or ``kill`` (a running instance is stopped first); return once the plain
+        port greets. Raises RuntimeError with the log's end if it does not start, e.g.
+        because another program took the port meanwhile."""
+        self.stop()
+        if not _start(self.root, self.port):
+            raise RuntimeError(f"dovecot did not restart on port {self.port}: "
+                               + _tail(self.root / "startup.log") + _tail(self.root / "dovecot.log"))
+
+    def processes(self) -> list[int]:
+        """This instance's live processes: its master first, then the master's children;
+        empty when not running."""
+        pid = self._master_pid()
+        return [] if pid is None else [pid, *_children(pid)]
+
+    def _master_pid(self) -> int | None:
+        """The pid of this instance's master if it is alive and runs this configuration."""
+        pid_file = self.root / "run" / "master.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        if (str(self.root / "dovecot.conf").encode() not in command
+                or _state(pid) in ("Z", "X", "")):
+            return None
+        return pid
+
+    def _wait_ports_free(self, pid: int | None) -> None:
+        ports = [p for p in (self.port, self.tls_port) if p]
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not all(_port_free(self.host, port) for port in ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot (pid {pid}) still listening after {STOP_TIMEOUT}s")
+            time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -106,6 +174,7 @@ def start_dovecot(
     capability: str | None = None,
     master: tuple[str, str] | None = None,
     max_mail_size: int | None = None,
+    quota_bytes: int | None = None,
     tls: tuple[Path, Path] | None = None,
     app_tokens: AppTokens | None = None,
 ) -> Dovecot:
@@ -118,6 +187,8 @@ def start_dovecot(
     emulate servers without some extensions. ``master`` adds a master user: logging in
     as ``user*master_login`` with the master password opens ``user``'s mailbox.
     ``max_mail_size`` makes APPEND of bigger messages fail (quota plugin).
+    ``quota_bytes`` gives each user that much storage (quota plugin, every folder counted):
+    an APPEND that would go beyond it answers ``NO [OVERQUOTA]`` and stores nothing.
     """
     if separator not in ("/", "."):
         raise ValueError(f"separator must be '/' or '.', not {separator!r}")
@@ -137,28 +208,57 @@ def start_dovecot(
     for _ in range(5):
         port = _free_port()
         tls_port = _free_port() if tls else None
-        config = _config(
-            root, port, separator, capability, master, max_mail_size, mail_user, mail_group
-        )
+        config = _config(root, port, separator, capability, master, max_mail_size, quota_bytes,
+                         mail_user, mail_group)
         if tls:
             config = _with_tls(config, tls, tls_port)
         if app_tokens:
             config = _with_app_tokens(config, root, app_tokens)
         (root / "dovecot.conf").write_text(config)
-        # The daemon inherits our descriptors: a pipe would never reach end of file.
-        with open(root / "startup.log", "w") as startup_log:
-            started = subprocess.run(
-                [DOVECOT, "-c", str(root / "dovecot.conf")],
-                check=False,
-                stdin=subprocess.DEVNULL,
-                stdout=startup_log,
-                stderr=subprocess.STDOUT,
-            )
-        if started.returncode == 0 and _wait_greeting("127.0.0.1", port):
+        if _start(root, port):
             return Dovecot("127.0.0.1", port, root, dict(users), master, tls_port)
         last_error = _tail(root / "startup.log") + _tail(root / "dovecot.log")
         Dovecot("127.0.0.1", port, root, dict(users), master).stop()
     raise RuntimeError(f"dovecot did not start: {last_error}")
+
+
+def _start(root: Path, port: int) -> bool:
+    """Start the daemon configured in ``root``; whether it greets on ``port`` in time."""
+    # The daemon inherits our descriptors: a pipe would never reach end of file.
+    with open(root / "startup.log", "w") as startup_log:
+        started = subprocess.run(
+            [DOVECOT, "-c", str(root / "dovecot.conf")],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=startup_log,
+            stderr=subprocess.STDOUT,
+        )
+    return started.returncode == 0 and _wait_greeting("127.0.0.1", port)
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T for stopped, Z for a zombie), "" if gone."""
+    fields = _stat(pid)
+    return fields[0] if fields else ""
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields[1:2] == [str(pid)] and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
 
 
 def _config(
@@ -168,6 +268,7 @@ def _config(
     capability: str | None,
     master: tuple[str, str] | None,
     max_mail_size: int | None,
+    quota_bytes: int | None,
     mail_user: str,
     mail_group: str,
 ) -> str:
@@ -226,8 +327,12 @@ passdb {{
   pass = yes
 }}
 """
-    if max_mail_size is None:
+    if max_mail_size is None and quota_bytes is None:
         return config + f"protocol imap {{\n  mail_plugins =\n{imap_settings}}}\n"
+    # A storage limit of 0 means none; "B" makes the number bytes, not kibibytes. Without
+    # quota_grace = 0, Dovecot lets the message that crosses the limit in if it stays
+    # within 10% more.
+    max_size = f"  quota_max_mail_size = {max_mail_size}\n" if max_mail_size else ""
     return (
         config
         + f"""\
@@ -237,9 +342,9 @@ protocol imap {{
 {imap_settings}}}
 plugin {{
   quota = maildir:User quota
-  quota_rule = *:storage=0
-  quota_max_mail_size = {max_mail_size}
-}}
+  quota_rule = *:storage={quota_bytes or 0}B
+  quota_grace = 0
+{max_size}}}
 """
     )
 

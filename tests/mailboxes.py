@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -100,6 +100,57 @@ def landed(source_view: dict[tuple[str, ...], Counter],
         if path in where and counter:
             wanted.setdefault(where[path], Counter()).update(counter)
     return wanted
+
+
+def differences(expected: dict[tuple[str, ...], Counter],
+                landed: dict[tuple[str, ...], Counter], shown: int = 5) -> str:
+    """What differs between two dumps (``contents``, ``expected``, ``landed``): "" when they
+    hold the same messages, else a few lines per folder for an assert's message.
+
+    An empty folder counts as an absent one (targets create folders the source lacks). Per
+    folder: **missing** (expected more copies than landed), **duplicated** (expected, landed
+    more times), **extra** (landed, never expected); a missing and an extra message with the
+    same bytes are shown together as **changed** (flags or internal date differ). At most
+    ``shown`` messages of each kind are listed, with the total count.
+    """
+    lines = []
+    for path in sorted(set(expected) | set(landed)):
+        wanted, got = expected.get(path, Counter()), landed.get(path, Counter())
+        missing, surplus = wanted - got, got - wanted
+        if not missing and not surplus:
+            continue
+        duplicated = Counter({k: n for k, n in surplus.items() if k in wanted})
+        extra = surplus - duplicated
+        changed = []
+        for item in list(missing):
+            for twin in [e for e in extra if e[0] == item[0]]:
+                pairs = min(missing[item], extra[twin])
+                changed += [(item, twin)] * pairs
+                missing[item] -= pairs
+                extra[twin] -= pairs
+        missing, extra = +missing, +extra
+        kinds = [(f"{missing.total()} missing", [
+                    f"missing x{n}: {_item(k)}" for k, n in missing.items()]),
+                 (f"{duplicated.total()} duplicated", [
+                    f"duplicated: {_item(k)} landed {got[k]} times, {wanted[k]} expected"
+                    for k in duplicated]),
+                 (f"{extra.total()} extra", [f"extra x{n}: {_item(k)}" for k, n in extra.items()]),
+                 (f"{len(changed)} changed", [
+                    f"changed: {_item(w)} landed as {_item(g)}" for w, g in changed])]
+        counts = ", ".join(count for count, listed in kinds if listed)
+        lines.append(f"{'/'.join(path)}: {counts} "
+                     f"(expected {wanted.total()}, landed {got.total()})")
+        for _, listed in kinds:
+            lines += [f"  {line}" for line in listed[:shown]]
+            if len(listed) > shown:
+                lines.append(f"  ... and {len(listed) - shown} more")
+    return "\n".join(lines)
+
+
+def _item(key: tuple[str, frozenset[str], int]) -> str:
+    digest, flags, moment = key
+    when = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{digest[:12]} {{{' '.join(sorted(flags))}}} {when}"
 
 
 def _utc(moment: datetime) -> int:

@@ -269,10 +269,11 @@ def test_onedrive_files_land_with_their_bytes_and_mtimes(certificates, dovecot_f
 def test_a_graph_run_killed_at_several_points_moves_nothing_twice(
         certificates, dovecot_factory, tmp_path):
     import os
+    import signal
     import subprocess
     import sys
 
-    from tests.test_resume import ROOT, kill_when
+    from tests.faults import ROOT, run_with_signal
 
     tenant = french_tenant(users=2, inbox_messages=240)
     target = dovecot_factory(users={"alice": "alice-target"})
@@ -282,13 +283,10 @@ def test_a_graph_run_killed_at_several_points_moves_nothing_twice(
         env = {**os.environ, "GRAPH_SECRET": tenant.client_secret,
                "ALICE_TARGET": "alice-target", "PYTHONPATH": str(ROOT)}
         kills = 0
-        for ready in (lambda done, inflight: inflight > 0 and done == 0,
-                      lambda done, inflight: done >= 60 and inflight > 0,
-                      lambda done, inflight: done >= 150):
-            process = subprocess.Popen([sys.executable, "-m", "migrate", "run", str(batch)],
-                                       cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE)
-            kills += kill_when(process, tmp_path / "work", ready)
+        for ready in (lambda ledger: ledger.inflight > 0 and ledger.done == 0,
+                      lambda ledger: ledger.done >= 60 and ledger.inflight > 0,
+                      lambda ledger: ledger.done >= 150):
+            kills += run_with_signal(batch, env, signal.SIGKILL, ready).signalled
         assert kills >= 2
         final = subprocess.run([sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT,
                                env=env, capture_output=True, text=True, check=False)

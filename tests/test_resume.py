@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from connectors.imap.session import ImapCredentials, ImapEndpoint
@@ -17,44 +15,10 @@ from migrate.ledger import INFLIGHT, UNSETTLED, Ledger
 from migrate.mail import MailUnit, container_key
 from tests import mailboxes
 from tests.corpus import CorpusFolder, build_corpus, build_mailbox
+from tests.faults import run_with_signal
 from tests.test_engine_imap import LANDING, batch_file
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def ledger_counts(work: Path) -> tuple[int, int]:
-    """(done, in flight) items, read as another process would while the run goes on."""
-    path = work / "ledger.sqlite"
-    if not path.exists():
-        return 0, 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            rows = dict(db.execute("select status, count(*) from items group by status").fetchall())
-    except sqlite3.OperationalError:
-        return 0, 0
-    return rows.get("done", 0), rows.get(INFLIGHT, 0)
-
-
-def start_run(batch: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-
-
-def kill_when(process: subprocess.Popen, work: Path, ready, limit: float = 120.0) -> bool:
-    """SIGKILL the run once ``ready(done, inflight)`` holds; False if it ended first."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        if ready(*ledger_counts(work)):
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            return True
-        time.sleep(0.005)
-    process.kill()
-    raise AssertionError("the run neither ended nor reached the kill point")
 
 
 def test_sigkill_at_several_points_leaves_no_duplicate_and_no_gap(dovecot_factory, tmp_path):
@@ -67,30 +31,28 @@ def test_sigkill_at_several_points_leaves_no_duplicate_and_no_gap(dovecot_factor
     mailboxes.write_users(tmp_path, [("alice", "alice", "env:A1", "env:A2")])
     batch = batch_file(tmp_path, source, target)
     env = {**os.environ, "A1": "a", "A2": "b", "PYTHONPATH": str(ROOT)}
-    work = tmp_path / "work"
 
     kills = 0
     points = [
-        lambda done, inflight: inflight > 0 and done == 0,
-        lambda done, inflight: done >= 40 and inflight > 0,
-        lambda done, inflight: done >= 200 and inflight > 0,
-        lambda done, inflight: done >= 420,
-        lambda done, inflight: inflight > 0,
+        lambda ledger: ledger.inflight > 0 and ledger.done == 0,
+        lambda ledger: ledger.done >= 40 and ledger.inflight > 0,
+        lambda ledger: ledger.done >= 200 and ledger.inflight > 0,
+        lambda ledger: ledger.done >= 420,
+        lambda ledger: ledger.inflight > 0,
     ]
     for ready in points:
-        process = start_run(batch, env)
-        if kill_when(process, work, ready):
+        outcome = run_with_signal(batch, env, signal.SIGKILL, ready)
+        if outcome.signalled:
             kills += 1
         else:
-            assert process.returncode == 0, process.stderr.read().decode()
+            assert outcome.returncode == 0, outcome.stderr
     assert kills >= 3, "the runs ended before the kill points: make the mailbox larger"
 
     final = subprocess.run([sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT,
                            env=env, capture_output=True, text=True, check=False)
     assert final.returncode == 0, final.stderr
     wanted = mailboxes.landed(mailboxes.contents(source, "alice"), LANDING)
-    landed = {k: v for k, v in mailboxes.contents(target, "alice").items() if v}
-    assert landed == wanted
+    assert mailboxes.differences(wanted, mailboxes.contents(target, "alice")) == ""
     verify = subprocess.run([sys.executable, "-m", "migrate", "verify", str(batch)], cwd=ROOT,
                             env=env, capture_output=True, text=True, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
