@@ -18,6 +18,7 @@ from connectors.base import ConnectError, ContainerRefused, Message, fingerprint
 from connectors.local import EmlSource, MaildirSink, MaildirSource, MboxSource
 from tests.corpus import CorpusFolder, as_messages, build_corpus, write_maildir
 from tests.dovecot import start_dovecot
+from tests.modes import modes, not_private, umask
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -594,3 +595,22 @@ def test_an_eml_tree_follows_no_link_and_reports_every_other_file(tmp_path, corp
     assert list(source.fetch(source.containers()[0], ["shadow.eml"])) == []
     assert _notes(source) == {("symlink_skipped", "shadow.eml", str(SHADOW))}
 
+
+@pytest.mark.parametrize("mask", [0o000, 0o277], ids=["open", "owner-bits-too"])
+def test_a_maildir_target_is_private_whatever_the_umask(tmp_path, corpus, mask):
+    target = tmp_path / "target" / "alice"
+    with umask(mask):
+        write_maildir(target, corpus)
+        sink = MaildirSink(target)
+        native = sink.ensure_container(("Projets", "Nouveau"))
+        list(sink.put_many(native, as_messages(corpus[0].messages[:2])))
+        stored = next(sink.inventory(native))
+        sink.set_flags(native, stored.target_ref, frozenset({"\\Seen", "Projet"}))
+
+    written = modes(tmp_path / "target")
+    assert not_private(tmp_path / "target") == {}
+    assert {"alice/cur", "alice/tmp", "alice/subscriptions", "alice/dovecot-keywords",
+            "alice/.Projets.Nouveau/maildirfolder",
+            "alice/.Projets.Nouveau/dovecot-keywords"} <= set(written)
+    assert sum(1 for path in written if "/cur/" in path) == sum(
+        len(f.messages) for f in corpus) + 2

@@ -22,7 +22,8 @@ reports the INBOX role only, and the sink uses the conventional names (``Sent``,
 The source follows no symbolic link inside the store and says what it leaves out (see
 ``connectors.local.store``): links, hidden files, empty files, files that do not start like a
 message, and anything beside ``cur``, ``new``, ``tmp`` and the bookkeeping files of Dovecot,
-Courier and mbsync (``BOOKKEEPING_NAMES``, ``BOOKKEEPING_PREFIXES``).
+Courier and mbsync (``BOOKKEEPING_NAMES``, ``BOOKKEEPING_PREFIXES``). The sink writes
+folders ``0700`` and files ``0600`` (``connectors.local.private``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from connectors.base import (
     fingerprint_of,
 )
 from connectors.headers import MessageHeaders
+from connectors.local.private import create_file, make_folders
 from connectors.local.store import (
     FILE,
     FOLDER,
@@ -275,7 +277,10 @@ class MaildirSink:
             directory = self.root / native
             if not (directory / "cur").is_dir():
                 _make_maildir(directory)
-                (directory / "maildirfolder").touch()
+                try:
+                    create_file(directory / "maildirfolder").close()
+                except FileExistsError:
+                    pass
                 _fsync_dir(self.root)
                 self._subscribe(native[1:])
         return maildir_name(path)
@@ -374,7 +379,7 @@ class MaildirSink:
         base = self._new_base()
         temporary = folder.directory / "tmp" / base
         try:
-            with temporary.open("xb") as target:
+            with create_file(temporary) as target:
                 with message.open() as source:
                     size = _copy(source, target)
                 target.flush()
@@ -651,7 +656,7 @@ def _copy(source: IO[bytes], target: IO[bytes], chunk_size: int = 1 << 20) -> in
 
 def _make_maildir(directory: Path) -> None:
     for subdir in MAILDIR_DIRS:
-        (directory / subdir).mkdir(parents=True, exist_ok=True)
+        make_folders(directory / subdir)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -664,8 +669,9 @@ def _fsync_dir(directory: Path) -> None:
 
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with temporary.open("w", encoding="utf-8") as stream:
-        stream.write(text)
+    temporary.unlink(missing_ok=True)  # left by a crash of a process with the same id
+    with create_file(temporary) as stream:
+        stream.write(text.encode("utf-8"))
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, path)
