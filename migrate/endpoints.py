@@ -3,6 +3,7 @@ engine names connectors."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,8 +204,10 @@ class Connectors:
         """Where a local store of this account lives; the login never escapes the root."""
         assert isinstance(account.config, LocalEndpointConfig)
         root = self.batch.resolve(account.config.path).resolve()
-        store = (root / account.login).resolve()
-        if store.parent != root:
+        # Not resolved: a store that is a link (to another user's store, say) must reach the
+        # source as a link, which refuses it.
+        store = root / account.login
+        if account.login in ("", ".", "..") or store.parent != root:
             raise ConnectError(f"{account.login!r} is not a plain name under {root}",
                                code="unsafe_name")
         return store
@@ -270,5 +273,5 @@ def site_of(principal: str) -> str | None:
 
 
 def _require(store: Path, account: Account) -> None:
-    if not store.exists():
+    if not os.path.lexists(store):
         raise ConnectError(f"no store for {account.login} at {store}", code="no_store")

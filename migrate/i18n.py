@@ -256,6 +256,39 @@ CATALOGUE.update({
     "hash_mismatch": ("the content read does not match the hash the source gives: {detail}",
                       ("le contenu lu ne correspond pas à l'empreinte donnée par la source : "
                       "{detail}")),
+    # local stores
+    "store_is_symlink": ("the store is a symbolic link (to {detail}): not followed, not read",
+                         ("le dossier source est un lien symbolique (vers {detail}) : non suivi, "
+                          "non lu")),
+    "symlink_skipped": ("symbolic link (to {detail}): not followed, left out",
+                        "lien symbolique (vers {detail}) : non suivi, laissé de côté"),
+    "hidden_file_skipped": ("hidden file (its name starts with a dot): left out",
+                            "fichier caché (son nom commence par un point) : laissé de côté"),
+    "special_file_skipped": (("not a regular file (a pipe, a socket, a device or a folder): "
+                              "left out"),
+                             ("pas un fichier ordinaire (tube, socket, périphérique ou dossier) : "
+                              "laissé de côté")),
+    "empty_file_skipped": ("empty file: no message in it, left out",
+                           "fichier vide : aucun message dedans, laissé de côté"),
+    "not_a_message_skipped": ("does not start like a mail message (a header line): left out",
+                              ("ne commence pas comme un message (par une ligne d'en-tête) : "
+                               "laissé de côté")),
+    "not_mbox_skipped": ("not an mbox file (it does not start with a \"From \" line): left out",
+                         ("pas un fichier mbox (il ne commence pas par une ligne « From ») : "
+                          "laissé de côté")),
+    "not_eml_skipped": ("not an .eml file: left out", "pas un fichier .eml : laissé de côté"),
+    "not_maildir_skipped": (("not part of a Maildir (a message belongs in cur/ or new/, a folder "
+                             "is a .Name directory with cur/ or new/): left out"),
+                            ("ne fait pas partie d'un Maildir (un message va dans cur/ ou new/, un "
+                             "dossier est un répertoire .Nom avec cur/ ou new/) : laissé de côté")),
+    "outlook_msg_skipped": (("Outlook .msg file: convert it to .eml first (e.g. with msgconvert), "
+                             "then run again; left out"),
+                            ("fichier Outlook .msg : le convertir d'abord en .eml (par exemple avec "
+                             "msgconvert), puis relancer ; laissé de côté")),
+    "outlook_pst_skipped": (("Outlook data file (.pst, .ost): convert it first (e.g. with readpst) "
+                             "into an mbox or .eml export; left out"),
+                            ("fichier de données Outlook (.pst, .ost) : le convertir d'abord (par "
+                             "exemple avec readpst) en export mbox ou .eml ; laissé de côté")),
 })
 
 

@@ -1,16 +1,22 @@
-"""Write a report as JSON (the source of truth) and CSV (one row per entry) in the work folder."""
+"""Write a report as JSON (the source of truth) and CSV (one row per entry) in the work folder.
+
+Reports name people, folders and subjects: each file is ``0600`` from the moment it is
+created, whatever the umask.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from migrate.i18n import Text
+
+PRIVATE_FILE = 0o600
 
 
 def message_columns(text: Text) -> dict[str, str]:
@@ -42,9 +48,25 @@ def write_report(
             writer.writerow({key: _cell(row.get(key)) for key in columns})
     for path, latest in ((json_path, f"{kind}-latest.json"), (csv_path, f"{kind}-latest.csv")):
         temporary = work_dir / f"{latest}.part"
-        shutil.copyfile(path, temporary)
+        with open(path, "rb") as source, _create_private(temporary) as copy:
+            while chunk := source.read(1 << 20):
+                copy.write(chunk)
         os.replace(temporary, work_dir / latest)
     return json_path, csv_path
+
+
+def _create_private(path: Path) -> BinaryIO:
+    """A new file for writing, ``0600`` from its creation (``fchmod`` too, before any byte:
+    a umask may also take bits from the owner). One left by a crash is made again."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE)
+        return os.fdopen(descriptor, "wb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def _cell(value: Any) -> Any:
@@ -62,7 +84,8 @@ class _atomic:
         self.temporary = path.with_name(path.name + ".part")
 
     def __enter__(self) -> TextIO:
-        self.handle = open(self.temporary, "w", encoding=self.encoding, newline="")
+        self.handle = io.TextIOWrapper(_create_private(self.temporary), encoding=self.encoding,
+                                       newline="")
         return self.handle
 
     def __exit__(self, kind: object, *rest: object) -> None:

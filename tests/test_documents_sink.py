@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ import pytest
 
 from connectors.base import ContainerRefused, Document, fingerprint_bytes
 from connectors.local.documents import NAME_MAX_BYTES, FolderSink, safe_name
+from tests.modes import modes, not_private, umask
 
 
 def document(name: str, body: bytes, folder: tuple[str, ...] = (), sid: str = "1") -> Document:
@@ -64,3 +66,25 @@ def test_remove_stays_inside_the_root(tmp_path):
     sink = FolderSink(tmp_path / "root")
     with pytest.raises(ContainerRefused):
         sink.remove("../outside.txt")
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o277], ids=["open", "owner-bits-too"])
+def test_folders_and_files_are_private_whatever_the_umask(tmp_path, mask):
+    root = tmp_path / "documents" / "alice" / "files"
+    with umask(mask):
+        sink = FolderSink(root)
+        native = sink.ensure_container(("OneDrive",))
+        ref, _ = sink.put(native, document("PV.pdf", b"%PDF-1", ("Délibérations", "2024")))
+        # A temporary file a crash left, readable by all: the next write makes its own.
+        short = hashlib.sha256(b"PV.pdf").hexdigest()[:16]
+        leftover = tmp_path / "documents" / "alice" / "files" / "OneDrive" / "Délibérations" \
+            / "2024" / f".{short}.bascule-part"
+        leftover.write_bytes(b"old")
+        leftover.chmod(0o644)
+        sink.put(native, document("PV.pdf", b"%PDF-2", ("Délibérations", "2024")))
+
+    assert (root / ref).read_bytes() == b"%PDF-2"
+    assert not_private(tmp_path / "documents") == {}
+    assert set(modes(tmp_path / "documents")) == {
+        ".", "alice", "alice/files", "alice/files/OneDrive", "alice/files/OneDrive/Délibérations",
+        "alice/files/OneDrive/Délibérations/2024", f"alice/files/{ref}"}

@@ -269,21 +269,23 @@ def test_a_folder_name_the_target_refuses_is_reported_and_the_rest_lands(
 
 def test_a_message_the_target_refuses_as_invalid_is_reported_and_retried(
         dovecot_factory, tmp_path, monkeypatch):
-    from tests.corpus import write_maildir
-
     target = dovecot_factory(users={"alice": "alice-target"})
-    inbox = CorpusFolder(("INBOX",), "inbox", list(build_mailbox(4, seed=14)))
-    store = tmp_path / "export" / "alice"
-    write_maildir(store, [inbox])
-    (store / "cur" / "1700000000.M1P1.export:2,S").write_bytes(b"")
+    # An empty message between two separator lines of an mbox: no server takes a zero-byte
+    # message. (An empty file in a Maildir or an .eml tree is left out by the source itself.)
+    separator = b"From a@ville.example Thu Jan  4 10:00:00 2024\r\n"
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "alice.mbox").write_bytes(separator + b"".join(
+        separator + message.raw + b"\r\n" for message in build_mailbox(4, seed=14)))
     monkeypatch.setenv("A2", "alice-target")
     mailboxes.write_users(tmp_path, [("alice", "alice", "", "env:A2")])
-    export_batch(tmp_path, target)
-    batch = str(tmp_path / "batch.toml")
+    batch_path = export_batch(tmp_path, target)
+    batch_path.write_text(batch_path.read_text(encoding="utf-8").replace(
+        'type = "maildir"', 'type = "mbox"'), encoding="utf-8")
+    batch = str(batch_path)
     code, output = bascule("run", batch)
     assert code == 1, output
     [refused] = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "failed"]
-    assert (refused["code"], refused["source_id"]) == ("invalid_message", "1700000000.M1P1.export")
+    assert refused["code"] == "invalid_message" and refused["source_id"].startswith("0:")
     assert "zero byte" in refused["message_en"]
     assert sum(mailboxes.filled(target, "alice")[("INBOX",)].values()) == 4
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from connectors.local.maildir import MaildirSource
-from tests.cli import bascule
+from tests.cli import bascule, report
 from tests.corpus import build_corpus, write_maildir
+from tests.modes import not_private, umask
 
 
 def maildir_view(root: Path) -> dict[tuple[str, ...], Counter]:
@@ -226,3 +230,119 @@ def test_flags_a_maildir_target_cannot_keep_are_reported(tmp_path):
     assert (note.code, note.subject, note.detail) == (
         "flags_not_kept", messages[0].source_id, "k26 k27 k28 k29")
     assert sink.drain_notes() == []
+
+
+SHADOW = Path("/etc/shadow")
+OUTSIDE = b"From: secret@ville.example\r\nSubject: hors du dossier\r\n\r\nSECRET-OUTSIDE\r\n"
+MESSAGE = b"From: a@ville.example\r\nSubject: un\r\n\r\ncorps\r\n"
+SEPARATOR = b"From a@ville.example Thu Jan  4 10:00:00 2024\r\n"
+
+
+def _maildir_with_strays(store: Path, outside: Path) -> tuple[int, set[tuple[str, str]]]:
+    corpus = build_corpus(seed=5)[:2]
+    write_maildir(store, corpus)
+    os.symlink(SHADOW, store / "cur" / "1700000000.M1P1.evil:2,S")
+    os.symlink(outside, store / "new" / "1700000001.M1P1.out")
+    (store / "cur" / "1700000002.M1P1.vide:2,S").write_bytes(b"")
+    (store / "cur" / "1700000003.M1P1.bruit:2,").write_bytes(bytes(range(256)))
+    (store / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (store / "notes.txt").write_text("pas un message")
+    (store / "dovecot-uidlist").write_text("3 V1700000000 N1\n")
+    return sum(len(f.messages) for f in corpus), {
+        ("symlink_skipped", "cur/1700000000.M1P1.evil:2,S"),
+        ("symlink_skipped", "new/1700000001.M1P1.out"),
+        ("empty_file_skipped", "cur/1700000002.M1P1.vide:2,S"),
+        ("not_a_message_skipped", "cur/1700000003.M1P1.bruit:2,"),
+        ("hidden_file_skipped", ".DS_Store"),
+        ("not_maildir_skipped", "notes.txt"),
+    }
+
+
+def _mbox_with_strays(store: Path, outside: Path) -> tuple[int, set[tuple[str, str]]]:
+    store.mkdir(parents=True)
+    (store / "Inbox").write_bytes(SEPARATOR + MESSAGE + b"\r\n" + SEPARATOR + MESSAGE)
+    (store / "Inbox.msf").write_bytes(b"// mork")
+    os.symlink(SHADOW, store / "Shadow")
+    os.symlink(outside, store / "Ailleurs")
+    (store / "bruit.bin").write_bytes(bytes(range(256)))
+    (store / "Vide").write_bytes(b"")
+    (store / ".verrou").write_bytes(b"")
+    return 2, {
+        ("symlink_skipped", "Shadow"),
+        ("symlink_skipped", "Ailleurs"),
+        ("not_mbox_skipped", "bruit.bin"),
+        ("empty_file_skipped", "Vide"),
+        ("hidden_file_skipped", ".verrou"),
+    }
+
+
+def _eml_with_strays(store: Path, outside: Path) -> tuple[int, set[tuple[str, str]]]:
+    (store / "Projets" / ".cache").mkdir(parents=True)
+    (store / "a.eml").write_bytes(MESSAGE)
+    (store / "Projets" / "b.eml").write_bytes(MESSAGE)
+    os.symlink(SHADOW, store / "shadow.eml")
+    os.symlink(outside, store / "Projets" / "ailleurs.eml")
+    (store / "Projets" / "Réunion.msg").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+    (store / "vide.eml").write_bytes(b"")
+    (store / "bruit.eml").write_bytes(bytes(range(256)))
+    (store / "._a.eml").write_bytes(b"\0\5\26\7")
+    return 2, {
+        ("symlink_skipped", "shadow.eml"),
+        ("symlink_skipped", "Projets/ailleurs.eml"),
+        ("outlook_msg_skipped", "Projets/Réunion.msg"),
+        ("empty_file_skipped", "vide.eml"),
+        ("not_a_message_skipped", "bruit.eml"),
+        ("hidden_file_skipped", "._a.eml"),
+        ("hidden_folder_skipped", "Projets/.cache"),
+    }
+
+
+STRAYS = {"maildir": _maildir_with_strays, "mbox": _mbox_with_strays, "eml": _eml_with_strays}
+LOCAL_CODES = {"symlink_skipped", "empty_file_skipped", "not_a_message_skipped",
+               "hidden_file_skipped", "hidden_folder_skipped", "not_maildir_skipped",
+               "not_mbox_skipped", "outlook_msg_skipped"}
+
+
+def _left_out(document: dict) -> set[tuple[str, str]]:
+    """``(code, path in the store)`` of the report's rows about what a store left out; each
+    row must say it in both languages."""
+    rows = [row for row in document["entries"] if row.get("code") in LOCAL_CODES]
+    for row in rows:
+        assert row["principal"] == "alice"
+        assert row["message_en"] and row["message_fr"] and row["message_en"] != row["message_fr"]
+    return {(row["code"], row["source_id"] or row["folder"]) for row in rows}
+
+
+@pytest.mark.parametrize("kind", ["maildir", "mbox", "eml"])
+def test_what_a_local_store_leaves_out_is_in_audit_plan_and_run_and_the_target_is_private(
+        tmp_path, kind):
+    outside = tmp_path / "outside"
+    outside.write_bytes(SEPARATOR + OUTSIDE if kind == "mbox" else OUTSIDE)
+    copied, strays = STRAYS[kind](tmp_path / "export" / "alice", outside)
+    (tmp_path / "users.csv").write_text("source,target\nalice,alice\n", encoding="utf-8")
+    (tmp_path / "batch.toml").write_text(BATCH.format(kind=kind), encoding="utf-8")
+    batch = str(tmp_path / "batch.toml")
+
+    with umask(0):
+        results = {command: bascule(command, batch) for command in ("audit", "plan", "run")}
+        for command, (code, output) in results.items():
+            assert code == 0, (command, output)
+            assert _left_out(report(tmp_path, command)) == strays, command
+        assert report(tmp_path, "run")["summary"]["copied"] == copied
+        # A delta pass, nothing changed: still left out, still said.
+        assert bascule("run", batch)[0] == 0
+        assert report(tmp_path, "run")["summary"]["copied"] == 0
+        assert _left_out(report(tmp_path, "run")) == strays
+
+    target = tmp_path / "target"
+    held = b"".join(path.read_bytes() for path in target.rglob("*") if path.is_file())
+    assert b"SECRET-OUTSIDE" not in held
+    if os.access(SHADOW, os.R_OK):
+        assert SHADOW.read_bytes()[:40] not in held
+    assert sum(1 for path in target.rglob("*") if path.parent.name in ("cur", "new")) == copied
+    assert not_private(target) == {}
+    reports = [path for path in (tmp_path / "work").iterdir()
+               if path.suffix in (".json", ".csv")]
+    assert len(reports) == 2 * 4 + 2 * 3  # four timestamped runs, three "-latest" kinds
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in reports} == {
+        path.name: "0o600" for path in reports}

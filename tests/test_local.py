@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from connectors.base import ContainerRefused, Message, fingerprint_bytes
+from connectors.base import ConnectError, ContainerRefused, Message, fingerprint_bytes
 from connectors.local import EmlSource, MaildirSink, MaildirSource, MboxSource
 from migrate.matching import TargetIndex
 from tests.corpus import CorpusFolder, as_messages, build_corpus, write_maildir
 from tests.dovecot import start_dovecot
+from tests.modes import modes, not_private, umask
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -316,3 +317,300 @@ def test_a_30_mb_message_is_streamed_not_loaded(tmp_path, kind):
     assert len(copied) == 1
     assert hashlib.sha256(copied[0].read_bytes()).digest() == hashlib.sha256(raw).digest()
     assert growth_kib < 12 * 1024, f"peak RSS grew by {growth_kib} KiB for a 30 MB message"
+
+
+# What a store holds beside its mail: links are never followed, the rest is reported.
+
+SHADOW = Path("/etc/shadow")
+OUTSIDE = b"From: secret@ville-exemple.fr\r\nSubject: hors du dossier\r\n\r\nSECRET-OUTSIDE\r\n"
+"""A message outside the store, that a followed link would copy: the test's own file, since
+``/etc/shadow`` is readable by root only."""
+
+
+def _notes(source: MaildirSource | MboxSource | EmlSource) -> set[tuple[str, str, str]]:
+    return {(note.code, note.subject, note.detail) for note in source.drain_notes()}
+
+
+def _listed(source: MaildirSource | MboxSource | EmlSource
+            ) -> tuple[dict[tuple[str, ...], list[bytes]], set[tuple[str, str, str]]]:
+    """Every message's bytes by folder, read through the listings, and every note given."""
+    found = _read_all(source)
+    notes = _notes(source)
+    return {path: [raw for raw, _flags, _date in rows] for path, rows in found.items()}, notes
+
+
+def _read_nothing_of(found: dict[tuple[str, ...], list[bytes]]) -> None:
+    everything = b"".join(raw for rows in found.values() for raw in rows)
+    assert b"SECRET-OUTSIDE" not in everything
+    if os.access(SHADOW, os.R_OK):
+        assert SHADOW.read_bytes()[:40] not in everything
+
+
+def test_no_symbolic_link_inside_a_maildir_is_followed(tmp_path, corpus):
+    root = tmp_path / "maildir"
+    write_maildir(root, corpus[:2])
+    (tmp_path / "outside.eml").write_bytes(OUTSIDE)
+    inbox = min(os.listdir(root / "cur"))
+    os.symlink(SHADOW, root / "cur" / "1700000000.M1P1.evil,S=10:2,S")
+    os.symlink(tmp_path / "outside.eml", root / "new" / "1700000001.M1P1.out")
+    os.symlink(inbox, root / "cur" / "1700000002.M1P1.twin:2,S")  # inside the store
+    sent = ".&AMk-l&AOk-ments envoy&AOk-s"
+    (root / ".Lien").mkdir()
+    os.symlink(root / sent / "cur", root / ".Lien" / "cur")
+    os.symlink(sent, root / ".Autre")
+    os.symlink(tmp_path, root / "tmp-ailleurs")
+    source = MaildirSource(root)
+
+    found, notes = _listed(source)
+
+    assert notes == {
+        ("symlink_skipped", "cur/1700000000.M1P1.evil,S=10:2,S", str(SHADOW)),
+        ("symlink_skipped", "new/1700000001.M1P1.out", str(tmp_path / "outside.eml")),
+        ("symlink_skipped", "cur/1700000002.M1P1.twin:2,S", inbox),
+        ("symlink_skipped", ".Lien/cur", str(root / sent / "cur")),
+        ("symlink_skipped", ".Autre", sent),
+        ("symlink_skipped", "tmp-ailleurs", str(tmp_path)),
+    }
+    assert sorted(found[("INBOX",)]) == sorted(m.raw for m in corpus[0].messages)
+    assert found[("Lien",)] == []
+    assert ("Autre",) not in found
+    _read_nothing_of(found)
+
+
+def test_a_message_made_a_link_after_the_listing_is_not_read(tmp_path, corpus):
+    root = tmp_path / "maildir"
+    write_maildir(root, corpus[:1])
+    (tmp_path / "outside.eml").write_bytes(OUTSIDE)
+    source = MaildirSource(root)
+    inbox = source.containers()[0]
+    refs = source.list_changes(inbox, None).refs
+    name = min(os.listdir(root / "cur"))
+    os.replace(root / "cur" / name, tmp_path / "moved")
+    os.symlink(tmp_path / "outside.eml", root / "cur" / name)
+
+    fetched = list(source.fetch(inbox, [ref.source_id for ref in refs]))
+
+    assert len(fetched) == len(refs) - 1
+    assert name.partition(":2,")[0] not in {message.source_id for message in fetched}
+    assert b"SECRET-OUTSIDE" not in b"".join(_body(message) for message in fetched)
+    assert _notes(source) == {
+        ("symlink_skipped", f"cur/{name}", str(tmp_path / "outside.eml"))}
+
+
+def test_a_store_that_is_itself_a_link_is_refused(tmp_path, corpus):
+    write_maildir(tmp_path / "maildir", corpus[:1])
+    os.symlink(tmp_path / "maildir", tmp_path / "alice")
+    (tmp_path / "real.mbox").write_bytes(b"From a Thu Jan  4 10:00:00 2024\nSubject: x\n\ny\n")
+    os.symlink(tmp_path / "real.mbox", tmp_path / "alice.mbox")
+    os.symlink(SHADOW, tmp_path / "shadow.mbox")
+
+    for source in (MaildirSource(tmp_path / "alice"), EmlSource(tmp_path / "alice"),
+                   MboxSource(tmp_path / "alice"), MboxSource(tmp_path / "alice.mbox"),
+                   MboxSource(tmp_path / "shadow.mbox")):
+        with pytest.raises(ConnectError) as refused:
+            source.containers()
+        assert refused.value.code == "store_is_symlink"
+
+
+def test_what_a_maildir_holds_beside_its_mail_is_reported_and_bookkeeping_is_not(
+        tmp_path, corpus):
+    root = tmp_path / "maildir"
+    write_maildir(root, corpus[:2])
+    sent = ".&AMk-l&AOk-ments envoy&AOk-s"
+    for folder in (root, root / sent):
+        for name in ("dovecot-uidlist", "dovecot-uidlist.lock", "dovecot.index",
+                     "dovecot.index.log", "dovecot.index.cache", "dovecot-uidvalidity",
+                     "dovecot-uidvalidity.65a1b2c3", "dovecot.list.index.log", "dovecot-acl",
+                     "maildirsize", "courierimapuiddb", ".uidvalidity", ".mbsyncstate",
+                     ".mbsyncstate.journal"):
+            (folder / name).write_bytes(b"3 V1700000000 N1\n")
+        (folder / "courierimapkeywords").mkdir()
+    (root / "courierimapsubscribed").write_text("INBOX\n")
+    cur = root / "cur"
+    (cur / "1700000000.M1P1.vide,S=0:2,S").write_bytes(b"")
+    (cur / "1700000001.M1P1.bruit:2,").write_bytes(bytes(range(256)) * 4)
+    (cur / ".1700000002.M1P1.cache:2,S").write_bytes(b"Subject: cache\r\n\r\nx\r\n")
+    (cur / "un-dossier").mkdir()
+    os.mkfifo(root / "new" / "1700000003.M1P1.tube")
+    (root / "notes.txt").write_text("pas un message")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "Archive.msg").write_bytes(b"\xd0\xcf\x11\xe0")
+    (root / "Archives").mkdir()
+    (root / ".Vide").mkdir()
+    (root / sent / "lisez-moi").write_text("x")
+    (root / sent / ".git").mkdir()
+    source = MaildirSource(root)
+
+    found, notes = _listed(source)
+
+    assert notes == {
+        ("empty_file_skipped", "cur/1700000000.M1P1.vide,S=0:2,S", ""),
+        ("not_a_message_skipped", "cur/1700000001.M1P1.bruit:2,", ""),
+        ("hidden_file_skipped", "cur/.1700000002.M1P1.cache:2,S", ""),
+        ("special_file_skipped", "cur/un-dossier", ""),
+        ("special_file_skipped", "new/1700000003.M1P1.tube", ""),
+        ("not_maildir_skipped", "notes.txt", ""),
+        ("hidden_file_skipped", ".DS_Store", ""),
+        ("outlook_msg_skipped", "Archive.msg", ""),
+        ("not_maildir_skipped", "Archives", ""),
+        ("not_maildir_skipped", ".Vide", ""),
+        ("not_maildir_skipped", f"{sent}/lisez-moi", ""),
+        ("hidden_folder_skipped", f"{sent}/.git", ""),
+    }
+    assert sorted(found[("INBOX",)]) == sorted(m.raw for m in corpus[0].messages)
+    assert sorted(found[("Éléments envoyés",)]) == sorted(m.raw for m in corpus[1].messages)
+
+
+def test_a_delta_pass_over_an_unchanged_maildir_reports_what_it_leaves_out_again(tmp_path,
+                                                                                   corpus):
+    write_maildir(tmp_path, corpus[:1])
+    (tmp_path / "cur" / "1700000000.M1P1.vide:2,S").write_bytes(b"")
+    os.symlink(SHADOW, tmp_path / "cur" / "1700000001.M1P1.evil:2,S")
+    source = MaildirSource(tmp_path)
+    inbox = source.containers()[0]
+    first = source.list_changes(inbox, None)
+    notes = _notes(source)
+
+    again = source.list_changes(inbox, first.cursor)
+
+    assert again.refs == [] and not again.complete
+    assert _notes(source) == notes == {
+        ("empty_file_skipped", "cur/1700000000.M1P1.vide:2,S", ""),
+        ("symlink_skipped", "cur/1700000001.M1P1.evil:2,S", str(SHADOW)),
+    }
+
+
+def test_an_mbox_tree_follows_no_link_and_reports_what_is_not_mbox(tmp_path):
+    message = b"From a@ville-exemple.fr Thu Jan  4 10:00:00 2024\nSubject: un\n\ncorps\n"
+    profile = tmp_path / "profile"
+    (profile / "Inbox.sbd" / "Projets.mozmsgs").mkdir(parents=True)
+    (profile / "Inbox").write_bytes(message)
+    (profile / "Inbox.msf").write_bytes(b"// <!-- <mdb:mork:z v=\"1.4\"/> -->")
+    (profile / "msgFilterRules.dat").write_text("version=\"9\"\n")
+    (profile / "Trash").write_bytes(b"")  # an empty Thunderbird folder: its index says so
+    (profile / "Trash.msf").write_bytes(b"// mork")
+    (profile / "Inbox.sbd" / "Projets").write_bytes(message)
+    (profile / "Inbox.sbd" / "Projets.mozmsgs" / "1.wdseml").write_bytes(b"x")
+    (profile / "Vide").write_bytes(b"")
+    (profile / "bruit.bin").write_bytes(bytes(range(256)))
+    (profile / "notes.txt").write_text("Subject: pas un mbox\n")
+    (profile / ".parent.lock").write_bytes(b"")
+    (profile / ".cache").mkdir()
+    (profile / ".cache" / "Inbox").write_bytes(message)
+    (profile / "Courrier.msg").write_bytes(b"\xd0\xcf\x11\xe0")
+    (profile / "Archive.pst").write_bytes(b"!BDN")
+    (tmp_path / "outside.mbox").write_bytes(b"From x Thu Jan  4 10:00:00 2024\n" + OUTSIDE)
+    os.symlink(SHADOW, profile / "Shadow")
+    os.symlink(tmp_path / "outside.mbox", profile / "Inbox.sbd" / "Ailleurs")
+    os.symlink(tmp_path, profile / "Lien.sbd")
+    os.symlink("Inbox", profile / "Copie")  # inside the store
+    source = MboxSource(profile)
+
+    found, notes = _listed(source)
+
+    assert list(found) == [("Inbox",), ("Inbox", "Projets"), ("Trash",)]
+    assert found[("Inbox",)] == found[("Inbox", "Projets")] == [message.split(b"\n", 1)[1]]
+    assert notes == {
+        ("symlink_skipped", "Shadow", str(SHADOW)),
+        ("symlink_skipped", "Inbox.sbd/Ailleurs", str(tmp_path / "outside.mbox")),
+        ("symlink_skipped", "Lien.sbd", str(tmp_path)),
+        ("symlink_skipped", "Copie", "Inbox"),
+        ("empty_file_skipped", "Vide", ""),
+        ("not_mbox_skipped", "bruit.bin", ""),
+        ("not_mbox_skipped", "notes.txt", ""),
+        ("hidden_file_skipped", ".parent.lock", ""),
+        ("hidden_folder_skipped", ".cache", ""),
+        ("outlook_msg_skipped", "Courrier.msg", ""),
+        ("outlook_pst_skipped", "Archive.pst", ""),
+    }
+    _read_nothing_of(found)
+
+
+def test_an_mbox_made_a_link_after_it_was_listed_is_not_read(tmp_path):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "Inbox").write_bytes(b"From a Thu Jan  4 10:00:00 2024\nSubject: un\n\nx\n")
+    (tmp_path / "outside.mbox").write_bytes(b"From x Thu Jan  4 10:00:00 2024\n" + OUTSIDE)
+    source = MboxSource(profile)
+    [inbox] = source.containers()
+    os.replace(profile / "Inbox", tmp_path / "moved")
+    os.symlink(tmp_path / "outside.mbox", profile / "Inbox")
+
+    listing = source.list_changes(inbox, None)
+
+    assert listing.refs == []
+    assert _notes(source) == {("symlink_skipped", "Inbox", str(tmp_path / "outside.mbox"))}
+
+
+def test_a_single_mbox_file_that_is_not_one_is_reported(tmp_path):
+    (tmp_path / "alice.mbox").write_bytes(os.urandom(64).replace(b"F", b"f"))
+    (tmp_path / "vide.mbox").write_bytes(b"")
+
+    noise = MboxSource(tmp_path / "alice.mbox")
+    empty = MboxSource(tmp_path / "vide.mbox")
+
+    assert noise.containers() == []
+    assert _notes(noise) == {("not_mbox_skipped", "alice.mbox", "")}
+    assert [c.path for c in empty.containers()] == [("INBOX",)]
+    assert _notes(empty) == set()
+
+
+def test_an_eml_tree_follows_no_link_and_reports_every_other_file(tmp_path, corpus):
+    root = tmp_path / "export"
+    (root / "Projets" / ".vignettes").mkdir(parents=True)
+    raw = corpus[0].messages[0].raw
+    (root / "premier.eml").write_bytes(raw)
+    (root / "Projets" / "second.EML").write_bytes(raw)
+    (root / "Projets" / "Réunion.msg").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+    (root / "Archive.pst").write_bytes(b"!BDN")
+    (root / "notes.txt").write_text("pas un message")
+    (root / "vide.eml").write_bytes(b"")
+    (root / "bruit.eml").write_bytes(bytes(range(256)))
+    (root / "._premier.eml").write_bytes(b"\0\5\26\7")  # macOS AppleDouble
+    (root / "Projets" / ".vignettes" / "a.eml").write_bytes(raw)
+    (tmp_path / "outside.eml").write_bytes(OUTSIDE)
+    os.symlink(SHADOW, root / "shadow.eml")
+    os.symlink(tmp_path / "outside.eml", root / "Projets" / "ailleurs.eml")
+    os.symlink(tmp_path, root / "Dossier lié")
+    os.symlink("premier.eml", root / "copie.eml")  # inside the store
+    source = EmlSource(root)
+
+    found, notes = _listed(source)
+
+    assert found == {("INBOX",): [raw], ("Projets",): [raw]}
+    assert notes == {
+        ("symlink_skipped", "shadow.eml", str(SHADOW)),
+        ("symlink_skipped", "Projets/ailleurs.eml", str(tmp_path / "outside.eml")),
+        ("symlink_skipped", "Dossier lié", str(tmp_path)),
+        ("symlink_skipped", "copie.eml", "premier.eml"),
+        ("outlook_msg_skipped", "Projets/Réunion.msg", ""),
+        ("outlook_pst_skipped", "Archive.pst", ""),
+        ("not_eml_skipped", "notes.txt", ""),
+        ("empty_file_skipped", "vide.eml", ""),
+        ("not_a_message_skipped", "bruit.eml", ""),
+        ("hidden_file_skipped", "._premier.eml", ""),
+        ("hidden_folder_skipped", "Projets/.vignettes", ""),
+    }
+    _read_nothing_of(found)
+    assert list(source.fetch(source.containers()[0], ["shadow.eml"])) == []
+    assert _notes(source) == {("symlink_skipped", "shadow.eml", str(SHADOW))}
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o277], ids=["open", "owner-bits-too"])
+def test_a_maildir_target_is_private_whatever_the_umask(tmp_path, corpus, mask):
+    target = tmp_path / "target" / "alice"
+    with umask(mask):
+        write_maildir(target, corpus)
+        sink = MaildirSink(target)
+        native = sink.ensure_container(("Projets", "Nouveau"))
+        list(sink.put_many(native, as_messages(corpus[0].messages[:2])))
+        stored = next(sink.inventory(native))
+        sink.set_flags(native, stored.target_ref, frozenset({"\\Seen", "Projet"}))
+
+    written = modes(tmp_path / "target")
+    assert not_private(tmp_path / "target") == {}
+    assert {"alice/cur", "alice/tmp", "alice/subscriptions", "alice/dovecot-keywords",
+            "alice/.Projets.Nouveau/maildirfolder",
+            "alice/.Projets.Nouveau/dovecot-keywords"} <= set(written)
+    assert sum(1 for path in written if "/cur/" in path) == sum(
+        len(f.messages) for f in corpus) + 2

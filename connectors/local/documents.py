@@ -3,7 +3,9 @@
 Each container is a folder under the root; each document a file in it (files keep their
 sub-folders). Writing is idempotent by name: a document written again replaces the same
 file, so a re-run after a crash leaves no duplicate. A file is written to a temporary name,
-fsynced, then renamed, and its modification time is the source's.
+fsynced, then renamed, and its modification time is the source's. Folders the sink creates
+are ``0700`` and files ``0600`` whatever the umask (``connectors.local.private``): they hold
+people's calendars, contacts and files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 from connectors.base import ContainerRefused, Document, ItemRejected, Path, fingerprint_of
+from connectors.local.private import create_file, make_folders
 
 NAME_MAX_BYTES = 255
 """The longest file name most file systems take (ext4, XFS, btrfs), in UTF-8 bytes."""
@@ -68,7 +71,7 @@ class FolderSink:
         names = [self._segment(segment) for segment in path]
         folder = self.root.joinpath(*names)
         self._inside(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folders(folder)
         return "/".join(names)
 
     def put(self, native_name: str, document: Document) -> tuple[str, str | None]:
@@ -84,11 +87,12 @@ class FolderSink:
         target = self.root.joinpath(*native_name.split("/"), *parts) if native_name else \
             self.root.joinpath(*parts)
         self._inside(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(target.parent)
         short = hashlib.sha256(target.name.encode("utf-8")).hexdigest()[:16]
         temporary = target.with_name(f".{short}{TEMPORARY_SUFFIX}")
+        temporary.unlink(missing_ok=True)  # left by a crash: made again, private from the start
         digest = hashlib.sha256()
-        with document.open() as body, open(temporary, "wb") as out:
+        with document.open() as body, create_file(temporary) as out:
             while chunk := body.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)

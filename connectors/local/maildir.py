@@ -18,6 +18,12 @@ the offset of the source's internal date is lost: the instant is kept, the zone 
 (``INTERNAL_DATE_OFFSET_KEPT``). SPECIAL-USE roles are not stored in a Maildir: the source
 reports the INBOX role only, and the sink uses the conventional names (``Sent``, ``Drafts``,
 ``Trash``, ``Junk``, ``Archive``).
+
+The source follows no symbolic link inside the store and says what it leaves out (see
+``connectors.local.store``): links, hidden files, empty files, files that do not start like a
+message, and anything beside ``cur``, ``new``, ``tmp`` and the bookkeeping files of Dovecot,
+Courier and mbsync (``BOOKKEEPING_NAMES``, ``BOOKKEEPING_PREFIXES``). The sink writes
+folders ``0700`` and files ``0600`` (``connectors.local.private``).
 """
 
 from __future__ import annotations
@@ -49,6 +55,23 @@ from connectors.base import (
     fingerprint_of,
 )
 from connectors.headers import MessageHeaders
+from connectors.local.private import create_file, make_folders
+from connectors.local.store import (
+    FILE,
+    FOLDER,
+    LINK,
+    Entry,
+    Folder,
+    LinkNotFollowed,
+    NotARegularFile,
+    left_out,
+    looks_like_message,
+    not_mail,
+    open_file,
+    open_store,
+    refused,
+    subject_of,
+)
 
 INTERNAL_DATE_OFFSET_KEPT = False
 """A Maildir keeps the instant of the internal date (mtime) but not its UTC offset."""
@@ -67,6 +90,25 @@ SYSTEM_LETTERS = {
     "T": "\\Deleted",
 }
 LETTER_OF_FLAG = {flag: letter for letter, flag in SYSTEM_LETTERS.items()}
+MAILDIR_DIRS = ("cur", "new", "tmp")
+MESSAGE_DIRS = ("cur", "new")
+"""Where delivered messages are; ``tmp/`` holds deliveries under way and is never read."""
+BOOKKEEPING_NAMES = frozenset({
+    "maildirfolder",  # Maildir++: this directory is a folder
+    "maildirsize",  # Maildir++ quota
+    SUBSCRIPTIONS_FILE,
+    ".uidvalidity",  # mbsync (isync)
+    ".isyncuidmap.db",  # mbsync, older versions
+})
+BOOKKEEPING_PREFIXES = (
+    "dovecot-",  # dovecot-uidlist, dovecot-keywords, dovecot-uidvalidity.*, dovecot-acl...
+    "dovecot.",  # dovecot.index*, dovecot.list.index*, dovecot.mailbox.log
+    "courierimap",  # courierimapuiddb, courierimapsubscribed, courierimapkeywords/...
+    "courierpop3d",  # courierpop3dsizelist
+    ".mbsyncstate",  # mbsync's sync state, its journal and its new copy
+)
+"""Files (and Courier's folders) the servers and sync tools keep beside the mail: not
+messages, not reported."""
 ACK_BATCH = 32
 """Messages renamed into ``cur/`` before one directory fsync acknowledges them all."""
 
@@ -74,91 +116,119 @@ ACK_BATCH = 32
 class MaildirSource:
     """A Maildir++ store read as a mail source.
 
-    Each listing is complete; its cursor is a hash of the folder's file names (which carry
+    Each listing is complete; its cursor is a hash of the folder's entry names (which carry
     the flags) and keyword table, so an unchanged folder answers an empty listing without
-    a single ``stat``.
+    a single ``stat``; a changed one opens each file once, to read its first bytes. The
+    cursor also keeps what the listing left out of ``cur/`` and ``new/``, so that every pass
+    reports it again, changed or not.
     """
 
     capabilities = SourceCapabilities(delta=True, flag_changes=False)
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._notes: list[SourceNote] = []
 
     def containers(self) -> list[Container]:
+        """The INBOX and every ``.Folder`` directory that has a ``cur/`` or ``new/``; the
+        other entries of the root are reported here, once per call."""
         found = []
-        for entry in os.scandir(self.root):
-            if _is_folder_dir(entry):
-                found.append(Container(folder_path(entry.name), None, entry.name))
+        with open_store(self.root) as root:
+            for entry in root.entries():
+                if entry.kind == FOLDER and entry.name.startswith("."):
+                    if self._is_folder(root, entry.name):
+                        found.append(Container(folder_path(entry.name), None, entry.name))
+                    continue
+                note = _layout_note(root, entry, entry.name)
+                if note is not None:
+                    self._notes.append(note)
         found.sort(key=lambda container: container.path)
         return [Container(INBOX, "inbox", "INBOX"), *found]
 
     def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
-        folder = _Folder(self._directory(container))
-        names = folder.names()
+        folder = _Folder(self.root, self._native(container))
+        if folder.parts:
+            self._notes.extend(folder.layout_notes())
+        scanned = folder.scan()
         keywords = folder.keywords()
         state = hashlib.sha256()
-        for subdir, name in names:
-            state.update(f"{subdir}/{name}\n".encode())
+        for subdir, entry in scanned:
+            state.update(f"{subdir}/{entry.name}\0{entry.kind}\n".encode())
         state.update("\0".join(keywords).encode())
-        new_cursor = {"state": state.hexdigest()}
-        if cursor == new_cursor:
-            return Listing([], new_cursor, complete=False)
-        refs: dict[str, ItemRef] = {}
-        for subdir, name in names:
-            try:
-                stat = (folder.directory / subdir / name).stat()
-            except FileNotFoundError:
-                continue
-            unique, info = split_name(name)
-            refs[unique] = ItemRef(
-                unique, stat.st_size, flags_of(info, keywords),
-                datetime.fromtimestamp(stat.st_mtime, UTC),
-            )
-        return Listing(list(refs.values()), new_cursor, complete=True)
+        if cursor is not None and cursor.get("state") == state.hexdigest():
+            self._notes.extend(SourceNote(*note) for note in cursor.get("left_out", []))
+            return Listing([], cursor, complete=False)
+        refs, notes = folder.read_refs(scanned, keywords)
+        self._notes.extend(notes)
+        new_cursor = {"state": state.hexdigest(),
+                      "left_out": [[n.code, n.subject, n.detail] for n in notes]}
+        return Listing(refs, new_cursor, complete=True)
 
     def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
-        folder = _Folder(self._directory(container))
+        folder = _Folder(self.root, self._native(container))
         keywords = folder.keywords()
-        # Names, not Path objects: a folder of 40,000 messages would hold 20 MB of them.
-        files = {split_name(name)[0]: (subdir, name) for subdir, name in folder.names()}
+        # A message listed may have been made a link since: it is found, and refused when
+        # opened, rather than silently missing.
+        located = folder.located(anything=True)
         for source_id in source_ids:
-            found = files.get(source_id)
-            path = folder.directory / found[0] / found[1] if found else None
-            message = self._message(folder, source_id, path, keywords)
+            message = self._message(folder, source_id, located.get(source_id), keywords)
             if message is not None:
                 yield message
+
+    def drain_notes(self) -> list[SourceNote]:
+        """What the store holds that is not read as mail, and why; each note given once."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def close(self) -> None:
         pass
 
-    def _directory(self, container: Container) -> Path:
-        return folder_dir(self.root, container.native_name or maildir_name(container.path))
+    def _native(self, container: Container) -> str:
+        return container.native_name or maildir_name(container.path)
+
+    def _is_folder(self, root: Folder, name: str) -> bool:
+        try:
+            with root.folder(name) as folder:
+                if any(folder.has(subdir) for subdir in MESSAGE_DIRS):
+                    return True
+        except LinkNotFollowed as error:  # made a link since the root was listed
+            self._notes.append(SourceNote("symlink_skipped", name, error.target))
+            return False
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        self._notes.append(SourceNote("not_maildir_skipped", name))
+        return False
 
     def _message(
-        self, folder: _Folder, unique: str, path: Path | None, keywords: list[str]
+        self, folder: _Folder, unique: str, where: tuple[str, str] | None, keywords: list[str]
     ) -> Message | None:
         # A file may be renamed (flags) or moved (new/ -> cur/) by a mail client between
         # the listing and the read: look it up again once before giving up.
         for attempt in range(2):
             if attempt:
-                path = folder.locate(unique)
-            if path is None:
+                where = folder.locate(unique)
+            if where is None:
                 return None
+            subdir, name = where
             try:
-                with path.open("rb") as stream:
+                with folder.open_file(subdir, name) as stream:
                     headers = MessageHeaders.read(stream)
                     stream.seek(0)
                     fingerprint, size = fingerprint_of(stream)
-                    mtime = os.fstat(stream.fileno()).st_mtime
+                    mtime_ns = os.fstat(stream.fileno()).st_mtime_ns
             except FileNotFoundError:
                 continue
+            except (LinkNotFollowed, NotARegularFile) as error:
+                # Replaced since it was listed: nothing of it is read.
+                self._notes.append(refused(error, folder.subject(subdir, name)))
+                return None
             return Message(
                 source_id=unique,
                 fingerprint=fingerprint,
                 size=size,
-                flags=flags_of(split_name(path.name)[1], keywords),
-                internal_date=datetime.fromtimestamp(mtime, UTC),
-                open=lambda folder=folder, unique=unique, path=path: folder.open(unique, path),
+                flags=flags_of(split_name(name)[1], keywords),
+                internal_date=_moment(mtime_ns),
+                open=lambda folder=folder, unique=unique, where=where: folder.open(unique, *where),
                 message_id=headers.message_id,
                 subject=headers.subject,
             )
@@ -186,7 +256,9 @@ class MaildirSink:
     )
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+        # The target's own path is the batch's choice, link or not; reads inside it (the
+        # keyword table, recovery, verify) then follow no link, as the source's do.
+        self.root = Path(root).resolve()
         self._lock = threading.Lock()
         self._counter = 0
         self._host = _escaped_hostname()
@@ -203,7 +275,10 @@ class MaildirSink:
             directory = self.root / native
             if not (directory / "cur").is_dir():
                 _make_maildir(directory)
-                (directory / "maildirfolder").touch()
+                try:
+                    create_file(directory / "maildirfolder").close()
+                except FileExistsError:
+                    pass
                 _fsync_dir(self.root)
                 self._subscribe(native[1:])
         return maildir_name(path)
@@ -216,7 +291,7 @@ class MaildirSink:
 
     def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
         self._make_store()
-        folder = _Folder(folder_dir(self.root, native_name))
+        folder = _Folder(self.root, native_name)
         cur = folder.directory / "cur"
         pending: list[PutResult] = []
         try:
@@ -248,26 +323,28 @@ class MaildirSink:
         return maildir_name(path)
 
     def count(self, native_name: str) -> int:
-        return len(_Folder(folder_dir(self.root, native_name)).names())
+        return len(_Folder(self.root, native_name).messages())
 
     def fingerprints(self, native_name: str, target_refs: Sequence[str]
                      ) -> Iterator[tuple[str, str]]:
-        paths = _Folder(folder_dir(self.root, native_name)).paths()
+        folder = _Folder(self.root, native_name)
+        located = folder.located()
         for unique in target_refs:
-            path = paths.get(unique)
-            if path is None:
+            where = located.get(unique)
+            if where is None:
                 continue
             try:
-                with path.open("rb") as stream:
+                with folder.open_file(*where) as stream:
                     yield unique, fingerprint_of(stream)[0]
-            except FileNotFoundError:
+            except (FileNotFoundError, LinkNotFollowed, NotARegularFile):
                 continue
 
     def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
-        folder = _Folder(folder_dir(self.root, native_name))
-        path = folder.locate(target_ref)
-        if path is None:
+        folder = _Folder(self.root, native_name)
+        where = folder.locate(target_ref)
+        if where is None:
             raise ItemRejected(f"{native_name}: no message {target_ref}")
+        path = folder.directory.joinpath(*where)
         letters, dropped = self._info(folder, flags)
         if dropped:
             self._notes.append(SourceNote("flags_not_kept", target_ref, " ".join(dropped)))
@@ -280,25 +357,23 @@ class MaildirSink:
                 _fsync_dir(path.parent)
 
     def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
-        folder = _Folder(folder_dir(self.root, native_name))
+        folder = _Folder(self.root, native_name)
         keywords = folder.keywords()
-        for subdir, name in folder.names():
-            path = folder.directory / subdir / name
-            unique, info = split_name(name)
-            try:
-                stat = path.stat()
-                fingerprint = None
-                if fingerprints:
-                    with path.open("rb") as stream:
+        for subdir, entry in folder.messages(sizes=True):
+            unique, info = split_name(entry.name)
+            fingerprint = None
+            if fingerprints:
+                try:
+                    with folder.open_file(subdir, entry.name) as stream:
                         fingerprint = fingerprint_of(stream)[0]
-            except FileNotFoundError:
-                continue
+                except (FileNotFoundError, LinkNotFollowed, NotARegularFile):
+                    continue
             yield StoredItem(
                 target_ref=unique,
-                size=stat.st_size,
+                size=entry.size,
                 flags=flags_of(info, keywords),
                 fingerprint=fingerprint,
-                internal_date=datetime.fromtimestamp(stat.st_mtime, UTC),
+                internal_date=_moment(entry.mtime_ns),
             )
 
     def close(self) -> None:
@@ -310,7 +385,7 @@ class MaildirSink:
         base = self._new_base()
         temporary = folder.directory / "tmp" / base
         try:
-            with temporary.open("xb") as target:
+            with create_file(temporary) as target:
                 with message.open() as source:
                     size = _copy(source, target)
                 target.flush()
@@ -364,46 +439,118 @@ class MaildirSink:
 
 
 class _Folder:
-    """One Maildir directory (``cur``, ``new``, ``tmp`` and the keyword table)."""
+    """One Maildir directory (``cur``, ``new``, ``tmp`` and the keyword table), read without
+    following links."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, root: Path, native: str) -> None:
+        self.root = root
+        self.directory = folder_dir(root, native)
+        self.parts: tuple[str, ...] = () if native == "INBOX" else (native,)
 
-    def names(self) -> list[tuple[str, str]]:
-        """``(subdir, file name)`` of every delivered message, sorted."""
+    def subject(self, *names: str) -> str:
+        """An entry's path relative to the store, as notes name it."""
+        return subject_of(*self.parts, *names)
+
+    def scan(self, sizes: bool = False) -> list[tuple[str, Entry]]:
+        """``(subdir, entry)`` of everything in ``cur/`` and ``new/``, sorted. A ``cur`` or
+        ``new`` that is a link is not read (the listing of its parent reports it)."""
         found = []
-        for subdir in ("cur", "new"):
+        for subdir in MESSAGE_DIRS:
             try:
-                entries = os.listdir(self.directory / subdir)
-            except FileNotFoundError:
+                with Folder.at(self.root, (*self.parts, subdir)) as listed:
+                    found.extend((subdir, entry) for entry in listed.entries(sizes))
+            except (FileNotFoundError, NotADirectoryError, LinkNotFollowed):
                 continue
-            found.extend((subdir, name) for name in entries if not name.startswith("."))
-        found.sort()
+        found.sort(key=lambda item: (item[0], item[1].name))
         return found
 
-    def paths(self) -> dict[str, Path]:
-        """The file of every message, by unique name."""
-        return {
-            split_name(name)[0]: self.directory / subdir / name for subdir, name in self.names()
-        }
+    def messages(self, sizes: bool = False) -> list[tuple[str, Entry]]:
+        """The entries of ``scan`` that are delivered messages: regular, not hidden."""
+        return [(subdir, entry) for subdir, entry in self.scan(sizes)
+                if entry.kind == FILE and not entry.name.startswith(".")]
 
-    def locate(self, unique: str) -> Path | None:
-        return self.paths().get(unique)
+    def located(self, anything: bool = False) -> dict[str, tuple[str, str]]:
+        """``(subdir, file name)`` of every message, by unique name; with ``anything``, of
+        every entry that is not hidden, whatever it is now (opening it will tell)."""
+        return {split_name(entry.name)[0]: (subdir, entry.name)
+                for subdir, entry in self.scan()
+                if not entry.name.startswith(".") and (anything or entry.kind == FILE)}
 
-    def open(self, unique: str, path: Path) -> IO[bytes]:
+    def locate(self, unique: str) -> tuple[str, str] | None:
+        return self.located().get(unique)
+
+    def open_file(self, subdir: str, name: str) -> IO[bytes]:
+        return open_file(self.root, (*self.parts, subdir, name))
+
+    def open(self, unique: str, subdir: str, name: str) -> IO[bytes]:
         try:
-            return path.open("rb")
+            return self.open_file(subdir, name)
         except FileNotFoundError:
             moved = self.locate(unique)
             if moved is None:
                 raise
-            return moved.open("rb")
+            return self.open_file(*moved)
+
+    def layout_notes(self) -> list[SourceNote]:
+        """What this folder's directory holds beside ``cur``, ``new``, ``tmp`` and the
+        bookkeeping files."""
+        try:
+            with Folder.at(self.root, self.parts) as directory:
+                return [note for entry in directory.entries()
+                        if (note := _layout_note(directory, entry, self.subject(entry.name)))]
+        except (FileNotFoundError, NotADirectoryError, LinkNotFollowed):
+            return []  # gone, or made a link since the root was listed (reported there)
+
+    def read_refs(self, scanned: list[tuple[str, Entry]], keywords: list[str]
+                  ) -> tuple[list[ItemRef], list[SourceNote]]:
+        """The listing's refs for the entries of ``scan``, and what is left out and why.
+        Each file is opened (without following a link) and its first bytes read."""
+        refs: dict[str, ItemRef] = {}
+        notes: list[SourceNote] = []
+        for subdir in MESSAGE_DIRS:
+            entries = [entry for where, entry in scanned if where == subdir]
+            if not entries:
+                continue
+            try:
+                listed = Folder.at(self.root, (*self.parts, subdir))
+            except (FileNotFoundError, NotADirectoryError, LinkNotFollowed):
+                continue
+            with listed:
+                for entry in entries:
+                    ref, note = self._read_ref(listed, subdir, entry, keywords)
+                    if ref is not None:
+                        refs[ref.source_id] = ref
+                    if note is not None:
+                        notes.append(note)
+        return list(refs.values()), notes
+
+    def _read_ref(self, listed: Folder, subdir: str, entry: Entry, keywords: list[str]
+                  ) -> tuple[ItemRef | None, SourceNote | None]:
+        subject = self.subject(subdir, entry.name)
+        note = left_out(listed, entry, subject)
+        if note is not None:
+            return None, note
+        if entry.kind != FILE:
+            return None, SourceNote("special_file_skipped", subject)
+        try:
+            probe = listed.probe(entry.name)
+        except FileNotFoundError:
+            return None, None  # renamed or moved since the scan: the next listing sees it
+        except (LinkNotFollowed, NotARegularFile) as error:
+            return None, refused(error, subject)
+        if probe.size == 0:
+            return None, SourceNote("empty_file_skipped", subject)
+        if not looks_like_message(probe.head):
+            return None, SourceNote("not_a_message_skipped", subject)
+        unique, info = split_name(entry.name)
+        return ItemRef(unique, probe.size, flags_of(info, keywords), _moment(probe.mtime_ns)), None
 
     def keywords(self) -> list[str]:
         """The keyword table: index 0 is letter ``a``. Unknown indexes are kept as holes."""
         try:
-            text = (self.directory / KEYWORDS_FILE).read_text("utf-8")
-        except FileNotFoundError:
+            with open_file(self.root, (*self.parts, KEYWORDS_FILE)) as stream:
+                text = stream.read().decode("utf-8")
+        except (FileNotFoundError, NotADirectoryError, LinkNotFollowed, NotARegularFile):
             return []
         table: dict[int, str] = {}
         for line in text.splitlines():
@@ -473,13 +620,24 @@ def _is_inbox(path: tuple[str, ...]) -> bool:
     return len(path) == 1 and path[0].upper() == "INBOX"
 
 
-def _is_folder_dir(entry: os.DirEntry[str]) -> bool:
-    return (
-        entry.name.startswith(".")
-        and entry.name not in (".", "..")
-        and entry.is_dir()
-        and os.path.isdir(os.path.join(entry.path, "cur"))
-    )
+def _is_bookkeeping(entry: Entry) -> bool:
+    return entry.kind in (FILE, FOLDER) and (
+        entry.name in BOOKKEEPING_NAMES or entry.name.startswith(BOOKKEEPING_PREFIXES))
+
+
+def _layout_note(directory: Folder, entry: Entry, subject: str) -> SourceNote | None:
+    """Why an entry of the root or of a ``.Folder`` directory is not read, or ``None`` when
+    it belongs there (``cur``, ``new``, ``tmp``, bookkeeping)."""
+    if entry.kind != LINK and _is_bookkeeping(entry):
+        return None
+    note = left_out(directory, entry, subject)
+    if note is not None or (entry.kind == FOLDER and entry.name in MAILDIR_DIRS):
+        return note
+    return not_mail(entry, subject, "not_maildir_skipped")
+
+
+def _moment(mtime_ns: int) -> datetime:
+    return datetime.fromtimestamp(mtime_ns / 1_000_000_000, UTC)
 
 
 def _decode_segment(segment: str) -> str:
@@ -498,8 +656,8 @@ def _copy(source: IO[bytes], target: IO[bytes], chunk_size: int = 1 << 20) -> in
 
 
 def _make_maildir(directory: Path) -> None:
-    for subdir in ("cur", "new", "tmp"):
-        (directory / subdir).mkdir(parents=True, exist_ok=True)
+    for subdir in MAILDIR_DIRS:
+        make_folders(directory / subdir)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -512,8 +670,9 @@ def _fsync_dir(directory: Path) -> None:
 
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with temporary.open("w", encoding="utf-8") as stream:
-        stream.write(text)
+    temporary.unlink(missing_ok=True)  # left by a crash of a process with the same id
+    with create_file(temporary) as stream:
+        stream.write(text.encode("utf-8"))
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, path)
