@@ -188,6 +188,9 @@ class ConnectError(BasculeError):
 
 
 SERVER_DOWN = frozenset({"unreachable", "no_greeting", "timeout", "connection_lost"})
+LINK_PAUSES = (0.5, 1.0, 2.0, 4.0)
+"""Seconds waited before each new try after a connection was cut (``connection_lost``): a
+flaky link gets a few chances, a server down is given up on at once."""
 
 
 class ItemRejected(BasculeError):

@@ -36,7 +36,7 @@ from migrate.engine import (
     ledger_exit,
     ledger_text,
 )
-from migrate.i18n import Text, language
+from migrate.i18n import Text, choose_language, language
 from migrate.ledger import LedgerError
 
 
@@ -176,10 +176,8 @@ def main(lang: str | None, verbose: bool) -> None:
     bascule : migrer les boîtes aux lettres de Microsoft 365 / Exchange vers des serveurs
     aux protocoles ouverts.
     """
-    import os
 
-    if lang:
-        os.environ["BASCULE_LANG"] = lang
+    choose_language(lang)
     logging.basicConfig(
         level=logging.INFO if verbose or not sys.stderr.isatty() else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr,

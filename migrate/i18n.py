@@ -299,8 +299,18 @@ class _Params(dict):
         return self.get("detail", "")
 
 
+_chosen: list[str | None] = [None]
+
+
+def choose_language(lang: str | None) -> None:
+    """The language asked for on the command line (``--lang``), for this command only."""
+    _chosen[0] = lang
+
+
 def language() -> str:
-    """``fr`` or ``en``: BASCULE_LANG first, then the locale variables."""
+    """``fr`` or ``en``: ``--lang`` first, then BASCULE_LANG, then the locale variables."""
+    if _chosen[0]:
+        return _chosen[0]
     for name in ("BASCULE_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
         value = os.environ.get(name, "")
         if value:

@@ -173,9 +173,11 @@ class Brakes:
         return self.stop.is_set() or self.mailbox_full.is_set()
 
 
-SEND_ROUNDS = 3
+SEND_ROUNDS = 6
 """Passes over a folder's unconfirmed sends within one unit: after a dropped connection, the
-messages it left unanswered are looked for on the target, and sent again if absent."""
+messages it left unanswered are looked for on the target, and sent again if absent. What is
+still unconfirmed after that (a message that breaks the connection each time it is sent) is
+left for the next run, which looks for it first too."""
 
 
 class MailUnit:
@@ -317,7 +319,7 @@ class MailUnit:
         unsettled = any(known[sid].status in UNSETTLED for sid in to_copy if sid in known)
         index = self._target_index(force=unsettled)
         pending = to_copy
-        for _round in range(SEND_ROUNDS):
+        for tries in range(1, SEND_ROUNDS + 1):
             unconfirmed = self._send(pending, index)
             if not unconfirmed or self.brakes.engaged():
                 break
@@ -325,8 +327,8 @@ class MailUnit:
             pending = unconfirmed
         self.result.failed += len(unconfirmed)
         self.result.errors += [(sid, SendUnconfirmed(
-            "the target never answered for it; it will be looked for there before it is "
-            "sent again")) for sid in unconfirmed]
+            f"the connection was cut while it was sent, {tries} times"))
+            for sid in unconfirmed]
 
     def _target_index(self, force: bool) -> TargetIndex | None:
         """The target folder's unclaimed messages, when it may hold some: always after an

@@ -10,12 +10,10 @@ match twins on the target one for one.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
-from connectors.base import ConnectError, MailSink, StoredItem
-
-ATTEMPTS = 2
-"""A listing cut by a dropped connection is taken again once."""
+from connectors.base import LINK_PAUSES, ConnectError, MailSink, StoredItem
 
 
 class TargetIndex:
@@ -28,13 +26,14 @@ class TargetIndex:
         self._by_size: dict[int, list[StoredItem]] = defaultdict(list)
         self._hashes: dict[str, str] = {}
         self.unclaimed = 0
-        for attempt in range(ATTEMPTS):
+        for pause in (*LINK_PAUSES, None):
             try:
                 stored = list(sink.inventory(native_name))
                 break
             except ConnectError as error:
-                if attempt + 1 == ATTEMPTS or error.code != "connection_lost":
+                if pause is None or error.code != "connection_lost":
                     raise
+                time.sleep(pause)
         for item in stored:
             if item.target_ref not in claimed:
                 self._by_size[item.size].append(item)

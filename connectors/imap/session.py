@@ -10,6 +10,7 @@ from __future__ import annotations
 import imaplib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
@@ -18,7 +19,7 @@ import imapclient
 from imapclient import exceptions as imap_errors
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from connectors.base import ConnectError, Path
+from connectors.base import LINK_PAUSES, ConnectError, Path
 
 Security = Literal["tls", "starttls", "none"]
 T = TypeVar("T")
@@ -31,6 +32,8 @@ CONNECTION_DROPPED: tuple[type[BaseException], ...] = (
     ssl.SSLEOFError,
 )
 """Errors after which the connection is unusable but a new one may work."""
+DROPS_IN_A_ROW = len(LINK_PAUSES) + 1
+"""Connections lost one after another before an operation gives up."""
 
 
 @dataclass(frozen=True)
@@ -193,9 +196,10 @@ class ImapSession:
     """One logged-in connection that is opened on first use and reopened once if dropped.
 
     ``call(operation)`` runs ``operation(client)``; if the connection drops meanwhile it
-    reconnects and runs it once more. Operations must therefore be safe to repeat (reads,
-    SELECT, STORE of absolute flags), which is why APPEND is not run through it blindly.
-    A second drop, or a server that stopped answering, raises ``ConnectError``.
+    reconnects and runs it again, a few times with a growing pause (a flaky link). Operations
+    must therefore be safe to repeat (reads, SELECT, STORE of absolute flags), which is why
+    APPEND is not run through it blindly. Drops past that, or a server that stopped
+    answering, raise ``ConnectError``.
     """
 
     def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials) -> None:
@@ -207,10 +211,25 @@ class ImapSession:
 
     @property
     def client(self) -> imapclient.IMAPClient:
-        if self._client is None:
-            self._client = connect(self.endpoint, self.credentials)
-            self._capabilities = capabilities(self._client)
-            self._separator = hierarchy_separator(self._client)
+        """The connection, opened if needed; opened again, with a growing pause, if the
+        link cut it during the login (a server that refuses or ignores it raises at once)."""
+        for attempt in range(DROPS_IN_A_ROW):
+            if self._client is not None:
+                break
+            try:
+                self._client = connect(self.endpoint, self.credentials)
+                self._capabilities = capabilities(self._client)
+                self._separator = hierarchy_separator(self._client)
+                break
+            except CONNECTION_DROPPED as error:
+                self.reset()
+                if attempt + 1 == DROPS_IN_A_ROW:
+                    raise dropped(self.endpoint, error) from error
+            except ConnectError as error:
+                if error.code != "connection_lost" or attempt + 1 == DROPS_IN_A_ROW:
+                    raise
+            time.sleep(LINK_PAUSES[attempt])
+        assert self._client is not None
         return self._client
 
     @property
@@ -227,18 +246,17 @@ class ImapSession:
         return capability.upper() in self.capabilities
 
     def call(self, operation: Callable[[imapclient.IMAPClient], T]) -> T:
-        try:
-            return operation(self.client)
-        except CONNECTION_DROPPED as error:
-            self.reset()
-            if isinstance(error, TimeoutError):
+        for attempt in range(DROPS_IN_A_ROW):
+            if attempt:
+                time.sleep(LINK_PAUSES[attempt - 1])
+            try:
+                return operation(self.client)
+            except CONNECTION_DROPPED as error:
+                self.reset()
                 # A server silent for a whole timeout is not worth a second one.
-                raise dropped(self.endpoint, error) from error
-        try:
-            return operation(self.client)
-        except CONNECTION_DROPPED as error:
-            self.reset()
-            raise dropped(self.endpoint, error) from error
+                if isinstance(error, TimeoutError) or attempt + 1 == DROPS_IN_A_ROW:
+                    raise dropped(self.endpoint, error) from error
+        raise AssertionError("unreachable")
 
     def reset(self) -> None:
         """Forget the current connection (after it dropped); the next use opens a new one."""
@@ -277,6 +295,10 @@ def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
                            code="unreachable", where=where)
     except TimeoutError:
         raise silent_server(endpoint) from None
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+            imap_errors.IMAPClientAbortError, imaplib.IMAP4.abort) as error:
+        # It answered, then the link dropped: a flaky network, not a server down.
+        raise ConnectError(f"{where}: {_reason(error)}", code="connection_lost", where=where)
     except (OSError, imap_errors.IMAPClientError) as error:
         raise ConnectError(f"{where}: {_reason(error)}", code="unreachable", where=where)
     if endpoint.security == "starttls":

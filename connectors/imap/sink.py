@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
@@ -21,6 +22,8 @@ import imapclient
 from imapclient import exceptions as imap_errors
 
 from connectors.base import (
+    LINK_PAUSES,
+    ConnectError,
     ContainerRefused,
     ItemRejected,
     Message,
@@ -61,7 +64,7 @@ FETCH_BATCH_BYTES = 8 << 20
 METADATA_BATCH = 1000
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
-RECONNECTS = 3
+RECONNECTS = len(LINK_PAUSES)
 """Times in a row a dropped APPEND connection is opened again before the sink gives up; a
 server that refuses the new connection, or does not greet on it, ends it at once."""
 
@@ -260,8 +263,18 @@ class ImapSink:
                 raise
 
     def _pipeline(self, slot: int) -> AppendPipeline:
-        if slot not in self._pipelines:
-            self._pipelines[slot] = AppendPipeline(self._endpoint, self._credentials)
+        """The pipeline of ``slot``, opened if needed. A server that refuses or ignores a new
+        connection is down: that raises at once. One that cut it during the login may be
+        behind a flaky link: it is tried again, with a growing pause."""
+        for attempt in range(RECONNECTS + 1):
+            if slot in self._pipelines:
+                break
+            try:
+                self._pipelines[slot] = AppendPipeline(self._endpoint, self._credentials)
+            except ConnectError as error:
+                if error.code != "connection_lost" or attempt == RECONNECTS:
+                    raise
+                time.sleep(LINK_PAUSES[attempt])
         return self._pipelines[slot]
 
     def _put_resolving_refs(self, native_name: str, messages: Iterable[Message]) -> Iterator[
@@ -287,6 +300,8 @@ class ImapSink:
                 return
             try:
                 client.create_folder(native_name)
+            except CONNECTION_DROPPED:
+                raise
             except imap_errors.IMAPClientError as error:
                 if not _exists(client, native_name):
                     raise ContainerRefused(f"{native_name}: {_server_text(error)}") from error
@@ -300,6 +315,8 @@ class ImapSink:
         if self._selected != key:
             try:
                 status = client.select_folder(native_name, readonly=readonly)
+            except CONNECTION_DROPPED:
+                raise
             except imap_errors.IMAPClientError as error:
                 raise ContainerRefused(f"{native_name}: {_server_text(error)}") from error
             self._selected = key
