@@ -252,12 +252,15 @@ class Ledger:
                 partial = self.backup_path.with_name(self.backup_path.name + ".part")
                 partial.unlink(missing_ok=True)
                 os.close(os.open(partial, os.O_CREAT | os.O_WRONLY, 0o600))
-                target = sqlite3.connect(partial)
                 try:
-                    source.backup(target)
+                    target = sqlite3.connect(partial)
+                    try:
+                        source.backup(target)
+                    finally:
+                        target.close()
+                    os.replace(partial, self.backup_path)
                 finally:
-                    target.close()
-                os.replace(partial, self.backup_path)
+                    partial.unlink(missing_ok=True)
             finally:
                 source.close()
 

@@ -262,11 +262,14 @@ def test_a_full_disk_under_the_work_folder_stops_the_run_and_nothing_is_lost(
     target = dovecot_factory(users={"alice": "t"})
     disk = small_tmpfs(8 << 20)
     batch = write_batch(tmp_path, source, target.port, work=disk / "work")
-    filler = fill(disk, leave_free=96 << 10)
 
-    code, output = bascule("run", str(batch))
-    assert code == 75, output
-    assert "disk" in output and "full" in output and "Traceback" not in output
+    run = BasculeRun(batch, secrets, work=disk / "work")
+    assert run.signal_when(0, lambda ledger: ledger.done >= 100)
+    filler = fill(disk, leave_free=0)
+    outcome = run.finish(timeout=60)
+    assert outcome.returncode == 75, outcome.stdout + outcome.stderr
+    said = outcome.stdout + outcome.stderr
+    assert "is full" in said and "nothing is lost" in said and "Traceback" not in said
 
     filler.unlink()
     code, output = bascule("run", str(batch))

@@ -11,7 +11,7 @@ from pathlib import Path
 from connectors.imap.session import ImapCredentials, ImapEndpoint
 from connectors.imap.sink import ImapSink
 from connectors.imap.source import ImapSource
-from migrate.ledger import INFLIGHT, UNSETTLED, Ledger
+from migrate.ledger import UNSETTLED, Ledger
 from migrate.mail import MailUnit, container_key
 from tests import mailboxes
 from tests.corpus import CorpusFolder, build_corpus, build_mailbox
