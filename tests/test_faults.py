@@ -103,13 +103,18 @@ def test_connection_resets_during_the_run_double_nothing(dovecot_factory, fault_
 
 def test_a_stalled_target_stops_the_run_in_bounded_time_and_nothing_is_lost(
         dovecot_factory, fault_proxy, tmp_path, secrets):
-    source = seed_source(dovecot_factory)
+    source = dovecot_factory(users={"alice": "s"})
+    messages = list(build_mailbox(480, seed=8))
+    folders = {(f"Dossier {n}",): (f"Dossier {n}",) for n in range(8)}
+    mailboxes.seed(source, "alice", [CorpusFolder(path, None, messages[n * 60:(n + 1) * 60])
+                                     for n, path in enumerate(folders)])
     target = dovecot_factory(users={"alice": "t"})
     proxy = fault_proxy(target)
     batch = write_batch(tmp_path, source, proxy.port, timeout=3)
 
     run = BasculeRun(batch, secrets)
-    assert run.signal_when(0, lambda ledger: ledger.done >= 120)  # signal 0: just wait
+    # Signal 0 sends nothing: this waits until the run is under way.
+    assert run.signal_when(0, lambda ledger: ledger.done >= 30)
     proxy.stall()
     stalled_at = time.monotonic()
     outcome = run.finish(timeout=120)
@@ -125,7 +130,10 @@ def test_a_stalled_target_stops_the_run_in_bounded_time_and_nothing_is_lost(
     proxy.resume()
     code, output = bascule("run", str(batch))
     assert code == 0, output
-    assert_target_is_source(source, target, batch)
+    wanted = mailboxes.landed(mailboxes.contents(source, "alice"), folders)
+    assert mailboxes.differences(wanted, mailboxes.contents(target, "alice")) == ""
+    code, output = bascule("verify", str(batch))
+    assert code == 0, output
 
 
 def test_the_target_killed_and_restarted_mid_run(dovecot_factory, tmp_path, secrets):
@@ -327,3 +335,21 @@ def test_status_never_shows_a_dead_run_as_running(dovecot_factory, tmp_path, sec
     assert "ended without finishing" in output
     assert report(tmp_path, "run")["status"] == "done"
     assert_target_is_source(source, target, batch)
+
+
+def test_a_port_that_accepts_and_says_nothing_is_named_for_what_it_is_within_ten_seconds(
+        dovecot_factory, fault_proxy, tmp_path, secrets):
+    source = seed_source(dovecot_factory, size=6)
+    target = dovecot_factory(users={"alice": "t"})
+    proxy = fault_proxy(target)
+    proxy.stall()
+    batch = write_batch(tmp_path, source, proxy.port, timeout=60)
+
+    started = time.monotonic()
+    code, output = bascule("plan", str(batch))
+    took = time.monotonic() - started
+    assert code == 2, output
+    assert "not an IMAP server answering on this port" in output
+    assert f"127.0.0.1:{proxy.port} accepts connections but sent no IMAP greeting within 10 s" \
+        in output
+    assert 10 <= took < 20, took

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 from migrate.batch import batch_warnings, load_batch
@@ -14,6 +15,8 @@ from migrate.lock import WorkFolderLock
 from tests import mailboxes
 from tests.cli import bascule, report
 from tests.corpus import CorpusFolder, build_mailbox, write_maildir
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def local_batch(folder: Path, extra: str = "", run: str = 'work_dir = "work"') -> Path:
@@ -191,3 +194,23 @@ def test_a_loose_secret_file_of_the_users_table_is_warned_about_by_plan(tmp_path
     assert f"chmod 600 {secret}" in output
     codes = {w["code"] for w in report(tmp_path, "plan")["warnings"]}
     assert "secret_file_loose_permissions" in codes
+
+
+CREATE = """
+import sys
+from pathlib import Path
+from migrate.ledger import Ledger
+Ledger.in_folder(Path(sys.argv[1])).close()
+"""
+
+
+def test_processes_creating_one_ledger_together_all_succeed(tmp_path):
+    for attempt in range(5):
+        work = tmp_path / f"work-{attempt}"
+        starters = [subprocess.Popen([sys.executable, "-c", CREATE, str(work)],
+                                     cwd=ROOT, stderr=subprocess.PIPE) for _ in range(6)]
+        for starter in starters:
+            assert starter.wait(timeout=60) == 0, starter.stderr.read().decode()
+        with sqlite3.connect(work / "ledger.sqlite") as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+        assert {"runs", "units", "items"} <= tables
