@@ -31,6 +31,7 @@ CURSOR
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ class Container:
     """The connector's own name for it (IMAP mailbox name, Maildir++ folder name)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemRef:
     """What a listing says of one message, without its body."""
 
@@ -105,7 +106,7 @@ class PutResult:
     error: ItemRejected | SendUnconfirmed | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredItem:
     """One item as the sink holds it, for recovery and verify."""
 
@@ -245,6 +246,14 @@ class NotingSource(Protocol):
         """The notes gathered since the last call, oldest first; each is given once."""
 
 
+class PagedSource(Protocol):
+    """An optional ability of a source: naming every item of a container page by page,
+    without holding the listing, for readers of a whole container (verify)."""
+
+    def id_pages(self, container: Container) -> Iterator[list[str]]:
+        """The source ids of every item, in lists of bounded length, in no set order."""
+
+
 class MailSink(Protocol):
     """A place messages go to."""
 
@@ -363,6 +372,17 @@ class DocumentSource(Protocol):
 
     def close(self) -> None:
         """Release what the source holds of its own. Safe to call twice."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_flags(flags: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(flags)
+
+
+def flag_set(flags: Iterable[str]) -> frozenset[str]:
+    """The flags as a set shared by every item that has the same ones: a listing of 40,000
+    messages holds a few dozen sets, not 40,000."""
+    return _shared_flags(tuple(sorted(set(flags))))
 
 
 def fingerprint_of(stream: IO[bytes], chunk_size: int = 1 << 20) -> tuple[str, int]:

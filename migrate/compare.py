@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,12 +92,12 @@ def _compare(db: sqlite3.Connection, ledger: Ledger, source: MailSource, sink: M
             _insert(db, "insert into led values (?, ?, ?)",
                     ((number, record.source_id, record.target_ref)
                      for record in ledger.iter_items(unit.id) if record.target_ref))
-        ids = [ref.source_id for ref in source.list_changes(container, None).refs]
-        messages = fetch_as_stored(source, container, ids, sink.capabilities)
-        check.source_messages += _insert(
-            db, "insert into src values (?, ?, ?, ?, ?, null)",
-            ((number, m.source_id, m.fingerprint, _flags(m.flags, keep),
-              _seconds(m.internal_date)) for m in messages))
+        for ids in _id_pages(source, container):
+            messages = fetch_as_stored(source, container, ids, sink.capabilities)
+            check.source_messages += _insert(
+                db, "insert into src values (?, ?, ?, ?, ?, null)",
+                ((number, m.source_id, m.fingerprint, _flags(m.flags, keep),
+                  _seconds(m.internal_date)) for m in messages))
     if native_name is not None and sink.count(native_name):
         check.target_messages = _insert(
             db, "insert or replace into tgt (ref, fp, flags, idate) values (?, ?, ?, ?)",
@@ -107,6 +107,15 @@ def _compare(db: sqlite3.Connection, ledger: Ledger, source: MailSource, sink: M
     _match(db)
     check.findings = list(_findings(db))
     return check
+
+
+def _id_pages(source: MailSource, container: Container) -> Iterable[list[str]]:
+    """The container's source ids in pages when the source can say them so (``PagedSource``),
+    else in one page from its listing."""
+    pages = getattr(source, "id_pages", None)
+    if pages is not None:
+        return pages(container)
+    return [[ref.source_id for ref in source.list_changes(container, None).refs]]
 
 
 def _match(db: sqlite3.Connection) -> None:

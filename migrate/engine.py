@@ -3,6 +3,7 @@ verifies and reports. It knows no protocol (see ``migrate.endpoints``)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -130,12 +131,13 @@ def ledger_exit(error: LedgerError) -> int:
 
 class ServerHealth:
     """Whole units failing one after another because a server is down (it refuses
-    connections, does not greet, stopped answering): past a few, the run stops instead of
-    paying a timeout per remaining unit. Any unit that ends well starts the count again."""
+    connections, does not greet, stopped answering), counted per server: past a few, the run
+    stops instead of paying a timeout per remaining unit. Any unit that ends well starts the
+    counts again."""
 
     def __init__(self, limit: int = SERVER_DOWN_AFTER) -> None:
         self.limit = limit
-        self._count = 0
+        self._counts: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
 
     def failed(self, error: BaseException) -> bool:
@@ -143,12 +145,12 @@ class ServerHealth:
         if not (isinstance(error, ConnectError) and error.server_down):
             return False
         with self._lock:
-            self._count += 1
-            return self._count >= self.limit
+            self._counts[error.where] += 1
+            return self._counts[error.where] >= self.limit
 
     def succeeded(self) -> None:
         with self._lock:
-            self._count = 0
+            self._counts.clear()
 
 
 class Engine:
@@ -231,7 +233,7 @@ class Engine:
                                       detail=error.strerror or str(error))]) from error
         if not os.access(folder, os.W_OK | os.X_OK):
             raise InputError([Text.of("work_dir_unusable", path=str(folder),
-                                      detail=os.strerror(13))])
+                                      detail=os.strerror(errno.EACCES))])
 
     def _take_lock(self) -> None:
         lock = WorkFolderLock(self.batch.work_dir, self.command)
@@ -621,7 +623,7 @@ class Engine:
         def work(progress: UnitProgress | None, result: UnitResult) -> None:
             unit = self.ledger.unit(user.source, WORKLOAD, container_key(decision.source))
             self.ledger.update_unit(unit.id, last_run=run_id)
-            with self._endpoints(user) as (source, sink):
+            with self._failing(unit), self._endpoints(user) as (source, sink):
                 MailUnit(self.ledger, unit, source, sink, container, decision.target,
                          progress, self._target_size_limit(), self._brakes(user), result).run()
 
@@ -640,11 +642,23 @@ class Engine:
             self.ledger.update_unit(unit.id, last_run=run_id)
             _, target_account = self.connectors.accounts(user)
             sink = self.connectors.open_document_sink(target_account, workload)
-            with self._document_source(user, workload) as source:
+            with self._failing(unit), self._document_source(user, workload) as source:
                 DocumentUnit(self.ledger, unit, source, sink, container, container.path,
                              progress, self._brakes(user), result).run()
 
         self._execute(user, work, tracker, report, base, "copy", [])
+
+    @contextmanager
+    def _failing(self, unit: Unit) -> Iterator[None]:
+        """A unit that raises is recorded ``failed`` with its reason, unless the ledger is
+        what fails."""
+        try:
+            yield
+        except LedgerError:
+            raise
+        except Exception as error:
+            self.ledger.update_unit(unit.id, status="failed", last_error=_text_of(error).en)
+            raise
 
     def _execute(
         self, user: UserMapping, work: Callable[[UnitProgress | None, UnitResult], None],

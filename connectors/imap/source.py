@@ -26,6 +26,7 @@ from connectors.base import (
     Listing,
     Message,
     SourceCapabilities,
+    flag_set,
 )
 from connectors.headers import MessageHeaders
 from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession, join_path
@@ -147,6 +148,19 @@ class ImapSource:
                     yield _message(state.uidvalidity, uid, spool, metadata[uid])
         except _EpochChanged:
             return
+
+    def id_pages(self, container: Container) -> Iterator[list[str]]:
+        """Every message's source id, a thousand at a time: a reader of a whole folder
+        (verify) then holds a page of messages, not the folder."""
+        mailbox = self._mailbox(container)
+
+        def search(client: imapclient.IMAPClient) -> tuple[int, list[int]]:
+            state = self._examine(client, mailbox, fresh=True)
+            return state.uidvalidity, sorted(client.search("ALL")) if state.exists else []
+
+        uidvalidity, uids = self._session.call(search)
+        for start in range(0, len(uids), UIDS_PER_COMMAND):
+            yield [f"{uidvalidity}:{uid}" for uid in uids[start:start + UIDS_PER_COMMAND]]
 
     def close(self) -> None:
         self._selected = None
@@ -330,7 +344,7 @@ def _flags(raw: Sequence[bytes | str]) -> frozenset[str]:
         if flag.upper() == "\\RECENT":
             continue
         flags.add(SYSTEM_FLAG_BY_NAME.get(flag.upper(), flag))
-    return frozenset(flags)
+    return flag_set(flags)
 
 
 def _parse_source_id(source_id: str) -> tuple[int, int]:

@@ -53,6 +53,7 @@ from connectors.base import (
     SourceNote,
     StoredItem,
     fingerprint_of,
+    flag_set,
 )
 from connectors.headers import MessageHeaders
 from connectors.local.private import create_file, make_folders
@@ -600,7 +601,7 @@ def flags_of(info: str, keywords: list[str]) -> frozenset[str]:
             index = ord(letter) - ord("a")
             if index < len(keywords) and keywords[index]:
                 flags.add(keywords[index])
-    return frozenset(flags)
+    return flag_set(flags)
 
 
 def _check_path(path: tuple[str, ...]) -> None:
