@@ -57,8 +57,11 @@ class Case:
     seconds_to_exit: float | None = None
     message: str = ""
     runs_after: list[int] = field(default_factory=list)
-    found_on_target: int = 0
-    """Messages the last run found already there, by content, and did not send."""
+    found_during: int = 0
+    """Messages the run under fault found already on the target, by content (sends whose
+    answer was lost), and did not send again."""
+    found_after: int = 0
+    """The same, for the last run after the fault."""
     duplicates: int = 0
     gaps: int = 0
     verify_exit: int | None = None
@@ -124,9 +127,7 @@ work_dir = "{work or where / 'work'}"
             case.runs_after.append(done.returncode)
             if done.returncode == 0:
                 break
-        report = batch.parent / "work" / "run-latest.json"
-        if report.exists():
-            case.found_on_target = json.loads(report.read_text())["summary"]["recovered"]
+        case.found_after = found(batch)
 
     def check(self, batch: Path, target: Dovecot, case: Case) -> None:
         landed = mailboxes.contents(target, USER)
@@ -144,13 +145,23 @@ work_dir = "{work or where / 'work'}"
         case.verify_mismatches = report.get("summary", {}).get("mismatches")
 
 
+def found(batch: Path) -> int:
+    """What the latest run found on the target by content, from its report."""
+    report = batch.parent / "work" / "run-latest.json"
+    return json.loads(report.read_text())["summary"]["recovered"] if report.exists() else 0
+
+
 def when_done(count: int) -> Callable[[LedgerCounts], bool]:
     return lambda ledger: ledger.done >= count
 
 
 def last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip() and " INFO " not in line]
-    return lines[-1][:160] if lines else ""
+    """What the command said of how it ended: its stop reason, or else its summary."""
+    lines = [line.strip(" -") for line in text.splitlines()
+             if line.strip() and " INFO " not in line and not line.startswith("reports:")]
+    said = [line for line in lines if "stopped" in line or "in use" in line
+            or "full" in line] or lines
+    return said[-1][:200] if said else ""
 
 
 def run_case(night: Night, name: str) -> Case:
@@ -174,6 +185,7 @@ def run_case(night: Night, name: str) -> Case:
             proxy.reset_after(night.bytes // (times + 1), "to_server", times=times)
             outcome = BasculeRun(batch, night.env).finish(timeout=1800)
             case.fault_exit, case.message = outcome.returncode, last_line(outcome.stdout)
+            case.found_during = found(batch)
         elif name == "together":
             runs = [BasculeRun(batch, night.env), BasculeRun(batch, night.env)]
             refused, ran = sorted((r.finish(timeout=1800) for r in runs),
@@ -197,6 +209,7 @@ def run_case(night: Night, name: str) -> Case:
                 case.seconds_to_exit = round(time.monotonic() - faulted, 1)
             case.fault_exit = outcome.returncode
             case.message = last_line(outcome.stderr + outcome.stdout)
+            case.found_during = found(batch)
             if name == "killed":
                 target.restart()
             elif name == "stall":
@@ -242,14 +255,15 @@ def main() -> None:
             night.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([asdict(c) for c in cases], indent=2, ensure_ascii=False))
-    print("| case | exit at the fault | seconds to exit | then runs (exit) | found on target "
-          "| duplicates | gaps | verify |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |")
+    print("| case | exit | seconds from the fault to the exit | found on the target then "
+          "| runs after (exit) | found by the last | duplicates | gaps | verify |")
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |")
     for c in cases:
-        print(f"| {c.name} | {c.fault_exit} | {c.seconds_to_exit or ''} | "
-              f"{', '.join(map(str, c.runs_after))} | {c.found_on_target} | {c.duplicates} | "
+        print(f"| {c.name} | {c.fault_exit} | {c.seconds_to_exit or ''} | {c.found_during} | "
+              f"{', '.join(map(str, c.runs_after))} | {c.found_after} | {c.duplicates} | "
               f"{c.gaps} | exit {c.verify_exit}, {c.verify_mismatches} mismatches |")
-        print(f"|   | {c.message} | | | | | | |")
+    for c in cases:
+        print(f"- {c.name}: {c.message}")
 
 
 if __name__ == "__main__":

@@ -586,6 +586,14 @@ class Engine:
         self._count_failure(error)
 
     def _count_failure(self, error: BaseException) -> None:
+        if isinstance(error, ConnectError) and error.server_down:
+            # Connections kept for reuse may hang on the same server: the next units open
+            # new ones, which a silent server refuses within the greeting's 10 s rather
+            # than a whole timeout each.
+            with self._idle_lock:
+                idle, self._idle = self._idle, []
+            for _, pair in idle:
+                _close_pair(pair)
         if self._health.failed(error):
             assert isinstance(error, ConnectError)
             self._halt(Text.of("server_down", where=error.where or "?",

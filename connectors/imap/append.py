@@ -46,6 +46,8 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
 ATOM_SPECIALS = frozenset(b'(){ %*"\\]')
 TOO_BIG_CODES = frozenset({"TOOBIG", "LIMIT"})
 OVER_QUOTA_CODES = frozenset({"OVERQUOTA"})
+LOGOUT_TIMEOUT = 2.0
+"""A goodbye is not worth waiting for: a server that does not answer it within this is left."""
 
 _TAGGED = re.compile(rb"^(\S+) (OK|NO|BAD)(?: \[([^\]]*)\])? ?(.*)$", re.IGNORECASE)
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
@@ -193,9 +195,10 @@ class AppendPipeline:
         self._closed = True
         try:
             tag = self._next_tag()
+            self._sock.settimeout(LOGOUT_TIMEOUT)
             self._send(f"{tag} LOGOUT\r\n".encode())
             while tag not in self._replies:
-                self._wait()
+                self._wait(LOGOUT_TIMEOUT)
         except (OSError, AppendConnectionLost):
             pass
         finally:
@@ -414,11 +417,12 @@ class AppendPipeline:
         while self._readable(0):
             self._receive()
 
-    def _wait(self) -> None:
-        """Wait for the server to say something, then read all of it."""
-        if not self._readable(self._endpoint.timeout):
-            raise AppendConnectionLost(f"no reply within {self._endpoint.timeout:g} s",
-                                       code="timeout")
+    def _wait(self, timeout: float | None = None) -> None:
+        """Wait for the server to say something (the endpoint's timeout at most, unless
+        told), then read all of it."""
+        timeout = self._endpoint.timeout if timeout is None else timeout
+        if not self._readable(timeout):
+            raise AppendConnectionLost(f"no reply within {timeout:g} s", code="timeout")
         self._receive()
         self._poll()
 

@@ -32,6 +32,7 @@ CONNECTION_DROPPED: tuple[type[BaseException], ...] = (
     ssl.SSLEOFError,
 )
 """Errors after which the connection is unusable but a new one may work."""
+LOGOUT_TIMEOUT = 2.0
 DROPS_IN_A_ROW = len(LINK_PAUSES) + 1
 """Connections lost one after another before an operation gives up."""
 
@@ -270,6 +271,8 @@ class ImapSession:
             return
         client, self._client = self._client, None
         try:
+            # A goodbye is not worth a whole timeout from a server that stopped answering.
+            client.socket().settimeout(LOGOUT_TIMEOUT)
             client.logout()
         except (imap_errors.IMAPClientError, OSError):
             _drop(client)
