@@ -42,7 +42,7 @@ create index src_fp on src (fp);
 create index tgt_fp on tgt (fp);
 """
 FAULTS = ("missing_on_target", "fingerprint_mismatch", "duplicate_on_target",
-          "not_in_source", "flags_mismatch", "date_mismatch")
+          "not_in_source", "flags_mismatch", "date_mismatch", "changed_since_copy")
 """Findings that make ``verify`` fail; ``deleted_at_source`` only informs."""
 
 
@@ -56,7 +56,7 @@ class Finding:
 
 @dataclass
 class FolderCheck:
-    """What one target folder holds against its source folders."""
+    """What one target folder (or document container) holds against its source."""
 
     source_messages: int = 0
     target_messages: int = 0

@@ -12,6 +12,7 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.local.documents import FolderSink
+from migrate.compare import Finding, FolderCheck
 from migrate.ledger import DONE, ItemRecord, Ledger, Unit
 from migrate.mail import (
     Brakes,
@@ -130,35 +131,34 @@ def plan_documents(source: DocumentSource, container: Container, known: dict
 
 
 def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: FolderSink,
-                     container: Container, nested: tuple[str, ...] = ()
-                     ) -> tuple[int, list[tuple[str, str, str]]]:
+                     container: Container, nested: tuple[str, ...] = ()) -> FolderCheck:
     """Every item the source lists is copied, at its version, the bytes on the target are
     the ones recorded when it was copied, and the target holds nothing else (``nested``
-    names the folders inside this one that other units fill). Answers (items checked,
-    [(source_id, code, target_ref)])."""
+    names the folders inside this one that other units fill)."""
     listing = source.list_documents(container, None)
     known = ledger.items_of(unit.id)
     inside = tuple(folder + "/" for folder in nested)
     stored = {s.target_ref: s for s in sink.inventory(unit.target_container or "",
                                                        fingerprints=True)
               if not s.target_ref.startswith(inside)}
-    mismatches = []
+    check = FolderCheck(len(listing.refs), len(stored))
     for ref in listing.refs:
         record = known.get(ref.source_id)
         target = stored.get(record.target_ref) if record and record.target_ref else None
         if record is None or record.status != DONE or target is None:
-            mismatches.append((ref.source_id, "missing_on_target", ""))
+            check.findings.append(Finding("missing_on_target", ref.source_id))
         elif record.version != ref.version:
-            mismatches.append((ref.source_id, "changed_since_copy", target.target_ref))
+            check.findings.append(Finding("changed_since_copy", ref.source_id, target.target_ref))
         elif target.fingerprint != record.fingerprint:
-            mismatches.append((ref.source_id, "fingerprint_mismatch", target.target_ref))
+            check.findings.append(Finding("fingerprint_mismatch", ref.source_id,
+                                          target.target_ref))
     listed = {ref.source_id for ref in listing.refs}
-    meant = {record.target_ref: sid for sid, record in known.items() if record.target_ref}
+    meant = {record.target_ref for record in known.values() if record.target_ref}
     for target_ref in sorted(set(stored) - {known[sid].target_ref for sid in listed
                                             if sid in known}):
         code = "deleted_at_source" if target_ref in meant else "not_in_source"
-        mismatches.append(("", code, target_ref))
-    return len(listing.refs), mismatches
+        check.findings.append(Finding(code, "", target_ref))
+    return check
 
 
 def _stale(record: ItemRecord | None, ref: DocumentRef) -> bool:

@@ -749,7 +749,8 @@ class Engine:
                         except ContainerRefused:
                             native = None
                     check = compare_folder(self.ledger, source, sink, native, feeders)
-                    tally.add_mail(user, target, native, check)
+                    tally.add({"principal": user.source, "target": user.target,
+                               "target_folder": native or shown(target)}, check)
         except BasculeError as error:
             tally.add_error(user, _text_of(error))
 
@@ -760,20 +761,22 @@ class Engine:
         user = self.user_map.lookup(unit.principal)
         assert user is not None
         try:
-            count, found = self._verify_documents(user, unit, nested)
+            check = self._verify_documents(user, unit, nested)
         except BasculeError as error:
             tally.add_error(user, _text_of(error))
             return
-        tally.add_documents(user, unit, count, found)
+        tally.add({"principal": user.source, "target": user.target,
+                   "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
+                   "target_folder": unit.target_container}, check)
 
     def _verify_documents(self, user: UserMapping, unit: Unit, nested: tuple[str, ...]
-                          ) -> tuple[int, list[tuple[str, str, str]]]:
+                          ) -> FolderCheck:
         _, target_account = self.connectors.accounts(user)
         with self._document_source(user, unit.workload) as source:
             container = next((c for c in source.document_containers(unit.workload)
                               if container_key(c.path) == unit.container), None)
             if container is None:
-                return 0, []
+                return FolderCheck()
             sink = self.connectors.open_document_sink(target_account, unit.workload)
             return verify_documents(self.ledger, unit, source, sink, container, nested)
 
@@ -994,10 +997,8 @@ class VerifyTally:
         "deleted_at_source": 0, "errors": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_mail(self, user: UserMapping, target: tuple[str, ...], native: str | None,
-                 check: FolderCheck) -> None:
-        base = {"principal": user.source, "target": user.target,
-                "target_folder": native or shown(target)}
+    def add(self, base: dict[str, Any], check: FolderCheck) -> None:
+        """One target folder's rows: what was checked, then each finding."""
         rows = [{**base, "action": "verified", "messages": check.source_messages,
                  "copied": check.target_messages, "failed": check.faults}]
         rows += [{**base, "action": "mismatch" if f.code in FAULTS else "note",
@@ -1009,23 +1010,6 @@ class VerifyTally:
             self.counts["mismatches"] += check.faults
             for finding in check.findings:
                 self.counts[FINDING_TOTALS[finding.code]] += 1
-            self.rows.extend(rows)
-
-    def add_documents(self, user: UserMapping, unit: Unit, count: int,
-                      found: list[tuple[str, str, str]]) -> None:
-        base = {"principal": user.source, "target": user.target,
-                "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
-                "target_folder": unit.target_container}
-        faults = [f for f in found if f[1] != "deleted_at_source"]
-        rows = [{**base, "action": "verified", "messages": count, "failed": len(faults)}]
-        rows += [{**base, "action": "mismatch" if code != "deleted_at_source" else "note",
-                  "source_id": sid, "target_ref": ref, **message_columns(Text.of(code))}
-                 for sid, code, ref in found]
-        with self.lock:
-            self.counts["checked"] += count
-            self.counts["mismatches"] += len(faults)
-            for _, code, _ in found:
-                self.counts[FINDING_TOTALS[code]] += 1
             self.rows.extend(rows)
 
     def add_error(self, user: UserMapping, text: Text) -> None:

@@ -13,29 +13,14 @@ from pathlib import Path
 from tests import mailboxes
 from tests.cli import bascule, report
 from tests.corpus import CorpusFolder, CorpusMessage, build_mailbox, write_maildir
+from tests.test_engine_imap import batch_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def imap_batch(folder: Path, source, target) -> Path:
-    path = folder / "batch.toml"
-    path.write_text(f"""
-name = "verif"
-[source]
-type = "imap"
-host = "{source.host}"
-port = {source.port}
-security = "none"
-[target]
-type = "imap"
-host = "{target.host}"
-port = {target.port}
-security = "none"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
     mailboxes.write_users(folder, [("alice", "alice", "env:A_SRC", "env:A_DST")])
-    return path
+    return batch_file(folder, source, target)
 
 
 def findings(folder: Path) -> Counter:

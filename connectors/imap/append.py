@@ -177,7 +177,10 @@ class AppendPipeline:
                 yield from _pop_answered(pending, self._replies, self.uidplus)
         except (OSError, AppendConnectionLost) as error:
             self._closed = True
-            self._drain_until_closed()
+            silent = isinstance(error, TimeoutError) or (
+                isinstance(error, AppendConnectionLost) and error.code == "timeout")
+            # A server silent for a whole timeout will not answer now: a short last look.
+            self._drain_until_closed(LOGOUT_TIMEOUT if silent else None)
             self._sock.close()
             yield from _pop_answered(pending, self._replies, self.uidplus)
             for entry in pending:
@@ -376,12 +379,13 @@ class AppendPipeline:
             self._drain_until_closed()
             raise AppendConnectionLost("message aborted: source size mismatch")
 
-    def _drain_until_closed(self) -> None:
-        """Stop writing and collect the replies the server sent for earlier commands."""
+    def _drain_until_closed(self, timeout: float | None = None) -> None:
+        """Stop writing and collect the replies the server sent for earlier commands, each
+        awaited ``timeout`` seconds at most (the endpoint's timeout unless told)."""
         try:
             self._sock.shutdown(socket.SHUT_WR)
             while not self._eof:
-                self._wait()
+                self._wait(timeout)
         except (OSError, AppendConnectionLost):
             pass
 

@@ -398,12 +398,15 @@ def _spread(
     messages: Iterable[Message],
 ) -> Iterator[tuple[Message, AppendReceipt]]:
     """Deal the messages round-robin to one thread per connection; yield the receipts in
-    the messages' order. Each thread owns its connection, so no socket is shared."""
+    the messages' order. Each thread owns its connection, so no socket is shared. Once a
+    connection fails for good, no more messages are dealt: the ones dealt are answered (the
+    failed connection's as unconfirmed), then its error is raised."""
     inboxes: list[queue.Queue[Message | None]] = [
         queue.Queue(maxsize=WINDOW_MESSAGES) for _ in range(connections)]
     outboxes: list[queue.Queue[tuple[Message, AppendReceipt] | BaseException]] = [
         queue.Queue() for _ in range(connections)]
     stop = threading.Event()
+    broken = threading.Event()
 
     def queued(slot: int) -> Iterator[Message]:
         while not stop.is_set():
@@ -421,6 +424,7 @@ def _spread(
                 outboxes[slot].put(result)
         except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
             outboxes[slot].put(error)
+            broken.set()
         # Once this connection is gone, what is still dealt to it comes back unanswered.
         for message in queued(slot):
             outboxes[slot].put((message, AppendReceipt(error=SendUnconfirmed(
@@ -444,6 +448,8 @@ def _spread(
 
     try:
         for message in messages:
+            if broken.is_set():
+                break
             inboxes[dealt % connections].put(message)
             dealt += 1
             while answered < dealt and (answer := next_answer(block=False)) is not None:
