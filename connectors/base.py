@@ -1,4 +1,7 @@
-"""The item model and the protocols every mail source and sink provides.
+"""The item model, errors and roles every connector shares; imports nothing else of bascule.
+
+The protocols a source or a sink provides are in ``connectors.protocols``; how a connector
+makes itself known is in ``connectors.registry``.
 
 Terminology, shared by every connector:
 
@@ -24,6 +27,12 @@ TARGET_REF
     What the sink answers when it has stored an item, enough to find it again
     (IMAP: ``"UIDVALIDITY:UID"``; Maildir: the unique part of the file name).
 
+VERSION
+    What a document sink answers for each write and takes back for the next one (an ETag,
+    a Schedule-Tag, a file's mtime and size): writes are conditional on it, so that an item
+    the target's users changed since it was copied is never overwritten unseen. A source's
+    ``DocumentRef.version`` is the same idea on the other side (Graph changeKey, cTag).
+
 CURSOR
     A JSON-serialisable dict the source returns with each listing and gets back on the next
     pass. Only the source reads it; the engine stores it in the ledger.
@@ -33,10 +42,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 ROLES = ("inbox", "sent", "drafts", "trash", "junk", "archive")
 """Well-known folder roles, as RFC 6154 SPECIAL-USE names them (plus the INBOX)."""
@@ -209,94 +218,22 @@ class SendUnconfirmed(BasculeError):
     code = "unconfirmed"
 
 
+class VersionConflict(ItemRejected):
+    """A conditional write found the target not as expected: something already there for a
+    create-only write, another version (or nothing) for a replace. ``current`` is what the
+    target holds now, if anything. Nothing was written."""
+
+    code = "version_conflict"
+
+    def __init__(self, detail: str = "", *, current: StoredDocument | None = None) -> None:
+        super().__init__(detail)
+        self.current = current
+
+
 class ContainerRefused(BasculeError):
     """The target refused to create or open a container: code ``name_refused``."""
 
     code = "name_refused"
-
-
-class MailSource(Protocol):
-    """A place messages come from."""
-
-    capabilities: SourceCapabilities
-
-    def containers(self) -> list[Container]:
-        """Every mail folder of the account, parents before children. Folders that cannot be
-        selected (``\\Noselect``) are left out; their children are listed."""
-
-    def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
-        """Items new or changed since ``cursor`` (``None``: everything). Never raises for an
-        unknown or stale cursor: it answers a complete listing with ``reset`` set when the
-        epoch changed."""
-
-    def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
-        """The messages named, with their bodies, in any order. An id that no longer exists is
-        skipped silently (the engine notices it is missing). Bodies are streamed: a large
-        message is spooled to disk, never held whole in memory."""
-
-    def close(self) -> None:
-        """Log out and release connections. Safe to call twice."""
-
-
-class NotingSource(Protocol):
-    """An optional ability of a source: telling what it noticed (hidden folders left out,
-    items it could not read, names it had to change). Discovered, never assumed."""
-
-    def drain_notes(self) -> list[SourceNote]:
-        """The notes gathered since the last call, oldest first; each is given once."""
-
-
-class PagedSource(Protocol):
-    """An optional ability of a source: naming every item of a container page by page,
-    without holding the listing, for readers of a whole container (verify)."""
-
-    def id_pages(self, container: Container) -> Iterator[list[str]]:
-        """The source ids of every item, in lists of bounded length, in no set order."""
-
-
-class MailSink(Protocol):
-    """A place messages go to."""
-
-    capabilities: SinkCapabilities
-
-    def ensure_container(self, path: Path) -> str:
-        """Create the folder (and its parents) if missing; answer its native name.
-        Raises ``ContainerRefused`` when the target will not have that name."""
-
-    def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
-        """Store the messages with their flags and internal date, bytes unchanged; yield one
-        result per message, in order, as soon as the target acknowledged it. The sink may
-        pipeline: a result may come after later messages were sent.
-
-        A message the target refuses yields a result whose ``error`` is ``ItemRejected`` and
-        the others go on. A message whose fate is unknown (the connection dropped before the
-        answer) yields ``SendUnconfirmed``; the sink may reconnect and go on with the next
-        ones. When it cannot go on, it raises ``ConnectError`` after yielding a result for
-        every message it took from ``messages``. The caller may stop iterating ``messages``
-        at any time (a stop asked for, a full mailbox): the sink then answers what it sent."""
-
-    def native_name(self, path: Path) -> str:
-        """The folder's native name, whether it exists or not; creates nothing. Raises
-        ``ContainerRefused`` when the target cannot have that name."""
-
-    def count(self, native_name: str) -> int:
-        """How many items the folder holds (0 when it does not exist), cheaply: no listing."""
-
-    def fingerprints(self, native_name: str, target_refs: Sequence[str]
-                     ) -> Iterator[tuple[str, str]]:
-        """``(target_ref, fingerprint)`` of the stored items named, reading their bodies in
-        bounded memory; a ref no longer there is left out. With ``inventory`` this is how
-        the engine finds, by content, what is already on the target after a crash, a lost
-        ledger or a user's own filing."""
-
-    def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
-        """Replace the flags of a stored item."""
-
-    def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
-        """Every item of the folder; with ``fingerprints``, reading each body to hash it."""
-
-    def close(self) -> None:
-        """Log out and release connections. Safe to call twice."""
 
 
 @dataclass(frozen=True)
@@ -351,27 +288,31 @@ class DocumentListing:
     folder: to be written again under their new path, whatever their version."""
 
 
-class DocumentSource(Protocol):
-    """A place calendars, address books or drives come from. ``workload`` is one of
-    ``calendar``, ``contacts``, ``files``."""
+CREATE_ONLY = None
+"""``expected`` of a document write that must not replace anything (HTTP ``If-None-Match: *``)."""
+ANY_VERSION = "*"
+"""``expected`` of a document write that replaces whatever is there, or creates it."""
 
-    def document_containers(self, workload: str) -> list[Container]:
-        """Calendars, contact folders, or drives (a OneDrive, a document library) of the
-        principal, parents before children."""
 
-    def list_documents(self, container: Container, cursor: dict[str, Any] | None
-                       ) -> DocumentListing:
-        """Items new or changed since ``cursor`` (``None``: everything, ``complete``)."""
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """One document as the sink holds it: where, at which version, and what it weighs."""
 
-    def fetch_documents(self, container: Container, refs: Sequence[DocumentRef]
-                        ) -> Iterator[Document]:
-        """The items named, with their content streamed (spooled, never whole in memory). An
-        item gone meanwhile is skipped. An item that cannot be read, or whose content does
-        not match the source's own hash, is not yielded: the source keeps a ``SourceNote``
-        (``unreadable_item`` or ``hash_mismatch``, subject = source_id) for ``drain_notes``."""
+    target_ref: str
+    version: str
+    size: int
+    modified: datetime | None = None
+    fingerprint: str | None = None
 
-    def close(self) -> None:
-        """Release what the source holds of its own. Safe to call twice."""
+
+@dataclass(frozen=True)
+class DocumentStored:
+    """A document sink's answer to a write: where the item is, at which version, and the
+    name rule that changed its name or a folder's (a code for the report), if one did."""
+
+    target_ref: str
+    version: str
+    renamed: str | None = None
 
 
 @functools.lru_cache(maxsize=4096)

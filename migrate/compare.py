@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.base import SYSTEM_FLAGS, Container, MailSink, MailSource
+from connectors.base import SYSTEM_FLAGS, Container
+from connectors.protocols import MailSink, MailSource
 from migrate.ledger import Ledger, Unit
 from migrate.mail import fetch_as_stored
 

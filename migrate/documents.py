@@ -1,17 +1,27 @@
 """Calendars, contacts and files: copy one container (a work unit), checkpointing in the
-ledger. Protocol-free: it speaks to a ``DocumentSource`` and a folder sink."""
+ledger. Protocol-free: it speaks to a ``DocumentSource`` and a ``DocumentSink``.
+
+Every write is conditional on what the ledger last saw on the target: nothing for a first
+copy, the version the target answered for a copy made before. A write whose condition
+fails is looked at: the document's own bytes already there (a crash between the write and
+its record) are recorded without writing; anything else is someone else's and stays, with
+a ``version_conflict`` line in the report."""
 
 from __future__ import annotations
 
 from connectors.base import (
+    ANY_VERSION,
+    CREATE_ONLY,
     BasculeError,
     Container,
+    Document,
     DocumentListing,
     DocumentRef,
-    DocumentSource,
+    DocumentStored,
     SourceNote,
+    VersionConflict,
 )
-from connectors.local.documents import FolderSink
+from connectors.protocols import DocumentSink, DocumentSource
 from migrate.compare import Finding, FolderCheck
 from migrate.ledger import DONE, ItemRecord, Ledger, Unit
 from migrate.mail import (
@@ -32,7 +42,7 @@ class DocumentUnit:
     ``result`` is filled as the unit goes, so that a unit that raises still tells what it
     did before."""
 
-    def __init__(self, ledger: Ledger, unit: Unit, source: DocumentSource, sink: FolderSink,
+    def __init__(self, ledger: Ledger, unit: Unit, source: DocumentSource, sink: DocumentSink,
                  container: Container, target_path: tuple[str, ...],
                  progress: UnitProgress | None = None, brakes: Brakes | None = None,
                  result: UnitResult | None = None) -> None:
@@ -93,27 +103,63 @@ class DocumentUnit:
                  "version": d.version} for d in chunk])
             outcomes = []
             for document in chunk:
+                previous = known.get(document.source_id)
                 try:
-                    target_ref, renamed = self.sink.put(native, document)
+                    stored, written = self._write(native, document, previous)
                 except BasculeError as error:
                     outcomes.append({"source_id": document.source_id,
                                      "error_code": error.code, "error_detail": error.detail})
                     self.result.failed += 1
                     self.result.errors.append((document.source_id, error))
                     continue
-                previous = known.get(document.source_id)
-                if previous is not None and previous.target_ref not in (None, target_ref):
-                    # Renamed or moved at the source: the copy under the old name goes.
-                    self.sink.remove(previous.target_ref, native)
-                if renamed:
-                    self.result.notes.append(SourceNote(renamed, target_ref, document.name))
+                if previous is not None and previous.target_ref not in (None, stored.target_ref):
+                    self._remove_old(native, previous)
+                if stored.renamed:
+                    self.result.notes.append(SourceNote(stored.renamed, stored.target_ref,
+                                                        document.name))
                 self.result.notes.extend(document.notes)
-                outcomes.append({"source_id": document.source_id, "target_ref": target_ref})
-                self.result.copied += 1
-                self.result.copied_bytes += document.size
+                outcomes.append({"source_id": document.source_id,
+                                 "target_ref": stored.target_ref,
+                                 "target_version": stored.version})
+                if written:
+                    self.result.copied += 1
+                    self.result.copied_bytes += document.size
+                else:
+                    self.result.recovered += 1
                 self.progress.advanced(1, document.size)
             self.ledger.record_outcomes(self.unit.id, outcomes)
 
+    def _write(self, native: str, document: Document, previous: ItemRecord | None
+               ) -> tuple[DocumentStored, bool]:
+        """Write the document on the condition the ledger knows of; where it is, and
+        whether it was written (not when its bytes were found already there)."""
+        if previous is not None and previous.target_version:
+            expected: str | None = previous.target_version
+        elif previous is not None and previous.status == DONE and previous.target_ref:
+            expected = ANY_VERSION  # written before versions were recorded
+        else:
+            expected = CREATE_ONLY
+        try:
+            return self.sink.put(native, document, expected), True
+        except VersionConflict as conflict:
+            found = self.sink.find(native, document)
+            if found is not None and found.fingerprint == document.fingerprint:
+                return DocumentStored(found.target_ref, found.version), False
+            if found is None and expected is not CREATE_ONLY:
+                # Nothing where the version was expected: the source renamed the item (its
+                # old copy goes once the new one is written), or the target's user deleted
+                # it (the changed item is written again).
+                return self.sink.put(native, document, CREATE_ONLY), True
+            raise VersionConflict(conflict.detail, current=found) from None
+
+    def _remove_old(self, native: str, previous: ItemRecord) -> None:
+        """The copy under an item's former name or place, once the new one is written;
+        kept, with a note, if someone changed it on the target since."""
+        assert previous.target_ref is not None
+        try:
+            self.sink.remove(native, previous.target_ref, previous.target_version or ANY_VERSION)
+        except VersionConflict:
+            self.result.notes.append(SourceNote("left_on_target", previous.target_ref))
 
 
 def plan_documents(source: DocumentSource, container: Container, known: dict
@@ -130,7 +176,7 @@ def plan_documents(source: DocumentSource, container: Container, known: dict
     return items, size, to_copy, to_copy_size
 
 
-def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: FolderSink,
+def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: DocumentSink,
                      container: Container, nested: tuple[str, ...] = ()) -> FolderCheck:
     """Every item the source lists is copied, at its version, the bytes on the target are
     the ones recorded when it was copied, and the target holds nothing else (``nested``

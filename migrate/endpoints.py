@@ -9,8 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.base import ConnectError, DocumentSource, MailSink, MailSource
+from connectors.base import ConnectError
 from connectors.local.documents import FolderSink
+from connectors.protocols import (
+    DocumentSource,
+    MailSink,
+    MailSource,
+)
 from mappings.secrets import resolve_secret
 from mappings.users import UserMap, UserMapping
 from migrate.batch import (

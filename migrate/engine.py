@@ -22,10 +22,12 @@ from connectors.base import (
     ConnectError,
     Container,
     ContainerRefused,
+    SourceNote,
+)
+from connectors.protocols import (
     DocumentSource,
     MailSink,
     MailSource,
-    SourceNote,
 )
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users

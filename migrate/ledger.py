@@ -42,9 +42,11 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
+from sqlalchemy import text as text_sql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
@@ -92,6 +94,7 @@ items = Table(
     Column("internal_date", String(40)),
     Column("version", String(200)),
     Column("target_ref", Text),
+    Column("target_version", String(200)),
     Column("status", String(20), nullable=False),
     Column("error_code", String(40)),
     Column("error_detail", Text),
@@ -148,6 +151,9 @@ class ItemRecord:
     error_code: str | None
     error_detail: str | None
     attempts: int
+    target_version: str | None = None
+    """The target's version of the item when it was written (documents), for the next
+    conditional write."""
 
 
 def encode_flags(flags: Iterable[str]) -> str:
@@ -441,7 +447,7 @@ class Ledger:
             row: dict[str, Any] = {"source_id": outcome["source_id"], "updated_at": now}
             if outcome.get("target_ref"):
                 row.update(status=DONE, target_ref=outcome["target_ref"], error_code=None,
-                           error_detail=None)
+                           error_detail=None, target_version=outcome.get("target_version"))
             else:
                 row.update(status=UNCONFIRMED if outcome.get("unconfirmed") else FAILED,
                            error_code=outcome["error_code"],
@@ -532,10 +538,25 @@ def _create_schema(engine: Engine) -> None:
     for attempt in range(3):
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except DBAPIError as error:
             if "already exists" not in str(error).lower() or attempt == 2:
                 raise
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added since a ledger was made (a batch pre-staged by an older bascule), added
+    empty: every column added is nullable, and empty means "not known yet"."""
+    present = inspect(engine)
+    for table in metadata.sorted_tables:
+        have = {column["name"] for column in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as db:
+                    db.execute(text_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" '
+                                        f"{kind}"))
 
 
 def _sqlite_file(address: URL) -> Path | None:
@@ -585,5 +606,5 @@ def _item(row: Any) -> ItemRecord:
         flags=decode_flags(m[items.c.flags]), internal_date=m[items.c.internal_date],
         version=m[items.c.version], target_ref=m[items.c.target_ref], status=m[items.c.status],
         error_code=m[items.c.error_code], error_detail=m[items.c.error_detail],
-        attempts=m[items.c.attempts] or 0,
+        attempts=m[items.c.attempts] or 0, target_version=m[items.c.target_version],
     )

@@ -18,14 +18,13 @@ from connectors.base import (
     Container,
     ItemRef,
     ItemRejected,
-    MailSink,
-    MailSource,
     Message,
     SendUnconfirmed,
     SinkCapabilities,
     SourceNote,
 )
 from connectors.lines import with_crlf
+from connectors.protocols import MailSink, MailSource
 from connectors.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 from mappings.folders import FolderDecision, FolderRules
 from migrate.ledger import DONE, FAILED, UNSETTLED, ItemRecord, Ledger, Unit

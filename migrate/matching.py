@@ -13,7 +13,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from connectors.base import LINK_PAUSES, ConnectError, MailSink, StoredItem
+from connectors.base import (
+    LINK_PAUSES,
+    ConnectError,
+    StoredItem,
+)
+from connectors.protocols import MailSink
 
 
 class TargetIndex:

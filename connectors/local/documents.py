@@ -1,9 +1,11 @@
 """A local folder as the sink of calendars (``.ics``), contacts (``.vcf``) and files.
 
 Each container is a folder under the root; each document a file in it (files keep their
-sub-folders). Writing is idempotent by name: a document written again replaces the same
+sub-folders). Writing is idempotent by name: a document written again lands on the same
 file, so a re-run after a crash leaves no duplicate. A file is written to a temporary name,
-fsynced, then renamed, and its modification time is the source's. Folders the sink creates
+fsynced, then moved into place, and its modification time is the source's. A file's
+version is its inode number and change time (``st_ctime_ns``, which no program can set
+back): any write, by bascule or by someone else, gives a new one. Folders the sink creates
 are ``0700`` and files ``0600`` whatever the umask (``connectors.local.private``): they hold
 people's calendars, contacts and files.
 """
@@ -12,12 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path as FsPath
+from typing import BinaryIO
 
-from connectors.base import ContainerRefused, Document, ItemRejected, Path, fingerprint_of
+from connectors.base import (
+    ANY_VERSION,
+    ContainerRefused,
+    Document,
+    DocumentStored,
+    ItemRejected,
+    Path,
+    SinkCapabilities,
+    StoredDocument,
+    VersionConflict,
+    fingerprint_of,
+)
 from connectors.local.private import create_file, make_folders
 
 NAME_MAX_BYTES = 255
@@ -25,14 +40,6 @@ NAME_MAX_BYTES = 255
 REPLACEMENT = "_"
 TEMPORARY_SUFFIX = ".bascule-part"
 CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    target_ref: str
-    size: int
-    mtime: float
-    fingerprint: str | None = None
 
 
 def safe_name(name: str) -> tuple[str, str | None]:
@@ -61,7 +68,10 @@ def safe_name(name: str) -> tuple[str, str | None]:
 
 
 class FolderSink:
-    """Writes documents under ``root``; container paths and names never leave it."""
+    """Writes documents under ``root``, as a ``DocumentSink``; container paths and names
+    never leave it."""
+
+    capabilities = SinkCapabilities(separator="/", forbidden_chars="\0")
 
     def __init__(self, root: FsPath) -> None:
         self.root = FsPath(root)
@@ -74,19 +84,10 @@ class FolderSink:
         make_folders(folder)
         return "/".join(names)
 
-    def put(self, native_name: str, document: Document) -> tuple[str, str | None]:
-        """Write the document; answer its target_ref (path relative to root) and the rename
-        reason if its name or a sub-folder's had to change."""
-        reasons = []
-        parts = []
-        for segment in (*document.folder, document.name):
-            safe, reason = safe_name(segment)
-            parts.append(safe)
-            if reason:
-                reasons.append(reason)
-        target = self.root.joinpath(*native_name.split("/"), *parts) if native_name else \
-            self.root.joinpath(*parts)
-        self._inside(target)
+    def put(self, native_name: str, document: Document, expected: str | None = None
+            ) -> DocumentStored:
+        """Write the document where its (safe) name puts it, if ``expected`` holds there."""
+        target, renamed = self._place(native_name, document)
         make_folders(target.parent)
         short = hashlib.sha256(target.name.encode("utf-8")).hexdigest()[:16]
         temporary = target.with_name(f".{short}{TEMPORARY_SUFFIX}")
@@ -98,22 +99,34 @@ class FolderSink:
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        if "sha256:" + digest.hexdigest() != document.fingerprint:
+        try:
+            if "sha256:" + digest.hexdigest() != document.fingerprint:
+                raise ItemRejected(f"{document.name}: content changed while it was read",
+                                   code="invalid_message")
+            if document.modified is not None:
+                stamp = document.modified.timestamp()
+                os.utime(temporary, (stamp, stamp))
+            self._move_into_place(temporary, target, expected)
+        finally:
             temporary.unlink(missing_ok=True)
-            raise ItemRejected(f"{document.name}: content changed while it was read",
-                               code="invalid_message")
-        if document.modified is not None:
-            stamp = document.modified.timestamp()
-            os.utime(temporary, (stamp, stamp))
-        os.replace(temporary, target)
         _fsync_dir(target.parent)
-        return target.relative_to(self.root).as_posix(), reasons[0] if reasons else None
+        return DocumentStored(target.relative_to(self.root).as_posix(),
+                              _version(target.lstat()), renamed)
 
-    def remove(self, target_ref: str, native_name: str = "") -> None:
-        """Delete a document written before under another name; gone already is fine. The
-        folders it leaves empty go too, up to the container's folder ``native_name``."""
+    def find(self, native_name: str, document: Document) -> StoredDocument | None:
+        target, _ = self._place(native_name, document)
+        return self._stored(target, fingerprint=True)
+
+    def remove(self, native_name: str, target_ref: str, expected: str = ANY_VERSION) -> None:
+        """Delete a document written before under another name, if it is still at version
+        ``expected``; the folders it leaves empty go too, up to the container's folder."""
         path = self.root.joinpath(*target_ref.split("/"))
         self._inside(path)
+        current = self._stored(path)
+        if current is None:
+            return
+        if expected != ANY_VERSION and current.version != expected:
+            raise VersionConflict(f"{target_ref} changed on the target", current=current)
         path.unlink(missing_ok=True)
         container = self.root.joinpath(*native_name.split("/")) if native_name else self.root
         folder = path.parent
@@ -129,18 +142,65 @@ class FolderSink:
         if not folder.is_dir():
             return
         for path in sorted(folder.rglob("*")):
-            if not path.is_file() or path.name.endswith(TEMPORARY_SUFFIX):
+            if path.name.endswith(TEMPORARY_SUFFIX):
                 continue
-            stat = path.stat()
-            fingerprint = None
-            if fingerprints:
-                with path.open("rb") as body:
-                    fingerprint = fingerprint_of(body)[0]
-            yield StoredDocument(path.relative_to(self.root).as_posix(), stat.st_size,
-                                 stat.st_mtime, fingerprint)
+            stored = self._stored(path, fingerprints)
+            if stored is not None:
+                yield stored
 
     def close(self) -> None:
         """Nothing to release: files are closed as they are written."""
+
+    def _place(self, native_name: str, document: Document) -> tuple[FsPath, str | None]:
+        """Where the document goes, and the rule that changed a name on the way, if any."""
+        reasons = []
+        parts = []
+        for segment in (*document.folder, document.name):
+            safe, reason = safe_name(segment)
+            parts.append(safe)
+            if reason:
+                reasons.append(reason)
+        target = self.root.joinpath(*native_name.split("/"), *parts) if native_name else \
+            self.root.joinpath(*parts)
+        self._inside(target)
+        return target, reasons[0] if reasons else None
+
+    def _move_into_place(self, temporary: FsPath, target: FsPath, expected: str | None
+                         ) -> None:
+        """Put the written file at its name if ``expected`` holds: a hard link for a
+        create-only write (it fails if the name is taken, whoever took it), a rename over
+        the version expected otherwise."""
+        if expected is None:
+            try:
+                os.link(temporary, target, follow_symlinks=False)
+            except FileExistsError:
+                current = self._stored(target)
+                raise VersionConflict(f"{target.name} already exists on the target",
+                                      current=current) from None
+            return
+        if expected != ANY_VERSION:
+            current = self._stored(target)
+            if current is None or current.version != expected:
+                raise VersionConflict(f"{target.name} is not the version copied before",
+                                      current=current)
+        os.replace(temporary, target)
+
+    def _stored(self, path: FsPath, fingerprint: bool = False) -> StoredDocument | None:
+        """The regular file at ``path`` as an item, or ``None`` (nothing, a folder, a link:
+        links are never followed, so never items)."""
+        try:
+            status = path.lstat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        digest = None
+        if fingerprint:
+            with _open_no_follow(path) as body:
+                digest = fingerprint_of(body)[0]
+        return StoredDocument(path.relative_to(self.root).as_posix(), _version(status),
+                              status.st_size,
+                              datetime.fromtimestamp(status.st_mtime, UTC), digest)
 
     @staticmethod
     def _segment(segment: str) -> str:
@@ -150,6 +210,14 @@ class FolderSink:
         root = self.root.resolve()
         if root != path.resolve() and root not in path.resolve().parents:
             raise ContainerRefused(f"{path} is outside {root}")
+
+
+def _version(status: os.stat_result) -> str:
+    return f"{status.st_ino}:{status.st_ctime_ns}"
+
+
+def _open_no_follow(path: FsPath) -> BinaryIO:
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
 
 
 def _fsync_dir(folder: FsPath) -> None:

@@ -1,0 +1,187 @@
+"""The two protocol families every connector implements: mail, and documents (calendar
+objects, contacts, files).
+
+A source pulls, a sink pushes; each method's docstring states its contract at the edges.
+What a connector may do besides (telling what it noticed, listing page by page) is an
+optional ability, discovered with ``isinstance`` on a runtime-checkable protocol, never
+assumed. The items, errors and roles these protocols speak of are in ``connectors.base``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from connectors.base import (
+    Container,
+    Document,
+    DocumentListing,
+    DocumentRef,
+    DocumentStored,
+    Listing,
+    Message,
+    Path,
+    PutResult,
+    SinkCapabilities,
+    SourceCapabilities,
+    SourceNote,
+    StoredDocument,
+    StoredItem,
+)
+
+
+class MailSource(Protocol):
+    """A place messages come from."""
+
+    capabilities: SourceCapabilities
+
+    def containers(self) -> list[Container]:
+        """Every mail folder of the account, parents before children. Folders that cannot be
+        selected (``\\Noselect``) are left out; their children are listed."""
+
+    def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
+        """Items new or changed since ``cursor`` (``None``: everything). Never raises for an
+        unknown or stale cursor: it answers a complete listing with ``reset`` set when the
+        epoch changed."""
+
+    def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
+        """The messages named, with their bodies, in any order. An id that no longer exists is
+        skipped silently (the engine notices it is missing). Bodies are streamed: a large
+        message is spooled to disk, never held whole in memory."""
+
+    def close(self) -> None:
+        """Log out and release connections. Safe to call twice."""
+
+
+@runtime_checkable
+class NotingSource(Protocol):
+    """An optional ability of a source: telling what it noticed (hidden folders left out,
+    items it could not read, names it had to change). Discovered, never assumed."""
+
+    def drain_notes(self) -> list[SourceNote]:
+        """The notes gathered since the last call, oldest first; each is given once."""
+
+
+@runtime_checkable
+class PagedSource(Protocol):
+    """An optional ability of a source: naming every item of a container page by page,
+    without holding the listing, for readers of a whole container (verify)."""
+
+    def id_pages(self, container: Container) -> Iterator[list[str]]:
+        """The source ids of every item, in lists of bounded length, in no set order."""
+
+
+class MailSink(Protocol):
+    """A place messages go to."""
+
+    capabilities: SinkCapabilities
+
+    def ensure_container(self, path: Path) -> str:
+        """Create the folder (and its parents) if missing; answer its native name.
+        Raises ``ContainerRefused`` when the target will not have that name."""
+
+    def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
+        """Store the messages with their flags and internal date, bytes unchanged; yield one
+        result per message, in order, as soon as the target acknowledged it. The sink may
+        pipeline: a result may come after later messages were sent.
+
+        A message the target refuses yields a result whose ``error`` is ``ItemRejected`` and
+        the others go on. A message whose fate is unknown (the connection dropped before the
+        answer) yields ``SendUnconfirmed``; the sink may reconnect and go on with the next
+        ones. When it cannot go on, it raises ``ConnectError`` after yielding a result for
+        every message it took from ``messages``. The caller may stop iterating ``messages``
+        at any time (a stop asked for, a full mailbox): the sink then answers what it sent."""
+
+    def native_name(self, path: Path) -> str:
+        """The folder's native name, whether it exists or not; creates nothing. Raises
+        ``ContainerRefused`` when the target cannot have that name."""
+
+    def count(self, native_name: str) -> int:
+        """How many items the folder holds (0 when it does not exist), cheaply: no listing."""
+
+    def fingerprints(self, native_name: str, target_refs: Sequence[str]
+                     ) -> Iterator[tuple[str, str]]:
+        """``(target_ref, fingerprint)`` of the stored items named, reading their bodies in
+        bounded memory; a ref no longer there is left out. With ``inventory`` this is how
+        the engine finds, by content, what is already on the target after a crash, a lost
+        ledger or a user's own filing."""
+
+    def set_flags(self, native_name: str, target_ref: str, flags: frozenset[str]) -> None:
+        """Replace the flags of a stored item."""
+
+    def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
+        """Every item of the folder; with ``fingerprints``, reading each body to hash it."""
+
+    def close(self) -> None:
+        """Log out and release connections. Safe to call twice."""
+
+
+class DocumentSource(Protocol):
+    """A place calendars, address books or drives come from. ``workload`` is one of
+    ``calendar``, ``contacts``, ``files``."""
+
+    def document_containers(self, workload: str) -> list[Container]:
+        """Calendars, contact folders, or drives (a OneDrive, a document library) of the
+        principal, parents before children."""
+
+    def list_documents(self, container: Container, cursor: dict[str, Any] | None
+                       ) -> DocumentListing:
+        """Items new or changed since ``cursor`` (``None``: everything, ``complete``)."""
+
+    def fetch_documents(self, container: Container, refs: Sequence[DocumentRef]
+                        ) -> Iterator[Document]:
+        """The items named, with their content streamed (spooled, never whole in memory). An
+        item gone meanwhile is skipped. An item that cannot be read, or whose content does
+        not match the source's own hash, is not yielded: the source keeps a ``SourceNote``
+        (``unreadable_item`` or ``hash_mismatch``, subject = source_id) for ``drain_notes``."""
+
+    def close(self) -> None:
+        """Release what the source holds of its own. Safe to call twice."""
+
+
+class DocumentSink(Protocol):
+    """A place calendars, address books or drives go to, one container per calendar,
+    address book or drive, one item per calendar object, contact or file.
+
+    Every write is conditional (``expected``): ``CREATE_ONLY`` (``None``) writes only where
+    nothing is, a version writes only over that version, ``ANY_VERSION`` over whatever is
+    there. A write whose condition fails raises ``VersionConflict`` and changes nothing: an
+    item the target's users created or changed is never overwritten unseen. The target
+    answers each write with its new version, which the engine keeps for the next one."""
+
+    capabilities: SinkCapabilities
+
+    def ensure_container(self, path: Path) -> str:
+        """Create the container (and its parents) if missing; answer its native name. Safe
+        to call twice. Raises ``ContainerRefused`` when the target will not have that name;
+        a name from the source never leads outside the sink's root."""
+
+    def put(self, native_name: str, document: Document, expected: str | None = None
+            ) -> DocumentStored:
+        """Store the document's bytes (streamed, never whole in memory), its name and, where
+        the target keeps it, its modification time. The name is the document's own, changed
+        by the sink's stated rule where the target refuses it (``DocumentStored.renamed``).
+        The same document written twice lands at the same ``target_ref``: a write is
+        idempotent by name, never a second copy. Raises ``VersionConflict`` (see above),
+        ``ItemRejected`` when the target refuses it, ``ConnectError`` when it cannot be
+        reached; after a ``ConnectError`` the write may or may not have happened, and
+        ``find`` tells."""
+
+    def find(self, native_name: str, document: Document) -> StoredDocument | None:
+        """What the target holds where ``put`` would write this document, with its
+        fingerprint, or ``None``: how the engine learns, after a crash between a write and
+        its record, whether the write happened."""
+
+    def inventory(self, native_name: str, fingerprints: bool = False
+                  ) -> Iterator[StoredDocument]:
+        """Every item of the container, sub-folders included, in bounded memory; with
+        ``fingerprints``, reading each one to hash it. Temporary files of a write cut short
+        are not items."""
+
+    def remove(self, native_name: str, target_ref: str, expected: str = "*") -> None:
+        """Delete an item (written before under another name or place): only at version
+        ``expected`` unless it is ``ANY_VERSION``; gone already is fine. Containers it
+        leaves empty inside ``native_name`` go too."""
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
