@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from migrate.batch import batch_warnings, load_batch
+from migrate.ledger import Ledger
 from migrate.lock import WorkFolderLock
 from tests import mailboxes
 from tests.cli import bascule, report
@@ -214,3 +215,19 @@ def test_processes_creating_one_ledger_together_all_succeed(tmp_path):
         with sqlite3.connect(work / "ledger.sqlite") as db:
             tables = {row[0] for row in db.execute("select name from sqlite_master")}
         assert {"runs", "units", "items"} <= tables
+
+
+def test_a_ledger_made_before_a_column_existed_is_given_it_and_keeps_its_rows(tmp_path):
+    work = tmp_path / "work"
+    Ledger.in_folder(work).close()
+    with sqlite3.connect(work / "ledger.sqlite") as db:
+        db.execute("insert into items (unit_id, source_id, status, attempts)"
+                   " values (1, 'm1', 'done', 1)")
+        db.execute("alter table items drop column target_version")
+    ledger = Ledger.in_folder(work)
+    ledger.close()
+    with sqlite3.connect(work / "ledger.sqlite") as db:
+        columns = {row[1] for row in db.execute("pragma table_info(items)")}
+        rows = db.execute("select source_id, status, target_version from items").fetchall()
+    assert "target_version" in columns
+    assert rows == [("m1", "done", None)]
