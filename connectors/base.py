@@ -130,13 +130,15 @@ class StoredItem:
 class SourceNote:
     """Something a source left out, changed or could not read, for the reports.
 
-    ``code`` is a catalogue code (``migrate.i18n``); ``subject`` a source_id or a folder
-    path joined with ``/``.
+    ``code`` is a catalogue code (``reports.i18n``); ``subject`` a source_id or a folder
+    path joined with ``/``; ``detail`` and ``params`` the values its sentence names (a
+    ``count`` chooses its plural form).
     """
 
     code: str
     subject: str
     detail: str = ""
+    params: dict[str, object] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -169,12 +171,20 @@ class SourceCapabilities:
 
 
 class BasculeError(Exception):
-    """An error with a stable code the reports translate (see ``migrate.i18n``)."""
+    """An error with a stable code the reports translate (the catalogue: ``reports.i18n``).
+
+    ``detail`` is what a server or the system said, shown as it came; ``params`` are the
+    values the code's sentence names (a login, a path, a line), so that the sentence is
+    written whole in the reader's language.
+    """
 
     code = "error"
 
-    def __init__(self, detail: str = "", *, code: str | None = None) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str = "", *, code: str | None = None,
+                 params: dict[str, object] | None = None) -> None:
+        self.params = dict(params or {})
+        super().__init__(detail or ", ".join(f"{key}={value}"
+                                             for key, value in self.params.items()))
         self.detail = detail
         if code:
             self.code = code
@@ -187,8 +197,9 @@ class ConnectError(BasculeError):
 
     code = "unreachable"
 
-    def __init__(self, detail: str = "", *, code: str | None = None, where: str = "") -> None:
-        super().__init__(detail, code=code)
+    def __init__(self, detail: str = "", *, code: str | None = None, where: str = "",
+                 params: dict[str, object] | None = None) -> None:
+        super().__init__(detail, code=code, params=params)
         self.where = where
 
     @property

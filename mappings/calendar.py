@@ -19,8 +19,7 @@ Graph facts this module relies on (Microsoft Graph v1.0 reference, ``event``,
 - v1.0 does not return cancelled occurrences: ``cancelled_occurrences`` finds them by
   expanding the series and comparing with the ``/instances`` the server lists.
 
-Every approximation becomes a ``Note`` with a stable code; ``NOTE_TEXTS`` says it in English
-and French.
+Every approximation becomes a ``Note`` with a stable code (``NOTE_CODES``) and a detail.
 """
 
 from __future__ import annotations
@@ -40,32 +39,10 @@ from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 PRODID = "-//bascule//Microsoft Graph calendar//EN"
 
-NOTE_TEXTS: dict[str, tuple[str, str]] = {
-    "zone_unknown": (
-        "time zone {detail} is not a known Windows or IANA zone: read in the mailbox's zone",
-        "fuseau {detail} inconnu (ni Windows ni IANA) : lu dans le fuseau de la boîte",
-    ),
-    "online_meeting_link": (
-        "online meeting link kept, it stops working once the tenant is closed: {detail}",
-        "lien de réunion en ligne gardé, mort une fois le locataire fermé : {detail}",
-    ),
-    "series_start_moved": (
-        "the series started on a day its pattern skips: first occurrence set to {detail}",
-        "la série commençait un jour que sa règle exclut : première occurrence fixée au {detail}",
-    ),
-    "recurrence_unknown": (
-        "recurrence pattern {detail} is not known: kept as a single event",
-        "règle de répétition {detail} inconnue : gardé comme un événement unique",
-    ),
-    "orphan_occurrence": (
-        "occurrence of a series that is not in this mailbox: kept as a standalone event",
-        "occurrence d'une série absente de cette boîte : gardée comme un événement isolé",
-    ),
-    "sensitivity_personal": (
-        "sensitivity \"personal\" has no iCalendar equivalent: marked PRIVATE",
-        "la sensibilité « personnel » n'existe pas en iCalendar : marqué PRIVATE",
-    ),
-}
+NOTE_CODES = ("zone_unknown", "online_meeting_link", "series_start_moved", "recurrence_unknown",
+              "orphan_occurrence", "sensitivity_personal")
+"""Every code a ``Note`` may carry; its sentence (in the catalogue, ``reports.i18n``) names
+the note's detail."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +52,6 @@ class Note:
     code: str
     detail: str = ""
     uid: str = ""
-
-    def message(self, lang: str = "en") -> str:
-        english, french = NOTE_TEXTS[self.code]
-        return (french if lang == "fr" else english).format(detail=self.detail)
 
 
 UserMap = Callable[[str], str | None]

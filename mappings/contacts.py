@@ -56,7 +56,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -93,33 +93,9 @@ IMAGE_TYPES = {
     "image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF", "image/bmp": "BMP",
 }
 
-NOTE_TEXTS: dict[str, tuple[str, str]] = {
-    "kept_as_x_property": (
-        ("{field} has no standard vCard property: kept as {property}, which some address "
-         "books do not show"),
-        ("{field} n'a pas de propriété vCard standard : gardé en {property}, que certains "
-         "carnets d'adresses n'affichent pas")),
-    "dropped": (
-        "{field} has no place in a vCard and is not carried over",
-        "{field} n'a pas de place dans une vCard et n'est pas repris"),
-    "display_name_missing": (
-        "the contact has no display name: its vCard name (FN) is taken from {field}",
-        "le contact n'a pas de nom affiché : le nom de sa vCard (FN) est pris dans {field}"),
-    "im_address_assumed_sip": (
-        "the IM address {address} has no scheme: written as sip:{address}",
-        ("l'adresse de messagerie instantanée {address} n'a pas de schéma : écrite "
-         "sip:{address}")),
-    "birthday_ambiguous": (
-        "the birthday {instant} is near midday UTC: read as {date}, to be checked",
-        "l'anniversaire {instant} est proche de midi UTC : lu comme le {date}, à vérifier"),
-    "birthday_unreadable": (
-        "the birthday {value} is not a date: not carried over",
-        "l'anniversaire {value} n'est pas une date : non repris"),
-    "photo_type_unknown": (
-        "the photo is not a JPEG, PNG, GIF or BMP image: written without an image type",
-        "la photo n'est pas une image JPEG, PNG, GIF ou BMP : écrite sans type d'image"),
-}
-"""English and French sentence of each note code, with ``str.format`` fields."""
+NOTE_CODES = ("kept_as_x_property", "dropped", "display_name_missing", "im_address_assumed_sip",
+              "birthday_ambiguous", "birthday_unreadable", "photo_type_unknown")
+"""Every code a ``Note`` may carry; its sentence is in the catalogue (``reports.i18n``)."""
 
 
 @dataclass(frozen=True)
@@ -128,13 +104,13 @@ class Note:
 
     code: str
     detail: str
-    message_en: str
-    message_fr: str
+    params: dict[str, str] = field(default_factory=dict)
+    """What the note's sentence names: ``field`` (a Graph property), ``property`` (the
+    vCard property written instead), ``address``, ``instant``, ``date``, ``value``."""
 
 
-def _note(code: str, detail: str, **fields: str) -> Note:
-    english, french = NOTE_TEXTS[code]
-    return Note(code, detail, english.format(**fields), french.format(**fields))
+def _note(code: str, detail: str, **params: str) -> Note:
+    return Note(code, detail, params)
 
 
 def contact_uid(graph_id: str) -> str:

@@ -124,31 +124,13 @@ NON_MAIL_NAMES: tuple[str, ...] = (
 )
 """Top-level folders Exchange shows over IMAP although they hold no mail."""
 
-REASONS: dict[str, tuple[str, str]] = {
-    "special_use": ("well-known folder (SPECIAL-USE)", "dossier spécial (SPECIAL-USE)"),
-    "well_known_name": ("well-known folder, recognised by its name",
-                        "dossier spécial, reconnu par son nom"),
-    "role_not_on_target": ("the target has no folder for this role: the name is kept",
-                           "la cible n'a pas de dossier pour ce rôle : le nom est gardé"),
-    "virtual_folder": ("virtual folder: its messages are in other folders",
-                       "dossier virtuel : ses messages sont dans d'autres dossiers"),
-    "non_mail_folder": ("not a mail folder (Exchange shows it over IMAP)",
-                        "pas un dossier de courrier (Exchange l'affiche en IMAP)"),
-    "excluded": ("excluded by the batch ({detail})", "exclu par le lot ({detail})"),
-    "parent_skipped": ("its parent folder is skipped ({detail})",
-                       "son dossier parent est ignoré ({detail})"),
-    "renamed_by_batch": ("renamed by the batch", "renommé par le lot"),
-    "renamed_separator": ("renamed: the name holds the target's separator ({detail})",
-                          "renommé : le nom contient le séparateur de la cible ({detail})"),
-    "renamed_forbidden_char": ("renamed: a character the target refuses ({detail})",
-                               "renommé : un caractère refusé par la cible ({detail})"),
-    "renamed_reserved_name": ("renamed: empty, '.' or '..' is not a folder name ({detail})",
-                              "renommé : vide, « . » ou « .. » n'est pas un nom ({detail})"),
-    "renamed_collision": ("renamed: another folder lands on the same name ({detail})",
-                          "renommé : un autre dossier arrive sous le même nom ({detail})"),
-}
-"""Every reason code a decision may carry, in English and French; ``{detail}`` is the
-decision's detail."""
+REASON_CODES = (
+    "special_use", "well_known_name", "role_not_on_target", "virtual_folder", "non_mail_folder",
+    "excluded", "parent_skipped", "renamed_by_batch", "renamed_separator",
+    "renamed_forbidden_char", "renamed_reserved_name", "renamed_collision",
+)
+"""Every reason code a decision may carry; its sentence (in the catalogue, ``reports.i18n``)
+names the decision's detail."""
 
 
 def _fold(name: str) -> str:
@@ -176,22 +158,19 @@ class FolderDecision:
     """The well-known role recognised, one of ``connectors.base.ROLES``."""
     action: Literal["copy", "skip"]
     reasons: tuple[str, ...]
-    """Codes from ``REASONS``, in the order the rules applied."""
+    """Codes from ``REASON_CODES``, in the order the rules applied."""
     detail: str = ""
     """The pattern that excluded it, the parent that was skipped, or the name before a
     rename."""
 
 
 class FolderRulesError(BasculeError):
-    """The batch's folder rules cannot be applied: codes ``folder_rename_invalid``,
-    ``folder_replacement_refused``."""
+    """The batch's folder rules cannot be applied: codes ``folder_rename_invalid``
+    (``source``, ``target``: both sides of the rename), ``folder_replacement_refused``
+    (``replacement``)."""
 
-    code = "folder_rename_invalid"
-
-    def __init__(self, code: str, message_en: str, message_fr: str) -> None:
-        super().__init__(message_en, code=code)
-        self.message_en = message_en
-        self.message_fr = message_fr
+    def __init__(self, code: str, **params: str) -> None:
+        super().__init__(code=code, params=params)
 
 
 def _split(path: str) -> tuple[str, ...]:
@@ -212,13 +191,7 @@ class FolderRules:
         for source, target in (renames or {}).items():
             segments = _split(target)
             if not source.strip("/") or not all(segments):
-                raise FolderRulesError(
-                    "folder_rename_invalid",
-                    f"folder rename {source!r} = {target!r}: both sides must be folder paths "
-                    "such as \"Old/Projects\", with no empty segment",
-                    f"renommage de dossier {source!r} = {target!r} : les deux côtés doivent "
-                    "être des chemins de dossier comme \"Ancien/Projets\", sans segment vide",
-                )
+                raise FolderRulesError("folder_rename_invalid", source=source, target=target)
             self.renames[_fold("/".join(_split(source)))] = segments
         self.exclude = tuple(exclude)
         self.include_non_mail = include_non_mail
@@ -243,13 +216,7 @@ class FolderRules:
         """One decision per source folder (``(path, role)`` pairs, role as the source's
         SPECIAL-USE names it or ``None``), parents before children."""
         if REPLACEMENT in target_separator + target_forbidden:
-            raise FolderRulesError(
-                "folder_replacement_refused",
-                f"the target refuses {REPLACEMENT!r}, the character bascule puts in place of "
-                "characters it refuses",
-                f"la cible refuse {REPLACEMENT!r}, le caractère que bascule met à la place "
-                "des caractères qu'elle refuse",
-            )
+            raise FolderRulesError("folder_replacement_refused", replacement=REPLACEMENT)
         return _Planner(self, folders, target_separator, target_forbidden, target_special).run()
 
 

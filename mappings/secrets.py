@@ -2,8 +2,10 @@
 
 A batch or users file never holds a password, only a reference to where it is. The value
 read is a ``Secret``: a ``str`` whose ``repr()`` is masked, so a log line, a traceback or the
-repr of a dataclass holding one does not show it. Errors name the variable or the file,
-never the value, and never echo text that was not a reference (it may be a password).
+repr of a dataclass holding one does not show it. Errors and warnings are codes with
+parameters (their sentences are in the catalogue, ``reports.i18n``); they name the variable
+or the file, never the value, and never echo text that was not a reference (it may be a
+password).
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from connectors.base import BasculeError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-REFERENCE_HINT_EN = 'a reference such as "env:NAME" or "file:path/to/secret"'
-REFERENCE_HINT_FR = 'une référence comme « env:NOM » ou « file:chemin/du/secret »'
-
 
 class Secret(str):
     """A resolved secret. Use it as the ``str`` it is; its ``repr()`` never shows it."""
@@ -32,27 +31,21 @@ class Secret(str):
 
 
 class SecretError(BasculeError):
-    """A secret that cannot be had: codes ``secret_not_reference``, ``secret_env_unset``,
-    ``secret_file_missing``, ``secret_file_unreadable``, ``secret_empty``."""
+    """A secret that cannot be had: codes ``secret_not_reference``, ``secret_env_unset``
+    (``name``), ``secret_file_missing``, ``secret_empty`` (``path``),
+    ``secret_file_unreadable`` (``path``, ``reason``)."""
 
-    code = "secret_error"
-
-    def __init__(self, code: str, message_en: str, message_fr: str) -> None:
-        super().__init__(message_en, code=code)
-        self.message_en = message_en
-        self.message_fr = message_fr
-
-    def message(self, lang: str) -> str:
-        return self.message_fr if lang == "fr" else self.message_en
+    def __init__(self, code: str, **params: str) -> None:
+        super().__init__(code=code, params=params)
 
 
 @dataclass(frozen=True)
 class SecretWarning:
-    """Something to tell the user about a secret that could still be read."""
+    """Something to tell the user about a secret that could still be read: code
+    ``secret_file_loose_permissions`` (``path``)."""
 
     code: str
-    message_en: str
-    message_fr: str
+    params: dict[str, str]
 
 
 def reference_problem(text: str) -> str | None:
@@ -69,22 +62,12 @@ def resolve_secret(ref: str, *, base_dir: Path) -> Secret:
     """The secret a reference points to. ``file:`` paths are relative to ``base_dir`` (the
     folder of the file that holds the reference); only the first line of the file counts."""
     if reference_problem(ref):
-        raise SecretError(
-            "secret_not_reference",
-            f"a secret must be {REFERENCE_HINT_EN}; the text given is not one "
-            "(it is not repeated here in case it is a password)",
-            f"un secret doit être {REFERENCE_HINT_FR} ; le texte donné n'en est pas une "
-            "(il n'est pas répété ici au cas où ce serait un mot de passe)",
-        )
+        raise SecretError("secret_not_reference")
     kind, _, rest = ref.partition(":")
     if kind == "env":
         value = os.environ.get(rest, "")
         if not value:
-            raise SecretError(
-                "secret_env_unset",
-                f"environment variable {rest} is not set or is empty",
-                f"la variable d'environnement {rest} n'est pas définie ou est vide",
-            )
+            raise SecretError("secret_env_unset", name=rest)
         return Secret(value)
     return Secret(_first_line(_file_path(rest, base_dir)))
 
@@ -107,25 +90,13 @@ def _first_line(path: Path) -> str:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             line = stream.readline()
     except FileNotFoundError:
-        raise SecretError(
-            "secret_file_missing",
-            f"secret file {path} does not exist",
-            f"le fichier de secret {path} n'existe pas",
-        ) from None
+        raise SecretError("secret_file_missing", path=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise SecretError(
-            "secret_file_unreadable",
-            f"secret file {path} cannot be read ({reason})",
-            f"le fichier de secret {path} ne peut pas être lu ({reason})",
-        ) from None
+        raise SecretError("secret_file_unreadable", path=str(path), reason=reason) from None
     value = line.rstrip("\r\n")
     if not value:
-        raise SecretError(
-            "secret_empty",
-            f"the first line of secret file {path} is empty",
-            f"la première ligne du fichier de secret {path} est vide",
-        )
+        raise SecretError("secret_empty", path=str(path))
     return value
 
 
@@ -145,9 +116,4 @@ def secret_warning(ref: str, *, base_dir: Path) -> SecretWarning | None:
         return None
     if not loose:
         return None
-    return SecretWarning(
-        "secret_file_loose_permissions",
-        f"secret file {path} is readable by other users: chmod 600 {path}",
-        f"le fichier de secret {path} est lisible par d'autres utilisateurs : "
-        f"chmod 600 {path}",
-    )
+    return SecretWarning("secret_file_loose_permissions", {"path": str(path)})

@@ -6,8 +6,9 @@ between cells (French Excel writes ``;``), blank lines, extra columns. The heade
 required; ``source`` and ``target`` columns must be there, ``source_secret`` and
 ``target_secret`` may be left out (a source read with an application's own credentials
 needs none per user). Secrets are references (``env:NAME``, ``file:PATH``), never the
-password itself. Every problem of the file is reported at once, with its line number.
-Addresses compare without case.
+password itself. Every problem of the file is reported at once, with its line number, as
+a code with parameters (the sentences are in the catalogue, ``reports.i18n``). Addresses
+compare without case.
 """
 
 from __future__ import annotations
@@ -18,13 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.base import BasculeError
-from mappings.secrets import (
-    REFERENCE_HINT_EN,
-    REFERENCE_HINT_FR,
-    SecretWarning,
-    reference_problem,
-    secret_warning,
-)
+from mappings.secrets import SecretWarning, reference_problem, secret_warning
 
 REQUIRED_COLUMNS = ("source", "target")
 SECRET_COLUMNS = ("source_secret", "target_secret")
@@ -43,30 +38,22 @@ class UserMapping:
 
 
 class UsersFileError(BasculeError):
-    """One problem of the users file. ``line`` is ``None`` for the file as a whole.
+    """One problem of the users file. ``line`` is ``None`` for the file as a whole; the
+    parameter ``where`` is ``file:line``, or the file.
 
-    Codes: ``users_file_missing``, ``users_file_unreadable``, ``users_file_empty``,
-    ``users_column_missing``, ``users_column_twice``, ``users_empty_source``,
-    ``users_empty_target``, ``users_duplicate_source``, ``users_duplicate_target``,
-    ``users_secret_not_reference``, ``users_unknown_user``.
+    Codes: ``users_file_missing``, ``users_file_unreadable`` (``reason``),
+    ``users_file_not_utf8``, ``users_file_empty``, ``users_column_missing`` and
+    ``users_column_twice`` (``column``), ``users_empty_source``, ``users_empty_target``,
+    ``users_duplicate_source`` (``source``, ``first_line``), ``users_duplicate_target``
+    (``target``, ``source``, ``first_line``), ``users_secret_not_reference`` (``column``),
+    ``users_unknown_user`` (``name``).
     """
 
-    code = "users_file_invalid"
-
-    def __init__(
-        self, code: str, file: Path, line: int | None, message_en: str, message_fr: str
-    ) -> None:
+    def __init__(self, code: str, file: Path, line: int | None, **params: str) -> None:
         where = f"{file}:{line}" if line is not None else str(file)
-        super().__init__(f"{where}: {message_en}", code=code)
+        super().__init__(code=code, params={"where": where, **params})
         self.file = file
         self.line = line
-        self.message_en = message_en
-        self.message_fr = message_fr
-
-    def message(self, lang: str) -> str:
-        """``file:line: message`` in ``lang`` (``fr`` or ``en``)."""
-        where = f"{self.file}:{self.line}" if self.line is not None else str(self.file)
-        return f"{where}: {self.message_fr if lang == 'fr' else self.message_en}"
 
 
 class UsersFileInvalid(BasculeError):
@@ -76,15 +63,7 @@ class UsersFileInvalid(BasculeError):
 
     def __init__(self, errors: Iterable[UsersFileError]) -> None:
         self.errors = tuple(errors)
-        super().__init__("\n".join(error.message("en") for error in self.errors))
-
-    @property
-    def message_en(self) -> str:
-        return "\n".join(error.message("en") for error in self.errors)
-
-    @property
-    def message_fr(self) -> str:
-        return "\n".join(error.message("fr") for error in self.errors)
+        super().__init__(params={"count": len(self.errors)})
 
 
 class UserMap:
@@ -118,11 +97,7 @@ class UserMap:
         unknown = [name for folded, name in wanted.items() if folded not in self._by_source]
         if unknown:
             raise UsersFileInvalid(
-                UsersFileError(
-                    "users_unknown_user", self.file, None,
-                    f"{name} is not a source user of this table",
-                    f"{name} n'est pas un utilisateur source de cette table",
-                )
+                UsersFileError("users_unknown_user", self.file, None, name=name)
                 for name in unknown
             )
         return UserMap(
@@ -136,23 +111,13 @@ def load_users(path: Path) -> UserMap:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
-        raise UsersFileInvalid([UsersFileError(
-            "users_file_missing", path, None,
-            "the users file does not exist", "le fichier des utilisateurs n'existe pas",
-        )]) from None
+        raise UsersFileInvalid([UsersFileError("users_file_missing", path, None)]) from None
     except OSError as exc:
         raise UsersFileInvalid([UsersFileError(
-            "users_file_unreadable", path, None,
-            f"the users file cannot be read ({exc.strerror})",
-            f"le fichier des utilisateurs ne peut pas être lu ({exc.strerror})",
-        )]) from None
+            "users_file_unreadable", path, None, reason=exc.strerror or str(exc))]) from None
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
-        raise UsersFileInvalid([UsersFileError(
-            "users_file_unreadable", path, line,
-            "not UTF-8 text: save the file as \"CSV UTF-8\"",
-            "ce n'est pas du texte UTF-8 : enregistrez le fichier en « CSV UTF-8 »",
-        )]) from None
+        raise UsersFileInvalid([UsersFileError("users_file_not_utf8", path, line)]) from None
     return _UsersReader(path, text).read()
 
 
@@ -164,19 +129,13 @@ class _UsersReader:
         self.text = text
         self.errors: list[UsersFileError] = []
 
-    def problem(self, code: str, line: int | None, message_en: str, message_fr: str) -> None:
-        self.errors.append(UsersFileError(code, self.path, line, message_en, message_fr))
+    def problem(self, code: str, line: int | None, **params: str) -> None:
+        self.errors.append(UsersFileError(code, self.path, line, **params))
 
     def read(self) -> UserMap:
         rows = list(self.rows())
         if not rows:
-            self.problem(
-                "users_file_empty", None,
-                "the users file is empty; its first line must be the header "
-                "source,target,source_secret,target_secret",
-                "le fichier des utilisateurs est vide ; sa première ligne doit être l'en-tête "
-                "source,target,source_secret,target_secret",
-            )
+            self.problem("users_file_empty", None)
             raise UsersFileInvalid(self.errors)
         header_line, header = rows[0]
         columns = self.columns(header_line, header)
@@ -205,21 +164,11 @@ class _UsersReader:
         columns: dict[str, int] = {}
         for index, name in enumerate(names):
             if name in REQUIRED_COLUMNS + SECRET_COLUMNS and name in columns:
-                self.problem(
-                    "users_column_twice", line,
-                    f"column {name} appears twice in the header",
-                    f"la colonne {name} figure deux fois dans l'en-tête",
-                )
+                self.problem("users_column_twice", line, column=name)
             columns.setdefault(name, index)
         for name in REQUIRED_COLUMNS:
             if name not in columns:
-                self.problem(
-                    "users_column_missing", line,
-                    f"column {name} is missing from the header (expected "
-                    "source,target,source_secret,target_secret)",
-                    f"la colonne {name} manque dans l'en-tête (attendu : "
-                    "source,target,source_secret,target_secret)",
-                )
+                self.problem("users_column_missing", line, column=name)
         return columns
 
     def mapping(self, line: int, cells: list[str], columns: dict[str, int]) -> UserMapping:
@@ -228,12 +177,10 @@ class _UsersReader:
             return cells[index] if index is not None and index < len(cells) else ""
 
         source, target = cell("source"), cell("target")
-        for name, value in (("source", source), ("target", target)):
-            if not value and name in columns:
-                self.problem(
-                    f"users_empty_{name}", line,
-                    f"the {name} cell is empty", f"la cellule {name} est vide",
-                )
+        if not source and "source" in columns:
+            self.problem("users_empty_source", line)
+        if not target and "target" in columns:
+            self.problem("users_empty_target", line)
         secrets = {name: self.secret(line, name, cell(name)) for name in SECRET_COLUMNS}
         return UserMapping(
             source, target, secrets["source_secret"], secrets["target_secret"], line
@@ -243,13 +190,7 @@ class _UsersReader:
         if not value:
             return None
         if reference_problem(value):
-            self.problem(
-                "users_secret_not_reference", line,
-                f"{column} must be {REFERENCE_HINT_EN}, never the password itself "
-                "(the cell's text is not repeated here)",
-                f"{column} doit être {REFERENCE_HINT_FR}, jamais le mot de passe lui-même "
-                "(le texte de la cellule n'est pas répété ici)",
-            )
+            self.problem("users_secret_not_reference", line, column=column)
             return None
         return value
 
@@ -260,22 +201,11 @@ class _UsersReader:
             if mapping.source:
                 earlier = first_source.setdefault(mapping.source.casefold(), mapping)
                 if earlier is not mapping:
-                    self.problem(
-                        "users_duplicate_source", mapping.line,
-                        f"source {mapping.source} is already on line {earlier.line}: "
-                        "which target is meant is ambiguous",
-                        f"la source {mapping.source} figure déjà ligne {earlier.line} : "
-                        "la cible voulue est ambiguë",
-                    )
+                    self.problem("users_duplicate_source", mapping.line,
+                                 source=mapping.source, first_line=str(earlier.line))
             if mapping.target:
                 earlier = first_target.setdefault(mapping.target.casefold(), mapping)
                 if earlier is not mapping:
-                    self.problem(
-                        "users_duplicate_target", mapping.line,
-                        f"target {mapping.target} already receives {earlier.source} "
-                        f"(line {earlier.line}): two mailboxes would be merged into one; "
-                        "give each source its own target",
-                        f"la cible {mapping.target} reçoit déjà {earlier.source} "
-                        f"(ligne {earlier.line}) : deux boîtes seraient fusionnées en une ; "
-                        "donnez à chaque source sa propre cible",
-                    )
+                    self.problem("users_duplicate_target", mapping.line,
+                                 target=mapping.target, source=earlier.source,
+                                 first_line=str(earlier.line))

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mappings.secrets import reference_problem, resolve_secret, secret_warning
-from migrate.i18n import Text
+from reports.i18n import Text
 
 SECRET_REFERENCE_HINT = 'a reference such as "env:NAME" or "file:path/to/secret"'
 
@@ -279,7 +279,8 @@ def batch_warnings(batch: Batch) -> list[Text]:
     """What in the batch works but deserves a word: mail in clear over a network, secrets
     or private keys that other users of the machine may read."""
     warnings = []
-    for side, endpoint in (("source", batch.source), ("target", batch.target)):
+    for side, endpoint in ((Text.of("side_source"), batch.source),
+                           (Text.of("side_target"), batch.target)):
         if (isinstance(endpoint, ImapEndpointConfig) and endpoint.security == "none"
                 and endpoint.host.lower() not in LOOPBACK_HOSTS
                 and not endpoint.host.startswith("127.")):
@@ -299,11 +300,11 @@ def batch_warnings(batch: Batch) -> list[Text]:
     for reference in filter(None, references):
         warning = secret_warning(reference, base_dir=batch.base_dir)
         if warning is not None:
-            warnings.append(Text.both(warning.code, warning.message_en, warning.message_fr))
+            warnings.append(Text.of(warning.code, **warning.params))
     for key in keys:
         warning = secret_warning(f"file:{key}", base_dir=batch.base_dir)
         if warning is not None:
-            warnings.append(Text.both(warning.code, warning.message_en, warning.message_fr))
+            warnings.append(Text.of(warning.code, **warning.params))
     return warnings
 
 

@@ -36,8 +36,9 @@ from migrate.engine import (
     ledger_exit,
     ledger_text,
 )
-from migrate.i18n import Text, choose_language, language
 from migrate.ledger import LedgerError
+from migrate.summary import summary_text
+from reports.i18n import LANGUAGES, Text, choose_language, language
 
 
 def _say(text: Text, err: bool = False) -> None:
@@ -74,7 +75,7 @@ def _error_text(error: BasculeError) -> Text:
     english, french = getattr(error, "message_en", None), getattr(error, "message_fr", None)
     if isinstance(english, str) and isinstance(french, str):
         return Text.both(error.code, english, french)
-    return Text.of(error.code, detail=error.detail)
+    return Text.of(error.code, **{"detail": error.detail, **error.params})
 
 
 @contextmanager
@@ -113,27 +114,6 @@ def _command(engine: Engine) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def summary_text(command: str, s: dict) -> Text:
-    """The one-line summary of a command's outcome."""
-    if command == "plan":
-        return Text.of("cli_plan_summary", units=s["units"], messages=s["to_copy"],
-                       bytes=_size(s["to_copy_bytes"]), errors=s["errors"],
-                       warnings=s["warnings"])
-    if command == "audit":
-        return Text.of("cli_audit_summary", users=s["users"], containers=s["containers"],
-                       items=s["items"], bytes=_size(s["bytes"]), errors=s["errors"])
-    if command == "verify":
-        return Text.of("cli_verify_summary", checked=s["checked"], mismatches=s["mismatches"],
-                       missing=s["missing"], duplicates=s["duplicates"],
-                       extra=s["not_in_source"], flags=s["flags_differ"],
-                       dates=s["dates_differ"])
-    if command == "status":
-        return Text.of("cli_run_summary", copied=s["copied"], flags=0,
-                       failed=s["failed_items"], skipped=0)
-    return Text.of("cli_run_summary", copied=s["copied"], flags=s["flag_updates"],
-                   failed=s["failed"] + s["units_failed"], skipped=s["skipped"])
-
-
 def _finish(outcome: Outcome, summary: Text) -> None:
     for notice in outcome.warnings:
         click.echo(f"  ! {notice.render(language())}", err=True)
@@ -167,7 +147,7 @@ BATCH = click.argument("batch", type=click.Path(path_type=Path, dir_okay=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--lang", type=click.Choice(["en", "fr"]), default=None,
+@click.option("--lang", type=click.Choice(LANGUAGES), default=None,
               help="Language of messages and reports (default: from the locale).")
 @click.option("-v", "--verbose", is_flag=True, help="Log each unit.")
 def main(lang: str | None, verbose: bool) -> None:
@@ -279,15 +259,6 @@ def demo(folder: Path) -> None:
     from migrate.demo import run_demo
 
     sys.exit(run_demo(folder))
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 class TerminalProgress(ProgressFactory):

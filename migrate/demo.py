@@ -17,9 +17,9 @@ import click
 from connectors.base import Message, fingerprint_bytes
 from connectors.local.maildir import MaildirSink
 from migrate.batch import load_batch
-from migrate.cli import summary_text
 from migrate.engine import Engine
-from migrate.i18n import Text, language
+from migrate.summary import summary_text
+from reports.i18n import Text, language
 
 PEOPLE = [
     ("alice.martin", "Alice Martin"),

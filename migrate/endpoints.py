@@ -26,6 +26,7 @@ from migrate.batch import (
     ImapOAuth,
     LocalEndpointConfig,
 )
+from reports.i18n import Text
 
 if TYPE_CHECKING:
     from connectors.graph.auth import MsalTokenProvider
@@ -64,7 +65,7 @@ class Connectors:
 
     def accounts(self, user: UserMapping) -> tuple[Account, Account]:
         if self.batch.target is None:
-            raise ConnectError("the batch has no [target] section", code="no_target")
+            raise ConnectError(code="no_target")
         return (
             Account(self.batch.source, user.source, user.source_secret),
             Account(self.batch.target, user.target, user.target_secret),
@@ -146,8 +147,8 @@ class Connectors:
         root = self.batch.resolve(self.batch.documents.path).resolve()
         folder = (root / account.login).resolve()
         if folder.parent != root:
-            raise ConnectError(f"{account.login!r} is not a plain name under {root}",
-                               code="unsafe_name")
+            raise ConnectError(code="unsafe_name", params={"name": account.login,
+                                                            "root": str(root)})
         return FolderSink(folder / workload)
 
     def target_address(self, address: str) -> str | None:
@@ -213,8 +214,8 @@ class Connectors:
         # source as a link, which refuses it.
         store = root / account.login
         if account.login in ("", ".", "..") or store.parent != root:
-            raise ConnectError(f"{account.login!r} is not a plain name under {root}",
-                               code="unsafe_name")
+            raise ConnectError(code="unsafe_name", params={"name": account.login,
+                                                            "root": str(root)})
         return store
 
     def local_principals(self) -> list[str] | None:
@@ -252,8 +253,8 @@ class Connectors:
         admin = config.admin
         if admin is None:
             if not account.secret_ref:
-                raise ConnectError(f"no secret for {account.login} in the users table",
-                                   code="auth_failed")
+                raise ConnectError(code="auth_failed", params={
+                    "detail": Text.of("no_secret", login=account.login)})
             password = resolve_secret(account.secret_ref, base_dir=self._users_folder())
             return endpoint, ImapCredentials(login=account.login, password=password)
         password = resolve_secret(admin.secret, base_dir=self.batch.base_dir)
@@ -279,4 +280,4 @@ def site_of(principal: str) -> str | None:
 
 def _require(store: Path, account: Account) -> None:
     if not os.path.lexists(store):
-        raise ConnectError(f"no store for {account.login} at {store}", code="no_store")
+        raise ConnectError(code="no_store", params={"login": account.login, "path": str(store)})

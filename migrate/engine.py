@@ -35,7 +35,6 @@ from migrate.batch import Batch, ImapEndpointConfig, batch_warnings
 from migrate.compare import FAULTS, FolderCheck, compare_folder
 from migrate.documents import DocumentUnit, plan_documents, verify_documents
 from migrate.endpoints import Connectors, site_of
-from migrate.i18n import Text
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
 from migrate.mail import (
@@ -54,6 +53,7 @@ from migrate.mail import (
     source_notes,
 )
 from reports.files import message_columns, write_report
+from reports.i18n import Size, Text
 
 log = logging.getLogger("bascule")
 
@@ -112,7 +112,7 @@ def _text_of(error: Exception) -> Text:
         prefix = f"{detail}: " if detail else ""
         return Text.both(getattr(error, "code", "error"), prefix + english, prefix + french)
     if isinstance(error, BasculeError):
-        return Text.of(error.code, detail=error.detail)
+        return Text.of(error.code, **{"detail": error.detail, **error.params})
     return Text.of("error", detail=f"{type(error).__name__}: {error}")
 
 
@@ -174,7 +174,7 @@ class Engine:
             include_non_mail=batch.mail.include_non_mail,
         )
         self.notices: list[Text] = batch_warnings(batch) + [
-            Text.both(w.code, w.message_en, w.message_fr) for w in self.user_map.secret_warnings()]
+            Text.of(w.code, **w.params) for w in self.user_map.secret_warnings()]
         self.stop = threading.Event()
         self.stopped: Text | None = None
         self.signal: int | None = None
@@ -265,8 +265,7 @@ class Engine:
         try:
             return load_users(self.batch.resolve(self.batch.mapping.users))
         except UsersFileInvalid as error:
-            raise InputError([Text.both(e.code, e.message("en"), e.message("fr"))
-                              for e in error.errors])
+            raise InputError([Text.of(e.code, **e.params) for e in error.errors])
 
     def _select(self, names: list[str] | None) -> list[UserMapping]:
         if not names:
@@ -467,7 +466,7 @@ class Engine:
         rows = [{**base, "action": action, "messages": plan.messages, "bytes": plan.bytes,
                  "to_copy": plan.to_copy, **_joined(reasons)}]
         for ref in plan.too_big:
-            text = Text.of("too_big_for_target", limit=limit)
+            text = Text.of("too_big_for_target", limit=Size(limit))
             rows.append({**base, "action": "too_big", "source_id": ref.source_id,
                          "bytes": ref.size, **message_columns(text)})
         return rows
@@ -892,7 +891,11 @@ def _note_rows(user: UserMapping, notes: list[SourceNote]) -> list[dict[str, Any
              "folder": note.subject if note.code.endswith("folder_skipped") else "",
              "source_id": "" if note.code.endswith("folder_skipped") else note.subject,
              "action": "skip" if note.code.endswith("folder_skipped") else "note",
-             **message_columns(Text.of(note.code, detail=note.detail))} for note in notes]
+             **message_columns(_note_text(note))} for note in notes]
+
+
+def _note_text(note: SourceNote) -> Text:
+    return Text.of(note.code, detail=note.detail, **note.params)
 
 
 def _error_row(user: UserMapping, text: Text) -> dict[str, Any]:
@@ -935,7 +938,7 @@ class RunReport:
                  "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)}]
         rows += [{**base, "action": "note",
                   "source_id": "" if note.code == "removed_at_source" else note.subject,
-                  **message_columns(Text.of(note.code, detail=note.detail))}
+                  **message_columns(_note_text(note))}
                  for note in result.notes]
         if result.recovered:
             rows.append({**base, "action": "note", "messages": result.recovered,
@@ -975,7 +978,7 @@ class RunReport:
         """One row per mailbox found full, with what it kept out."""
         return [{"principal": principal, "target": target, "action": "over_quota",
                  "messages": count, "bytes": size,
-                 **message_columns(Text.of("mailbox_full", count=count, size=size))}
+                 **message_columns(Text.of("mailbox_full", count=count, size=Size(size)))}
                 for (principal, target), (count, size) in sorted(self.quota.items())]
 
 

@@ -30,6 +30,7 @@ from mappings.folders import FolderDecision, FolderRules
 from migrate.ledger import DONE, FAILED, UNSETTLED, ItemRecord, Ledger, Unit
 from migrate.matching import TargetIndex
 from migrate.prefetch import read_ahead
+from reports.i18n import Text
 
 WORKLOAD = "mail"
 INFLIGHT_CHUNK = 64
@@ -325,9 +326,8 @@ class MailUnit:
             index = self._target_index(force=True)
             pending = unconfirmed
         self.result.failed += len(unconfirmed)
-        self.result.errors += [(sid, SendUnconfirmed(
-            f"the connection was cut while it was sent, {tries} times"))
-            for sid in unconfirmed]
+        self.result.errors += [(sid, SendUnconfirmed(params={
+            "detail": Text.of("cut_while_sent", count=tries)})) for sid in unconfirmed]
 
     def _target_index(self, force: bool) -> TargetIndex | None:
         """The target folder's unclaimed messages, when it may hold some: always after an

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from migrate.i18n import Text
+from reports.i18n import Text
 
 PRIVATE_FILE = 0o600
 

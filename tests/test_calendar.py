@@ -24,6 +24,7 @@ from mappings.calendar import (
     single_to_ical,
     windows_to_iana,
 )
+from reports.i18n import Text
 
 PARIS = ZoneInfo("Europe/Paris")
 WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
@@ -259,7 +260,7 @@ def test_attendees_alarm_class_and_meeting_link() -> None:
     assert event["LOCATION"] == "Hôtel de ville"
     assert str(event["DESCRIPTION"]) == "Ordre du jour\xa0:\nBudget 2024"
     assert [note.code for note in notes] == ["online_meeting_link"]
-    assert "réunion" in notes[0].message("fr")
+    assert "réunion" in Text.of(notes[0].code, detail=notes[0].detail).fr
 
 
 def test_relative_monthly_second_thursday_or_friday() -> None:
@@ -428,4 +429,4 @@ def test_unknown_zone_falls_back_to_the_mailbox_zone_and_is_noted() -> None:
     assert {note.code for note in notes} == {"zone_unknown", "sensitivity_personal"}
     zone_note = next(note for note in notes if note.code == "zone_unknown")
     assert zone_note.detail == "Customized Time Zone" and zone_note.uid == "zone-perso"
-    assert "Customized Time Zone" in zone_note.message("en")
+    assert "Customized Time Zone" in Text.of(zone_note.code, detail=zone_note.detail).en

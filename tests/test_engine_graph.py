@@ -314,7 +314,7 @@ def test_audit_counts_every_workload_without_reading_a_body(certificates, doveco
                             workloads=("mail", "calendar", "contacts", "files"))
         code, output = bascule("--lang", "fr", "audit", str(batch))
         assert code == 0, output
-        assert "utilisateurs" in output
+        assert "1 utilisateur, 13 dossiers, agendas, carnets ou espaces de fichiers" in output
         entries = report(tmp_path, "audit")["entries"]
         inventory = {e["folder"]: e["messages"] for e in entries if e["action"] == "inventory"}
         assert inventory["mail:Boîte de réception"] == 23

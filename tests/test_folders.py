@@ -6,13 +6,14 @@ import pytest
 
 from mappings.folders import (
     NON_MAIL_NAMES,
-    REASONS,
+    REASON_CODES,
     REPLACEMENT,
     WELL_KNOWN_NAMES,
     FolderDecision,
     FolderRules,
     FolderRulesError,
 )
+from reports.i18n import Text
 
 DOVECOT_SPECIAL = {
     "sent": ("Sent",), "drafts": ("Drafts",), "trash": ("Trash",), "junk": ("Junk",),
@@ -249,8 +250,8 @@ def test_a_rename_with_an_empty_side_is_refused_in_both_languages(bad: dict[str,
     with pytest.raises(FolderRulesError) as caught:
         FolderRules(renames=bad)
     assert caught.value.code == "folder_rename_invalid"
-    assert "renommage" in caught.value.message_fr
-    assert "rename" in caught.value.message_en
+    said = Text.of(caught.value.code, **caught.value.params)
+    assert "renommage" in said.fr and "rename" in said.en
 
 
 def test_a_segment_holding_the_target_separator_is_renamed() -> None:
@@ -322,10 +323,11 @@ def test_every_reason_code_has_english_and_french_text() -> None:
         separator=".", forbidden=":", special={}, roles={"Sent": "\\Sent"},
     )
     used = {reason for d in decisions.values() for reason in d.reasons}
-    assert used <= REASONS.keys()
+    assert used <= set(REASON_CODES)
     assert {"special_use", "well_known_name", "non_mail_folder", "excluded", "renamed_by_batch",
             "renamed_separator", "renamed_collision", "parent_skipped"} <= used
-    assert all(en and fr and en != fr for en, fr in REASONS.values())
+    said = [Text.of(code, detail="x") for code in REASON_CODES]
+    assert all(text.en and text.fr and text.en != text.fr for text in said)
 
 
 def test_name_tables_hold_no_name_twice() -> None:

@@ -143,9 +143,9 @@ def test_single_meeting_with_attendees_and_teams_link(source: GraphPimSource) ->
     [standalone] = orphan_calendar.walk("VEVENT")
     assert "recurrence-id" not in standalone
     assert "orphan_occurrence" in {n.code for n in orphan.notes}
-    totals = {(n.code, n.subject): n.detail for n in source.drain_notes()}
-    assert totals[("online_meeting_link_total", "Conseil municipal")] == "1"
-    assert totals[("orphan_occurrence_total", "Conseil municipal")] == "1"
+    totals = {(n.code, n.subject): n.params["count"] for n in source.drain_notes()}
+    assert totals[("online_meeting_link_total", "Conseil municipal")] == 1
+    assert totals[("orphan_occurrence_total", "Conseil municipal")] == 1
     assert source.drain_notes() == []
 
 

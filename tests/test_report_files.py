@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from migrate.i18n import Text
 from reports.files import message_columns, write_report
+from reports.i18n import Text
 from tests.modes import modes, umask
 
 

@@ -16,6 +16,7 @@ from mappings.secrets import (
     resolve_secret,
     secret_warning,
 )
+from reports.i18n import Text
 
 PASSWORD = "Tr0ub4dor&3"
 
@@ -38,9 +39,9 @@ def test_env_unset_or_empty_names_the_variable(
     with pytest.raises(SecretError) as caught:
         resolve_secret("env:BASCULE_TEST_BOB", base_dir=tmp_path)
     assert caught.value.code == "secret_env_unset"
-    assert "BASCULE_TEST_BOB" in caught.value.message_en
-    assert "BASCULE_TEST_BOB" in caught.value.message_fr
-    assert "variable d'environnement" in caught.value.message("fr")
+    said = Text.of(caught.value.code, **caught.value.params)
+    assert "BASCULE_TEST_BOB" in said.en
+    assert "BASCULE_TEST_BOB" in said.fr and "variable d'environnement" in said.fr
 
 
 def test_file_reference_relative_to_base_dir_first_line_only(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SecretError) as caught:
         resolve_secret("file:nowhere/alice", base_dir=tmp_path)
     assert caught.value.code == "secret_file_missing"
-    assert "nowhere" in caught.value.message_en
+    assert "nowhere" in Text.of(caught.value.code, **caught.value.params).en
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -89,7 +90,8 @@ def test_anything_else_is_not_a_reference(text: str, tmp_path: Path) -> None:
 def test_a_password_given_instead_of_a_reference_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(SecretError) as caught:
         resolve_secret(PASSWORD, base_dir=tmp_path)
-    for shown in (str(caught.value), repr(caught.value), caught.value.message_fr):
+    said = Text.of(caught.value.code, **caught.value.params)
+    for shown in (str(caught.value), repr(caught.value), said.en, said.fr):
         assert PASSWORD not in shown
 
 
@@ -124,6 +126,7 @@ def test_loose_permissions_warn_in_both_languages(tmp_path: Path) -> None:
     warning = secret_warning("file:alice", base_dir=tmp_path)
     assert warning is not None
     assert warning.code == "secret_file_loose_permissions"
-    assert "chmod 600" in warning.message_en and "chmod 600" in warning.message_fr
-    assert PASSWORD not in warning.message_en
+    said = Text.of(warning.code, **warning.params)
+    assert "chmod 600" in said.en and "chmod 600" in said.fr
+    assert PASSWORD not in said.en
     assert secret_warning("env:X", base_dir=tmp_path) is None

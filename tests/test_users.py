@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mappings.users import UserMapping, UsersFileError, UsersFileInvalid, load_users
+from reports.i18n import Text
 
 HEADER = "source,target,source_secret,target_secret\n"
 
@@ -21,6 +22,10 @@ def problems(path: Path) -> list[tuple[str, int | None]]:
     with pytest.raises(UsersFileInvalid) as caught:
         load_users(path)
     return [(error.code, error.line) for error in caught.value.errors]
+
+
+def said(error: UsersFileError) -> Text:
+    return Text.of(error.code, **error.params)
 
 
 def test_comma_file_in_order_with_references(tmp_path: Path) -> None:
@@ -77,7 +82,8 @@ def test_subset_keeps_file_order_and_lists_every_unknown_name(tmp_path: Path) ->
     with pytest.raises(UsersFileInvalid) as caught:
         users.subset(["a@x", "zoe@x", "yann@x"])
     assert [e.code for e in caught.value.errors] == ["users_unknown_user"] * 2
-    assert "zoe@x" in caught.value.message_en and "yann@x" in caught.value.message_fr
+    zoe, yann = (said(e) for e in caught.value.errors)
+    assert "zoe@x" in zoe.en and "yann@x" in yann.fr
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -92,7 +98,7 @@ def test_empty_file_and_a_file_with_only_blank_lines(tmp_path: Path) -> None:
 def test_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "users.csv"
     path.write_bytes(HEADER.encode() + "élodie@x,e@y,,\n".encode("cp1252"))
-    assert problems(path) == [("users_file_unreadable", 2)]
+    assert problems(path) == [("users_file_not_utf8", 2)]
 
 
 def test_missing_columns_are_all_reported(tmp_path: Path) -> None:
@@ -131,11 +137,13 @@ def test_messages_in_both_languages_name_file_line_and_never_the_password(
     merge = errors["users_duplicate_target"]
     assert isinstance(merge, UsersFileError)
     assert (merge.file, merge.line) == (path, 3)
-    assert "line 2" in merge.message_en and "ligne 2" in merge.message_fr
-    assert merge.message("fr").startswith(f"{path}:3: ")
-    everything = caught.value.message_en + caught.value.message_fr + str(caught.value)
-    assert "Hunter2!" not in everything
-    assert "source_secret" in errors["users_secret_not_reference"].message_fr
+    assert "line 2" in said(merge).en and "ligne 2" in said(merge).fr
+    assert said(merge).en.startswith(f"{path}:3: ")
+    assert said(merge).fr.startswith(f"{path}:3 : ")
+    everything = [str(caught.value)] + [str(e) for e in caught.value.errors] + [
+        text for e in caught.value.errors for text in (said(e).en, said(e).fr)]
+    assert not any("Hunter2!" in text for text in everything)
+    assert "source_secret" in said(errors["users_secret_not_reference"]).fr
 
 
 def test_a_header_column_twice(tmp_path: Path) -> None:

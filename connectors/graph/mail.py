@@ -262,7 +262,7 @@ class GraphMailSource:
         self.removed = list(removed)
         if removed:
             self._notes.append(SourceNote("removed_at_source", "/".join(container.path),
-                                          str(len(removed))))
+                                          params={"count": len(removed)}))
         return Listing(refs=list(changed.values()), cursor={"delta_link": next_link},
                        complete=complete)
 

@@ -176,11 +176,11 @@ class GraphPimSource:
 
     def drain_notes(self) -> list[SourceNote]:
         """Item failures one by one, then per container how many items carried each kind of
-        approximation (``<code>_total``, detail = the count): online-meeting links that die
+        approximation (``<code>_total``, with its ``count``): online-meeting links that die
         with the tenant, zones read in the mailbox's zone, orphan occurrences..."""
         notes, self._notes = self._notes, []
         for (path, code), count in sorted(self._tally.items()):
-            notes.append(SourceNote(f"{code}_total", path, str(count)))
+            notes.append(SourceNote(f"{code}_total", path, params={"count": count}))
         self._tally.clear()
         return notes
 
@@ -376,7 +376,8 @@ class GraphPimSource:
                         fingerprint=spool.fingerprint, size=spool.size,
                         modified=parse_graph_instant(stamp) if stamp else None,
                         open=spool.open,
-                        notes=tuple(SourceNote(n.code, source_id, n.detail) for n in notes))
+                        notes=tuple(SourceNote(n.code, source_id, n.detail, dict(n.params))
+                                    for n in notes))
 
     def _photo(self, url: str) -> bytes | None:
         try:

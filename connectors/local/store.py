@@ -10,7 +10,7 @@ The store's root itself is the batch's choice and is opened as given, except tha
 root's last component must not be a link either (``store_is_symlink``).
 
 What a source leaves out is said with a ``SourceNote`` whose subject is the entry's path
-relative to the root, ``/``-separated; the codes are in ``migrate.i18n``.
+relative to the root, ``/``-separated; the codes are in ``reports.i18n``.
 """
 
 from __future__ import annotations

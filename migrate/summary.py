@@ -1,0 +1,46 @@
+"""The one-line summary each command prints when it ends, counted in the reader's language.
+
+Each count is its own plural sentence ("1 folder", "2 folders", "0 dossier"); the summary
+joins them, so that no count borrows the plural of another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reports.i18n import Size, Text
+
+
+def summary_text(command: str, s: dict[str, Any]) -> Text:
+    """The summary of ``plan``, ``audit``, ``verify``, ``status`` or ``run``, from its
+    outcome's summary."""
+    if command == "plan":
+        return Text.of("cli_plan_summary", folders=Text.of("count_folders", count=s["units"]),
+                       messages=Text.of("count_messages", count=s["to_copy"]),
+                       size=Size(s["to_copy_bytes"]),
+                       errors=Text.of("count_blocking_errors", count=s["errors"]),
+                       warnings=Text.of("count_warnings", count=s["warnings"]))
+    if command == "audit":
+        return Text.of("cli_audit_summary", users=Text.of("count_users", count=s["users"]),
+                       containers=Text.of("count_containers", count=s["containers"]),
+                       items=Text.of("count_items", count=s["items"]), size=Size(s["bytes"]),
+                       errors=Text.of("count_errors", count=s["errors"]))
+    if command == "verify":
+        return Text.of("cli_verify_summary", checked=Text.of("count_checked", count=s["checked"]),
+                       mismatches=Text.of("count_mismatches", count=s["mismatches"]),
+                       missing=Text.of("count_missing", count=s["missing"]),
+                       duplicated=Text.of("count_duplicated", count=s["duplicates"]),
+                       not_at_source=Text.of("count_not_at_source", count=s["not_in_source"]),
+                       flags=Text.of("count_flag_differences", count=s["flags_differ"]),
+                       dates=Text.of("count_date_differences", count=s["dates_differ"]))
+    if command == "status":
+        return _run_summary(s["copied"], 0, s["failed_items"], 0)
+    return _run_summary(s["copied"], s["flag_updates"], s["failed"] + s["units_failed"],
+                        s["skipped"])
+
+
+def _run_summary(copied: int, flag_updates: int, failed: int, skipped: int) -> Text:
+    return Text.of("cli_run_summary", copied=Text.of("count_copied", count=copied),
+                   flag_updates=Text.of("count_flag_updates", count=flag_updates),
+                   failed=Text.of("count_failed", count=failed),
+                   skipped=Text.of("count_skipped", count=skipped))
