@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -13,159 +13,22 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from mappings.secrets import reference_problem, resolve_secret, secret_warning
+from connectors import registry
+from connectors.config import SECRET_REFERENCE_HINT, check_reference
+from connectors.registry import DOCUMENT_WORKLOADS, WORKLOADS
+from mappings.secrets import resolve_secret, secret_warning
 from reports.i18n import Text
-
-SECRET_REFERENCE_HINT = 'a reference such as "env:NAME" or "file:path/to/secret"'
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AdminLogin(_Strict):
-    """Log in to every mailbox with one administrator account.
-
-    ``style = "master"`` is Dovecot's master user: ``LOGIN user*admin``. ``style = "proxy"``
-    is SASL PLAIN proxy authorisation (Cyrus, Dovecot): authenticate as the admin, act as the
-    user.
-    """
-
-    login: str
-    secret: str = Field(description=SECRET_REFERENCE_HINT)
-    style: Literal["master", "proxy"] = "master"
-    separator: str = Field("*", description="Between user and admin for style = master.")
-
-    @field_validator("secret")
-    @classmethod
-    def _reference(cls, value: str) -> str:
-        return _check_reference(value)
-
-
-class LocalEndpointConfig(_Strict):
-    type: Literal["maildir", "mbox", "eml"]
-    path: Path = Field(
-        description="Folder holding one store per user, named by the user's login in users.csv."
-    )
-    max_message_size: int | None = Field(
-        None, gt=0, description="As a target: the largest message to write, in bytes."
-    )
-
-
-class AppCredentials(_Strict):
-    """An application registered in the tenant's Entra ID, signing in as itself (OAuth 2.0
-    client credentials) with a client secret or a certificate."""
-
-    tenant: str = Field(description="Tenant id or primary domain, e.g. ville.onmicrosoft.com.")
-    client_id: str = Field(description="Application (client) id of the registered app.")
-    client_secret: str | None = Field(None, description=SECRET_REFERENCE_HINT)
-    certificate: Path | None = Field(
-        None, description="PEM file holding the app certificate's private key."
-    )
-    certificate_thumbprint: str | None = Field(
-        None, description="SHA-1 thumbprint of that certificate, as Entra ID shows it."
-    )
-    authority: str = Field(
-        "https://login.microsoftonline.com",
-        description="Sign-in host (national clouds: login.microsoftonline.us, "
-        "login.partner.microsoftonline.cn...).",
-    )
-
-    @field_validator("client_secret")
-    @classmethod
-    def _secret_reference(cls, value: str | None) -> str | None:
-        return None if value is None else _check_reference(value)
-
-    @field_validator("authority")
-    @classmethod
-    def _https_authority(cls, value: str) -> str:
-        return _https(value)
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> AppCredentials:
-        if (self.client_secret is None) == (self.certificate is None):
-            raise ValueError("give client_secret or certificate (one of them)")
-        if self.certificate is not None and not self.certificate_thumbprint:
-            raise ValueError("certificate_thumbprint is needed with certificate")
-        return self
-
-
-class ImapOAuth(AppCredentials):
-    """Log in to every mailbox with the application's token (SASL XOAUTH2), as Exchange
-    Online allows once the app holds ``IMAP.AccessAsApp`` and access to the mailboxes."""
-
-    scope: str = Field(
-        "https://outlook.office365.com/.default",
-        description="Resource the token is asked for (client credentials: <resource>/.default).",
-    )
-    ca_file: Path | None = Field(
-        None, description="A CA to trust for the sign-in host (test servers, TLS-inspecting "
-        "proxies). TLS is always verified."
-    )
-
-
-class ImapEndpointConfig(_Strict):
-    type: Literal["imap"]
-    host: str
-    port: int = Field(993, ge=1, le=65535)
-    security: Literal["tls", "starttls", "none"] = "tls"
-    ca_file: Path | None = Field(
-        None, description="A CA to trust besides the system's (internal CA). TLS is always verified."
-    )
-    admin: AdminLogin | None = None
-    oauth: ImapOAuth | None = Field(
-        None, description="Log in with an Entra ID application's token (Exchange Online) "
-        "instead of a password per user."
-    )
-    connections: int = Field(
-        4, ge=1, le=32,
-        description="Parallelism per account: connections/2 folders at once, each appending "
-        "over connections/2 connections besides its control connection. Lower it for servers "
-        "that cap connections per user (Dovecot: mail_max_userip_connections, 10 by default).",
-    )
-    timeout: float = Field(60.0, gt=0)
-    max_message_size: int | None = Field(
-        None, gt=0,
-        description="As a target: the largest message it accepts, in bytes, when the server "
-        "does not advertise it (APPENDLIMIT). Larger ones are listed by the plan.",
-    )
-
-    @model_validator(mode="after")
-    def _one_login(self) -> ImapEndpointConfig:
-        if self.admin is not None and self.oauth is not None:
-            raise ValueError("give admin or oauth (one of them)")
-        return self
-
-
-class GraphEndpointConfig(AppCredentials):
-    """Microsoft 365 through Microsoft Graph, signed in as an application (client
-    credentials) registered in the tenant's Entra ID."""
-
-    type: Literal["graph"]
-    graph_url: str = Field("https://graph.microsoft.com", description="Graph endpoint.")
-    ca_file: Path | None = Field(
-        None, description="A CA to trust (test servers, TLS-inspecting proxies). TLS is "
-        "always verified."
-    )
-    per_mailbox: int = Field(
-        4, ge=1, le=16, description="Concurrent Graph requests per mailbox (Outlook allows 4)."
-    )
-
-    @field_validator("graph_url")
-    @classmethod
-    def _https_graph(cls, value: str) -> str:
-        return _https(value)
-
-
-Endpoint = Annotated[
-    ImapEndpointConfig | LocalEndpointConfig | GraphEndpointConfig, Field(discriminator="type")
-]
 
 
 class MappingConfig(_Strict):
@@ -187,10 +50,13 @@ class MailConfig(_Strict):
 
 
 class DocumentsConfig(_Strict):
+    """The former way of saying where calendars, contacts and files go: still read, as a
+    ``folder`` target for each of them, with a notice showing the new form."""
+
     path: Path = Field(
         Path("documents"),
-        description="Local folder receiving calendars (.ics), contacts (.vcf) and files, one "
-        "sub-folder per target user and workload; relative to the batch file.",
+        description="Former form of [targets.<workload>] type = \"folder\": local folder "
+        "receiving calendars, contacts and files, one sub-folder per target user and workload.",
     )
 
 
@@ -224,22 +90,31 @@ class RunConfig(_Strict):
     @field_validator("ledger_secret")
     @classmethod
     def _ledger_secret_reference(cls, value: str | None) -> str | None:
-        return None if value is None else _check_reference(value)
+        return None if value is None else check_reference(value)
 
 
 class Batch(_Strict):
+    """A batch as every command reads it. Its ``source``, ``target`` and ``targets`` are
+    sections of registered connectors: ``load_batch`` validates them with the model the
+    registry gives (``batch_model``), so ``source.type`` picks the section's model."""
+
     name: str = Field(pattern=r"^[\w.-]+$", description="Short name of the batch, e.g. lot-1.")
-    source: Endpoint
-    target: Endpoint | None = Field(
+    source: Any = Field(description="Where everything comes from: one registered source.")
+    target: Any = Field(
         None, description="Where mail goes; needed by plan, run and verify, not by audit."
     )
+    targets: Any = Field(
+        None, description="Where each other workload goes: [targets.calendar], "
+        "[targets.contacts], [targets.files], each a registered sink of that workload."
+    )
     mapping: MappingConfig = MappingConfig()
-    workloads: list[Literal["mail", "calendar", "contacts", "files"]] = Field(
+    workloads: list[Literal[WORKLOADS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["mail"],
-        description="What to move. calendar, contacts and files need a graph source.",
+        description="What to move: mail, calendar, contacts, files (the source must read them).",
     )
     mail: MailConfig = MailConfig()
-    documents: DocumentsConfig = DocumentsConfig()
+    documents: DocumentsConfig | None = Field(
+        None, description="Former form of [targets.<workload>] (a local folder): still read.")
     run: RunConfig = RunConfig()
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -249,13 +124,33 @@ class Batch(_Strict):
         return self._base_dir
 
     @model_validator(mode="after")
-    def _target_kind(self) -> Batch:
-        if self.target is not None and self.target.type not in ("imap", "maildir"):
-            raise ValueError("target.type must be imap or maildir")
-        others = [w for w in self.workloads if w != "mail"]
-        if others and self.source.type != "graph":
-            raise ValueError(f"workloads {', '.join(others)} need a graph source")
+    def _workloads_read(self) -> Batch:
+        reads = registry.connector(self.source.type).reads
+        unread = [w for w in self.workloads if w not in reads]
+        if unread:
+            able = ", ".join(c.type for c in registry.sources() if set(unread) <= c.reads)
+            raise ValueError(f"workloads {', '.join(unread)}: a {self.source.type} source does "
+                             f"not read them (sources that do: {able or 'none'})")
         return self
+
+    def target_of(self, workload: str) -> Any:
+        """The section of the sink a workload goes to, or ``None`` when the batch names
+        none. Calendars, contacts and files named nowhere go to the former ``[documents]``
+        folder (``documents`` by default), as before the per-workload targets."""
+        if workload == MAIL:
+            return self.target
+        named = getattr(self.targets, workload, None) if self.targets is not None else None
+        if named is not None:
+            return named
+        from connectors.local.connector import FolderConfig
+
+        path = self.documents.path if self.documents is not None else DocumentsConfig().path
+        return FolderConfig(type="folder", path=path)
+
+    def legacy_documents(self) -> list[str]:
+        """The document workloads that go to the former ``[documents]`` folder."""
+        return [w for w in self.workloads if w != MAIL
+                and (self.targets is None or getattr(self.targets, w, None) is None)]
 
     def resolve(self, path: Path) -> Path:
         """A path from the batch, relative to the batch file's folder."""
@@ -272,52 +167,77 @@ class Batch(_Strict):
         return self.resolve(self.run.work_dir)
 
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+MAIL = "mail"
+SIDES = {"source": "side_source", "target": "side_target"}
+"""A connector's warnings name their side; the sentence inserted for each."""
+
+
+def _union(configs: list[type[BaseModel]]) -> Any:
+    """One section among several, told apart by ``type``."""
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[tuple(configs)], Field(discriminator="type")]  # noqa: UP007
+
+
+_models: dict[int, type[Batch]] = {}
+
+
+def batch_model() -> type[Batch]:
+    """The batch's model for the connectors registered now (rebuilt when they change)."""
+    generation = registry.generation()
+    model = _models.get(generation)
+    if model is None:
+        targets = create_model(
+            "Targets", __base__=_Strict, __doc__="Where each workload other than mail goes.",
+            **{w: (_union([c.config for c in registry.sinks(w)]) | None,
+                   Field(None, description=f"The sink {w} goes to."))
+               for w in DOCUMENT_WORKLOADS if registry.sinks(w)})
+        model = create_model(
+            "Batch", __base__=Batch,
+            source=(_union([c.config for c in registry.sources()]),
+                    Field(description="Where everything comes from: one registered source.")),
+            target=(_union([c.config for c in registry.sinks(MAIL)]) | None,
+                    Field(None, description="Where mail goes; needed by plan, run and verify, "
+                          "not by audit.")),
+            targets=(targets | None, Field(None, description="Where calendars, contacts and "
+                                           "files go, each to a sink of that workload.")),
+        )
+        _models.clear()
+        _models[generation] = model
+    return model
 
 
 def batch_warnings(batch: Batch) -> list[Text]:
-    """What in the batch works but deserves a word: mail in clear over a network, secrets
-    or private keys that other users of the machine may read."""
+    """What in the batch works but deserves a word: what a connector says of its section
+    (mail in clear over a network), secrets or private keys that other users of the machine
+    may read, and the former ``[documents]`` form."""
     warnings = []
-    for side, endpoint in ((Text.of("side_source"), batch.source),
-                           (Text.of("side_target"), batch.target)):
-        if (isinstance(endpoint, ImapEndpointConfig) and endpoint.security == "none"
-                and endpoint.host.lower() not in LOOPBACK_HOSTS
-                and not endpoint.host.startswith("127.")):
-            warnings.append(Text.of("cleartext_to_network", side=side, host=endpoint.host))
+    sides = [("source", batch.source)] + [
+        ("target", batch.target_of(w)) for w in dict.fromkeys([MAIL, *batch.workloads])]
+    seen: list[Any] = []
     references = [batch.run.ledger_secret]
-    keys: list[Path] = []
-    for endpoint in (batch.source, batch.target):
-        if isinstance(endpoint, ImapEndpointConfig):
-            references.append(endpoint.admin.secret if endpoint.admin else None)
-            credentials: AppCredentials | None = endpoint.oauth
-        else:
-            credentials = endpoint if isinstance(endpoint, GraphEndpointConfig) else None
-        if credentials is not None:
-            references.append(credentials.client_secret)
-            if credentials.certificate is not None:
-                keys.append(batch.resolve(credentials.certificate))
-    for reference in filter(None, references):
+    for side, config in sides:
+        if config is None or any(config is other for other in seen):
+            continue
+        seen.append(config)
+        connector = registry.connector(config.type)
+        for code, params in connector.warnings(config, side):
+            shown = dict(params)
+            if "side" in shown:
+                shown["side"] = Text.of(SIDES[shown["side"]])
+            warnings.append(Text.of(code, **shown))
+        references += connector.secret_references(config)
+    for reference in dict.fromkeys(filter(None, references)):
         warning = secret_warning(reference, base_dir=batch.base_dir)
         if warning is not None:
             warnings.append(Text.of(warning.code, **warning.params))
-    for key in keys:
-        warning = secret_warning(f"file:{key}", base_dir=batch.base_dir)
-        if warning is not None:
-            warnings.append(Text.of(warning.code, **warning.params))
+    legacy = batch.legacy_documents()
+    if legacy:
+        path = batch.target_of(legacy[0]).path
+        warnings.append(Text.of("documents_former_form", workloads=", ".join(legacy),
+                                example="\n".join(f'[targets.{w}]\ntype = "folder"\n'
+                                                  f'path = "{path}"' for w in legacy)))
     return warnings
-
-
-def _https(value: str) -> str:
-    if not value.startswith("https://"):
-        raise ValueError("must start with https://")
-    return value.rstrip("/")
-
-
-def _check_reference(value: str) -> str:
-    if reference_problem(value) is not None:
-        raise ValueError(f"must be {SECRET_REFERENCE_HINT}, never the secret itself")
-    return value
 
 
 class BatchError(Exception):
@@ -340,7 +260,7 @@ def load_batch(path: Path) -> Batch:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise BatchError(path, [Text.of("batch_not_toml", reason=str(error))])
     try:
-        batch = Batch.model_validate(data)
+        batch = batch_model().model_validate(data)
     except ValidationError as error:
         raise BatchError(path, [_explain(e) for e in error.errors()])
     batch._base_dir = path.resolve().parent
@@ -348,68 +268,83 @@ def load_batch(path: Path) -> Batch:
 
 
 def _explain(error: dict) -> Text:
-    location = ".".join(str(part) for part in error["loc"]
-                        if str(part) not in ("imap", "maildir", "mbox", "eml", "graph"))
+    types = {c.type for c in registry.connectors()}
+    shown = [str(part) for part in error["loc"]
+             if str(part) not in types and not str(part).startswith(("function-", "Annotated"))]
+    location = ".".join(shown)
     kind = error["type"]
     if kind == "missing":
         return Text.of("batch_key_missing", key=location)
     if kind == "extra_forbidden":
         return Text.of("batch_key_unknown", key=location)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return Text.of("batch_bad_type", key=location, expected="imap, maildir, mbox, eml, graph")
+        return Text.of("batch_bad_type", key=location,
+                       expected=", ".join(c.type for c in _connectors_at(shown)))
     expected = error["msg"].removeprefix("Value error, ")
     return Text.of("batch_bad_value", key=location, expected=expected)
 
 
+def _connectors_at(location: list[str]) -> list[registry.Connector]:
+    """The connectors a section may name: sources for ``source``, the sinks of a workload
+    for ``target`` (mail) and ``targets.<workload>``."""
+    if location[:1] == ["source"]:
+        return registry.sources()
+    if location[:1] == ["targets"] and len(location) > 1:
+        return registry.sinks(location[1])
+    return registry.sinks(MAIL)
+
+
 def json_schema() -> str:
-    return json.dumps(Batch.model_json_schema(), indent=2, ensure_ascii=False)
+    return json.dumps(batch_model().model_json_schema(), indent=2, ensure_ascii=False)
 
 
-EXAMPLE = """\
+def example_batch(source: str = "imap", target: str = "imap") -> str:
+    """The batch ``bascule init`` writes: each section from its connector's example, the
+    other types each side may name, and the per-workload targets commented out."""
+    def section(header: str, kind: str, commented: bool = False) -> str:
+        lines = [f"{header}\ntype = \"{kind}\"", registry.connector(kind).example.replace(
+            "<side>", header.strip("[]")).rstrip("\n")]
+        text = "\n".join(lines)
+        return "\n".join("# " + line if commented else line for line in text.splitlines())
+
+    kinds = " | ".join(c.type for c in registry.sources())
+    mail_sinks = " | ".join(c.type for c in registry.sinks(MAIL))
+    documents = [(w, registry.sinks(w)) for w in DOCUMENT_WORKLOADS if registry.sinks(w)]
+    targets = "\n".join(
+        f"# {w}: {' | '.join(c.type for c in sinks)}\n"
+        + section(f"[targets.{w}]", sinks[0].type, commented=True) for w, sinks in documents)
+    return f"""\
 # bascule batch file / fichier de lot bascule
 # Every secret is a reference: env:NAME (environment variable) or file:PATH (a file
 # readable by the migration account only). Never write a password here.
 # Chaque secret est une référence : env:NOM ou file:CHEMIN. Jamais de mot de passe ici.
+# `bascule connectors` lists every type / liste tous les types.
 
 name = "lot-1"
+workloads = ["mail"]          # mail, calendar, contacts, files (the source must read them)
 
-[source]                      # imap | maildir | mbox | eml | graph
-type = "imap"
-host = "outlook.office365.com"
-port = 993
-security = "tls"              # tls | starttls | none
-# ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
-connections = 4               # per account / par compte
-# Exchange Online: log in with the Entra ID application's token, no password per user.
-# Exchange Online : connexion avec le jeton de l'application Entra ID, sans mot de passe.
-# [source.oauth]
-# tenant = "ville.onmicrosoft.com"
-# client_id = "00000000-0000-0000-0000-000000000000"
-# client_secret = "env:BASCULE_APP_SECRET"   # or certificate + certificate_thumbprint
+# source types: {kinds}
+{section("[source]", source)}
 
-[target]                      # imap | maildir
-type = "imap"
-host = "imap.ville.example"
-port = 993
-security = "tls"
-# Log in to every mailbox with one admin account (Dovecot master user or SASL proxy):
-# [target.admin]
-# login = "migration"
-# secret = "env:BASCULE_ADMIN_SECRET"
-# style = "master"            # master (LOGIN user*admin) | proxy (AUTHENTICATE PLAIN)
+# Where mail goes / où va le courrier. Types: {mail_sinks}
+{section("[target]", target)}
+
+# Where calendars, contacts and files go / où vont agendas, contacts et fichiers:
+{targets}
 
 [mapping]
 users = "users.csv"           # source,target,source_secret,target_secret
 
 [mail]
 exclude = ["Sync Issues*"]
-# renames = { "Ancien/Projets" = "Archives/Projets" }
+# renames = {{ "Ancien/Projets" = "Archives/Projets" }}
 # include_non_mail = false    # Calendar, Contacts, Tasks folders seen over IMAP
 
 [run]
 work_dir = "bascule-work"     # ledger and reports / registre et rapports
 workers = 4
 """
+
 
 EXAMPLE_USERS = """\
 source,target,source_secret,target_secret

@@ -23,8 +23,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from connectors import registry
 from connectors.base import BasculeError
-from migrate.batch import EXAMPLE, EXAMPLE_USERS, BatchError, json_schema, load_batch
+from migrate.batch import EXAMPLE_USERS, BatchError, example_batch, json_schema, load_batch
 from migrate.engine import (
     EXIT_INPUT,
     EXIT_STOPPED,
@@ -177,7 +178,7 @@ def init(batch: Path) -> None:
         if path.exists():
             _say(Text.of("cli_init_exists", path=str(path)), err=True)
             sys.exit(EXIT_INPUT)
-    for path, text in ((batch, EXAMPLE), (users, EXAMPLE_USERS)):
+    for path, text in ((batch, example_batch()), (users, EXAMPLE_USERS)):
         try:
             path.write_text(text, encoding="utf-8")
         except OSError as error:
@@ -191,6 +192,19 @@ def init(batch: Path) -> None:
 def schema() -> None:
     """Print the JSON schema of batch files. / Afficher le schéma JSON des lots."""
     click.echo(json_schema())
+
+
+@main.command(name="connectors")
+def list_connectors() -> None:
+    """The connectors a batch may name, and what each reads and writes. / Les connecteurs."""
+    french = language() == "fr"
+    for connector in registry.connectors():
+        summary = connector.summary[1 if french else 0]
+        click.echo(f"{connector.type}: {summary}")
+        if connector.reads:
+            _say(Text.of("cli_connector_reads", workloads=", ".join(sorted(connector.reads))))
+        if connector.writes:
+            _say(Text.of("cli_connector_writes", workloads=", ".join(sorted(connector.writes))))
 
 
 @main.command()

@@ -31,10 +31,10 @@ from connectors.protocols import (
 )
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
-from migrate.batch import Batch, ImapEndpointConfig, batch_warnings
+from migrate.batch import Batch, batch_warnings
 from migrate.compare import FAULTS, FolderCheck, compare_folder
 from migrate.documents import DocumentUnit, plan_documents, verify_documents
-from migrate.endpoints import Connectors, site_of
+from migrate.endpoints import Connectors
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
 from migrate.mail import (
@@ -286,18 +286,20 @@ class Engine:
                 if self.user_map.lookup(name) is None]
 
     def _target_size_limit(self) -> int | None:
-        return self.batch.target.max_message_size if self.batch.target else None
+        sink = self.connectors.sink(WORKLOAD)
+        return sink.largest_item(self.batch.target) if sink is not None else None
 
     def _needs_target(self) -> list[Text]:
         return [] if self.batch.target is not None else [Text.of("no_target")]
 
     def _principals(self, workload: str) -> list[UserMapping]:
-        """The users a workload applies to: SharePoint sites only have files."""
-        return [u for u in self.users if workload == "files" or site_of(u.source) is None]
+        """The users a workload applies to, as the source says (a SharePoint site has only
+        files)."""
+        return [u for u in self.users if self.connectors.serves(u, workload)]
 
     def _source_refusal(self) -> list[Text]:
         """Why the source refuses the batch as a whole (sign-in, consent), before any item."""
-        mailboxes = [u for u in self.users if site_of(u.source) is None]
+        mailboxes = self._principals(WORKLOAD)
         try:
             self.connectors.check_source(mailboxes[0].source if mailboxes else None)
         except BasculeError as error:
@@ -306,8 +308,7 @@ class Engine:
 
     def _document_source(self, user: UserMapping, workload: str) -> closing[DocumentSource]:
         """The principal's calendars and contacts, or drives; closed when the block ends."""
-        account = self.connectors.source_account(user)
-        return closing(self.connectors.open_document_source(account, workload))
+        return closing(self.connectors.open_document_source(user, workload))
 
     @contextmanager
     def _endpoints(self, user: UserMapping) -> Iterator[tuple[MailSource, MailSink]]:
@@ -322,10 +323,10 @@ class Engine:
                     del self._idle[index]
                     break
         if pair is None:
-            source_account, target_account = self.connectors.accounts(user)
-            source = self.connectors.open_source(source_account)
+            self.connectors.target_account(user, WORKLOAD)  # no target: said before a login
+            source = self.connectors.open_source(user)
             try:
-                pair = (source, self.connectors.open_sink(target_account))
+                pair = (source, self.connectors.open_sink(user))
             except BaseException:
                 source.close()
                 raise
@@ -343,11 +344,9 @@ class Engine:
 
     def _slots(self, user: UserMapping) -> threading.BoundedSemaphore:
         """Units of one principal running at once, within each server's connection limit."""
-        limits = [c.connections for c in (self.batch.source, self.batch.target)
-                  if isinstance(c, ImapEndpointConfig)]
         with self._slots_lock:
             if user.source not in self._account_slots:
-                size = max(1, min(limits) // 2) if limits else 2
+                size = min(self.connectors.account_slots(w) for w in self.batch.workloads)
                 self._account_slots[user.source] = threading.BoundedSemaphore(size)
             return self._account_slots[user.source]
 
@@ -375,7 +374,7 @@ class Engine:
                     folders = decide_folders(source, self.rules, sink.capabilities)
                     limit = size_limit(sink.capabilities.max_item_size,
                                        self._target_size_limit())
-                    if not getattr(sink, "internal_date_offset_kept", True):
+                    if not self.connectors.sink_capabilities(WORKLOAD).keeps_internal_date_offset:
                         warnings.append(Text.of("internal_date_offset_lost"))
                     for container, decision in folders:
                         rows.extend(self._plan_rows(user, source, container, decision, limit, totals))
@@ -649,8 +648,7 @@ class Engine:
         def work(progress: UnitProgress | None, result: UnitResult) -> None:
             unit = self.ledger.unit(user.source, workload, container_key(container.path))
             self.ledger.update_unit(unit.id, last_run=run_id)
-            _, target_account = self.connectors.accounts(user)
-            sink = self.connectors.open_document_sink(target_account, workload)
+            sink = self.connectors.open_document_sink(user, workload)
             with self._failing(unit), self._document_source(user, workload) as source:
                 DocumentUnit(self.ledger, unit, source, sink, container, container.path,
                              progress, self._brakes(user), result).run()
@@ -772,13 +770,12 @@ class Engine:
 
     def _verify_documents(self, user: UserMapping, unit: Unit, nested: tuple[str, ...]
                           ) -> FolderCheck:
-        _, target_account = self.connectors.accounts(user)
         with self._document_source(user, unit.workload) as source:
             container = next((c for c in source.document_containers(unit.workload)
                               if container_key(c.path) == unit.container), None)
             if container is None:
                 return FolderCheck()
-            sink = self.connectors.open_document_sink(target_account, unit.workload)
+            sink = self.connectors.open_document_sink(user, unit.workload)
             return verify_documents(self.ledger, unit, source, sink, container, nested)
 
     # audit
@@ -804,7 +801,6 @@ class Engine:
 
     def _audit_user(self, user: UserMapping, totals: dict[str, int]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        source_account = self.connectors.source_account(user)
 
         def count(workload: str, path: tuple[str, ...], items: int, size: int) -> None:
             totals["containers"] += 1
@@ -815,7 +811,7 @@ class Engine:
 
         workloads = [w for w in self.batch.workloads if user in self._principals(w)]
         if WORKLOAD in workloads:
-            with closing(self.connectors.open_source(source_account)) as source:
+            with closing(self.connectors.open_source(user)) as source:
                 for container in source.containers():
                     refs = source.list_changes(container, None).refs
                     count(WORKLOAD, container.path, len(refs), sum(r.size for r in refs))

@@ -171,4 +171,4 @@ def test_graph_cannot_be_a_target(tmp_path):
                          'client_secret = "env:S"')
     with pytest.raises(BatchError) as caught:
         load_batch(write(tmp_path, text))
-    assert "imap or maildir" in caught.value.problems[0].en
+    assert caught.value.problems[0].en == "target: type must be one of imap, maildir"

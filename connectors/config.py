@@ -1,0 +1,46 @@
+"""Pieces every connector's batch section is made of: a strict model, secret references,
+HTTPS addresses. A section names where a secret is, never the secret."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from mappings.secrets import reference_problem
+
+SECRET_REFERENCE_HINT = 'a reference such as "env:NAME" or "file:path/to/secret"'
+
+
+class Section(BaseModel):
+    """A batch section: unknown keys are errors (a misspelt key must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _reference(value: str) -> str:
+    if reference_problem(value) is not None:
+        raise ValueError(f"must be {SECRET_REFERENCE_HINT}, never the secret itself")
+    return value
+
+
+def _https(value: str) -> str:
+    if not value.startswith("https://"):
+        raise ValueError("must start with https://")
+    return value.rstrip("/")
+
+
+SecretReference = Annotated[str, AfterValidator(_reference),
+                            Field(description=SECRET_REFERENCE_HINT)]
+HttpsAddress = Annotated[str, AfterValidator(_https)]
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host.lower() in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def check_reference(value: str) -> str:
+    """A secret reference as written, or ``ValueError`` for anything else (a secret)."""
+    return _reference(value)
