@@ -10,58 +10,40 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.base import (
-    BasculeError,
-    ConnectError,
-    Container,
-    ContainerRefused,
-    SourceNote,
-)
-from connectors.protocols import (
-    DocumentSource,
-    MailSink,
-    MailSource,
-)
-from mappings.folders import FolderDecision, FolderRules
+from connectors.base import BasculeError, ConnectError
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
-from migrate.batch import Batch, batch_warnings
-from migrate.compare import FAULTS, FolderCheck, compare_folder
-from migrate.documents import DocumentUnit, plan_documents, verify_documents
-from migrate.endpoints import Connectors
+from migrate.batch import MAIL, Batch, batch_warnings
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
-from migrate.mail import (
-    WORKLOAD,
-    Brakes,
-    FolderPlan,
-    MailUnit,
-    UnitProgress,
-    UnitResult,
-    container_key,
-    decide_folders,
-    path_of,
-    plan_folder,
-    shown,
-    size_limit,
-    source_notes,
+from migrate.mail import UnitProgress, UnitResult, path_of, shown
+from migrate.rows import (
+    ENTRY_COLUMNS,
+    RunReport,
+    VerifyTally,
+    error_row,
+    text_of,
+)
+from migrate.units import (
+    RUNNERS,
+    Bench,
+    Planned,
+    execute_unit,
+    plan_units,
+    report_base,
+    unit_limit,
 )
 from reports.files import message_columns, write_report
-from reports.i18n import Size, Text
+from reports.i18n import Text
 
 log = logging.getLogger("bascule")
 
-ENTRY_COLUMNS = [
-    "principal", "target", "folder", "target_folder", "action", "messages", "bytes",
-    "to_copy", "copied", "failed", "source_id", "target_ref", "code", "message_en",
-    "message_fr",
-]
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -103,17 +85,6 @@ class Outcome:
     warnings: list[Text] = field(default_factory=list)
     stopped: Text | None = None
     """Why the command stopped before its end, if it did."""
-
-
-def _text_of(error: Exception) -> Text:
-    english, french = getattr(error, "message_en", None), getattr(error, "message_fr", None)
-    if isinstance(english, str) and isinstance(french, str):
-        detail = getattr(error, "error_code", "")
-        prefix = f"{detail}: " if detail else ""
-        return Text.both(getattr(error, "code", "error"), prefix + english, prefix + french)
-    if isinstance(error, BasculeError):
-        return Text.of(error.code, **{"detail": error.detail, **error.params})
-    return Text.of("error", detail=f"{type(error).__name__}: {error}")
 
 
 def ledger_text(error: LedgerError) -> Text:
@@ -169,17 +140,12 @@ class Engine:
         self.command = command
         self.user_map = self._load_users()
         self.users = self._select(users)
-        self.rules = FolderRules(
-            renames=batch.mail.renames, exclude=batch.mail.exclude,
-            include_non_mail=batch.mail.include_non_mail,
-        )
         self.notices: list[Text] = batch_warnings(batch) + [
             Text.of(w.code, **w.params) for w in self.user_map.secret_warnings()]
         self.stop = threading.Event()
         self.stopped: Text | None = None
         self.signal: int | None = None
         self._health = ServerHealth()
-        self._full: dict[str, threading.Event] = defaultdict(threading.Event)
         self._lock: WorkFolderLock | None = None
         self._prepare_work_dir()
         if command in LOCKING_COMMANDS:
@@ -194,19 +160,14 @@ class Engine:
         except BaseException:
             self._release()
             raise
+        self.bench = Bench(batch, self.ledger, self.user_map, self.stop)
+        self.connectors = self.bench.connectors
         self._account_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
-        self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
-        self._idle_lock = threading.Lock()
-        self.connectors = Connectors(batch, self.user_map)
 
     def close(self) -> None:
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
         try:
-            for _, pair in idle:
-                _close_pair(pair)
-            self.connectors.close()
+            self.bench.close()
             self.ledger.close()
         finally:
             self._release()
@@ -285,10 +246,6 @@ class Engine:
         return [Text.of("unmapped_user", user=name) for name in present
                 if self.user_map.lookup(name) is None]
 
-    def _target_size_limit(self) -> int | None:
-        sink = self.connectors.sink(WORKLOAD)
-        return sink.largest_item(self.batch.target) if sink is not None else None
-
     def _needs_target(self) -> list[Text]:
         return [] if self.batch.target is not None else [Text.of("no_target")]
 
@@ -299,99 +256,45 @@ class Engine:
 
     def _source_refusal(self) -> list[Text]:
         """Why the source refuses the batch as a whole (sign-in, consent), before any item."""
-        mailboxes = self._principals(WORKLOAD)
+        mailboxes = self._principals(MAIL)
         try:
             self.connectors.check_source(mailboxes[0].source if mailboxes else None)
         except BasculeError as error:
-            return [_text_of(error)]
+            return [text_of(error)]
         return []
 
-    def _document_source(self, user: UserMapping, workload: str) -> closing[DocumentSource]:
-        """The principal's calendars and contacts, or drives; closed when the block ends."""
-        return closing(self.connectors.open_document_source(user, workload))
-
-    @contextmanager
-    def _endpoints(self, user: UserMapping) -> Iterator[tuple[MailSource, MailSink]]:
-        """A logged-in source and sink for the principal, reused from one unit to the next:
-        a login costs several round trips, which a delta pass over a WAN would pay per
-        folder. A pair whose unit raised is closed, never reused."""
-        pair = None
-        with self._idle_lock:
-            for index, (key, idle) in enumerate(self._idle):
-                if key == user.source:
-                    pair = idle
-                    del self._idle[index]
-                    break
-        if pair is None:
-            self.connectors.target_account(user, WORKLOAD)  # no target: said before a login
-            source = self.connectors.open_source(user)
-            try:
-                pair = (source, self.connectors.open_sink(user))
-            except BaseException:
-                source.close()
-                raise
-        try:
-            yield pair
-        except BaseException:
-            _close_pair(pair)
-            raise
-        with self._idle_lock:
-            self._idle.append((user.source, pair))
-            evicted = self._idle[:-IDLE_PAIRS] if len(self._idle) > IDLE_PAIRS else []
-            del self._idle[:len(evicted)]
-        for _, old in evicted:
-            _close_pair(old)
-
-    def _slots(self, user: UserMapping) -> threading.BoundedSemaphore:
-        """Units of one principal running at once, within each server's connection limit."""
+    def _slots(self, unit: Unit) -> threading.BoundedSemaphore:
+        """Units of one account running at once, as its limits say."""
+        key, size = unit_limit(unit)
         with self._slots_lock:
-            if user.source not in self._account_slots:
-                size = min(self.connectors.account_slots(w) for w in self.batch.workloads)
-                self._account_slots[user.source] = threading.BoundedSemaphore(size)
-            return self._account_slots[user.source]
-
-    def _brakes(self, user: UserMapping) -> Brakes:
-        return Brakes(stop=self.stop, mailbox_full=self._full[user.source])
+            if key not in self._account_slots:
+                self._account_slots[key] = threading.BoundedSemaphore(size)
+            return self._account_slots[key]
 
     # plan
     def plan(self) -> Outcome:
-        units = self.ledger.all_units()
-        self._known_units = {(u.principal, u.container): u for u in units
-                             if u.workload == WORKLOAD}
-        self._known_documents = {(u.principal, u.workload, u.container): u for u in units
-                                 if u.workload != WORKLOAD}
+        known: dict[tuple[str, str], dict[str, Unit]] = defaultdict(dict)
+        for unit in self.ledger.all_units():
+            known[(unit.principal, unit.workload)][unit.container] = unit
         errors = self._needs_target() + self._unmapped() + self._source_refusal()
         warnings: list[Text] = list(self.notices)
         rows: list[dict[str, Any]] = [
             {"principal": "", "action": "error", **message_columns(e)} for e in errors
         ]
         totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
-        for user in self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []:
-            if self.stop.is_set():
-                break
-            try:
-                with self._endpoints(user) as (source, sink):
-                    folders = decide_folders(source, self.rules, sink.capabilities)
-                    limit = size_limit(sink.capabilities.max_item_size,
-                                       self._target_size_limit())
-                    if not self.connectors.sink_capabilities(WORKLOAD).keeps_internal_date_offset:
-                        warnings.append(Text.of("internal_date_offset_lost"))
-                    for container, decision in folders:
-                        rows.extend(self._plan_rows(user, source, container, decision, limit, totals))
-                    rows.extend(self._unknown_on_target(user, sink, folders))
-                    rows.extend(_note_rows(user, source_notes(source)))
-            except BasculeError as error:
-                errors.append(_text_of(error))
-                rows.append(_error_row(user, errors[-1]))
-        for workload in (w for w in self.batch.workloads if w != WORKLOAD):
+        for workload in self.batch.workloads:
             for user in self._principals(workload):
                 if self.stop.is_set():
                     break
                 try:
-                    rows.extend(self._plan_documents(user, workload, totals))
+                    planned, said = RUNNERS[workload].plan(
+                        self.bench, user, workload, known[(user.source, workload)], totals)
                 except BasculeError as error:
-                    errors.append(_text_of(error))
-                    rows.append(_error_row(user, errors[-1]))
+                    errors.append(text_of(error))
+                    rows.append(error_row(user, errors[-1]))
+                    continue
+                rows.extend(planned)
+                warnings.extend(said)
         distinct = list({(w.code, w.en): w for w in warnings}.values())
         summary = {**totals, "errors": len(errors), "warnings": len(distinct),
                    "users": len(self.users)}
@@ -403,72 +306,6 @@ class Engine:
         json_path, csv_path = write_report(self.batch.work_dir, "plan", document, rows, ENTRY_COLUMNS)
         code = self._stopped_exit() or (EXIT_INPUT if errors else EXIT_DONE)
         return Outcome(json_path, csv_path, summary, code, errors, distinct, self.stopped)
-
-    def _unknown_on_target(self, user: UserMapping, sink: MailSink,
-                           folders: list[tuple[Container, FolderDecision]]
-                           ) -> list[dict[str, Any]]:
-        """Target folders already holding messages the ledger does not account for (a lost
-        ledger, users filing mail there): the run will match them by content."""
-        rows = []
-        targets = {d.target for _, d in folders if d.action != "skip" and d.target}
-        for target in sorted(targets):
-            try:
-                native = sink.native_name(target)
-            except ContainerRefused:
-                continue
-            unknown = sink.count(native) - self.ledger.claimed_count(user.source, native)
-            if unknown > 0:
-                rows.append({"principal": user.source, "target": user.target,
-                             "target_folder": shown(target), "action": "note",
-                             "messages": unknown,
-                             **message_columns(Text.of("target_not_empty", count=unknown))})
-        return rows
-
-    def _plan_documents(self, user: UserMapping, workload: str, totals: dict[str, int]
-                        ) -> list[dict[str, Any]]:
-        rows = []
-        with self._document_source(user, workload) as source:
-            for container in source.document_containers(workload):
-                unit = self._known_documents.get((user.source, workload,
-                                                  container_key(container.path)))
-                known = self.ledger.items_of(unit.id) if unit else {}
-                items, size, to_copy, to_copy_size = plan_documents(source, container, known)
-                for key, value in (("units", 1), ("messages", items), ("bytes", size),
-                                   ("to_copy", to_copy), ("to_copy_bytes", to_copy_size)):
-                    totals[key] += value
-                rows.append({"principal": user.source, "target": user.target,
-                             "folder": f"{workload}:{shown(container.path)}",
-                             "target_folder": "/".join((user.target, workload, *container.path)),
-                             "action": "copy", "messages": items, "bytes": size,
-                             "to_copy": to_copy})
-            rows.extend(_note_rows(user, source_notes(source)))
-        return rows
-
-    def _plan_rows(
-        self, user: UserMapping, source: MailSource, container: Container,
-        decision: FolderDecision, limit: int | None, totals: dict[str, int],
-    ) -> list[dict[str, Any]]:
-        base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
-                "target_folder": shown(decision.target)}
-        action, reasons = _decided(decision)
-        if decision.action == "skip":
-            return [{**base, "action": "skip", **_joined(reasons)}]
-        unit = self._known_units.get((user.source, container_key(decision.source)))
-        known = self.ledger.items_of(unit.id) if unit else {}
-        plan = FolderPlan(container, decision)
-        plan_folder(source, plan, known, limit)
-        totals["units"] += 1
-        totals["messages"] += plan.messages
-        totals["bytes"] += plan.bytes
-        totals["to_copy"] += plan.to_copy
-        totals["to_copy_bytes"] += plan.to_copy_bytes
-        rows = [{**base, "action": action, "messages": plan.messages, "bytes": plan.bytes,
-                 "to_copy": plan.to_copy, **_joined(reasons)}]
-        for ref in plan.too_big:
-            text = Text.of("too_big_for_target", limit=Size(limit))
-            rows.append({**base, "action": "too_big", "source_id": ref.source_id,
-                         "bytes": ref.size, **message_columns(text)})
-        return rows
 
     # run
     def run(self, progress: ProgressFactory | None = None) -> Outcome:
@@ -519,47 +356,38 @@ class Engine:
 
     def _submit_units(self, pool: ThreadPoolExecutor, run_id: int, tracker: ProgressFactory,
                       report: RunReport) -> list[Future[None]]:
-        """Every unit of the batch, as jobs: a principal's folders landing in one target
-        folder form one job and run one after another, so that what one of them finds on
-        the target is known to the next."""
+        """Every unit of the batch, planned principal by principal into the ledger and
+        submitted as soon as its principal's are: units of one chain form one job and run
+        one after another, in planned order."""
         futures = []
-        mail_users = self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []
-        for user, decided in zip(mail_users, pool.map(self._folders_or_error, mail_users)):
-            if decided is None:
-                continue
-            if isinstance(decided, BasculeError):
-                self._principal_error(user, decided, report)
-                continue
-            folders, notes = decided
-            report.rows.extend(_note_rows(user, notes))
-            chains: dict[tuple[str, ...], list[tuple[Container, FolderDecision]]] = {}
-            for container, decision in sorted(folders, key=_largest_first):
-                if decision.action == "skip":
-                    report.totals["skipped"] += 1
-                    _, reasons = _decided(decision)
-                    report.rows.append({"principal": user.source, "target": user.target,
-                                        "folder": shown(decision.source), "action": "skip",
-                                        **_joined(reasons)})
-                    continue
-                assert decision.target is not None
-                chains.setdefault(decision.target, []).append((container, decision))
-            futures += [pool.submit(self._run_chain, run_id, user, chain, tracker, report)
-                        for chain in chains.values()]
         for workload in self.batch.workloads:
-            if workload == WORKLOAD:
-                continue
-            for user in self._principals(workload):
-                if self.stop.is_set():
-                    break
-                try:
-                    containers = self._document_containers(user, workload)
-                except BasculeError as error:
-                    self._principal_error(user, error, report)
+            users = self._principals(workload)
+            decided_all = pool.map(lambda user, w=workload: self._units_or_error(user, w, run_id),
+                                   users)
+            for user, decided_units in zip(users, decided_all):
+                if decided_units is None:
                     continue
-                futures += [pool.submit(self._run_document_unit, run_id, user, workload,
-                                        container, tracker, report)
-                            for container in containers]
+                if isinstance(decided_units, BasculeError):
+                    self._principal_error(user, decided_units, report)
+                    continue
+                units, planned = decided_units
+                report.rows.extend(planned.rows)
+                report.totals["skipped"] += planned.skipped
+                chains: dict[str, list[Unit]] = {}
+                for unit in sorted(units, key=lambda u: (u.spec or {}).get("position", 0)):
+                    chains.setdefault(unit.chain or str(unit.id), []).append(unit)
+                futures += [pool.submit(self._run_chain, chain, tracker, report)
+                            for chain in chains.values()]
         return futures
+
+    def _units_or_error(self, user: UserMapping, workload: str, run_id: int
+                        ) -> tuple[list[Unit], Planned] | BasculeError | None:
+        if self.stop.is_set():
+            return None
+        try:
+            return plan_units(self.bench, user, workload, run_id)
+        except BasculeError as error:
+            return error
 
     def _wait(self, futures: list[Future[None]]) -> None:
         """Until every job ends, or, once a stop is asked for, until the grace period ends."""
@@ -578,9 +406,9 @@ class Engine:
                     return
 
     def _principal_error(self, user: UserMapping, error: BasculeError, report: RunReport) -> None:
-        text = _text_of(error)
+        text = text_of(error)
         with report.lock:
-            report.rows.append(_error_row(user, text))
+            report.rows.append(error_row(user, text))
             report.totals["units_failed"] += 1
         log.error("principal=%s error=%s", user.source, text.en)
         self._count_failure(error)
@@ -590,105 +418,40 @@ class Engine:
             # Connections kept for reuse may hang on the same server: the next units open
             # new ones, which a silent server refuses within the greeting's 10 s rather
             # than a whole timeout each.
-            with self._idle_lock:
-                idle, self._idle = self._idle, []
-            for _, pair in idle:
-                _close_pair(pair)
+            self.bench.drop_idle()
         if self._health.failed(error):
             assert isinstance(error, ConnectError)
             self._halt(Text.of("server_down", where=error.where or "?",
                                count=self._health.limit, detail=error.detail))
 
-    def _document_containers(self, user: UserMapping, workload: str) -> list[Container]:
-        with self._document_source(user, workload) as source:
-            return source.document_containers(workload)
+    def _run_chain(self, chain: list[Unit], tracker: ProgressFactory, report: RunReport
+                   ) -> None:
+        for unit in chain:
+            self._execute(unit, tracker, report)
 
-    def _folders_or_error(
-        self, user: UserMapping
-    ) -> tuple[list[tuple[Container, FolderDecision]], list[SourceNote]] | BasculeError | None:
-        if self.stop.is_set():
-            return None
-        try:
-            with self._endpoints(user) as (source, sink):
-                return decide_folders(source, self.rules, sink.capabilities), source_notes(source)
-        except BasculeError as error:
-            return error
-
-    def _run_chain(self, run_id: int, user: UserMapping,
-                   chain: list[tuple[Container, FolderDecision]], tracker: ProgressFactory,
-                   report: RunReport) -> None:
-        for container, decision in chain:
-            self._run_unit(run_id, user, container, decision, tracker, report)
-
-    def _run_unit(
-        self, run_id: int, user: UserMapping, container: Container, decision: FolderDecision,
-        tracker: ProgressFactory, report: RunReport,
-    ) -> None:
-        assert decision.target is not None
-        base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
-                "target_folder": shown(decision.target)}
-
-        def work(progress: UnitProgress | None, result: UnitResult) -> None:
-            unit = self.ledger.unit(user.source, WORKLOAD, container_key(decision.source))
-            self.ledger.update_unit(unit.id, last_run=run_id)
-            with self._failing(unit), self._endpoints(user) as (source, sink):
-                MailUnit(self.ledger, unit, source, sink, container, decision.target,
-                         progress, self._target_size_limit(), self._brakes(user), result).run()
-
-        self._execute(user, work, tracker, report, base, *_decided(decision))
-
-    def _run_document_unit(
-        self, run_id: int, user: UserMapping, workload: str, container: Container,
-        tracker: ProgressFactory, report: RunReport,
-    ) -> None:
-        base = {"principal": user.source, "target": user.target,
-                "folder": f"{workload}:{shown(container.path)}",
-                "target_folder": "/".join((user.target, workload, *container.path))}
-
-        def work(progress: UnitProgress | None, result: UnitResult) -> None:
-            unit = self.ledger.unit(user.source, workload, container_key(container.path))
-            self.ledger.update_unit(unit.id, last_run=run_id)
-            sink = self.connectors.open_document_sink(user, workload)
-            with self._failing(unit), self._document_source(user, workload) as source:
-                DocumentUnit(self.ledger, unit, source, sink, container, container.path,
-                             progress, self._brakes(user), result).run()
-
-        self._execute(user, work, tracker, report, base, "copy", [])
-
-    @contextmanager
-    def _failing(self, unit: Unit) -> Iterator[None]:
-        """A unit that raises is recorded ``failed`` with its reason, unless the ledger is
-        what fails."""
-        try:
-            yield
-        except LedgerError:
-            raise
-        except Exception as error:
-            self.ledger.update_unit(unit.id, status="failed", last_error=_text_of(error).en)
-            raise
-
-    def _execute(
-        self, user: UserMapping, work: Callable[[UnitProgress | None, UnitResult], None],
-        tracker: ProgressFactory, report: RunReport, base: dict[str, Any], action: str,
-        reasons: list[Text],
-    ) -> None:
-        """Run one unit within its principal's slots; whatever it raises stays in it, but
+    def _execute(self, unit: Unit, tracker: ProgressFactory, report: RunReport) -> None:
+        """Run one unit within its account's slots; whatever it raises stays in it, but
         a server down or a ledger failing stops the run."""
+        user = self.bench.user(unit.principal)
+        spec = unit.spec or {}
+        base = report_base(user, unit)
+        action = spec.get("action", "copy")
+        reasons = [Text.of(code, detail=spec.get("detail", "")) for code in spec.get("reasons", [])]
         label = f"{user.source} {base['folder']}"
         result = UnitResult()
-        with self._slots(user):
+        with self._slots(unit):
             if self.stop.is_set():
                 report.not_started(base)
                 return
             with tracker.unit(label) as unit_progress:
                 try:
-                    work(unit_progress, result)
+                    execute_unit(self.bench, unit, unit_progress, result)
                 except LedgerError as error:
                     self._halt(ledger_text(error))
                     report.add(base, "error", [ledger_text(error)], result, failed_unit=True)
                     return
                 except Exception as error:  # noqa: BLE001 - any failure stays in this unit
-                    text = _text_of(error)
+                    text = text_of(error)
                     log.error("unit=%r error=%s", label, text.en)
                     self._count_failure(error)
                     report.add(base, "error", [text], result, failed_unit=True)
@@ -703,21 +466,15 @@ class Engine:
         if self.batch.target is None:
             raise InputError(self._needs_target())
         selected = {u.source for u in self.users}
-        all_units = self.ledger.all_units()
+        units: dict[tuple[str, str], list[Unit]] = defaultdict(list)
+        for unit in self.ledger.all_units():
+            units[(unit.principal, unit.workload)].append(unit)
         tally = VerifyTally()
-        mail_users = self._principals(WORKLOAD) if WORKLOAD in self.batch.workloads else []
         with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
-            jobs = [pool.submit(self._verify_mailbox, user, all_units, tally)
-                    for user in mail_users]
-            for unit in all_units:
-                if unit.workload != WORKLOAD and unit.principal in selected:
-                    nested = tuple(
-                        other.target_container for other in all_units
-                        if other.principal == unit.principal and other.workload == unit.workload
-                        and other.target_container and unit.target_container
-                        and other.target_container.startswith(unit.target_container + "/"))
-                    jobs.append(pool.submit(self._verify_document_unit, unit, nested, tally))
-            self._wait(jobs)
+            self._wait([pool.submit(self._verify, user, workload,
+                                    units[(user.source, workload)], tally)
+                        for workload in self.batch.workloads
+                        for user in self._principals(workload)])
         summary = {**tally.counts, "users": len(selected)}
         document = {"batch": self.batch.name, "summary": summary, **self._ending()}
         json_path, csv_path = write_report(self.batch.work_dir, "verify", document, tally.rows,
@@ -725,58 +482,14 @@ class Engine:
         code = self._stopped_exit() or (EXIT_FAILED if tally.counts["mismatches"] else EXIT_DONE)
         return Outcome(json_path, csv_path, summary, code, stopped=self.stopped)
 
-    def _verify_mailbox(self, user: UserMapping, all_units: list[Unit],
-                        tally: VerifyTally) -> None:
-        """Each target folder of the principal against the source folders landing in it."""
-        units = {u.container: u for u in all_units
-                 if u.principal == user.source and u.workload == WORKLOAD}
-        try:
-            with self._endpoints(user) as (source, sink):
-                groups: dict[tuple[str, ...], list[tuple[Unit | None, Container]]] = {}
-                for container, decision in decide_folders(source, self.rules, sink.capabilities):
-                    if decision.action != "skip" and decision.target:
-                        unit = units.get(container_key(container.path))
-                        groups.setdefault(decision.target, []).append((unit, container))
-                for target, feeders in sorted(groups.items()):
-                    if self.stop.is_set():
-                        return
-                    native = next((u.target_container for u, _ in feeders
-                                   if u is not None and u.target_container), None)
-                    if native is None:
-                        try:
-                            native = sink.native_name(target)
-                        except ContainerRefused:
-                            native = None
-                    check = compare_folder(self.ledger, source, sink, native, feeders)
-                    tally.add({"principal": user.source, "target": user.target,
-                               "target_folder": native or shown(target)}, check)
-        except BasculeError as error:
-            tally.add_error(user, _text_of(error))
-
-    def _verify_document_unit(self, unit: Unit, nested: tuple[str, ...],
-                              tally: VerifyTally) -> None:
+    def _verify(self, user: UserMapping, workload: str, units: list[Unit],
+                tally: VerifyTally) -> None:
         if self.stop.is_set():
             return
-        user = self.user_map.lookup(unit.principal)
-        assert user is not None
         try:
-            check = self._verify_documents(user, unit, nested)
+            RUNNERS[workload].verify(self.bench, user, workload, units, tally)
         except BasculeError as error:
-            tally.add_error(user, _text_of(error))
-            return
-        tally.add({"principal": user.source, "target": user.target,
-                   "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
-                   "target_folder": unit.target_container}, check)
-
-    def _verify_documents(self, user: UserMapping, unit: Unit, nested: tuple[str, ...]
-                          ) -> FolderCheck:
-        with self._document_source(user, unit.workload) as source:
-            container = next((c for c in source.document_containers(unit.workload)
-                              if container_key(c.path) == unit.container), None)
-            if container is None:
-                return FolderCheck()
-            sink = self.connectors.open_document_sink(user, unit.workload)
-            return verify_documents(self.ledger, unit, source, sink, container, nested)
+            tally.add_error(user, text_of(error))
 
     # audit
     def audit(self) -> Outcome:
@@ -791,8 +504,8 @@ class Engine:
             try:
                 rows.extend(self._audit_user(user, totals))
             except BasculeError as error:
-                errors.append(_text_of(error))
-                rows.append(_error_row(user, errors[-1]))
+                errors.append(text_of(error))
+                rows.append(error_row(user, errors[-1]))
         summary = {**totals, "errors": len(errors)}
         json_path, csv_path = write_report(
             self.batch.work_dir, "audit", {"batch": self.batch.name, "summary": summary}, rows,
@@ -809,19 +522,9 @@ class Engine:
             rows.append({"principal": user.source, "folder": f"{workload}:{shown(path)}",
                          "action": "inventory", "messages": items, "bytes": size})
 
-        workloads = [w for w in self.batch.workloads if user in self._principals(w)]
-        if WORKLOAD in workloads:
-            with closing(self.connectors.open_source(user)) as source:
-                for container in source.containers():
-                    refs = source.list_changes(container, None).refs
-                    count(WORKLOAD, container.path, len(refs), sum(r.size for r in refs))
-                rows.extend(_note_rows(user, source_notes(source)))
-        for workload in (w for w in workloads if w != WORKLOAD):
-            with self._document_source(user, workload) as documents:
-                for container in documents.document_containers(workload):
-                    refs = documents.list_documents(container, None).refs
-                    count(workload, container.path, len(refs), sum(r.size for r in refs))
-                rows.extend(_note_rows(user, source_notes(documents)))
+        for workload in self.batch.workloads:
+            if self.connectors.serves(user, workload):
+                rows.extend(RUNNERS[workload].audit(self.bench, user, workload, count))
         return rows
 
     # status
@@ -858,166 +561,6 @@ class Engine:
         json_path, csv_path = write_report(self.batch.work_dir, "status", document, rows,
                                            ENTRY_COLUMNS)
         return Outcome(json_path, csv_path, totals, 1 if totals["failed_items"] else 0)
-
-
-IDLE_PAIRS = 16
-"""Logged-in source/sink pairs kept for reuse; the oldest are closed beyond that."""
-
-
-def _close_pair(pair: tuple[MailSource, MailSink]) -> None:
-    source, sink = pair
-    try:
-        sink.close()
-    finally:
-        source.close()
-
-
-FIRST_ROLES = {"inbox": 0, "archive": 1, "sent": 2}
-
-
-def _largest_first(folder: tuple[Container, FolderDecision]) -> int:
-    """Folders that usually hold most of a mailbox start first, so that the run does not
-    end with one big folder copying alone."""
-    return FIRST_ROLES.get(folder[1].role or "", len(FIRST_ROLES))
-
-
-def _note_rows(user: UserMapping, notes: list[SourceNote]) -> list[dict[str, Any]]:
-    """Report rows for what a source noticed about a principal's folders."""
-    return [{"principal": user.source, "target": user.target,
-             "folder": note.subject if note.code.endswith("folder_skipped") else "",
-             "source_id": "" if note.code.endswith("folder_skipped") else note.subject,
-             "action": "skip" if note.code.endswith("folder_skipped") else "note",
-             **message_columns(_note_text(note))} for note in notes]
-
-
-def _note_text(note: SourceNote) -> Text:
-    return Text.of(note.code, detail=note.detail, **note.params)
-
-
-def _error_row(user: UserMapping, text: Text) -> dict[str, Any]:
-    return {"principal": user.source, "target": user.target, "action": "error",
-            **message_columns(text)}
-
-
-def _decided(decision: FolderDecision) -> tuple[str, list[Text]]:
-    """The report's action for a folder copied (``rename`` when a rule renamed it), and why."""
-    action = "rename" if any(c.startswith("renamed") for c in decision.reasons) else "copy"
-    return action, [Text.of(code, detail=decision.detail) for code in decision.reasons]
-
-
-def _joined(reasons: list[Text]) -> dict[str, str]:
-    if not reasons:
-        return {}
-    return {"code": " ".join(r.code for r in reasons),
-            "message_en": "; ".join(r.en for r in reasons),
-            "message_fr": "; ".join(r.fr for r in reasons)}
-
-
-@dataclass
-class RunReport:
-    """The rows and totals of a run, filled by units from several threads."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    totals: dict[str, int] = field(default_factory=lambda: {
-        "copied": 0, "bytes": 0, "flag_updates": 0, "failed": 0, "skipped": 0,
-        "recovered": 0, "units_failed": 0, "units_interrupted": 0, "units_not_started": 0,
-        "over_quota": 0, "over_quota_bytes": 0})
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    quota: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    """(principal, target) -> [messages, bytes] a full mailbox kept out."""
-
-    def add(self, base: dict[str, Any], action: str, reasons: list[Text],
-            result: UnitResult, failed_unit: bool = False) -> None:
-        """A unit's rows: its outcome (also when it failed part way: what it did before
-        counts), its notes and its failed items."""
-        rows = [{**base, "action": action, "copied": result.copied,
-                 "bytes": result.copied_bytes, "failed": result.failed, **_joined(reasons)}]
-        rows += [{**base, "action": "note",
-                  "source_id": "" if note.code == "removed_at_source" else note.subject,
-                  **message_columns(_note_text(note))}
-                 for note in result.notes]
-        if result.recovered:
-            rows.append({**base, "action": "note", "messages": result.recovered,
-                         **message_columns(Text.of("found_on_target", count=result.recovered))})
-        if result.converted:
-            rows.append({**base, "action": "note", "messages": len(result.converted),
-                         "source_id": " ".join(result.converted),
-                         **message_columns(Text.of("line_endings_converted"))})
-        if result.deleted_at_source:
-            rows.append({**base, "action": "note", "messages": result.deleted_at_source,
-                         **message_columns(Text.of("deleted_at_source"))})
-        rows += [{**base, "action": "failed", "source_id": sid, **message_columns(_text_of(e))}
-                 for sid, e in result.errors]
-        with self.lock:
-            for key, value in (("copied", result.copied), ("bytes", result.copied_bytes),
-                               ("flag_updates", result.flag_updates), ("failed", result.failed),
-                               ("recovered", result.recovered),
-                               ("units_failed", int(failed_unit)),
-                               ("units_interrupted", int(result.interrupted)),
-                               ("over_quota", result.quota_left),
-                               ("over_quota_bytes", result.quota_left_bytes)):
-                self.totals[key] += value
-            if result.quota_left:
-                left = self.quota.setdefault((base["principal"], base["target"]), [0, 0])
-                left[0] += result.quota_left
-                left[1] += result.quota_left_bytes
-            self.rows.extend(rows)
-
-    def not_started(self, base: dict[str, Any]) -> None:
-        """A unit the run stopped before it began: the next run starts it."""
-        with self.lock:
-            self.totals["units_not_started"] += 1
-            self.rows.append({**base, "action": "not_started",
-                              **message_columns(Text.of("unit_not_started"))})
-
-    def quota_rows(self) -> list[dict[str, Any]]:
-        """One row per mailbox found full, with what it kept out."""
-        return [{"principal": principal, "target": target, "action": "over_quota",
-                 "messages": count, "bytes": size,
-                 **message_columns(Text.of("mailbox_full", count=count, size=Size(size)))}
-                for (principal, target), (count, size) in sorted(self.quota.items())]
-
-
-FINDING_TOTALS = {
-    "missing_on_target": "missing", "fingerprint_mismatch": "missing",
-    "duplicate_on_target": "duplicates", "not_in_source": "not_in_source",
-    "flags_mismatch": "flags_differ", "date_mismatch": "dates_differ",
-    "changed_since_copy": "changed_at_source", "deleted_at_source": "deleted_at_source",
-}
-"""The verify summary's total that counts each finding."""
-
-
-@dataclass
-class VerifyTally:
-    """The rows and counts of a verify, filled by principals checked side by side."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: {
-        "checked": 0, "target_items": 0, "mismatches": 0, "missing": 0, "duplicates": 0,
-        "not_in_source": 0, "flags_differ": 0, "dates_differ": 0, "changed_at_source": 0,
-        "deleted_at_source": 0, "errors": 0})
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, base: dict[str, Any], check: FolderCheck) -> None:
-        """One target folder's rows: what was checked, then each finding."""
-        rows = [{**base, "action": "verified", "messages": check.source_messages,
-                 "copied": check.target_messages, "failed": check.faults}]
-        rows += [{**base, "action": "mismatch" if f.code in FAULTS else "note",
-                  "source_id": f.source_id, "target_ref": f.target_ref,
-                  **message_columns(Text.of(f.code, **f.params))} for f in check.findings]
-        with self.lock:
-            self.counts["checked"] += check.source_messages
-            self.counts["target_items"] += check.target_messages
-            self.counts["mismatches"] += check.faults
-            for finding in check.findings:
-                self.counts[FINDING_TOTALS[finding.code]] += 1
-            self.rows.extend(rows)
-
-    def add_error(self, user: UserMapping, text: Text) -> None:
-        with self.lock:
-            self.counts["mismatches"] += 1
-            self.counts["errors"] += 1
-            self.rows.append(_error_row(user, text))
 
 
 class ProgressFactory:

@@ -80,6 +80,16 @@ units = Table(
     Column("last_error", Text),
     Column("last_run", Integer),
     Column("updated_at", DateTime(timezone=True)),
+    # What the planner decided, so that any process can run the unit from the batch file
+    # and the ledger alone: the target login, the source and sink types, the unit's own
+    # description (its workload's runner reads it), the chain it runs in (units of one
+    # chain one after another, in ``id`` order), the run that planned it.
+    Column("target", String(320)),
+    Column("source_type", String(40)),
+    Column("sink_type", String(40)),
+    Column("spec", JSON),
+    Column("chain", Text),
+    Column("planned_run", Integer),
     UniqueConstraint("principal", "workload", "container"),
 )
 
@@ -136,6 +146,12 @@ class Unit:
     bytes: int
     failed: int
     last_error: str | None
+    target: str | None = None
+    source_type: str | None = None
+    sink_type: str | None = None
+    spec: dict[str, Any] | None = None
+    chain: str | None = None
+    planned_run: int | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +335,30 @@ class Ledger:
                 )
                 row = db.execute(select(units).where(key)).first()
         return _unit(row)
+
+    def plan_unit(self, principal: str, workload: str, container: str, *, run_id: int,
+                  **decided: Any) -> Unit:
+        """Write what the planner decided for a unit (``target``, ``source_type``,
+        ``sink_type``, ``spec``, ``chain``), made on first use, marked planned by
+        ``run_id``: what a process needs to run it besides the batch file."""
+        unit = self.unit(principal, workload, container)
+        self.update_unit(unit.id, planned_run=run_id, **decided)
+        return self.unit_by_id(unit.id)
+
+    def unit_by_id(self, unit_id: int) -> Unit:
+        """A unit by its id; ``LedgerError`` ``no_unit`` when the ledger has none."""
+        with self._reading() as db:
+            row = db.execute(select(units).where(units.c.id == unit_id)).first()
+        if row is None:
+            raise LedgerError("no_unit", self.location, str(unit_id))
+        return _unit(row)
+
+    def planned_units(self, run_id: int) -> list[Unit]:
+        """The units a run planned, in the order they were planned within each chain."""
+        with self._reading() as db:
+            rows = db.execute(select(units).where(units.c.planned_run == run_id)
+                              .order_by(units.c.id)).all()
+        return [_unit(row) for row in rows]
 
     def all_units(self) -> list[Unit]:
         with self._reading() as db:
@@ -594,12 +634,17 @@ def _unit(row: Any) -> Unit:
     cursor = m[units.c.cursor]
     if isinstance(cursor, str):
         cursor = json.loads(cursor)
+    spec = m[units.c.spec]
+    if isinstance(spec, str):
+        spec = json.loads(spec)
     return Unit(
         id=m[units.c.id], principal=m[units.c.principal], workload=m[units.c.workload],
         container=m[units.c.container], target_container=m[units.c.target_container],
         status=m[units.c.status], cursor=cursor, copied=m[units.c.copied] or 0,
         bytes=m[units.c.bytes] or 0, failed=m[units.c.failed] or 0,
-        last_error=m[units.c.last_error],
+        last_error=m[units.c.last_error], target=m[units.c.target],
+        source_type=m[units.c.source_type], sink_type=m[units.c.sink_type], spec=spec,
+        chain=m[units.c.chain], planned_run=m[units.c.planned_run],
     )
 
 

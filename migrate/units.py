@@ -1,0 +1,497 @@
+"""Work units as data, and the runners of each workload.
+
+The planner writes every unit of a run into the ledger as a row: its principal, workload,
+container, target login, source and sink types, its ``spec`` (what its workload's runner
+needs: the source folder, where it lands, why it was renamed) and its ``chain`` (units of
+one chain run one after another). ``run_unit(batch_file, unit_id)`` runs one unit in any
+process with only the batch file and the ledger; the engine's thread executor calls the same
+``execute_unit`` for each unit it planned.
+
+A workload joins by giving a ``WorkloadRunner`` in ``RUNNERS``: the engine's ``plan``,
+``run``, ``verify`` and ``audit`` ask each workload's runner and never branch on its name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from connectors.base import BasculeError, Container, ContainerRefused
+from connectors.protocols import DocumentSource, MailSink, MailSource
+from mappings.folders import FolderDecision, FolderRules
+from mappings.users import UserMap, UserMapping, load_users
+from migrate.batch import MAIL, Batch, load_batch
+from migrate.compare import FolderCheck, compare_folder
+from migrate.documents import DocumentUnit, plan_documents, verify_documents
+from migrate.endpoints import Connectors
+from migrate.ledger import Ledger, LedgerError, Unit
+from migrate.mail import (
+    Brakes,
+    FolderPlan,
+    MailUnit,
+    UnitProgress,
+    UnitResult,
+    container_key,
+    decide_folders,
+    path_of,
+    plan_folder,
+    shown,
+    size_limit,
+    source_notes,
+)
+from migrate.rows import VerifyTally, decided, joined, note_rows, text_of
+from reports.files import message_columns
+from reports.i18n import Size, Text
+
+log = logging.getLogger("bascule")
+
+IDLE_PAIRS = 16
+"""Logged-in mail source/sink pairs kept for reuse; the oldest are closed beyond that."""
+
+FIRST_ROLES = {"inbox": 0, "archive": 1, "sent": 2}
+"""Folders that usually hold most of a mailbox start first, so that a run does not end with
+one big folder copying alone."""
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """One unit as the planner decides it, before it is written to the ledger."""
+
+    container: str
+    spec: dict[str, Any]
+    chain: str
+    """Units with the same chain run one after another, in planned order."""
+
+
+@dataclass
+class Planned:
+    """What a workload's runner planned for one principal: its units, and rows for the
+    report about what it will not run (skipped folders, notes of the source)."""
+
+    units: list[PlannedUnit] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
+class Bench:
+    """What every unit of a command shares: the batch, the ledger, the connectors, the
+    folder rules, the brakes, and logged-in mail pairs kept for the next unit."""
+
+    def __init__(self, batch: Batch, ledger: Ledger, user_map: UserMap,
+                 stop: threading.Event | None = None) -> None:
+        self.batch = batch
+        self.ledger = ledger
+        self.user_map = user_map
+        self.connectors = Connectors(batch, user_map)
+        self.rules = FolderRules(
+            renames=batch.mail.renames, exclude=batch.mail.exclude,
+            include_non_mail=batch.mail.include_non_mail,
+        )
+        self.stop = stop or threading.Event()
+        self.full: dict[str, threading.Event] = defaultdict(threading.Event)
+        self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
+        self._idle_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.drop_idle()
+        self.connectors.close()
+
+    def drop_idle(self) -> None:
+        """Close the pairs kept for reuse (their server may have gone down)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for _, pair in idle:
+            _close_pair(pair)
+
+    def brakes(self, user: UserMapping) -> Brakes:
+        return Brakes(stop=self.stop, mailbox_full=self.full[user.source])
+
+    def user(self, principal: str) -> UserMapping:
+        user = self.user_map.lookup(principal)
+        if user is None:
+            raise BasculeError(code="unit_principal_unknown", params={"principal": principal})
+        return user
+
+    def target_size_limit(self) -> int | None:
+        sink = self.connectors.sink(MAIL)
+        return sink.largest_item(self.batch.target) if sink is not None else None
+
+    def document_source(self, user: UserMapping, workload: str) -> closing[DocumentSource]:
+        """The principal's calendars and contacts, or drives; closed when the block ends."""
+        return closing(self.connectors.open_document_source(user, workload))
+
+    @contextmanager
+    def endpoints(self, user: UserMapping) -> Iterator[tuple[MailSource, MailSink]]:
+        """A logged-in mail source and sink for the principal, reused from one unit to the
+        next: a login costs several round trips, which a delta pass over a WAN would pay
+        per folder. A pair whose unit raised is closed, never reused."""
+        pair = None
+        with self._idle_lock:
+            for index, (key, idle) in enumerate(self._idle):
+                if key == user.source:
+                    pair = idle
+                    del self._idle[index]
+                    break
+        if pair is None:
+            self.connectors.target_account(user, MAIL)  # no target: said before a login
+            source = self.connectors.open_source(user)
+            try:
+                pair = (source, self.connectors.open_sink(user))
+            except BaseException:
+                source.close()
+                raise
+        try:
+            yield pair
+        except BaseException:
+            _close_pair(pair)
+            raise
+        with self._idle_lock:
+            self._idle.append((user.source, pair))
+            evicted = self._idle[:-IDLE_PAIRS] if len(self._idle) > IDLE_PAIRS else []
+            del self._idle[:len(evicted)]
+        for _, old in evicted:
+            _close_pair(old)
+
+    @contextmanager
+    def failing(self, unit: Unit) -> Iterator[None]:
+        """A unit that raises is recorded ``failed`` with its reason, unless the ledger is
+        what fails."""
+        try:
+            yield
+        except LedgerError:
+            raise
+        except Exception as error:
+            self.ledger.update_unit(unit.id, status="failed", last_error=text_of(error).en)
+            raise
+
+
+class WorkloadRunner(Protocol):
+    """What a workload gives the engine. ``plan`` counts without moving anything; ``units``
+    decides the units of a run; ``run`` runs one from its ledger row; ``verify`` checks the
+    principal's units against both sides; ``audit`` counts the source from listings."""
+
+    def plan(self, bench: Bench, user: UserMapping, workload: str, known: dict[str, Unit],
+             totals: dict[str, int]) -> tuple[list[dict[str, Any]], list[Text]]: ...
+
+    def units(self, bench: Bench, user: UserMapping, workload: str) -> Planned: ...
+
+    def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
+            result: UnitResult) -> None: ...
+
+    def verify(self, bench: Bench, user: UserMapping, workload: str, units: list[Unit],
+               tally: VerifyTally) -> None: ...
+
+    def audit(self, bench: Bench, user: UserMapping, workload: str,
+              count: Callable[[str, tuple[str, ...], int, int], None]
+              ) -> list[dict[str, Any]]: ...
+
+
+def report_base(user: UserMapping, unit: Unit) -> dict[str, Any]:
+    """The columns naming a unit in the reports."""
+    spec = unit.spec or {}
+    return {"principal": user.source, "target": user.target, "folder": spec.get("folder", ""),
+            "target_folder": spec.get("target_folder", "")}
+
+
+class MailRunner:
+    """Mail: one unit per source folder; folders landing in one target folder form one
+    chain, so that what one of them finds on the target is known to the next."""
+
+    def plan(self, bench: Bench, user: UserMapping, workload: str, known: dict[str, Unit],
+             totals: dict[str, int]) -> tuple[list[dict[str, Any]], list[Text]]:
+        rows: list[dict[str, Any]] = []
+        warnings: list[Text] = []
+        with bench.endpoints(user) as (source, sink):
+            folders = decide_folders(source, bench.rules, sink.capabilities)
+            limit = size_limit(sink.capabilities.max_item_size, bench.target_size_limit())
+            if not bench.connectors.sink_capabilities(MAIL).keeps_internal_date_offset:
+                warnings.append(Text.of("internal_date_offset_lost"))
+            for container, decision in folders:
+                rows.extend(_plan_rows(bench, user, source, container, decision, limit, known,
+                                       totals))
+            rows.extend(_unknown_on_target(bench, user, sink, folders))
+            rows.extend(note_rows(user, source_notes(source)))
+        return rows, warnings
+
+    def units(self, bench: Bench, user: UserMapping, workload: str) -> Planned:
+        planned = Planned()
+        with bench.endpoints(user) as (source, sink):
+            folders = decide_folders(source, bench.rules, sink.capabilities)
+            notes = source_notes(source)
+        planned.rows.extend(note_rows(user, notes))
+        ordered = sorted(folders, key=lambda f: FIRST_ROLES.get(f[1].role or "",
+                                                                 len(FIRST_ROLES)))
+        for position, (container, decision) in enumerate(ordered):
+            action, reasons = decided(decision)
+            if decision.action == "skip":
+                planned.skipped += 1
+                planned.rows.append({"principal": user.source, "target": user.target,
+                                     "folder": shown(decision.source), "action": "skip",
+                                     **joined(reasons)})
+                continue
+            assert decision.target is not None
+            planned.units.append(PlannedUnit(
+                container=container_key(decision.source),
+                chain=container_key(decision.target),
+                spec={"path": list(container.path), "role": container.role,
+                      "native_name": container.native_name, "target_path": list(decision.target),
+                      "action": action, "reasons": list(decision.reasons),
+                      "detail": decision.detail, "position": position,
+                      "folder": shown(decision.source), "target_folder": shown(decision.target)}))
+        return planned
+
+    def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
+            result: UnitResult) -> None:
+        spec = unit.spec or {}
+        container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""))
+        with bench.failing(unit), bench.endpoints(user) as (source, sink):
+            MailUnit(bench.ledger, unit, source, sink, container, tuple(spec["target_path"]),
+                     progress, bench.target_size_limit(), bench.brakes(user), result).run()
+
+    def verify(self, bench: Bench, user: UserMapping, workload: str, units: list[Unit],
+               tally: VerifyTally) -> None:
+        """Each target folder of the principal against the source folders landing in it."""
+        by_container = {u.container: u for u in units}
+        with bench.endpoints(user) as (source, sink):
+            groups: dict[tuple[str, ...], list[tuple[Unit | None, Container]]] = {}
+            for container, decision in decide_folders(source, bench.rules, sink.capabilities):
+                if decision.action != "skip" and decision.target:
+                    unit = by_container.get(container_key(container.path))
+                    groups.setdefault(decision.target, []).append((unit, container))
+            for target, feeders in sorted(groups.items()):
+                if bench.stop.is_set():
+                    return
+                native = next((u.target_container for u, _ in feeders
+                               if u is not None and u.target_container), None)
+                if native is None:
+                    try:
+                        native = sink.native_name(target)
+                    except ContainerRefused:
+                        native = None
+                check = compare_folder(bench.ledger, source, sink, native, feeders)
+                tally.add({"principal": user.source, "target": user.target,
+                           "target_folder": native or shown(target)}, check)
+
+    def audit(self, bench: Bench, user: UserMapping, workload: str,
+              count: Callable[[str, tuple[str, ...], int, int], None]
+              ) -> list[dict[str, Any]]:
+        with closing(bench.connectors.open_source(user)) as source:
+            for container in source.containers():
+                refs = source.list_changes(container, None).refs
+                count(workload, container.path, len(refs), sum(r.size for r in refs))
+            return note_rows(user, source_notes(source))
+
+
+class DocumentRunner:
+    """Calendars, contacts, files: one unit per container of the source (a calendar, an
+    address book, a drive or library), each its own chain."""
+
+    def plan(self, bench: Bench, user: UserMapping, workload: str, known: dict[str, Unit],
+             totals: dict[str, int]) -> tuple[list[dict[str, Any]], list[Text]]:
+        rows = []
+        with bench.document_source(user, workload) as source:
+            for container in source.document_containers(workload):
+                unit = known.get(container_key(container.path))
+                records = bench.ledger.items_of(unit.id) if unit else {}
+                items, size, to_copy, to_copy_size = plan_documents(source, container, records)
+                for key, value in (("units", 1), ("messages", items), ("bytes", size),
+                                   ("to_copy", to_copy), ("to_copy_bytes", to_copy_size)):
+                    totals[key] += value
+                rows.append({"principal": user.source, "target": user.target,
+                             **_document_names(user, workload, container.path),
+                             "action": "copy", "messages": items, "bytes": size,
+                             "to_copy": to_copy})
+            rows.extend(note_rows(user, source_notes(source)))
+        return rows, []
+
+    def units(self, bench: Bench, user: UserMapping, workload: str) -> Planned:
+        planned = Planned()
+        with bench.document_source(user, workload) as source:
+            containers = source.document_containers(workload)
+        for container in containers:
+            key = container_key(container.path)
+            planned.units.append(PlannedUnit(
+                container=key, chain=f"{workload}\x1e{key}",
+                spec={"path": list(container.path), "role": container.role,
+                      "native_name": container.native_name, "action": "copy",
+                      **_document_names(user, workload, container.path)}))
+        return planned
+
+    def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
+            result: UnitResult) -> None:
+        spec = unit.spec or {}
+        container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""))
+        sink = bench.connectors.open_document_sink(user, unit.workload)
+        with bench.failing(unit), bench.document_source(user, unit.workload) as source:
+            DocumentUnit(bench.ledger, unit, source, sink, container, container.path, progress,
+                         bench.brakes(user), result).run()
+
+    def verify(self, bench: Bench, user: UserMapping, workload: str, units: list[Unit],
+               tally: VerifyTally) -> None:
+        for unit in units:
+            if bench.stop.is_set():
+                return
+            nested = tuple(
+                other.target_container for other in units
+                if other.target_container and unit.target_container
+                and other.target_container.startswith(unit.target_container + "/"))
+            try:
+                check = self._verify_unit(bench, user, unit, nested)
+            except BasculeError as error:
+                tally.add_error(user, text_of(error))
+                continue
+            tally.add({"principal": user.source, "target": user.target,
+                       "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
+                       "target_folder": unit.target_container}, check)
+
+    @staticmethod
+    def _verify_unit(bench: Bench, user: UserMapping, unit: Unit, nested: tuple[str, ...]
+                     ) -> FolderCheck:
+        with bench.document_source(user, unit.workload) as source:
+            container = _find_container(source, unit.workload, path_of(unit.container))
+            if container is None:
+                return FolderCheck()
+            sink = bench.connectors.open_document_sink(user, unit.workload)
+            return verify_documents(bench.ledger, unit, source, sink, container, nested)
+
+    def audit(self, bench: Bench, user: UserMapping, workload: str,
+              count: Callable[[str, tuple[str, ...], int, int], None]
+              ) -> list[dict[str, Any]]:
+        with bench.document_source(user, workload) as documents:
+            for container in documents.document_containers(workload):
+                refs = documents.list_documents(container, None).refs
+                count(workload, container.path, len(refs), sum(r.size for r in refs))
+            return note_rows(user, source_notes(documents))
+
+
+RUNNERS: dict[str, WorkloadRunner] = {
+    MAIL: MailRunner(),
+    "calendar": DocumentRunner(),
+    "contacts": DocumentRunner(),
+    "files": DocumentRunner(),
+}
+"""The runner of each workload a batch may name."""
+
+
+def plan_units(bench: Bench, user: UserMapping, workload: str, run_id: int
+               ) -> tuple[list[Unit], Planned]:
+    """Decide the principal's units of a workload and write them to the ledger."""
+    planned = RUNNERS[workload].units(bench, user, workload)
+    source_type = bench.batch.source.type
+    target = bench.batch.target_of(workload)
+    # One account's units share its slots whatever their workload: the smaller of both
+    # ends' limits over the batch's workloads.
+    slots = min(bench.connectors.account_slots(w) for w in bench.batch.workloads)
+    limits = {"account": user.source, "slots": slots}
+    rows = [bench.ledger.plan_unit(user.source, workload, p.container, run_id=run_id,
+                                   target=user.target, source_type=source_type,
+                                   sink_type=target.type if target is not None else None,
+                                   spec={**p.spec, "limits": limits}, chain=p.chain)
+            for p in planned.units]
+    return rows, planned
+
+
+def execute_unit(bench: Bench, unit: Unit, progress: UnitProgress | None,
+                 result: UnitResult) -> None:
+    """Run one planned unit with what the bench holds; raises what the unit raised (its
+    failure is recorded in the ledger first)."""
+    user = bench.user(unit.principal)
+    bench.ledger.update_unit(unit.id, last_run=unit.planned_run)
+    RUNNERS[unit.workload].run(bench, user, unit, progress, result)
+
+
+def run_unit(batch_file: Path, unit_id: int, progress: UnitProgress | None = None
+             ) -> UnitResult:
+    """Run one unit the planner wrote to the ledger, in this process, with nothing but the
+    batch file and the ledger it names: what a worker on another machine does."""
+    batch = load_batch(batch_file)
+    ledger = (Ledger(batch.run.ledger, batch.ledger_password()) if batch.run.ledger
+              else Ledger.in_folder(batch.work_dir))
+    try:
+        bench = Bench(batch, ledger, load_users(batch.resolve(batch.mapping.users)))
+        try:
+            unit = ledger.unit_by_id(unit_id)
+            result = UnitResult()
+            execute_unit(bench, unit, progress, result)
+            return result
+        finally:
+            bench.close()
+    finally:
+        ledger.close()
+
+
+def unit_limit(unit: Unit) -> tuple[str, int]:
+    """The account a unit is counted under and how many of that account's units may run at
+    once, as the planner wrote them: the executor applies them, whatever process it is."""
+    limits = (unit.spec or {}).get("limits", {})
+    return limits.get("account", unit.principal), int(limits.get("slots", 2))
+
+
+def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, container: Container,
+               decision: FolderDecision, limit: int | None, known: dict[str, Unit],
+               totals: dict[str, int]) -> list[dict[str, Any]]:
+    base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
+            "target_folder": shown(decision.target)}
+    action, reasons = decided(decision)
+    if decision.action == "skip":
+        return [{**base, "action": "skip", **joined(reasons)}]
+    unit = known.get(container_key(decision.source))
+    records = bench.ledger.items_of(unit.id) if unit else {}
+    plan = FolderPlan(container, decision)
+    plan_folder(source, plan, records, limit)
+    totals["units"] += 1
+    totals["messages"] += plan.messages
+    totals["bytes"] += plan.bytes
+    totals["to_copy"] += plan.to_copy
+    totals["to_copy_bytes"] += plan.to_copy_bytes
+    rows = [{**base, "action": action, "messages": plan.messages, "bytes": plan.bytes,
+             "to_copy": plan.to_copy, **joined(reasons)}]
+    for ref in plan.too_big:
+        text = Text.of("too_big_for_target", limit=Size(limit))
+        rows.append({**base, "action": "too_big", "source_id": ref.source_id,
+                     "bytes": ref.size, **message_columns(text)})
+    return rows
+
+
+def _unknown_on_target(bench: Bench, user: UserMapping, sink: MailSink,
+                       folders: list[tuple[Container, FolderDecision]]) -> list[dict[str, Any]]:
+    """Target folders already holding messages the ledger does not account for (a lost
+    ledger, users filing mail there): the run will match them by content."""
+    rows = []
+    targets = {d.target for _, d in folders if d.action != "skip" and d.target}
+    for target in sorted(targets):
+        try:
+            native = sink.native_name(target)
+        except ContainerRefused:
+            continue
+        unknown = sink.count(native) - bench.ledger.claimed_count(user.source, native)
+        if unknown > 0:
+            rows.append({"principal": user.source, "target": user.target,
+                         "target_folder": shown(target), "action": "note", "messages": unknown,
+                         **message_columns(Text.of("target_not_empty", count=unknown))})
+    return rows
+
+
+def _document_names(user: UserMapping, workload: str, path: tuple[str, ...]) -> dict[str, str]:
+    return {"folder": f"{workload}:{shown(path)}",
+            "target_folder": "/".join((user.target, workload, *path))}
+
+
+def _find_container(source: DocumentSource, workload: str, path: tuple[str, ...]
+                    ) -> Container | None:
+    return next((c for c in source.document_containers(workload) if c.path == path), None)
+
+
+def _close_pair(pair: tuple[MailSource, MailSink]) -> None:
+    source, sink = pair
+    try:
+        sink.close()
+    finally:
+        source.close()
+
