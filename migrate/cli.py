@@ -38,8 +38,8 @@ from migrate.engine import (
     ledger_text,
 )
 from migrate.ledger import LedgerError
-from migrate.summary import summary_text
 from reports.i18n import LANGUAGES, Text, choose_language, language
+from reports.summary import summary_text
 
 
 def _say(text: Text, err: bool = False) -> None:

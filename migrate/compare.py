@@ -42,9 +42,6 @@ create index led_ref on led (ref);
 create index src_fp on src (fp);
 create index tgt_fp on tgt (fp);
 """
-FAULTS = ("missing_on_target", "fingerprint_mismatch", "duplicate_on_target",
-          "not_in_source", "flags_mismatch", "date_mismatch", "changed_since_copy")
-"""Findings that make ``verify`` fail; ``deleted_at_source`` only informs."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +59,6 @@ class FolderCheck:
     source_messages: int = 0
     target_messages: int = 0
     findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def faults(self) -> int:
-        return sum(1 for finding in self.findings if finding.code in FAULTS)
 
 
 def compare_folder(

@@ -18,8 +18,8 @@ from connectors.base import Message, fingerprint_bytes
 from connectors.local.maildir import MaildirSink
 from migrate.batch import load_batch
 from migrate.engine import Engine
-from migrate.summary import summary_text
 from reports.i18n import Text, language
+from reports.summary import summary_text
 
 PEOPLE = [
     ("alice.martin", "Alice Martin"),

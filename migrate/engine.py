@@ -1,5 +1,6 @@
 """The engine: turns a batch into work units, runs them with bounded concurrency, plans,
-verifies and reports. It knows no protocol (see ``migrate.endpoints``)."""
+verifies and audits, and writes what ``reports`` makes of it. It knows no protocol (see
+``migrate.endpoints``)."""
 
 from __future__ import annotations
 
@@ -23,24 +24,15 @@ from migrate.batch import MAIL, Batch, batch_warnings
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
 from migrate.mail import UnitProgress, UnitResult, path_of, shown
-from migrate.rows import (
-    ENTRY_COLUMNS,
-    RunReport,
-    VerifyTally,
-    error_row,
-    text_of,
-)
-from migrate.units import (
-    RUNNERS,
-    Bench,
-    Planned,
-    execute_unit,
-    plan_units,
-    report_base,
-    unit_limit,
-)
-from reports.files import message_columns, write_report
+from migrate.units import RUNNERS, Bench, Planned, execute_unit, plan_units, text_of, unit_limit
+from reports.audit import AuditReport
+from reports.files import write_report
 from reports.i18n import Text
+from reports.plan import PlanReport
+from reports.rows import ENTRY_COLUMNS, reasons_of, unit_columns
+from reports.run import RunReport
+from reports.status import status_report
+from reports.verify import VerifyTally
 
 log = logging.getLogger("bascule")
 
@@ -276,36 +268,26 @@ class Engine:
         known: dict[tuple[str, str], dict[str, Unit]] = defaultdict(dict)
         for unit in self.ledger.all_units():
             known[(unit.principal, unit.workload)][unit.container] = unit
-        errors = self._needs_target() + self._unmapped() + self._source_refusal()
-        warnings: list[Text] = list(self.notices)
-        rows: list[dict[str, Any]] = [
-            {"principal": "", "action": "error", **message_columns(e)} for e in errors
-        ]
-        totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
+        report = PlanReport(self._needs_target() + self._unmapped() + self._source_refusal(),
+                            list(self.notices))
         for workload in self.batch.workloads:
             for user in self._principals(workload):
                 if self.stop.is_set():
                     break
                 try:
-                    planned, said = RUNNERS[workload].plan(
-                        self.bench, user, workload, known[(user.source, workload)], totals)
+                    rows, said = RUNNERS[workload].plan(
+                        self.bench, user, workload, known[(user.source, workload)],
+                        report.totals)
                 except BasculeError as error:
-                    errors.append(text_of(error))
-                    rows.append(error_row(user, errors[-1]))
+                    report.refused(user, text_of(error))
                     continue
-                rows.extend(planned)
-                warnings.extend(said)
-        distinct = list({(w.code, w.en): w for w in warnings}.values())
-        summary = {**totals, "errors": len(errors), "warnings": len(distinct),
-                   "users": len(self.users)}
-        document = {
-            "batch": self.batch.name, "summary": summary, **self._ending(),
-            "errors": [message_columns(e) for e in errors],
-            "warnings": [message_columns(w) for w in distinct],
-        }
-        json_path, csv_path = write_report(self.batch.work_dir, "plan", document, rows, ENTRY_COLUMNS)
-        code = self._stopped_exit() or (EXIT_INPUT if errors else EXIT_DONE)
-        return Outcome(json_path, csv_path, summary, code, errors, distinct, self.stopped)
+                report.add(rows, said)
+        users = len(self.users)
+        json_path, csv_path = self._write(
+            "plan", report.document(self.batch.name, users, self.stopped), report.rows)
+        code = self._stopped_exit() or (EXIT_INPUT if report.errors else EXIT_DONE)
+        return Outcome(json_path, csv_path, report.summary(users), code, report.errors,
+                       report.distinct_warnings(), self.stopped)
 
     # run
     def run(self, progress: ProgressFactory | None = None) -> Outcome:
@@ -324,28 +306,19 @@ class Engine:
             # their messages in flight, and the next run looks for them first.
             pool.shutdown(wait=not self.stop.is_set(), cancel_futures=True)
             tracker.close()
-        totals = report.totals
-        if self.signal is not None or self.stopped is not None:
-            status = "interrupted" if self.signal is not None else "stopped"
-        elif totals["failed"] or totals["units_failed"] or totals["over_quota"]:
-            status = "failed"
-        else:
-            status = "done"
-        self.ledger.end_run(run_id, status, totals)
-        document = {"batch": self.batch.name, "run_id": run_id, "status": status,
-                    "summary": totals, **self._ending(),
-                    "notices": [message_columns(n) for n in self.notices]}
-        json_path, csv_path = write_report(self.batch.work_dir, "run", document,
-                                           report.rows + report.quota_rows(), ENTRY_COLUMNS)
+        status = report.status(signalled=self.signal is not None,
+                               stopped=self.stopped is not None)
+        self.ledger.end_run(run_id, status, report.totals)
+        document = report.document(self.batch.name, run_id, status, self.stopped, self.notices)
+        json_path, csv_path = self._write("run", document, report.entries())
         code = self._stopped_exit() or (EXIT_FAILED if status == "failed" else EXIT_DONE)
-        return Outcome(json_path, csv_path, totals, code, warnings=list(self.notices),
+        return Outcome(json_path, csv_path, report.totals, code, warnings=list(self.notices),
                        stopped=self.stopped)
 
-    def _ending(self) -> dict[str, Any]:
-        """How the command ended early, for its report."""
-        if self.stopped is None:
-            return {}
-        return {"stopped": message_columns(self.stopped)}
+    def _write(self, kind: str, document: dict[str, Any], rows: list[dict[str, Any]]
+               ) -> tuple[Path, Path]:
+        """The command's report in the work folder: its JSON and its CSV."""
+        return write_report(self.batch.work_dir, kind, document, rows, ENTRY_COLUMNS)
 
     def _stopped_exit(self) -> int | None:
         if self.signal is not None:
@@ -371,8 +344,7 @@ class Engine:
                     self._principal_error(user, decided_units, report)
                     continue
                 units, planned = decided_units
-                report.rows.extend(planned.rows)
-                report.totals["skipped"] += planned.skipped
+                report.planned(planned.rows, planned.skipped)
                 chains: dict[str, list[Unit]] = {}
                 for unit in sorted(units, key=lambda u: (u.spec or {}).get("position", 0)):
                     chains.setdefault(unit.chain or str(unit.id), []).append(unit)
@@ -407,9 +379,7 @@ class Engine:
 
     def _principal_error(self, user: UserMapping, error: BasculeError, report: RunReport) -> None:
         text = text_of(error)
-        with report.lock:
-            report.rows.append(error_row(user, text))
-            report.totals["units_failed"] += 1
+        report.principal_failed(user, text)
         log.error("principal=%s error=%s", user.source, text.en)
         self._count_failure(error)
 
@@ -434,9 +404,9 @@ class Engine:
         a server down or a ledger failing stops the run."""
         user = self.bench.user(unit.principal)
         spec = unit.spec or {}
-        base = report_base(user, unit)
+        base = unit_columns(user, spec)
         action = spec.get("action", "copy")
-        reasons = [Text.of(code, detail=spec.get("detail", "")) for code in spec.get("reasons", [])]
+        reasons = reasons_of(spec.get("reasons", []), spec.get("detail", ""))
         label = f"{user.source} {base['folder']}"
         result = UnitResult()
         with self._slots(unit):
@@ -475,12 +445,11 @@ class Engine:
                                     units[(user.source, workload)], tally)
                         for workload in self.batch.workloads
                         for user in self._principals(workload)])
-        summary = {**tally.counts, "users": len(selected)}
-        document = {"batch": self.batch.name, "summary": summary, **self._ending()}
-        json_path, csv_path = write_report(self.batch.work_dir, "verify", document, tally.rows,
-                                           ENTRY_COLUMNS)
+        document = tally.document(self.batch.name, len(selected), self.stopped)
+        json_path, csv_path = self._write("verify", document, tally.rows)
         code = self._stopped_exit() or (EXIT_FAILED if tally.counts["mismatches"] else EXIT_DONE)
-        return Outcome(json_path, csv_path, summary, code, stopped=self.stopped)
+        return Outcome(json_path, csv_path, tally.summary(len(selected)), code,
+                       stopped=self.stopped)
 
     def _verify(self, user: UserMapping, workload: str, units: list[Unit],
                 tally: VerifyTally) -> None:
@@ -496,31 +465,23 @@ class Engine:
         """What the source holds, per principal and container, read from listings only (no
         bodies, nothing written anywhere but the report): what a consultant needs before a
         bid, and what the plan will later compare with the target."""
-        errors = self._unmapped() + self._source_refusal()
-        rows: list[dict[str, Any]] = [
-            {"principal": "", "action": "error", **message_columns(e)} for e in errors]
-        totals = {"users": len(self.users), "containers": 0, "items": 0, "bytes": 0}
+        report = AuditReport(self._unmapped() + self._source_refusal(), len(self.users))
         for user in self.users:
             try:
-                rows.extend(self._audit_user(user, totals))
+                report.rows.extend(self._audit_user(user, report))
             except BasculeError as error:
-                errors.append(text_of(error))
-                rows.append(error_row(user, errors[-1]))
-        summary = {**totals, "errors": len(errors)}
-        json_path, csv_path = write_report(
-            self.batch.work_dir, "audit", {"batch": self.batch.name, "summary": summary}, rows,
-            ENTRY_COLUMNS)
-        return Outcome(json_path, csv_path, summary, 1 if errors else 0, errors)
+                report.refused(user, text_of(error))
+        json_path, csv_path = self._write("audit", report.document(self.batch.name), report.rows)
+        return Outcome(json_path, csv_path, report.summary(), 1 if report.errors else 0,
+                       report.errors)
 
-    def _audit_user(self, user: UserMapping, totals: dict[str, int]) -> list[dict[str, Any]]:
+    def _audit_user(self, user: UserMapping, report: AuditReport) -> list[dict[str, Any]]:
+        """The principal's rows, kept apart until all its workloads are listed: a principal
+        the source refuses part way shows as its error alone."""
         rows: list[dict[str, Any]] = []
 
         def count(workload: str, path: tuple[str, ...], items: int, size: int) -> None:
-            totals["containers"] += 1
-            totals["items"] += items
-            totals["bytes"] += size
-            rows.append({"principal": user.source, "folder": f"{workload}:{shown(path)}",
-                         "action": "inventory", "messages": items, "bytes": size})
+            rows.append(report.container(user, f"{workload}:{shown(path)}", items, size))
 
         for workload in self.batch.workloads:
             if self.connectors.serves(user, workload):
@@ -532,34 +493,11 @@ class Engine:
         """What the ledger holds. A run or unit marked running while no command holds the
         work folder died with its process: it is shown ``interrupted``."""
         alive = current_holder(self.batch.work_dir) is not None
-        rows: list[dict[str, Any]] = []
-        totals = {"units": 0, "done": 0, "failed_units": 0, "copied": 0, "bytes": 0,
-                  "failed_items": 0}
-        for unit in self.ledger.all_units():
-            state = unit.status if alive or unit.status != "running" else "interrupted"
-            totals["units"] += 1
-            totals["done"] += state == "done"
-            totals["failed_units"] += state == "failed"
-            totals["copied"] += unit.copied
-            totals["bytes"] += unit.bytes
-            totals["failed_items"] += unit.failed
-            rows.append({"principal": unit.principal, "folder": shown(path_of(unit.container)),
-                         "target_folder": unit.target_container, "action": state,
-                         "copied": unit.copied, "bytes": unit.bytes, "failed": unit.failed,
-                         "message_en": unit.last_error or ""})
-        for unit, item in self.ledger.failed_items():
-            text = Text.of(item.error_code or "error", detail=item.error_detail or "")
-            rows.append({"principal": unit.principal, "folder": shown(path_of(unit.container)),
-                         "action": item.status, "source_id": item.source_id,
-                         **message_columns(text)})
-        last = self.ledger.last_run("run")
-        if last is not None and last["status"] == "running" and not alive:
-            last = {**last, "status": "interrupted"}
-        document = {"batch": self.batch.name, "summary": totals,
-                    "last_run": {k: last[k] for k in ("id", "started_at", "ended_at", "status")}
-                    if last else None}
-        json_path, csv_path = write_report(self.batch.work_dir, "status", document, rows,
-                                           ENTRY_COLUMNS)
+        document, rows = status_report(
+            self.batch.name, self.ledger.all_units(), self.ledger.failed_items(),
+            self.ledger.last_run("run"), alive, folder_of=lambda key: shown(path_of(key)))
+        json_path, csv_path = self._write("status", document, rows)
+        totals = document["summary"]
         return Outcome(json_path, csv_path, totals, 1 if totals["failed_items"] else 0)
 
 

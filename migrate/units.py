@@ -45,9 +45,10 @@ from migrate.mail import (
     size_limit,
     source_notes,
 )
-from migrate.rows import VerifyTally, decided, joined, note_rows, text_of
-from reports.files import message_columns
-from reports.i18n import Size, Text
+from reports.i18n import Text
+from reports.plan import container_row, target_not_empty_row, too_big_row
+from reports.rows import decided, note_rows, refusal_text, skip_row
+from reports.verify import VerifyTally
 
 log = logging.getLogger("bascule")
 
@@ -192,11 +193,12 @@ class WorkloadRunner(Protocol):
               ) -> list[dict[str, Any]]: ...
 
 
-def report_base(user: UserMapping, unit: Unit) -> dict[str, Any]:
-    """The columns naming a unit in the reports."""
-    spec = unit.spec or {}
-    return {"principal": user.source, "target": user.target, "folder": spec.get("folder", ""),
-            "target_folder": spec.get("target_folder", "")}
+def text_of(error: Exception) -> Text:
+    """What a person reads of an error a unit or a principal ended with: its code's
+    sentence, or its type and message for an error no layer gave a code."""
+    if isinstance(error, BasculeError):
+        return refusal_text(error)
+    return Text.of("error", detail=f"{type(error).__name__}: {error}")
 
 
 class MailRunner:
@@ -231,9 +233,8 @@ class MailRunner:
             action, reasons = decided(decision)
             if decision.action == "skip":
                 planned.skipped += 1
-                planned.rows.append({"principal": user.source, "target": user.target,
-                                     "folder": shown(decision.source), "action": "skip",
-                                     **joined(reasons)})
+                planned.rows.append(skip_row({"principal": user.source, "target": user.target,
+                                              "folder": shown(decision.source)}, reasons))
                 continue
             assert decision.target is not None
             planned.units.append(PlannedUnit(
@@ -300,13 +301,11 @@ class DocumentRunner:
                 unit = known.get(container_key(container.path))
                 records = bench.ledger.items_of(unit.id) if unit else {}
                 items, size, to_copy, to_copy_size = plan_documents(source, container, records)
-                for key, value in (("units", 1), ("messages", items), ("bytes", size),
-                                   ("to_copy", to_copy), ("to_copy_bytes", to_copy_size)):
-                    totals[key] += value
-                rows.append({"principal": user.source, "target": user.target,
-                             **_document_names(user, workload, container.path),
-                             "action": "copy", "messages": items, "bytes": size,
-                             "to_copy": to_copy})
+                rows.append(container_row(
+                    totals, {"principal": user.source, "target": user.target,
+                             **_document_names(user, workload, container.path)},
+                    "copy", [], messages=items, size=size, to_copy=to_copy,
+                    to_copy_bytes=to_copy_size))
             rows.extend(note_rows(user, source_notes(source)))
         return rows, []
 
@@ -440,22 +439,15 @@ def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, container: C
             "target_folder": shown(decision.target)}
     action, reasons = decided(decision)
     if decision.action == "skip":
-        return [{**base, "action": "skip", **joined(reasons)}]
+        return [skip_row(base, reasons)]
     unit = known.get(container_key(decision.source))
     records = bench.ledger.items_of(unit.id) if unit else {}
     plan = FolderPlan(container, decision)
     plan_folder(source, plan, records, limit)
-    totals["units"] += 1
-    totals["messages"] += plan.messages
-    totals["bytes"] += plan.bytes
-    totals["to_copy"] += plan.to_copy
-    totals["to_copy_bytes"] += plan.to_copy_bytes
-    rows = [{**base, "action": action, "messages": plan.messages, "bytes": plan.bytes,
-             "to_copy": plan.to_copy, **joined(reasons)}]
-    for ref in plan.too_big:
-        text = Text.of("too_big_for_target", limit=Size(limit))
-        rows.append({**base, "action": "too_big", "source_id": ref.source_id,
-                     "bytes": ref.size, **message_columns(text)})
+    rows = [container_row(totals, base, action, reasons, messages=plan.messages,
+                          size=plan.bytes, to_copy=plan.to_copy,
+                          to_copy_bytes=plan.to_copy_bytes)]
+    rows += [too_big_row(base, ref.source_id, ref.size, limit) for ref in plan.too_big]
     return rows
 
 
@@ -472,9 +464,7 @@ def _unknown_on_target(bench: Bench, user: UserMapping, sink: MailSink,
             continue
         unknown = sink.count(native) - bench.ledger.claimed_count(user.source, native)
         if unknown > 0:
-            rows.append({"principal": user.source, "target": user.target,
-                         "target_folder": shown(target), "action": "note", "messages": unknown,
-                         **message_columns(Text.of("target_not_empty", count=unknown))})
+            rows.append(target_not_empty_row(user, shown(target), unknown))
     return rows
 
 

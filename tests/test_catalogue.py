@@ -172,7 +172,7 @@ def test_a_full_mailbox_counts_and_sizes_in_its_language() -> None:
 
 
 def test_a_summary_counts_each_thing_its_own_way() -> None:
-    from migrate.summary import summary_text
+    from reports.summary import summary_text
 
     plan = summary_text("plan", {"units": 1, "to_copy": 0, "to_copy_bytes": 2048,
                                  "errors": 0, "warnings": 2})

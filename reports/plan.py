@@ -1,0 +1,72 @@
+"""The plan's report: what a run would copy, rename and skip, principal by principal, what
+stands in the way, and the totals its summary counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reports.files import message_columns
+from reports.i18n import Size, Text
+from reports.rows import Principal, ending, error_row, joined, problem_rows
+
+
+class PlanReport:
+    """The rows, errors, warnings and totals of a plan. It opens with the ``errors`` that
+    stand in the way of the whole batch; workload runners count containers into
+    ``totals`` and give rows and warnings for each principal."""
+
+    def __init__(self, errors: list[Text], warnings: list[Text]) -> None:
+        self.errors = errors
+        self.warnings = warnings
+        self.rows = problem_rows(errors)
+        self.totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
+
+    def add(self, rows: list[dict[str, Any]], warnings: list[Text]) -> None:
+        """What a workload's runner planned for a principal."""
+        self.rows.extend(rows)
+        self.warnings.extend(warnings)
+
+    def refused(self, user: Principal, text: Text) -> None:
+        """A principal that cannot be planned: a blocking error."""
+        self.errors.append(text)
+        self.rows.append(error_row(user, text))
+
+    def distinct_warnings(self) -> list[Text]:
+        """Each warning once, however many principals gave it."""
+        return list({(w.code, w.en): w for w in self.warnings}.values())
+
+    def summary(self, users: int) -> dict[str, int]:
+        return {**self.totals, "errors": len(self.errors),
+                "warnings": len(self.distinct_warnings()), "users": users}
+
+    def document(self, batch: str, users: int, stopped: Text | None) -> dict[str, Any]:
+        """The report's document: the batch, the summary, how it ended if early, its errors
+        and warnings."""
+        return {"batch": batch, "summary": self.summary(users), **ending(stopped),
+                "errors": [message_columns(e) for e in self.errors],
+                "warnings": [message_columns(w) for w in self.distinct_warnings()]}
+
+
+def container_row(totals: dict[str, int], base: dict[str, Any], action: str,
+                  reasons: list[Text], *, messages: int, size: int, to_copy: int,
+                  to_copy_bytes: int) -> dict[str, Any]:
+    """A container a run would copy (a mail folder, a calendar, a drive): its row, and its
+    counts added to the plan's ``totals``."""
+    for key, value in (("units", 1), ("messages", messages), ("bytes", size),
+                       ("to_copy", to_copy), ("to_copy_bytes", to_copy_bytes)):
+        totals[key] += value
+    return {**base, "action": action, "messages": messages, "bytes": size, "to_copy": to_copy,
+            **joined(reasons)}
+
+
+def too_big_row(base: dict[str, Any], source_id: str, size: int, limit: int) -> dict[str, Any]:
+    """An item larger than the target takes: it will not be copied."""
+    return {**base, "action": "too_big", "source_id": source_id, "bytes": size,
+            **message_columns(Text.of("too_big_for_target", limit=Size(limit)))}
+
+
+def target_not_empty_row(user: Principal, target_folder: str, unknown: int) -> dict[str, Any]:
+    """A target folder already holding items the ledger does not account for."""
+    return {"principal": user.source, "target": user.target, "target_folder": target_folder,
+            "action": "note", "messages": unknown,
+            **message_columns(Text.of("target_not_empty", count=unknown))}
