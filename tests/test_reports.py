@@ -1,0 +1,254 @@
+"""The reports as functions of what the engine hands them: the rows, totals and summaries of
+plan, audit, run, verify and status, from the engine's own records (ledger units and items,
+unit results, verify checks, source notes), with no server and no ledger file."""
+
+from __future__ import annotations
+
+from connectors.base import BasculeError, ItemRejected, SourceNote
+from connectors.graph.auth import GraphAuthError
+from mappings.folders import FolderDecision
+from mappings.users import UserMapping
+from migrate.compare import Finding, FolderCheck
+from migrate.ledger import ItemRecord, Unit
+from migrate.mail import UnitResult
+from reports.audit import AuditReport
+from reports.i18n import Text
+from reports.plan import PlanReport, container_row, target_not_empty_row, too_big_row
+from reports.rows import decided, note_rows, refusal_text, skip_row
+from reports.run import RunReport
+from reports.status import status_report
+from reports.summary import summary_text
+from reports.verify import FAULTS, FINDING_TOTALS, VerifyTally
+
+ALICE = UserMapping("alice@ville.fr", "alice", None, None, 2)
+BASE = {"principal": "alice@ville.fr", "target": "alice", "folder": "INBOX",
+        "target_folder": "INBOX"}
+
+
+def unit(container: str, status: str, copied: int = 0, size: int = 0, failed: int = 0,
+         last_error: str | None = None) -> Unit:
+    return Unit(id=1, principal="alice@ville.fr", workload="mail", container=container,
+                target_container=container.replace("\x1f", "."), status=status, cursor=None,
+                copied=copied, bytes=size, failed=failed, last_error=last_error)
+
+
+def failed_item(source_id: str, code: str | None, detail: str | None) -> ItemRecord:
+    return ItemRecord(source_id=source_id, fingerprint=None, size=None, flags=frozenset(),
+                      internal_date=None, version=None, target_ref=None, status="failed",
+                      error_code=code, error_detail=detail, attempts=1)
+
+
+def shown(key: str) -> str:
+    return key.replace("\x1f", "/")
+
+
+LAST_RUN = {"id": 3, "started_at": "2025-01-06T08:00:00", "ended_at": None,
+            "status": "running", "batch": "ville"}
+
+
+def test_status_counts_units_and_shows_a_dead_run_as_interrupted() -> None:
+    units = [unit("INBOX", "done", copied=10, size=2048),
+             unit("Projets\x1fÉté", "failed", copied=1, size=100, failed=2, last_error="boom"),
+             unit("Sent", "running", copied=3, size=300)]
+    failed = [(units[1], failed_item("42", "too_big", "5 MB > 1 MB")),
+              (units[1], failed_item("43", None, None))]
+
+    document, rows = status_report("ville", units, failed, LAST_RUN, alive=False,
+                                   folder_of=shown)
+
+    assert document["summary"] == {"units": 3, "done": 1, "failed_units": 1, "copied": 14,
+                                   "bytes": 2448, "failed_items": 2}
+    assert document["last_run"] == {"id": 3, "started_at": "2025-01-06T08:00:00",
+                                    "ended_at": None, "status": "interrupted"}
+    assert [(r["folder"], r["action"]) for r in rows] == [
+        ("INBOX", "done"), ("Projets/Été", "failed"), ("Sent", "interrupted"),
+        ("Projets/Été", "failed"), ("Projets/Été", "failed")]
+    assert rows[1]["message_en"] == "boom" and "code" not in rows[1]
+    assert (rows[3]["source_id"], rows[3]["code"]) == ("42", "too_big")
+    assert rows[3]["message_en"] == "the target refused it as too big: 5 MB > 1 MB"
+    assert rows[4]["code"] == "error"
+
+
+def test_status_while_a_command_holds_the_work_folder_keeps_running() -> None:
+    document, rows = status_report("ville", [unit("INBOX", "running")], [], LAST_RUN,
+                                   alive=True, folder_of=shown)
+    assert document["last_run"]["status"] == "running"
+    assert rows[0]["action"] == "running"
+    assert document["summary"]["done"] == 0
+    empty, _ = status_report("ville", [], [], None, alive=False, folder_of=shown)
+    assert empty["last_run"] is None
+    assert empty["summary"] == dict.fromkeys(document["summary"], 0)
+
+
+def test_a_unit_result_becomes_its_rows_and_the_run_totals() -> None:
+    report = RunReport()
+    result = UnitResult(copied=3, copied_bytes=3000, recovered=2, flag_updates=1, failed=1,
+                        deleted_at_source=1, quota_left=4, quota_left_bytes=4000,
+                        converted=["7", "8"],
+                        notes=[SourceNote("removed_at_source", "9"),
+                               SourceNote("unreadable_item", "10", "bad MIME")],
+                        errors=[("11", ItemRejected("5 MB", code="too_big"))])
+    rename = [Text.of("renamed_by_batch", detail="Boîte")]
+
+    report.add(BASE, "rename", rename, result)
+    report.add({**BASE, "folder": "Sent"}, "error", [Text.of("timeout", detail="60 s")],
+               UnitResult(copied=1, copied_bytes=10), failed_unit=True)
+    report.not_started({**BASE, "folder": "Drafts"})
+
+    assert report.totals == {
+        "copied": 4, "bytes": 3010, "flag_updates": 1, "failed": 1, "skipped": 0,
+        "recovered": 2, "units_failed": 1, "units_interrupted": 0, "units_not_started": 1,
+        "over_quota": 4, "over_quota_bytes": 4000}
+    actions = [(r["folder"], r["action"], r.get("code")) for r in report.rows]
+    assert actions == [
+        ("INBOX", "rename", "renamed_by_batch"), ("INBOX", "note", "removed_at_source"),
+        ("INBOX", "note", "unreadable_item"), ("INBOX", "note", "found_on_target"),
+        ("INBOX", "note", "line_endings_converted"), ("INBOX", "note", "deleted_at_source"),
+        ("INBOX", "failed", "too_big"), ("Sent", "error", "timeout"),
+        ("Drafts", "not_started", "unit_not_started")]
+    outcome = report.rows[0]
+    assert (outcome["copied"], outcome["bytes"], outcome["failed"]) == (3, 3000, 1)
+    assert report.rows[1]["source_id"] == "" and report.rows[2]["source_id"] == "10"
+    assert report.rows[4]["source_id"] == "7 8" and report.rows[4]["messages"] == 2
+    assert report.rows[3]["message_fr"] == (
+        "2 messages déjà sur la cible, retrouvés par leur contenu : enregistrés, pas renvoyés")
+
+    [full] = report.quota_rows()
+    assert (full["action"], full["messages"], full["bytes"]) == ("over_quota", 4, 4000)
+    assert "4 messages (4 kB) not copied" in full["message_en"]
+    assert report.entries() == [*report.rows, full]
+
+
+def test_how_a_run_ends() -> None:
+    report = RunReport()
+    assert report.status(signalled=False, stopped=False) == "done"
+    report.planned([skip_row(BASE, [])], skipped=1)
+    assert report.totals["skipped"] == 1
+    assert report.status(signalled=False, stopped=False) == "done"
+    report.principal_failed(ALICE, Text.of("unreachable", detail="refused"))
+    assert report.rows[-1]["action"] == "error" and report.totals["units_failed"] == 1
+    assert report.status(signalled=False, stopped=False) == "failed"
+    assert report.status(signalled=False, stopped=True) == "stopped"
+    assert report.status(signalled=True, stopped=True) == "interrupted"
+    document = report.document("ville", 7, "stopped", Text.of("unit_not_started"),
+                               [Text.of("dead_run_closed")])
+    assert document["stopped"]["code"] == "unit_not_started"
+    assert [n["code"] for n in document["notices"]] == ["dead_run_closed"]
+    assert "stopped" not in report.document("ville", 7, "done", None, [])
+
+
+def test_a_target_folder_checked_counts_its_faults_apart_from_what_only_informs() -> None:
+    tally = VerifyTally()
+    check = FolderCheck(source_messages=5, target_messages=6, findings=[
+        Finding("missing_on_target", "1"), Finding("duplicate_on_target", "", "t9"),
+        Finding("deleted_at_source", "", "t3"),
+        Finding("flags_mismatch", "2", "t2", {"source": "\\Seen", "target": ""})])
+
+    tally.add(BASE, check)
+    tally.add_error(ALICE, Text.of("unreachable", detail="refused"))
+
+    assert [(r["action"], r.get("code")) for r in tally.rows] == [
+        ("verified", None), ("mismatch", "missing_on_target"),
+        ("mismatch", "duplicate_on_target"), ("note", "deleted_at_source"),
+        ("mismatch", "flags_mismatch"), ("error", "unreachable")]
+    assert (tally.rows[0]["messages"], tally.rows[0]["copied"], tally.rows[0]["failed"]) == (
+        5, 6, 3)
+    assert tally.summary(users=1) == {
+        "checked": 5, "target_items": 6, "mismatches": 4, "missing": 1, "duplicates": 1,
+        "not_in_source": 0, "flags_differ": 1, "dates_differ": 0, "changed_at_source": 0,
+        "deleted_at_source": 1, "errors": 1, "users": 1}
+
+
+def test_every_fault_has_its_total_and_only_deleted_at_source_informs() -> None:
+    assert set(FINDING_TOTALS) - set(FAULTS) == {"deleted_at_source"}
+
+
+def test_a_plan_opens_with_what_blocks_the_batch_and_counts_each_warning_once() -> None:
+    report = PlanReport([Text.of("no_target")], [Text.of("dead_run_closed")])
+    rows = [container_row(report.totals, BASE, "copy", [], messages=3, size=3000, to_copy=2,
+                          to_copy_bytes=2000),
+            too_big_row(BASE, "9", 5_000_000, 1_000_000),
+            target_not_empty_row(ALICE, "INBOX", 1)]
+    report.add(rows, [Text.of("internal_date_offset_lost")])
+    report.add([], [Text.of("internal_date_offset_lost")])
+    report.refused(ALICE, Text.of("unreachable", detail="refused"))
+
+    assert [(r["principal"], r["action"]) for r in report.rows] == [
+        ("", "error"), ("alice@ville.fr", "copy"), ("alice@ville.fr", "too_big"),
+        ("alice@ville.fr", "note"), ("alice@ville.fr", "error")]
+    assert "code" not in report.rows[1]
+    assert report.rows[2]["message_fr"] == "plus gros que ce que la cible accepte (1\u202fMo)"
+    assert ": 1 message the ledger does not know of" in report.rows[3]["message_en"]
+    summary = report.summary(users=2)
+    assert summary == {"units": 1, "messages": 3, "bytes": 3000, "to_copy": 2,
+                       "to_copy_bytes": 2000, "errors": 2, "warnings": 2, "users": 2}
+    document = report.document("ville", 2, None)
+    assert document["summary"] == summary and "stopped" not in document
+    assert [w["code"] for w in document["warnings"]] == [
+        "dead_run_closed", "internal_date_offset_lost"]
+    assert [e["code"] for e in document["errors"]] == ["no_target", "unreachable"]
+
+
+def test_an_audit_counts_containers_and_principals_it_could_not_list() -> None:
+    report = AuditReport([], users=2)
+    row = report.container(ALICE, "mail:INBOX", 4, 1500)
+    report.refused(ALICE, Text.of("unreachable", detail="refused"))
+    assert row == {"principal": "alice@ville.fr", "folder": "mail:INBOX",
+                   "action": "inventory", "messages": 4, "bytes": 1500}
+    assert report.summary() == {"users": 2, "containers": 1, "items": 4, "bytes": 1500,
+                                "errors": 1}
+    assert report.document("ville") == {"batch": "ville", "summary": report.summary()}
+    assert [r["action"] for r in report.rows] == ["error"]
+
+
+def test_folder_rules_become_an_action_and_its_reasons() -> None:
+    renamed = FolderDecision(("Boîte de réception",), ("INBOX",), "inbox", "copy",
+                             ("renamed_by_batch",), "Boîte de réception")
+    assert decided(renamed)[0] == "rename"
+    assert decided(renamed)[1][0].code == "renamed_by_batch"
+    kept = FolderDecision(("Projets",), ("Projets",), None, "copy", ())
+    assert decided(kept) == ("copy", [])
+    assert skip_row(BASE, []) == {**BASE, "action": "skip"}
+
+
+def test_source_notes_name_a_skipped_folder_or_an_item() -> None:
+    rows = note_rows(ALICE, [SourceNote("hidden_folder_skipped", "Sync Issues"),
+                             SourceNote("unreadable_item", "12", "bad MIME")])
+    assert [(r["action"], r["folder"], r["source_id"], r["code"]) for r in rows] == [
+        ("skip", "Sync Issues", "", "hidden_folder_skipped"),
+        ("note", "", "12", "unreadable_item")]
+
+
+def test_an_error_explained_by_its_connector_keeps_both_languages() -> None:
+    explained = refusal_text(GraphAuthError("AADSTS7000215", "wrong secret", "mauvais secret"))
+    assert (explained.code, explained.en, explained.fr) == (
+        "auth_failed", "AADSTS7000215: wrong secret", "AADSTS7000215: mauvais secret")
+    coded = refusal_text(BasculeError("no route", code="unreachable"))
+    assert (coded.en, coded.fr) == ("server unreachable: no route",
+                                    "serveur injoignable : no route")
+
+
+def test_each_summary_counts_each_thing_in_its_language() -> None:
+    run = summary_text("run", {"copied": 1, "flag_updates": 2, "failed": 0, "units_failed": 1,
+                               "skipped": 0})
+    assert run.en == "1 copied, 2 flag updates, 1 failed, 0 skipped"
+    assert run.fr == "1 copié, 2 drapeaux mis à jour, 1 en échec, 0 ignoré"
+    status = summary_text("status", {"copied": 2, "failed_items": 1})
+    assert status.fr == "2 copiés, 0 drapeau mis à jour, 1 en échec, 0 ignoré"
+    audit = summary_text("audit", {"users": 1, "containers": 2, "items": 1, "bytes": 0,
+                                   "errors": 0})
+    assert audit.en == ("1 user, 2 folders, calendars, address books or drives, 1 item, "
+                        "0 bytes; 0 errors")
+    assert audit.fr == ("1 utilisateur, 2 dossiers, agendas, carnets ou espaces de fichiers, "
+                        "1 élément, 0\xa0octet ; 0 erreur")
+    verify = summary_text("verify", {"checked": 1, "mismatches": 2, "missing": 1,
+                                     "duplicates": 0, "not_in_source": 1, "flags_differ": 0,
+                                     "dates_differ": 2})
+    assert verify.en == ("1 checked, 2 mismatches: 1 missing, 0 duplicated, 1 not at the "
+                         "source, 0 flag differences, 2 date differences")
+    assert verify.fr == ("1 vérifié, 2 écarts : 1 manquant, 0 en double, 1 absent de la "
+                         "source, 0 écart de drapeaux, 2 écarts de date")
+    plan = summary_text("plan", {"units": 2, "to_copy": 1, "to_copy_bytes": 0, "errors": 1,
+                                 "warnings": 0})
+    assert plan.fr == ("2 dossiers, 1 message, 0\xa0octet à copier ; 1 erreur bloquante, "
+                       "0 avertissement")
