@@ -80,6 +80,8 @@ class Capabilities:
     """As a sink: can remove an item it wrote (a document renamed or moved at the source)."""
     delta: bool = False
     """As a source: lists only what changed since a cursor."""
+    flag_changes: bool = False
+    """As a mail source: a delta listing carries flag changes (IMAP CONDSTORE, Graph)."""
     versions: bool = False
     """As a document sink: answers each write with a version and takes conditional writes."""
 

@@ -143,7 +143,8 @@ register(Connector(
     open_source=_open_source, open_sink=_open_sink,
     capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=True,
                               name_rules="the server's separator and refused characters "
-                              "replaced; collisions numbered", delta=True),
+                              "replaced; collisions numbered", delta=True,
+                              flag_changes=True),
     example='''host = "imap.ville.example"
 port = 993
 security = "tls"              # tls | starttls | none

@@ -123,7 +123,7 @@ register(Connector(
              "Dossiers Maildir, un par utilisateur (disposition de Dovecot)"),
     reads=frozenset({"mail"}), writes=frozenset({"mail"}),
     open_source=_open_maildir_source, open_sink=_open_maildir_sink,
-    capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=False,
+    capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=False, delta=True,
                               name_rules="'.' and '/' in folder names replaced"),
     example=STORE_EXAMPLE, account_slots=_slots, principals=_principals,
     largest_item=lambda config: config.max_message_size,
@@ -131,8 +131,9 @@ register(Connector(
 register(Connector(
     type="mbox", config=MboxConfig,
     summary=("mbox files, one per user or a folder of them per user",
-             "Fichiers mbox, un par utilisateur ou un dossier d'mbox par utilisateur"),
+             "Fichiers mbox, un par utilisateur ou un dossier de fichiers mbox par utilisateur"),
     reads=frozenset({"mail"}), open_source=_open_mbox_source,
+    capabilities=Capabilities(delta=True),
     example=STORE_EXAMPLE, account_slots=_slots, principals=_principals,
 ))
 register(Connector(
@@ -140,6 +141,7 @@ register(Connector(
     summary=(".eml files in folders, one tree per user",
              "Fichiers .eml dans des dossiers, une arborescence par utilisateur"),
     reads=frozenset({"mail"}), open_source=_open_eml_source,
+    capabilities=Capabilities(delta=True),
     example=STORE_EXAMPLE, account_slots=_slots, principals=_principals,
 ))
 register(Connector(
