@@ -74,7 +74,7 @@ class Capabilities:
     """As a sink: keeps a file's modification time."""
     keeps_internal_date_offset: bool = True
     """As a mail sink: keeps the time-zone offset of a message's internal date."""
-    name_rules: str = ""
+    name_rules: tuple[str, str] = ("", "")
     """How names the target refuses are changed, in a few words (the report names each)."""
     deletes: bool = False
     """As a sink: can remove an item it wrote (a document renamed or moved at the source)."""

@@ -225,6 +225,9 @@ def list_connectors() -> None:
                 if side in sides and getattr(connector.capabilities, held)]
         if said:
             _say(Text.of("cli_connector_can", capabilities=", ".join(said)))
+        rules = connector.capabilities.name_rules[1 if french else 0]
+        if rules:
+            _say(Text.of("cli_connector_names", rules=rules))
 
 
 @main.command()
