@@ -160,16 +160,6 @@ class SinkCapabilities:
     that what it records and later compares is what the target holds."""
 
 
-@dataclass(frozen=True)
-class SourceCapabilities:
-    """What a source can do."""
-
-    delta: bool = False
-    """Whether it can list only what changed since a cursor."""
-    flag_changes: bool = False
-    """Whether a delta listing includes flag changes (IMAP CONDSTORE)."""
-
-
 class BasculeError(Exception):
     """An error with a stable code the reports translate (the catalogue: ``reports.i18n``).
 

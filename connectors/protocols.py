@@ -23,7 +23,6 @@ from connectors.base import (
     Path,
     PutResult,
     SinkCapabilities,
-    SourceCapabilities,
     SourceNote,
     StoredDocument,
     StoredItem,
@@ -32,8 +31,6 @@ from connectors.base import (
 
 class MailSource(Protocol):
     """A place messages come from."""
-
-    capabilities: SourceCapabilities
 
     def containers(self) -> list[Container]:
         """Every mail folder of the account, parents before children. Folders that cannot be

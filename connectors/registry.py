@@ -74,12 +74,14 @@ class Capabilities:
     """As a sink: keeps a file's modification time."""
     keeps_internal_date_offset: bool = True
     """As a mail sink: keeps the time-zone offset of a message's internal date."""
-    name_rules: str = ""
+    name_rules: tuple[str, str] = ("", "")
     """How names the target refuses are changed, in a few words (the report names each)."""
     deletes: bool = False
     """As a sink: can remove an item it wrote (a document renamed or moved at the source)."""
     delta: bool = False
     """As a source: lists only what changed since a cursor."""
+    flag_changes: bool = False
+    """As a mail source: a delta listing carries flag changes (IMAP CONDSTORE, Graph)."""
     versions: bool = False
     """As a document sink: answers each write with a version and takes conditional writes."""
 

@@ -129,8 +129,9 @@ class Batch(_Strict):
         unread = [w for w in self.workloads if w not in reads]
         if unread:
             able = ", ".join(c.type for c in registry.sources() if set(unread) <= c.reads)
-            raise ValueError(f"workloads {', '.join(unread)}: a {self.source.type} source does "
-                             f"not read them (sources that do: {able or 'none'})")
+            raise ValueError(f"workloads {', '.join(unread)}: the source type "
+                             f"{self.source.type} does not read them (source types that do: "
+                             f"{able or 'none'})")
         return self
 
     def target_of(self, workload: str) -> Any:
@@ -277,6 +278,9 @@ def _explain(error: dict) -> Text:
         return Text.of("batch_key_missing", key=location)
     if kind == "extra_forbidden":
         return Text.of("batch_key_unknown", key=location)
+    if kind == "literal_error" and shown[-1:] == ["type"]:
+        kind, shown = "union_tag_invalid", shown[:-1]  # a section of one possible type
+        location = ".".join(shown)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return Text.of("batch_bad_type", key=location,
                        expected=", ".join(c.type for c in _connectors_at(shown)))

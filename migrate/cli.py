@@ -194,6 +194,19 @@ def schema() -> None:
     click.echo(json_schema())
 
 
+CAPABILITIES = (
+    ("capability_keeps_bytes", "keeps_bytes", "sink"),
+    ("capability_keeps_mtime", "keeps_mtime", "sink"),
+    ("capability_keeps_date_offset", "keeps_internal_date_offset", "mail sink"),
+    ("capability_deletes", "deletes", "sink"),
+    ("capability_versions", "versions", "sink"),
+    ("capability_delta", "delta", "source"),
+    ("capability_flag_changes", "flag_changes", "source"),
+)
+"""The capabilities ``bascule connectors`` names: catalogue code, field, and the side
+(source or sink) it speaks of."""
+
+
 @main.command(name="connectors")
 def list_connectors() -> None:
     """The connectors a batch may name, and what each reads and writes. / Les connecteurs."""
@@ -205,6 +218,16 @@ def list_connectors() -> None:
             _say(Text.of("cli_connector_reads", workloads=", ".join(sorted(connector.reads))))
         if connector.writes:
             _say(Text.of("cli_connector_writes", workloads=", ".join(sorted(connector.writes))))
+        sides = {"source"} if connector.reads else set()
+        sides |= {"sink"} if connector.writes else set()
+        sides |= {"mail sink"} if "mail" in connector.writes else set()
+        said = [Text.of(code).render(language()) for code, held, side in CAPABILITIES
+                if side in sides and getattr(connector.capabilities, held)]
+        if said:
+            _say(Text.of("cli_connector_can", capabilities=", ".join(said)))
+        rules = connector.capabilities.name_rules[1 if french else 0]
+        if rules:
+            _say(Text.of("cli_connector_names", rules=rules))
 
 
 @main.command()

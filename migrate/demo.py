@@ -14,9 +14,11 @@ from pathlib import Path
 
 import click
 
+from connectors import registry
 from connectors.base import Message, fingerprint_bytes
-from connectors.local.maildir import MaildirSink
+from connectors.registry import Account
 from migrate.batch import load_batch
+from migrate.endpoints import Connectors
 from migrate.engine import Engine
 from reports.i18n import Text, language
 from reports.summary import summary_text
@@ -97,11 +99,18 @@ def _messages(login: str, name: str, folder: tuple[str, ...], count: int,
 
 
 def build_sample(folder: Path) -> None:
-    """The export a DSI would receive: one Maildir per user, French folder names."""
+    """The export a DSI would receive: one Maildir per user, French folder names, written
+    through the source's own connector as a sink."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (folder / "batch.toml").write_text(BATCH, encoding="utf-8")
+    batch = load_batch(folder / "batch.toml")
+    store = registry.connector(batch.source.type)
+    assert store.open_sink is not None
+    connectors = Connectors(batch)
     rng = random.Random(2026)
     users = ["source,target,source_secret,target_secret"]
     for login, name in PEOPLE:
-        sink = MaildirSink(folder / "source" / login)
+        sink = store.open_sink(connectors, Account(batch.source, login), "mail")
         for path, count in FOLDERS:
             native = sink.ensure_container(path)
             for result in sink.put_many(native, _messages(login, name, path, count, rng)):
@@ -109,8 +118,8 @@ def build_sample(folder: Path) -> None:
                     raise result.error
         sink.close()
         users.append(f"{login},{login.split('.')[0]},,")
+    connectors.close()
     (folder / "users.csv").write_text("\n".join(users) + "\n", encoding="utf-8")
-    (folder / "batch.toml").write_text(BATCH, encoding="utf-8")
 
 
 def run_demo(folder: Path) -> int:

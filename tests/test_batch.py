@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from migrate.batch import BatchError, load_batch
+from migrate.batch import BatchError, batch_warnings, load_batch
 from migrate.cli import main
 
 GOOD = """
@@ -172,3 +172,49 @@ def test_graph_cannot_be_a_target(tmp_path):
     with pytest.raises(BatchError) as caught:
         load_batch(write(tmp_path, text))
     assert caught.value.problems[0].en == "target: type must be one of imap, maildir"
+
+
+def test_each_workload_names_its_target(tmp_path):
+    text = GRAPH.replace('name = "m365"', 'name = "m365"\nworkloads = ["mail", "files", '
+                         '"calendar"]') + """
+[targets.files]
+type = "folder"
+path = "espaces"
+[targets.calendar]
+type = "folder"
+path = "agendas"
+"""
+    batch = load_batch(write(tmp_path, text))
+    assert batch.target_of("files").path == Path("espaces")
+    assert batch.target_of("calendar").path == Path("agendas")
+    assert batch.target_of("mail").type == "maildir"
+    assert batch_warnings(batch) == []
+
+
+def test_a_batch_of_the_former_form_still_runs_and_is_shown_the_new_one(tmp_path):
+    text = GRAPH.replace('name = "m365"', 'name = "m365"\nworkloads = ["mail", "contacts"]') \
+        + '[documents]\npath = "docs"\n'
+    batch = load_batch(write(tmp_path, text))
+    assert batch.target_of("contacts").type == "folder"
+    assert batch.target_of("contacts").path == Path("docs")
+    [notice] = [w for w in batch_warnings(batch) if w.code == "documents_former_form"]
+    assert '[targets.contacts]\ntype = "folder"\npath = "docs"' in notice.en
+    assert notice.fr.startswith("[documents] est l'ancienne forme : contacts vont")
+
+
+def test_a_workload_goes_only_to_a_sink_that_writes_it(tmp_path):
+    text = GRAPH.replace('name = "m365"', 'name = "m365"\nworkloads = ["files"]') \
+        + '[targets.files]\ntype = "maildir"\npath = "x"\n'
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, text))
+    assert [p.en for p in caught.value.problems] == [
+        "targets.files: type must be one of folder"]
+
+
+def test_a_workload_the_source_does_not_read_is_refused_naming_who_reads_it(tmp_path):
+    text = GOOD.replace('name = "lot-1"', 'name = "lot-1"\nworkloads = ["mail", "calendar"]')
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, text))
+    [problem] = caught.value.problems
+    assert problem.en.endswith("workloads calendar: the source type imap does not read them "
+                               "(source types that do: graph)")

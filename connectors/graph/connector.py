@@ -153,7 +153,7 @@ register(Connector(
              "Microsoft 365 par Microsoft Graph (une application Entra ID)"),
     reads=frozenset({"mail", "calendar", "contacts", "files"}),
     open_source=_open_source,
-    capabilities=Capabilities(delta=True),
+    capabilities=Capabilities(delta=True, flag_changes=True),
     example='''tenant = "ville.onmicrosoft.com"
 client_id = "00000000-0000-0000-0000-000000000000"
 client_secret = "env:BASCULE_GRAPH_SECRET"   # or certificate + certificate_thumbprint

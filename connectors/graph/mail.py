@@ -58,7 +58,6 @@ from connectors.base import (
     Listing,
     Message,
     Path,
-    SourceCapabilities,
     SourceNote,
 )
 from connectors.graph.session import GraphError, GraphSession, delta_round, graph_instant
@@ -101,7 +100,6 @@ class GraphMailSource:
     session's per-mailbox concurrency cap counts requests by that form. ``workers`` bodies are
     downloaded at once (no more than the session's per-mailbox cap is useful)."""
 
-    capabilities = SourceCapabilities(delta=True, flag_changes=True)
 
     def __init__(self, session: GraphSession, user: str, *, include_hidden: bool = False,
                  page_size: int = DELTA_PAGE_SIZE, workers: int = 4) -> None:

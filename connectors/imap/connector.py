@@ -13,6 +13,10 @@ from connectors.graph.connector import AppCredentials, app_tokens
 from connectors.imap.session import ImapCredentials, ImapEndpoint
 from connectors.registry import Account, Capabilities, Connector, Context, register
 
+NAME_RULES = (
+    "the server's separator and refused characters replaced; collisions numbered",
+    "séparateur et caractères refusés par le serveur remplacés ; collisions numérotées",
+)
 GREETING_TIMEOUT = 10.0
 """An IMAP server greets at once: ten seconds of silence mean something else listens."""
 
@@ -142,8 +146,8 @@ register(Connector(
     reads=frozenset({"mail"}), writes=frozenset({"mail"}),
     open_source=_open_source, open_sink=_open_sink,
     capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=True,
-                              name_rules="the server's separator and refused characters "
-                              "replaced; collisions numbered", delta=True),
+                              name_rules=NAME_RULES, delta=True,
+                              flag_changes=True),
     example='''host = "imap.ville.example"
 port = 993
 security = "tls"              # tls | starttls | none

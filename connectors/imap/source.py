@@ -25,7 +25,6 @@ from connectors.base import (
     ItemRef,
     Listing,
     Message,
-    SourceCapabilities,
     flag_set,
 )
 from connectors.headers import MessageHeaders
@@ -85,7 +84,6 @@ class ImapSource:
 
     # Without CONDSTORE a pass lists the whole folder with its flags: the engine still learns
     # of every flag change, by comparing.
-    capabilities = SourceCapabilities(delta=True, flag_changes=True)
 
     def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials) -> None:
         self._session = ImapSession(endpoint, credentials)

@@ -114,6 +114,11 @@ def _slots(config: Any) -> int:
     return 2
 
 
+FOLDER_NAME_RULES = (
+    "NUL, '/' and names longer than 255 bytes changed; '.' and '..' refused",
+    "NUL, '/' et noms de plus de 255 octets changés ; '.' et '..' refusés",
+)
+
 STORE_EXAMPLE = '''path = "exports"              # one store per login / un dossier par identifiant
 '''
 
@@ -123,16 +128,18 @@ register(Connector(
              "Dossiers Maildir, un par utilisateur (disposition de Dovecot)"),
     reads=frozenset({"mail"}), writes=frozenset({"mail"}),
     open_source=_open_maildir_source, open_sink=_open_maildir_sink,
-    capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=False,
-                              name_rules="'.' and '/' in folder names replaced"),
+    capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=False, delta=True,
+                              name_rules=("'.' and '/' in folder names replaced",
+                                          "'.' et '/' remplacés dans les noms de dossiers")),
     example=STORE_EXAMPLE, account_slots=_slots, principals=_principals,
     largest_item=lambda config: config.max_message_size,
 ))
 register(Connector(
     type="mbox", config=MboxConfig,
     summary=("mbox files, one per user or a folder of them per user",
-             "Fichiers mbox, un par utilisateur ou un dossier d'mbox par utilisateur"),
+             "Fichiers mbox, un par utilisateur ou un dossier de fichiers mbox par utilisateur"),
     reads=frozenset({"mail"}), open_source=_open_mbox_source,
+    capabilities=Capabilities(delta=True),
     example=STORE_EXAMPLE, account_slots=_slots, principals=_principals,
 ))
 register(Connector(
@@ -140,6 +147,7 @@ register(Connector(
     summary=(".eml files in folders, one tree per user",
              "Fichiers .eml dans des dossiers, une arborescence par utilisateur"),
     reads=frozenset({"mail"}), open_source=_open_eml_source,
+    capabilities=Capabilities(delta=True),
     example=STORE_EXAMPLE, account_slots=_slots, principals=_principals,
 ))
 register(Connector(
@@ -149,8 +157,7 @@ register(Connector(
     writes=frozenset({"calendar", "contacts", "files"}),
     open_sink=_open_folder_sink,
     capabilities=Capabilities(keeps_bytes=True, keeps_mtime=True, deletes=True, versions=True,
-                              name_rules="NUL, '/' and names longer than 255 bytes changed; "
-                              "'.' and '..' refused"),
+                              name_rules=FOLDER_NAME_RULES),
     example='''path = "documents"            # <path>/<login>/<workload>/...
 ''',
 ))

@@ -24,7 +24,6 @@ from connectors.base import (
     ItemRef,
     Listing,
     Message,
-    SourceCapabilities,
     SourceNote,
     fingerprint_of,
 )
@@ -59,7 +58,6 @@ class EmlSource:
     directory; it also keeps what the listing left out, so that every pass reports it again.
     """
 
-    capabilities = SourceCapabilities(delta=True, flag_changes=False)
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)

@@ -49,7 +49,6 @@ from connectors.base import (
     Message,
     PutResult,
     SinkCapabilities,
-    SourceCapabilities,
     SourceNote,
     StoredItem,
     fingerprint_of,
@@ -124,7 +123,6 @@ class MaildirSource:
     reports it again, changed or not.
     """
 
-    capabilities = SourceCapabilities(delta=True, flag_changes=False)
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)

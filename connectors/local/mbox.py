@@ -42,7 +42,6 @@ from connectors.base import (
     ItemRef,
     Listing,
     Message,
-    SourceCapabilities,
     SourceNote,
     fingerprint_of,
 )
@@ -98,7 +97,6 @@ class _Entry:
 class MboxSource:
     """An mbox file, or a directory tree of them, read as a mail source."""
 
-    capabilities = SourceCapabilities(delta=True, flag_changes=False)
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
