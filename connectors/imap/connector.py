@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from connectors.base import ConnectError
-from connectors.config import SecretReference, Section, is_loopback
+from connectors.config import SecretReference, Section, is_loopback, refused
 from connectors.graph.connector import AppCredentials, app_tokens
 from connectors.imap.session import ImapCredentials, ImapEndpoint
 from connectors.registry import Account, Capabilities, Connector, Context, register
@@ -78,7 +78,7 @@ class ImapEndpointConfig(Section):
     @model_validator(mode="after")
     def _one_login(self) -> ImapEndpointConfig:
         if self.admin is not None and self.oauth is not None:
-            raise ValueError("give admin or oauth (one of them)")
+            raise refused("batch_admin_or_oauth")
         return self
 
 
