@@ -231,7 +231,7 @@ def test_mistakes_are_said_in_french_through_to_their_detail(tmp_path):
         "source.security : doit être l'un de 'tls', 'starttls', 'none'",
         "source.connections : doit valoir au plus 32",
         "target.port : doit être un nombre entier",
-        "target.admin.secret : doit être une référence comme « env:NOM » ou "
-        "« file:chemin/du/secret », jamais le secret lui-même",
+        ("target.admin.secret : doit être une référence comme « env:NOM » ou "
+         "« file:chemin/du/secret », jamais le secret lui-même"),
     ]
     assert "motdepasse" not in " ".join(p.fr + p.en for p in caught.value.problems)
