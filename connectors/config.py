@@ -49,5 +49,5 @@ def is_loopback(host: str) -> bool:
 
 
 def check_reference(value: str) -> str:
-    """A secret reference as written, or ``ValueError`` for anything else (a secret)."""
+    """A secret reference as written; anything else (a secret) is refused."""
     return _reference(value)
