@@ -246,7 +246,7 @@ class MaildirSink:
     capabilities = SinkCapabilities(
         max_item_size=None,
         separator=".",
-        forbidden_chars="/",
+        forbidden_chars="/\0",
         keywords=True,
         special_folders={
             "inbox": INBOX,
