@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,8 +144,8 @@ class ImapHarness(Harness):
 
     def folders(self) -> list[Folder]:
         with self.client() as imap:
-            return [tuple(name.split(delimiter.decode())) if delimiter else (name,)
-                    for _flags, delimiter, name in imap.list_folders()]
+            return [tuple(name.split(delimiter)) if delimiter else (name,)
+                    for delimiter, name in _listed(imap)]
 
     def messages(self, folder: Folder) -> list[Landed]:
         with self.client() as imap:
@@ -167,13 +168,37 @@ class ImapHarness(Harness):
     def seed_mail(self, folders: Mapping[Folder, list[SeedMessage]]) -> None:
         with self.client() as imap:
             for folder, messages in folders.items():
+                listed = {name for _delimiter, name in _listed(imap)}
                 for depth in range(1, len(folder) + 1):
-                    name = "/".join(folder[:depth])
-                    if not imap.folder_exists(name):
-                        imap.create_folder(name)
+                    if "/".join(folder[:depth]) not in listed:
+                        imap.create_folder("/".join(folder[:depth]))
                 for seeded in messages:
                     imap.append("/".join(folder), seeded.raw, flags=sorted(seeded.flags),
                                 msg_time=seeded.internal_date)
+
+
+_LIST_LINE = re.compile(rb'\([^)]*\) (NIL|"(?:[^"\\]|\\.)*") (.*)', re.DOTALL)
+
+
+def _listed(imap: IMAPClient) -> list[tuple[str | None, str]]:
+    """``(delimiter, name)`` of every mailbox, LIST read here: imapclient's own reading
+    fails on an unquoted name holding ``[`` (imapclient issue 583), which Dovecot sends."""
+    status, lines = imap._imap.list('""', "*")
+    assert status == "OK", lines
+    found = []
+    for line in lines:
+        head, name = (line[0], line[1]) if isinstance(line, tuple) else (line, None)
+        match = _LIST_LINE.fullmatch(head)
+        assert match is not None, line
+        delimiter = None if match[1] == b"NIL" else _unquoted(match[1])
+        if name is None:
+            name = _unquoted(match[2]) if match[2].startswith(b'"') else match[2]
+        found.append((delimiter and delimiter.decode(), imap_utf7.decode(name)))
+    return found
+
+
+def _unquoted(quoted: bytes) -> bytes:
+    return re.sub(rb"\\(.)", rb"\1", quoted[1:-1])
 
 
 def _imap_body_hash(imap: IMAPClient, uid: int) -> str:
