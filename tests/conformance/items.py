@@ -44,6 +44,8 @@ HOSTILE_NAMES = (
     "é" * 150,  # 300 bytes in UTF-8
     "x" * 300,
     "%*&-~",
+    "[Archives",  # a bracket no bracket closes: users put one first to sort a folder first
+    "Réunions]",
     "~racine",
     " espace ",
     "../../échappé",
@@ -94,7 +96,8 @@ def awkward_messages() -> list[bytes]:
 
 
 def source_mail() -> dict[Folder, list[SeedMessage]]:
-    """What a mail source holds before the cases read it: nested and accented folders."""
+    """What a mail source holds before the cases read it: nested and accented folders, and
+    one whose name opens a bracket to sort first, as users do."""
     return {
         ("INBOX",): [SeedMessage(plain(f"Message {n}"), frozenset({"\\Seen"}) if n else
                                  frozenset(), datetime(2024, 3, n + 1, 8, 0, tzinfo=UTC))
@@ -102,6 +105,7 @@ def source_mail() -> dict[Folder, list[SeedMessage]]:
         ("Projets", "Été 2024"): [SeedMessage(plain("Chantier de l'école"),
                                               frozenset({"\\Flagged"}))],
         ("Archives",): [SeedMessage(plain("Permis de construire 1998"))],
+        ("[Archives",): [SeedMessage(plain("Demande de subvention"))],
     }
 
 

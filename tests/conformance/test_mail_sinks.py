@@ -116,20 +116,24 @@ def test_hostile_folder_names_land_as_named_or_are_refused_and_never_escape(
     target = mail_sink.harness
     before_files, before = target.snapshot(), target.folders()
     sink = mail_sink.open_sink()
-    landed = []
+    landed = {}
     for name in HOSTILE_NAMES:
         for path in ((name,), ("Hostile", name)):
             try:
                 native = sink.ensure_container(path)
             except ContainerRefused:
                 continue
+            assert sink.ensure_container(path) == native, path
             put(sink, native, [as_sent(sink, plain(f"Dans {name!r}"))])
-            landed.append(path)
+            landed[path] = native
 
     assert landed, "every hostile name refused: the case proves nothing"
     made = {folder for folder in target.folders() if folder not in before} - {INBOX}
     assert set(landed) <= made <= {*landed, ("Hostile",)}
-    for path in landed:
+    rerun = mail_sink.open_sink()
+    rerun.capabilities  # noqa: B018 - reads the target's folder list
+    for path, native in landed.items():
+        assert rerun.ensure_container(path) == native, path
         assert len(target.messages(path)) == 1, path
     assert target.escaped(before_files) == []
 
