@@ -65,7 +65,7 @@ METADATA_BATCH = 1000
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
 FORBIDDEN_IN_NAMES = "".join(chr(code) for code in (
-    *range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029))
+    *range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029))
 """What a mailbox name must not hold (RFC 6855 section 3: control characters, delete, line
 and paragraph separators); servers refuse such names (Dovecot: "Control characters not
 allowed in new mailbox names"), so the engine's name rules replace these characters."""
