@@ -149,8 +149,8 @@ register(Connector(
     writes=frozenset({"calendar", "contacts", "files"}),
     open_sink=_open_folder_sink,
     capabilities=Capabilities(keeps_bytes=True, keeps_mtime=True, deletes=True, versions=True,
-                              name_rules="NUL, '/' and names longer than 255 bytes changed; "
-                              "'.' and '..' refused"),
+                              name_rules="NUL, '/', names longer than 255 bytes and names "
+                              "ending in .bascule-part changed; '.' and '..' refused"),
     example='''path = "documents"            # <path>/<login>/<workload>/...
 ''',
 ))
