@@ -3,9 +3,9 @@
 A connector joins the suite with one fixture here, named ``harness_<type>``, answering a
 ``Harness`` against a real store (see ``harness.py`` and README.md). The cases take
 ``mail_sink``, ``document_sink``, ``mail_source``, ``document_source`` or ``file_source``
-(a document source of files); each is
-parametrised over what the registry says the connectors read and write, so a connector
-registered without its fixture fails every case it should pass, naming the fixture to add.
+(a document source of files); each is parametrised over what the registry says the
+connectors read and write, so a connector registered without its fixture fails every case
+it should pass, naming the fixture to add.
 """
 
 from __future__ import annotations
