@@ -137,7 +137,7 @@ def test_document_listings_hold_still_and_fetch_gives_the_bytes_announced(
         documents = list(source.fetch_documents(container, refs))
         unread = {note.subject for note in (source.drain_notes() if isinstance(
             source, NotingSource) else []) if note.code in UNREAD}
-        assert sorted([d.source_id for d in documents] + sorted(unread)) == [
+        assert sorted([d.source_id for d in documents] + list(unread)) == [
             ref.source_id for ref in refs]
         by_id = {ref.source_id: ref for ref in refs}
         for item in documents:
