@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from mappings.secrets import reference_problem
 
@@ -18,15 +19,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def refused(code: str, **params: object) -> PydanticCustomError:
+    """A value a section refuses, as a catalogue code (``batch_...``) and its parameters:
+    the batch's reader says it in the user's language, naming the key."""
+    return PydanticCustomError(code, code, params)
+
+
 def _reference(value: str) -> str:
     if reference_problem(value) is not None:
-        raise ValueError(f"must be {SECRET_REFERENCE_HINT}, never the secret itself")
+        raise refused("batch_secret_literal")
     return value
 
 
 def _https(value: str) -> str:
     if not value.startswith("https://"):
-        raise ValueError("must start with https://")
+        raise refused("batch_not_https")
     return value.rstrip("/")
 
 
@@ -42,5 +49,5 @@ def is_loopback(host: str) -> bool:
 
 
 def check_reference(value: str) -> str:
-    """A secret reference as written, or ``ValueError`` for anything else (a secret)."""
+    """A secret reference as written; anything else (a secret) is refused."""
     return _reference(value)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors import registry
-from connectors.config import SECRET_REFERENCE_HINT, check_reference
+from connectors.config import SECRET_REFERENCE_HINT, check_reference, refused
 from connectors.registry import DOCUMENT_WORKLOADS, WORKLOADS
 from mappings.secrets import resolve_secret, secret_warning
 from reports.i18n import Text
@@ -81,10 +81,9 @@ class RunConfig(_Strict):
         try:
             address = make_url(value)
         except ArgumentError as error:
-            raise ValueError(f"not a database URL ({error})") from None
+            raise refused("batch_ledger_url", detail=str(error)) from None
         if address.password:
-            raise ValueError("the URL holds a password: write it without, and give "
-                             'ledger_secret = "env:NAME" (the password is not repeated here)')
+            raise refused("batch_ledger_password")
         return value
 
     @field_validator("ledger_secret")
@@ -129,9 +128,8 @@ class Batch(_Strict):
         unread = [w for w in self.workloads if w not in reads]
         if unread:
             able = ", ".join(c.type for c in registry.sources() if set(unread) <= c.reads)
-            raise ValueError(f"workloads {', '.join(unread)}: the source type "
-                             f"{self.source.type} does not read them (source types that do: "
-                             f"{able or 'none'})")
+            raise refused("batch_workloads_unread", workloads=", ".join(unread),
+                          type=self.source.type, able=able or "-")
         return self
 
     def target_of(self, workload: str) -> Any:
@@ -284,8 +282,28 @@ def _explain(error: dict) -> Text:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return Text.of("batch_bad_type", key=location,
                        expected=", ".join(c.type for c in _connectors_at(shown)))
-    expected = error["msg"].removeprefix("Value error, ")
-    return Text.of("batch_bad_value", key=location, expected=expected)
+    params = dict(error.get("ctx") or {})
+    if kind.startswith("batch_"):
+        return Text.of(kind, key=location, **params)
+    code = PYDANTIC_CODES.get(kind)
+    if code is not None:
+        limit = next((params[k] for k in ("ge", "le", "gt", "lt") if k in params), "")
+        expected = str(params.get("expected", "")).replace(" or ", ", ")  # "'a', 'b' or 'c'"
+        return Text.of(code, key=location, limit=limit, expected=expected)
+    return Text.of("batch_bad_value", key=location, expected=error["msg"])
+
+
+PYDANTIC_CODES = {
+    "int_parsing": "batch_value_int", "int_type": "batch_value_int",
+    "int_from_float": "batch_value_int", "float_parsing": "batch_value_number",
+    "float_type": "batch_value_number", "greater_than_equal": "batch_value_at_least",
+    "less_than_equal": "batch_value_at_most", "greater_than": "batch_value_more_than",
+    "string_type": "batch_value_text", "bool_parsing": "batch_value_bool",
+    "bool_type": "batch_value_bool", "list_type": "batch_value_list",
+    "string_pattern_mismatch": "batch_value_pattern", "literal_error": "batch_value_one_of",
+    "model_type": "batch_value_section", "model_attributes_type": "batch_value_section",
+}
+"""pydantic's error types, as the catalogue's codes: said in the user's language."""
 
 
 def _connectors_at(location: list[str]) -> list[registry.Connector]:

@@ -218,3 +218,20 @@ def test_a_workload_the_source_does_not_read_is_refused_naming_who_reads_it(tmp_
     [problem] = caught.value.problems
     assert problem.en.endswith("workloads calendar: the source type imap does not read them "
                                "(source types that do: graph)")
+
+
+def test_mistakes_are_said_in_french_through_to_their_detail(tmp_path):
+    text = GOOD.replace('security = "tls"\n[target]', 'security = "clair"\nconnections = 99\n'
+                        '[target]').replace('port = 993\nsecurity = "tls"\n[target.admin]',
+                                            'port = "x"\nsecurity = "tls"\n[target.admin]')
+    text = text.replace('secret = "env:ADMIN"', 'secret = "motdepasse"')
+    with pytest.raises(BatchError) as caught:
+        load_batch(write(tmp_path, text))
+    assert [p.fr for p in caught.value.problems] == [
+        "source.security : doit être l'un de 'tls', 'starttls', 'none'",
+        "source.connections : doit valoir au plus 32",
+        "target.port : doit être un nombre entier",
+        ("target.admin.secret : doit être une référence comme « env:NOM » ou "
+         "« file:chemin/du/secret », jamais le secret lui-même"),
+    ]
+    assert "motdepasse" not in " ".join(p.fr + p.en for p in caught.value.problems)

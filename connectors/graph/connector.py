@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from connectors.config import HttpsAddress, SecretReference, Section
+from connectors.config import HttpsAddress, SecretReference, Section, refused
 from connectors.registry import Account, Capabilities, Connector, Context, register
 
 if TYPE_CHECKING:
@@ -42,9 +42,9 @@ class AppCredentials(Section):
     @model_validator(mode="after")
     def _one_credential(self) -> AppCredentials:
         if (self.client_secret is None) == (self.certificate is None):
-            raise ValueError("give client_secret or certificate (one of them)")
+            raise refused("batch_one_credential")
         if self.certificate is not None and not self.certificate_thumbprint:
-            raise ValueError("certificate_thumbprint is needed with certificate")
+            raise refused("batch_thumbprint_needed")
         return self
 
     def references(self) -> list[str]:

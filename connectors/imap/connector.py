@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from connectors.base import ConnectError
-from connectors.config import SecretReference, Section, is_loopback
+from connectors.config import SecretReference, Section, is_loopback, refused
 from connectors.graph.connector import AppCredentials, app_tokens
 from connectors.imap.session import ImapCredentials, ImapEndpoint
 from connectors.registry import Account, Capabilities, Connector, Context, register
@@ -78,7 +78,7 @@ class ImapEndpointConfig(Section):
     @model_validator(mode="after")
     def _one_login(self) -> ImapEndpointConfig:
         if self.admin is not None and self.oauth is not None:
-            raise ValueError("give admin or oauth (one of them)")
+            raise refused("batch_admin_or_oauth")
         return self
 
 
@@ -145,9 +145,10 @@ register(Connector(
              "Un serveur IMAP (Exchange, Dovecot, Cyrus, BlueMind...)"),
     reads=frozenset({"mail"}), writes=frozenset({"mail"}),
     open_source=_open_source, open_sink=_open_sink,
-    capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=True,
-                              name_rules=NAME_RULES, delta=True,
-                              flag_changes=True),
+    # Dovecot keeps an internal date as a count of seconds and answers it in UTC, as the
+    # conformance suite shows: the offset the source gave is not kept, and the plan says so.
+    capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=False,
+                              name_rules=NAME_RULES, delta=True, flag_changes=True),
     example='''host = "imap.ville.example"
 port = 993
 security = "tls"              # tls | starttls | none

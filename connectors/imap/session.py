@@ -8,12 +8,13 @@ by naming its file, never by turning verification off.
 from __future__ import annotations
 
 import imaplib
+import re
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import imapclient
 from imapclient import exceptions as imap_errors
@@ -278,11 +279,34 @@ class ImapSession:
             _drop(client)
 
 
+class _Client(imapclient.IMAPClient):
+    """imapclient, reading LIST answers that name a mailbox without quotes: Dovecot sends
+    ``[Archives`` so, and imapclient's parser takes its ``[`` for the start of a bracketed
+    part and fails (imapclient issue 583). Such names are quoted before it reads them."""
+
+    def _proc_folder_list(self, folder_data: list[Any]) -> list[Any]:
+        return super()._proc_folder_list([_quoted_name(line) for line in folder_data])
+
+
+_UNQUOTED_NAME = re.compile(rb'(\([^)]*\) (?:NIL|"(?:[^"\\]|\\.)*") )([^"{].*)', re.DOTALL)
+"""A LIST line: its flags and delimiter, then a mailbox name that is neither a quoted string
+nor a literal."""
+
+
+def _quoted_name(line: Any) -> Any:
+    """A LIST line with its unquoted mailbox name quoted; anything else as it came (a name
+    sent as a literal comes as a pair)."""
+    match = _UNQUOTED_NAME.fullmatch(line) if isinstance(line, bytes) else None
+    if match is None:
+        return line
+    return match[1] + b'"' + match[2].replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
 def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
     where = endpoint.where
     context = ssl_context(endpoint) if endpoint.security != "none" else None
     try:
-        client = imapclient.IMAPClient(
+        client = _Client(
             endpoint.host,
             port=endpoint.port,
             ssl=endpoint.security == "tls",

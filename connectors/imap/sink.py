@@ -64,6 +64,11 @@ FETCH_BATCH_BYTES = 8 << 20
 METADATA_BATCH = 1000
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
+FORBIDDEN_IN_NAMES = "".join(chr(code) for code in (
+    *range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029))
+"""What a mailbox name must not hold (RFC 6855 section 3: control characters, delete, line
+and paragraph separators); servers refuse such names (Dovecot: "Control characters not
+allowed in new mailbox names"), so the engine's name rules replace these characters."""
 RECONNECTS = len(LINK_PAUSES)
 """Times in a row a dropped APPEND connection is opened again before the sink gives up; a
 server that refuses the new connection, or does not greet on it, ends it at once."""
@@ -99,6 +104,7 @@ class ImapSink:
         return SinkCapabilities(
             max_item_size=_append_limit(self._session.capabilities),
             separator=separator or "/",
+            forbidden_chars=FORBIDDEN_IN_NAMES,
             keywords=self._keywords_kept(),
             special_folders=special,
             crlf_only=True,

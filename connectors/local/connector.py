@@ -115,8 +115,10 @@ def _slots(config: Any) -> int:
 
 
 FOLDER_NAME_RULES = (
-    "NUL, '/' and names longer than 255 bytes changed; '.' and '..' refused",
-    "NUL, '/' et noms de plus de 255 octets changés ; '.' et '..' refusés",
+    ("NUL, '/', names longer than 255 bytes and names ending in .bascule-part changed; "
+     "'.' and '..' refused"),
+    ("NUL, '/', noms de plus de 255 octets et noms finissant par .bascule-part changés ; "
+     "'.' et '..' refusés"),
 )
 
 STORE_EXAMPLE = '''path = "exports"              # one store per login / un dossier par identifiant

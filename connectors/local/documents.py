@@ -46,13 +46,17 @@ def safe_name(name: str) -> tuple[str, str | None]:
     """A file name this folder can hold, and why it changed (``None`` if it did not).
 
     Rules, in order: ``/`` and NUL become ``_``; ``.``, ``..`` and the empty name become
-    ``_``, ``_.``...; a name longer than 255 UTF-8 bytes keeps its extension and is cut, with
-    8 hex digits of its SHA-256 so two long names stay apart. Names are kept in the
-    composed Unicode form (NFC) the source gave, never normalised otherwise.
+    ``_``, ``_.``...; a name ending like the sink's temporary files (``.bascule-part``) gets
+    a ``_`` after it, or ``inventory`` would never list it; a name longer than 255 UTF-8
+    bytes keeps its extension and is cut, with 8 hex digits of its SHA-256 so two long names
+    stay apart. Names are kept in the composed Unicode form (NFC) the source gave, never
+    normalised otherwise.
     """
     changed = name.replace("/", REPLACEMENT).replace("\0", REPLACEMENT)
     if changed in ("", ".", ".."):
         changed = REPLACEMENT + changed
+    if changed.endswith(TEMPORARY_SUFFIX):
+        changed += REPLACEMENT
     if len(changed.encode("utf-8")) > NAME_MAX_BYTES:
         stem, dot, extension = changed.rpartition(".")
         if not dot or len(extension) > 16:

@@ -81,6 +81,8 @@ INFO_SEPARATOR = ":2,"
 KEYWORDS_FILE = "dovecot-keywords"
 SUBSCRIPTIONS_FILE = "subscriptions"
 MAX_KEYWORDS = 26
+NAME_MAX_BYTES = 255
+"""The longest file name most file systems take (ext4, XFS, btrfs), in bytes."""
 SYSTEM_LETTERS = {
     "D": "\\Draft",
     "F": "\\Flagged",
@@ -242,7 +244,7 @@ class MaildirSink:
     capabilities = SinkCapabilities(
         max_item_size=None,
         separator=".",
-        forbidden_chars="/",
+        forbidden_chars="/\0",
         keywords=True,
         special_folders={
             "inbox": INBOX,
@@ -319,7 +321,14 @@ class MaildirSink:
     def native_name(self, path: Sequence[str]) -> str:
         path = tuple(path)
         _check_path(path)
-        return maildir_name(path)
+        name = maildir_name(path)
+        # A Maildir++ folder is one directory whatever its depth: the whole path must fit
+        # in one file name.
+        if len(name.encode("utf-8")) > NAME_MAX_BYTES:
+            raise ContainerRefused(
+                f"folder {'/'.join(path)!r} makes a Maildir++ directory name of "
+                f"{len(name.encode('utf-8'))} bytes; the file system takes {NAME_MAX_BYTES}")
+        return name
 
     def count(self, native_name: str) -> int:
         return len(_Folder(self.root, native_name).messages())

@@ -1,0 +1,466 @@
+"""One fixture per connector, and the parametrisation of every case over the registry.
+
+A connector joins the suite with one fixture here, named ``harness_<type>``, answering a
+``Harness`` against a real store (see ``harness.py`` and README.md). The cases take
+``mail_sink``, ``document_sink``, ``mail_source``, ``document_source`` or ``file_source``
+(a document source of files); each is parametrised over what the registry says the
+connectors read and write, so a connector registered without its fixture fails every case
+it should pass, naming the fixture to add.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient, imap_utf7
+
+from connectors import registry
+from tests.conformance.harness import (
+    Case,
+    DocumentStore,
+    DocumentTarget,
+    Folder,
+    Harness,
+    Landed,
+    MailStore,
+    MailTarget,
+    SeedFile,
+    SeedMessage,
+    StoreContext,
+)
+from tests.dovecot import Dovecot, start_dovecot
+from tests.graph_files import FixtureFiles, running_download_server
+from tests.graph_pim import seed_pim
+from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
+from tests.tls import TestCertificates
+
+LOGIN = "amelie"
+CHUNK = 8 << 20
+DOVECOT_USERS = 64
+"""Accounts of the one Dovecot every IMAP case shares, each case taking a fresh one."""
+ROLES = {
+    "mail_sink": (MailTarget, "writes mail"),
+    "document_sink": (DocumentTarget, "writes {workload}"),
+    "mail_source": (MailStore, "reads mail"),
+    "document_source": (DocumentStore, "reads {workload}"),
+    "file_source": (DocumentStore, "reads {workload}"),
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every case taking a role runs once per connector (and workload) the registry gives
+    that role."""
+    documents = registry.DOCUMENT_WORKLOADS
+    cases = {
+        "mail_sink": [(c.type, "mail") for c in registry.sinks("mail")],
+        "document_sink": [(c.type, w) for w in documents for c in registry.sinks(w)],
+        "mail_source": [(c.type, "mail") for c in registry.sources("mail")],
+        "document_source": [(c.type, w) for w in documents for c in registry.sources(w)],
+        "file_source": [(c.type, "files") for c in registry.sources("files")],
+    }
+    for role, params in cases.items():
+        if role in metafunc.fixturenames:
+            metafunc.parametrize(role, params, indirect=True,
+                                 ids=[kind if workload == "mail" else f"{kind}-{workload}"
+                                      for kind, workload in params])
+
+
+def _case(request: pytest.FixtureRequest, role: str) -> Case:
+    kind, workload = request.param
+    fixture = f"harness_{kind}"
+    protocol, does = ROLES[role]
+    try:
+        harness = request.getfixturevalue(fixture)
+    except pytest.FixtureLookupError:
+        harness = None
+    if harness is None:
+        pytest.fail(f"connector {kind!r} {does.format(workload=workload)} and has no "
+                    f"conformance fixture {fixture!r}: add one (tests/conformance/README.md)",
+                    pytrace=False)
+    if not isinstance(harness, protocol):
+        pytest.fail(f"{fixture} gives no {protocol.__name__} for connector {kind!r}, which "
+                    f"{does.format(workload=workload)}", pytrace=False)
+    return Case(harness, workload)
+
+
+@pytest.fixture
+def mail_sink(request: pytest.FixtureRequest) -> Case:
+    return _case(request, "mail_sink")
+
+
+@pytest.fixture
+def document_sink(request: pytest.FixtureRequest) -> Case:
+    return _case(request, "document_sink")
+
+
+@pytest.fixture
+def mail_source(request: pytest.FixtureRequest) -> Case:
+    return _case(request, "mail_source")
+
+
+@pytest.fixture
+def document_source(request: pytest.FixtureRequest) -> Case:
+    return _case(request, "document_source")
+
+
+@pytest.fixture
+def file_source(request: pytest.FixtureRequest) -> Case:
+    """A document source of files: the one workload whose items may weigh gigabytes."""
+    return _case(request, "file_source")
+
+
+# --- IMAP: a private Dovecot, read and filled with imapclient ----------------------------
+
+
+@pytest.fixture(scope="session")
+def conformance_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    server = start_dovecot(tmp_path_factory.mktemp("dovecot"),
+                           {f"conf{n}": f"conf{n}-pw" for n in range(DOVECOT_USERS)})
+    yield server
+    server.stop()
+
+
+_dovecot_users = itertools.count()
+
+
+@dataclass
+class ImapHarness(Harness):
+    server: Dovecot | None = None
+
+    def client(self) -> IMAPClient:
+        assert self.server is not None
+        imap = IMAPClient(self.server.host, self.server.port, ssl=False, timeout=60)
+        imap.login(self.login, self.server.users[self.login])
+        imap.normalise_times = False
+        return imap
+
+    def folders(self) -> list[Folder]:
+        with self.client() as imap:
+            return [tuple(name.split(delimiter)) if delimiter else (name,)
+                    for delimiter, name in _listed(imap)]
+
+    def messages(self, folder: Folder) -> list[Landed]:
+        with self.client() as imap:
+            imap.select_folder("/".join(folder), readonly=True)
+            uids = imap.search("ALL")
+            rows = imap.fetch(uids, ["RFC822.SIZE", "FLAGS", "INTERNALDATE"]) if uids else {}
+            return [Landed(_imap_body_hash(imap, uid), row[b"RFC822.SIZE"],
+                           row[b"INTERNALDATE"],
+                           frozenset(f.decode() for f in row[b"FLAGS"]) - {"\\Recent"})
+                    for uid, row in sorted(rows.items())]
+
+    def delete(self, folder: Folder, fingerprint: str) -> None:
+        with self.client() as imap:
+            imap.select_folder("/".join(folder))
+            gone = [uid for uid in imap.search("ALL")
+                    if _imap_body_hash(imap, uid) == fingerprint]
+            imap.add_flags(gone, [b"\\Deleted"])
+            imap.expunge()
+
+    def seed_mail(self, folders: Mapping[Folder, list[SeedMessage]]) -> None:
+        with self.client() as imap:
+            for folder, messages in folders.items():
+                listed = {name for _delimiter, name in _listed(imap)}
+                for depth in range(1, len(folder) + 1):
+                    if "/".join(folder[:depth]) not in listed:
+                        imap.create_folder("/".join(folder[:depth]))
+                for seeded in messages:
+                    imap.append("/".join(folder), seeded.raw, flags=sorted(seeded.flags),
+                                msg_time=seeded.internal_date)
+
+
+_LIST_LINE = re.compile(rb'\([^)]*\) (NIL|"(?:[^"\\]|\\.)*") (.*)', re.DOTALL)
+
+
+def _listed(imap: IMAPClient) -> list[tuple[str | None, str]]:
+    """``(delimiter, name)`` of every mailbox, LIST read here: imapclient's own reading
+    fails on an unquoted name holding ``[`` (imapclient issue 583), which Dovecot sends."""
+    status, lines = imap._imap.list('""', "*")
+    assert status == "OK", lines
+    found = []
+    for line in lines:
+        head, name = (line[0], line[1]) if isinstance(line, tuple) else (line, None)
+        match = _LIST_LINE.fullmatch(head)
+        assert match is not None, line
+        delimiter = None if match[1] == b"NIL" else _unquoted(match[1])
+        if name is None:
+            name = _unquoted(match[2]) if match[2].startswith(b'"') else match[2]
+        found.append((delimiter and delimiter.decode(), imap_utf7.decode(name)))
+    return found
+
+
+def _unquoted(quoted: bytes) -> bytes:
+    return re.sub(rb"\\(.)", rb"\1", quoted[1:-1])
+
+
+def _imap_body_hash(imap: IMAPClient, uid: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while True:
+        part = imap.fetch([uid], [f"BODY.PEEK[]<{offset}.{CHUNK}>"])[uid].get(
+            f"BODY[]<{offset}>".encode()) or b""
+        digest.update(part)
+        offset += len(part)
+        if len(part) < CHUNK:
+            return "sha256:" + digest.hexdigest()
+
+
+@pytest.fixture
+def harness_imap(conformance_dovecot: Dovecot) -> Iterator[ImapHarness]:
+    number = next(_dovecot_users)
+    if number >= DOVECOT_USERS:
+        pytest.fail(f"the conformance Dovecot has {DOVECOT_USERS} accounts: raise "
+                    "DOVECOT_USERS", pytrace=False)
+    login = f"conf{number}"
+    server = conformance_dovecot
+    harness = ImapHarness(
+        "imap", {"type": "imap", "host": server.host, "port": server.port, "security": "none"},
+        login, StoreContext(server.root, {"env:IMAP_SECRET": server.users[login]}),
+        fence=server.root / "mail", root=server.mail_dir(login), secret_ref="env:IMAP_SECRET",
+        server=server)
+    yield harness
+    harness.close()
+
+
+# --- Maildir: the files themselves -------------------------------------------------------
+
+MAILDIR_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered",
+                   "S": "\\Seen", "T": "\\Deleted"}
+
+
+@dataclass
+class MaildirHarness(Harness):
+    """Maildir++ as Dovecot documents it: ``.Parent.Child`` folders in modified UTF-7,
+    ``<unique>:2,<letters>`` files, keywords numbered in ``dovecot-keywords``."""
+
+    def directory(self, folder: Folder) -> Path:
+        if folder == ("INBOX",):
+            return self.root
+        return self.root / ("." + ".".join(imap_utf7.encode(s).decode() for s in folder))
+
+    def folders(self) -> list[Folder]:
+        found = [("INBOX",)] if (self.root / "cur").is_dir() else []
+        if self.root.is_dir():
+            found += [tuple(imap_utf7.decode(s.encode()) for s in entry.name[1:].split("."))
+                      for entry in sorted(self.root.iterdir())
+                      if entry.name.startswith(".") and (entry / "cur").is_dir()]
+        return found
+
+    def files(self, folder: Folder) -> list[Path]:
+        return [path for sub in ("cur", "new") if (self.directory(folder) / sub).is_dir()
+                for path in sorted((self.directory(folder) / sub).iterdir())
+                if not path.name.startswith(".")]
+
+    def messages(self, folder: Folder) -> list[Landed]:
+        keywords_file = self.directory(folder) / "dovecot-keywords"
+        keywords = dict(line.split(" ", 1) for line in keywords_file.read_text().splitlines()
+                        ) if keywords_file.exists() else {}
+        found = []
+        for path in self.files(folder):
+            letters = path.name.partition(":2,")[2]
+            flags = {MAILDIR_LETTERS[c] for c in letters if c in MAILDIR_LETTERS}
+            flags |= {keywords[str(ord(c) - ord("a"))] for c in letters if c.islower()}
+            found.append(Landed(_file_hash(path), path.stat().st_size,
+                                datetime.fromtimestamp(path.stat().st_mtime, UTC),
+                                frozenset(flags)))
+        return found
+
+    def delete(self, folder: Folder, fingerprint: str) -> None:
+        for path in self.files(folder):
+            if _file_hash(path) == fingerprint:
+                path.unlink()
+
+    def seed_mail(self, folders: Mapping[Folder, list[SeedMessage]]) -> None:
+        letter = {flag: letter for letter, flag in MAILDIR_LETTERS.items()}
+        for folder, messages in folders.items():
+            directory = self.directory(folder)
+            for sub in ("cur", "new", "tmp"):
+                (directory / sub).mkdir(parents=True, exist_ok=True)
+            for n, seeded in enumerate(messages):
+                letters = "".join(sorted(letter[f] for f in seeded.flags))
+                path = directory / "cur" / f"1700000000.M{n}P1.conformance:2,{letters}"
+                path.write_bytes(seeded.raw)
+                if seeded.internal_date is not None:
+                    stamp = seeded.internal_date.timestamp()
+                    os.utime(path, (stamp, stamp))
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+@pytest.fixture
+def harness_maildir(tmp_path: Path) -> Iterator[MaildirHarness]:
+    harness = MaildirHarness("maildir", {"type": "maildir", "path": "stores"}, LOGIN,
+                             StoreContext(tmp_path), fence=tmp_path,
+                             root=tmp_path / "stores" / LOGIN)
+    yield harness
+    harness.close()
+
+
+# --- mbox and .eml exports: written by hand ---------------------------------------------
+
+
+@dataclass
+class MboxHarness(Harness):
+    """Thunderbird's layout: folder ``A/B`` is the mbox file ``A.sbd/B``."""
+
+    def seed_mail(self, folders: Mapping[Folder, list[SeedMessage]]) -> None:
+        for folder, messages in folders.items():
+            path = self.root.joinpath(*(f"{name}.sbd" for name in folder[:-1]), folder[-1])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"".join(b"From - Sun Jul 14 09:30:05 2024\n" + seeded.raw + b"\n"
+                                      for seeded in messages))
+
+
+@pytest.fixture
+def harness_mbox(tmp_path: Path) -> Iterator[MboxHarness]:
+    harness = MboxHarness("mbox", {"type": "mbox", "path": "exports"}, LOGIN,
+                          StoreContext(tmp_path), fence=tmp_path,
+                          root=tmp_path / "exports" / LOGIN)
+    yield harness
+    harness.close()
+
+
+@dataclass
+class EmlHarness(Harness):
+    """One ``.eml`` file per message; the root folder is the INBOX."""
+
+    def seed_mail(self, folders: Mapping[Folder, list[SeedMessage]]) -> None:
+        for folder, messages in folders.items():
+            directory = self.root if folder == ("INBOX",) else self.root.joinpath(*folder)
+            directory.mkdir(parents=True, exist_ok=True)
+            for n, seeded in enumerate(messages):
+                (directory / f"message-{n}.eml").write_bytes(seeded.raw)
+
+
+@pytest.fixture
+def harness_eml(tmp_path: Path) -> Iterator[EmlHarness]:
+    harness = EmlHarness("eml", {"type": "eml", "path": "exports"}, LOGIN,
+                         StoreContext(tmp_path), fence=tmp_path,
+                         root=tmp_path / "exports" / LOGIN)
+    yield harness
+    harness.close()
+
+
+# --- the local folder of calendars, contacts and files -----------------------------------
+
+
+@dataclass
+class FolderHarness(Harness):
+    def place(self, workload: str) -> Path:
+        return self.root / workload
+
+    def containers(self, workload: str) -> list[str]:
+        place = self.place(workload)
+        return sorted(path.relative_to(place).as_posix() for path in place.rglob("*")
+                      if path.is_dir() and not path.is_symlink())
+
+    def landed(self, workload: str) -> dict[str, Landed]:
+        place = self.place(workload)
+        return {path.relative_to(place).as_posix():
+                Landed(_file_hash(path), path.stat().st_size,
+                       datetime.fromtimestamp(path.stat().st_mtime, UTC))
+                for path in sorted(place.rglob("*")) if path.is_file() and not path.is_symlink()}
+
+    def segments(self, workload: str, target_ref: str) -> tuple[str, ...]:
+        return tuple(target_ref.split("/"))
+
+    def delete(self, workload: str, target_ref: str) -> None:
+        (self.place(workload) / target_ref).unlink()
+
+    def replace(self, workload: str, target_ref: str, content: bytes) -> None:
+        (self.place(workload) / target_ref).write_bytes(content)
+
+
+@pytest.fixture
+def harness_folder(tmp_path: Path) -> Iterator[FolderHarness]:
+    harness = FolderHarness("folder", {"type": "folder", "path": "documents"}, LOGIN,
+                            StoreContext(tmp_path), fence=tmp_path,
+                            root=tmp_path / "documents" / LOGIN)
+    yield harness
+    harness.close()
+
+
+# --- Microsoft Graph: the documented test server, filled through its fixture tenant -------
+
+
+@dataclass
+class GraphHarness(Harness):
+    tenant: FixtureTenant | None = None
+    files: FixtureFiles = field(default_factory=FixtureFiles)
+
+    @property
+    def mailbox(self) -> FixtureMailbox:
+        assert self.tenant is not None
+        mailbox = self.tenant.mailbox(self.login)
+        assert mailbox is not None
+        return mailbox
+
+    def seed_mail(self, folders: Mapping[Folder, list[SeedMessage]]) -> None:
+        assert self.tenant is not None
+        made = {}
+        for folder, messages in folders.items():
+            parent = None
+            for depth in range(1, len(folder) + 1):
+                path = folder[:depth]
+                if path not in made:
+                    inbox = path == ("INBOX",)
+                    made[path] = self.tenant.add_folder(
+                        self.mailbox, "Boîte de réception" if inbox else path[-1], parent,
+                        well_known_name="inbox" if inbox else None)
+                parent = made[path]
+            for n, seeded in enumerate(messages):
+                self.tenant.add_message(
+                    self.mailbox, made[folder], seeded.raw, subject=f"message {n}",
+                    received=seeded.internal_date or datetime(2024, 1, 1, tzinfo=UTC),
+                    is_read="\\Seen" in seeded.flags)
+
+    def seed_documents(self, workload: str, files: list[SeedFile]) -> list[str | None]:
+        if workload != "files":
+            # One calendar object per event (a series carries its exceptions), one vCard
+            # per contact, each made by the source from the item's properties.
+            pim = seed_pim(self.mailbox)
+            return [None] * len(pim.events if workload == "calendar" else pim.contacts)
+        drive = self.files.add_drive("OneDrive", "business", self.mailbox.display_name)
+        self.files.user_drives[self.mailbox.id] = drive.id
+        for seeded in files:
+            self.files.add_file(drive, self.files.folders(drive, *seeded.folder), seeded.name,
+                                seeded.content, client_modified=seeded.modified)
+        return ["sha256:" + hashlib.sha256(seeded.content).hexdigest() for seeded in files]
+
+
+@pytest.fixture
+def harness_graph(tmp_path: Path, certificates: TestCertificates) -> Iterator[GraphHarness]:
+    tenant = FixtureTenant(tenant_id="5f1c9e2a-0c0b-4c3e-9a53-3f0f4e0e8a11",
+                           domain="ville-exemple.fr",
+                           client_id="0b7a1f55-8d2e-4f6b-a1c3-d2e4f6a8b0c1",
+                           client_secret="conformance-secret")
+    tenant.add_user("amelie.lefevre", "Amélie Lefèvre")
+    files = FixtureFiles()
+    tenant.extras["files"] = files
+    with running_graph_server(tenant, certificates) as graph, \
+            running_download_server(files, certificates):
+        harness = GraphHarness(
+            "graph", {"type": "graph", "tenant": tenant.tenant_id,
+                      "client_id": tenant.client_id, "client_secret": "env:GRAPH_SECRET",
+                      "authority": graph.authority, "graph_url": graph.url,
+                      "ca_file": str(certificates.ca_file)},
+            "amelie.lefevre@ville-exemple.fr",
+            StoreContext(tmp_path, {"env:GRAPH_SECRET": tenant.client_secret}),
+            fence=tmp_path, root=tmp_path, estimated_sizes=frozenset({"mail"}), tenant=tenant,
+            files=files)
+        yield harness
+        harness.close()
