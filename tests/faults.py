@@ -57,6 +57,23 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "the
         time.sleep(0.005)
 
 
+def settled(read: Callable[[], object], quiet: float = 1.0, timeout: float = 30.0) -> object:
+    """What ``read`` answers once it stops changing for ``quiet`` seconds: a server that was
+    given APPENDs by a client now dead (killed, or cut off by a stall) may still be storing
+    them; the next run must look once it is done, as a DSI's next run would."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    since = time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the target kept changing for {timeout}s")
+        time.sleep(0.2)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 @dataclass
 class _Arming:
     n_bytes: int

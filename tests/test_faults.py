@@ -19,7 +19,7 @@ from tests import mailboxes
 from tests.cli import bascule, report
 from tests.corpus import CorpusFolder, build_mailbox
 from tests.dovecot import Dovecot
-from tests.faults import BasculeRun, fill, wait_for
+from tests.faults import BasculeRun, fill, settled, wait_for
 
 FOLDERS = {("INBOX",): ("INBOX",), ("Projets",): ("Projets",),
            ("Projets", "Voirie"): ("Projets", "Voirie")}
@@ -263,6 +263,7 @@ def test_a_second_signal_ends_the_process_at_once(dovecot_factory, fault_proxy, 
     # server takes up after that look is beyond what any client can see (closing note).
     wait_for(lambda: proxy.open_connections == 0, timeout=30,
              what="the target to finish what the stalled connections held")
+    settled(lambda: mailboxes.contents(target, "alice"))
 
     code, output = bascule("run", str(batch))
     assert code == 0, output
@@ -331,6 +332,7 @@ def test_status_never_shows_a_dead_run_as_running(dovecot_factory, tmp_path, sec
     run = BasculeRun(batch, secrets)
     assert run.signal_when(signal.SIGKILL, lambda ledger: ledger.done >= 50)
     run.finish()
+    settled(lambda: mailboxes.contents(target, "alice"))
 
     assert bascule("status", str(batch))[0] in (0, 1)
     status = report(tmp_path, "status")
