@@ -30,6 +30,7 @@ from migrate.mail import (
     UnitProgress,
     UnitResult,
     chunks,
+    source_notes,
     take_source_notes,
 )
 
@@ -58,6 +59,7 @@ class DocumentUnit:
 
     def run(self) -> UnitResult:
         native = self.sink.ensure_container(self.target_path)
+        self.result.notes.extend(source_notes(self.sink))  # containers it had to rename
         self.ledger.update_unit(self.unit.id, target_container=native, status="running")
         listing = self.source.list_documents(self.container, self.unit.cursor)
         known = self.ledger.items_of(self.unit.id)

@@ -118,3 +118,18 @@ def test_folders_and_files_are_private_whatever_the_umask(tmp_path, mask):
     assert set(modes(tmp_path / "documents")) == {
         ".", "alice", "alice/files", "alice/files/OneDrive", "alice/files/OneDrive/Délibérations",
         "alice/files/OneDrive/Délibérations/2024", f"alice/files/{ref}"}
+
+
+def test_a_container_name_the_folder_cannot_hold_is_renamed_and_said_once(tmp_path):
+    sink = FolderSink(tmp_path / "root")
+    native = sink.ensure_container(("Projets/2024", "..", "Été"))
+    assert native == "Projets_2024/_../Été"
+    assert (tmp_path / "root" / "Projets_2024" / "_.." / "Été").is_dir()
+    notes = sink.drain_notes()
+    assert [(n.code, n.subject, n.detail) for n in notes] == [
+        ("renamed_container", "Projets_2024/_../Été", "Projets/2024"),
+        ("renamed_container", "Projets_2024/_../Été", ".."),
+    ]
+    assert sink.drain_notes() == []
+    sink.ensure_container(("Agenda",))
+    assert sink.drain_notes() == []

@@ -169,6 +169,7 @@ def test_calendars_and_contacts_become_ics_and_vcf_files(certificates, dovecot_f
     mailbox = tenant.mailbox(AMELIE)
     assert mailbox is not None
     pim = seed_pim(mailbox)
+    pim.add_calendar("Élus/Commissions")  # a name no folder can hold as it is
     target = dovecot_factory(users={"alice": "alice-target"})
     monkeypatch.setenv("ALICE_TARGET", "alice-target")
     with running_graph_server(tenant, certificates) as graph:
@@ -194,6 +195,10 @@ def test_calendars_and_contacts_become_ics_and_vcf_files(certificates, dovecot_f
         assert len(cards) == 3
         entries = report(tmp_path, "run")["entries"]
         assert any(e.get("code") == "online_meeting_link_total" for e in entries)
+        [renamed] = [e for e in entries if e.get("code") == "renamed_container"]
+        assert renamed["message_fr"] == ("nom de dossier que la cible ne peut pas garder, "
+                                         "renommé (avant : Élus/Commissions)")
+        assert (root / "calendar" / "Élus_Commissions").is_dir()
         code, output = bascule("verify", str(batch))
         assert code == 0, output
         assert report(tmp_path, "verify")["summary"]["checked"] == 7

@@ -29,6 +29,7 @@ from connectors.base import (
     ItemRejected,
     Path,
     SinkCapabilities,
+    SourceNote,
     StoredDocument,
     VersionConflict,
     fingerprint_of,
@@ -79,10 +80,16 @@ class FolderSink:
 
     def __init__(self, root: FsPath) -> None:
         self.root = FsPath(root)
+        self._notes: list[SourceNote] = []
 
     def ensure_container(self, path: Path) -> str:
-        """The folder for a container (created if missing), as a path relative to root."""
+        """The folder for a container (created if missing), as a path relative to root. A
+        segment it cannot hold as it is gets renamed by ``safe_name``'s rules, and a note
+        says so (``drain_notes``)."""
         names = [self._segment(segment) for segment in path]
+        for segment, name in zip(path, names, strict=True):
+            if name != unicodedata.normalize("NFC", segment):
+                self._notes.append(SourceNote("renamed_container", "/".join(names), segment))
         folder = self.root.joinpath(*names)
         self._inside(folder)
         make_folders(folder)
@@ -205,6 +212,11 @@ class FolderSink:
         return StoredDocument(path.relative_to(self.root).as_posix(), _version(status),
                               status.st_size,
                               datetime.fromtimestamp(status.st_mtime, UTC), digest)
+
+    def drain_notes(self) -> list[SourceNote]:
+        """The containers renamed since the last call, each said once."""
+        notes, self._notes = self._notes, []
+        return notes
 
     @staticmethod
     def _segment(segment: str) -> str:

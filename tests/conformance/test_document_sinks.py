@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from connectors.base import (
     ItemRejected,
     VersionConflict,
 )
+from migrate.mail import source_notes
 from tests.conformance.harness import Case
 from tests.conformance.items import (
     BIG,
@@ -155,10 +157,13 @@ def test_hostile_names_stay_inside_the_root_and_every_rename_is_reported(
     sink = document_sink.open_sink()
     kept = renamed = 0
     for number, name in enumerate(HOSTILE_NAMES):
+        asked = name
         try:
-            native = sink.ensure_container((name,))
+            native = sink.ensure_container((asked,))
         except ContainerRefused:
-            native = sink.ensure_container((f"refusé-{number}",))
+            asked = f"refusé-{number}"
+            native = sink.ensure_container((asked,))
+        said = {note.detail for note in source_notes(sink) if note.code == "renamed_container"}
         # Each in its own container: two names one rule changes alike would meet otherwise.
         sent = document(workload, f"hostile-{number}",
                         name=name if workload == "files" else sample_name(workload, name),
@@ -169,6 +174,10 @@ def test_hostile_names_stay_inside_the_root_and_every_rename_is_reported(
             continue
         given = (*sent.folder, sent.name)
         landed_as = target.segments(workload, stored.target_ref)[-len(given):]
+        container_as = target.segments(workload, stored.target_ref)[-len(given) - 1]
+        # A container the sink had to rename is said, with the name it was asked for.
+        assert (container_as != unicodedata.normalize("NFC", asked)) == (asked in said), (
+            asked, container_as, said)
         assert (stored.renamed is None) == (landed_as == given), (name, stored)
         renamed += stored.renamed is not None
         kept += stored.renamed is None
