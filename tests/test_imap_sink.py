@@ -343,8 +343,15 @@ def test_wrong_password_is_a_connect_error(dovecot):
     assert refused.value.code == "auth_failed"
 
 
-def test_a_source_shorter_than_announced_or_unreadable_is_rejected_not_stored(dovecot,
-                                                                             tmp_path):
+def sink_with(server: Dovecot, multiappend: bool, user: str = "alice", **kwargs: object
+              ) -> ImapSink:
+    endpoint = ImapEndpoint(server.host, server.port, security="none", multiappend=multiappend)
+    return ImapSink(endpoint, ImapCredentials(user, server.users[user]), **kwargs)
+
+
+@pytest.mark.parametrize("multiappend", [False, True], ids=["append", "multiappend"])
+def test_a_source_shorter_than_announced_or_unreadable_is_rejected_not_stored(
+        dovecot, tmp_path, multiappend):
     good = [make_message(plain(f"bon {i}"), str(i)) for i in range(4)]
     raw = plain("tronqué")
     short = Message("short", fingerprint_bytes(raw), len(raw) + 100, frozenset(), None,
@@ -352,7 +359,7 @@ def test_a_source_shorter_than_announced_or_unreadable_is_rejected_not_stored(do
     gone = tmp_path / "effacé.eml"
     unreadable = Message("gone", fingerprint_bytes(raw), len(raw), frozenset(), None,
                          lambda: gone.open("rb"))
-    sink = sink_for(dovecot)
+    sink = sink_with(dovecot, multiappend)
     try:
         results = list(sink.put_many("INBOX", [good[0], good[1], short, good[2], unreadable,
                                                good[3]]))
@@ -361,12 +368,18 @@ def test_a_source_shorter_than_announced_or_unreadable_is_rejected_not_stored(do
 
     assert [r.source_id for r in results] == ["0", "1", "short", "2", "gone", "3"]
     rejected = {r.source_id: r.error.code for r in results if r.error is not None}
-    assert rejected == {"short": "invalid_message", "gone": "invalid_message"}
+    if multiappend:
+        # The short one's batch is cut with it and stored not at all (RFC 3502): its
+        # neighbours come back unconfirmed, for the engine to look for and send again.
+        assert rejected == {"0": "unconfirmed", "1": "unconfirmed", "short": "invalid_message",
+                            "2": "unconfirmed", "gone": "invalid_message"}
+    else:
+        assert rejected == {"short": "invalid_message", "gone": "invalid_message"}
     for result in results:
         if result.error is None:
             body = stored(dovecot, "INBOX", result.target_ref)["body"]
             assert body == plain(f"bon {result.source_id}")
-    assert folder_count(dovecot, "INBOX") == 4
+    assert folder_count(dovecot, "INBOX") == sum(r.error is None for r in results)
 
 
 class CuttingProxy:
@@ -518,3 +531,43 @@ def test_the_sink_and_source_sessions_log_in_with_an_8bit_password(dovecot_facto
     finally:
         sink.close()
     assert result.error is None and result.target_ref
+
+
+def test_multiappend_sends_batches_and_answers_each_message_with_its_own_uid(dovecot):
+    messages = [make_message(plain(f"lot {i}"), str(i), frozenset({"\\Seen"}) if i % 2 else
+                             frozenset(), datetime(2024, 3, 4, 9, i % 60, tzinfo=UTC))
+                for i in range(100)]
+    endpoint = ImapEndpoint(dovecot.host, dovecot.port, security="none")
+    pipeline = AppendPipeline(endpoint, ImapCredentials("alice", dovecot.users["alice"]))
+    try:
+        assert pipeline.multiappend
+        before = pipeline._tag_counter  # commands sent: one per batch
+        answered = list(pipeline.append("INBOX", messages))
+        commands = pipeline._tag_counter - before
+    finally:
+        pipeline.logout()
+    assert [m.source_id for m, _ in answered] == [m.source_id for m in messages]
+    assert all(r.error is None for _, r in answered)
+    assert commands <= 100 // 32 + 1
+    for message, receipt in answered:
+        held = stored(dovecot, "INBOX", f"{receipt.uidvalidity}:{receipt.uid}")
+        assert held["body"] == plain(f"lot {message.source_id}")
+        assert held["flags"] == message.flags
+    assert folder_count(dovecot, "INBOX") == 100
+
+
+def test_a_batch_refused_for_one_message_is_sent_again_one_by_one(dovecot_factory):
+    target = dovecot_factory(users={"alice": "pw"}, max_mail_size=1 << 20)
+    small = [make_message(plain(f"petit {i}"), str(i)) for i in range(3)]
+    big = make_message(plain("gros", "x" * (2 << 20)), "big")
+    sink = sink_with(target, True, connections=1)
+    try:
+        results = list(sink.put_many("INBOX", [small[0], big, small[1], small[2]]))
+    finally:
+        sink.close()
+    assert [(r.source_id, r.error.code if r.error else None) for r in results] == [
+        ("0", None), ("big", "too_big"), ("1", None), ("2", None)]
+    for result in results[::2] + results[3:]:
+        assert stored(target, "INBOX", result.target_ref)["body"] == plain(
+            f"petit {result.source_id}")
+    assert folder_count(target, "INBOX") == 3

@@ -7,6 +7,11 @@ reply, so the sink writes its messages through this small dedicated client inste
 keeps a window of APPEND commands outstanding, streams each body from ``Message.open()``
 in chunks, and matches the tagged replies to the messages, in order.
 
+Where the server has MULTIAPPEND (RFC 3502) and LITERAL+, messages go in batches, many in
+one APPEND command: one transaction and one reply for the batch, which is stored whole or
+not at all. A batch refused for a reason that may be one message's is sent again message
+by message, so that each refusal is that message's own.
+
 One thread does everything: between chunks it reads whatever the server has answered, so
 the server never blocks on a full output buffer while we block on a full input buffer (the
 window bounds what the server can have to say to a few kilobytes anyway).
@@ -41,6 +46,10 @@ WINDOW_MESSAGES = 64
 WINDOW_BYTES = 8 << 20
 """Bytes sent and not yet acknowledged, per connection: ten times what a 20 ms round trip at
 40 MB/s holds in flight, and the bound on what waiting messages keep in memory."""
+BATCH_MESSAGES = 32
+BATCH_BYTES = 4 << 20
+"""Bounds of one MULTIAPPEND command (RFC 3502): messages and bytes. A message bigger than
+``BATCH_BYTES`` goes alone, in an APPEND of its own."""
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 ATOM_SPECIALS = frozenset(b'(){ %*"\\]')
@@ -57,16 +66,16 @@ class AppendConnectionLost(ConnectError):
     """The connection broke, or the server stopped answering, while messages were in
     flight; their fate is unknown. Code ``connection_lost`` or ``timeout``.
 
-    ``unsent`` holds a message taken from the caller's iterable but never sent: it can go
-    through another connection.
+    ``unsent`` holds the messages taken from the caller's iterable but never sent (or sent
+    in a batch the server refused whole): they can go through another connection.
     """
 
     code = "connection_lost"
 
     def __init__(self, detail: str = "", *, code: str | None = None, where: str = "",
-                 unsent: Message | None = None) -> None:
+                 unsent: list[Message] | None = None) -> None:
         super().__init__(detail, code=code, where=where)
-        self.unsent = unsent
+        self.unsent = unsent or []
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ class _InFlight:
     message: Message
     tag: str | None
     receipt: AppendReceipt | None = None
+    batch: int = 1
+    """For the first message of a MULTIAPPEND batch, how many messages share its tag."""
 
 
 class AppendPipeline:
@@ -116,6 +127,8 @@ class AppendPipeline:
         self._tag_counter = 0
         self._closed = False
         self._eof = False
+        self._retried: set[Message] = set()
+        """Messages of a batch refused whole: sent again alone, never in a batch."""
         self.capabilities: frozenset[str] = frozenset()
         self._sock = self._open_socket(endpoint)
         try:
@@ -133,6 +146,13 @@ class AppendPipeline:
         return "UIDPLUS" in self.capabilities
 
     @property
+    def multiappend(self) -> bool:
+        """Whether batches go in one command: the server has MULTIAPPEND, and LITERAL+ so
+        that a batch's literals need no continuation each."""
+        return (self._endpoint.multiappend and self.literal_plus
+                and "MULTIAPPEND" in self.capabilities)
+
+    @property
     def append_limit(self) -> int | None:
         """The biggest message the server accepts (RFC 7889 APPENDLIMIT), if it says."""
         for capability in self.capabilities:
@@ -147,34 +167,54 @@ class AppendPipeline:
         in order, as replies arrive.
 
         A message the server refuses gets a receipt with ``error`` and the next ones go on.
-        When the connection breaks, every message not yet answered is yielded with a
-        ``SendUnconfirmed`` receipt (it may or may not be stored) and ``AppendConnectionLost``
-        is raised; messages not yet taken from ``messages`` are left there, and one taken but
-        not sent is the exception's ``unsent``.
+        When the connection breaks, every message sent and not yet answered is yielded with
+        a ``SendUnconfirmed`` receipt (it may or may not be stored) and
+        ``AppendConnectionLost`` is raised; messages not yet taken from ``messages`` are
+        left there, and those taken but not sent are the exception's ``unsent``.
         """
         pending: deque[_InFlight] = deque()
         encoded_mailbox = _quoted(imap_utf7.encode(mailbox))
         limit = self.append_limit
-        unsent: Message | None = None
+        batch: list[Message] = []
+        again: deque[Message] = deque()
+        """Messages of a batch refused whole, to send one by one."""
+        taken: list[Message] = []
+        """Taken from ``messages`` or ``again`` and not yet sent: what a broken connection
+        hands back as unsent."""
+        source = iter(messages)
         try:
-            for message in messages:
+            while True:
+                message = again.popleft() if again else next(source, None)
+                if message is None:
+                    break
+                taken.append(message)
                 if limit is not None and message.size > limit:
+                    taken.remove(message)
                     pending.append(_InFlight(message, None, AppendReceipt(error=ItemRejected(
                         f"{message.size} bytes, the server accepts at most {limit}",
                         code="too_big"))))
+                elif (self.multiappend and message.size <= BATCH_BYTES
+                      and message not in self._retried):
+                    batch.append(message)
+                    if len(batch) >= BATCH_MESSAGES or sum(m.size for m in batch) >= BATCH_BYTES:
+                        self._send_batch(pending, batch, encoded_mailbox, taken)
+                        batch = []
                 else:
-                    unsent = message
-                    self._make_room(pending, message.size)
-                    unsent = None
-                    entry = _InFlight(message, self._next_tag())
-                    pending.append(entry)
-                    self._send_append(entry, encoded_mailbox)
+                    self._send_batch(pending, batch, encoded_mailbox, taken)
+                    batch = []
+                    self._send_batch(pending, [message], encoded_mailbox, taken)
                 self._poll()
-                yield from _pop_answered(pending, self._replies, self.uidplus)
-            while pending:
-                if pending[0].receipt is None and pending[0].tag not in self._replies:
+                yield from self._answered(pending, again)
+            self._send_batch(pending, batch, encoded_mailbox, taken)
+            batch = []
+            while pending or again:
+                if again:
+                    message = again.popleft()
+                    taken.append(message)
+                    self._send_batch(pending, [message], encoded_mailbox, taken)
+                elif pending[0].receipt is None and pending[0].tag not in self._replies:
                     self._wait()
-                yield from _pop_answered(pending, self._replies, self.uidplus)
+                yield from self._answered(pending, again)
         except (OSError, AppendConnectionLost) as error:
             self._closed = True
             silent = isinstance(error, TimeoutError) or (
@@ -182,14 +222,97 @@ class AppendPipeline:
             # A server silent for a whole timeout will not answer now: a short last look.
             self._drain_until_closed(LOGOUT_TIMEOUT if silent else None)
             self._sock.close()
-            yield from _pop_answered(pending, self._replies, self.uidplus)
+            yield from self._answered(pending, again)
             for entry in pending:
                 yield entry.message, entry.receipt or AppendReceipt(error=SendUnconfirmed(
                     f"connection lost before the server answered ({error})"))
             code = error.code if isinstance(error, AppendConnectionLost) else (
                 "timeout" if isinstance(error, TimeoutError) else "connection_lost")
             raise AppendConnectionLost(str(error), code=code, where=self._endpoint.where,
-                                       unsent=unsent) from error
+                                       unsent=[*taken, *again]) from error
+        finally:
+            self._retried.clear()
+
+    def _send_batch(self, pending: deque[_InFlight], batch: list[Message], mailbox: bytes,
+                    taken: list[Message]) -> None:
+        """Send ``batch`` in one APPEND command (one message: a plain APPEND). A message
+        whose body cannot be opened is refused alone, before anything of it is sent; the
+        messages around it go in commands of their own, so that answers stay in order."""
+        if not batch:
+            return
+        self._make_room(pending, sum(m.size for m in batch))
+        run: list[tuple[Message, IO[bytes]]] = []
+        for message in batch:
+            try:
+                run.append((message, message.open()))
+            except OSError as error:
+                self._send_command(pending, run, mailbox, taken)
+                run = []
+                taken.remove(message)
+                pending.append(_InFlight(message, None, AppendReceipt(error=ItemRejected(
+                    f"the message cannot be read at the source: {error}",
+                    code="invalid_message"))))
+        self._send_command(pending, run, mailbox, taken)
+
+    def _send_command(self, pending: deque[_InFlight], run: list[tuple[Message, IO[bytes]]],
+                      mailbox: bytes, taken: list[Message]) -> None:
+        if not run:
+            return
+        tag = self._next_tag()
+        entries = [_InFlight(message, tag) for message, _ in run]
+        entries[0].batch = len(entries)
+        for message, _ in run:
+            taken.remove(message)
+        pending.extend(entries)
+        try:
+            self._send(b"%s APPEND %s" % (tag.encode(), mailbox))
+            for entry, (_, stream) in zip(entries, run, strict=True):
+                if not self._send_literal(entry, stream):
+                    return  # refused before its body: the command has ended
+            self._send(b"\r\n")
+        finally:
+            for _, stream in run:
+                stream.close()
+
+    def _send_literal(self, entry: _InFlight, stream: IO[bytes]) -> bool:
+        """One message of the command; ``False`` when the server refused it before its
+        body (no LITERAL+, and a tagged reply came instead of the continuation)."""
+        message = entry.message
+        header = b" (%s)" % " ".join(storable_flags(message.flags)).encode()
+        if message.internal_date is not None:
+            header += b' "%s"' % _imap_date_time(message.internal_date).encode()
+        if self.literal_plus:
+            self._send(header + b" {%d+}\r\n" % message.size)
+        else:
+            self._send(header + b" {%d}\r\n" % message.size)
+            if not self._wait_continuation(entry.tag):
+                return False
+        self._stream_body(entry, stream)
+        return True
+
+    def _answered(self, pending: deque[_InFlight], again: deque[Message]) -> Iterator[
+            tuple[Message, AppendReceipt]]:
+        """The messages answered at the head of ``pending``, in order. A batch refused
+        whole for a reason that may be one message's goes to ``again``, to be sent one by
+        one; a full mailbox refuses every message of it."""
+        while pending:
+            entry = pending[0]
+            if entry.receipt is None:
+                reply = self._replies.pop(entry.tag, None) if entry.tag else None
+                if reply is None:
+                    return
+                group = [pending[n] for n in range(entry.batch)]
+                receipts = _batch_receipts(reply, len(group), self.uidplus)
+                if receipts is None:
+                    for member in group:
+                        pending.popleft()
+                        again.append(member.message)
+                        self._retried.add(member.message)
+                    continue
+                for member, receipt in zip(group, receipts, strict=True):
+                    member.receipt = receipt
+            pending.popleft()
+            yield entry.message, entry.receipt
 
     def logout(self) -> None:
         """Say goodbye and close. Safe to call twice, and after the connection broke."""
@@ -334,30 +457,6 @@ class AppendPipeline:
             self._wait()
         return self._replies.pop(tag)
 
-    def _send_append(self, entry: _InFlight, mailbox: bytes) -> None:
-        message = entry.message
-        try:
-            stream = message.open()
-        except OSError as error:
-            # Opened before the command goes out, so an unreadable source costs one message,
-            # not the connection.
-            entry.receipt = AppendReceipt(error=ItemRejected(
-                f"the message cannot be read at the source: {error}", code="invalid_message"))
-            return
-        with stream:
-            header = b"%s APPEND %s (%s)" % (entry.tag.encode(), mailbox,
-                                              " ".join(storable_flags(message.flags)).encode())
-            if message.internal_date is not None:
-                header += b' "%s"' % _imap_date_time(message.internal_date).encode()
-            if self.literal_plus:
-                self._send(header + b" {%d+}\r\n" % message.size)
-            else:
-                self._send(header + b" {%d}\r\n" % message.size)
-                if not self._wait_continuation(entry.tag):
-                    return
-            self._stream_body(entry, stream)
-        self._send(b"\r\n")
-
     def _stream_body(self, entry: _InFlight, stream: IO[bytes]) -> None:
         """Send exactly ``size`` bytes of the body. A source whose stream is not that long
         cannot be completed: the connection is cut, so the server drops the partial APPEND
@@ -494,17 +593,37 @@ class AppendPipeline:
                 text.decode("utf-8", "replace"))
 
 
-def _pop_answered(pending: deque[_InFlight], replies: dict[str, _Reply],
-                  uidplus: bool) -> Iterator[tuple[Message, AppendReceipt]]:
-    while pending:
-        entry = pending[0]
-        if entry.receipt is None:
-            reply = replies.pop(entry.tag, None) if entry.tag else None
-            if reply is None:
-                return
-            entry.receipt = _receipt(reply, uidplus)
-        pending.popleft()
-        yield entry.message, entry.receipt
+def _batch_receipts(reply: _Reply, size: int, uidplus: bool) -> list[AppendReceipt] | None:
+    """The receipts a tagged reply means for the ``size`` messages of one command, or
+    ``None`` for a batch refused whole for a reason that may be one message's (it is sent
+    again message by message). A full mailbox refuses them all."""
+    if size == 1:
+        return [_receipt(reply, uidplus)]
+    if reply.status == "OK":
+        code_name, _, code_args = reply.code.partition(" ")
+        uids = _uid_set(code_args.split()[1]) if (
+            uidplus and code_name.upper() == "APPENDUID" and len(code_args.split()) > 1) else []
+        if len(uids) == size:
+            uidvalidity = int(code_args.split()[0])
+            return [AppendReceipt(uidvalidity, uid) for uid in uids]
+        return [AppendReceipt() for _ in range(size)]
+    receipt = _receipt(reply, uidplus)
+    if receipt.error is not None and receipt.error.code == "over_quota":
+        return [receipt] * size
+    return None
+
+
+def _uid_set(text: str) -> list[int]:
+    """The UIDs of an APPENDUID set, in order (RFC 4315: ``101:103,107``)."""
+    uids: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition(":")
+        if not first.isdigit() or (last and not last.isdigit()):
+            return []
+        start, end = int(first), int(last or first)
+        step = 1 if end >= start else -1
+        uids.extend(range(start, end + step, step))
+    return uids
 
 
 def _receipt(reply: _Reply, uidplus: bool) -> AppendReceipt:

@@ -69,6 +69,10 @@ class ImapEndpointConfig(Section):
         "that cap connections per user (Dovecot: mail_max_userip_connections, 10 by default).",
     )
     timeout: float = Field(60.0, gt=0)
+    multiappend: bool = Field(
+        True, description="As a target: send messages in batches, many in one APPEND, where "
+        "the server has MULTIAPPEND (RFC 3502); false sends them one APPEND each.",
+    )
     max_message_size: int | None = Field(
         None, gt=0,
         description="As a target: the largest message it accepts, in bytes, when the server "
@@ -89,6 +93,7 @@ def imap_parts(context: Context, account: Account) -> tuple[ImapEndpoint, ImapCr
         host=config.host, port=config.port, security=config.security,
         ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
         timeout=config.timeout, greeting_timeout=min(GREETING_TIMEOUT, config.timeout),
+        multiappend=config.multiappend,
     )
     if config.oauth is not None:
         tokens = app_tokens(context, config.oauth, ca_file=config.oauth.ca_file,

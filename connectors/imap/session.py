@@ -53,6 +53,8 @@ class ImapEndpoint:
     """Longest wait for the TCP connection, the TLS handshake and the server's greeting: an
     IMAP server greets at once, so silence means something else listens there, or nothing
     answers at all."""
+    multiappend: bool = True
+    """Send messages in batches where the server has MULTIAPPEND (RFC 3502)."""
 
     @property
     def where(self) -> str:

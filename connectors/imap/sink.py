@@ -259,8 +259,8 @@ class ImapSink:
                 failures += 1
                 if failures > RECONNECTS:
                     raise
-                if lost.unsent is not None:
-                    remaining = itertools.chain([lost.unsent], remaining)
+                if lost.unsent:
+                    remaining = itertools.chain(lost.unsent, remaining)
             except GeneratorExit:
                 # The caller stopped listening with APPENDs in flight: this connection's
                 # state is unknown, so it is not reused.
