@@ -60,6 +60,7 @@ DOMAIN = "@ville-exemple.fr"
 LANES = 4
 SEED_LANES = 4
 MB = 1_000_000
+LOCK_TIMEOUT = re.compile(r"failed: Timed out after \d+ seconds")
 STATUS = re.compile(rb"^\* STATUS .+ \(MESSAGES (\d+) SIZE (\d+)\)\r\n$")
 
 
@@ -76,6 +77,9 @@ class Measure:
     seconds: float
     peak_rss_mb: float
     exit_code: int
+    cpu_seconds: float
+    lock_timeouts: int
+    """Lines of the target's log saying a lock was waited for until it timed out."""
     problem: str | None = None
 
     @property
@@ -170,7 +174,7 @@ class Accounts:
 
 
 def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tuple[str, int],
-            accounts: Accounts, work: Path, timeout: float) -> tuple[float, float, int]:
+            accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
     (work / "users.txt").write_text("".join(f"{s} {t}\n" for s, t in accounts.pairs),
                                     encoding="utf-8")
     env = dict(os.environ, BASELINE_SOURCE_SECRET=SOURCE_SECRET,
@@ -178,11 +182,11 @@ def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tupl
     command = [sys.executable, "-m", "bench.ceiling", f"{source[0]}:{source[1]}",
                f"{target[0]}:{target[1]}", str(work / "users.txt"), "--mode", mode,
                "--lanes", str(LANES)]
-    return launcher.run(command, env, Path.cwd(), work / "tool.log", timeout)
+    return launcher.run_child(command, env, Path.cwd(), work / "tool.log", timeout)
 
 
 def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
-            accounts: Accounts, work: Path, timeout: float) -> tuple[float, float, int]:
+            accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
     """``bascule run`` with the batch defaults and one users-table line per account."""
     (work / "users.csv").write_text(
         "source,target,source_secret,target_secret\n" + "".join(
@@ -207,7 +211,7 @@ work_dir = "work"
     env = dict(os.environ, BENCH_SOURCE_SECRET=SOURCE_SECRET, BENCH_TARGET_SECRET=TARGET_SECRET,
                BASCULE_LANG="en", PYTHONPATH=str(Path.cwd()))
     command = [sys.executable, "-m", "migrate", "run", str(work / "batch.toml")]
-    return launcher.run(command, env, work, work / "tool.log", timeout)
+    return launcher.run_child(command, env, work, work / "tool.log", timeout)
 
 
 def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: Dovecot,
@@ -222,16 +226,17 @@ def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: 
     try:
         reach_source, reach_target = setting.reach(source), setting.reach(target)
         if tool.startswith("bascule"):
-            seconds, rss, code = bascule(launcher, reach_source, reach_target, accounts, work,
-                                         timeout)
+            child = bascule(launcher, reach_source, reach_target, accounts, work, timeout)
         else:
-            seconds, rss, code = ceiling(launcher, tool, reach_source, reach_target, accounts,
-                                         work, timeout)
+            child = ceiling(launcher, tool, reach_source, reach_target, accounts, work, timeout)
         landed = server_totals(target, targets)
     finally:
         setting.close()
         target.stop()
+        target_log = target.log
+        (work / "target-dovecot.log").write_text(target_log, encoding="utf-8")
         shutil.rmtree(scratch / f"target-{label}", ignore_errors=True)
+    code = int(child["exit_code"])
     problem = None
     if code != 0:
         problem = f"exit code {code}, see {work / 'tool.log'}"
@@ -240,16 +245,20 @@ def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: 
                    f"source {accounts.messages} / {accounts.bytes}")
     if problem:
         print(f"FAILED {label}: {problem}", file=sys.stderr, flush=True)
+    if LOCK_TIMEOUT.search(target_log):
+        print(f"{label}: the target timed out waiting for a lock (see {work}/target-dovecot.log)",
+              flush=True)
     return Measure(case, setting.name, tool, len(accounts.pairs), accounts.messages,
-                   accounts.bytes, seconds, rss, code, problem)
+                   accounts.bytes, child["seconds"], child["peak_rss_mb"], code,
+                   child["cpu_seconds"], len(LOCK_TIMEOUT.findall(target_log)), problem)
 
 
 # Report
 
 def table(measures: list[Measure]) -> str:
-    lines = [("| case | setting | tool | accounts | messages | MB | seconds | msgs/s "
-             "| peak RSS (MB) | bascule / append ceiling | bascule / MULTIAPPEND ceiling |"),
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [("| case | setting | tool | accounts | messages | MB | seconds | CPU s | msgs/s "
+             "| peak RSS (MB) | target lock timeouts | bascule / append ceiling | bascule / MULTIAPPEND ceiling |"),
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     by_key = {(m.case, m.setting, m.tool): m for m in measures}
     for m in measures:
         ratios = []
@@ -259,7 +268,8 @@ def table(measures: list[Measure]) -> str:
             ratios.append(f"{ceil.seconds / m.seconds:.2f}" if ok else "")
         speed = ("failed", "") if m.problem else (f"{m.seconds:.1f}", f"{m.msgs_per_s:.0f}")
         lines.append(f"| {m.case} | {m.setting} | {m.tool} | {m.accounts} | {m.messages} | "
-                     f"{m.bytes / MB:.0f} | {speed[0]} | {speed[1]} | {m.peak_rss_mb:.0f} | "
+                     f"{m.bytes / MB:.0f} | {speed[0]} | {m.cpu_seconds:.1f} | {speed[1]} | "
+                     f"{m.peak_rss_mb:.0f} | {m.lock_timeouts} | "
                      f"{ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)
 
@@ -325,6 +335,7 @@ def main() -> None:
     finally:
         launcher.close()
         source.stop()
+        (out / "source-dovecot.log").write_text(source.log, encoding="utf-8")
         shutil.rmtree(scratch, ignore_errors=True)
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
