@@ -186,13 +186,19 @@ class Launcher:
     def run(self, command: list[str], env: dict[str, str], cwd: Path, log: Path,
             timeout: float) -> tuple[float, float, int]:
         """Run a child to completion; return its wall seconds, peak RSS in MB, exit code."""
+        reply = self.run_child(command, env, cwd, log, timeout)
+        return reply["seconds"], reply["peak_rss_mb"], reply["exit_code"]
+
+    def run_child(self, command: list[str], env: dict[str, str], cwd: Path, log: Path,
+                  timeout: float) -> dict[str, float]:
+        """Run a child to completion; return what ``run`` does and its CPU seconds
+        (user + system, ``cpu_seconds``)."""
         assert self.process.stdin and self.process.stdout
         request = {"command": command, "env": env, "cwd": str(cwd), "log": str(log),
                    "timeout": timeout}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        reply = json.loads(self.process.stdout.readline())
-        return reply["seconds"], reply["peak_rss_mb"], reply["exit_code"]
+        return json.loads(self.process.stdout.readline())
 
     def close(self) -> None:
         assert self.process.stdin
@@ -216,7 +222,8 @@ def serve_launches() -> None:
             killer.cancel()
             child.returncode = os.waitstatus_to_exitcode(status)
         print(json.dumps({"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
-                          "exit_code": child.returncode}), flush=True)
+                          "exit_code": child.returncode,
+                          "cpu_seconds": usage.ru_utime + usage.ru_stime}), flush=True)
 
 
 def baseline(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],

@@ -1,0 +1,370 @@
+"""Benchmark on mailboxes shaped like real ones and on many users, against two raw ceilings.
+
+Two cases, each seeded once on a private source Dovecot (not timed):
+
+- ``shaped``: one account of about 1,200 messages in 48 folders (``bench.shaped_corpus``):
+  three large folders, two thirds of the folders under 10 messages, a 6-deep branch,
+  accented names, lognormal sizes;
+- ``users``: 100 accounts of 30 messages each (three folders), and one more account
+  holding the same 3,000 messages in the same three folders, to compare bascule moving
+  100 users with bascule moving one.
+
+For each case and setting (``direct`` on loopback; ``wan`` through proxies adding 10 ms
+each way in front of both servers) each tool copies to a fresh target Dovecot: the raw
+4-connection pipelined APPEND copier (``bench.ceiling --mode append``), the raw
+4-connection MULTIAPPEND copier (``--mode multiappend``), and ``bascule run`` with the batch
+defaults and a users table of one line per account. Each tool runs as a child process
+(wall time and peak RSS from ``wait4``, as in ``bench.mail``); the target must then hold
+as many messages and bytes as the source, or the run counts as failed.
+
+    python -m bench.shaped                          # both cases, both settings
+    python -m bench.shaped --cases users --settings wan --users 50 --per-user 60
+    python -m bench.shaped --cases shaped --messages 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from itertools import chain
+from pathlib import Path
+
+from imapclient.imap_utf7 import encode as utf7
+
+from bench.baseline import Connection, quote
+from bench.ceiling import BATCH_BYTES, BATCH_MESSAGES, create_all
+from bench.mail import Launcher, Setting, machine
+from bench.shaped_corpus import (
+    ShapedFolder,
+    ShapedMessage,
+    folder_messages,
+    shaped_folders,
+    user_folders,
+)
+from tests.dovecot import Dovecot, start_dovecot
+
+SOURCE_SECRET, TARGET_SECRET = "source-secret", "target-secret"
+SHAPED_USER = "boite"
+ONE_USER = "seul"
+DOMAIN = "@ville-exemple.fr"
+LANES = 4
+SEED_LANES = 4
+MB = 1_000_000
+LOCK_TIMEOUT = re.compile(r"failed: Timed out after \d+ seconds")
+STATUS = re.compile(rb"^\* STATUS .+ \(MESSAGES (\d+) SIZE (\d+)\)\r\n$")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One tool's copy of one case's accounts in one setting."""
+
+    case: str
+    setting: str
+    tool: str
+    accounts: int
+    messages: int
+    bytes: int
+    seconds: float
+    peak_rss_mb: float
+    exit_code: int
+    cpu_seconds: float
+    lock_timeouts: int
+    """Lines of the target's log saying a lock was waited for until it timed out."""
+    problem: str | None = None
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / self.seconds
+
+
+# Seeding (not measured)
+
+def seed_accounts(server: Dovecot, accounts: dict[str, list[ShapedFolder]],
+                  contents: dict[str, Iterable[tuple[ShapedFolder, Iterator[ShapedMessage]]]]
+                  | None = None) -> None:
+    """Create each account's folders, then MULTIAPPEND its messages, several accounts at once.
+
+    ``contents`` replaces an account's messages (the one user holding everybody's)."""
+    pending = list(accounts)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def seed_one() -> None:
+        while True:
+            with lock:
+                if not pending or errors:
+                    return
+                user = pending.pop()
+            try:
+                conn = Connection(f"{server.host}:{server.port}", user, server.users[user])
+                names = {folder.path: quote(utf7("/".join(folder.path)))
+                         for folder in accounts[user]}
+                create_all(conn, list(names.values()))
+                parts = (contents or {}).get(user) or (
+                    (folder, folder_messages(folder)) for folder in accounts[user])
+                for folder, messages in parts:
+                    append_batches(conn, names[folder.path], messages)
+                conn.close()
+            except Exception as error:  # noqa: BLE001 (re-raised by the main thread)
+                errors.append(error)
+
+    threads = [threading.Thread(target=seed_one) for _ in range(SEED_LANES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def append_batches(conn: Connection, folder: bytes, messages: Iterable[ShapedMessage]) -> None:
+    """MULTIAPPEND in bounded batches, waiting for each batch's reply."""
+    batch: list[bytes] = []
+    size = 0
+    for message in chain(messages, [None]):
+        if message is not None:
+            date = message.internal_date.strftime("%d-%b-%Y %H:%M:%S +0000").encode()
+            batch.append(b'(%s) "%s" {%d+}\r\n' % (" ".join(message.flags).encode(), date,
+                                                   len(message.raw)) + message.raw)
+            size += len(message.raw)
+        if batch and (message is None or len(batch) >= BATCH_MESSAGES or size >= BATCH_BYTES):
+            conn.command(b"APPEND " + folder + b" " + b" ".join(batch))
+            batch, size = [], 0
+
+
+def totals(host: str, port: int, user: str, password: str) -> tuple[int, int]:
+    """Messages and bytes in all the account's selectable folders, in one round trip."""
+    conn = Connection(f"{host}:{port}", user, password)
+    found = [STATUS.match(line) for line in
+             conn.command(b'LIST "" "*" RETURN (STATUS (MESSAGES SIZE))')]
+    conn.close()
+    return (sum(int(m.group(1)) for m in found if m), sum(int(m.group(2)) for m in found if m))
+
+
+def server_totals(server: Dovecot, users: Iterable[str]) -> tuple[int, int]:
+    counts = [totals(server.host, server.port, user, server.users[user]) for user in users]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def everyone_in(many: dict[str, list[ShapedFolder]], k: int) -> Iterator[ShapedMessage]:
+    """Every account's messages of its ``k``-th folder, one account after another."""
+    for folders in many.values():
+        yield from folder_messages(folders[k])
+
+
+# Measured runs
+
+@dataclass(frozen=True)
+class Accounts:
+    """What one run moves: (source user, target user) pairs and what they hold in all."""
+
+    pairs: tuple[tuple[str, str], ...]
+    messages: int
+    bytes: int
+
+
+def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tuple[str, int],
+            accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
+    (work / "users.txt").write_text("".join(f"{s} {t}\n" for s, t in accounts.pairs),
+                                    encoding="utf-8")
+    env = dict(os.environ, BASELINE_SOURCE_SECRET=SOURCE_SECRET,
+               BASELINE_TARGET_SECRET=TARGET_SECRET)
+    command = [sys.executable, "-m", "bench.ceiling", f"{source[0]}:{source[1]}",
+               f"{target[0]}:{target[1]}", str(work / "users.txt"), "--mode", mode,
+               "--lanes", str(LANES)]
+    return launcher.run_child(command, env, Path.cwd(), work / "tool.log", timeout)
+
+
+def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
+            accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
+    """``bascule run`` with the batch defaults and one users-table line per account."""
+    (work / "users.csv").write_text(
+        "source,target,source_secret,target_secret\n" + "".join(
+            f"{s},{t},env:BENCH_SOURCE_SECRET,env:BENCH_TARGET_SECRET\n"
+            for s, t in accounts.pairs), encoding="utf-8")
+    (work / "batch.toml").write_text(f"""name = "banc"
+[source]
+type = "imap"
+host = "{source[0]}"
+port = {source[1]}
+security = "none"
+[target]
+type = "imap"
+host = "{target[0]}"
+port = {target[1]}
+security = "none"
+[mapping]
+users = "users.csv"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    env = dict(os.environ, BENCH_SOURCE_SECRET=SOURCE_SECRET, BENCH_TARGET_SECRET=TARGET_SECRET,
+               BASCULE_LANG="en", PYTHONPATH=str(Path.cwd()))
+    command = [sys.executable, "-m", "migrate", "run", str(work / "batch.toml")]
+    return launcher.run_child(command, env, work, work / "tool.log", timeout)
+
+
+def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: Dovecot,
+            accounts: Accounts, scratch: Path, out: Path, timeout: float) -> Measure:
+    """One copy by one tool to a fresh target, then the check by count and size."""
+    label = f"{case}-{setting.name}-{tool}"
+    work = out / label
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    targets = {t: TARGET_SECRET for _, t in accounts.pairs}
+    target = start_dovecot(scratch / f"target-{label}", targets)
+    try:
+        reach_source, reach_target = setting.reach(source), setting.reach(target)
+        if tool.startswith("bascule"):
+            child = bascule(launcher, reach_source, reach_target, accounts, work, timeout)
+        else:
+            child = ceiling(launcher, tool, reach_source, reach_target, accounts, work, timeout)
+        landed = server_totals(target, targets)
+    finally:
+        setting.close()
+        target.stop()
+        target_log = target.log
+        (work / "target-dovecot.log").write_text(target_log, encoding="utf-8")
+        shutil.rmtree(scratch / f"target-{label}", ignore_errors=True)
+    code = int(child["exit_code"])
+    problem = None
+    if code != 0:
+        problem = f"exit code {code}, see {work / 'tool.log'}"
+    elif landed != (accounts.messages, accounts.bytes):
+        problem = (f"target holds {landed[0]} messages / {landed[1]} bytes, "
+                   f"source {accounts.messages} / {accounts.bytes}")
+    if problem:
+        print(f"FAILED {label}: {problem}", file=sys.stderr, flush=True)
+    if LOCK_TIMEOUT.search(target_log):
+        print(f"{label}: the target timed out waiting for a lock (see {work}/target-dovecot.log)",
+              flush=True)
+    return Measure(case, setting.name, tool, len(accounts.pairs), accounts.messages,
+                   accounts.bytes, child["seconds"], child["peak_rss_mb"], code,
+                   child["cpu_seconds"], len(LOCK_TIMEOUT.findall(target_log)), problem)
+
+
+# Report
+
+def table(measures: list[Measure]) -> str:
+    lines = [("| case | setting | tool | accounts | messages | MB | seconds | CPU s | msgs/s "
+             "| peak RSS (MB) | target lock timeouts | bascule / append ceiling | bascule / MULTIAPPEND ceiling |"),
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    by_key = {(m.case, m.setting, m.tool): m for m in measures}
+    for m in measures:
+        ratios = []
+        for mode in ("append", "multiappend"):
+            ceil = by_key.get((m.case, m.setting, mode))
+            ok = m.tool == "bascule" and ceil and not ceil.problem and not m.problem
+            ratios.append(f"{ceil.seconds / m.seconds:.2f}" if ok else "")
+        speed = ("failed", "") if m.problem else (f"{m.seconds:.1f}", f"{m.msgs_per_s:.0f}")
+        lines.append(f"| {m.case} | {m.setting} | {m.tool} | {m.accounts} | {m.messages} | "
+                     f"{m.bytes / MB:.0f} | {speed[0]} | {m.cpu_seconds:.1f} | {speed[1]} | "
+                     f"{m.peak_rss_mb:.0f} | {m.lock_timeouts} | "
+                     f"{ratios[0]} | {ratios[1]} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="shaped,users", help="shaped, users or both")
+    parser.add_argument("--settings", default="direct,wan")
+    parser.add_argument("--tools", default="append,multiappend,bascule",
+                        help="which to run of: append, multiappend, bascule")
+    parser.add_argument("--messages", type=int, default=1200,
+                        help="shaped case: messages in all (small folders stay small)")
+    parser.add_argument("--users", type=int, default=100, help="users case: accounts")
+    parser.add_argument("--per-user", type=int, default=30, help="users case: messages each")
+    parser.add_argument("--no-one-user", action="store_true",
+                        help="users case: skip bascule on one account holding every message")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency-ms", type=float, default=10.0, help="added each way (wan)")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/shaped"))
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per child, seconds")
+    args = parser.parse_args()
+    cases, tools = args.cases.split(","), args.tools.split(",")
+    launcher = Launcher()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bascule-shaped-"))
+    shaped = {SHAPED_USER + DOMAIN: shaped_folders(args.messages, args.seed)}
+    many = {f"agent-{i:03d}{DOMAIN}": user_folders(args.per_user, args.seed * 100_000 + i)
+            for i in range(args.users)}
+    # The one account holds every agent's messages, folder by folder, in the same folders.
+    one_folders = [ShapedFolder(folder.path, sum(f[k].count for f in many.values()), 0)
+                   for k, folder in enumerate(user_folders(args.per_user, 0))]
+    one_contents = [(folder, everyone_in(many, k)) for k, folder in enumerate(one_folders)]
+    accounts: dict[str, list[ShapedFolder]] = {}
+    if "shaped" in cases:
+        accounts |= shaped
+    if "users" in cases:
+        accounts |= many | {ONE_USER + DOMAIN: one_folders}
+    source = start_dovecot(scratch / "source", dict.fromkeys(accounts, SOURCE_SECRET))
+    measures: list[Measure] = []
+    load_before = os.getloadavg()
+    try:
+        started = time.monotonic()
+        seed_accounts(source, accounts, {ONE_USER + DOMAIN: one_contents})
+        runs: list[tuple[str, str, Accounts]] = []
+        for case, users in (("shaped", list(shaped)), ("users", list(many)),
+                            ("users-one", [ONE_USER + DOMAIN])):
+            if case.split("-")[0] not in cases or (case == "users-one" and args.no_one_user):
+                continue
+            held = server_totals(source, users)
+            pairs = tuple((u, u.split("@")[0]) for u in users)
+            case_tools = ["bascule"] if case == "users-one" else tools
+            runs += [(case, tool, Accounts(pairs, *held)) for tool in case_tools]
+            print(f"seeded {case}: {len(users)} account(s), {held[0]} messages, "
+                  f"{held[1] / MB:.0f} MB", flush=True)
+        print(f"seeding took {time.monotonic() - started:.0f} s", flush=True)
+        for name in args.settings.split(","):
+            setting = Setting(name, args.latency_ms / 1000)
+            for case, tool, held in runs:
+                measures.append(measure(launcher, case, tool, setting, source, held, scratch,
+                                        out, args.timeout))
+                print(table(measures).splitlines()[-1], flush=True)
+    finally:
+        launcher.close()
+        source.stop()
+        (out / "source-dovecot.log").write_text(source.log, encoding="utf-8")
+        shutil.rmtree(scratch, ignore_errors=True)
+    results = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.shaped", *sys.argv[1:]]),
+        "machine": machine(),
+        "load_average_before_after": [load_before, os.getloadavg()],
+        "seed": args.seed,
+        "shaped_folders": [[list(f.path), f.count] for f in shaped[SHAPED_USER + DOMAIN]],
+        "latency_ms_each_way": args.latency_ms,
+        "lanes": LANES,
+        "multiappend_batch": {"messages": BATCH_MESSAGES, "bytes": BATCH_BYTES},
+        "runs": [asdict(m) | {"msgs_per_s": m.msgs_per_s} for m in measures],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print()
+    print(table(measures))
+    for name in args.settings.split(","):
+        many_run = next((m for m in measures if (m.case, m.setting, m.tool)
+                         == ("users", name, "bascule")), None)
+        one_run = next((m for m in measures if (m.case, m.setting) == ("users-one", name)),
+                       None)
+        if many_run and one_run and not many_run.problem and not one_run.problem:
+            print(f"{name}: bascule, {many_run.accounts} users / one user with the same "
+                  f"messages: {many_run.seconds:.1f} s / {one_run.seconds:.1f} s = "
+                  f"{many_run.seconds / one_run.seconds:.2f} (goal: 1.5 or less)")
+    print(f"results: {out / 'results.json'}")
+    if any(m.problem for m in measures):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
