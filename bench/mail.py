@@ -235,12 +235,15 @@ def baseline(launcher: Launcher, source: tuple[str, int], target: tuple[str, int
     return launcher.run(command, env, Path.cwd(), work / "baseline.log", timeout)
 
 
-def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
-            source_user: str, work: Path, timeout: float) -> tuple[float, float, int]:
-    """``bascule run`` with the batch defaults a DSI would start from."""
+def bascule_command(source: tuple[str, int], target: tuple[str, int],
+                    pairs: list[tuple[str, str]], work: Path, *,
+                    secrets: tuple[str, str] = (SOURCE_SECRET, TARGET_SECRET)
+                    ) -> tuple[list[str], dict[str, str]]:
+    """``bascule run`` with the batch defaults a DSI would start from, one users-table line
+    per (source, target) pair: the command and its environment (the secrets by reference)."""
     (work / "users.csv").write_text(
-        "source,target,source_secret,target_secret\n"
-        f"{source_user},{TARGET_USER},env:BENCH_SOURCE_SECRET,env:BENCH_TARGET_SECRET\n",
+        "source,target,source_secret,target_secret\n" + "".join(
+            f"{s},{t},env:BENCH_SOURCE_SECRET,env:BENCH_TARGET_SECRET\n" for s, t in pairs),
         encoding="utf-8")
     (work / "batch.toml").write_text(f"""name = "banc"
 [source]
@@ -258,9 +261,15 @@ users = "users.csv"
 [run]
 work_dir = "work"
 """, encoding="utf-8")
-    env = dict(os.environ, BENCH_SOURCE_SECRET=SOURCE_SECRET, BENCH_TARGET_SECRET=TARGET_SECRET,
+    env = dict(os.environ, BENCH_SOURCE_SECRET=secrets[0], BENCH_TARGET_SECRET=secrets[1],
                BASCULE_LANG="en", PYTHONPATH=str(Path.cwd()))
-    command = [sys.executable, "-m", "migrate", "run", str(work / "batch.toml")]
+    return [sys.executable, "-m", "migrate", "run", str(work / "batch.toml")], env
+
+
+def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
+            source_user: str, work: Path, timeout: float) -> tuple[float, float, int]:
+    """``bascule run`` of the one mailbox."""
+    command, env = bascule_command(source, target, [(source_user, TARGET_USER)], work)
     return launcher.run(command, env, work, work / "bascule.log", timeout)
 
 

@@ -43,7 +43,7 @@ from imapclient.imap_utf7 import encode as utf7
 
 from bench.baseline import Connection, quote
 from bench.ceiling import BATCH_BYTES, BATCH_MESSAGES, create_all
-from bench.mail import Launcher, Setting, machine
+from bench.mail import Launcher, Setting, bascule_command, machine
 from bench.shaped_corpus import (
     ShapedFolder,
     ShapedMessage,
@@ -188,29 +188,8 @@ def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tupl
 def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
             accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
     """``bascule run`` with the batch defaults and one users-table line per account."""
-    (work / "users.csv").write_text(
-        "source,target,source_secret,target_secret\n" + "".join(
-            f"{s},{t},env:BENCH_SOURCE_SECRET,env:BENCH_TARGET_SECRET\n"
-            for s, t in accounts.pairs), encoding="utf-8")
-    (work / "batch.toml").write_text(f"""name = "banc"
-[source]
-type = "imap"
-host = "{source[0]}"
-port = {source[1]}
-security = "none"
-[target]
-type = "imap"
-host = "{target[0]}"
-port = {target[1]}
-security = "none"
-[mapping]
-users = "users.csv"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
-    env = dict(os.environ, BENCH_SOURCE_SECRET=SOURCE_SECRET, BENCH_TARGET_SECRET=TARGET_SECRET,
-               BASCULE_LANG="en", PYTHONPATH=str(Path.cwd()))
-    command = [sys.executable, "-m", "migrate", "run", str(work / "batch.toml")]
+    command, env = bascule_command(source, target, list(accounts.pairs), work,
+                                   secrets=(SOURCE_SECRET, TARGET_SECRET))
     return launcher.run_child(command, env, work, work / "tool.log", timeout)
 
 
