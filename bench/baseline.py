@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from typing import BinaryIO
 
 LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
@@ -36,6 +37,7 @@ class Connection:
         self.reader: BinaryIO = self.sock.makefile("rb", buffering=1 << 20)
         self.reader.readline()
         self.tag = 0
+        self.last = b""  # the tagged reply that ended the last FETCH read by ``fetched``
         self.command(b"LOGIN " + quote(user.encode()) + b" " + quote(password.encode()))
 
     def send(self, command: bytes) -> bytes:
@@ -82,6 +84,23 @@ def uids(conn: Connection, folder: bytes) -> list[int]:
     return sorted(found)
 
 
+def fetched(source: Connection, tag: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """Flags (without \\Recent), internal date and body of each message a FETCH answers,
+    until its tagged reply, which is left in ``source.last``."""
+    while not (line := source.reader.readline()).startswith(tag + b" "):
+        if not line:
+            raise ConnectionError("source closed the connection")
+        literal = LITERAL.search(line)
+        if not literal:
+            continue
+        body = source.reader.read(int(literal.group(1)))
+        meta = line + source.reader.readline()
+        flags = b" ".join(f for f in FLAGS.search(meta).group(1).split()
+                          if f.lower() != b"\\recent")
+        yield flags, INTERNALDATE.search(meta).group(1), body
+    source.last = line
+
+
 def copy_lane(source: Connection, target: Connection, work: list[tuple[bytes, int, int]],
               failures: list[bytes]) -> None:
     """Copy UIDs ``first..last`` of each folder, appending as fast as messages arrive."""
@@ -101,15 +120,7 @@ def copy_lane(source: Connection, target: Connection, work: list[tuple[bytes, in
     for folder, first, last in work:
         source.command(b"EXAMINE " + folder)
         tag = source.send(b"UID FETCH %d:%d (FLAGS INTERNALDATE BODY.PEEK[])" % (first, last))
-        while not (line := source.reader.readline()).startswith(tag + b" "):
-            literal = LITERAL.search(line)
-            if not literal:
-                continue
-            body = source.reader.read(int(literal.group(1)))
-            meta = line + source.reader.readline()
-            flags = b" ".join(f for f in FLAGS.search(meta).group(1).split()
-                              if f.lower() != b"\\recent")
-            date = INTERNALDATE.search(meta).group(1)
+        for flags, date, body in fetched(source, tag):
             target.tag += 1
             target.sock.sendall(b"A%d APPEND %s (%s) %s {%d+}\r\n" % (
                 target.tag, folder, flags, date, len(body)) + body + b"\r\n")

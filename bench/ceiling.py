@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.baseline import FLAGS, INTERNALDATE, LIST_LINE, LITERAL, Connection
+from bench.baseline import LIST_LINE, Connection, fetched
 
 SPLIT = 400
 BATCH_MESSAGES = 50
@@ -167,17 +167,7 @@ class Copier:
                 b"FETCH %d:%d (FLAGS INTERNALDATE BODY.PEEK[])" % (first, last))))
         batch: tuple[bytes, int, int] | None = None  # folder, messages, bytes in the open APPEND
         for folder, tag in fetches:
-            while not (line := source.reader.readline()).startswith(tag + b" "):
-                if not line:
-                    raise ConnectionError("source closed the connection")
-                literal = LITERAL.search(line)
-                if not literal:
-                    continue
-                body = source.reader.read(int(literal.group(1)))
-                meta = line + source.reader.readline()
-                flags = b" ".join(f for f in FLAGS.search(meta).group(1).split()
-                                  if f.lower() != b"\\recent")
-                date = INTERNALDATE.search(meta).group(1)
+            for flags, date, body in fetched(source, tag):
                 message = b"(%s) %s {%d+}\r\n" % (flags, date, len(body)) + body
                 if not self.multiappend:
                     target.tag += 1
@@ -195,8 +185,8 @@ class Copier:
                 else:
                     target.sock.sendall(b" " + message)
                     batch = (folder, batch[1] + 1, batch[2] + len(body))
-            if not line.startswith(tag + b" OK"):
-                self.failures.append(line)
+            if not source.last.startswith(tag + b" OK"):
+                self.failures.append(source.last)
         if batch is not None:
             target.sock.sendall(b"\r\n")
         target.sock.sendall(b"Z NOOP\r\n")

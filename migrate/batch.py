@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -21,23 +20,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors import registry
-from connectors.config import SECRET_REFERENCE_HINT, check_reference, refused
+from connectors.config import SECRET_REFERENCE_HINT, Section, check_reference, refused
 from connectors.registry import DOCUMENT_WORKLOADS, WORKLOADS
 from mappings.secrets import resolve_secret, secret_warning
 from reports.i18n import Text
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MappingConfig(_Strict):
+class MappingConfig(Section):
     users: Path = Field(
         Path("users.csv"), description="CSV with columns source,target,source_secret,target_secret."
     )
 
 
-class MailConfig(_Strict):
+class MailConfig(Section):
     exclude: list[str] = Field(
         default_factory=list, description='Folder patterns to leave out, e.g. "Sync Issues*".'
     )
@@ -49,7 +44,7 @@ class MailConfig(_Strict):
     )
 
 
-class DocumentsConfig(_Strict):
+class DocumentsConfig(Section):
     """The former way of saying where calendars, contacts and files go: still read, as a
     ``folder`` target for each of them, with a notice showing the new form."""
 
@@ -60,7 +55,7 @@ class DocumentsConfig(_Strict):
     )
 
 
-class RunConfig(_Strict):
+class RunConfig(Section):
     work_dir: Path = Field(
         Path("bascule-work"), description="Ledger and reports; relative to the batch file."
     )
@@ -92,7 +87,7 @@ class RunConfig(_Strict):
         return None if value is None else check_reference(value)
 
 
-class Batch(_Strict):
+class Batch(Section):
     """A batch as every command reads it. Its ``source``, ``target`` and ``targets`` are
     sections of registered connectors: ``load_batch`` validates them with the model the
     registry gives (``batch_model``), so ``source.type`` picks the section's model."""
@@ -187,7 +182,7 @@ def batch_model() -> type[Batch]:
     model = _models.get(generation)
     if model is None:
         targets = create_model(
-            "Targets", __base__=_Strict, __doc__="Where each workload other than mail goes.",
+            "Targets", __base__=Section, __doc__="Where each workload other than mail goes.",
             **{w: (_union([c.config for c in registry.sinks(w)]) | None,
                    Field(None, description=f"The sink {w} goes to."))
                for w in DOCUMENT_WORKLOADS if registry.sinks(w)})

@@ -127,8 +127,6 @@ class AppendPipeline:
         self._tag_counter = 0
         self._closed = False
         self._eof = False
-        self._retried: set[Message] = set()
-        """Messages of a batch refused whole: sent again alone, never in a batch."""
         self.capabilities: frozenset[str] = frozenset()
         self._sock = self._open_socket(endpoint)
         try:
@@ -184,6 +182,7 @@ class AppendPipeline:
         source = iter(messages)
         try:
             while True:
+                alone = bool(again)  # a batch refused whole: its messages go one by one
                 message = again.popleft() if again else next(source, None)
                 if message is None:
                     break
@@ -193,8 +192,7 @@ class AppendPipeline:
                     pending.append(_InFlight(message, None, AppendReceipt(error=ItemRejected(
                         f"{message.size} bytes, the server accepts at most {limit}",
                         code="too_big"))))
-                elif (self.multiappend and message.size <= BATCH_BYTES
-                      and message not in self._retried):
+                elif self.multiappend and message.size <= BATCH_BYTES and not alone:
                     batch.append(message)
                     if len(batch) >= BATCH_MESSAGES or sum(m.size for m in batch) >= BATCH_BYTES:
                         self._send_batch(pending, batch, encoded_mailbox, taken)
@@ -230,8 +228,6 @@ class AppendPipeline:
                 "timeout" if isinstance(error, TimeoutError) else "connection_lost")
             raise AppendConnectionLost(str(error), code=code, where=self._endpoint.where,
                                        unsent=[*taken, *again]) from error
-        finally:
-            self._retried.clear()
 
     def _send_batch(self, pending: deque[_InFlight], batch: list[Message], mailbox: bytes,
                     taken: list[Message]) -> None:
@@ -307,7 +303,6 @@ class AppendPipeline:
                     for member in group:
                         pending.popleft()
                         again.append(member.message)
-                        self._retried.add(member.message)
                     continue
                 for member, receipt in zip(group, receipts, strict=True):
                     member.receipt = receipt
