@@ -113,6 +113,19 @@ class MailSink(Protocol):
         """Log out and release connections. Safe to call twice."""
 
 
+@runtime_checkable
+class FolderBatchSink(Protocol):
+    """An optional ability of a mail sink: creating a principal's folders at once, before
+    the units that fill them run: one round trip for a whole tree where one folder at a
+    time pays several, and no two connections of an account creating folders together."""
+
+    def ensure_containers(self, paths: Sequence[Path]) -> None:
+        """Create those of the folders (and their parents) that are missing. A name the
+        target refuses, or a folder it fails to create, raises nothing here:
+        ``ensure_container`` of that path raises it when its unit runs. Raises
+        ``ConnectError`` only when the target cannot be reached."""
+
+
 class DocumentSource(Protocol):
     """A place calendars, address books or drives come from. ``workload`` is one of
     ``calendar``, ``contacts``, ``files``."""

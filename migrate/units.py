@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from connectors.base import BasculeError, Container, ContainerRefused
-from connectors.protocols import DocumentSource, MailSink, MailSource
+from connectors.protocols import DocumentSource, FolderBatchSink, MailSink, MailSource
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, load_users
 from migrate.batch import MAIL, Batch, load_batch
@@ -226,6 +226,9 @@ class MailRunner:
         with bench.endpoints(user) as (source, sink):
             folders = decide_folders(source, bench.rules, sink.capabilities)
             notes = source_notes(source)
+            if isinstance(sink, FolderBatchSink):
+                sink.ensure_containers([d.target for _, d in folders
+                                        if d.action != "skip" and d.target])
         planned.rows.extend(note_rows(user, notes))
         ordered = sorted(folders, key=lambda f: FIRST_ROLES.get(f[1].role or "",
                                                                  len(FIRST_ROLES)))

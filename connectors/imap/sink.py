@@ -62,6 +62,8 @@ WHOLE_BODY_LIMIT = 1 << 20
 PART_SIZE = 1 << 20
 FETCH_BATCH_BYTES = 8 << 20
 METADATA_BATCH = 1000
+FOLDERS_AT_ONCE = 200
+"""Folders created per burst of pipelined commands: their answers fit in socket buffers."""
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
 FORBIDDEN_IN_NAMES = "".join(chr(code) for code in (
@@ -89,14 +91,18 @@ class ImapSink:
         self._session = ImapSession(endpoint, credentials)
         self._pipelines: dict[int, AppendPipeline] = {}
         self._selected: tuple[int, str, bool] | None = None
+        """The selection this sink may rely on; reset to select again."""
+        self._on_server: tuple[int, str] | None = None
+        """What the control connection last selected, even when ``_selected`` was reset."""
         self._uidvalidity = 0
         self._notes: list[SourceNote] = []
+        self._folders: set[str] | None = None
 
     @cached_property
     def capabilities(self) -> SinkCapabilities:
         separator = self._session.separator
         special: dict[str, Path] = {"inbox": ("INBOX",)}
-        for flags, _delimiter, name in self._session.call(lambda c: c.list_folders()):
+        for flags, _delimiter, name in self._first_listing:
             for flag in flags:
                 role = SPECIAL_USE_ROLES.get(flag.lower())
                 if role and role not in special:
@@ -110,6 +116,20 @@ class ImapSink:
             crlf_only=True,
         )
 
+    @cached_property
+    def _first_listing(self) -> list[tuple[tuple[bytes, ...], bytes, str]]:
+        """Every folder of the account, listed once (the capabilities and the folders known
+        to exist are read from it)."""
+        return self._session.call(lambda c: c.list_folders())
+
+    def _known_folders(self) -> set[str]:
+        """The folders known to exist: the first listing's, and those created since by this
+        sink. One another client deletes meanwhile is not noticed: its APPENDs fail, and
+        the next run's sink lists it missing and creates it."""
+        if self._folders is None:
+            self._folders = {name for _flags, _delimiter, name in self._first_listing}
+        return self._folders
+
     def native_name(self, path: Path) -> str:
         try:
             return join_path(path, self._session.separator)
@@ -118,10 +138,40 @@ class ImapSink:
 
     def ensure_container(self, path: Path) -> str:
         native_name = self.native_name(path)
-        separator = self._session.separator
-        for depth in range(1, len(path) + 1):
-            self._create(join_path(path[:depth], separator))
+        for name in self._missing([path]):
+            self._create(name)
         return native_name
+
+    def ensure_containers(self, paths: Sequence[Path]) -> None:
+        """Create the missing folders of ``paths`` and their parents, many CREATEs in one
+        round trip on the first APPEND connection. Those the server refuses (or a lost
+        connection) are left to ``ensure_container``, which says why."""
+        missing = self._missing([path for path in paths if self._nameable(path)])
+        try:
+            for start in range(0, len(missing), FOLDERS_AT_ONCE):
+                created = self._pipeline(0).create_folders(missing[start:start + FOLDERS_AT_ONCE])
+                self._known_folders().update(created)
+        except AppendConnectionLost:
+            self._pipelines.pop(0, None)
+
+    def _nameable(self, path: Path) -> bool:
+        try:
+            self.native_name(path)
+        except ContainerRefused:
+            return False
+        return True
+
+    def _missing(self, paths: Sequence[Path]) -> list[str]:
+        """Native names of the folders and parents of ``paths`` not known to exist, parents
+        first."""
+        known = self._known_folders()
+        wanted: dict[str, int] = {}
+        for path in paths:
+            for depth in range(1, len(path) + 1):
+                name = self.native_name(path[:depth])
+                if name not in known and name.upper() != "INBOX":
+                    wanted[name] = depth
+        return sorted(wanted, key=lambda name: (wanted[name], name))
 
     def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
         messages = self._noting_lost_flags(messages)
@@ -135,12 +185,17 @@ class ImapSink:
 
     def count(self, native_name: str) -> int:
         def status(client: imapclient.IMAPClient) -> int:
-            if not _exists(client, native_name):
+            if self._on_server == (id(client), native_name):
+                # STATUS of the folder this connection has selected answers what the
+                # connection last saw (Dovecot): what others appended since needs a NOOP.
+                client.noop()
+            try:
+                answer = client.folder_status(native_name, [b"MESSAGES"])
+            except imap_errors.IMAPClientError:
+                if _exists(client, native_name):
+                    raise
                 return 0
-            # STATUS of the folder this connection has selected answers what the connection
-            # last saw (Dovecot): messages other connections appended since need a NOOP.
-            client.noop()
-            return int(client.folder_status(native_name, [b"MESSAGES"])[b"MESSAGES"])
+            return int(answer[b"MESSAGES"])
 
         return self._session.call(status)
 
@@ -302,8 +357,6 @@ class ImapSink:
 
     def _create(self, native_name: str) -> None:
         def create(client: imapclient.IMAPClient) -> None:
-            if _exists(client, native_name):
-                return
             try:
                 client.create_folder(native_name)
             except CONNECTION_DROPPED:
@@ -311,9 +364,11 @@ class ImapSink:
             except imap_errors.IMAPClientError as error:
                 if not _exists(client, native_name):
                     raise ContainerRefused(f"{native_name}: {_server_text(error)}") from error
+                return
             client.subscribe_folder(native_name)
 
         self._session.call(create)
+        self._known_folders().add(native_name)
 
     def _select(self, client: imapclient.IMAPClient, native_name: str, readonly: bool) -> int:
         """Select the folder (again only when needed); answer its UIDVALIDITY."""
@@ -326,6 +381,7 @@ class ImapSink:
             except imap_errors.IMAPClientError as error:
                 raise ContainerRefused(f"{native_name}: {_server_text(error)}") from error
             self._selected = key
+            self._on_server = key[:2]
             self._uidvalidity = int(status[b"UIDVALIDITY"])
         return self._uidvalidity
 
@@ -334,6 +390,7 @@ class ImapSink:
         SELECT: EXAMINE answers an empty PERMANENTFLAGS since nothing can be stored."""
         def permanent(client: imapclient.IMAPClient) -> tuple[bytes, ...]:
             self._selected = None
+            self._on_server = (id(client), "INBOX")
             return client.select_folder("INBOX").get(b"PERMANENTFLAGS", ())
 
         return b"\\*" in self._session.call(permanent)

@@ -18,6 +18,8 @@ from datetime import datetime
 from typing import Any
 
 import imapclient
+from imapclient import exceptions as imap_errors
+from imapclient.response_parser import parse_fetch_response
 
 from connectors.base import (
     SYSTEM_FLAGS,
@@ -53,6 +55,8 @@ ROLE_OF_ATTRIBUTE = {
 NOT_SELECTABLE = frozenset({"\\NOSELECT", "\\NONEXISTENT"})
 SYSTEM_FLAG_BY_NAME = {flag.upper(): flag for flag in SYSTEM_FLAGS}
 METADATA = ["RFC822.SIZE", "FLAGS", "INTERNALDATE"]
+_Metadata = tuple[int, frozenset[str], datetime | None]
+"""A message's size, flags and internal date."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class ImapSource:
         self._session = ImapSession(endpoint, credentials)
         self._selected: tuple[imapclient.IMAPClient, str, _FolderState] | None = None
         self._condstore_enabled_on: imapclient.IMAPClient | None = None
+        self._listed: tuple[imapclient.IMAPClient, str, int, dict[int, _Metadata]] | None = None
+        """The last listing's metadata (client, mailbox, UIDVALIDITY, metadata by UID): the
+        fetch that follows it on the same selection asks only for bodies."""
 
     def containers(self) -> list[Container]:
         folders = self._session.call(lambda client: client.list_folders("", "*"))
@@ -116,7 +123,7 @@ class ImapSource:
 
     def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
         mailbox = self._mailbox(container)
-        state = self._session.call(lambda client: self._examine(client, mailbox, fresh=True))
+        state, metadata = self._session.call(lambda client: self._listed_metadata(client, mailbox))
         wanted = sorted(
             {
                 uid
@@ -125,9 +132,10 @@ class ImapSource:
             }
         )
         try:
-            metadata = self._session.call(
-                lambda client: self._metadata(client, mailbox, state.uidvalidity, wanted)
-            )
+            unknown = [uid for uid in wanted if uid not in metadata]
+            if unknown:
+                metadata = {**metadata, **self._session.call(
+                    lambda client: self._metadata(client, mailbox, state.uidvalidity, unknown))}
             small = [uid for uid in wanted if uid in metadata and metadata[uid][0] <= LARGE_MESSAGE]
             large = [uid for uid in wanted if uid in metadata and metadata[uid][0] > LARGE_MESSAGE]
             for batch in _batches(small, metadata):
@@ -197,6 +205,20 @@ class ImapSource:
         self._selected = (client, mailbox, state)
         return state
 
+    def _listed_metadata(
+        self, client: imapclient.IMAPClient, mailbox: str
+    ) -> tuple[_FolderState, dict[int, _Metadata]]:
+        """The folder's state and the metadata its last listing read, when this connection
+        still has it selected as the listing left it; else a fresh EXAMINE and nothing.
+        Flags changed since the listing reach the target with the next delta pass: their
+        MODSEQ is above the listing's cursor."""
+        listed = self._listed
+        if (listed is not None and listed[:2] == (client, mailbox) and self._selected is not None
+                and self._selected[:2] == (client, mailbox)
+                and self._selected[2].uidvalidity == listed[2]):
+            return self._selected[2], listed[3]
+        return self._examine(client, mailbox, fresh=True), {}
+
     def _examine_same_epoch(
         self, client: imapclient.IMAPClient, mailbox: str, uidvalidity: int
     ) -> None:
@@ -208,34 +230,40 @@ class ImapSource:
     ) -> Listing:
         state = self._examine(client, mailbox, fresh=True)
         if cursor is None or cursor.get("uidvalidity") != state.uidvalidity:
-            return self._complete_listing(client, state, reset=cursor is not None)
+            return self._complete_listing(client, mailbox, state, reset=cursor is not None)
         old_modseq = cursor.get("highestmodseq")
         if state.highestmodseq is None or old_modseq is None:
-            return self._complete_listing(client, state, reset=False)
+            return self._complete_listing(client, mailbox, state, reset=False)
         if state.cursor() == cursor:
             return Listing(refs=[], cursor=cursor, complete=False)
         # MODSEQ n matches n and above; what the cursor saw is n itself.
         changed = _refs(
             client, state.uidvalidity, sorted(client.search(["MODSEQ", str(int(old_modseq) + 1)]))
         )
+        self._remember(client, mailbox, state, changed)
         old_uidnext = int(cursor.get("uidnext") or 0)
         new_uidnext = state.uidnext or old_uidnext
         arrived = sum(1 for ref in changed if old_uidnext <= _uid(ref.source_id) < new_uidnext)
         if int(cursor.get("exists", -1)) + arrived != state.exists:
             # Something was expunged: only a complete listing tells the engine what.
-            return self._complete_listing(client, state, reset=False)
+            return self._complete_listing(client, mailbox, state, reset=False)
         return Listing(refs=changed, cursor=state.cursor(), complete=False)
 
     def _complete_listing(
-        self, client: imapclient.IMAPClient, state: _FolderState, *, reset: bool
+        self, client: imapclient.IMAPClient, mailbox: str, state: _FolderState, *, reset: bool
     ) -> Listing:
-        uids = sorted(client.search("ALL")) if state.exists else []
-        refs = _refs(client, state.uidvalidity, uids)
+        refs = _all_refs(client, state.uidvalidity) if state.exists else []
+        self._remember(client, mailbox, state, refs)
         return Listing(refs=refs, cursor=state.cursor(), complete=True, reset=reset)
+
+    def _remember(self, client: imapclient.IMAPClient, mailbox: str, state: _FolderState,
+                  refs: list[ItemRef]) -> None:
+        self._listed = (client, mailbox, state.uidvalidity, {
+            _uid(ref.source_id): (ref.size, ref.flags, ref.internal_date) for ref in refs})
 
     def _metadata(
         self, client: imapclient.IMAPClient, mailbox: str, uidvalidity: int, uids: list[int]
-    ) -> dict[int, tuple[int, frozenset[str], datetime | None]]:
+    ) -> dict[int, _Metadata]:
         self._examine_same_epoch(client, mailbox, uidvalidity)
         return {
             _uid(ref.source_id): (ref.size, ref.flags, ref.internal_date)
@@ -284,24 +312,37 @@ def _refs(client: imapclient.IMAPClient, uidvalidity: int, uids: list[int]) -> l
     refs = []
     for start in range(0, len(uids), UIDS_PER_COMMAND):
         response = client.fetch(uids[start : start + UIDS_PER_COMMAND], METADATA)
-        for uid in sorted(response):
-            data = response[uid]
-            if b"RFC822.SIZE" not in data:
-                continue
-            date = data.get(b"INTERNALDATE")
-            refs.append(
-                ItemRef(
-                    source_id=f"{uidvalidity}:{uid}",
-                    size=int(data[b"RFC822.SIZE"]),
-                    flags=_flags(data.get(b"FLAGS", ())),
-                    internal_date=date if isinstance(date, datetime) else None,
-                )
-            )
+        refs += [ref for uid in sorted(response) if (ref := _ref(uidvalidity, uid, response[uid]))]
     return refs
 
 
+def _ref(uidvalidity: int, uid: int, data: dict[bytes, Any]) -> ItemRef | None:
+    if b"RFC822.SIZE" not in data:
+        return None
+    date = data.get(b"INTERNALDATE")
+    return ItemRef(
+        source_id=f"{uidvalidity}:{uid}",
+        size=int(data[b"RFC822.SIZE"]),
+        flags=_flags(data.get(b"FLAGS", ())),
+        internal_date=date if isinstance(date, datetime) else None,
+    )
+
+
+def _all_refs(client: imapclient.IMAPClient, uidvalidity: int) -> list[ItemRef]:
+    """Every message of the selected folder with its metadata, in one command (``UID FETCH
+    1:*``) where a SEARCH then FETCHes of a thousand UIDs each would pay a round trip each."""
+    # imapclient's fetch keeps only the UIDs it was given, so the range goes through its
+    # imaplib connection and imapclient's own parser.
+    status, data = client._imap.uid("FETCH", "1:*", f"({' '.join(METADATA)})")
+    if status != "OK":
+        raise imap_errors.IMAPClientError(f"FETCH 1:* failed: {data!r}")
+    response = parse_fetch_response(
+        [line for line in data if line is not None], client.normalise_times, True)
+    return [ref for uid in sorted(response) if (ref := _ref(uidvalidity, uid, response[uid]))]
+
+
 def _batches(
-    uids: list[int], metadata: dict[int, tuple[int, frozenset[str], datetime | None]]
+    uids: list[int], metadata: dict[int, _Metadata]
 ) -> Iterator[list[int]]:
     batch: list[int] = []
     size = 0
@@ -317,7 +358,7 @@ def _batches(
 
 
 def _message(
-    uidvalidity: int, uid: int, spool: Spool, metadata: tuple[int, frozenset[str], datetime | None]
+    uidvalidity: int, uid: int, spool: Spool, metadata: _Metadata
 ) -> Message:
     _size, flags, internal_date = metadata
     with spool.open() as reader:
