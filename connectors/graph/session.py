@@ -99,6 +99,15 @@ def _error_of(response: requests.Response) -> tuple[str, str]:
     return str(error), ""
 
 
+class _HeadersOnly(requests.auth.AuthBase):
+    """Credentials are the bearer token each request carries in its headers. Without an
+    ``auth``, requests would read ``~/.netrc`` on every request, and an entry there for the
+    Graph host would replace the token with a password."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
 class Pages:
     """The pages of a Graph collection, fetched as iterated. After the last page,
     ``delta_link`` holds the ``@odata.deltaLink`` when the collection is a delta round."""
@@ -151,6 +160,7 @@ class GraphSession:
         self._connection_attempts = connection_attempts
         self._sleep = sleep
         self._http = requests.Session()
+        self._http.auth = _HeadersOnly()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self._http.mount("https://", adapter)
         self._http.mount("http://", adapter)
