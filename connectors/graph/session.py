@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import os
 import random
 import re
 import threading
@@ -99,15 +100,6 @@ def _error_of(response: requests.Response) -> tuple[str, str]:
     return str(error), ""
 
 
-class _HeadersOnly(requests.auth.AuthBase):
-    """Credentials are the bearer token each request carries in its headers. Without an
-    ``auth``, requests would read ``~/.netrc`` on every request, and an entry there for the
-    Graph host would replace the token with a password."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
-
-
 class Pages:
     """The pages of a Graph collection, fetched as iterated. After the last page,
     ``delta_link`` holds the ``@odata.deltaLink`` when the collection is a delta round."""
@@ -152,7 +144,13 @@ class GraphSession:
         """Requests to Graph's own host (v1.0 or beta) carry the token; download URLs on
         other hosts are pre-authenticated and must not."""
         self._token_provider = token_provider
-        self._verify: str | bool = ca_file or True
+        # What requests reads from the environment on every request (proxy variables, a CA
+        # bundle, ~/.netrc) is read here once instead: scanning the environment twice per
+        # request was a good share of the client's CPU per message, and a ~/.netrc entry for
+        # the Graph host would have replaced the bearer token with a password.
+        self._verify: str | bool = (ca_file or os.environ.get("REQUESTS_CA_BUNDLE")
+                                    or os.environ.get("CURL_CA_BUNDLE") or True)
+        self._proxies: dict[str, dict[str, str]] = {}
         self._timeout = timeout
         self._per_mailbox = per_mailbox
         self._max_retry_after = max_retry_after
@@ -160,7 +158,7 @@ class GraphSession:
         self._connection_attempts = connection_attempts
         self._sleep = sleep
         self._http = requests.Session()
-        self._http.auth = _HeadersOnly()
+        self._http.trust_env = False
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self._http.mount("https://", adapter)
         self._http.mount("http://", adapter)
@@ -212,6 +210,16 @@ class GraphSession:
             if self._token is None or (refused is not None and self._token == refused):
                 self._token = self._token_provider(refresh=refused is not None)
             return self._token
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The proxies the environment names for ``url``'s host (none when ``NO_PROXY``
+        names it), read once per host."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = requests.utils.get_environ_proxies(url)
+        return proxies
 
     def _mailbox_slot(self, url: str) -> threading.BoundedSemaphore | None:
         mailbox = mailbox_of(url)
@@ -293,6 +301,7 @@ class GraphSession:
             try:
                 response = self._http.request(method, url, params=params,
                                               headers=request_headers, verify=self._verify,
+                                              proxies=self._proxies_for(url),
                                               timeout=self._timeout, stream=stream)
             except requests.exceptions.SSLError as error:
                 raise transport_error(error, url) from None
