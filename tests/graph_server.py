@@ -337,6 +337,10 @@ class GraphServerState:
     in_flight: Counter[str] = field(default_factory=Counter)
     max_app_in_flight: int = 0
     """The most Outlook requests in flight at once, across mailboxes."""
+    first_request_at: float | None = None
+    last_answer_at: float | None = None
+    """``time.monotonic()`` when the first Graph request came and the last one was answered:
+    a benchmark's Graph phase, apart from its client's start and sign-in."""
     tokens: dict[str, float] = field(default_factory=dict)
     """Access token -> expiry (epoch seconds)."""
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -659,6 +663,8 @@ class GraphHandler(BaseHTTPRequestHandler):
         state = self.state
         with state.lock:
             state.stats["graph_requests"] += 1
+            if state.first_request_at is None:
+                state.first_request_at = time.monotonic()
         self._check_token()
         with state.lock:
             if state.failures:
@@ -697,6 +703,7 @@ class GraphHandler(BaseHTTPRequestHandler):
             yield
             with state.lock:
                 state.stats["served"] += 1
+                state.last_answer_at = time.monotonic()
         finally:
             if mailbox_key:
                 with state.lock:

@@ -372,3 +372,36 @@ def test_a_sharepoint_site_in_the_users_table_lands_in_its_space(certificates, d
         assert code == 1
         errors = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "error"]
         assert [e["principal"] for e in errors] == ["site:Site disparu"]
+
+
+def test_overlapped_folders_stay_within_the_mailbox_limit_and_land_once(
+        graph, certificates, dovecot_factory, tmp_path, monkeypatch):
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    mailbox = amelie(graph)
+    expected: dict[tuple[str, ...], Counter] = {}
+    for n in range(4):
+        service = graph.tenant.add_folder(mailbox, f"Service {n}")
+        for k in range(25):
+            when = datetime(2024, 5, 1 + n, 8, k, tzinfo=UTC)
+            mime = mime_message("Mairie <mairie@ville-exemple.fr>", AMELIE,
+                                f"Note {n}.{k}", f"Note {k} du service {n}.\n", when)
+            graph.tenant.add_message(mailbox, service, mime, subject=f"Note {n}.{k}",
+                                     received=when, is_read=True)
+        expected[(f"Service {n}",)] = Counter(
+            hashlib.sha256(m.mime).hexdigest() for m in mailbox.messages.values()
+            if m.folder_id == service.id)
+    graph.state.latency = 0.01
+    batch = str(write_batch(tmp_path, graph, certificates, target))
+
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    assert graph.state.max_in_flight[AMELIE] <= 4
+    assert graph.stats["concurrency_refused"] == 0
+    for folder, hashes in expected.items():
+        assert target_hashes(target, folder) == hashes
+    assert target_hashes(target, ("INBOX",)) == expected_inbox(graph)
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    assert report(tmp_path, "run")["summary"]["copied"] == 0

@@ -154,6 +154,28 @@ def test_mailbox_without_archive_folder(graph: RunningGraphServer,
     assert ("Boîte de réception",) in [c.path for c in found]
 
 
+def test_folder_walk_overlaps_within_the_mailbox_limit(graph: RunningGraphServer,
+                                                       source: GraphMailSource) -> None:
+    mailbox = amelie(graph)
+    for n in range(6):
+        service = graph.tenant.add_folder(mailbox, f"Service {n}")
+        for k in range(3):
+            dossier = graph.tenant.add_folder(mailbox, f"Dossier {n}.{k}", service)
+            graph.tenant.add_folder(mailbox, f"Pièces {n}.{k}", dossier)
+    graph.state.latency = 0.03
+
+    def walk(parent_id: str, parent: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        for child in mailbox.folders.values():
+            if child.parent_id == parent_id and not child.hidden:
+                yield (*parent, child.display_name)
+                yield from walk(child.id, (*parent, child.display_name))
+
+    assert [c.path for c in source.containers()] == list(walk(mailbox.root_id, ()))
+    # Siblings' children are listed together, never more than the limit at once.
+    assert graph.state.max_in_flight[AMELIE] == 4
+    assert graph.stats["concurrency_refused"] == 0
+
+
 # --- listings
 
 

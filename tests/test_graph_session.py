@@ -167,6 +167,30 @@ def test_unknown_ca_fails_tls(graph: RunningGraphServer, certificates: TestCerti
     assert graph.stats["graph_requests"] == 0
 
 
+def test_proxies_from_the_environment_apply_and_netrc_does_not(
+        graph: RunningGraphServer, certificates: TestCertificates, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = provider(graph, certificates)
+    tokens()
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login agent password not-a-token\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    # A proxy where nothing listens: requests that go through it fail.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = GraphSession(graph.graph_url, tokens, ca_file=str(certificates.ca_file),
+                           connection_attempts=1)
+    with pytest.raises(ConnectError):
+        proxied.get_json("users")
+    assert graph.stats["graph_requests"] == 0
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = GraphSession(graph.graph_url, tokens, ca_file=str(certificates.ca_file))
+    # The bearer token goes, not the password ~/.netrc names for the host.
+    assert direct.get_json("users")["value"]
+
+
 # --- reading
 
 

@@ -45,7 +45,7 @@ import re
 import unicodedata
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -97,8 +97,9 @@ class GraphMailSource:
     """The mail of one Graph mailbox (a user or a shared mailbox), as a ``MailSource``.
 
     ``user`` is the id or user principal name, written the same way in every URL: the
-    session's per-mailbox concurrency cap counts requests by that form. ``workers`` bodies are
-    downloaded at once (no more than the session's per-mailbox cap is useful)."""
+    session's per-mailbox concurrency cap counts requests by that form. ``workers`` requests
+    go at once, for the folder walk and for bodies (no more than the session's per-mailbox cap
+    is useful)."""
 
 
     def __init__(self, session: GraphSession, user: str, *, include_hidden: bool = False,
@@ -122,14 +123,24 @@ class GraphMailSource:
 
     def containers(self) -> list[Container]:
         self.hidden_folders, self.search_folders = [], []
-        roles = self._roles()
+        pool = self._executor()
+        # The folder tree, the well-known names and the archive question do not depend on one
+        # another: asked together, a mailbox's walk costs about the depth of its tree in round
+        # trips instead of one per folder and per well-known name. The session keeps them
+        # within the mailbox's concurrency limit.
+        tree = pool.submit(self._children, None)
+        archive = pool.submit(self._archive_notes)
+        roles = {name: pool.submit(self._well_known_id, name) for name in ROLE_OF_WELL_KNOWN}
+        children = self._folder_tree(pool, tree)
+        role_of = {folder_id: ROLE_OF_WELL_KNOWN[name]
+                   for name, future in roles.items() if (folder_id := future.result())}
         found: list[Container] = []
-        self._walk(f"users/{self._user}/mailFolders", (), roles, found)
+        self._place(children, None, (), role_of, found)
         self._notes += [SourceNote("hidden_folder_skipped", "/".join(p))
                         for p in self.hidden_folders]
         self._notes += [SourceNote("search_folder_skipped", "/".join(p))
                         for p in self.search_folders]
-        self._notes += self._archive_notes()
+        self._notes += archive.result()
         return found
 
     def _archive_notes(self) -> list[SourceNote]:
@@ -205,37 +216,64 @@ class GraphMailSource:
 
     # --- folders
 
-    def _roles(self) -> dict[str, str]:
-        """Folder id -> role, from the well-known names this mailbox has."""
-        roles: dict[str, str] = {}
-        for name, role in ROLE_OF_WELL_KNOWN.items():
-            try:
-                folder = self._session.get_json(f"users/{self._user}/mailFolders/{name}",
-                                                {"$select": "id"})
-            except GraphError as error:
-                if error.status == 404:
-                    continue  # e.g. no archive folder: the role is simply absent
-                raise
-            roles[str(folder["id"])] = role
-        return roles
+    def _well_known_id(self, name: str) -> str | None:
+        """The id of a well-known folder, ``None`` when the mailbox has none (e.g. no
+        archive folder: the role is simply absent)."""
+        try:
+            folder = self._session.get_json(f"users/{self._user}/mailFolders/{name}",
+                                            {"$select": "id"})
+        except GraphError as error:
+            if error.status == 404:
+                return None
+            raise
+        return str(folder["id"])
 
-    def _walk(self, url: str, parent: Path, roles: dict[str, str],
-              found: list[Container]) -> None:
+    def _children(self, folder_id: str | None) -> list[dict[str, Any]]:
+        """The folders under ``folder_id`` (``None``: the top of the mailbox)."""
+        url = f"users/{self._user}/mailFolders"
+        if folder_id is not None:
+            url += f"/{quote(folder_id, safe='=')}/childFolders"
         params = {"includeHiddenFolders": "true", "$select": FOLDER_SELECT}
-        children = list(self._session.pages(url, params).values())
-        for folder in children:
+        return list(self._session.pages(url, params).values())
+
+    def _folder_tree(self, pool: ThreadPoolExecutor, top: Future[list[dict[str, Any]]]
+                     ) -> dict[str | None, list[dict[str, Any]]]:
+        """Folder id -> its children, every folder's children listed as soon as the folder
+        is known, siblings' at once."""
+        children: dict[str | None, list[dict[str, Any]]] = {}
+        listing: dict[Future[list[dict[str, Any]]], str | None] = {top: None}
+        try:
+            while listing:
+                done, _ = wait(listing, return_when=FIRST_COMPLETED)
+                for future in done:
+                    parent = listing.pop(future)
+                    children[parent] = future.result()
+                    for folder in children[parent]:
+                        if not self._left_out(folder) and folder.get("childFolderCount", 1):
+                            folder_id = str(folder["id"])
+                            listing[pool.submit(self._children, folder_id)] = folder_id
+        finally:
+            for future in listing:
+                future.cancel()
+        return children
+
+    def _left_out(self, folder: dict[str, Any]) -> bool:
+        return _search_folder(folder) or bool(folder.get("isHidden") and not self._include_hidden)
+
+    def _place(self, children: dict[str | None, list[dict[str, Any]]], parent_id: str | None,
+               parent: Path, roles: dict[str, str], found: list[Container]) -> None:
+        """The folders under ``parent_id``, each followed by its own, as the tree walks."""
+        for folder in children.get(parent_id, ()):
             path = (*parent, str(folder["displayName"]))
-            if str(folder.get("@odata.type", "")).endswith("mailSearchFolder"):
+            if _search_folder(folder):
                 self.search_folders.append(path)
                 continue
-            if folder.get("isHidden") and not self._include_hidden:
+            if self._left_out(folder):
                 self.hidden_folders.append(path)
                 continue
             folder_id = str(folder["id"])
             found.append(Container(path=path, role=roles.get(folder_id), native_name=folder_id))
-            if folder.get("childFolderCount", 1):
-                self._walk(f"users/{self._user}/mailFolders/{quote(folder_id, safe='=')}"
-                           "/childFolders", path, roles, found)
+            self._place(children, folder_id, path, roles, found)
 
     # --- listings
 
@@ -346,6 +384,10 @@ class _Download:
         """Release a body downloaded ahead that the caller no longer wants."""
         if self.spool is not None:
             self.spool.close()
+
+
+def _search_folder(folder: dict[str, Any]) -> bool:
+    return str(folder.get("@odata.type", "")).endswith("mailSearchFolder")
 
 
 def _stale_delta(error: GraphError) -> bool:

@@ -11,13 +11,15 @@ One pooled ``requests.Session`` with:
   resources (Microsoft's throttling-limits page: 4 concurrent requests; older versions of the
   page count them per app and mailbox, newer ones per app across mailboxes).
 
-TLS is always verified, with ``ca_file`` passed on each request (see ``connectors.graph.auth``).
+TLS is always verified, against ``ca_file`` or else the bundle requests would use, loaded once
+into the session's TLS context (see ``connectors.graph.auth`` for msal's requests).
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import os
 import random
 import re
 import threading
@@ -29,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
+from urllib3.util.ssl_ import create_urllib3_context
 
 from connectors.base import BasculeError, ConnectError
 from connectors.graph.auth import TokenProvider, no_consent_error, transport_error
@@ -99,6 +102,28 @@ def _error_of(response: requests.Response) -> tuple[str, str]:
     return str(error), ""
 
 
+class _VerifiedAdapter(requests.adapters.HTTPAdapter):
+    """Connections verified against one CA bundle, loaded once into one TLS context: requests
+    would look the bundle's path up on disk again for every request."""
+
+    def __init__(self, ca_bundle: str) -> None:
+        self._context = create_urllib3_context()
+        if os.path.isdir(ca_bundle):
+            self._context.load_verify_locations(capath=ca_bundle)
+        else:
+            self._context.load_verify_locations(cafile=ca_bundle)
+        super().__init__(pool_connections=4, pool_maxsize=32)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, ssl_context=self._context,
+                                 **pool_kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Always verified, by the context every connection of the pool is made with."""
+        conn.cert_reqs = "CERT_REQUIRED"
+
+
 class Pages:
     """The pages of a Graph collection, fetched as iterated. After the last page,
     ``delta_link`` holds the ``@odata.deltaLink`` when the collection is a delta round."""
@@ -143,7 +168,13 @@ class GraphSession:
         """Requests to Graph's own host (v1.0 or beta) carry the token; download URLs on
         other hosts are pre-authenticated and must not."""
         self._token_provider = token_provider
-        self._verify: str | bool = ca_file or True
+        # What requests reads from the environment and the disk on every request (proxy
+        # variables, a CA bundle and its path, ~/.netrc) is read here once instead: that was a
+        # good share of the client's CPU per message, and a ~/.netrc entry for the Graph host
+        # would have replaced the bearer token with a password.
+        ca_bundle = (ca_file or os.environ.get("REQUESTS_CA_BUNDLE")
+                     or os.environ.get("CURL_CA_BUNDLE") or requests.utils.DEFAULT_CA_BUNDLE_PATH)
+        self._proxies: dict[str, dict[str, str]] = {}
         self._timeout = timeout
         self._per_mailbox = per_mailbox
         self._max_retry_after = max_retry_after
@@ -151,7 +182,8 @@ class GraphSession:
         self._connection_attempts = connection_attempts
         self._sleep = sleep
         self._http = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        self._http.trust_env = False
+        adapter = _VerifiedAdapter(ca_bundle)
         self._http.mount("https://", adapter)
         self._http.mount("http://", adapter)
         self._app_slots = threading.BoundedSemaphore(per_app) if per_app else None
@@ -202,6 +234,16 @@ class GraphSession:
             if self._token is None or (refused is not None and self._token == refused):
                 self._token = self._token_provider(refresh=refused is not None)
             return self._token
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The proxies the environment names for ``url``'s host (none when ``NO_PROXY``
+        names it), read once per host."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = requests.utils.get_environ_proxies(url)
+        return proxies
 
     def _mailbox_slot(self, url: str) -> threading.BoundedSemaphore | None:
         mailbox = mailbox_of(url)
@@ -282,7 +324,8 @@ class GraphSession:
                 request_headers["Authorization"] = f"Bearer {token}"
             try:
                 response = self._http.request(method, url, params=params,
-                                              headers=request_headers, verify=self._verify,
+                                              headers=request_headers, verify=True,
+                                              proxies=self._proxies_for(url),
                                               timeout=self._timeout, stream=stream)
             except requests.exceptions.SSLError as error:
                 raise transport_error(error, url) from None
