@@ -1,0 +1,321 @@
+"""How long a run will take: the model of its duration, its rates measured from the
+ledger's last runs or from what the plan itself timed, and the estimate for a plan.
+
+The model. A run pays, for each principal, one step of its own (signing in on both sides,
+listing and deciding its folders), then for each unit (one container) a fixed cost (its
+listings, its target folder, its checkpoints in the ledger), a cost per item to copy, and
+the time its bytes take at some throughput::
+
+    principal = per_principal
+    unit      = per_unit + per_item * items + bytes / bytes_per_second
+
+Units run ``workers`` at a time in all and ``account_slots`` at a time per principal (the
+smaller of both ends' limits). A principal alone takes its own step then its units over its
+slots (never less than its longest unit); the batch takes all the work over the lanes it can
+fill, and never less than its longest principal. That is a lower bound of what a scheduler
+achieves: the history says how far above it past runs ended (``efficiency``).
+
+The rates come from, in this order:
+
+- **history**: the timings the last runs recorded (``Ledger.timed_runs``), each unit's
+  seconds against what it copied, fitted by least squares with no negative rate, and the
+  principals' own steps averaged; ``efficiency`` is the runs' wall time over what the model
+  gives for their own timings;
+- **probe**: what ``plan`` timed of the round trips it makes anyway: a principal's sign-in
+  and folder listing, each folder's listing at the source, a count at the target. A unit's
+  fixed cost is its source listing plus ``UNIT_TARGET_ROUND_TRIPS`` target round trips plus
+  ``UNIT_CHECKPOINTS``; the plan copies nothing, so the cost per item and the throughput are
+  defaults (``DEFAULT_RATES``), stated as such in the basis;
+- **defaults** alone when nothing could be timed (every principal refused).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from migrate.ledger import Ledger, TimedRun
+from reports.i18n import Text
+
+HISTORY_RUNS = 3
+"""Past runs the rates are fitted from: the last ones, closest to what the next will meet."""
+
+UNIT_TARGET_ROUND_TRIPS = 4
+"""Target round trips a unit waits for besides its source listing: its folder made or
+found, the count that tells whether to look for copies there, the folder opened for
+writing, the last batch of writes answered."""
+
+UNIT_CHECKPOINTS = 0.03
+"""Seconds a unit spends on its ledger commits (marked running, items in flight, outcomes,
+counts, done: each one written to disk before the next step)."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The model's four rates, in seconds (and bytes per second)."""
+
+    per_principal: float
+    per_unit: float
+    per_item: float
+    bytes_per_second: float | None
+    """``None`` when the bytes did not show in the times measured (they cost nothing
+    beyond the per-item cost)."""
+
+    def unit_seconds(self, items: int, size: int) -> float:
+        moved = size / self.bytes_per_second if self.bytes_per_second else 0.0
+        return self.per_unit + self.per_item * items + moved
+
+    def document(self) -> dict[str, float | None]:
+        return {"per_principal_seconds": round(self.per_principal, 4),
+                "per_unit_seconds": round(self.per_unit, 4),
+                "per_item_seconds": round(self.per_item, 5),
+                "bytes_per_second": (round(self.bytes_per_second)
+                                     if self.bytes_per_second else None)}
+
+
+DEFAULT_RATES = Rates(per_principal=2.0, per_unit=0.25, per_item=0.005,
+                      bytes_per_second=10_000_000)
+"""Used for what nothing measured: chosen on the slow side of what ``bench.shaped``
+measured on loopback (a principal's step 0.1 to 0.5 s, a unit 0.05 to 0.2 s, 2 to 5 ms of
+bascule's own CPU per message, 30 MB/s and more), so that a plan does not promise too
+little."""
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """How many units run at once: ``workers`` in all, ``account_slots`` per principal."""
+
+    workers: int
+    account_slots: int
+
+    @property
+    def per_principal(self) -> int:
+        return max(1, min(self.workers, self.account_slots))
+
+    def for_batch(self, principals: int) -> int:
+        return max(1, min(self.workers, principals * self.account_slots))
+
+
+@dataclass
+class PrincipalWork:
+    """What a run would do for one principal: ``units`` holds (items, bytes) to copy per
+    container, over all its workloads."""
+
+    principal: str
+    target: str
+    units: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Seconds per principal (alone) and for the batch, as the model schedules them."""
+
+    principals: list[float]
+    total: float
+
+
+def schedule(steps: Sequence[tuple[float, Sequence[float]]], lanes: Lanes) -> Schedule:
+    """``steps`` holds, per principal, its own step's seconds and its units' seconds."""
+    alone = [own + max(sum(units) / lanes.per_principal, max(units, default=0.0))
+             for own, units in steps]
+    work = sum(own + sum(units) for own, units in steps)
+    total = max(work / lanes.for_batch(len(steps)), max(alone, default=0.0))
+    return Schedule(alone, total)
+
+
+@dataclass
+class Probe:
+    """What ``plan`` timed of the round trips it makes anyway, in seconds: each principal's
+    sign-in on both sides and folder listing, each folder's listing at the source, each
+    count at the target."""
+
+    principals: dict[str, float] = field(default_factory=dict)
+    """Seconds per principal, over its workloads."""
+    folders: list[float] = field(default_factory=list)
+    target_round_trips: list[float] = field(default_factory=list)
+
+    def principal(self, name: str, seconds: float) -> None:
+        self.principals[name] = self.principals.get(name, 0.0) + seconds
+
+    @contextmanager
+    def timing(self, into: list[float]) -> Iterator[None]:
+        """Time the block into one of the lists above (not when it raises)."""
+        started = time.monotonic()
+        yield
+        into.append(time.monotonic() - started)
+
+    def rates(self) -> Rates | None:
+        if not self.principals:
+            return None
+        listing = statistics.median(self.folders) if self.folders else 0.0
+        round_trip = (statistics.median(self.target_round_trips)
+                      if self.target_round_trips else 0.0)
+        return Rates(per_principal=statistics.median(self.principals.values()),
+                     per_unit=listing + UNIT_TARGET_ROUND_TRIPS * round_trip + UNIT_CHECKPOINTS,
+                     per_item=DEFAULT_RATES.per_item,
+                     bytes_per_second=DEFAULT_RATES.bytes_per_second)
+
+    def basis(self) -> dict[str, Any]:
+        def median(values: list[float]) -> float | None:
+            return round(statistics.median(values), 4) if values else None
+
+        return {"kind": "probe", "principals": len(self.principals),
+                "folders": len(self.folders),
+                "target_round_trips": len(self.target_round_trips),
+                "principal_seconds": median(list(self.principals.values())),
+                "folder_listing_seconds": median(self.folders),
+                "target_round_trip_seconds": median(self.target_round_trips),
+                "unit_target_round_trips": UNIT_TARGET_ROUND_TRIPS,
+                "unit_checkpoints_seconds": UNIT_CHECKPOINTS,
+                "defaults": ["per_item_seconds", "bytes_per_second"]}
+
+
+@dataclass(frozen=True)
+class History:
+    """Rates fitted from past runs, and how far above the model those runs ended."""
+
+    rates: Rates
+    efficiency: float
+    runs: list[TimedRun]
+    defaults: list[str]
+    """The rates the runs could not show (nothing copied), taken from ``DEFAULT_RATES``."""
+
+    def basis(self) -> dict[str, Any]:
+        units = [s for run in self.runs for s in run.steps if s.container]
+        return {"kind": "history", "runs": [run.run_id for run in self.runs],
+                "run_seconds": [round(run.seconds, 2) for run in self.runs],
+                "units": len(units), "items": sum(s.items for s in units),
+                "bytes": sum(s.bytes for s in units),
+                "efficiency": round(self.efficiency, 3), "defaults": self.defaults}
+
+
+def fit_history(runs: list[TimedRun], lanes: Lanes) -> History | None:
+    """The rates that best explain the runs' timings, or ``None`` when they timed no unit."""
+    units = [s for run in runs for s in run.steps if s.container]
+    if not units:
+        return None
+    own = [seconds for run in runs for seconds, _ in _measured_steps(run)]
+    per_unit, per_item, per_byte = _fit_units(
+        [(1.0, float(s.items), float(s.bytes)) for s in units], [s.seconds for s in units])
+    defaults = []
+    if not any(s.items for s in units):
+        per_item, per_byte = DEFAULT_RATES.per_item, 1 / DEFAULT_RATES.bytes_per_second
+        defaults = ["per_item_seconds", "bytes_per_second"]
+    rates = Rates(per_principal=statistics.fmean(own) if own else 0.0, per_unit=per_unit,
+                  per_item=per_item, bytes_per_second=1 / per_byte if per_byte > 0 else None)
+    modelled = sum(schedule(_measured_steps(run), lanes).total for run in runs)
+    wall = sum(run.seconds for run in runs)
+    return History(rates, wall / modelled if modelled > 0 else 1.0, runs, defaults)
+
+
+def _measured_steps(run: TimedRun) -> list[tuple[float, list[float]]]:
+    """A run's own timings per principal, as ``schedule`` takes them."""
+    steps: dict[str, tuple[list[float], list[float]]] = {}
+    for step in run.steps:
+        own, units = steps.setdefault(step.principal, ([], []))
+        (units if step.container else own).append(step.seconds)
+    return [(sum(own), units) for own, units in steps.values()]
+
+
+def _fit_units(rows: list[tuple[float, float, float]], seconds: list[float]
+               ) -> tuple[float, float, float]:
+    """Least squares of ``seconds`` on the rows' three terms (1, items, bytes), no
+    coefficient negative: the best of the fits on each subset of the terms whose
+    coefficients all come out non-negative (three terms: seven subsets)."""
+    scale = [max((abs(r[k]) for r in rows), default=0.0) or 1.0 for k in range(3)]
+    scaled = [[r[k] / scale[k] for k in range(3)] for r in rows]
+    best: tuple[float, list[float]] | None = None
+    for size in (3, 2, 1):
+        for terms in combinations(range(3), size):
+            solved = _least_squares([[row[k] for k in terms] for row in scaled], seconds)
+            if solved is None or any(c < 0 for c in solved):
+                continue
+            coefficients = [0.0, 0.0, 0.0]
+            for k, c in zip(terms, solved):
+                coefficients[k] = c / scale[k]
+            residual = sum((y - sum(c * x for c, x in zip(coefficients, row))) ** 2
+                           for row, y in zip(rows, seconds))
+            if best is None or residual < best[0] - 1e-12:
+                best = (residual, coefficients)
+    if best is None:
+        return 0.0, 0.0, 0.0
+    return best[1][0], best[1][1], best[1][2]
+
+
+def _least_squares(rows: list[list[float]], values: list[float]) -> list[float] | None:
+    """Solve the normal equations by Gaussian elimination; ``None`` when singular."""
+    n = len(rows[0])
+    matrix = [[sum(r[i] * r[j] for r in rows) for j in range(n)]
+              + [sum(r[i] * y for r, y in zip(rows, values))] for i in range(n)]
+    for column in range(n):
+        pivot = max(range(column, n), key=lambda r: abs(matrix[r][column]))
+        if abs(matrix[pivot][column]) < 1e-9:
+            return None
+        matrix[column], matrix[pivot] = matrix[pivot], matrix[column]
+        for row in range(n):
+            if row != column:
+                factor = matrix[row][column] / matrix[column][column]
+                matrix[row] = [a - factor * b for a, b in zip(matrix[row], matrix[column])]
+    return [matrix[i][n] / matrix[i][i] for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A plan's estimated duration: per principal and in all, with its basis."""
+
+    works: list[PrincipalWork]
+    schedule: Schedule
+    rates: Rates
+    lanes: Lanes
+    basis: dict[str, Any]
+
+    @property
+    def seconds(self) -> float:
+        return self.schedule.total
+
+    def basis_text(self) -> Text:
+        """Where the estimate comes from, as a person reads it."""
+        if self.basis["kind"] == "history":
+            return Text.of("estimate_from_history", count=len(self.basis["runs"]))
+        if self.basis["kind"] == "probe":
+            return Text.of("estimate_from_probe", count=self.basis["principals"])
+        return Text.of("estimate_from_defaults")
+
+    def document(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 1), "basis": self.basis,
+                "rates": self.rates.document(),
+                "lanes": {"workers": self.lanes.workers,
+                          "account_slots": self.lanes.account_slots},
+                "principals": [
+                    {"principal": w.principal, "target": w.target, "units": len(w.units),
+                     "items": sum(i for i, _ in w.units), "bytes": sum(b for _, b in w.units),
+                     "seconds": round(s, 1)}
+                    for w, s in zip(self.works, self.schedule.principals)]}
+
+
+def estimate(works: list[PrincipalWork], rates: Rates, lanes: Lanes, basis: dict[str, Any],
+             efficiency: float = 1.0) -> Estimate:
+    """The estimate of a plan's ``works`` at ``rates``; ``efficiency`` scales the batch's
+    total (how far above the model past runs ended), not a principal alone."""
+    planned = schedule([(rates.per_principal, [rates.unit_seconds(i, b) for i, b in w.units])
+                        for w in works], lanes)
+    return Estimate(works, Schedule(planned.principals, planned.total * efficiency), rates,
+                    lanes, basis)
+
+
+def estimate_plan(ledger: Ledger, probe: Probe, works: list[PrincipalWork],
+                  lanes: Lanes) -> Estimate:
+    """The plan's estimate from the ledger's last runs, else from the probe, else from the
+    defaults."""
+    history = fit_history(ledger.timed_runs(HISTORY_RUNS), lanes)
+    if history is not None:
+        return estimate(works, history.rates, lanes, history.basis(), history.efficiency)
+    measured = probe.rates()
+    if measured is not None:
+        return estimate(works, measured, lanes, probe.basis())
+    return estimate(works, DEFAULT_RATES, lanes, {"kind": "defaults"})
