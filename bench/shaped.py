@@ -185,12 +185,30 @@ def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tupl
     return launcher.run_child(command, env, Path.cwd(), work / "tool.log", timeout)
 
 
+ESTIMATES: list[dict[str, object]] = []
+"""``bascule plan``'s estimate before each bascule run, against the run's time."""
+
+
 def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
             accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
-    """``bascule run`` with the batch defaults and one users-table line per account."""
+    """``bascule run`` with the batch defaults and one users-table line per account, after
+    a ``bascule plan`` (not timed) whose estimate is kept against the run's time."""
     command, env = bascule_command(source, target, list(accounts.pairs), work,
                                    secrets=(SOURCE_SECRET, TARGET_SECRET))
-    return launcher.run_child(command, env, work, work / "tool.log", timeout)
+    planning = launcher.run_child([*command[:-2], "plan", command[-1]], env, work,
+                                  work / "plan.log", timeout)
+    child = launcher.run_child(command, env, work, work / "tool.log", timeout)
+    plan = json.loads((work / "work" / "plan-latest.json").read_text(encoding="utf-8"))
+    estimate = plan["estimate"]
+    ESTIMATES.append({"run": work.name, "estimate_seconds": estimate["seconds"],
+                      "run_seconds": round(child["seconds"], 1),
+                      "ratio": round(estimate["seconds"] / child["seconds"], 2),
+                      "plan_seconds": round(planning["seconds"], 1),
+                      "basis": estimate["basis"], "rates": estimate["rates"]})
+    print(f"{work.name}: plan estimated {estimate['seconds']:.1f} s "
+          f"({estimate['basis']['kind']}), the run took {child['seconds']:.1f} s: "
+          f"estimate / actual = {ESTIMATES[-1]['ratio']:.2f}", flush=True)
+    return child
 
 
 def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: Dovecot,
@@ -327,6 +345,7 @@ def main() -> None:
         "lanes": LANES,
         "multiappend_batch": {"messages": BATCH_MESSAGES, "bytes": BATCH_BYTES},
         "runs": [asdict(m) | {"msgs_per_s": m.msgs_per_s} for m in measures],
+        "plan_estimates": ESTIMATES,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print()

@@ -23,9 +23,9 @@ The rates come from, in this order:
   gives for their own timings;
 - **probe**: what ``plan`` timed of the round trips it makes anyway: a principal's sign-in
   and folder listing, each folder's listing at the source, a count at the target. A unit's
-  fixed cost is its source listing plus ``UNIT_TARGET_ROUND_TRIPS`` target round trips plus
-  ``UNIT_CHECKPOINTS``; the plan copies nothing, so the cost per item and the throughput are
-  defaults (``DEFAULT_RATES``), stated as such in the basis;
+  fixed cost is its source listing plus ``UNIT_ROUND_TRIPS`` round trips (timed at the
+  target) plus ``UNIT_LOCAL_SECONDS``; the plan copies nothing, so the cost per item and the
+  throughput are defaults (``DEFAULT_RATES``), stated as such in the basis;
 - **defaults** alone when nothing could be timed (every principal refused).
 """
 
@@ -45,14 +45,17 @@ from reports.i18n import Text
 HISTORY_RUNS = 3
 """Past runs the rates are fitted from: the last ones, closest to what the next will meet."""
 
-UNIT_TARGET_ROUND_TRIPS = 4
-"""Target round trips a unit waits for besides its source listing: its folder made or
-found, the count that tells whether to look for copies there, the folder opened for
-writing, the last batch of writes answered."""
+UNIT_ROUND_TRIPS = 10
+"""Round trips a unit waits for besides its source listing (its target folder found or
+made, the count telling whether to look for copies there, the folder opened for writing,
+the bodies asked for, each batch of writes answered): what the units of ``bench.shaped``
+took over a 20 ms round trip beyond their loopback time, 2026-12-05 (0.42 s a unit, of
+which 0.11 s of listing and 0.10 s local)."""
 
-UNIT_CHECKPOINTS = 0.03
-"""Seconds a unit spends on its ledger commits (marked running, items in flight, outcomes,
-counts, done: each one written to disk before the next step)."""
+UNIT_LOCAL_SECONDS = 0.1
+"""Seconds a unit spends on this machine whatever the network: its ledger commits (each
+written to disk before the next step), its threads' turns. What a unit of ``bench.shaped``
+cost on loopback beyond its items, 2026-12-05."""
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,13 @@ class Rates:
                                      if self.bytes_per_second else None)}
 
 
-DEFAULT_RATES = Rates(per_principal=2.0, per_unit=0.25, per_item=0.005,
-                      bytes_per_second=10_000_000)
-"""Used for what nothing measured: chosen on the slow side of what ``bench.shaped``
-measured on loopback (a principal's step 0.1 to 0.5 s, a unit 0.05 to 0.2 s, 2 to 5 ms of
-bascule's own CPU per message, 30 MB/s and more), so that a plan does not promise too
-little."""
+DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.5, per_item=0.0005,
+                      bytes_per_second=25_000_000)
+"""Used for what nothing measured. The cost per item and the throughput are what the units
+of ``bench.shaped`` showed on loopback, 2026-12-05 (0.3 ms an item, 26 MB/s, fitted as
+``fit_history`` does), rounded to the slow side; a principal's step and a unit's fixed cost,
+which the probe measures when it can, are what that benchmark showed over a 20 ms round
+trip (0.34 s and 0.42 s), rounded up."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ class Probe:
         round_trip = (statistics.median(self.target_round_trips)
                       if self.target_round_trips else 0.0)
         return Rates(per_principal=statistics.median(self.principals.values()),
-                     per_unit=listing + UNIT_TARGET_ROUND_TRIPS * round_trip + UNIT_CHECKPOINTS,
+                     per_unit=listing + UNIT_ROUND_TRIPS * round_trip + UNIT_LOCAL_SECONDS,
                      per_item=DEFAULT_RATES.per_item,
                      bytes_per_second=DEFAULT_RATES.bytes_per_second)
 
@@ -170,8 +174,8 @@ class Probe:
                 "principal_seconds": median(list(self.principals.values())),
                 "folder_listing_seconds": median(self.folders),
                 "target_round_trip_seconds": median(self.target_round_trips),
-                "unit_target_round_trips": UNIT_TARGET_ROUND_TRIPS,
-                "unit_checkpoints_seconds": UNIT_CHECKPOINTS,
+                "unit_round_trips": UNIT_ROUND_TRIPS,
+                "unit_local_seconds": UNIT_LOCAL_SECONDS,
                 "defaults": ["per_item_seconds", "bytes_per_second"]}
 
 

@@ -382,7 +382,7 @@ class Ledger:
             for run_id, started, ended in rows:
                 steps = db.execute(
                     select(timings.c.principal, timings.c.workload, timings.c.container,
-                           timings.c.seconds, timings.c.items, timings.c.bytes)
+                           timings.c.seconds, timings.c["items"], timings.c.bytes)
                     .where(timings.c.run_id == run_id).order_by(timings.c.id)).all()
                 found.append(TimedRun(run_id, (ended - started).total_seconds(),
                                       [Timing(*step) for step in steps]))
