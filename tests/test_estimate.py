@@ -108,7 +108,7 @@ def test_the_probe_prices_a_unit_from_its_listing_and_the_target_round_trip() ->
     probe.folders += [0.05, 0.1, 0.3]
     probe.target_round_trips += [0.02, 0.01, 0.03]
     rates = probe.rates()
-    assert rates == Rates(pytest.approx(0.4), pytest.approx(0.1 + UNIT_ROUND_TRIPS * 0.02
+    assert rates == Rates(pytest.approx(0.4), pytest.approx(0.1 + UNIT_ROUND_TRIPS * 0.01
                                                             + UNIT_LOCAL_SECONDS),
                           DEFAULT_RATES.per_item, DEFAULT_RATES.bytes_per_second)
     assert Probe().rates() is None
