@@ -3,11 +3,13 @@ ledger's last runs or from what the plan itself timed, and the estimate for a pl
 
 The model. A run pays, for each principal, one step of its own (signing in on both sides,
 listing and deciding its folders), then for each unit (one container) a fixed cost (its
-listings, its target folder, its checkpoints in the ledger), a cost per item to copy, and
-the time its bytes take at some throughput::
+listing, its checkpoints in the ledger) and, when it copies anything, a fixed cost more
+(its target folder found or made and opened, the last writes answered), a cost per item,
+and the time its bytes take at some throughput::
 
     principal = per_principal
-    unit      = per_unit + per_item * items + bytes / bytes_per_second
+    unit      = per_unit                     nothing to copy (a delta pass, an empty folder)
+              + per_copying_unit + per_item * items + bytes / bytes_per_second
 
 Units run ``workers`` at a time in all and ``account_slots`` at a time per principal (the
 smaller of both ends' limits). A principal alone takes its own step then its units over its
@@ -23,8 +25,9 @@ The rates come from, in this order:
   gives for their own timings;
 - **probe**: what ``plan`` timed of the round trips it makes anyway: a principal's sign-in
   and folder listing, each folder's listing at the source, a count at the target. A unit's
-  fixed cost is its source listing plus ``UNIT_ROUND_TRIPS`` round trips (timed at the
-  target) plus ``UNIT_LOCAL_SECONDS``; the plan copies nothing, so the cost per item and the
+  fixed cost is its source listing plus ``UNIT_LOCAL_SECONDS``; one that copies adds
+  ``COPYING_UNIT_ROUND_TRIPS`` round trips (timed at the target) and
+  ``COPYING_UNIT_LOCAL_SECONDS``; the plan copies nothing, so the cost per item and the
   throughput are defaults (``DEFAULT_RATES``), stated as such in the basis;
 - **defaults** alone when nothing could be timed (every principal refused).
 """
@@ -45,17 +48,21 @@ from reports.i18n import Text
 HISTORY_RUNS = 3
 """Past runs the rates are fitted from: the last ones, closest to what the next will meet."""
 
-UNIT_ROUND_TRIPS = 10
-"""Round trips a unit waits for besides its source listing (its target folder found or
-made, the count telling whether to look for copies there, the folder opened for writing,
-the bodies asked for, each batch of writes answered): what the units of ``bench.shaped``
-took over a 20 ms round trip beyond their loopback time, 2026-12-05 (0.42 s a unit, of
-which 0.11 s of listing and 0.10 s local)."""
+UNIT_LOCAL_SECONDS = 0.01
+"""Seconds any unit spends on this machine whatever the network (its ledger commits, each
+written to disk before the next step): what the units of ``bench.shaped`` with nothing to
+copy took on loopback, 2026-12-05."""
 
-UNIT_LOCAL_SECONDS = 0.1
-"""Seconds a unit spends on this machine whatever the network: its ledger commits (each
-written to disk before the next step), its threads' turns. What a unit of ``bench.shaped``
-cost on loopback beyond its items, 2026-12-05."""
+COPYING_UNIT_ROUND_TRIPS = 13
+"""Round trips a unit that copies waits for beyond its source listing (its target folder
+found or made, the count telling whether to look for copies there, the folder opened for
+writing, the bodies asked for, each batch of writes answered): what the copying units of
+``bench.shaped``'s real-shaped mailbox took over a 20 ms round trip beyond their loopback
+time, 2026-12-05 (0.54 s a unit, of which 0.11 s of listing)."""
+
+COPYING_UNIT_LOCAL_SECONDS = 0.1
+"""Seconds a unit that copies spends on this machine beyond its items (more commits, its
+spool, its threads' turns): what those units cost on loopback, 2026-12-05."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Rates:
 
     per_principal: float
     per_unit: float
+    per_copying_unit: float
     per_item: float
     bytes_per_second: float | None
     """``None`` when the bytes did not show in the times measured (they cost nothing
@@ -71,23 +79,26 @@ class Rates:
 
     def unit_seconds(self, items: int, size: int) -> float:
         moved = size / self.bytes_per_second if self.bytes_per_second else 0.0
-        return self.per_unit + self.per_item * items + moved
+        if not items:
+            return self.per_unit
+        return self.per_unit + self.per_copying_unit + self.per_item * items + moved
 
     def document(self) -> dict[str, float | None]:
         return {"per_principal_seconds": round(self.per_principal, 4),
                 "per_unit_seconds": round(self.per_unit, 4),
+                "per_copying_unit_seconds": round(self.per_copying_unit, 4),
                 "per_item_seconds": round(self.per_item, 5),
                 "bytes_per_second": (round(self.bytes_per_second)
                                      if self.bytes_per_second else None)}
 
 
-DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.5, per_item=0.0005,
-                      bytes_per_second=25_000_000)
+DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.1, per_copying_unit=0.5,
+                      per_item=0.0005, bytes_per_second=25_000_000)
 """Used for what nothing measured. The cost per item and the throughput are what the units
 of ``bench.shaped`` showed on loopback, 2026-12-05 (0.3 ms an item, 26 MB/s, fitted as
-``fit_history`` does), rounded to the slow side; a principal's step and a unit's fixed cost,
-which the probe measures when it can, are what that benchmark showed over a 20 ms round
-trip (0.34 s and 0.42 s), rounded up."""
+``fit_history`` does), rounded to the slow side; a principal's step and a unit's fixed
+costs, which the probe measures when it can, are what that benchmark showed over a 20 ms
+round trip (0.34 s; 0.1 s a unit, 0.4 s more for one that copies), rounded up."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +173,9 @@ class Probe:
         # one that does not): the quickest is the closest to one round trip.
         round_trip = min(self.target_round_trips, default=0.0)
         return Rates(per_principal=statistics.median(self.principals.values()),
-                     per_unit=listing + UNIT_ROUND_TRIPS * round_trip + UNIT_LOCAL_SECONDS,
+                     per_unit=listing + UNIT_LOCAL_SECONDS,
+                     per_copying_unit=(COPYING_UNIT_ROUND_TRIPS * round_trip
+                                       + COPYING_UNIT_LOCAL_SECONDS),
                      per_item=DEFAULT_RATES.per_item,
                      bytes_per_second=DEFAULT_RATES.bytes_per_second)
 
@@ -177,8 +190,9 @@ class Probe:
                 "folder_listing_seconds": median(self.folders),
                 "target_round_trip_seconds": (round(min(self.target_round_trips), 4)
                                               if self.target_round_trips else None),
-                "unit_round_trips": UNIT_ROUND_TRIPS,
                 "unit_local_seconds": UNIT_LOCAL_SECONDS,
+                "copying_unit_round_trips": COPYING_UNIT_ROUND_TRIPS,
+                "copying_unit_local_seconds": COPYING_UNIT_LOCAL_SECONDS,
                 "defaults": ["per_item_seconds", "bytes_per_second"]}
 
 
@@ -207,14 +221,17 @@ def fit_history(runs: list[TimedRun], lanes: Lanes) -> History | None:
     if not units:
         return None
     own = [seconds for run in runs for seconds, _ in _measured_steps(run)]
-    per_unit, per_item, per_byte = _fit_units(
-        [(1.0, float(s.items), float(s.bytes)) for s in units], [s.seconds for s in units])
+    per_unit, per_copying_unit, per_item, per_byte = _fit_units(
+        [(1.0, float(s.items > 0), float(s.items), float(s.bytes)) for s in units],
+        [s.seconds for s in units])
     defaults = []
     if not any(s.items for s in units):
-        per_item, per_byte = DEFAULT_RATES.per_item, 1 / DEFAULT_RATES.bytes_per_second
-        defaults = ["per_item_seconds", "bytes_per_second"]
+        per_copying_unit, per_item = DEFAULT_RATES.per_copying_unit, DEFAULT_RATES.per_item
+        per_byte = 1 / DEFAULT_RATES.bytes_per_second
+        defaults = ["per_copying_unit_seconds", "per_item_seconds", "bytes_per_second"]
     rates = Rates(per_principal=statistics.fmean(own) if own else 0.0, per_unit=per_unit,
-                  per_item=per_item, bytes_per_second=1 / per_byte if per_byte > 0 else None)
+                  per_copying_unit=per_copying_unit, per_item=per_item,
+                  bytes_per_second=1 / per_byte if per_byte > 0 else None)
     modelled = sum(schedule(_measured_steps(run), lanes).total for run in runs)
     wall = sum(run.seconds for run in runs)
     return History(rates, wall / modelled if modelled > 0 else 1.0, runs, defaults)
@@ -229,29 +246,27 @@ def _measured_steps(run: TimedRun) -> list[tuple[float, list[float]]]:
     return [(sum(own), units) for own, units in steps.values()]
 
 
-def _fit_units(rows: list[tuple[float, float, float]], seconds: list[float]
-               ) -> tuple[float, float, float]:
-    """Least squares of ``seconds`` on the rows' three terms (1, items, bytes), no
-    coefficient negative: the best of the fits on each subset of the terms whose
-    coefficients all come out non-negative (three terms: seven subsets)."""
-    scale = [max((abs(r[k]) for r in rows), default=0.0) or 1.0 for k in range(3)]
-    scaled = [[r[k] / scale[k] for k in range(3)] for r in rows]
+def _fit_units(rows: list[tuple[float, ...]], seconds: list[float]) -> list[float]:
+    """Least squares of ``seconds`` on the rows' terms (1, copies or not, items, bytes),
+    no coefficient negative: the best of the fits on each subset of the terms whose
+    coefficients all come out non-negative (four terms: fifteen subsets)."""
+    width = len(rows[0])
+    scale = [max((abs(r[k]) for r in rows), default=0.0) or 1.0 for k in range(width)]
+    scaled = [[r[k] / scale[k] for k in range(width)] for r in rows]
     best: tuple[float, list[float]] | None = None
-    for size in (3, 2, 1):
-        for terms in combinations(range(3), size):
+    for size in range(width, 0, -1):
+        for terms in combinations(range(width), size):
             solved = _least_squares([[row[k] for k in terms] for row in scaled], seconds)
             if solved is None or any(c < 0 for c in solved):
                 continue
-            coefficients = [0.0, 0.0, 0.0]
+            coefficients = [0.0] * width
             for k, c in zip(terms, solved):
                 coefficients[k] = c / scale[k]
             residual = sum((y - sum(c * x for c, x in zip(coefficients, row))) ** 2
                            for row, y in zip(rows, seconds))
             if best is None or residual < best[0] - 1e-12:
                 best = (residual, coefficients)
-    if best is None:
-        return 0.0, 0.0, 0.0
-    return best[1][0], best[1][1], best[1][2]
+    return best[1] if best is not None else [0.0] * width
 
 
 def _least_squares(rows: list[list[float]], values: list[float]) -> list[float] | None:

@@ -9,9 +9,10 @@ import time
 import pytest
 
 from migrate.estimate import (
+    COPYING_UNIT_LOCAL_SECONDS,
+    COPYING_UNIT_ROUND_TRIPS,
     DEFAULT_RATES,
     UNIT_LOCAL_SECONDS,
-    UNIT_ROUND_TRIPS,
     Lanes,
     PrincipalWork,
     Probe,
@@ -26,7 +27,8 @@ from tests.cli import bascule, report
 from tests.corpus import build_corpus
 from tests.test_engine_imap import batch_file
 
-RATES = Rates(per_principal=0.5, per_unit=0.2, per_item=0.002, bytes_per_second=5_000_000)
+RATES = Rates(per_principal=0.5, per_unit=0.05, per_copying_unit=0.15, per_item=0.002,
+              bytes_per_second=5_000_000)
 LANES = Lanes(workers=4, account_slots=2)
 
 
@@ -65,6 +67,7 @@ def test_the_fit_finds_the_rates_the_runs_were_made_with() -> None:
     assert history is not None
     assert history.rates.per_principal == pytest.approx(RATES.per_principal)
     assert history.rates.per_unit == pytest.approx(RATES.per_unit)
+    assert history.rates.per_copying_unit == pytest.approx(RATES.per_copying_unit)
     assert history.rates.per_item == pytest.approx(RATES.per_item)
     assert history.rates.bytes_per_second == pytest.approx(RATES.bytes_per_second)
     assert history.efficiency == pytest.approx(1.25)
@@ -76,7 +79,8 @@ def test_the_fit_finds_the_rates_the_runs_were_made_with() -> None:
 
 def test_no_rate_of_the_fit_is_negative() -> None:
     # Units with more bytes went faster: a free fit would give bytes a negative cost. The
-    # fit keeps the fixed and per-item costs: a straight line through (items, seconds).
+    # fit keeps the fixed costs and the per-item cost: the empty unit D sets the fixed cost,
+    # a straight line through the others' (items, seconds) the rest.
     steps = [Timing("alice", "mail", "A", 0.9, 10, 1_000_000),
              Timing("alice", "mail", "B", 1.2, 20, 100_000),
              Timing("alice", "mail", "C", 1.4, 30, 10_000),
@@ -84,8 +88,10 @@ def test_no_rate_of_the_fit_is_negative() -> None:
     history = fit_history([TimedRun(1, 2.0, steps)], LANES)
     assert history is not None
     assert history.rates.bytes_per_second is None
-    assert history.rates.per_unit == pytest.approx(0.655)
-    assert history.rates.per_item == pytest.approx(0.0255)
+    assert history.rates.per_unit == pytest.approx(0.65)
+    # A, B, C are 0.25, 0.55, 0.75 s above D: the line 0.025 s an item from 1/60 s.
+    assert history.rates.per_copying_unit == pytest.approx(1 / 60)
+    assert history.rates.per_item == pytest.approx(0.025)
     assert history.rates.per_principal == 0.0
 
 
@@ -94,9 +100,11 @@ def test_runs_that_copied_nothing_take_the_default_copy_rates() -> None:
              Timing("alice", "mail", "B", 0.4, 0, 0)]
     history = fit_history([TimedRun(1, 0.8, steps)], LANES)
     assert history is not None
-    assert history.rates == Rates(0.3, pytest.approx(0.3), DEFAULT_RATES.per_item,
+    assert history.rates == Rates(0.3, pytest.approx(0.3), DEFAULT_RATES.per_copying_unit,
+                                  DEFAULT_RATES.per_item,
                                   pytest.approx(DEFAULT_RATES.bytes_per_second))
-    assert history.defaults == ["per_item_seconds", "bytes_per_second"]
+    assert history.defaults == ["per_copying_unit_seconds", "per_item_seconds",
+                                "bytes_per_second"]
     assert fit_history([TimedRun(1, 0.8, steps[:1])], LANES) is None
 
 
@@ -108,8 +116,9 @@ def test_the_probe_prices_a_unit_from_its_listing_and_the_target_round_trip() ->
     probe.folders += [0.05, 0.1, 0.3]
     probe.target_round_trips += [0.02, 0.01, 0.03]
     rates = probe.rates()
-    assert rates == Rates(pytest.approx(0.4), pytest.approx(0.1 + UNIT_ROUND_TRIPS * 0.01
-                                                            + UNIT_LOCAL_SECONDS),
+    assert rates == Rates(pytest.approx(0.4), pytest.approx(0.1 + UNIT_LOCAL_SECONDS),
+                          pytest.approx(COPYING_UNIT_ROUND_TRIPS * 0.01
+                                        + COPYING_UNIT_LOCAL_SECONDS),
                           DEFAULT_RATES.per_item, DEFAULT_RATES.bytes_per_second)
     assert Probe().rates() is None
 
@@ -118,9 +127,10 @@ def test_an_estimate_per_user_and_in_all_with_its_basis() -> None:
     works = [PrincipalWork("alice@ville.fr", "alice", [(100, 5_000_000), (0, 0)]),
              PrincipalWork("bob@ville.fr", "bob", [])]
     found = estimate(works, RATES, LANES, {"kind": "probe", "principals": 2}, efficiency=2.0)
-    alice = 0.5 + max((0.2 + 0.2 + 1.0 + 0.2) / 2, 1.4)
+    # alice's units: 0.05 + 0.15 + 0.2 + 1.0 = 1.4 s, and 0.05 s for the empty one.
+    alice = 0.5 + max((1.4 + 0.05) / 2, 1.4)
     assert found.schedule.principals == pytest.approx([alice, 0.5])
-    # Both users' work (2.6 s) over 4 lanes is less than alice alone.
+    # Both users' work (2.45 s) over 4 lanes is less than alice alone.
     assert found.seconds == pytest.approx(alice * 2.0)
     document = found.document()
     assert document["principals"][0] == {"principal": "alice@ville.fr", "target": "alice",
@@ -172,14 +182,17 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     assert 0 < basis["target_round_trip_seconds"] < 1 and 0 < basis["principal_seconds"] < 5
     rates = found["rates"]
     assert rates["per_unit_seconds"] == pytest.approx(
-        basis["folder_listing_seconds"] + UNIT_ROUND_TRIPS * basis["target_round_trip_seconds"]
-        + UNIT_LOCAL_SECONDS, abs=1e-3)
+        basis["folder_listing_seconds"] + UNIT_LOCAL_SECONDS, abs=1e-3)
+    assert rates["per_copying_unit_seconds"] == pytest.approx(
+        COPYING_UNIT_ROUND_TRIPS * basis["target_round_trip_seconds"]
+        + COPYING_UNIT_LOCAL_SECONDS, abs=1e-3)
     assert found["lanes"] == {"workers": 3, "account_slots": 2}
     [alice] = found["principals"]
     assert (alice["units"], alice["items"], alice["bytes"]) == (
         len(copied), plan["summary"]["to_copy"], plan["summary"]["to_copy_bytes"])
-    unit_seconds = [rates["per_unit_seconds"] + rates["per_item_seconds"] * e["to_copy"]
-                    + e["to_copy_bytes"] / rates["bytes_per_second"] for e in copied]
+    unit_seconds = [rates["per_unit_seconds"] + (e["to_copy"] > 0) * (
+        rates["per_copying_unit_seconds"] + rates["per_item_seconds"] * e["to_copy"]
+        + e["to_copy_bytes"] / rates["bytes_per_second"]) for e in copied]
     expected = rates["per_principal_seconds"] + max(sum(unit_seconds) / 2, max(unit_seconds))
     assert found["seconds"] == pytest.approx(expected, abs=0.1)
     assert plan["summary"]["estimated_seconds"] == found["seconds"]
