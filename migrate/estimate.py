@@ -67,7 +67,7 @@ spool, its threads' turns): what those units cost on loopback, 2026-12-05."""
 
 @dataclass(frozen=True)
 class Rates:
-    """The model's four rates, in seconds (and bytes per second)."""
+    """The model's five rates, in seconds (and bytes per second)."""
 
     per_principal: float
     per_unit: float
