@@ -51,6 +51,7 @@ from bench.shaped_corpus import (
     shaped_folders,
     user_folders,
 )
+from migrate.ledger import Ledger
 from tests.dovecot import Dovecot, start_dovecot
 
 SOURCE_SECRET, TARGET_SECRET = "source-secret", "target-secret"
@@ -185,12 +186,42 @@ def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tupl
     return launcher.run_child(command, env, Path.cwd(), work / "tool.log", timeout)
 
 
+ESTIMATES: list[dict[str, object]] = []
+"""``bascule plan``'s estimates against the runs they estimate: before the first run (from
+its probe), and before a second run with nothing new (from the first run's timings)."""
+
+
 def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
             accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
-    """``bascule run`` with the batch defaults and one users-table line per account."""
+    """``bascule run`` with the batch defaults and one users-table line per account, with a
+    ``bascule plan`` (not timed) before it; then a plan and a run again, with nothing new,
+    for the estimate from history. The first run is what is measured."""
     command, env = bascule_command(source, target, list(accounts.pairs), work,
                                    secrets=(SOURCE_SECRET, TARGET_SECRET))
-    return launcher.run_child(command, env, work, work / "tool.log", timeout)
+    plan_command = [*command[:-2], "plan", command[-1]]
+    children = []
+    for label, suffix in (("first", ""), ("again", "-again")):
+        launcher.run_child(plan_command, env, work, work / f"plan{suffix}.log", timeout)
+        child = launcher.run_child(command, env, work, work / f"tool{suffix}.log", timeout)
+        children.append(child)
+        estimate = json.loads((work / "work" / "plan-latest.json").read_text(
+            encoding="utf-8"))["estimate"]
+        ledger = Ledger.in_folder(work / "work")
+        run = ledger.last_run("run")
+        ledger.close()
+        # The estimate is of the run as the ledger times it; the command's own start (the
+        # interpreter, the ledger's check, the source's sign-in check) comes on top.
+        window = (run["ended_at"] - run["started_at"]).total_seconds() if run else 0.0
+        ESTIMATES.append({"run": f"{work.name}-{label}", "estimate_seconds": estimate["seconds"],
+                          "run_seconds": round(child["seconds"], 1),
+                          "ledger_run_seconds": round(window, 1),
+                          "ratio": round(estimate["seconds"] / child["seconds"], 2),
+                          "basis": estimate["basis"], "rates": estimate["rates"]})
+        print(f"{work.name} {label}: plan estimated {estimate['seconds']:.1f} s "
+              f"({estimate['basis']['kind']}), the run took {child['seconds']:.1f} s "
+              f"({window:.1f} s in the ledger): estimate / actual = "
+              f"{ESTIMATES[-1]['ratio']:.2f}", flush=True)
+    return children[0]
 
 
 def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: Dovecot,
@@ -327,6 +358,7 @@ def main() -> None:
         "lanes": LANES,
         "multiappend_batch": {"messages": BATCH_MESSAGES, "bytes": BATCH_BYTES},
         "runs": [asdict(m) | {"msgs_per_s": m.msgs_per_s} for m in measures],
+        "plan_estimates": ESTIMATES,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print()

@@ -21,6 +21,7 @@ from typing import Any
 from connectors.base import BasculeError, ConnectError
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
 from migrate.batch import MAIL, Batch, batch_warnings
+from migrate.estimate import Lanes, PrincipalWork, estimate_plan
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
 from migrate.mail import UnitProgress, UnitResult, path_of, shown
@@ -265,11 +266,14 @@ class Engine:
 
     # plan
     def plan(self) -> Outcome:
+        """What a run would do, and how long it would take (``migrate.estimate``: from the
+        ledger's last runs, else from what this plan timed of its own round trips)."""
         known: dict[tuple[str, str], dict[str, Unit]] = defaultdict(dict)
         for unit in self.ledger.all_units():
             known[(unit.principal, unit.workload)][unit.container] = unit
         report = PlanReport(self._needs_target() + self._unmapped() + self._source_refusal(),
                             list(self.notices))
+        works: dict[str, PrincipalWork] = {}
         for workload in self.batch.workloads:
             for user in self._principals(workload):
                 if self.stop.is_set():
@@ -282,6 +286,12 @@ class Engine:
                     report.refused(user, text_of(error))
                     continue
                 report.add(rows, said)
+                work = works.setdefault(user.source, PrincipalWork(user.source, user.target))
+                work.units += [(row["to_copy"], row["to_copy_bytes"]) for row in rows
+                               if "to_copy_bytes" in row]
+        estimate = estimate_plan(self.ledger, self.bench.probe, list(works.values()),
+                                 Lanes(self.batch.run.workers, self.bench.account_slots()))
+        report.estimated(estimate.document(), estimate.basis_text())
         users = len(self.users)
         json_path, csv_path = self._write(
             "plan", report.document(self.batch.name, users, self.stopped), report.rows)

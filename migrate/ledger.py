@@ -31,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
@@ -113,6 +114,24 @@ items = Table(
     Column("updated_at", DateTime(timezone=True)),
 )
 
+timings = Table(
+    "timings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False, index=True),
+    Column("principal", String(320), nullable=False),
+    Column("workload", String(20), nullable=False),
+    # A unit's container, or "" for the principal's own step (signing in on both sides and
+    # deciding its units), which a run pays once per principal before its first unit.
+    Column("container", Text, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("items", Integer, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+)
+"""How long each step of a run took and what it moved: what ``plan`` estimates the next
+run's duration from (``migrate.estimate``). A table of its own, not columns of ``units``:
+a unit runs once per run, and the estimate reads several runs."""
+
 INFLIGHT, DONE, FAILED, UNCONFIRMED = "inflight", "done", "failed", "unconfirmed"
 UNSETTLED = (INFLIGHT, UNCONFIRMED)
 """Items that may be on the target without the ledger knowing where."""
@@ -153,6 +172,27 @@ class Unit:
     spec: dict[str, Any] | None = None
     chain: str | None = None
     planned_run: int | None = None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One step of a run: a unit (``container``) or a principal's own step (``""``)."""
+
+    principal: str
+    workload: str
+    container: str
+    seconds: float
+    items: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    """A run that ended by itself: its wall time and the timings of its steps."""
+
+    run_id: int
+    seconds: float
+    steps: list[Timing]
 
 
 @dataclass(frozen=True)
@@ -318,6 +358,35 @@ class Ledger:
                 select(runs).where(runs.c.command == command).order_by(runs.c.id.desc()).limit(1)
             ).first()
             return dict(row._mapping) if row else None
+
+    def record_timing(self, run_id: int, principal: str, workload: str, container: str,
+                      seconds: float, items: int = 0, size: int = 0) -> None:
+        """How long a step of run ``run_id`` took and what it moved (``container`` "" for
+        the principal's own step)."""
+        with self._writing() as db:
+            db.execute(insert(timings).values(
+                run_id=run_id, principal=principal, workload=workload, container=container,
+                seconds=seconds, items=items, bytes=size))
+
+    def timed_runs(self, limit: int) -> list[TimedRun]:
+        """The last ``limit`` runs that ended by themselves (``done`` or ``failed``, not
+        stopped or interrupted part way) and have timings, newest first."""
+        with self._reading() as db:
+            rows = db.execute(
+                select(runs.c.id, runs.c.started_at, runs.c.ended_at)
+                .where((runs.c.command == "run") & runs.c.status.in_(("done", "failed"))
+                       & runs.c.ended_at.is_not(None)
+                       & runs.c.id.in_(select(timings.c.run_id).distinct()))
+                .order_by(runs.c.id.desc()).limit(limit)).all()
+            found = []
+            for run_id, started, ended in rows:
+                steps = db.execute(
+                    select(timings.c.principal, timings.c.workload, timings.c.container,
+                           timings.c.seconds, timings.c["items"], timings.c.bytes)
+                    .where(timings.c.run_id == run_id).order_by(timings.c.id)).all()
+                found.append(TimedRun(run_id, (ended - started).total_seconds(),
+                                      [Timing(*step) for step in steps]))
+        return found
 
     # units
     def unit(self, principal: str, workload: str, container: str) -> Unit:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -30,6 +31,7 @@ from migrate.batch import MAIL, Batch, load_batch
 from migrate.compare import FolderCheck, compare_folder
 from migrate.documents import DocumentUnit, plan_documents, verify_documents
 from migrate.endpoints import Connectors
+from migrate.estimate import Probe
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.mail import (
     Brakes,
@@ -96,6 +98,8 @@ class Bench:
         )
         self.stop = stop or threading.Event()
         self.full: dict[str, threading.Event] = defaultdict(threading.Event)
+        self.probe = Probe()
+        """What ``plan`` times of its round trips, for its estimate when no run has."""
         self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
         self._idle_lock = threading.Lock()
 
@@ -118,6 +122,11 @@ class Bench:
         if user is None:
             raise BasculeError(code="unit_principal_unknown", params={"principal": principal})
         return user
+
+    def account_slots(self) -> int:
+        """Units of one account that may run at once, whatever their workload: the smaller
+        of both ends' limits over the batch's workloads."""
+        return min(self.connectors.account_slots(w) for w in self.batch.workloads)
 
     def target_size_limit(self) -> int | None:
         sink = self.connectors.sink(MAIL)
@@ -209,8 +218,12 @@ class MailRunner:
              totals: dict[str, int]) -> tuple[list[dict[str, Any]], list[Text]]:
         rows: list[dict[str, Any]] = []
         warnings: list[Text] = []
+        started = time.monotonic()
         with bench.endpoints(user) as (source, sink):
             folders = decide_folders(source, bench.rules, sink.capabilities)
+            # What a run pays for this principal before its first unit: both sign-ins and
+            # the folder listings.
+            bench.probe.principal(user.source, time.monotonic() - started)
             limit = size_limit(sink.capabilities.max_item_size, bench.target_size_limit())
             if not bench.connectors.sink_capabilities(MAIL).keeps_internal_date_offset:
                 warnings.append(Text.of("internal_date_offset_lost"))
@@ -299,11 +312,16 @@ class DocumentRunner:
     def plan(self, bench: Bench, user: UserMapping, workload: str, known: dict[str, Unit],
              totals: dict[str, int]) -> tuple[list[dict[str, Any]], list[Text]]:
         rows = []
+        started = time.monotonic()
         with bench.document_source(user, workload) as source:
-            for container in source.document_containers(workload):
+            containers = source.document_containers(workload)
+            bench.probe.principal(user.source, time.monotonic() - started)
+            for container in containers:
                 unit = known.get(container_key(container.path))
                 records = bench.ledger.items_of(unit.id) if unit else {}
-                items, size, to_copy, to_copy_size = plan_documents(source, container, records)
+                with bench.probe.timing(bench.probe.folders):
+                    items, size, to_copy, to_copy_size = plan_documents(source, container,
+                                                                        records)
                 rows.append(container_row(
                     totals, {"principal": user.source, "target": user.target,
                              **_document_names(user, workload, container.path)},
@@ -383,29 +401,35 @@ RUNNERS: dict[str, WorkloadRunner] = {
 
 def plan_units(bench: Bench, user: UserMapping, workload: str, run_id: int
                ) -> tuple[list[Unit], Planned]:
-    """Decide the principal's units of a workload and write them to the ledger."""
+    """Decide the principal's units of a workload and write them to the ledger; how long
+    that took is the principal's own step in the run's timings."""
+    started = time.monotonic()
     planned = RUNNERS[workload].units(bench, user, workload)
     source_type = bench.batch.source.type
     target = bench.batch.target_of(workload)
-    # One account's units share its slots whatever their workload: the smaller of both
-    # ends' limits over the batch's workloads.
-    slots = min(bench.connectors.account_slots(w) for w in bench.batch.workloads)
-    limits = {"account": user.source, "slots": slots}
+    limits = {"account": user.source, "slots": bench.account_slots()}
     rows = [bench.ledger.plan_unit(user.source, workload, p.container, run_id=run_id,
                                    target=user.target, source_type=source_type,
                                    sink_type=target.type if target is not None else None,
                                    spec={**p.spec, "limits": limits}, chain=p.chain)
             for p in planned.units]
+    bench.ledger.record_timing(run_id, user.source, workload, "", time.monotonic() - started)
     return rows, planned
 
 
 def execute_unit(bench: Bench, unit: Unit, progress: UnitProgress | None,
                  result: UnitResult) -> None:
     """Run one planned unit with what the bench holds; raises what the unit raised (its
-    failure is recorded in the ledger first)."""
+    failure is recorded in the ledger first). A unit that ends by itself records how long
+    it took and what it copied, for the next plan's estimate."""
     user = bench.user(unit.principal)
     bench.ledger.update_unit(unit.id, last_run=unit.planned_run)
+    started = time.monotonic()
     RUNNERS[unit.workload].run(bench, user, unit, progress, result)
+    if unit.planned_run is not None and not result.interrupted:
+        bench.ledger.record_timing(unit.planned_run, unit.principal, unit.workload,
+                                   unit.container, time.monotonic() - started,
+                                   result.copied, result.copied_bytes)
 
 
 def run_unit(batch_file: Path, unit_id: int, progress: UnitProgress | None = None
@@ -446,7 +470,8 @@ def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, container: C
     unit = known.get(container_key(decision.source))
     records = bench.ledger.items_of(unit.id) if unit else {}
     plan = FolderPlan(container, decision)
-    plan_folder(source, plan, records, limit)
+    with bench.probe.timing(bench.probe.folders):
+        plan_folder(source, plan, records, limit)
     rows = [container_row(totals, base, action, reasons, messages=plan.messages,
                           size=plan.bytes, to_copy=plan.to_copy,
                           to_copy_bytes=plan.to_copy_bytes)]
@@ -465,7 +490,9 @@ def _unknown_on_target(bench: Bench, user: UserMapping, sink: MailSink,
             native = sink.native_name(target)
         except ContainerRefused:
             continue
-        unknown = sink.count(native) - bench.ledger.claimed_count(user.source, native)
+        with bench.probe.timing(bench.probe.target_round_trips):
+            stored = sink.count(native)
+        unknown = stored - bench.ledger.claimed_count(user.source, native)
         if unknown > 0:
             rows.append(target_not_empty_row(user, shown(target), unknown))
     return rows

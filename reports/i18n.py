@@ -17,7 +17,8 @@ compiled in memory into Python's ``gettext``, which picks plural forms by the
 
 Placeholders are ``str.format`` fields. An entry with a plural (``msgid_plural``) chooses
 its form by the ``count`` parameter, which is written the language's way (``1,234`` /
-``1 234``); a ``Size`` is written by ``format_size``; a ``Text`` given as a parameter is
+``1 234``); a ``Size`` is written by ``format_size``, a ``Duration`` by
+``format_duration``; a ``Text`` given as a parameter is
 rendered in the same language as the sentence that holds it. Other values are written as
 they are: a line number, a PID, a path.
 """
@@ -70,6 +71,32 @@ def format_size(size: int, lang: str) -> str:
         if round(value, 1) < 1000:
             break
     return format_unit(round(value, 1), unit, length="short", format="#,##0.#", locale=lang)
+
+
+class Duration(float):
+    """A number of seconds, written with ``format_duration`` in the language of the
+    sentence."""
+
+    __slots__ = ()
+
+
+def format_duration(seconds: float, lang: str) -> str:
+    """An estimated duration as a person reads it, to the precision an estimate has:
+    seconds below a minute (``45 sec`` / ``45 s``), whole minutes below an hour
+    (``4 min``), then hours and minutes to five minutes (``2 hr 35 min`` / ``2 h 35 min``).
+    CLDR's short units, as clocks and timers write them."""
+    if seconds < 59.5:
+        return format_unit(max(1, round(seconds)), "duration-second", length="short",
+                           locale=lang)
+    if seconds < 3600 - 30:
+        return format_unit(round(seconds / 60), "duration-minute", length="short",
+                           locale=lang)
+    minutes = round(seconds / 300) * 5
+    hours, minutes = divmod(minutes, 60)
+    parts = [format_unit(hours, "duration-hour", length="short", locale=lang)]
+    if minutes:
+        parts.append(format_unit(minutes, "duration-minute", length="short", locale=lang))
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -125,6 +152,8 @@ class _Sentence(string.Formatter):
             value = value.render(self.lang)
         elif isinstance(value, Size):
             value = format_size(value, self.lang)
+        elif isinstance(value, Duration):
+            value = format_duration(value, self.lang)
         return super().format_field(value, format_spec)
 
 

@@ -1,12 +1,12 @@
 """The plan's report: what a run would copy, rename and skip, principal by principal, what
-stands in the way, and the totals its summary counts."""
+stands in the way, how long it would take, and the totals its summary counts."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from reports.files import message_columns
-from reports.i18n import Size, Text
+from reports.i18n import Duration, Size, Text
 from reports.rows import Principal, ending, error_row, joined, problem_rows
 
 
@@ -20,6 +20,8 @@ class PlanReport:
         self.warnings = warnings
         self.rows = problem_rows(errors)
         self.totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
+        self.estimate: dict[str, Any] = {}
+        self.estimate_text: Text | None = None
 
     def add(self, rows: list[dict[str, Any]], warnings: list[Text]) -> None:
         """What a workload's runner planned for a principal."""
@@ -31,18 +33,37 @@ class PlanReport:
         self.errors.append(text)
         self.rows.append(error_row(user, text))
 
+    def estimated(self, document: dict[str, Any], basis: Text) -> None:
+        """The run's estimated duration (``migrate.estimate.Estimate.document``) and what
+        it is based on: a row per principal, and the summary's line."""
+        self.estimate = document
+        self.estimate_text = Text.of("estimate", duration=Duration(document["seconds"]),
+                                     basis=basis)
+        self.rows.extend(
+            {"principal": p["principal"], "target": p["target"], "action": "estimate",
+             "messages": p["items"], "bytes": p["bytes"],
+             **message_columns(Text.of("estimate_principal", duration=Duration(p["seconds"]),
+                                       count=p["units"]))}
+            for p in document["principals"])
+
     def distinct_warnings(self) -> list[Text]:
         """Each warning once, however many principals gave it."""
         return list({(w.code, w.en): w for w in self.warnings}.values())
 
-    def summary(self, users: int) -> dict[str, int]:
+    def summary(self, users: int) -> dict[str, Any]:
+        """The totals, and the estimate's seconds and sentence (as ``summary_text`` says
+        it)."""
         return {**self.totals, "errors": len(self.errors),
-                "warnings": len(self.distinct_warnings()), "users": users}
+                "warnings": len(self.distinct_warnings()), "users": users,
+                "estimated_seconds": self.estimate.get("seconds"),
+                **({"estimate": message_columns(self.estimate_text)}
+                   if self.estimate_text else {})}
 
     def document(self, batch: str, users: int, stopped: Text | None) -> dict[str, Any]:
         """The report's document: the batch, the summary, how it ended if early, its errors
         and warnings."""
         return {"batch": batch, "summary": self.summary(users), **ending(stopped),
+                "estimate": self.estimate,
                 "errors": [message_columns(e) for e in self.errors],
                 "warnings": [message_columns(w) for w in self.distinct_warnings()]}
 
@@ -56,7 +77,7 @@ def container_row(totals: dict[str, int], base: dict[str, Any], action: str,
                        ("to_copy", to_copy), ("to_copy_bytes", to_copy_bytes)):
         totals[key] += value
     return {**base, "action": action, "messages": messages, "bytes": size, "to_copy": to_copy,
-            **joined(reasons)}
+            "to_copy_bytes": to_copy_bytes, **joined(reasons)}
 
 
 def too_big_row(base: dict[str, Any], source_id: str, size: int, limit: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ def summary_text(command: str, s: dict[str, Any]) -> Text:
     if command == "plan":
         return Text.of("cli_plan_summary", folders=Text.of("count_folders", count=s["units"]),
                        messages=Text.of("count_messages", count=s["to_copy"]),
-                       size=Size(s["to_copy_bytes"]),
+                       size=Size(s["to_copy_bytes"]), estimate=_estimate(s),
                        errors=Text.of("count_blocking_errors", count=s["errors"]),
                        warnings=Text.of("count_warnings", count=s["warnings"]))
     if command == "audit":
@@ -37,6 +37,12 @@ def summary_text(command: str, s: dict[str, Any]) -> Text:
         return _run_summary(s["copied"], 0, s["failed_items"], 0)
     return _run_summary(s["copied"], s["flag_updates"], s["failed"] + s["units_failed"],
                         s["skipped"])
+
+
+def _estimate(s: dict[str, Any]) -> Text:
+    """The plan's estimate as its report wrote it (``PlanReport.estimated``)."""
+    written = s["estimate"]
+    return Text.both(written["code"], written["message_en"], written["message_fr"])
 
 
 def _run_summary(copied: int, flag_updates: int, failed: int, skipped: int) -> Text:

@@ -12,7 +12,7 @@ from migrate.compare import Finding, FolderCheck
 from migrate.ledger import ItemRecord, Unit
 from migrate.mail import UnitResult
 from reports.audit import AuditReport
-from reports.i18n import Text
+from reports.i18n import Duration, Text
 from reports.plan import PlanReport, container_row, target_not_empty_row, too_big_row
 from reports.rows import decided, note_rows, refusal_text, skip_row
 from reports.run import RunReport
@@ -172,17 +172,30 @@ def test_a_plan_opens_with_what_blocks_the_batch_and_counts_each_warning_once() 
     report.add(rows, [Text.of("internal_date_offset_lost")])
     report.add([], [Text.of("internal_date_offset_lost")])
     report.refused(ALICE, Text.of("unreachable", detail="refused"))
+    estimate = {"seconds": 5400.0, "basis": {"kind": "history", "runs": [4, 3]},
+                "principals": [{"principal": "alice@ville.fr", "target": "alice", "units": 1,
+                                "items": 2, "bytes": 2000, "seconds": 95.0}]}
+    report.estimated(estimate, Text.of("estimate_from_history", count=2))
 
     assert [(r["principal"], r["action"]) for r in report.rows] == [
         ("", "error"), ("alice@ville.fr", "copy"), ("alice@ville.fr", "too_big"),
-        ("alice@ville.fr", "note"), ("alice@ville.fr", "error")]
+        ("alice@ville.fr", "note"), ("alice@ville.fr", "error"), ("alice@ville.fr", "estimate")]
+    assert report.rows[5]["messages"] == 2 and report.rows[5]["bytes"] == 2000
+    assert report.rows[5]["message_en"] == "about 2 min for this user run alone"
+    assert report.rows[5]["message_fr"] == "environ 2\xa0min pour cet utilisateur seul"
     assert "code" not in report.rows[1]
     assert report.rows[2]["message_fr"] == "plus gros que ce que la cible accepte (1\u202fMo)"
     assert ": 1 message the ledger does not know of" in report.rows[3]["message_en"]
     summary = report.summary(users=2)
     assert summary == {"units": 1, "messages": 3, "bytes": 3000, "to_copy": 2,
-                       "to_copy_bytes": 2000, "errors": 2, "warnings": 2, "users": 2}
+                       "to_copy_bytes": 2000, "errors": 2, "warnings": 2, "users": 2,
+                       "estimated_seconds": 5400.0, "estimate": {
+                           "code": "estimate",
+                           "message_en": "about 1 hr 30 min (estimate from the last 2 runs)",
+                           "message_fr": "environ 1\u202fh 30\xa0min (estimation d'après les 2 "
+                                         "dernières exécutions)"}}
     document = report.document("ville", 2, None)
+    assert document["estimate"] == estimate
     assert document["summary"] == summary and "stopped" not in document
     assert [w["code"] for w in document["warnings"]] == [
         "dead_run_closed", "internal_date_offset_lost"]
@@ -248,7 +261,12 @@ def test_each_summary_counts_each_thing_in_its_language() -> None:
                          "source, 0 flag differences, 2 date differences")
     assert verify.fr == ("1 vérifié, 2 écarts : 1 manquant, 0 en double, 1 absent de la "
                          "source, 0 écart de drapeaux, 2 écarts de date")
+    probed = Text.of("estimate", duration=Duration(44.6),
+                     basis=Text.of("estimate_from_probe", count=1))
     plan = summary_text("plan", {"units": 2, "to_copy": 1, "to_copy_bytes": 0, "errors": 1,
-                                 "warnings": 0})
-    assert plan.fr == ("2 dossiers, 1 message, 0\xa0octet à copier ; 1 erreur bloquante, "
-                       "0 avertissement")
+                                 "warnings": 0, "estimate": {"code": "estimate",
+                                                             "message_en": probed.en,
+                                                             "message_fr": probed.fr}})
+    assert plan.fr == ("2 dossiers, 1 message, 0\xa0octet à copier, environ 45\u202fs "
+                       "(estimation d'après une mesure des deux serveurs pour 1 utilisateur, "
+                       "aux débits de copie par défaut) ; 1 erreur bloquante, 0 avertissement")

@@ -1,0 +1,343 @@
+"""How long a run will take: the model of its duration, its rates measured from the
+ledger's last runs or from what the plan itself timed, and the estimate for a plan.
+
+The model. A run pays, for each principal, one step of its own (signing in on both sides,
+listing and deciding its folders), then for each unit (one container) a fixed cost (its
+listing, its checkpoints in the ledger) and, when it copies anything, a fixed cost more
+(its target folder found or made and opened, the last writes answered), a cost per item,
+and the time its bytes take at some throughput::
+
+    principal = per_principal
+    unit      = per_unit                     nothing to copy (a delta pass, an empty folder)
+              + per_copying_unit + per_item * items + bytes / bytes_per_second
+
+Units run ``workers`` at a time in all and ``account_slots`` at a time per principal (the
+smaller of both ends' limits). A principal alone takes its own step then its units over its
+slots (never less than its longest unit); the batch takes all the work over the lanes it can
+fill, and never less than its longest principal. That is a lower bound of what a scheduler
+achieves: the history says how far above it past runs ended (``efficiency``).
+
+The rates come from, in this order:
+
+- **history**: the timings the last runs recorded (``Ledger.timed_runs``), each unit's
+  seconds against what it copied, fitted by least squares with no negative rate, and the
+  principals' own steps averaged; ``efficiency`` is the runs' wall time over what the model
+  gives for their own timings;
+- **probe**: what ``plan`` timed of the round trips it makes anyway: a principal's sign-in
+  and folder listing, each folder's listing at the source, a count at the target. A unit's
+  fixed cost is its source listing plus ``UNIT_LOCAL_SECONDS``; one that copies adds
+  ``COPYING_UNIT_ROUND_TRIPS`` round trips (timed at the target) and
+  ``COPYING_UNIT_LOCAL_SECONDS``; the plan copies nothing, so the cost per item and the
+  throughput are defaults (``DEFAULT_RATES``), stated as such in the basis;
+- **defaults** alone when nothing could be timed (every principal refused).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from migrate.ledger import Ledger, TimedRun
+from reports.i18n import Text
+
+HISTORY_RUNS = 3
+"""Past runs the rates are fitted from: the last ones, closest to what the next will meet."""
+
+UNIT_LOCAL_SECONDS = 0.01
+"""Seconds any unit spends on this machine whatever the network (its ledger commits, each
+written to disk before the next step): what the units of ``bench.shaped`` with nothing to
+copy took on loopback, 2026-12-05."""
+
+COPYING_UNIT_ROUND_TRIPS = 13
+"""Round trips a unit that copies waits for beyond its source listing (its target folder
+found or made, the count telling whether to look for copies there, the folder opened for
+writing, the bodies asked for, each batch of writes answered): what the copying units of
+``bench.shaped``'s real-shaped mailbox took over a 20 ms round trip beyond their loopback
+time, 2026-12-05 (0.54 s a unit, of which 0.11 s of listing)."""
+
+COPYING_UNIT_LOCAL_SECONDS = 0.1
+"""Seconds a unit that copies spends on this machine beyond its items (more commits, its
+spool, its threads' turns): what those units cost on loopback, 2026-12-05."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The model's five rates, in seconds (and bytes per second)."""
+
+    per_principal: float
+    per_unit: float
+    per_copying_unit: float
+    per_item: float
+    bytes_per_second: float | None
+    """``None`` when the bytes did not show in the times measured (they cost nothing
+    beyond the per-item cost)."""
+
+    def unit_seconds(self, items: int, size: int) -> float:
+        moved = size / self.bytes_per_second if self.bytes_per_second else 0.0
+        if not items:
+            return self.per_unit
+        return self.per_unit + self.per_copying_unit + self.per_item * items + moved
+
+    def document(self) -> dict[str, float | None]:
+        return {"per_principal_seconds": round(self.per_principal, 4),
+                "per_unit_seconds": round(self.per_unit, 4),
+                "per_copying_unit_seconds": round(self.per_copying_unit, 4),
+                "per_item_seconds": round(self.per_item, 5),
+                "bytes_per_second": (round(self.bytes_per_second)
+                                     if self.bytes_per_second else None)}
+
+
+DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.1, per_copying_unit=0.5,
+                      per_item=0.0005, bytes_per_second=25_000_000)
+"""Used for what nothing measured. The cost per item and the throughput are what the units
+of ``bench.shaped`` showed on loopback, 2026-12-05 (0.3 ms an item, 26 MB/s, fitted as
+``fit_history`` does), rounded to the slow side; a principal's step and a unit's fixed
+costs, which the probe measures when it can, are what that benchmark showed over a 20 ms
+round trip (0.34 s; 0.1 s a unit, 0.4 s more for one that copies), rounded up."""
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """How many units run at once: ``workers`` in all, ``account_slots`` per principal."""
+
+    workers: int
+    account_slots: int
+
+    @property
+    def per_principal(self) -> int:
+        return max(1, min(self.workers, self.account_slots))
+
+    def for_batch(self, principals: int) -> int:
+        return max(1, min(self.workers, principals * self.account_slots))
+
+
+@dataclass
+class PrincipalWork:
+    """What a run would do for one principal: ``units`` holds (items, bytes) to copy per
+    container, over all its workloads."""
+
+    principal: str
+    target: str
+    units: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Seconds per principal (alone) and for the batch, as the model schedules them."""
+
+    principals: list[float]
+    total: float
+
+
+def schedule(steps: Sequence[tuple[float, Sequence[float]]], lanes: Lanes) -> Schedule:
+    """``steps`` holds, per principal, its own step's seconds and its units' seconds."""
+    alone = [own + max(sum(units) / lanes.per_principal, max(units, default=0.0))
+             for own, units in steps]
+    work = sum(own + sum(units) for own, units in steps)
+    total = max(work / lanes.for_batch(len(steps)), max(alone, default=0.0))
+    return Schedule(alone, total)
+
+
+@dataclass
+class Probe:
+    """What ``plan`` timed of the round trips it makes anyway, in seconds: each principal's
+    sign-in on both sides and folder listing, each folder's listing at the source, each
+    count at the target. A principal's step and a unit's listing are their medians; the
+    target's round trip is its quickest count."""
+
+    principals: dict[str, float] = field(default_factory=dict)
+    """Seconds per principal, over its workloads."""
+    folders: list[float] = field(default_factory=list)
+    target_round_trips: list[float] = field(default_factory=list)
+
+    def principal(self, name: str, seconds: float) -> None:
+        self.principals[name] = self.principals.get(name, 0.0) + seconds
+
+    @contextmanager
+    def timing(self, into: list[float]) -> Iterator[None]:
+        """Time the block into one of the lists above (not when it raises)."""
+        started = time.monotonic()
+        yield
+        into.append(time.monotonic() - started)
+
+    def rates(self) -> Rates | None:
+        if not self.principals:
+            return None
+        listing = statistics.median(self.folders) if self.folders else 0.0
+        # A count takes one round trip or a few (a folder that exists may need more than
+        # one that does not): the quickest is the closest to one round trip.
+        round_trip = min(self.target_round_trips, default=0.0)
+        return Rates(per_principal=statistics.median(self.principals.values()),
+                     per_unit=listing + UNIT_LOCAL_SECONDS,
+                     per_copying_unit=(COPYING_UNIT_ROUND_TRIPS * round_trip
+                                       + COPYING_UNIT_LOCAL_SECONDS),
+                     per_item=DEFAULT_RATES.per_item,
+                     bytes_per_second=DEFAULT_RATES.bytes_per_second)
+
+    def basis(self) -> dict[str, Any]:
+        def median(values: list[float]) -> float | None:
+            return round(statistics.median(values), 4) if values else None
+
+        return {"kind": "probe", "principals": len(self.principals),
+                "folders": len(self.folders),
+                "target_round_trips": len(self.target_round_trips),
+                "principal_seconds": median(list(self.principals.values())),
+                "folder_listing_seconds": median(self.folders),
+                "target_round_trip_seconds": (round(min(self.target_round_trips), 4)
+                                              if self.target_round_trips else None),
+                "unit_local_seconds": UNIT_LOCAL_SECONDS,
+                "copying_unit_round_trips": COPYING_UNIT_ROUND_TRIPS,
+                "copying_unit_local_seconds": COPYING_UNIT_LOCAL_SECONDS,
+                "defaults": ["per_item_seconds", "bytes_per_second"]}
+
+
+@dataclass(frozen=True)
+class History:
+    """Rates fitted from past runs, and how far above the model those runs ended."""
+
+    rates: Rates
+    efficiency: float
+    runs: list[TimedRun]
+    defaults: list[str]
+    """The rates the runs could not show (nothing copied), taken from ``DEFAULT_RATES``."""
+
+    def basis(self) -> dict[str, Any]:
+        units = [s for run in self.runs for s in run.steps if s.container]
+        return {"kind": "history", "runs": [run.run_id for run in self.runs],
+                "run_seconds": [round(run.seconds, 2) for run in self.runs],
+                "units": len(units), "items": sum(s.items for s in units),
+                "bytes": sum(s.bytes for s in units),
+                "efficiency": round(self.efficiency, 3), "defaults": self.defaults}
+
+
+def fit_history(runs: list[TimedRun], lanes: Lanes) -> History | None:
+    """The rates that best explain the runs' timings, or ``None`` when they timed no unit."""
+    units = [s for run in runs for s in run.steps if s.container]
+    if not units:
+        return None
+    own = [seconds for run in runs for seconds, _ in _measured_steps(run)]
+    per_unit, per_copying_unit, per_item, per_byte = _fit_units(
+        [(1.0, float(s.items > 0), float(s.items), float(s.bytes)) for s in units],
+        [s.seconds for s in units])
+    defaults = []
+    if not any(s.items for s in units):
+        per_copying_unit, per_item = DEFAULT_RATES.per_copying_unit, DEFAULT_RATES.per_item
+        per_byte = 1 / DEFAULT_RATES.bytes_per_second
+        defaults = ["per_copying_unit_seconds", "per_item_seconds", "bytes_per_second"]
+    rates = Rates(per_principal=statistics.fmean(own) if own else 0.0, per_unit=per_unit,
+                  per_copying_unit=per_copying_unit, per_item=per_item,
+                  bytes_per_second=1 / per_byte if per_byte > 0 else None)
+    modelled = sum(schedule(_measured_steps(run), lanes).total for run in runs)
+    wall = sum(run.seconds for run in runs)
+    return History(rates, wall / modelled if modelled > 0 else 1.0, runs, defaults)
+
+
+def _measured_steps(run: TimedRun) -> list[tuple[float, list[float]]]:
+    """A run's own timings per principal, as ``schedule`` takes them."""
+    steps: dict[str, tuple[list[float], list[float]]] = {}
+    for step in run.steps:
+        own, units = steps.setdefault(step.principal, ([], []))
+        (units if step.container else own).append(step.seconds)
+    return [(sum(own), units) for own, units in steps.values()]
+
+
+def _fit_units(rows: list[tuple[float, ...]], seconds: list[float]) -> list[float]:
+    """Least squares of ``seconds`` on the rows' terms (1, copies or not, items, bytes),
+    no coefficient negative: the best of the fits on each subset of the terms whose
+    coefficients all come out non-negative (four terms: fifteen subsets)."""
+    width = len(rows[0])
+    scale = [max((abs(r[k]) for r in rows), default=0.0) or 1.0 for k in range(width)]
+    scaled = [[r[k] / scale[k] for k in range(width)] for r in rows]
+    best: tuple[float, list[float]] | None = None
+    for size in range(width, 0, -1):
+        for terms in combinations(range(width), size):
+            solved = _least_squares([[row[k] for k in terms] for row in scaled], seconds)
+            if solved is None or any(c < 0 for c in solved):
+                continue
+            coefficients = [0.0] * width
+            for k, c in zip(terms, solved):
+                coefficients[k] = c / scale[k]
+            residual = sum((y - sum(c * x for c, x in zip(coefficients, row))) ** 2
+                           for row, y in zip(rows, seconds))
+            if best is None or residual < best[0] - 1e-12:
+                best = (residual, coefficients)
+    return best[1] if best is not None else [0.0] * width
+
+
+def _least_squares(rows: list[list[float]], values: list[float]) -> list[float] | None:
+    """Solve the normal equations by Gaussian elimination; ``None`` when singular."""
+    n = len(rows[0])
+    matrix = [[sum(r[i] * r[j] for r in rows) for j in range(n)]
+              + [sum(r[i] * y for r, y in zip(rows, values))] for i in range(n)]
+    for column in range(n):
+        pivot = max(range(column, n), key=lambda r: abs(matrix[r][column]))
+        if abs(matrix[pivot][column]) < 1e-9:
+            return None
+        matrix[column], matrix[pivot] = matrix[pivot], matrix[column]
+        for row in range(n):
+            if row != column:
+                factor = matrix[row][column] / matrix[column][column]
+                matrix[row] = [a - factor * b for a, b in zip(matrix[row], matrix[column])]
+    return [matrix[i][n] / matrix[i][i] for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A plan's estimated duration: per principal and in all, with its basis."""
+
+    works: list[PrincipalWork]
+    schedule: Schedule
+    rates: Rates
+    lanes: Lanes
+    basis: dict[str, Any]
+
+    @property
+    def seconds(self) -> float:
+        return self.schedule.total
+
+    def basis_text(self) -> Text:
+        """Where the estimate comes from, as a person reads it."""
+        if self.basis["kind"] == "history":
+            return Text.of("estimate_from_history", count=len(self.basis["runs"]))
+        if self.basis["kind"] == "probe":
+            return Text.of("estimate_from_probe", count=self.basis["principals"])
+        return Text.of("estimate_from_defaults")
+
+    def document(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 1), "basis": self.basis,
+                "rates": self.rates.document(),
+                "lanes": {"workers": self.lanes.workers,
+                          "account_slots": self.lanes.account_slots},
+                "principals": [
+                    {"principal": w.principal, "target": w.target, "units": len(w.units),
+                     "items": sum(i for i, _ in w.units), "bytes": sum(b for _, b in w.units),
+                     "seconds": round(s, 1)}
+                    for w, s in zip(self.works, self.schedule.principals)]}
+
+
+def estimate(works: list[PrincipalWork], rates: Rates, lanes: Lanes, basis: dict[str, Any],
+             efficiency: float = 1.0) -> Estimate:
+    """The estimate of a plan's ``works`` at ``rates``; ``efficiency`` scales the batch's
+    total (how far above the model past runs ended), not a principal alone."""
+    planned = schedule([(rates.per_principal, [rates.unit_seconds(i, b) for i, b in w.units])
+                        for w in works], lanes)
+    return Estimate(works, Schedule(planned.principals, planned.total * efficiency), rates,
+                    lanes, basis)
+
+
+def estimate_plan(ledger: Ledger, probe: Probe, works: list[PrincipalWork],
+                  lanes: Lanes) -> Estimate:
+    """The plan's estimate from the ledger's last runs, else from the probe, else from the
+    defaults."""
+    history = fit_history(ledger.timed_runs(HISTORY_RUNS), lanes)
+    if history is not None:
+        return estimate(works, history.rates, lanes, history.basis(), history.efficiency)
+    measured = probe.rates()
+    if measured is not None:
+        return estimate(works, measured, lanes, probe.basis())
+    return estimate(works, DEFAULT_RATES, lanes, {"kind": "defaults"})

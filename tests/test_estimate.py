@@ -1,0 +1,227 @@
+"""The plan's estimate of a run's duration: the model, its fit on past runs, the probe, and,
+end to end against Dovecot, a plan before any run (probe) and after one (history)."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+
+from migrate.estimate import (
+    COPYING_UNIT_LOCAL_SECONDS,
+    COPYING_UNIT_ROUND_TRIPS,
+    DEFAULT_RATES,
+    UNIT_LOCAL_SECONDS,
+    Lanes,
+    PrincipalWork,
+    Probe,
+    Rates,
+    estimate,
+    fit_history,
+    schedule,
+)
+from migrate.ledger import Ledger, TimedRun, Timing
+from tests import mailboxes
+from tests.cli import bascule, report
+from tests.corpus import build_corpus
+from tests.test_engine_imap import batch_file
+
+RATES = Rates(per_principal=0.5, per_unit=0.05, per_copying_unit=0.15, per_item=0.002,
+              bytes_per_second=5_000_000)
+LANES = Lanes(workers=4, account_slots=2)
+
+
+def timed_run(run_id: int, wall: float, units: dict[str, list[tuple[int, int]]],
+              rates: Rates = RATES) -> TimedRun:
+    """A run whose steps took exactly what ``rates`` say."""
+    steps = []
+    for principal, sizes in units.items():
+        steps.append(Timing(principal, "mail", "", rates.per_principal, 0, 0))
+        steps += [Timing(principal, "mail", f"F{k}", rates.unit_seconds(items, size), items,
+                         size) for k, (items, size) in enumerate(sizes)]
+    return TimedRun(run_id, wall, steps)
+
+
+def test_many_users_run_over_the_lanes_not_one_after_another() -> None:
+    # 100 users of 3 units of 1 s and an own step of 1 s: 400 s of work over 4 lanes.
+    many = schedule([(1.0, [1.0, 1.0, 1.0])] * 100, LANES)
+    assert many.total == pytest.approx(100.0)
+    # One of them alone: its step, then 3 s of units over its 2 slots.
+    assert many.principals[0] == pytest.approx(2.5)
+    # One user: its 2 slots bound it, and never less than its longest unit.
+    assert schedule([(1.0, [1.0, 1.0, 1.0, 1.0])], LANES).total == pytest.approx(3.0)
+    assert schedule([(0.0, [10.0, 1.0])], LANES).total == pytest.approx(10.0)
+    assert schedule([(0.0, [4.0] * 8)], Lanes(workers=1, account_slots=4)).total == 32.0
+
+
+def test_the_fit_finds_the_rates_the_runs_were_made_with() -> None:
+    units = {"alice": [(360, 13_500_000), (180, 10_200_000), (7, 360_000), (0, 0)],
+             "bob": [(40, 2_500_000), (1, 900_000), (15, 2_000_000)]}
+    modelled = schedule([(RATES.per_principal, [RATES.unit_seconds(i, b) for i, b in u])
+                         for u in units.values()], LANES).total
+    runs = [timed_run(2, modelled * 1.25, units), timed_run(1, modelled * 1.25, units)]
+
+    history = fit_history(runs, LANES)
+
+    assert history is not None
+    assert history.rates.per_principal == pytest.approx(RATES.per_principal)
+    assert history.rates.per_unit == pytest.approx(RATES.per_unit)
+    assert history.rates.per_copying_unit == pytest.approx(RATES.per_copying_unit)
+    assert history.rates.per_item == pytest.approx(RATES.per_item)
+    assert history.rates.bytes_per_second == pytest.approx(RATES.bytes_per_second)
+    assert history.efficiency == pytest.approx(1.25)
+    assert history.basis() == {"kind": "history", "runs": [2, 1],
+                               "run_seconds": [round(modelled * 1.25, 2)] * 2, "units": 14,
+                               "items": 2 * 603, "bytes": 2 * 29_460_000,
+                               "efficiency": 1.25, "defaults": []}
+
+
+def test_no_rate_of_the_fit_is_negative() -> None:
+    # Units with more bytes went faster: a free fit would give bytes a negative cost. The
+    # fit keeps the fixed costs and the per-item cost: the empty unit D sets the fixed cost,
+    # a straight line through the others' (items, seconds) the rest.
+    steps = [Timing("alice", "mail", "A", 0.9, 10, 1_000_000),
+             Timing("alice", "mail", "B", 1.2, 20, 100_000),
+             Timing("alice", "mail", "C", 1.4, 30, 10_000),
+             Timing("alice", "mail", "D", 0.65, 0, 0)]
+    history = fit_history([TimedRun(1, 2.0, steps)], LANES)
+    assert history is not None
+    assert history.rates.bytes_per_second is None
+    assert history.rates.per_unit == pytest.approx(0.65)
+    # A, B, C are 0.25, 0.55, 0.75 s above D: the line 0.025 s an item from 1/60 s.
+    assert history.rates.per_copying_unit == pytest.approx(1 / 60)
+    assert history.rates.per_item == pytest.approx(0.025)
+    assert history.rates.per_principal == 0.0
+
+
+def test_runs_that_copied_nothing_take_the_default_copy_rates() -> None:
+    steps = [Timing("alice", "mail", "", 0.3, 0, 0), Timing("alice", "mail", "A", 0.2, 0, 0),
+             Timing("alice", "mail", "B", 0.4, 0, 0)]
+    history = fit_history([TimedRun(1, 0.8, steps)], LANES)
+    assert history is not None
+    assert history.rates == Rates(0.3, pytest.approx(0.3), DEFAULT_RATES.per_copying_unit,
+                                  DEFAULT_RATES.per_item,
+                                  pytest.approx(DEFAULT_RATES.bytes_per_second))
+    assert history.defaults == ["per_copying_unit_seconds", "per_item_seconds",
+                                "bytes_per_second"]
+    assert fit_history([TimedRun(1, 0.8, steps[:1])], LANES) is None
+
+
+def test_the_probe_prices_a_unit_from_its_listing_and_the_target_round_trip() -> None:
+    probe = Probe()
+    probe.principal("alice", 0.2)
+    probe.principal("alice", 0.1)
+    probe.principal("bob", 0.5)
+    probe.folders += [0.05, 0.1, 0.3]
+    probe.target_round_trips += [0.02, 0.01, 0.03]
+    rates = probe.rates()
+    assert rates == Rates(pytest.approx(0.4), pytest.approx(0.1 + UNIT_LOCAL_SECONDS),
+                          pytest.approx(COPYING_UNIT_ROUND_TRIPS * 0.01
+                                        + COPYING_UNIT_LOCAL_SECONDS),
+                          DEFAULT_RATES.per_item, DEFAULT_RATES.bytes_per_second)
+    assert Probe().rates() is None
+
+
+def test_an_estimate_per_user_and_in_all_with_its_basis() -> None:
+    works = [PrincipalWork("alice@ville.fr", "alice", [(100, 5_000_000), (0, 0)]),
+             PrincipalWork("bob@ville.fr", "bob", [])]
+    found = estimate(works, RATES, LANES, {"kind": "probe", "principals": 2}, efficiency=2.0)
+    # alice's units: 0.05 + 0.15 + 0.2 + 1.0 = 1.4 s, and 0.05 s for the empty one.
+    alice = 0.5 + max((1.4 + 0.05) / 2, 1.4)
+    assert found.schedule.principals == pytest.approx([alice, 0.5])
+    # Both users' work (2.45 s) over 4 lanes is less than alice alone.
+    assert found.seconds == pytest.approx(alice * 2.0)
+    document = found.document()
+    assert document["principals"][0] == {"principal": "alice@ville.fr", "target": "alice",
+                                         "units": 2, "items": 100, "bytes": 5_000_000,
+                                         "seconds": 1.9}
+    assert found.basis_text().fr == ("estimation d'après une mesure des deux serveurs pour "
+                                     "2 utilisateurs, aux débits de copie par défaut")
+
+
+def test_the_ledger_keeps_the_timings_of_runs_that_ended_by_themselves(tmp_path) -> None:
+    ledger = Ledger.in_folder(tmp_path)
+    for status in ("done", "interrupted", "failed", "done"):
+        run_id = ledger.start_run("lot", "run")
+        ledger.record_timing(run_id, "alice", "mail", "", 0.25)
+        ledger.record_timing(run_id, "alice", "mail", "INBOX", 1.5, 12, 3400)
+        ledger.end_run(run_id, status, {})
+    ledger.end_run(ledger.start_run("lot", "run"), "done", {})  # no timings: an old ledger
+
+    runs = ledger.timed_runs(2)
+
+    assert [run.run_id for run in runs] == [4, 3]
+    assert runs[0].steps == [Timing("alice", "mail", "", 0.25, 0, 0),
+                             Timing("alice", "mail", "INBOX", 1.5, 12, 3400)]
+    assert 0 <= runs[0].seconds < 5
+
+
+@pytest.fixture
+def pair(dovecot_factory, tmp_path, monkeypatch):
+    source = dovecot_factory(users={"alice@ville.fr": "src-pw"}, separator="/")
+    target = dovecot_factory(users={"alice": "dst-pw"}, separator="/")
+    mailboxes.seed(source, "alice@ville.fr", build_corpus(seed=1))
+    monkeypatch.setenv("ALICE_SRC", "src-pw")
+    monkeypatch.setenv("ALICE_DST", "dst-pw")
+    mailboxes.write_users(tmp_path, [("alice@ville.fr", "alice", "env:ALICE_SRC",
+                                      "env:ALICE_DST")])
+    return batch_file(tmp_path, source, target)
+
+
+def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_path) -> None:
+    code, output = bascule("plan", str(pair))
+    assert code == 0, output
+    plan = report(tmp_path, "plan")
+    found = plan["estimate"]
+    copied = [e for e in plan["entries"] if e["action"] in ("copy", "rename")]
+    basis = found["basis"]
+    assert basis["kind"] == "probe"
+    assert (basis["principals"], basis["folders"]) == (1, len(copied))
+    assert basis["target_round_trips"] == len({e["target_folder"] for e in copied})
+    assert 0 < basis["target_round_trip_seconds"] < 1 and 0 < basis["principal_seconds"] < 5
+    rates = found["rates"]
+    assert rates["per_unit_seconds"] == pytest.approx(
+        basis["folder_listing_seconds"] + UNIT_LOCAL_SECONDS, abs=1e-3)
+    assert rates["per_copying_unit_seconds"] == pytest.approx(
+        COPYING_UNIT_ROUND_TRIPS * basis["target_round_trip_seconds"]
+        + COPYING_UNIT_LOCAL_SECONDS, abs=1e-3)
+    assert found["lanes"] == {"workers": 3, "account_slots": 2}
+    [alice] = found["principals"]
+    assert (alice["units"], alice["items"], alice["bytes"]) == (
+        len(copied), plan["summary"]["to_copy"], plan["summary"]["to_copy_bytes"])
+    unit_seconds = [rates["per_unit_seconds"] + (e["to_copy"] > 0) * (
+        rates["per_copying_unit_seconds"] + rates["per_item_seconds"] * e["to_copy"]
+        + e["to_copy_bytes"] / rates["bytes_per_second"]) for e in copied]
+    expected = rates["per_principal_seconds"] + max(sum(unit_seconds) / 2, max(unit_seconds))
+    assert found["seconds"] == pytest.approx(expected, abs=0.1)
+    assert plan["summary"]["estimated_seconds"] == found["seconds"]
+    assert "(estimate from a probe of both servers for 1 user, at default copy rates);" in output
+    with (tmp_path / "work" / "plan-latest.csv").open(encoding="utf-8-sig") as handle:
+        [row] = [r for r in csv.DictReader(handle) if r["action"] == "estimate"]
+    assert (row["principal"], row["messages"]) == ("alice@ville.fr", str(alice["items"]))
+    assert row["message_fr"].startswith("environ ")
+
+    started = time.monotonic()
+    assert bascule("run", str(pair))[0] == 0
+    wall = time.monotonic() - started
+    run = report(tmp_path, "run")
+
+    code, output = bascule("--lang", "fr", "plan", str(pair))
+    assert code == 0, output
+    found = report(tmp_path, "plan")["estimate"]
+    basis = found["basis"]
+    assert basis["kind"] == "history" and basis["runs"] == [run["run_id"]]
+    assert basis["units"] == len([e for e in run["entries"] if e["action"] in ("copy", "rename")])
+    assert (basis["items"], basis["bytes"]) == (run["summary"]["copied"], run["summary"]["bytes"])
+    assert 0 < basis["run_seconds"][0] <= wall
+    # Everything is copied: the next run is a delta pass, its units' fixed costs only,
+    # and it takes less than the run that copied everything.
+    rates = found["rates"]
+    [alice] = found["principals"]
+    assert alice["items"] == 0
+    expected = rates["per_principal_seconds"] + max(
+        alice["units"] * rates["per_unit_seconds"] / 2, rates["per_unit_seconds"])
+    assert found["seconds"] == pytest.approx(expected * basis["efficiency"], abs=0.1)
+    assert 0 < found["seconds"] < basis["run_seconds"][0]
+    assert "(estimation d'après 1 exécution passée) ;" in output
