@@ -119,8 +119,9 @@ class FolderBatchSink(Protocol):
     the units that fill them run: one round trip for a whole tree where one folder at a
     time pays several, and no two connections of an account creating folders together."""
 
-    def ensure_containers(self, paths: Sequence[Path]) -> None:
-        """Create those of the folders (and their parents) that are missing. A name the
+    def ensure_containers(self, paths: Sequence[Path]) -> set[Path]:
+        """Create those of the folders (and their parents) that are missing; answer those
+        of ``paths`` this call created (they hold nothing a run sent before). A name the
         target refuses, or a folder it fails to create, raises nothing here:
         ``ensure_container`` of that path raises it when its unit runs. Raises
         ``ConnectError`` only when the target cannot be reached."""

@@ -288,8 +288,17 @@ class Ledger:
         return LedgerError(kind, self.location, text, backup)
 
     @contextmanager
-    def _writing(self) -> Iterator[Connection]:
+    def _writing(self, durable: bool = False) -> Iterator[Connection]:
+        """A write transaction. Only ``durable`` ones wait for the disk (SQLite): marking
+        items in flight, before they are sent. Every other write survives a killed process
+        at once, and a power cut from the next durable one on (the WAL is written in
+        order, so its flush takes every earlier commit with it). An outcome lost to a
+        power cut leaves its item in flight: the next run looks for it on the target
+        before sending it again, as after any cut."""
         with self._write, self._guard(), self.engine.begin() as connection:
+            if self._file is not None:
+                connection.exec_driver_sql(
+                    f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             yield connection
 
     @contextmanager
@@ -543,7 +552,7 @@ class Ledger:
             for r in records
         ]
         if rows:
-            with self._writing() as db:
+            with self._writing(durable=True) as db:
                 self._upsert(db, unit_id, rows, count_attempt=True)
 
     def record_outcomes(self, unit_id: int, outcomes: Iterable[dict[str, Any]]) -> None:
@@ -704,7 +713,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             if "locked" not in str(error).lower() or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-    # FULL: a committed "inflight" or "done" survives a power cut, not only a killed process.
+    # FULL until a write says otherwise (``Ledger._writing``): a committed "inflight"
+    # survives a power cut, not only a killed process.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol, TypeVar
@@ -67,9 +68,14 @@ class FolderPlan:
 
 
 def decide_folders(
-    source: MailSource, rules: FolderRules, capabilities: SinkCapabilities
+    source: MailSource, rules: FolderRules, sink: MailSink
 ) -> list[tuple[Container, FolderDecision]]:
-    containers = source.containers()
+    """Where each source folder goes. The source's folder list and the sink's capabilities
+    are read at once: on a new pair, both logins and listings overlap."""
+    with ThreadPoolExecutor(max_workers=1) as meanwhile:
+        asked = meanwhile.submit(lambda: sink.capabilities)
+        containers = source.containers()
+        capabilities = asked.result()
     decisions = rules.decide(
         [(c.path, c.role) for c in containers],
         target_separator=capabilities.separator,
@@ -184,13 +190,15 @@ class MailUnit:
     """Copies one source folder to one target folder, checkpointing in the ledger.
 
     ``result`` is filled as the unit goes, so that a unit that raises still tells what it
-    did before."""
+    did before. ``target_created``: the target folder was created by this run's planning,
+    so it holds nothing an earlier run sent and needs no count before the first send."""
 
     def __init__(
         self, ledger: Ledger, unit: Unit, source: MailSource, sink: MailSink,
         container: Container, target_path: tuple[str, ...],
         progress: UnitProgress | None = None, max_item_size: int | None = None,
         brakes: Brakes | None = None, result: UnitResult | None = None,
+        target_created: bool = False,
     ) -> None:
         self.ledger = ledger
         self.unit = unit
@@ -202,6 +210,7 @@ class MailUnit:
         self.max_item_size = size_limit(sink.capabilities.max_item_size, max_item_size)
         self.brakes = brakes or Brakes()
         self.result = result if result is not None else UnitResult()
+        self.target_created = target_created
 
     def run(self) -> UnitResult:
         self.native = self.sink.ensure_container(self.target_path)
@@ -331,10 +340,11 @@ class MailUnit:
 
     def _target_index(self, force: bool) -> TargetIndex | None:
         """The target folder's unclaimed messages, when it may hold some: always after an
-        unconfirmed send, else when it holds more messages than the ledger accounts for."""
+        unconfirmed send, else when it holds more messages than the ledger accounts for
+        (never in a folder this run created: all it holds was recorded in flight first)."""
         principal = self.unit.principal
-        if not force and self.sink.count(self.native) <= self.ledger.claimed_count(
-                principal, self.native):
+        if not force and (self.target_created or self.sink.count(
+                self.native) <= self.ledger.claimed_count(principal, self.native)):
             return None
         index = TargetIndex(self.sink, self.native,
                             self.ledger.claimed_refs(principal, self.native))

@@ -220,7 +220,7 @@ class MailRunner:
         warnings: list[Text] = []
         started = time.monotonic()
         with bench.endpoints(user) as (source, sink):
-            folders = decide_folders(source, bench.rules, sink.capabilities)
+            folders = decide_folders(source, bench.rules, sink)
             # What a run pays for this principal before its first unit: both sign-ins and
             # the folder listings.
             bench.probe.principal(user.source, time.monotonic() - started)
@@ -237,11 +237,11 @@ class MailRunner:
     def units(self, bench: Bench, user: UserMapping, workload: str) -> Planned:
         planned = Planned()
         with bench.endpoints(user) as (source, sink):
-            folders = decide_folders(source, bench.rules, sink.capabilities)
+            folders = decide_folders(source, bench.rules, sink)
             notes = source_notes(source)
-            if isinstance(sink, FolderBatchSink):
-                sink.ensure_containers([d.target for _, d in folders
-                                        if d.action != "skip" and d.target])
+            created = (sink.ensure_containers([d.target for _, d in folders
+                                               if d.action != "skip" and d.target])
+                       if isinstance(sink, FolderBatchSink) else set())
         planned.rows.extend(note_rows(user, notes))
         ordered = sorted(folders, key=lambda f: FIRST_ROLES.get(f[1].role or "",
                                                                  len(FIRST_ROLES)))
@@ -260,7 +260,8 @@ class MailRunner:
                       "native_name": container.native_name, "target_path": list(decision.target),
                       "action": action, "reasons": list(decision.reasons),
                       "detail": decision.detail, "position": position,
-                      "folder": shown(decision.source), "target_folder": shown(decision.target)}))
+                      "folder": shown(decision.source), "target_folder": shown(decision.target),
+                      "target_created": decision.target in created}))
         return planned
 
     def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
@@ -269,7 +270,8 @@ class MailRunner:
         container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""))
         with bench.failing(unit), bench.endpoints(user) as (source, sink):
             MailUnit(bench.ledger, unit, source, sink, container, tuple(spec["target_path"]),
-                     progress, bench.target_size_limit(), bench.brakes(user), result).run()
+                     progress, bench.target_size_limit(), bench.brakes(user), result,
+                     target_created=spec.get("target_created", False)).run()
 
     def verify(self, bench: Bench, user: UserMapping, workload: str, units: list[Unit],
                tally: VerifyTally) -> None:
@@ -277,7 +279,7 @@ class MailRunner:
         by_container = {u.container: u for u in units}
         with bench.endpoints(user) as (source, sink):
             groups: dict[tuple[str, ...], list[tuple[Unit | None, Container]]] = {}
-            for container, decision in decide_folders(source, bench.rules, sink.capabilities):
+            for container, decision in decide_folders(source, bench.rules, sink):
                 if decision.action != "skip" and decision.target:
                     unit = by_container.get(container_key(container.path))
                     groups.setdefault(decision.target, []).append((unit, container))

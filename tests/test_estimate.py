@@ -186,14 +186,16 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     assert rates["per_copying_unit_seconds"] == pytest.approx(
         COPYING_UNIT_ROUND_TRIPS * basis["target_round_trip_seconds"]
         + COPYING_UNIT_LOCAL_SECONDS, abs=1e-3)
-    assert found["lanes"] == {"workers": 3, "account_slots": 2}
+    assert found["lanes"] == {"workers": 3, "account_slots": 4}
     [alice] = found["principals"]
     assert (alice["units"], alice["items"], alice["bytes"]) == (
         len(copied), plan["summary"]["to_copy"], plan["summary"]["to_copy_bytes"])
     unit_seconds = [rates["per_unit_seconds"] + (e["to_copy"] > 0) * (
         rates["per_copying_unit_seconds"] + rates["per_item_seconds"] * e["to_copy"]
         + e["to_copy_bytes"] / rates["bytes_per_second"]) for e in copied]
-    expected = rates["per_principal_seconds"] + max(sum(unit_seconds) / 2, max(unit_seconds))
+    lanes = min(found["lanes"].values())
+    expected = rates["per_principal_seconds"] + max(sum(unit_seconds) / lanes,
+                                                    max(unit_seconds))
     assert found["seconds"] == pytest.approx(expected, abs=0.1)
     assert plan["summary"]["estimated_seconds"] == found["seconds"]
     assert "(estimate from a probe of both servers for 1 user, at default copy rates);" in output

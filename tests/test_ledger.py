@@ -52,3 +52,29 @@ def test_a_cursor_survives_reopening(tmp_path):
     ledger.close()
     again = Ledger.in_folder(tmp_path).unit("alice", "mail", "INBOX")
     assert again.cursor == {"uidvalidity": 7, "uidnext": 42}
+
+
+def test_only_marking_in_flight_waits_for_the_disk(tmp_path):
+    """The writes that commit with SQLite's FULL sync: marking items in flight (what a power
+    cut must not lose); every other write commits with NORMAL, flushed by the next mark."""
+    from sqlalchemy import event
+
+    ledger = Ledger.in_folder(tmp_path)
+    unit = ledger.unit("alice", "mail", "INBOX")
+    level = {"now": "unset"}
+    writes: list[tuple[str, str]] = []
+
+    def seen(connection, cursor, statement, *args):
+        words = statement.split()
+        if statement.startswith("PRAGMA synchronous="):
+            level["now"] = statement.split("=", 1)[1]
+        elif words[0] in {"INSERT", "UPDATE"}:
+            writes.append((words[2 if words[0] == "INSERT" else 1], level["now"]))
+
+    event.listen(ledger.engine, "before_cursor_execute", seen)
+    ledger.update_unit(unit.id, status="running")
+    ledger.mark_inflight(unit.id, [record("1:1")])
+    ledger.record_outcomes(unit.id, [{"source_id": "1:1", "target_ref": "9:1"}])
+    ledger.refresh_counts(unit.id)
+    assert writes == [("units", "NORMAL"), ("items", "FULL"), ("items", "NORMAL"),
+                      ("units", "NORMAL")]

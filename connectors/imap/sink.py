@@ -8,6 +8,7 @@ only on the wire.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import queue
@@ -142,17 +143,22 @@ class ImapSink:
             self._create(name)
         return native_name
 
-    def ensure_containers(self, paths: Sequence[Path]) -> None:
+    def ensure_containers(self, paths: Sequence[Path]) -> set[Path]:
         """Create the missing folders of ``paths`` and their parents, many CREATEs in one
-        round trip on the first APPEND connection. Those the server refuses (or a lost
-        connection) are left to ``ensure_container``, which says why."""
-        missing = self._missing([path for path in paths if self._nameable(path)])
+        round trip on the first APPEND connection; answer those of ``paths`` created now.
+        Those the server refuses (or a lost connection) are left to ``ensure_container``,
+        which says why."""
+        nameable = [path for path in paths if self._nameable(path)]
+        missing = self._missing(nameable)
+        created: set[str] = set()
         try:
             for start in range(0, len(missing), FOLDERS_AT_ONCE):
-                created = self._pipeline(0).create_folders(missing[start:start + FOLDERS_AT_ONCE])
-                self._known_folders().update(created)
+                created |= self._pipeline(0).create_folders(
+                    missing[start:start + FOLDERS_AT_ONCE])
         except AppendConnectionLost:
             self._pipelines.pop(0, None)
+        self._known_folders().update(created)
+        return {path for path in nameable if self.native_name(path) in created}
 
     def _nameable(self, path: Path) -> bool:
         try:
@@ -470,6 +476,7 @@ def _spread(
         queue.Queue() for _ in range(connections)]
     stop = threading.Event()
     broken = threading.Event()
+    ended = [False] * connections
 
     def queued(slot: int) -> Iterator[Message]:
         while not stop.is_set():
@@ -478,6 +485,7 @@ def _spread(
             except queue.Empty:
                 continue
             if message is None:
+                ended[slot] = True
                 return
             yield message
 
@@ -488,8 +496,9 @@ def _spread(
         except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
             outboxes[slot].put(error)
             broken.set()
-        # Once this connection is gone, what is still dealt to it comes back unanswered.
-        for message in queued(slot):
+        # Once this connection is gone, what is still dealt to it comes back unanswered
+        # (nothing is, once the end of the messages was read).
+        for message in () if ended[slot] else queued(slot):
             outboxes[slot].put((message, AppendReceipt(error=SendUnconfirmed(
                 "the connection carrying this message failed"))))
 
@@ -525,6 +534,10 @@ def _spread(
             yield answer
     finally:
         stop.set()
+        for inbox in inboxes:
+            # Wakes a worker waiting for its next message (a full inbox has none waiting).
+            with contextlib.suppress(queue.Full):
+                inbox.put_nowait(None)
         for worker in workers:
             worker.join()
 
