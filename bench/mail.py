@@ -237,10 +237,11 @@ def baseline(launcher: Launcher, source: tuple[str, int], target: tuple[str, int
 
 def bascule_command(source: tuple[str, int], target: tuple[str, int],
                     pairs: list[tuple[str, str]], work: Path, *,
-                    secrets: tuple[str, str] = (SOURCE_SECRET, TARGET_SECRET)
-                    ) -> tuple[list[str], dict[str, str]]:
-    """``bascule run`` with the batch defaults a DSI would start from, one users-table line
-    per (source, target) pair: the command and its environment (the secrets by reference)."""
+                    secrets: tuple[str, str] = (SOURCE_SECRET, TARGET_SECRET),
+                    workers: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """``bascule run`` with the batch defaults a DSI would start from (``workers`` set
+    only when given), one users-table line per (source, target) pair: the command and its
+    environment (the secrets by reference)."""
     (work / "users.csv").write_text(
         "source,target,source_secret,target_secret\n" + "".join(
             f"{s},{t},env:BENCH_SOURCE_SECRET,env:BENCH_TARGET_SECRET\n" for s, t in pairs),
@@ -260,7 +261,7 @@ security = "none"
 users = "users.csv"
 [run]
 work_dir = "work"
-""", encoding="utf-8")
+""" + (f"workers = {workers}\n" if workers else ""), encoding="utf-8")
     env = dict(os.environ, BENCH_SOURCE_SECRET=secrets[0], BENCH_TARGET_SECRET=secrets[1],
                BASCULE_LANG="en", PYTHONPATH=str(Path.cwd()))
     return [sys.executable, "-m", "migrate", "run", str(work / "batch.toml")], env

@@ -192,12 +192,14 @@ its probe), and before a second run with nothing new (from the first run's timin
 
 
 def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
-            accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
-    """``bascule run`` with the batch defaults and one users-table line per account, with a
-    ``bascule plan`` (not timed) before it; then a plan and a run again, with nothing new,
-    for the estimate from history. The first run is what is measured."""
+            accounts: Accounts, work: Path, timeout: float,
+            workers: int | None = None) -> dict[str, float]:
+    """``bascule run`` with the batch defaults (but ``workers``, when given) and one
+    users-table line per account, with a ``bascule plan`` (not timed) before it; then a plan
+    and a run again, with nothing new, for the estimate from history. The first run is what
+    is measured."""
     command, env = bascule_command(source, target, list(accounts.pairs), work,
-                                   secrets=(SOURCE_SECRET, TARGET_SECRET))
+                                   secrets=(SOURCE_SECRET, TARGET_SECRET), workers=workers)
     plan_command = [*command[:-2], "plan", command[-1]]
     children = []
     for label, suffix in (("first", ""), ("again", "-again")):
@@ -236,7 +238,9 @@ def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: 
     try:
         reach_source, reach_target = setting.reach(source), setting.reach(target)
         if tool.startswith("bascule"):
-            child = bascule(launcher, reach_source, reach_target, accounts, work, timeout)
+            workers = int(tool.split("-w")[1]) if "-w" in tool else None
+            child = bascule(launcher, reach_source, reach_target, accounts, work, timeout,
+                            workers)
         else:
             child = ceiling(launcher, tool, reach_source, reach_target, accounts, work, timeout)
         landed = server_totals(target, targets)
@@ -274,7 +278,7 @@ def table(measures: list[Measure]) -> str:
         ratios = []
         for mode in ("append", "multiappend"):
             ceil = by_key.get((m.case, m.setting, mode))
-            ok = m.tool == "bascule" and ceil and not ceil.problem and not m.problem
+            ok = m.tool.startswith("bascule") and ceil and not ceil.problem and not m.problem
             ratios.append(f"{ceil.seconds / m.seconds:.2f}" if ok else "")
         speed = ("failed", "") if m.problem else (f"{m.seconds:.1f}", f"{m.msgs_per_s:.0f}")
         lines.append(f"| {m.case} | {m.setting} | {m.tool} | {m.accounts} | {m.messages} | "
@@ -289,7 +293,8 @@ def main() -> None:
     parser.add_argument("--cases", default="shaped,users", help="shaped, users or both")
     parser.add_argument("--settings", default="direct,wan")
     parser.add_argument("--tools", default="append,multiappend,bascule",
-                        help="which to run of: append, multiappend, bascule")
+                        help="which to run of: append, multiappend, bascule; bascule-w8 "
+                        "is bascule with workers = 8 in its batch")
     parser.add_argument("--messages", type=int, default=1200,
                         help="shaped case: messages in all (small folders stay small)")
     parser.add_argument("--users", type=int, default=100, help="users case: accounts")
@@ -331,7 +336,8 @@ def main() -> None:
                 continue
             held = server_totals(source, users)
             pairs = tuple((u, u.split("@")[0]) for u in users)
-            case_tools = ["bascule"] if case == "users-one" else tools
+            case_tools = ([t for t in tools if t.startswith("bascule")] if case == "users-one"
+                          else tools)
             runs += [(case, tool, Accounts(pairs, *held)) for tool in case_tools]
             print(f"seeded {case}: {len(users)} account(s), {held[0]} messages, "
                   f"{held[1] / MB:.0f} MB", flush=True)
@@ -364,14 +370,15 @@ def main() -> None:
     print()
     print(table(measures))
     for name in args.settings.split(","):
-        many_run = next((m for m in measures if (m.case, m.setting, m.tool)
-                         == ("users", name, "bascule")), None)
-        one_run = next((m for m in measures if (m.case, m.setting) == ("users-one", name)),
-                       None)
-        if many_run and one_run and not many_run.problem and not one_run.problem:
-            print(f"{name}: bascule, {many_run.accounts} users / one user with the same "
-                  f"messages: {many_run.seconds:.1f} s / {one_run.seconds:.1f} s = "
-                  f"{many_run.seconds / one_run.seconds:.2f} (goal: 1.5 or less)")
+        for tool in (t for t in tools if t.startswith("bascule")):
+            many_run = next((m for m in measures if (m.case, m.setting, m.tool)
+                             == ("users", name, tool)), None)
+            one_run = next((m for m in measures if (m.case, m.setting, m.tool)
+                            == ("users-one", name, tool)), None)
+            if many_run and one_run and not many_run.problem and not one_run.problem:
+                print(f"{name}: {tool}, {many_run.accounts} users / one user with the same "
+                      f"messages: {many_run.seconds:.1f} s / {one_run.seconds:.1f} s = "
+                      f"{many_run.seconds / one_run.seconds:.2f} (goal: 1.5 or less)")
     print(f"results: {out / 'results.json'}")
     if any(m.problem for m in measures):
         sys.exit(1)

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -93,6 +93,15 @@ def ledger_text(error: LedgerError) -> Text:
 def ledger_exit(error: LedgerError) -> int:
     """A full disk stops a command that can go on later; the rest needs the user first."""
     return EXIT_STOPPED if error.kind == "disk_full" else EXIT_INPUT
+
+
+def dealt(chains: list[list[Unit]], jobs: int) -> list[list[Unit]]:
+    """A principal's chains dealt round-robin to at most ``jobs`` jobs, each run one unit
+    after another: its first chains (Inbox, Archive, Sent) land in different jobs."""
+    hands: list[list[Unit]] = [[] for _ in range(min(jobs, len(chains)))]
+    for index, chain in enumerate(chains):
+        hands[index % len(hands)].extend(chain)
+    return hands
 
 
 class ServerHealth:
@@ -340,14 +349,16 @@ class Engine:
     def _submit_units(self, pool: ThreadPoolExecutor, run_id: int, tracker: ProgressFactory,
                       report: RunReport) -> list[Future[None]]:
         """Every unit of the batch, planned principal by principal into the ledger and
-        submitted as soon as its principal's are: units of one chain form one job and run
-        one after another, in planned order."""
+        submitted as soon as its principal's are. A chain's units run one after another, in
+        planned order; a principal's chains are dealt to as many jobs as it may run units
+        at once (``Lanes.per_principal``): all its slots for a few principals, one job
+        (one login) each when principals outnumber the workers."""
         futures = []
+        workers = self.batch.run.workers
         for workload in self.batch.workloads:
             users = self._principals(workload)
-            decided_all = pool.map(lambda user, w=workload: self._units_or_error(user, w, run_id),
-                                   users)
-            for user, decided_units in zip(users, decided_all):
+            lanes = Lanes(workers, self.bench.account_slots()).per_principal(len(users))
+            for user, decided_units in self._planned_ahead(pool, users, workload, run_id):
                 if decided_units is None:
                     continue
                 if isinstance(decided_units, BasculeError):
@@ -358,9 +369,31 @@ class Engine:
                 chains: dict[str, list[Unit]] = {}
                 for unit in sorted(units, key=lambda u: (u.spec or {}).get("position", 0)):
                     chains.setdefault(unit.chain or str(unit.id), []).append(unit)
-                futures += [pool.submit(self._run_chain, chain, tracker, report)
-                            for chain in chains.values()]
+                futures += [pool.submit(self._run_chain, job, tracker, report)
+                            for job in dealt(list(chains.values()), lanes)]
         return futures
+
+    def _planned_ahead(self, pool: ThreadPoolExecutor, users: list[UserMapping], workload: str,
+                       run_id: int) -> Iterator[tuple[UserMapping, Any]]:
+        """Each principal's planned units (or its error), in order, planned on the pool a
+        few principals ahead, not all first: a principal's units then start while its
+        logged-in pair is still idle."""
+        waiting = iter(users)
+        planning: deque[tuple[UserMapping, Future[Any]]] = deque()
+
+        def plan_next() -> None:
+            user = next(waiting, None)
+            if user is not None:
+                planning.append((user, pool.submit(self._units_or_error, user, workload,
+                                                   run_id)))
+
+        for _ in range(self.batch.run.workers):
+            plan_next()
+        while planning:
+            user, future = planning.popleft()
+            decided = future.result()
+            plan_next()
+            yield user, decided
 
     def _units_or_error(self, user: UserMapping, workload: str, run_id: int
                         ) -> tuple[list[Unit], Planned] | BasculeError | None:

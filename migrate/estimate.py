@@ -108,9 +108,11 @@ class Lanes:
     workers: int
     account_slots: int
 
-    @property
-    def per_principal(self) -> int:
-        return max(1, min(self.workers, self.account_slots))
+    def per_principal(self, principals: int) -> int:
+        """Units of one principal at once: as many as its account allows when the workers
+        outnumber the principals, one at a time when there are more principals than
+        workers (each unit at once would log in again; one after another share a login)."""
+        return max(1, min(self.account_slots, -(-self.workers // max(1, principals))))
 
     def for_batch(self, principals: int) -> int:
         return max(1, min(self.workers, principals * self.account_slots))
@@ -136,7 +138,8 @@ class Schedule:
 
 def schedule(steps: Sequence[tuple[float, Sequence[float]]], lanes: Lanes) -> Schedule:
     """``steps`` holds, per principal, its own step's seconds and its units' seconds."""
-    alone = [own + max(sum(units) / lanes.per_principal, max(units, default=0.0))
+    per_principal = lanes.per_principal(len(steps))
+    alone = [own + max(sum(units) / per_principal, max(units, default=0.0))
              for own, units in steps]
     work = sum(own + sum(units) for own, units in steps)
     total = max(work / lanes.for_batch(len(steps)), max(alone, default=0.0))

@@ -47,8 +47,11 @@ def test_many_users_run_over_the_lanes_not_one_after_another() -> None:
     # 100 users of 3 units of 1 s and an own step of 1 s: 400 s of work over 4 lanes.
     many = schedule([(1.0, [1.0, 1.0, 1.0])] * 100, LANES)
     assert many.total == pytest.approx(100.0)
-    # One of them alone: its step, then 3 s of units over its 2 slots.
-    assert many.principals[0] == pytest.approx(2.5)
+    # One of them: its step, then its 3 units one after another (more users than workers:
+    # each runs on one lane, with one login).
+    assert many.principals[0] == pytest.approx(4.0)
+    # Two users over 4 workers: 2 lanes each.
+    assert schedule([(1.0, [1.0, 1.0, 1.0])] * 2, LANES).principals[0] == pytest.approx(2.5)
     # One user: its 2 slots bound it, and never less than its longest unit.
     assert schedule([(1.0, [1.0, 1.0, 1.0, 1.0])], LANES).total == pytest.approx(3.0)
     assert schedule([(0.0, [10.0, 1.0])], LANES).total == pytest.approx(10.0)
