@@ -59,7 +59,10 @@ class RunConfig(Section):
     work_dir: Path = Field(
         Path("bascule-work"), description="Ledger and reports; relative to the batch file."
     )
-    workers: int = Field(4, ge=1, le=64, description="Work units running at once.")
+    workers: int = Field(
+        8, ge=1, le=64,
+        description="Work units running at once, over every account. 8 was the fastest for "
+        "100 small mailboxes on 2 cores (docs/benchmarks.md); bascule's CPU bounds it beyond.")
     ledger: str | None = Field(
         None, description="SQLAlchemy URL of the ledger, without its password; default: "
         "SQLite in work_dir."
@@ -359,7 +362,7 @@ exclude = ["Sync Issues*"]
 
 [run]
 work_dir = "bascule-work"     # ledger and reports / registre et rapports
-workers = 4
+workers = 8                   # units at once / unités en parallèle
 """
 
 

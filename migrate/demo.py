@@ -68,7 +68,7 @@ exclude = ["Problèmes de synchronisation*"]
 
 [run]
 work_dir = "work"
-workers = 4
+workers = 8
 """
 
 
