@@ -74,17 +74,23 @@ work_dir = "work"
     return path
 
 
-@pytest.fixture
-def pair(dovecot_factory, tmp_path, monkeypatch):
-    """A source and a target Dovecot, alice's corpus on the source, a batch for both."""
+def alice_pair(dovecot_factory, folder: Path, monkeypatch):
+    """A source and a target Dovecot, alice's corpus on the source, a batch for both in
+    ``folder``: (source, target, corpus, batch path)."""
     source = dovecot_factory(users={"alice@ville.fr": "src-pw"}, separator="/")
     target = dovecot_factory(users={"alice": "dst-pw"}, separator="/")
     corpus = build_corpus(seed=1)
     mailboxes.seed(source, "alice@ville.fr", corpus)
     monkeypatch.setenv("ALICE_SRC", "src-pw")
     monkeypatch.setenv("ALICE_DST", "dst-pw")
-    mailboxes.write_users(tmp_path, [("alice@ville.fr", "alice", "env:ALICE_SRC", "env:ALICE_DST")])
-    return source, target, corpus, batch_file(tmp_path, source, target)
+    mailboxes.write_users(folder, [("alice@ville.fr", "alice", "env:ALICE_SRC", "env:ALICE_DST")])
+    return source, target, corpus, batch_file(folder, source, target)
+
+
+@pytest.fixture
+def pair(dovecot_factory, tmp_path, monkeypatch):
+    """A source and a target Dovecot, alice's corpus on the source, a batch for both."""
+    return alice_pair(dovecot_factory, tmp_path, monkeypatch)
 
 
 def test_migration_keeps_bytes_flags_dates_and_folders(pair, tmp_path):

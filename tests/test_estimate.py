@@ -22,10 +22,8 @@ from migrate.estimate import (
     schedule,
 )
 from migrate.ledger import Ledger, TimedRun, Timing
-from tests import mailboxes
 from tests.cli import bascule, report
-from tests.corpus import build_corpus
-from tests.test_engine_imap import batch_file
+from tests.test_engine_imap import alice_pair
 
 RATES = Rates(per_principal=0.5, per_unit=0.05, per_copying_unit=0.15, per_item=0.002,
               bytes_per_second=5_000_000)
@@ -162,14 +160,7 @@ def test_the_ledger_keeps_the_timings_of_runs_that_ended_by_themselves(tmp_path)
 
 @pytest.fixture
 def pair(dovecot_factory, tmp_path, monkeypatch):
-    source = dovecot_factory(users={"alice@ville.fr": "src-pw"}, separator="/")
-    target = dovecot_factory(users={"alice": "dst-pw"}, separator="/")
-    mailboxes.seed(source, "alice@ville.fr", build_corpus(seed=1))
-    monkeypatch.setenv("ALICE_SRC", "src-pw")
-    monkeypatch.setenv("ALICE_DST", "dst-pw")
-    mailboxes.write_users(tmp_path, [("alice@ville.fr", "alice", "env:ALICE_SRC",
-                                      "env:ALICE_DST")])
-    return batch_file(tmp_path, source, target)
+    return alice_pair(dovecot_factory, tmp_path, monkeypatch)[3]
 
 
 def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_path) -> None:

@@ -16,8 +16,7 @@ from migrate.ledger import Ledger, LedgerError
 from migrate.units import Bench, plan_units, run_unit
 from tests import mailboxes
 from tests.cli import bascule, report
-from tests.corpus import build_corpus
-from tests.test_engine_imap import LANDING, batch_file
+from tests.test_engine_imap import LANDING, alice_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,13 +32,7 @@ print(result.copied, result.failed)
 @pytest.fixture
 def planned(dovecot_factory, tmp_path, monkeypatch):
     """alice's corpus on a source Dovecot, and the units of a run planned into the ledger."""
-    source = dovecot_factory(users={"alice@ville.fr": "src-pw"}, separator="/")
-    target = dovecot_factory(users={"alice": "dst-pw"}, separator="/")
-    mailboxes.seed(source, "alice@ville.fr", build_corpus(seed=1))
-    monkeypatch.setenv("ALICE_SRC", "src-pw")
-    monkeypatch.setenv("ALICE_DST", "dst-pw")
-    mailboxes.write_users(tmp_path, [("alice@ville.fr", "alice", "env:ALICE_SRC", "env:ALICE_DST")])
-    batch_path = batch_file(tmp_path, source, target)
+    source, target, _, batch_path = alice_pair(dovecot_factory, tmp_path, monkeypatch)
     batch = load_batch(batch_path)
     ledger = Ledger.in_folder(batch.work_dir)
     bench = Bench(batch, ledger, load_users(batch.resolve(batch.mapping.users)))
