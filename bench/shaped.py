@@ -7,7 +7,11 @@ Two cases, each seeded once on a private source Dovecot (not timed):
   accented names, lognormal sizes;
 - ``users``: 100 accounts of 30 messages each (three folders), and one more account
   holding the same 3,000 messages in the same three folders, to compare bascule moving
-  100 users with bascule moving one.
+  100 users with bascule moving one;
+- ``bulk``: one account per size given with ``--bulk`` (8,000 and 40,000 messages by
+  default), all in one folder, messages under 12 KB: what the target's cost per APPEND
+  weighs, and how each tool's time grows with the folder (against the MULTIAPPEND ceiling
+  above all).
 
 For each case and setting (``direct`` on loopback; ``wan`` through proxies adding 10 ms
 each way in front of both servers) each tool copies to a fresh target Dovecot: the raw
@@ -20,6 +24,7 @@ as many messages and bytes as the source, or the run counts as failed.
     python -m bench.shaped                          # both cases, both settings
     python -m bench.shaped --cases users --settings wan --users 50 --per-user 60
     python -m bench.shaped --cases shaped --messages 5000
+    python -m bench.shaped --cases bulk --bulk 8000,40000 --tools multiappend,bascule
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from bench.mail import Launcher, Setting, bascule_command, machine
 from bench.shaped_corpus import (
     ShapedFolder,
     ShapedMessage,
+    bulk_folder,
     folder_messages,
     shaped_folders,
     user_folders,
@@ -288,9 +294,27 @@ def table(measures: list[Measure]) -> str:
     return "\n".join(lines)
 
 
+def growth(measures: list[Measure]) -> list[str]:
+    """How each tool's time grows from the smallest bulk folder to the largest."""
+    lines = []
+    bulk = [m for m in measures if m.case.startswith("bulk-") and not m.problem]
+    for setting, tool in sorted({(m.setting, m.tool) for m in bulk}):
+        runs = sorted((m for m in bulk if (m.setting, m.tool) == (setting, tool)),
+                      key=lambda m: m.messages)
+        if len(runs) >= 2:
+            small, large = runs[0], runs[-1]
+            lines.append(f"{setting}: {tool}, {large.messages} messages in one folder / "
+                         f"{small.messages}: time x{large.seconds / small.seconds:.2f} "
+                         f"for x{large.messages / small.messages:.2f} the messages")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="shaped,users", help="shaped, users or both")
+    parser.add_argument("--cases", default="shaped,users",
+                        help="any of shaped, users, bulk (comma-separated)")
+    parser.add_argument("--bulk", default="8000,40000",
+                        help="bulk case: messages in the one folder, one account per size")
     parser.add_argument("--settings", default="direct,wan")
     parser.add_argument("--tools", default="append,multiappend,bascule",
                         help="which to run of: append, multiappend, bascule; bascule-w8 "
@@ -318,11 +342,15 @@ def main() -> None:
     one_folders = [ShapedFolder(folder.path, sum(f[k].count for f in many.values()), 0)
                    for k, folder in enumerate(user_folders(args.per_user, 0))]
     one_contents = [(folder, everyone_in(many, k)) for k, folder in enumerate(one_folders)]
+    bulk = {f"gros-{size}{DOMAIN}": [bulk_folder(size, args.seed * 7 + size)]
+            for size in map(int, args.bulk.split(","))}
     accounts: dict[str, list[ShapedFolder]] = {}
     if "shaped" in cases:
         accounts |= shaped
     if "users" in cases:
         accounts |= many | {ONE_USER + DOMAIN: one_folders}
+    if "bulk" in cases:
+        accounts |= bulk
     source = start_dovecot(scratch / "source", dict.fromkeys(accounts, SOURCE_SECRET))
     measures: list[Measure] = []
     load_before = os.getloadavg()
@@ -331,7 +359,9 @@ def main() -> None:
         seed_accounts(source, accounts, {ONE_USER + DOMAIN: one_contents})
         runs: list[tuple[str, str, Accounts]] = []
         for case, users in (("shaped", list(shaped)), ("users", list(many)),
-                            ("users-one", [ONE_USER + DOMAIN])):
+                            ("users-one", [ONE_USER + DOMAIN]),
+                            *((f"bulk-{user.split('@')[0].split('-')[1]}", [user])
+                              for user in bulk)):
             if case.split("-")[0] not in cases or (case == "users-one" and args.no_one_user):
                 continue
             held = server_totals(source, users)
@@ -379,6 +409,8 @@ def main() -> None:
                 print(f"{name}: {tool}, {many_run.accounts} users / one user with the same "
                       f"messages: {many_run.seconds:.1f} s / {one_run.seconds:.1f} s = "
                       f"{many_run.seconds / one_run.seconds:.2f} (goal: 1.5 or less)")
+    for line in growth(measures):
+        print(line)
     print(f"results: {out / 'results.json'}")
     if any(m.problem for m in measures):
         sys.exit(1)

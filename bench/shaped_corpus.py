@@ -46,6 +46,7 @@ USER_SHARES = ((("INBOX",), 0.6), (("Éléments envoyés",), 0.25), (("Archives"
 # Lognormal sizes: median 8 KB, most between 2 and 40 KB, about 0.4% of a MB or more.
 SIZE_MEDIAN, SIZE_SIGMA = 8_000, 1.8
 SIZE_MIN, SIZE_MAX = 1_200, 24_000_000
+BULK_LARGEST = 12_000
 PEOPLE = ["amelie.durand", "bruno.lefevre", "chloe.martin", "urbanisme", "jf.oeuvray",
           "dgs", "secretariat.maire", "services.techniques"]
 WORDS = ["le", "la", "les", "des", "une", "commune", "conseil", "délibération", "budget",
@@ -61,6 +62,8 @@ class ShapedFolder:
     count: int
     seed: int
     """Seeds its messages, so that any folder can be built alone."""
+    largest: int = SIZE_MAX
+    """No message of it is larger than this (bytes)."""
 
 
 @dataclass(frozen=True)
@@ -98,16 +101,23 @@ def user_folders(messages: int, seed: int) -> list[ShapedFolder]:
             for (path, _), count in zip(USER_SHARES, counts, strict=True)]
 
 
+def bulk_folder(messages: int, seed: int) -> ShapedFolder:
+    """One folder of ``messages`` messages, none over 12 KB (plain text, lognormal below
+    that: about 5 KB on average), as years of a busy mailbox filed in one place: the case
+    where the target's cost per APPEND is what counts."""
+    return ShapedFolder(("Archives", "Courrier arrivé"), messages, seed, largest=BULK_LARGEST)
+
+
 def folder_messages(folder: ShapedFolder) -> Iterator[ShapedMessage]:
     """The folder's messages, built one at a time."""
     rng = random.Random(folder.seed)
     for _ in range(folder.count):
-        yield message_of_size(rng, message_size(rng))
+        yield message_of_size(rng, message_size(rng, folder.largest))
 
 
-def message_size(rng: random.Random) -> int:
+def message_size(rng: random.Random, largest: int = SIZE_MAX) -> int:
     size = rng.lognormvariate(math.log(SIZE_MEDIAN), SIZE_SIGMA)
-    return int(min(SIZE_MAX, max(SIZE_MIN, size)))
+    return int(min(SIZE_MAX, largest, max(SIZE_MIN, size)))
 
 
 def message_of_size(rng: random.Random, size: int) -> ShapedMessage:

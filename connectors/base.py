@@ -64,6 +64,14 @@ class Container:
     role: str | None = None
     native_name: str = ""
     """The connector's own name for it (IMAP mailbox name, Maildir++ folder name)."""
+    state: dict[str, Any] | None = field(default=None, compare=False)
+    """The cursor a listing of it would answer now, when the folder list told it at no
+    cost (IMAP ``LIST-STATUS`` with CONDSTORE): a container whose last cursor equals it has
+    nothing new, no change of flags and no deletion, without a round trip of its own.
+    ``None``: unknown, the container must be listed."""
+    count: int | None = field(default=None, compare=False)
+    """How many items it holds, when the folder list told it at no cost; ``None``:
+    unknown."""
 
 
 @dataclass(frozen=True, slots=True)

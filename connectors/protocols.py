@@ -34,7 +34,9 @@ class MailSource(Protocol):
 
     def containers(self) -> list[Container]:
         """Every mail folder of the account, parents before children. Folders that cannot be
-        selected (``\\Noselect``) are left out; their children are listed."""
+        selected (``\\Noselect``) are left out; their children are listed. Each may carry
+        its ``state`` (the cursor ``list_changes`` would answer now) when the listing gives
+        it for free."""
 
     def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
         """Items new or changed since ``cursor`` (``None``: everything). Never raises for an
@@ -119,10 +121,11 @@ class FolderBatchSink(Protocol):
     the units that fill them run: one round trip for a whole tree where one folder at a
     time pays several, and no two connections of an account creating folders together."""
 
-    def ensure_containers(self, paths: Sequence[Path]) -> set[Path]:
+    def ensure_containers(self, paths: Sequence[Path]) -> dict[Path, bool]:
         """Create those of the folders (and their parents) that are missing; answer those
-        of ``paths`` this call created (they hold nothing a run sent before). A name the
-        target refuses, or a folder it fails to create, raises nothing here:
+        of ``paths`` that exist now, each with whether this call created it (then it holds
+        nothing a run sent before). A name the target refuses, or a folder it fails to
+        create, is left out of the answer and raises nothing here:
         ``ensure_container`` of that path raises it when its unit runs. Raises
         ``ConnectError`` only when the target cannot be reached."""
 

@@ -297,7 +297,7 @@ class Engine:
                 report.add(rows, said)
                 work = works.setdefault(user.source, PrincipalWork(user.source, user.target))
                 work.units += [(row["to_copy"], row["to_copy_bytes"]) for row in rows
-                               if "to_copy_bytes" in row]
+                               if "to_copy_bytes" in row and not row.get("settled")]
         estimate = estimate_plan(self.ledger, self.bench.probe, list(works.values()),
                                  Lanes(self.batch.run.workers, self.bench.account_slots()))
         report.estimated(estimate.document(), estimate.basis_text())
@@ -366,6 +366,8 @@ class Engine:
                     continue
                 units, planned = decided_units
                 report.planned(planned.rows, planned.skipped)
+                for unit in planned.settled:
+                    self._report_settled(unit, report)
                 chains: dict[str, list[Unit]] = {}
                 for unit in sorted(units, key=lambda u: (u.spec or {}).get("position", 0)):
                     chains.setdefault(unit.chain or str(unit.id), []).append(unit)
@@ -436,6 +438,13 @@ class Engine:
             assert isinstance(error, ConnectError)
             self._halt(Text.of("server_down", where=error.where or "?",
                                count=self._health.limit, detail=error.detail))
+
+    def _report_settled(self, unit: Unit, report: RunReport) -> None:
+        """A unit the planner found with nothing to do: in the report as if it had run."""
+        spec = unit.spec or {}
+        report.add({**unit_columns(self.bench.user(unit.principal), spec), "settled": True},
+                   spec.get("action", "copy"),
+                   reasons_of(spec.get("reasons", []), spec.get("detail", "")), UnitResult())
 
     def _run_chain(self, chain: list[Unit], tracker: ProgressFactory, report: RunReport
                    ) -> None:

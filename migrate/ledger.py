@@ -439,6 +439,13 @@ class Ledger:
                               .order_by(units.c.id)).all()
         return [_unit(row) for row in rows]
 
+    def units_of(self, principal: str, workload: str) -> dict[str, Unit]:
+        """The principal's units of a workload, by container."""
+        with self._reading() as db:
+            rows = db.execute(select(units).where((units.c.principal == principal)
+                                                  & (units.c.workload == workload))).all()
+        return {unit.container: unit for unit in map(_unit, rows)}
+
     def all_units(self) -> list[Unit]:
         with self._reading() as db:
             rows = db.execute(select(units).order_by(units.c.principal, units.c.id)).all()

@@ -86,6 +86,21 @@ def decide_folders(
     return [(by_path[d.source], d) for d in decisions]
 
 
+def settled(container: Container, unit: Unit | None, target: str | None) -> bool:
+    """Whether a folder's unit has nothing to do, from what the source's folder list said of
+    it, without a round trip of its own: unchanged since a pass that left nothing behind
+    into the same target folder ``target`` (its native name), or empty and never copied
+    from. A folder emptied since a pass that copied from it is not settled: its run
+    reports the deletions."""
+    if unit is None or unit.status == "pending":
+        return container.count == 0
+    if unit.status != "done" or unit.failed or unit.target_container != target:
+        return False
+    if container.state is not None and unit.cursor == container.state:
+        return True
+    return container.count == 0 and unit.copied == 0
+
+
 def plan_folder(
     source: MailSource, plan: FolderPlan, known: dict[str, ItemRecord], max_item_size: int | None,
 ) -> None:

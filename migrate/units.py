@@ -44,6 +44,7 @@ from migrate.mail import (
     decide_folders,
     path_of,
     plan_folder,
+    settled,
     shown,
     size_limit,
     source_notes,
@@ -71,6 +72,9 @@ class PlannedUnit:
     spec: dict[str, Any]
     chain: str
     """Units with the same chain run one after another, in planned order."""
+    settled: dict[str, Any] | None = None
+    """Nothing to do: the columns to record the unit done with (its cursor, its target
+    folder), instead of running it."""
 
 
 @dataclass
@@ -81,6 +85,9 @@ class Planned:
     units: list[PlannedUnit] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    settled: list[Unit] = field(default_factory=list)
+    """Units with nothing to do (``migrate.mail.settled``), recorded done by the planner
+    with the source's state as their cursor, never run: they are reported all the same."""
 
 
 class Bench:
@@ -235,20 +242,22 @@ class MailRunner:
             if not bench.connectors.sink_capabilities(MAIL).keeps_internal_date_offset:
                 warnings.append(Text.of("internal_date_offset_lost"))
             for container, decision in folders:
-                rows.extend(_plan_rows(bench, user, source, container, decision, limit, known,
-                                       totals))
+                rows.extend(_plan_rows(bench, user, source, sink, container, decision, limit,
+                                       known, totals))
             rows.extend(_unknown_on_target(bench, user, sink, folders))
             rows.extend(note_rows(user, source_notes(source)))
         return rows, warnings
 
     def units(self, bench: Bench, user: UserMapping, workload: str) -> Planned:
         planned = Planned()
+        known = bench.ledger.units_of(user.source, workload)
         with bench.endpoints(user) as (source, sink):
             folders = decide_folders(source, bench.rules, sink)
             notes = source_notes(source)
-            created = (sink.ensure_containers([d.target for _, d in folders
+            present = (sink.ensure_containers([d.target for _, d in folders
                                                if d.action != "skip" and d.target])
-                       if isinstance(sink, FolderBatchSink) else set())
+                       if isinstance(sink, FolderBatchSink) else {})
+            natives = {target: sink.native_name(target) for target in present}
         planned.rows.extend(note_rows(user, notes))
         ordered = sorted(folders, key=lambda f: FIRST_ROLES.get(f[1].role or "",
                                                                  len(FIRST_ROLES)))
@@ -260,15 +269,20 @@ class MailRunner:
                                               "folder": shown(decision.source)}, reasons))
                 continue
             assert decision.target is not None
+            key = container_key(decision.source)
+            native = natives.get(decision.target)
+            quiet = native is not None and settled(container, known.get(key), native)
             planned.units.append(PlannedUnit(
-                container=container_key(decision.source),
+                container=key,
                 chain=container_key(decision.target),
+                settled=({"target_container": native, "cursor": container.state or
+                          (known[key].cursor if key in known else None)} if quiet else None),
                 spec={"path": list(container.path), "role": container.role,
                       "native_name": container.native_name, "target_path": list(decision.target),
                       "action": action, "reasons": list(decision.reasons),
                       "detail": decision.detail, "position": position,
                       "folder": shown(decision.source), "target_folder": shown(decision.target),
-                      "target_created": decision.target in created}))
+                      "target_created": present.get(decision.target, False)}))
         return planned
 
     def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
@@ -417,11 +431,18 @@ def plan_units(bench: Bench, user: UserMapping, workload: str, run_id: int
     source_type = bench.batch.source.type
     target = bench.batch.target_of(workload)
     limits = {"account": user.source, "slots": bench.account_slots()}
-    rows = [bench.ledger.plan_unit(user.source, workload, p.container, run_id=run_id,
-                                   target=user.target, source_type=source_type,
-                                   sink_type=target.type if target is not None else None,
-                                   spec={**p.spec, "limits": limits}, chain=p.chain)
-            for p in planned.units]
+    rows = []
+    for p in planned.units:
+        row = bench.ledger.plan_unit(user.source, workload, p.container, run_id=run_id,
+                                     target=user.target, source_type=source_type,
+                                     sink_type=target.type if target is not None else None,
+                                     spec={**p.spec, "limits": limits}, chain=p.chain)
+        if p.settled is None:
+            rows.append(row)
+        else:
+            bench.ledger.update_unit(row.id, status="done", last_run=run_id, last_error=None,
+                                     **p.settled)
+            planned.settled.append(bench.ledger.unit_by_id(row.id))
     bench.ledger.record_timing(run_id, user.source, workload, "", time.monotonic() - started)
     return rows, planned
 
@@ -468,15 +489,26 @@ def unit_limit(unit: Unit) -> tuple[str, int]:
     return limits.get("account", unit.principal), int(limits.get("slots", 2))
 
 
-def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, container: Container,
-               decision: FolderDecision, limit: int | None, known: dict[str, Unit],
-               totals: dict[str, int]) -> list[dict[str, Any]]:
+def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, sink: MailSink,
+               container: Container, decision: FolderDecision, limit: int | None,
+               known: dict[str, Unit], totals: dict[str, int]) -> list[dict[str, Any]]:
     base = {"principal": user.source, "target": user.target, "folder": shown(decision.source),
             "target_folder": shown(decision.target)}
     action, reasons = decided(decision)
     if decision.action == "skip":
         return [skip_row(base, reasons)]
     unit = known.get(container_key(decision.source))
+    assert decision.target is not None
+    try:
+        native = sink.native_name(decision.target)
+    except ContainerRefused:
+        native = None
+    if native is not None and settled(container, unit, native):
+        # Nothing to do, as the folder list says: what the ledger holds of it is all.
+        return [{**container_row(totals, base, action, reasons,
+                                 messages=unit.copied if unit else 0,
+                                 size=unit.bytes if unit else 0, to_copy=0, to_copy_bytes=0),
+                 "settled": True}]
     records = bench.ledger.items_of(unit.id) if unit else {}
     plan = FolderPlan(container, decision)
     with bench.probe.timing(bench.probe.folders):

@@ -143,6 +143,69 @@ def test_second_run_moves_only_new_messages_and_changed_flags(pair, tmp_path):
     assert bascule("verify", str(batch))[0] == 0
 
 
+def test_empty_and_unchanged_folders_are_settled_from_the_folder_list(pair, tmp_path,
+                                                                      monkeypatch):
+    """A folder the source's folder list shows empty (never copied from) or unchanged since
+    the last pass is recorded done at planning, never listed on its own; its target folder
+    exists all the same, and the report still has its line."""
+    from connectors.imap.source import ImapSource
+
+    source, target, _, batch = pair
+    with mailboxes.client(source, "alice@ville.fr") as imap:
+        imap.create_folder("Vide")
+        imap.create_folder("Vide/Été")
+    listed: list[tuple[str, ...]] = []
+    list_changes = ImapSource.list_changes
+
+    def counted(self, container, cursor):
+        listed.append(container.path)
+        return list_changes(self, container, cursor)
+
+    monkeypatch.setattr(ImapSource, "list_changes", counted)
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert ("Vide",) not in listed and ("Vide", "Été") not in listed
+    assert ("INBOX",) in listed
+    with mailboxes.client(target, "alice") as imap:
+        assert imap.folder_exists("Vide") and imap.folder_exists("Vide/Été")
+    folders = {e["folder"]: e for e in report(tmp_path, "run")["entries"]}
+    assert folders["Vide/Été"]["action"] == "copy"
+
+    listed.clear()
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert listed == []
+    again = {e["folder"]: e for e in report(tmp_path, "run")["entries"]}
+    assert again.keys() == folders.keys()
+    assert report(tmp_path, "run")["summary"]["copied"] == 0
+
+    new = next(build_mailbox(1, seed=9))
+    with mailboxes.client(source, "alice@ville.fr") as imap:
+        mailboxes.append(imap, "INBOX", new)
+        imap.select_folder("R&D")
+        imap.add_flags([imap.search("ALL")[0]], [b"Urgent"])
+        mailboxes.append(imap, "Vide", new)
+    listed.clear()
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert sorted(listed) == [("INBOX",), ("R&D",), ("Vide",)]
+    summary = report(tmp_path, "run")["summary"]
+    assert (summary["copied"], summary["flag_updates"]) == (2, 1)
+    assert mailboxes.filled(target, "alice") == mailboxes.landed(
+        mailboxes.contents(source, "alice@ville.fr"), {**LANDING, ("Vide",): ("Vide",)})
+
+    with mailboxes.client(source, "alice@ville.fr") as imap:
+        imap.select_folder("Vide")
+        imap.delete_messages(imap.search("ALL"))
+        imap.expunge()
+    listed.clear()
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert listed == [("Vide",)]
+    notes = [e for e in report(tmp_path, "run")["entries"] if e["action"] == "note"]
+    assert [(e["folder"], e["messages"]) for e in notes] == [("Vide", 1)]
+
+
 def test_uidvalidity_change_brings_no_duplicate(pair, tmp_path):
     source, target, corpus, batch = pair
     assert len(next(f for f in corpus if f.path == ("R&D",)).messages) == 2

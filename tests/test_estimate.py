@@ -168,11 +168,15 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     assert code == 0, output
     plan = report(tmp_path, "plan")
     found = plan["estimate"]
-    copied = [e for e in plan["entries"] if e["action"] in ("copy", "rename")]
+    planned = [e for e in plan["entries"] if e["action"] in ("copy", "rename")]
+    # Empty folders are settled from the folder list: not listed, not units of the model.
+    copied = [e for e in planned if not e.get("settled")]
+    assert {e["messages"] for e in planned if e.get("settled")} == {0}
+    assert len(copied) < len(planned)
     basis = found["basis"]
     assert basis["kind"] == "probe"
     assert (basis["principals"], basis["folders"]) == (1, len(copied))
-    assert basis["target_round_trips"] == len({e["target_folder"] for e in copied})
+    assert basis["target_round_trips"] == len({e["target_folder"] for e in planned})
     assert 0 < basis["target_round_trip_seconds"] < 1 and 0 < basis["principal_seconds"] < 5
     rates = found["rates"]
     assert rates["per_unit_seconds"] == pytest.approx(
@@ -208,7 +212,8 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     found = report(tmp_path, "plan")["estimate"]
     basis = found["basis"]
     assert basis["kind"] == "history" and basis["runs"] == [run["run_id"]]
-    assert basis["units"] == len([e for e in run["entries"] if e["action"] in ("copy", "rename")])
+    assert basis["units"] == len([e for e in run["entries"] if e["action"] in ("copy", "rename")
+                                  and not e.get("settled")])
     assert (basis["items"], basis["bytes"]) == (run["summary"]["copied"], run["summary"]["bytes"])
     assert 0 < basis["run_seconds"][0] <= wall
     # Everything is copied: the next run is a delta pass, its units' fixed costs only,

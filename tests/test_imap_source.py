@@ -263,6 +263,47 @@ def test_delta_with_condstore(dovecot: Dovecot) -> None:
     }
 
 
+def test_folder_list_gives_each_folder_the_cursor_its_listing_would(dovecot: Dovecot) -> None:
+    """With LIST-STATUS the folder list carries each folder's state: equal to the cursor a
+    listing answers, and changed by a new message, a flag change or an expunge."""
+    client = mailbox(dovecot)
+    for name in ("Réunions/Été 2025", "Suivi & relances", "Vide", "[Archives", "2024",
+                 'Projet (2024) "final"', "Dossier\\partagé"):
+        client.create_folder(name)
+    first = append(client, "Réunions/Été 2025", message("Ordre du jour"))
+    append(client, "Suivi & relances", message("Relance"))
+
+    source = source_for(dovecot)
+    listed = {c.path: c for c in source.containers()}
+    assert listed[("Vide",)].state is not None and listed[("Vide",)].count == 0
+    assert listed[("Suivi & relances",)].count == 1
+    assert all(folder.state is not None for folder in listed.values())
+    cursors = {path: source.list_changes(folder, None).cursor for path, folder in listed.items()}
+    assert {path: folder.state for path, folder in listed.items()} == cursors
+    assert "highestmodseq" in cursors[("Réunions", "Été 2025")]
+
+    client.select_folder("Réunions/Été 2025")
+    client.add_flags([first], ["\\Flagged"])
+    append(client, "Suivi & relances", message("Seconde relance"))
+    client.select_folder("INBOX")
+    append(client, "INBOX", message("Supprimé"))
+    client.delete_messages(client.search("ALL"))
+    client.expunge()
+    client.logout()
+    later = {c.path: c.state for c in source.containers()}
+    source.close()
+    changed = {path for path in listed if later[path] != cursors[path]}
+    assert changed == {("Réunions", "Été 2025"), ("Suivi & relances",), ("INBOX",)}
+
+
+def test_folder_list_without_list_status_carries_no_state(dovecot_factory) -> None:
+    server = dovecot_factory({"alice": "alice-pw"}, capability=EXCHANGE_ONLINE_CAPABILITY)
+    source = source_for(server)
+    states = {c.path: c.state for c in source.containers()}
+    source.close()
+    assert states and set(states.values()) == {None}
+
+
 def test_delta_without_condstore_lists_everything_with_flags(dovecot_factory) -> None:
     server = dovecot_factory({"alice": "alice-pw"}, capability=EXCHANGE_ONLINE_CAPABILITY)
     client = mailbox(server)

@@ -143,11 +143,11 @@ class ImapSink:
             self._create(name)
         return native_name
 
-    def ensure_containers(self, paths: Sequence[Path]) -> set[Path]:
+    def ensure_containers(self, paths: Sequence[Path]) -> dict[Path, bool]:
         """Create the missing folders of ``paths`` and their parents, many CREATEs in one
-        round trip on the first APPEND connection; answer those of ``paths`` created now.
-        Those the server refuses (or a lost connection) are left to ``ensure_container``,
-        which says why."""
+        round trip on the first APPEND connection; answer those of ``paths`` that exist now,
+        each with whether it was created now. Those the server refuses (or a lost
+        connection) are left out, for ``ensure_container`` to say why."""
         nameable = [path for path in paths if self._nameable(path)]
         missing = self._missing(nameable)
         created: set[str] = set()
@@ -157,8 +157,10 @@ class ImapSink:
                     missing[start:start + FOLDERS_AT_ONCE])
         except AppendConnectionLost:
             self._pipelines.pop(0, None)
-        self._known_folders().update(created)
-        return {path for path in nameable if self.native_name(path) in created}
+        known = self._known_folders()
+        known.update(created)
+        return {path: self.native_name(path) in created for path in nameable
+                if self.native_name(path) in known or self.native_name(path).upper() == "INBOX"}
 
     def _nameable(self, path: Path) -> bool:
         try:
