@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -283,17 +283,33 @@ class Engine:
         report = PlanReport(self._needs_target() + self._unmapped() + self._source_refusal(),
                             list(self.notices))
         works: dict[str, PrincipalWork] = {}
-        for workload in self.batch.workloads:
-            for user in self._principals(workload):
-                if self.stop.is_set():
-                    break
-                try:
-                    rows, said = RUNNERS[workload].plan(
-                        self.bench, user, workload, known[(user.source, workload)],
-                        report.totals)
-                except BasculeError as error:
-                    report.refused(user, text_of(error))
+
+        def plan_one(user: UserMapping, workload: str) -> Any:
+            if self.stop.is_set():
+                return None
+            totals: Counter[str] = Counter()
+            try:
+                rows, said = RUNNERS[workload].plan(
+                    self.bench, user, workload, known[(user.source, workload)], totals)
+            except BasculeError as error:
+                return error
+            return rows, said, totals
+
+        # Principals are planned ``workers`` at a time (their sign-ins and listings are
+        # round trips), and reported in the users table's order.
+        with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
+            jobs = [(user, pool.submit(plan_one, user, workload))
+                    for workload in self.batch.workloads for user in self._principals(workload)]
+            for user, job in jobs:
+                planned = job.result()
+                if planned is None:
                     continue
+                if isinstance(planned, BasculeError):
+                    report.refused(user, text_of(planned))
+                    continue
+                rows, said, totals = planned
+                for key, value in totals.items():
+                    report.totals[key] += value
                 report.add(rows, said)
                 work = works.setdefault(user.source, PrincipalWork(user.source, user.target))
                 work.units += [(row["to_copy"], row["to_copy_bytes"]) for row in rows
