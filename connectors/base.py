@@ -56,6 +56,29 @@ SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\D
 Path = tuple[str, ...]
 
 
+class computed_once:
+    """A property computed on first read and kept on its instance: ``cached_property``
+    without its lock. Before Python 3.12 that lock is one for the whole class, so that one
+    instance computing it (round trips to a server) holds up the first read of every other
+    instance: eight principals signing in at once did it one after another. Two threads
+    reading it first on the same instance may both compute it; the last answer stays."""
+
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.compute(instance)
+        instance.__dict__[self.name] = value
+        return value
+
+
 @dataclass(frozen=True)
 class Container:
     """A folder as its connector sees it."""

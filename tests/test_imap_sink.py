@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from connectors.base import (
     ItemRejected,
     Message,
     SendUnconfirmed,
+    computed_once,
     fingerprint_bytes,
 )
 from connectors.imap.append import WINDOW_MESSAGES, AppendPipeline
@@ -571,3 +573,25 @@ def test_a_batch_refused_for_one_message_is_sent_again_one_by_one(dovecot_factor
         assert stored(target, "INBOX", result.target_ref)["body"] == plain(
             f"petit {result.source_id}")
     assert folder_count(target, "INBOX") == 3
+
+
+def test_a_sink_signing_in_does_not_hold_up_another_one() -> None:
+    """The sink's capabilities are computed once per sink, with no lock shared by every
+    sink (``functools.cached_property`` has one per class before Python 3.12): two
+    principals signing in at once meet here, neither waiting for the other."""
+    meeting = threading.Barrier(2, timeout=5)
+
+    class Signing:
+        computed = 0
+
+        @computed_once
+        def capabilities(self) -> str:
+            Signing.computed += 1
+            meeting.wait()  # both first reads in progress at once, or a BrokenBarrierError
+            return "IMAP4rev1"
+
+    first, second = Signing(), Signing()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda sink: sink.capabilities, (first, second)))
+    assert answers == ["IMAP4rev1", "IMAP4rev1"]
+    assert (first.capabilities, Signing.computed) == ("IMAP4rev1", 2)

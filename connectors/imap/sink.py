@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 import imapclient
@@ -34,6 +33,7 @@ from connectors.base import (
     SinkCapabilities,
     SourceNote,
     StoredItem,
+    computed_once,
 )
 from connectors.imap.append import (
     WINDOW_MESSAGES,
@@ -99,7 +99,7 @@ class ImapSink:
         self._notes: list[SourceNote] = []
         self._folders: set[str] | None = None
 
-    @cached_property
+    @computed_once
     def capabilities(self) -> SinkCapabilities:
         separator = self._session.separator
         special: dict[str, Path] = {"inbox": ("INBOX",)}
@@ -117,7 +117,7 @@ class ImapSink:
             crlf_only=True,
         )
 
-    @cached_property
+    @computed_once
     def _first_listing(self) -> list[tuple[tuple[bytes, ...], bytes, str]]:
         """Every folder of the account, listed once (the capabilities and the folders known
         to exist are read from it)."""
