@@ -70,14 +70,13 @@ class DocumentUnit:
         take_source_notes(self.ledger, self.unit, self.source, self.result)
         self.result.deleted_at_source = sum(
             1 for sid in listing.removed if known.get(sid) and known[sid].status == DONE)
-        self.ledger.refresh_counts(self.unit.id)
         if self.result.interrupted:
             # The cursor stays where it was: what was not reached is listed again next time.
-            self.ledger.update_unit(self.unit.id, status="interrupted", last_error=None)
+            self.ledger.refresh_counts(self.unit.id, status="interrupted", last_error=None)
         else:
-            self.ledger.update_unit(self.unit.id, cursor=listing.cursor,
-                                    status="failed" if self.result.failed else "done",
-                                    last_error=None)
+            self.ledger.refresh_counts(self.unit.id, cursor=listing.cursor,
+                                       status="failed" if self.result.failed else "done",
+                                       last_error=None)
         return self.result
 
     def _wanted(self, listing: DocumentListing, known: dict) -> list[DocumentRef]:

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -415,14 +415,28 @@ class Ledger:
                 row = db.execute(select(units).where(key)).first()
         return _unit(row)
 
-    def plan_unit(self, principal: str, workload: str, container: str, *, run_id: int,
-                  **decided: Any) -> Unit:
-        """Write what the planner decided for a unit (``target``, ``source_type``,
-        ``sink_type``, ``spec``, ``chain``), made on first use, marked planned by
-        ``run_id``: what a process needs to run it besides the batch file."""
-        unit = self.unit(principal, workload, container)
-        self.update_unit(unit.id, planned_run=run_id, **decided)
-        return self.unit_by_id(unit.id)
+    def plan_units(self, principal: str, workload: str, run_id: int,
+                   decided: Sequence[tuple[str, dict[str, Any]]]) -> list[Unit]:
+        """Write what the planner decided for a principal's units of a workload (``target``,
+        ``source_type``, ``sink_type``, ``spec``, ``chain``; status and cursor for a unit
+        settled at planning), in one transaction: each ``(container, columns)`` made on
+        first use and marked planned by ``run_id``, as a process needs it to run the unit
+        besides the batch file. The units are answered in the order given."""
+        key = (units.c.principal == principal) & (units.c.workload == workload)
+        now = _now()
+        with self._writing() as db:
+            existing = set(db.execute(select(units.c.container).where(key)).scalars())
+            new = [container for container, _ in decided if container not in existing]
+            if new:
+                db.execute(insert(units), [
+                    {"principal": principal, "workload": workload, "container": container,
+                     "status": "pending", "copied": 0, "bytes": 0, "failed": 0,
+                     "updated_at": now} for container in new])
+            for container, columns in decided:
+                db.execute(update(units).where(key & (units.c.container == container))
+                           .values(updated_at=now, planned_run=run_id, **columns))
+            rows = {row.container: _unit(row) for row in db.execute(select(units).where(key))}
+        return [rows[container] for container, _ in decided]
 
     def unit_by_id(self, unit_id: int) -> Unit:
         """A unit by its id; ``LedgerError`` ``no_unit`` when the ledger has none."""
@@ -455,8 +469,9 @@ class Ledger:
         with self._writing() as db:
             db.execute(update(units).where(units.c.id == unit_id).values(updated_at=_now(), **values))
 
-    def refresh_counts(self, unit_id: int) -> None:
-        """Recount copied items, bytes and failures from the item rows."""
+    def refresh_counts(self, unit_id: int, **values: Any) -> None:
+        """Recount copied items, bytes and failures from the item rows; the unit's other
+        ``values`` (its status, its cursor at the end) written in the same transaction."""
         with self._writing() as db:
             done = db.execute(
                 select(func.count(), func.coalesce(func.sum(items.c.size), 0)).where(
@@ -469,7 +484,8 @@ class Ledger:
             db.execute(
                 update(units)
                 .where(units.c.id == unit_id)
-                .values(copied=done[0], bytes=int(done[1]), failed=failed, updated_at=_now())
+                .values(copied=done[0], bytes=int(done[1]), failed=failed, updated_at=_now(),
+                        **values)
             )
 
     # items
@@ -627,6 +643,9 @@ class Ledger:
             db.execute(insert(items), batch)
 
     def set_flags(self, unit_id: int, changes: Iterable[tuple[str, frozenset[str]]]) -> None:
+        changes = list(changes)
+        if not changes:
+            return
         with self._writing() as db:
             for source_id, flags in changes:
                 db.execute(

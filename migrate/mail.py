@@ -205,15 +205,16 @@ class MailUnit:
     """Copies one source folder to one target folder, checkpointing in the ledger.
 
     ``result`` is filled as the unit goes, so that a unit that raises still tells what it
-    did before. ``target_created``: the target folder was created by this run's planning,
-    so it holds nothing an earlier run sent and needs no count before the first send."""
+    did before. ``target_empty``: the target folder was created by this run's planning or
+    found empty then, so it holds nothing an earlier run sent and needs no count before the
+    first send."""
 
     def __init__(
         self, ledger: Ledger, unit: Unit, source: MailSource, sink: MailSink,
         container: Container, target_path: tuple[str, ...],
         progress: UnitProgress | None = None, max_item_size: int | None = None,
         brakes: Brakes | None = None, result: UnitResult | None = None,
-        target_created: bool = False,
+        target_empty: bool = False,
     ) -> None:
         self.ledger = ledger
         self.unit = unit
@@ -225,7 +226,7 @@ class MailUnit:
         self.max_item_size = size_limit(sink.capabilities.max_item_size, max_item_size)
         self.brakes = brakes or Brakes()
         self.result = result if result is not None else UnitResult()
-        self.target_created = target_created
+        self.target_empty = target_empty
 
     def run(self) -> UnitResult:
         self.native = self.sink.ensure_container(self.target_path)
@@ -255,12 +256,11 @@ class MailUnit:
         if self.brakes.engaged():
             self._note_left_behind(to_copy, sizes)
         self._take_notes()
-        self.ledger.refresh_counts(self.unit.id)
         if self.result.interrupted:
             # The cursor stays where it was: what was not reached is listed again next time.
-            self.ledger.update_unit(self.unit.id, status="interrupted", last_error=None)
+            self.ledger.refresh_counts(self.unit.id, status="interrupted", last_error=None)
         else:
-            self.ledger.update_unit(
+            self.ledger.refresh_counts(
                 self.unit.id, cursor=listing.cursor,
                 status="failed" if self.result.failed else "done", last_error=None)
         return self.result
@@ -356,9 +356,10 @@ class MailUnit:
     def _target_index(self, force: bool) -> TargetIndex | None:
         """The target folder's unclaimed messages, when it may hold some: always after an
         unconfirmed send, else when it holds more messages than the ledger accounts for
-        (never in a folder this run created: all it holds was recorded in flight first)."""
+        (never in a folder this run created or found empty: all it holds was recorded in
+        flight first)."""
         principal = self.unit.principal
-        if not force and (self.target_created or self.sink.count(
+        if not force and (self.target_empty or self.sink.count(
                 self.native) <= self.ledger.claimed_count(principal, self.native)):
             return None
         index = TargetIndex(self.sink, self.native,

@@ -282,7 +282,7 @@ class MailRunner:
                       "action": action, "reasons": list(decision.reasons),
                       "detail": decision.detail, "position": position,
                       "folder": shown(decision.source), "target_folder": shown(decision.target),
-                      "target_created": present.get(decision.target, False)}))
+                      "target_empty": present.get(decision.target, False)}))
         return planned
 
     def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
@@ -292,7 +292,7 @@ class MailRunner:
         with bench.failing(unit), bench.endpoints(user) as (source, sink):
             MailUnit(bench.ledger, unit, source, sink, container, tuple(spec["target_path"]),
                      progress, bench.target_size_limit(), bench.brakes(user), result,
-                     target_created=spec.get("target_created", False)).run()
+                     target_empty=spec.get("target_empty", False)).run()
 
     def verify(self, bench: Bench, user: UserMapping, workload: str, units: list[Unit],
                tally: VerifyTally) -> None:
@@ -431,18 +431,16 @@ def plan_units(bench: Bench, user: UserMapping, workload: str, run_id: int
     source_type = bench.batch.source.type
     target = bench.batch.target_of(workload)
     limits = {"account": user.source, "slots": bench.account_slots()}
+    decided = [(p.container, {
+        "target": user.target, "source_type": source_type,
+        "sink_type": target.type if target is not None else None,
+        "spec": {**p.spec, "limits": limits}, "chain": p.chain,
+        **({"status": "done", "last_run": run_id, "last_error": None, **p.settled}
+           if p.settled is not None else {})}) for p in planned.units]
     rows = []
-    for p in planned.units:
-        row = bench.ledger.plan_unit(user.source, workload, p.container, run_id=run_id,
-                                     target=user.target, source_type=source_type,
-                                     sink_type=target.type if target is not None else None,
-                                     spec={**p.spec, "limits": limits}, chain=p.chain)
-        if p.settled is None:
-            rows.append(row)
-        else:
-            bench.ledger.update_unit(row.id, status="done", last_run=run_id, last_error=None,
-                                     **p.settled)
-            planned.settled.append(bench.ledger.unit_by_id(row.id))
+    for p, row in zip(planned.units, bench.ledger.plan_units(user.source, workload, run_id,
+                                                               decided), strict=True):
+        (rows if p.settled is None else planned.settled).append(row)
     bench.ledger.record_timing(run_id, user.source, workload, "", time.monotonic() - started)
     return rows, planned
 

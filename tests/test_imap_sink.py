@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import imapclient
 import pytest
 from imapclient import IMAPClient
 
@@ -595,3 +596,26 @@ def test_a_sink_signing_in_does_not_hold_up_another_one() -> None:
         answers = list(pool.map(lambda sink: sink.capabilities, (first, second)))
     assert answers == ["IMAP4rev1", "IMAP4rev1"]
     assert (first.capabilities, Signing.computed) == ("IMAP4rev1", 2)
+
+
+def test_folders_made_at_once_say_which_hold_nothing(dovecot):
+    """``ensure_containers`` answers the folders that exist, each with whether it holds
+    nothing: created now, or empty in the sink's first listing and not written since."""
+    client = imapclient.IMAPClient(dovecot.host, dovecot.port, ssl=False)
+    client.login("alice", dovecot.users["alice"])
+    client.create_folder("Ancien")
+    client.append("Ancien", plain("Déjà là"))
+    client.create_folder("Vide ancien")
+    client.logout()
+
+    sink = sink_for(dovecot)
+    try:
+        answer = sink.ensure_containers([("INBOX",), ("Ancien",), ("Vide ancien",), ("Sent",),
+                                         ("Nouveau", "Été"), ("Mauvais\x00nom",)])
+        assert answer == {("INBOX",): True, ("Ancien",): False, ("Vide ancien",): True,
+                          ("Sent",): True, ("Nouveau", "Été"): True}
+        list(sink.put_many("Vide ancien", [make_message(plain("Nouveau"))]))
+        assert sink.ensure_containers([("Vide ancien",)]) == {("Vide ancien",): False}
+    finally:
+        sink.close()
+    assert folder_count(dovecot, "Nouveau/Été") == 0

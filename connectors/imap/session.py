@@ -12,12 +12,13 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 import imapclient
 from imapclient import exceptions as imap_errors
+from imapclient.imap_utf7 import decode as decode_utf7
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from connectors.base import LINK_PAUSES, ConnectError, Path
@@ -159,6 +160,60 @@ def hierarchy_separator(client: imapclient.IMAPClient) -> str | None:
         if delimiter:
             return delimiter.decode("ascii") if isinstance(delimiter, bytes) else delimiter
     return None
+
+
+def list_with_status(client: imapclient.IMAPClient, capabilities: frozenset[str],
+                     items: tuple[str, ...]
+                     ) -> tuple[list[tuple[Any, Any, str]], dict[str, dict[str, int]]]:
+    """Every folder as ``list_folders`` gives it, and the STATUS ``items`` of each by
+    folder name, in one round trip where the server has LIST-STATUS (RFC 5819); the
+    folders alone (and no STATUS) elsewhere."""
+    if "LIST-STATUS" not in capabilities:
+        return client.list_folders("", "*"), {}
+    imap = client._imap  # imapclient has no LIST ... RETURN: its imaplib does
+    imap.untagged_responses.pop("STATUS", None)
+    # Asked for anything, a server may leave out what a plain LIST gives unasked (Dovecot:
+    # the special-use attributes).
+    special = "SPECIAL-USE " if "SPECIAL-USE" in capabilities else ""
+    typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN",
+                                     f"({special}STATUS ({' '.join(items)}))")
+    client._checkok("list", typ, data)
+    _, statuses = imap._untagged_response(typ, data, "STATUS")
+    _, listed = imap._untagged_response(typ, data, "LIST")
+    return client._proc_folder_list(listed), {
+        _folder_name(client, name): answer for name, answer in _status_lines(statuses)}
+
+
+def _status_lines(data: list[Any]) -> Iterator[tuple[bytes, dict[str, int]]]:
+    """Each untagged STATUS answer as imaplib holds it: its folder name (raw, quotes
+    undone) and its numbers. The name is a quoted string, a literal (a tuple, the rest of
+    the line in the next element) or an atom that may hold a bracket (``[Archives``), which
+    imapclient's parser cannot take: the numbers are the last parenthesised list."""
+    pending: bytes | None = None
+    for item in data:
+        if isinstance(item, tuple):
+            pending = item[1]
+            continue
+        if not isinstance(item, bytes) or not item:
+            continue
+        head, _, numbers = item.rpartition(b"(")
+        name = pending if pending is not None else head.strip()
+        pending = None
+        if name.startswith(b'"') and name.endswith(b'"') and len(name) >= 2:
+            name = re.sub(rb'\\(.)', rb"\1", name[1:-1])
+        words = numbers.rstrip(b") ").split()
+        answer = {}
+        for key, value in zip(words[::2], words[1::2], strict=False):
+            if value.isdigit():
+                answer[key.decode("ascii", "replace").upper()] = int(value)
+        yield name, answer
+
+
+def _folder_name(client: imapclient.IMAPClient, name: bytes) -> str:
+    """A folder name as imapclient's folder list gives it (decoded from modified UTF-7)."""
+    if client.folder_encode:
+        return decode_utf7(name)
+    return name.decode("utf-8", "replace")
 
 
 def split_name(name: str, separator: str | None) -> Path:

@@ -49,6 +49,7 @@ from connectors.imap.session import (
     ImapSession,
     dropped,
     join_path,
+    list_with_status,
 )
 
 SPECIAL_USE_ROLES = {
@@ -98,6 +99,9 @@ class ImapSink:
         self._uidvalidity = 0
         self._notes: list[SourceNote] = []
         self._folders: set[str] | None = None
+        self._listed_counts: dict[str, int] = {}
+        self._written: set[str] = set()
+        """Folders this sink appended to: their listed counts no longer hold."""
 
     @computed_once
     def capabilities(self) -> SinkCapabilities:
@@ -120,8 +124,19 @@ class ImapSink:
     @computed_once
     def _first_listing(self) -> list[tuple[tuple[bytes, ...], bytes, str]]:
         """Every folder of the account, listed once (the capabilities and the folders known
-        to exist are read from it)."""
-        return self._session.call(lambda c: c.list_folders())
+        to exist are read from it), with each one's message count where the server has
+        LIST-STATUS."""
+        folders, statuses = self._session.call(
+            lambda c: list_with_status(c, self._session.capabilities, ("MESSAGES",)))
+        self._listed_counts = {name: answer["MESSAGES"] for name, answer in statuses.items()
+                               if "MESSAGES" in answer}
+        return folders
+
+    def _listed_empty(self, name: str) -> bool:
+        """The folder held nothing when first listed, and this sink has written nothing to
+        it since."""
+        _ = self._first_listing
+        return self._listed_counts.get(name) == 0 and name not in self._written
 
     def _known_folders(self) -> set[str]:
         """The folders known to exist: the first listing's, and those created since by this
@@ -146,8 +161,9 @@ class ImapSink:
     def ensure_containers(self, paths: Sequence[Path]) -> dict[Path, bool]:
         """Create the missing folders of ``paths`` and their parents, many CREATEs in one
         round trip on the first APPEND connection; answer those of ``paths`` that exist now,
-        each with whether it was created now. Those the server refuses (or a lost
-        connection) are left out, for ``ensure_container`` to say why."""
+        each with whether it holds nothing (created now, or empty in the first listing).
+        Those the server refuses (or a lost connection) are left out, for
+        ``ensure_container`` to say why."""
         nameable = [path for path in paths if self._nameable(path)]
         missing = self._missing(nameable)
         created: set[str] = set()
@@ -159,8 +175,9 @@ class ImapSink:
             self._pipelines.pop(0, None)
         known = self._known_folders()
         known.update(created)
-        return {path: self.native_name(path) in created for path in nameable
-                if self.native_name(path) in known or self.native_name(path).upper() == "INBOX"}
+        return {path: name in created or self._listed_empty(name)
+                for path, name in ((path, self.native_name(path)) for path in nameable)
+                if name in known or name.upper() == "INBOX"}
 
     def _nameable(self, path: Path) -> bool:
         try:
@@ -182,6 +199,7 @@ class ImapSink:
         return sorted(wanted, key=lambda name: (wanted[name], name))
 
     def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
+        self._written.add(native_name)
         messages = self._noting_lost_flags(messages)
         if not self._uidplus():
             yield from self._put_resolving_refs(native_name, messages)

@@ -12,7 +12,6 @@ command, large ones in partial chunks, each spooled while hashed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +19,6 @@ from typing import Any
 
 import imapclient
 from imapclient import exceptions as imap_errors
-from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response
 
 from connectors.base import (
@@ -32,7 +30,13 @@ from connectors.base import (
     flag_set,
 )
 from connectors.headers import MessageHeaders
-from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession, join_path
+from connectors.imap.session import (
+    ImapCredentials,
+    ImapEndpoint,
+    ImapSession,
+    join_path,
+    list_with_status,
+)
 from connectors.imap.session import split_name as split_mailbox_name
 from connectors.spool import Spool
 
@@ -127,34 +131,21 @@ class ImapSource:
     def _folders_and_states(self, client: imapclient.IMAPClient
                             ) -> tuple[list[tuple[Any, Any, str]], dict[str, dict[str, Any]]]:
         """Every folder, and the cursor of each as a listing would answer it now, in one
-        round trip where the server has LIST-STATUS (RFC 5819); the folders alone
-        elsewhere."""
-        if not self._session.has("LIST-STATUS"):
-            return client.list_folders("", "*"), {}
+        round trip where the server has LIST-STATUS; the folders alone elsewhere."""
         condstore = self._session.has("CONDSTORE")
-        items = "MESSAGES UIDNEXT UIDVALIDITY" + (" HIGHESTMODSEQ" if condstore else "")
-        imap = client._imap  # imapclient has no LIST ... RETURN: its imaplib does
-        imap.untagged_responses.pop("STATUS", None)
-        # Asked for anything, a server may leave out what a plain LIST gives unasked (Dovecot:
-        # the special-use attributes).
-        special = "SPECIAL-USE " if self._session.has("SPECIAL-USE") else ""
-        typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN",
-                                         f"({special}STATUS ({items}))")
-        client._checkok("list", typ, data)
-        _, statuses = imap._untagged_response(typ, data, "STATUS")
-        _, listed = imap._untagged_response(typ, data, "LIST")
+        items = ("MESSAGES", "UIDNEXT", "UIDVALIDITY") + (("HIGHESTMODSEQ",) if condstore else ())
+        folders, statuses = list_with_status(client, self._session.capabilities, items)
         states = {}
-        for name, answer in _status_lines(statuses):
+        for name, answer in statuses.items():
             if "UIDVALIDITY" not in answer or "MESSAGES" not in answer:
                 continue
             modseq = answer.get("HIGHESTMODSEQ")
-            states[_folder_name(client, name)] = _FolderState(
-                uidvalidity=int(answer["UIDVALIDITY"]),
-                uidnext=int(answer["UIDNEXT"]) if "UIDNEXT" in answer else None,
-                exists=int(answer["MESSAGES"]),
-                highestmodseq=int(modseq) if condstore and modseq is not None else None,
+            states[name] = _FolderState(
+                uidvalidity=answer["UIDVALIDITY"], uidnext=answer.get("UIDNEXT"),
+                exists=answer["MESSAGES"],
+                highestmodseq=modseq if condstore and modseq is not None else None,
             ).cursor()
-        return client._proc_folder_list(listed), states
+        return folders, states
 
     def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
         mailbox = self._mailbox(container)
@@ -423,38 +414,6 @@ def _flags(raw: Sequence[bytes | str]) -> frozenset[str]:
             continue
         flags.add(SYSTEM_FLAG_BY_NAME.get(flag.upper(), flag))
     return flag_set(flags)
-
-
-def _status_lines(data: list[Any]) -> Iterator[tuple[bytes, dict[str, int]]]:
-    """Each untagged STATUS answer as imaplib holds it: its folder name (raw, quotes
-    undone) and its numbers. The name is a quoted string, a literal (a tuple, the rest of
-    the line in the next element) or an atom that may hold a bracket (``[Archives``), which
-    imapclient's parser cannot take: the numbers are the last parenthesised list."""
-    pending: bytes | None = None
-    for item in data:
-        if isinstance(item, tuple):
-            pending = item[1]
-            continue
-        if not isinstance(item, bytes) or not item:
-            continue
-        head, _, numbers = item.rpartition(b"(")
-        name = pending if pending is not None else head.strip()
-        pending = None
-        if name.startswith(b'"') and name.endswith(b'"') and len(name) >= 2:
-            name = re.sub(rb'\\(.)', rb"\1", name[1:-1])
-        words = numbers.rstrip(b") ").split()
-        answer = {}
-        for key, value in zip(words[::2], words[1::2], strict=False):
-            if value.isdigit():
-                answer[key.decode("ascii", "replace").upper()] = int(value)
-        yield name, answer
-
-
-def _folder_name(client: imapclient.IMAPClient, name: bytes) -> str:
-    """A folder name as imapclient's folder list gives it (decoded from modified UTF-7)."""
-    if client.folder_encode:
-        return decode_utf7(name)
-    return _text(name)
 
 
 def _parse_source_id(source_id: str) -> tuple[int, int]:
