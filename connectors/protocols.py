@@ -116,6 +116,15 @@ class MailSink(Protocol):
 
 
 @runtime_checkable
+class SizedSendSink(Protocol):
+    """An optional ability of a mail sink: told how many messages its next ``put_many``
+    into a folder brings, it may spread a large one over more connections."""
+
+    def expect(self, native_name: str, count: int) -> None:
+        """The next ``put_many`` into ``native_name`` brings about ``count`` messages."""
+
+
+@runtime_checkable
 class FolderBatchSink(Protocol):
     """An optional ability of a mail sink: creating a principal's folders at once, before
     the units that fill them run: one round trip for a whole tree where one folder at a

@@ -25,7 +25,7 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.lines import with_crlf
-from connectors.protocols import MailSink, MailSource
+from connectors.protocols import MailSink, MailSource, SizedSendSink
 from connectors.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 from mappings.folders import FolderDecision, FolderRules
 from migrate.ledger import DONE, FAILED, UNSETTLED, ItemRecord, Ledger, Unit
@@ -376,6 +376,8 @@ class MailUnit:
                                   self.sink.capabilities, self.result.converted)
         messages = self._marked(self._unmatched(read_ahead(fetched, size=_held_in_memory),
                                                 index, outcomes), sent)
+        if isinstance(self.sink, SizedSendSink):
+            self.sink.expect(self.native, len(source_ids))
         try:
             for result in self.sink.put_many(self.native, messages):
                 size = sent.pop(result.source_id, 0)

@@ -619,3 +619,31 @@ def test_folders_made_at_once_say_which_hold_nothing(dovecot):
     finally:
         sink.close()
     assert folder_count(dovecot, "Nouveau/Été") == 0
+
+
+def test_a_large_folder_borrows_the_spare_connection_while_it_sends(dovecot):
+    """Told a folder brings many messages, the sink spreads them over the account's spare
+    connection too, and gives it back (logged out) when the folder is sent."""
+    spare = threading.BoundedSemaphore(1)
+    sink = sink_for(dovecot, spare=spare)
+    messages = [make_message(plain(f"Courrier {n}"), source_id=f"s{n}") for n in range(1200)]
+    lent_while_sending = []
+    try:
+        sink.expect("INBOX", len(messages))
+        results = []
+        for result in sink.put_many("INBOX", iter(messages)):
+            results.append(result)
+            if len(results) == 600:
+                lent_while_sending.append(not spare.acquire(blocking=False))
+        assert all(r.error is None and r.target_ref for r in results)
+        assert lent_while_sending == [True]
+        assert len(sink._pipelines) == 1
+        assert spare.acquire(blocking=False)
+        spare.release()
+        # A small folder borrows nothing.
+        sink.expect("INBOX", 10)
+        list(sink.put_many("INBOX", [make_message(plain("Seul"), source_id="seul")]))
+        assert len(sink._pipelines) == 1
+    finally:
+        sink.close()
+    assert folder_count(dovecot, "INBOX") == 1201

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,8 +66,9 @@ class ImapEndpointConfig(Section):
     connections: int = Field(
         4, ge=1, le=32,
         description="Parallelism per account: that many folders at once, each with one "
-        "control connection and connections/4 (at least one) appending: 8 connections to the "
-        "target for 4. Lower it for servers that cap connections per user (Dovecot: "
+        "control connection and connections/4 (at least one) appending, and connections/4 "
+        "more lent to a folder of many messages: up to 9 connections to the target for 4. "
+        "Lower it for servers that cap connections per user (Dovecot: "
         "mail_max_userip_connections, 10 by default).",
     )
     timeout: float = Field(60.0, gt=0)
@@ -124,9 +126,13 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
 
     # As many folders at once as connections, each appending over a quarter of them: most
     # folders are small, and what a small one costs is round trips, which only more folders
-    # in flight hide; a big one batches many messages per APPEND (MULTIAPPEND) instead.
-    return ImapSink(*imap_parts(context, account),
-                    connections=max(1, account.config.connections // 4))
+    # in flight hide; a big one batches many messages per APPEND (MULTIAPPEND) and borrows
+    # the account's spare connections (a quarter more) while it sends.
+    config = account.config
+    share = max(1, config.connections // 4)
+    spare = context.shared(("imap-append-spare", config.host, config.port, account.login),
+                           lambda: threading.BoundedSemaphore(share))
+    return ImapSink(*imap_parts(context, account), connections=share, spare=spare)
 
 
 def _check(context: Context, config: ImapEndpointConfig, first_login: str | None) -> None:

@@ -65,6 +65,8 @@ PART_SIZE = 1 << 20
 FETCH_BATCH_BYTES = 8 << 20
 METADATA_BATCH = 1000
 FOLDERS_AT_ONCE = 200
+WIDEN_AT = 1000
+"""Messages expected in one folder per spare connection it borrows (``ImapSink.spare``)."""
 """Folders created per burst of pipelined commands: their answers fit in socket buffers."""
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
@@ -82,14 +84,19 @@ class ImapSink:
     """A ``MailSink`` on an IMAP server (Dovecot, Cyrus, BlueMind...).
 
     ``connections`` > 1 spreads APPENDs over that many pipelines, which helps a server whose
-    APPEND is bound by fsync rather than by the network.
+    APPEND is bound by fsync rather than by the network. ``spare``: connections the
+    account's sinks may add, shared by them all; a folder told (``expect``) to bring
+    ``WIDEN_AT`` messages or more borrows what is free for as long as it sends: the
+    target's own work on one folder then runs on more than one of its processes.
     """
 
     def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials,
-                 connections: int = 1) -> None:
+                 connections: int = 1, spare: threading.Semaphore | None = None) -> None:
         self._endpoint = endpoint
         self._credentials = credentials
         self._connections = max(1, connections)
+        self._spare = spare
+        self._expected: dict[str, int] = {}
         self._session = ImapSession(endpoint, credentials)
         self._pipelines: dict[int, AppendPipeline] = {}
         self._selected: tuple[int, str, bool] | None = None
@@ -314,12 +321,37 @@ class ImapSink:
             pipeline.logout()
         self._session.close()
 
+    def expect(self, native_name: str, count: int) -> None:
+        self._expected[native_name] = count
+
+    def _borrowed(self, native_name: str) -> int:
+        """Spare connections taken for the next send into the folder: as many as are free
+        (up to one per ``WIDEN_AT`` messages expected), none for a small one."""
+        wanted = self._expected.pop(native_name, 0) // WIDEN_AT
+        taken = 0
+        while self._spare is not None and taken < wanted and self._spare.acquire(blocking=False):
+            taken += 1
+        return taken
+
     def _append(self, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
-        if self._connections == 1:
-            return self._append_on(0, native_name, messages)
-        return _spread(self._connections, lambda slot, queued: self._append_on(
-            slot, native_name, queued), messages)
+        borrowed = self._borrowed(native_name)
+        connections = self._connections + borrowed
+        try:
+            if connections == 1:
+                yield from self._append_on(0, native_name, messages)
+            else:
+                yield from _spread(connections, lambda slot, queued: self._append_on(
+                    slot, native_name, queued), messages)
+        finally:
+            # Borrowed connections go back: logged out, for another folder to open.
+            for slot in range(self._connections, connections):
+                pipeline = self._pipelines.pop(slot, None)
+                if pipeline is not None:
+                    pipeline.logout()
+            for _ in range(borrowed):
+                assert self._spare is not None
+                self._spare.release()
 
     def _append_on(self, slot: int, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
