@@ -53,16 +53,17 @@ UNIT_LOCAL_SECONDS = 0.01
 written to disk before the next step): what the units of ``bench.shaped`` with nothing to
 copy took on loopback, 2026-12-05."""
 
-COPYING_UNIT_ROUND_TRIPS = 13
-"""Round trips a unit that copies waits for beyond its source listing (its target folder
-found or made, the count telling whether to look for copies there, the folder opened for
-writing, the bodies asked for, each batch of writes answered): what the copying units of
-``bench.shaped``'s real-shaped mailbox took over a 20 ms round trip beyond their loopback
-time, 2026-12-05 (0.54 s a unit, of which 0.11 s of listing)."""
+COPYING_UNIT_ROUND_TRIPS = 3
+"""Round trips a unit that copies waits for beyond its source listing (the bodies asked
+for, the batches of writes answered, the last of them): what the copying units of
+``bench.shaped``'s real-shaped mailbox took over a 20 ms round trip beyond their listing
+and their loopback time, 2026-12-05, once folders were made and counted at planning
+(0.15 s a unit, of which 0.05 s of listing)."""
 
-COPYING_UNIT_LOCAL_SECONDS = 0.1
+COPYING_UNIT_LOCAL_SECONDS = 0.03
 """Seconds a unit that copies spends on this machine beyond its items (more commits, its
-spool, its threads' turns): what those units cost on loopback, 2026-12-05."""
+spool, its threads' turns): what those units cost on loopback, 2026-12-05 (0.05 s a unit
+with its listing)."""
 
 
 @dataclass(frozen=True)
