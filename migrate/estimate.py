@@ -53,17 +53,17 @@ UNIT_LOCAL_SECONDS = 0.01
 written to disk before the next step): what the units of ``bench.shaped`` with nothing to
 copy took on loopback, 2026-12-05."""
 
-COPYING_UNIT_ROUND_TRIPS = 3
+COPYING_UNIT_ROUND_TRIPS = 6
 """Round trips a unit that copies waits for beyond its source listing (the bodies asked
-for, the batches of writes answered, the last of them): what the copying units of
-``bench.shaped``'s real-shaped mailbox took over a 20 ms round trip beyond their listing
-and their loopback time, 2026-12-05, once folders were made and counted at planning
-(0.15 s a unit, of which 0.05 s of listing)."""
+for, the batches of writes answered, its turn among the others): set between what two
+invocations of ``bench.shaped`` on 2026-12-05 showed once folders were made and counted at
+planning, with 13 (estimates 1.46 to 1.56 of the runs over a 20 ms round trip) and with 3
+(0.64 to 0.73)."""
 
-COPYING_UNIT_LOCAL_SECONDS = 0.03
+COPYING_UNIT_LOCAL_SECONDS = 0.07
 """Seconds a unit that copies spends on this machine beyond its items (more commits, its
-spool, its threads' turns): what those units cost on loopback, 2026-12-05 (0.05 s a unit
-with its listing)."""
+spool, its threads' turns): set the same way on loopback (0.1: 0.95 to 1.09 of the runs;
+0.03: 0.54 to 0.73)."""
 
 
 @dataclass(frozen=True)
