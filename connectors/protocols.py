@@ -134,8 +134,8 @@ class FolderBatchSink(Protocol):
         """Create those of the folders (and their parents) that are missing; answer those
         of ``paths`` that exist now, each with whether it holds nothing (this call created
         it, or it was empty when the sink first listed the account): then it holds nothing a
-        run sent before, and its first send needs no count. A name the target refuses, or a folder it fails to
-        create, is left out of the answer and raises nothing here:
+        run sent before, and its first send needs no count. A name the target refuses, or a
+        folder it fails to create, is left out of the answer and raises nothing here:
         ``ensure_container`` of that path raises it when its unit runs. Raises
         ``ConnectError`` only when the target cannot be reached."""
 

@@ -457,10 +457,15 @@ class Engine:
 
     def _report_settled(self, unit: Unit, report: RunReport) -> None:
         """A unit the planner found with nothing to do: in the report as if it had run."""
+        base, action, reasons = self._report_columns(unit)
+        report.add({**base, "settled": True}, action, reasons, UnitResult())
+
+    def _report_columns(self, unit: Unit) -> tuple[dict[str, Any], str, list[Text]]:
+        """A unit's columns in the run's report, its action and the reasons for it."""
         spec = unit.spec or {}
-        report.add({**unit_columns(self.bench.user(unit.principal), spec), "settled": True},
-                   spec.get("action", "copy"),
-                   reasons_of(spec.get("reasons", []), spec.get("detail", "")), UnitResult())
+        return (unit_columns(self.bench.user(unit.principal), spec),
+                spec.get("action", "copy"),
+                reasons_of(spec.get("reasons", []), spec.get("detail", "")))
 
     def _run_chain(self, chain: list[Unit], tracker: ProgressFactory, report: RunReport
                    ) -> None:
@@ -470,12 +475,8 @@ class Engine:
     def _execute(self, unit: Unit, tracker: ProgressFactory, report: RunReport) -> None:
         """Run one unit within its account's slots; whatever it raises stays in it, but
         a server down or a ledger failing stops the run."""
-        user = self.bench.user(unit.principal)
-        spec = unit.spec or {}
-        base = unit_columns(user, spec)
-        action = spec.get("action", "copy")
-        reasons = reasons_of(spec.get("reasons", []), spec.get("detail", ""))
-        label = f"{user.source} {base['folder']}"
+        base, action, reasons = self._report_columns(unit)
+        label = f"{unit.principal} {base['folder']}"
         result = UnitResult()
         with self._slots(unit):
             if self.stop.is_set():

@@ -270,13 +270,13 @@ class MailRunner:
                 continue
             assert decision.target is not None
             key = container_key(decision.source)
-            native = natives.get(decision.target)
-            quiet = native is not None and settled(container, known.get(key), native)
+            native, unit = natives.get(decision.target), known.get(key)
+            quiet = native is not None and settled(container, unit, native)
             planned.units.append(PlannedUnit(
                 container=key,
                 chain=container_key(decision.target),
                 settled=({"target_container": native, "cursor": container.state or
-                          (known[key].cursor if key in known else None)} if quiet else None),
+                          (unit.cursor if unit else None)} if quiet else None),
                 spec={"path": list(container.path), "role": container.role,
                       "native_name": container.native_name, "target_path": list(decision.target),
                       "action": action, "reasons": list(decision.reasons),

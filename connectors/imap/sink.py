@@ -65,9 +65,9 @@ PART_SIZE = 1 << 20
 FETCH_BATCH_BYTES = 8 << 20
 METADATA_BATCH = 1000
 FOLDERS_AT_ONCE = 200
+"""Folders created per burst of pipelined commands: their answers fit in socket buffers."""
 WIDEN_AT = 1000
 """Messages expected in one folder per spare connection it borrows (``ImapSink.spare``)."""
-"""Folders created per burst of pipelined commands: their answers fit in socket buffers."""
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
 FORBIDDEN_IN_NAMES = "".join(chr(code) for code in (
