@@ -191,8 +191,9 @@ class Launcher:
 
     def run_child(self, command: list[str], env: dict[str, str], cwd: Path, log: Path,
                   timeout: float) -> dict[str, float]:
-        """Run a child to completion; return what ``run`` does and its CPU seconds
-        (user + system, ``cpu_seconds``)."""
+        """Run a child to completion; return what ``run`` does, its CPU seconds (user +
+        system, ``cpu_seconds``) and the share of the machine's cores busy meanwhile, with
+        whatever ran beside it (``machine_busy``)."""
         assert self.process.stdin and self.process.stdout
         request = {"command": command, "env": env, "cwd": str(cwd), "log": str(log),
                    "timeout": timeout}
@@ -211,6 +212,7 @@ def serve_launches() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         with open(request["log"], "wb") as output:
+            busy_before = machine_busy()
             started = time.monotonic()
             child = subprocess.Popen(request["command"], env=request["env"],
                                      cwd=request["cwd"], stdout=output,
@@ -219,11 +221,22 @@ def serve_launches() -> None:
             killer.start()
             _, status, usage = os.wait4(child.pid, 0)
             seconds = time.monotonic() - started
+            busy, total = (now - then for now, then in zip(machine_busy(), busy_before))
             killer.cancel()
             child.returncode = os.waitstatus_to_exitcode(status)
         print(json.dumps({"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
                           "exit_code": child.returncode,
-                          "cpu_seconds": usage.ru_utime + usage.ru_stime}), flush=True)
+                          "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                          "machine_busy": busy / total if total else 0.0}), flush=True)
+
+
+def machine_busy() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far, in ticks of every core (``/proc/stat``):
+    what the child, the servers and the proxies used together, and the rest of the machine."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks[:8]) - idle, sum(ticks[:8])
 
 
 def baseline(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],

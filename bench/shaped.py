@@ -85,6 +85,9 @@ class Measure:
     peak_rss_mb: float
     exit_code: int
     cpu_seconds: float
+    machine_busy: float
+    """The share of the machine's cores busy during the run: the tool, both servers, the
+    proxies. Near 1, the CPU is what bounds the run."""
     lock_timeouts: int
     """Lines of the target's log saying a lock was waited for until it timed out."""
     problem: str | None = None
@@ -270,15 +273,16 @@ def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: 
               flush=True)
     return Measure(case, setting.name, tool, len(accounts.pairs), accounts.messages,
                    accounts.bytes, child["seconds"], child["peak_rss_mb"], code,
-                   child["cpu_seconds"], len(LOCK_TIMEOUT.findall(target_log)), problem)
+                   child["cpu_seconds"], child["machine_busy"],
+                   len(LOCK_TIMEOUT.findall(target_log)), problem)
 
 
 # Report
 
 def table(measures: list[Measure]) -> str:
-    lines = [("| case | setting | tool | accounts | messages | MB | seconds | CPU s | msgs/s "
-             "| peak RSS (MB) | target lock timeouts | bascule / append ceiling | bascule / MULTIAPPEND ceiling |"),
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [("| case | setting | tool | accounts | messages | MB | seconds | CPU s | machine busy "
+             "| msgs/s | peak RSS (MB) | target lock timeouts | bascule / append ceiling | bascule / MULTIAPPEND ceiling |"),
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     by_key = {(m.case, m.setting, m.tool): m for m in measures}
     for m in measures:
         ratios = []
@@ -288,7 +292,8 @@ def table(measures: list[Measure]) -> str:
             ratios.append(f"{ceil.seconds / m.seconds:.2f}" if ok else "")
         speed = ("failed", "") if m.problem else (f"{m.seconds:.1f}", f"{m.msgs_per_s:.0f}")
         lines.append(f"| {m.case} | {m.setting} | {m.tool} | {m.accounts} | {m.messages} | "
-                     f"{m.bytes / MB:.0f} | {speed[0]} | {m.cpu_seconds:.1f} | {speed[1]} | "
+                     f"{m.bytes / MB:.0f} | {speed[0]} | {m.cpu_seconds:.1f} | "
+                     f"{m.machine_busy:.0%} | {speed[1]} | "
                      f"{m.peak_rss_mb:.0f} | {m.lock_timeouts} | "
                      f"{ratios[0]} | {ratios[1]} |")
     return "\n".join(lines)

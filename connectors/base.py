@@ -1,4 +1,5 @@
-"""The item model, errors and roles every connector shares; imports nothing else of bascule.
+"""The item model, errors and roles every connector shares; imports nothing else of bascule
+but ``connectors.headers`` (the standard library only).
 
 The protocols a source or a sink provides are in ``connectors.protocols``; how a connector
 makes itself known is in ``connectors.registry``.
@@ -46,6 +47,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
+
+from connectors.headers import MessageHeaders
 
 ROLES = ("inbox", "sent", "drafts", "trash", "junk", "archive")
 """Well-known folder roles, as RFC 6154 SPECIAL-USE names them (plus the INBOX)."""
@@ -117,8 +120,26 @@ class Message:
     flags: frozenset[str]
     internal_date: datetime | None
     open: Callable[[], IO[bytes]]
-    message_id: str | None = None
-    subject: str | None = None
+    known_headers: MessageHeaders | None = field(default=None, repr=False, compare=False)
+    """The headers, when the source read them anyway; otherwise read on first use."""
+
+    @computed_once
+    def headers(self) -> MessageHeaders:
+        """Message-ID, Subject and Date, from the first bytes of the body, read the first time
+        they are asked for (while the body can be opened): a copy never needs them, and
+        parsing every message's headers cost a tenth of the CPU of a large copy."""
+        if self.known_headers is not None:
+            return self.known_headers
+        with self.open() as reader:
+            return MessageHeaders.read(reader)
+
+    @property
+    def message_id(self) -> str | None:
+        return self.headers.message_id
+
+    @property
+    def subject(self) -> str | None:
+        return self.headers.subject
 
 
 @dataclass(frozen=True)

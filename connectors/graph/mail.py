@@ -61,7 +61,6 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.graph.session import GraphError, GraphSession, delta_round, graph_instant
-from connectors.headers import MessageHeaders
 from connectors.spool import Spool
 
 ROLE_OF_WELL_KNOWN = {"inbox": "inbox", "sentitems": "sent", "drafts": "drafts",
@@ -347,11 +346,8 @@ class GraphMailSource:
                 return _Download()
             return _Download(unreadable=f"HTTP {error.status} {error.graph_code}: "
                                         f"{error.message}")
-        with spool.open() as reader:
-            headers = MessageHeaders.read(reader)
         message = Message(source_id=source_id, fingerprint=spool.fingerprint, size=spool.size,
-                          flags=ref.flags, internal_date=ref.internal_date, open=spool.open,
-                          message_id=headers.message_id, subject=headers.subject)
+                          flags=ref.flags, internal_date=ref.internal_date, open=spool.open)
         return _Download(message, spool=spool)
 
     def _spool(self, url: str) -> Spool:

@@ -29,7 +29,6 @@ from connectors.base import (
     Message,
     flag_set,
 )
-from connectors.headers import MessageHeaders
 from connectors.imap.session import (
     ImapCredentials,
     ImapEndpoint,
@@ -391,8 +390,6 @@ def _message(
     uidvalidity: int, uid: int, spool: Spool, metadata: _Metadata
 ) -> Message:
     _size, flags, internal_date = metadata
-    with spool.open() as reader:
-        headers = MessageHeaders.read(reader)
     return Message(
         source_id=f"{uidvalidity}:{uid}",
         fingerprint=spool.fingerprint,
@@ -400,8 +397,6 @@ def _message(
         flags=flags,
         internal_date=internal_date,
         open=spool.open,
-        message_id=headers.message_id,
-        subject=headers.subject,
     )
 
 

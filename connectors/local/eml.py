@@ -122,8 +122,7 @@ class EmlSource:
                 flags=frozenset(),
                 internal_date=headers.date or mtime_of(mtime_ns),
                 open=lambda parts=parts: open_file(self.root, parts),
-                message_id=headers.message_id,
-                subject=headers.subject,
+                known_headers=headers,
             )
 
     def drain_notes(self) -> list[SourceNote]:

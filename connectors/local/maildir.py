@@ -230,8 +230,7 @@ class MaildirSource:
                 flags=flags_of(split_name(name)[1], keywords),
                 internal_date=_moment(mtime_ns),
                 open=lambda folder=folder, unique=unique, where=where: folder.open(unique, *where),
-                message_id=headers.message_id,
-                subject=headers.subject,
+                known_headers=headers,
             )
         return None
 

@@ -167,8 +167,7 @@ class MboxSource:
                 flags=_flags(headers),
                 internal_date=entry.internal_date or headers.date,
                 open=lambda entry=entry: _Slice(self._open(container), entry.start, entry.end),
-                message_id=headers.message_id,
-                subject=headers.subject,
+                known_headers=headers,
             )
 
     def drain_notes(self) -> list[SourceNote]:
