@@ -339,6 +339,32 @@ def test_append_pipeline_logs_in_with_an_8bit_password(dovecot_factory):
     assert body == plain("accents")
 
 
+@pytest.mark.parametrize("capability", [None, EXCHANGE_LIKE])
+def test_append_pipeline_signs_in_with_one_command_and_the_capabilities_after_it(
+        dovecot_factory, monkeypatch, capability):
+    """The greeting's list stands for a CAPABILITY before LOGIN, and what the server says
+    with or just before its OK to LOGIN (its capabilities once logged in, which Dovecot's
+    ``imap_capability`` replaces here) stands for one after: a connection costs its
+    connect, its greeting and one round trip."""
+    server = dovecot_factory({"alice": "pw"}, capability=capability)
+    sent: list[bytes] = []
+    send = AppendPipeline._send
+    monkeypatch.setattr(AppendPipeline, "_send",
+                        lambda self, data: (sent.append(data), send(self, data))[1])
+    pipeline = AppendPipeline(ImapEndpoint(server.host, server.port, security="none"),
+                              ImapCredentials("alice", "pw"))
+    try:
+        assert [line.split()[1] for line in sent] == [b"LOGIN"]
+        if capability is None:
+            assert {"MULTIAPPEND", "UIDPLUS", "LITERAL+"} <= pipeline.capabilities
+            assert pipeline.multiappend
+        else:
+            assert pipeline.capabilities == frozenset(capability.upper().split())
+            assert not pipeline.uidplus and not pipeline.multiappend
+    finally:
+        pipeline.logout()
+
+
 def test_wrong_password_is_a_connect_error(dovecot):
     endpoint = ImapEndpoint(dovecot.host, dovecot.port, security="none")
     with pytest.raises(ConnectError) as refused:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import subprocess
@@ -222,6 +223,26 @@ def test_many_small_messages_fetched_and_ids_of_other_epochs_skipped(dovecot: Do
 
     assert sorted(m.source_id for m in fetched) == sorted(ids)
     assert sorted(m.fingerprint for m in fetched) == sorted(sha256(raw) for raw in raws)
+
+
+def test_bodies_never_reach_the_log_even_at_debug_level(dovecot: Dovecot, caplog) -> None:
+    """imapclient turns imaplib's debug messages on, and imaplib builds each of them, the
+    ``repr`` of every body fetched, before any logger can drop it: the source turns them off
+    (the CPU of a large copy, and message content never in a log)."""
+    client = mailbox(dovecot)
+    raw = message("Dossier confidentiel", body="Mot-repère XQ7-4471, à ne pas journaliser.\r\n")
+    append(client, "INBOX", raw)
+    client.logout()
+    caplog.set_level(logging.DEBUG)
+    source = source_for(dovecot)
+    inbox = container(source, "INBOX")
+    listing = source.list_changes(inbox, None)
+    [fetched] = source.fetch(inbox, [ref.source_id for ref in listing.refs])
+    source.close()
+
+    assert fetched.fingerprint == sha256(raw)
+    assert caplog.records, "the debug lines of imapclient itself are still logged"
+    assert not [r for r in caplog.records if "XQ7-4471" in r.getMessage()]
 
 
 def test_delta_with_condstore(dovecot: Dovecot) -> None:

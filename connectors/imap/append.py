@@ -59,6 +59,7 @@ LOGOUT_TIMEOUT = 2.0
 """A goodbye is not worth waiting for: a server that does not answer it within this is left."""
 
 _TAGGED = re.compile(rb"^(\S+) (OK|NO|BAD)(?: \[([^\]]*)\])? ?(.*)$", re.IGNORECASE)
+_GREETING_CAPABILITY = re.compile(rb"^\* (?:OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
 
 
@@ -374,8 +375,10 @@ class AppendPipeline:
                     f"{endpoint.greeting_timeout:g} s", code="no_greeting", where=where) from error
             if not greeting.upper().startswith((b"* OK", b"* PREAUTH")):
                 raise ConnectError(f"unexpected greeting: {greeting!r}", where=where)
+            self.capabilities = _greeting_capabilities(greeting)
             sock.settimeout(endpoint.timeout)
             if endpoint.security == "starttls":
+                self.capabilities = frozenset()  # what was said in clear is asked again
                 reply = self._command(b"STARTTLS")
                 if reply.status != "OK":
                     raise ConnectError(f"STARTTLS refused: {reply.text}", code="tls_failed",
@@ -399,7 +402,9 @@ class AppendPipeline:
 
     def _login(self, credentials: ImapCredentials) -> None:
         try:
-            pre_login = self._ask_capabilities()
+            # The greeting's list when it gave one (one round trip fewer per connection).
+            pre_login = self.capabilities or self._ask_capabilities()
+            self.capabilities = frozenset()
             if credentials.token is not None:
                 reply = self._token_login(credentials.login, credentials.token, pre_login)
             elif credentials.authzid or "LOGINDISABLED" in pre_login:
@@ -413,7 +418,9 @@ class AppendPipeline:
                 raise ConnectError(f"login refused: {reply.text}", code="auth_failed")
             if reply.code.upper().startswith("CAPABILITY "):
                 self.capabilities = _capability_set(reply.code[len("CAPABILITY "):])
-            else:
+            elif not self.capabilities:
+                # Not in the reply, nor in an untagged CAPABILITY before it (Dovecot sends
+                # that one to a client that asked before logging in).
                 self.capabilities = self._ask_capabilities()
         except AppendConnectionLost as error:
             raise ConnectError(f"connection lost during login: {error}", code=error.code,
@@ -662,6 +669,13 @@ def _receipt(reply: _Reply, uidplus: bool) -> AppendReceipt:
     code = ("too_big" if code_name.upper() in TOO_BIG_CODES
             else "over_quota" if code_name.upper() in OVER_QUOTA_CODES else "invalid_message")
     return AppendReceipt(error=ItemRejected(detail, code=code))
+
+
+def _greeting_capabilities(greeting: bytes) -> frozenset[str]:
+    """The capabilities a greeting lists in its response code (``* OK [CAPABILITY ...]``),
+    or none."""
+    match = _GREETING_CAPABILITY.match(greeting)
+    return _capability_set(match.group(1).decode("ascii", "replace")) if match else frozenset()
 
 
 def _capability_set(text: str) -> frozenset[str]:

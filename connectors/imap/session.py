@@ -339,7 +339,16 @@ class ImapSession:
 class _Client(imapclient.IMAPClient):
     """imapclient, reading LIST answers that name a mailbox without quotes: Dovecot sends
     ``[Archives`` so, and imapclient's parser takes its ``[`` for the start of a bracketed
-    part and fails (imapclient issue 583). Such names are quoted before it reads them."""
+    part and fails (imapclient issue 583). Such names are quoted before it reads them.
+
+    And without imaplib's own debug messages, which imapclient turns on (level 5) to send
+    them to its ``imapclient.imaplib`` logger: imaplib formats each of them before the
+    logger can drop it, the ``repr`` of every message body fetched among them (a fifth of
+    bascule's CPU on a large copy). imapclient's own debug lines stay."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._imap.debug = 0
 
     def _proc_folder_list(self, folder_data: list[Any]) -> list[Any]:
         return super()._proc_folder_list([_quoted_name(line) for line in folder_data])
