@@ -184,14 +184,15 @@ class Accounts:
 
 
 def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tuple[str, int],
-            accounts: Accounts, work: Path, timeout: float) -> dict[str, float]:
+            accounts: Accounts, work: Path, timeout: float, lanes: int = LANES
+            ) -> dict[str, float]:
     (work / "users.txt").write_text("".join(f"{s} {t}\n" for s, t in accounts.pairs),
                                     encoding="utf-8")
     env = dict(os.environ, BASELINE_SOURCE_SECRET=SOURCE_SECRET,
                BASELINE_TARGET_SECRET=TARGET_SECRET)
     command = [sys.executable, "-m", "bench.ceiling", f"{source[0]}:{source[1]}",
                f"{target[0]}:{target[1]}", str(work / "users.txt"), "--mode", mode,
-               "--lanes", str(LANES)]
+               "--lanes", str(lanes)]
     return launcher.run_child(command, env, Path.cwd(), work / "tool.log", timeout)
 
 
@@ -251,7 +252,9 @@ def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: 
             child = bascule(launcher, reach_source, reach_target, accounts, work, timeout,
                             workers)
         else:
-            child = ceiling(launcher, tool, reach_source, reach_target, accounts, work, timeout)
+            mode, _, lanes = tool.partition("-l")
+            child = ceiling(launcher, mode, reach_source, reach_target, accounts, work, timeout,
+                            int(lanes) if lanes else LANES)
         landed = server_totals(target, targets)
     finally:
         setting.close()
@@ -322,7 +325,8 @@ def main() -> None:
                         help="bulk case: messages in the one folder, one account per size")
     parser.add_argument("--settings", default="direct,wan")
     parser.add_argument("--tools", default="append,multiappend,bascule",
-                        help="which to run of: append, multiappend, bascule; bascule-w8 "
+                        help="which to run of: append, multiappend, bascule; multiappend-l16 is "
+                        "that ceiling with 16 lanes (4 without), bascule-w8 "
                         "is bascule with workers = 8 in its batch")
     parser.add_argument("--messages", type=int, default=1200,
                         help="shaped case: messages in all (small folders stay small)")

@@ -466,7 +466,8 @@ class CuttingProxy:
 
 
 def test_a_dropped_connection_fails_only_the_messages_in_flight(dovecot):
-    sources = [make_message(plain(f"Message {i}", "v" * 2000), str(i)) for i in range(100)]
+    count = WINDOW_MESSAGES + 100  # more than can be in flight: the last ones go after the cut
+    sources = [make_message(plain(f"Message {i}", "v" * 2000), str(i)) for i in range(count)]
     proxy = CuttingProxy(dovecot.port, cut_after=60_000)
     endpoint = ImapEndpoint("127.0.0.1", proxy.port, security="none", timeout=10)
     sink = ImapSink(endpoint, ImapCredentials("alice", dovecot.users["alice"]))
@@ -477,7 +478,7 @@ def test_a_dropped_connection_fails_only_the_messages_in_flight(dovecot):
         proxy.stop()
 
     assert proxy.cut
-    assert [r.source_id for r in results] == [str(i) for i in range(100)]
+    assert [r.source_id for r in results] == [str(i) for i in range(count)]
     failed = [r for r in results if r.error is not None]
     assert failed and all(isinstance(r.error, SendUnconfirmed) for r in failed)
     assert len(failed) <= WINDOW_MESSAGES  # at most what was in flight

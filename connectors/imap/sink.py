@@ -36,7 +36,6 @@ from connectors.base import (
     computed_once,
 )
 from connectors.imap.append import (
-    WINDOW_MESSAGES,
     AppendConnectionLost,
     AppendPipeline,
     AppendReceipt,
@@ -68,6 +67,9 @@ FOLDERS_AT_ONCE = 200
 """Folders created per burst of pipelined commands: their answers fit in socket buffers."""
 WIDEN_AT = 1000
 """Messages expected in one folder per spare connection it borrows (``ImapSink.spare``)."""
+DEALT_AHEAD = 64
+"""Messages dealt to a connection's thread and not yet taken by it: each holds its body
+(in memory when small), beyond what the read-ahead counts."""
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
 FORBIDDEN_IN_NAMES = "".join(chr(code) for code in (
@@ -523,7 +525,7 @@ def _spread(
     connection fails for good, no more messages are dealt: the ones dealt are answered (the
     failed connection's as unconfirmed), then its error is raised."""
     inboxes: list[queue.Queue[Message | None]] = [
-        queue.Queue(maxsize=WINDOW_MESSAGES) for _ in range(connections)]
+        queue.Queue(maxsize=DEALT_AHEAD) for _ in range(connections)]
     outboxes: list[queue.Queue[tuple[Message, AppendReceipt] | BaseException]] = [
         queue.Queue() for _ in range(connections)]
     stop = threading.Event()
