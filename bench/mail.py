@@ -251,10 +251,11 @@ def baseline(launcher: Launcher, source: tuple[str, int], target: tuple[str, int
 def bascule_command(source: tuple[str, int], target: tuple[str, int],
                     pairs: list[tuple[str, str]], work: Path, *,
                     secrets: tuple[str, str] = (SOURCE_SECRET, TARGET_SECRET),
-                    workers: int | None = None) -> tuple[list[str], dict[str, str]]:
-    """``bascule run`` with the batch defaults a DSI would start from (``workers`` set
-    only when given), one users-table line per (source, target) pair: the command and its
-    environment (the secrets by reference)."""
+                    workers: int | None = None, connections: int | None = None
+                    ) -> tuple[list[str], dict[str, str]]:
+    """``bascule run`` with the batch defaults a DSI would start from (``workers`` and the
+    target's ``connections`` set only when given), one users-table line per (source, target)
+    pair: the command and its environment (the secrets by reference)."""
     (work / "users.csv").write_text(
         "source,target,source_secret,target_secret\n" + "".join(
             f"{s},{t},env:BENCH_SOURCE_SECRET,env:BENCH_TARGET_SECRET\n" for s, t in pairs),
@@ -270,7 +271,7 @@ type = "imap"
 host = "{target[0]}"
 port = {target[1]}
 security = "none"
-[mapping]
+""" + (f"connections = {connections}\n" if connections else "") + """[mapping]
 users = "users.csv"
 [run]
 work_dir = "work"

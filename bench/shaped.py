@@ -203,13 +203,15 @@ its probe), and before a second run with nothing new (from the first run's timin
 
 def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int],
             accounts: Accounts, work: Path, timeout: float,
-            workers: int | None = None) -> dict[str, float]:
-    """``bascule run`` with the batch defaults (but ``workers``, when given) and one
+            workers: int | None = None, connections: int | None = None) -> dict[str, float]:
+    """``bascule run`` with the batch defaults (but ``workers`` and the target's
+    ``connections``, when given) and one
     users-table line per account, with a ``bascule plan`` (not timed) before it; then a plan
     and a run again, with nothing new, for the estimate from history. The first run is what
     is measured."""
     command, env = bascule_command(source, target, list(accounts.pairs), work,
-                                   secrets=(SOURCE_SECRET, TARGET_SECRET), workers=workers)
+                                   secrets=(SOURCE_SECRET, TARGET_SECRET), workers=workers,
+                                   connections=connections)
     plan_command = [*command[:-2], "plan", command[-1]]
     children = []
     for label, suffix in (("first", ""), ("again", "-again")):
@@ -248,9 +250,10 @@ def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: 
     try:
         reach_source, reach_target = setting.reach(source), setting.reach(target)
         if tool.startswith("bascule"):
-            workers = int(tool.split("-w")[1]) if "-w" in tool else None
+            options = dict(re.findall(r"-([wc])(\d+)", tool))
             child = bascule(launcher, reach_source, reach_target, accounts, work, timeout,
-                            workers)
+                            int(options["w"]) if "w" in options else None,
+                            int(options["c"]) if "c" in options else None)
         else:
             mode, _, lanes = tool.partition("-l")
             child = ceiling(launcher, mode, reach_source, reach_target, accounts, work, timeout,
@@ -326,8 +329,8 @@ def main() -> None:
     parser.add_argument("--settings", default="direct,wan")
     parser.add_argument("--tools", default="append,multiappend,bascule",
                         help="which to run of: append, multiappend, bascule; multiappend-l16 is "
-                        "that ceiling with 16 lanes (4 without), bascule-w8 "
-                        "is bascule with workers = 8 in its batch")
+                        "that ceiling with 16 lanes (4 without), bascule-w16 is bascule with "
+                        "workers = 16 in its batch, bascule-c8 with the target's connections = 8")
     parser.add_argument("--messages", type=int, default=1200,
                         help="shaped case: messages in all (small folders stay small)")
     parser.add_argument("--users", type=int, default=100, help="users case: accounts")
