@@ -1,5 +1,5 @@
 """``python -m migrate`` is ``bascule``."""
 
-from migrate.cli import main
+from migrate.cli import entry
 
-main()
+entry()

@@ -137,9 +137,11 @@ class Engine:
     units send nothing more."""
 
     def __init__(self, batch: Batch, users: list[str] | None = None,
-                 command: str = "status") -> None:
+                 command: str = "status", started: float | None = None) -> None:
+        """``started``: when the command started (``time.monotonic``), if before now."""
         self.batch = batch
         self.command = command
+        self.started = started if started is not None else time.monotonic()
         self.user_map = self._load_users()
         self.users = self._select(users)
         self.notices: list[Text] = batch_warnings(batch) + [
@@ -276,7 +278,9 @@ class Engine:
     # plan
     def plan(self) -> Outcome:
         """What a run would do, and how long it would take (``migrate.estimate``: from the
-        ledger's last runs, else from what this plan timed of its own round trips)."""
+        ledger's last runs, else from what this plan timed of its own round trips), its
+        own start until here standing for the run's."""
+        start = time.monotonic() - self.started
         known: dict[tuple[str, str], dict[str, Unit]] = defaultdict(dict)
         for unit in self.ledger.all_units():
             known[(unit.principal, unit.workload)][unit.container] = unit
@@ -315,7 +319,8 @@ class Engine:
                 work.units += [(row["to_copy"], row["to_copy_bytes"]) for row in rows
                                if "to_copy_bytes" in row and not row.get("settled")]
         estimate = estimate_plan(self.ledger, self.bench.probe, list(works.values()),
-                                 Lanes(self.batch.run.workers, self.bench.account_slots()))
+                                 Lanes(self.batch.run.workers, self.bench.account_slots()),
+                                 start)
         report.estimated(estimate.document(), estimate.basis_text())
         users = len(self.users)
         json_path, csv_path = self._write(

@@ -15,7 +15,10 @@ Units run ``workers`` at a time in all and ``account_slots`` at a time per princ
 smaller of both ends' limits). A principal alone takes its own step then its units over its
 slots (never less than its longest unit); the batch takes all the work over the lanes it can
 fill, and never less than its longest principal. That is a lower bound of what a scheduler
-achieves: the history says how far above it past runs ended (``efficiency``).
+achieves: the history says how far above it past runs ended (``efficiency``). The command's
+own start comes on top (the interpreter's imports, the batch, the ledger checked, the
+source's sign-in checked: over half a second, most of a pass with nothing new); the plan's
+own start until it plans stands for it.
 
 The rates come from, in this order:
 
@@ -299,10 +302,13 @@ class Estimate:
     rates: Rates
     lanes: Lanes
     basis: dict[str, Any]
+    start: float = 0.0
+    """The command's own start (the interpreter's imports, the batch read, the ledger
+    opened and checked, the source's sign-in checked), as long as the plan's own was."""
 
     @property
     def seconds(self) -> float:
-        return self.schedule.total
+        return self.start + self.schedule.total
 
     def basis_text(self) -> Text:
         """Where the estimate comes from, as a person reads it."""
@@ -313,7 +319,8 @@ class Estimate:
         return Text.of("estimate_from_defaults")
 
     def document(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 1), "basis": self.basis,
+        return {"seconds": round(self.seconds, 1), "start_seconds": round(self.start, 2),
+                "basis": self.basis,
                 "rates": self.rates.document(),
                 "lanes": {"workers": self.lanes.workers,
                           "account_slots": self.lanes.account_slots},
@@ -325,23 +332,26 @@ class Estimate:
 
 
 def estimate(works: list[PrincipalWork], rates: Rates, lanes: Lanes, basis: dict[str, Any],
-             efficiency: float = 1.0) -> Estimate:
-    """The estimate of a plan's ``works`` at ``rates``; ``efficiency`` scales the batch's
-    total (how far above the model past runs ended), not a principal alone."""
+             efficiency: float = 1.0, start: float = 0.0) -> Estimate:
+    """The estimate of a plan's ``works`` at ``rates``, after a command ``start`` of that
+    many seconds; ``efficiency`` scales the batch's total (how far above the model past
+    runs ended), not a principal alone."""
     planned = schedule([(rates.per_principal, [rates.unit_seconds(i, b) for i, b in w.units])
                         for w in works], lanes)
     return Estimate(works, Schedule(planned.principals, planned.total * efficiency), rates,
-                    lanes, basis)
+                    lanes, basis, start)
 
 
 def estimate_plan(ledger: Ledger, probe: Probe, works: list[PrincipalWork],
-                  lanes: Lanes) -> Estimate:
+                  lanes: Lanes, start: float = 0.0) -> Estimate:
     """The plan's estimate from the ledger's last runs, else from the probe, else from the
-    defaults."""
+    defaults; ``start``: the plan's own start, which the run's is taken to equal (the
+    ledger times a run from its first write, after it)."""
     history = fit_history(ledger.timed_runs(HISTORY_RUNS), lanes)
     if history is not None:
-        return estimate(works, history.rates, lanes, history.basis(), history.efficiency)
+        return estimate(works, history.rates, lanes, history.basis(), history.efficiency,
+                        start)
     measured = probe.rates()
     if measured is not None:
-        return estimate(works, measured, lanes, probe.basis())
-    return estimate(works, DEFAULT_RATES, lanes, {"kind": "defaults"})
+        return estimate(works, measured, lanes, probe.basis(), start=start)
+    return estimate(works, DEFAULT_RATES, lanes, {"kind": "defaults"}, start=start)
