@@ -9,6 +9,8 @@ a ``version_conflict`` line in the report."""
 
 from __future__ import annotations
 
+import time
+
 from connectors.base import (
     ANY_VERSION,
     CREATE_ONLY,
@@ -58,9 +60,11 @@ class DocumentUnit:
         self.result = result if result is not None else UnitResult()
 
     def run(self) -> UnitResult:
+        started = time.monotonic()
         native = self.sink.ensure_container(self.target_path)
         self.result.notes.extend(source_notes(self.sink))  # containers it had to rename
-        self.ledger.update_unit(self.unit.id, target_container=native, status="running")
+        self.ledger.update_unit(self.unit.id, target_container=native, status="running",
+                                last_run=self.unit.planned_run)
         listing = self.source.list_documents(self.container, self.unit.cursor)
         known = self.ledger.items_of(self.unit.id)
         wanted = self._wanted(listing, known)
@@ -76,7 +80,9 @@ class DocumentUnit:
         else:
             self.ledger.refresh_counts(self.unit.id, cursor=listing.cursor,
                                        status="failed" if self.result.failed else "done",
-                                       last_error=None)
+                                       last_error=None, timed=self.unit.timed(
+                                           time.monotonic() - started, self.result.copied,
+                                           self.result.copied_bytes))
         return self.result
 
     def _wanted(self, listing: DocumentListing, known: dict) -> list[DocumentRef]:

@@ -173,6 +173,14 @@ class Unit:
     chain: str | None = None
     planned_run: int | None = None
 
+    def timed(self, seconds: float, items: int, size: int) -> tuple[int, Timing] | None:
+        """This unit's step in the run it was planned for (``refresh_counts(timed=...)``);
+        none outside a planned run."""
+        if self.planned_run is None:
+            return None
+        return self.planned_run, Timing(self.principal, self.workload, self.container,
+                                        seconds, items, size)
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -373,9 +381,8 @@ class Ledger:
         """How long a step of run ``run_id`` took and what it moved (``container`` "" for
         the principal's own step)."""
         with self._writing() as db:
-            db.execute(insert(timings).values(
-                run_id=run_id, principal=principal, workload=workload, container=container,
-                seconds=seconds, items=items, bytes=size))
+            _insert_timing(db, run_id, Timing(principal, workload, container, seconds, items,
+                                              size))
 
     def timed_runs(self, limit: int) -> list[TimedRun]:
         """The last ``limit`` runs that ended by themselves (``done`` or ``failed``, not
@@ -416,15 +423,19 @@ class Ledger:
         return _unit(row)
 
     def plan_units(self, principal: str, workload: str, run_id: int,
-                   decided: Sequence[tuple[str, dict[str, Any]]]) -> list[Unit]:
+                   decided: Sequence[tuple[str, dict[str, Any]]],
+                   step_seconds: float | None = None) -> list[Unit]:
         """Write what the planner decided for a principal's units of a workload (``target``,
         ``source_type``, ``sink_type``, ``spec``, ``chain``; status and cursor for a unit
         settled at planning), in one transaction: each ``(container, columns)`` made on
         first use and marked planned by ``run_id``, as a process needs it to run the unit
-        besides the batch file. The units are answered in the order given."""
+        besides the batch file; and the principal's own step in the run, when timed. The
+        units are answered in the order given."""
         key = (units.c.principal == principal) & (units.c.workload == workload)
         now = _now()
         with self._writing() as db:
+            if step_seconds is not None:
+                _insert_timing(db, run_id, Timing(principal, workload, "", step_seconds, 0, 0))
             existing = set(db.execute(select(units.c.container).where(key)).scalars())
             new = [container for container, _ in decided if container not in existing]
             if new:
@@ -469,10 +480,14 @@ class Ledger:
         with self._writing() as db:
             db.execute(update(units).where(units.c.id == unit_id).values(updated_at=_now(), **values))
 
-    def refresh_counts(self, unit_id: int, **values: Any) -> None:
+    def refresh_counts(self, unit_id: int, timed: tuple[int, Timing] | None = None,
+                       **values: Any) -> None:
         """Recount copied items, bytes and failures from the item rows; the unit's other
-        ``values`` (its status, its cursor at the end) written in the same transaction."""
+        ``values`` (its status, its cursor at the end) and its step in the run (``timed``:
+        the run's id and the timing) written in the same transaction."""
         with self._writing() as db:
+            if timed is not None:
+                _insert_timing(db, *timed)
             done = db.execute(
                 select(func.count(), func.coalesce(func.sum(items.c.size), 0)).where(
                     (items.c.unit_id == unit_id) & (items.c.status == DONE)
@@ -674,6 +689,13 @@ class Ledger:
                 db.execute(
                     delete(items).where((items.c.unit_id == unit_id) & (items.c.source_id == source_id))
                 )
+
+
+def _insert_timing(db: Connection, run_id: int, timing: Timing) -> None:
+    db.execute(insert(timings).values(
+        run_id=run_id, principal=timing.principal, workload=timing.workload,
+        container=timing.container, seconds=timing.seconds, items=timing.items,
+        bytes=timing.bytes))
 
 
 def _create_schema(engine: Engine) -> None:

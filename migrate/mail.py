@@ -6,6 +6,7 @@ Protocol-free: it speaks to connectors only through ``MailSource`` and ``MailSin
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -229,8 +230,10 @@ class MailUnit:
         self.target_empty = target_empty
 
     def run(self) -> UnitResult:
+        started = time.monotonic()
         self.native = self.sink.ensure_container(self.target_path)
-        self.ledger.update_unit(self.unit.id, target_container=self.native, status="running")
+        self.ledger.update_unit(self.unit.id, target_container=self.native, status="running",
+                                last_run=self.unit.planned_run)
         listing = self.source.list_changes(self.container, self.unit.cursor)
         known = self.ledger.items_of(self.unit.id)
         if listing.reset:
@@ -260,9 +263,12 @@ class MailUnit:
             # The cursor stays where it was: what was not reached is listed again next time.
             self.ledger.refresh_counts(self.unit.id, status="interrupted", last_error=None)
         else:
+            # Its step timed for the next plan's estimate, with its end, in one write.
             self.ledger.refresh_counts(
                 self.unit.id, cursor=listing.cursor,
-                status="failed" if self.result.failed else "done", last_error=None)
+                status="failed" if self.result.failed else "done", last_error=None,
+                timed=self.unit.timed(time.monotonic() - started, self.result.copied,
+                                      self.result.copied_bytes))
         return self.result
 
     def _note_left_behind(self, to_copy: list[str], sizes: dict[str, int]) -> None:
