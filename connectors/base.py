@@ -1,5 +1,4 @@
-"""The item model, errors and roles every connector shares; imports nothing else of bascule
-but ``connectors.headers`` (the standard library only).
+"""The item model, errors and roles every connector shares; imports nothing else of bascule.
 
 The protocols a source or a sink provides are in ``connectors.protocols``; how a connector
 makes itself known is in ``connectors.registry``.
@@ -47,8 +46,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
-
-from connectors.headers import MessageHeaders
 
 ROLES = ("inbox", "sent", "drafts", "trash", "junk", "archive")
 """Well-known folder roles, as RFC 6154 SPECIAL-USE names them (plus the INBOX)."""
@@ -120,26 +117,24 @@ class Message:
     flags: frozenset[str]
     internal_date: datetime | None
     open: Callable[[], IO[bytes]]
-    known_headers: MessageHeaders | None = field(default=None, repr=False, compare=False)
-    """The headers, when the source read them anyway; otherwise read on first use."""
+    read_headers: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    """Gives its headers (``connectors.headers.MessageHeaders``: Message-ID, Subject,
+    Date), read from the first bytes of the body unless the source read them anyway."""
 
     @computed_once
-    def headers(self) -> MessageHeaders:
-        """Message-ID, Subject and Date, from the first bytes of the body, read the first time
-        they are asked for (while the body can be opened): a copy never needs them, and
-        parsing every message's headers cost a tenth of the CPU of a large copy."""
-        if self.known_headers is not None:
-            return self.known_headers
-        with self.open() as reader:
-            return MessageHeaders.read(reader)
+    def headers(self) -> Any:
+        """The headers, read the first time they are asked for (while the body can be
+        opened): a copy never needs them, and parsing every message's headers cost a tenth
+        of the CPU of a large copy."""
+        return self.read_headers() if self.read_headers is not None else None
 
     @property
     def message_id(self) -> str | None:
-        return self.headers.message_id
+        return self.headers.message_id if self.headers is not None else None
 
     @property
     def subject(self) -> str | None:
-        return self.headers.subject
+        return self.headers.subject if self.headers is not None else None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ its first bytes only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
@@ -27,6 +28,18 @@ class MessageHeaders:
     @classmethod
     def read(cls, stream: IO[bytes]) -> MessageHeaders:
         return cls(stream.read(HEADER_LIMIT))
+
+    @classmethod
+    def reader(cls, open_body: Callable[[], IO[bytes]]) -> Callable[[], MessageHeaders]:
+        """What reads a message's headers when asked (``Message.read_headers``)."""
+        def read() -> MessageHeaders:
+            with open_body() as stream:
+                return cls.read(stream)
+        return read
+
+    def known(self) -> Callable[[], MessageHeaders]:
+        """These headers, for a message whose source read them anyway."""
+        return lambda: self
 
 
 def _end_of_headers(head: bytes) -> int:

@@ -61,6 +61,7 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.graph.session import GraphError, GraphSession, delta_round, graph_instant
+from connectors.headers import MessageHeaders
 from connectors.spool import Spool
 
 ROLE_OF_WELL_KNOWN = {"inbox": "inbox", "sentitems": "sent", "drafts": "drafts",
@@ -347,7 +348,8 @@ class GraphMailSource:
             return _Download(unreadable=f"HTTP {error.status} {error.graph_code}: "
                                         f"{error.message}")
         message = Message(source_id=source_id, fingerprint=spool.fingerprint, size=spool.size,
-                          flags=ref.flags, internal_date=ref.internal_date, open=spool.open)
+                          flags=ref.flags, internal_date=ref.internal_date, open=spool.open,
+                          read_headers=MessageHeaders.reader(spool.open))
         return _Download(message, spool=spool)
 
     def _spool(self, url: str) -> Spool:

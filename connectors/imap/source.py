@@ -29,6 +29,7 @@ from connectors.base import (
     Message,
     flag_set,
 )
+from connectors.headers import MessageHeaders
 from connectors.imap.session import (
     ImapCredentials,
     ImapEndpoint,
@@ -397,6 +398,7 @@ def _message(
         flags=flags,
         internal_date=internal_date,
         open=spool.open,
+        read_headers=MessageHeaders.reader(spool.open),
     )
 
 

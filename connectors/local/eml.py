@@ -122,7 +122,7 @@ class EmlSource:
                 flags=frozenset(),
                 internal_date=headers.date or mtime_of(mtime_ns),
                 open=lambda parts=parts: open_file(self.root, parts),
-                known_headers=headers,
+                read_headers=headers.known(),
             )
 
     def drain_notes(self) -> list[SourceNote]:

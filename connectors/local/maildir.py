@@ -230,7 +230,7 @@ class MaildirSource:
                 flags=flags_of(split_name(name)[1], keywords),
                 internal_date=_moment(mtime_ns),
                 open=lambda folder=folder, unique=unique, where=where: folder.open(unique, *where),
-                known_headers=headers,
+                read_headers=headers.known(),
             )
         return None
 

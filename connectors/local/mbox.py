@@ -167,7 +167,7 @@ class MboxSource:
                 flags=_flags(headers),
                 internal_date=entry.internal_date or headers.date,
                 open=lambda entry=entry: _Slice(self._open(container), entry.start, entry.end),
-                known_headers=headers,
+                read_headers=headers.known(),
             )
 
     def drain_notes(self) -> list[SourceNote]:
