@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -30,9 +32,9 @@ from connectors.base import (
     computed_once,
     fingerprint_bytes,
 )
-from connectors.imap.append import WINDOW_MESSAGES, AppendPipeline
+from connectors.imap.append import WINDOW_MESSAGES, AppendPipeline, AppendReceipt
 from connectors.imap.session import ImapCredentials, ImapEndpoint
-from connectors.imap.sink import ImapSink
+from connectors.imap.sink import DEALT_BYTES, ImapSink, _spread
 from migrate.matching import TargetIndex
 from tests import mailboxes
 from tests.dovecot import Dovecot
@@ -465,6 +467,40 @@ class CuttingProxy:
             thread.join(timeout=5)
 
 
+def test_messages_dealt_to_connections_are_bounded_by_bytes():
+    """A folder of many messages of a few MB each, sent over two connections slower than
+    the source: what waits for a connection stays near ``DEALT_BYTES`` each, where 64
+    messages each would hold hundreds of MB."""
+    size = 3 << 20
+    pulled = [0]
+    taken = [0]
+    most_waiting = [0]
+    lock = threading.Lock()
+
+    raw = b"A" * size
+    made = make_message(raw)
+
+    def messages() -> Iterator[Message]:
+        for n in range(60):  # the same body each time: a fast source
+            with lock:
+                pulled[0] += 1
+            yield dataclasses.replace(made, source_id=str(n))
+
+    def append_on(slot: int, queued: Iterator[Message]) -> Iterator[tuple[Message, AppendReceipt]]:
+        for message in queued:
+            time.sleep(0.02)  # the server's turn
+            with lock:
+                taken[0] += 1
+                most_waiting[0] = max(most_waiting[0], pulled[0] - taken[0])
+            yield message, AppendReceipt(1, int(message.source_id) + 1)
+
+    results = list(_spread(2, append_on, messages()))
+
+    assert [m.source_id for m, _ in results] == [str(n) for n in range(60)]
+    # Per connection: what fits in DEALT_BYTES, plus the one being dealt to it.
+    assert most_waiting[0] <= 2 * (DEALT_BYTES // size + 1) + 1
+
+
 def test_a_dropped_connection_fails_only_the_messages_in_flight(dovecot):
     count = WINDOW_MESSAGES + 100  # more than can be in flight: the last ones go after the cut
     sources = [make_message(plain(f"Message {i}", "v" * 2000), str(i)) for i in range(count)]
@@ -494,7 +530,7 @@ RSS_PROBE = """
 import json, sys
 from connectors.base import Message
 from connectors.imap.session import ImapCredentials, ImapEndpoint
-from connectors.imap.sink import ImapSink
+from connectors.imap.sink import DEALT_BYTES, ImapSink, _spread
 
 port, path, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 message = Message("big", "", size, frozenset(), None, lambda: open(path, "rb"))

@@ -70,6 +70,9 @@ WIDEN_AT = 1000
 DEALT_AHEAD = 64
 """Messages dealt to a connection's thread and not yet taken by it: each holds its body
 (in memory when small), beyond what the read-ahead counts."""
+DEALT_BYTES = 8 << 20
+"""Bytes dealt to a connection's thread and not yet taken by it (at least one message):
+64 messages of a few MB each would hold hundreds of MB."""
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
 FORBIDDEN_IN_NAMES = "".join(chr(code) for code in (
@@ -531,6 +534,8 @@ def _spread(
     stop = threading.Event()
     broken = threading.Event()
     ended = [False] * connections
+    room = threading.Condition()
+    dealt_bytes = [0] * connections
 
     def queued(slot: int) -> Iterator[Message]:
         while not stop.is_set():
@@ -541,7 +546,18 @@ def _spread(
             if message is None:
                 ended[slot] = True
                 return
+            with room:
+                dealt_bytes[slot] -= message.size
+                room.notify_all()
             yield message
+
+    def deal(slot: int, message: Message) -> None:
+        with room:
+            while (dealt_bytes[slot] and dealt_bytes[slot] + message.size > DEALT_BYTES
+                   and not broken.is_set()):
+                room.wait(timeout=0.1)
+            dealt_bytes[slot] += message.size
+        inboxes[slot].put(message)
 
     def work(slot: int) -> None:
         try:
@@ -576,7 +592,7 @@ def _spread(
         for message in messages:
             if broken.is_set():
                 break
-            inboxes[dealt % connections].put(message)
+            deal(dealt % connections, message)
             dealt += 1
             while answered < dealt and (answer := next_answer(block=False)) is not None:
                 answered += 1
