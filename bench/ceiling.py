@@ -33,6 +33,9 @@ from pathlib import Path
 from bench.baseline import LIST_LINE, Connection, fetched
 
 SPLIT = 400
+SHARES_AT_MOST = 4
+"""Lanes one account takes at most: each holds a connection on each server, and Dovecot
+refuses a user's eleventh (``mail_max_userip_connections``); more lanes serve more accounts."""
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20
 STATUS_LINE = re.compile(rb"^\* STATUS (.+) \(MESSAGES (\d+)\)\r\n$")
@@ -69,9 +72,10 @@ def create_all(conn: Connection, names: list[bytes]) -> None:
 
 def shares(source_user: str, target_user: str, counts: dict[bytes, int], lanes: int
            ) -> list[Share]:
-    """The account as one share, or as ``lanes`` shares when it is larger than ``SPLIT``."""
+    """The account as one share, or as ``lanes`` shares (``SHARES_AT_MOST`` at most) when it
+    is larger than ``SPLIT``."""
     total = sum(counts.values())
-    parts = 1 if total <= SPLIT else lanes
+    parts = 1 if total <= SPLIT else min(lanes, SHARES_AT_MOST)
     cut: list[list[tuple[bytes, int, int]]] = [[] for _ in range(parts)]
     for name, count in counts.items():
         size = -(-count // parts)

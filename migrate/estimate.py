@@ -97,10 +97,12 @@ class Rates:
 
 
 DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.1, per_copying_unit=0.5,
-                      per_item=0.0005, bytes_per_second=25_000_000)
-"""Used for what nothing measured. The cost per item and the throughput are what the units
-of ``bench.shaped`` showed on loopback, 2026-12-05 (0.3 ms an item, 26 MB/s, fitted as
-``fit_history`` does), rounded to the slow side; a principal's step and a unit's fixed
+                      per_item=0.0005, bytes_per_second=45_000_000)
+"""Used for what nothing measured. The cost per item is what the units of ``bench.shaped``
+showed on loopback, 2026-12-05 (0.3 ms an item, fitted as ``fit_history`` does), rounded to
+the slow side; the throughput what its fits showed on 2026-12-06, once a big folder's
+APPENDs went 64 to a command and 256 in flight (45 to 100 MB/s on loopback and over a
+20 ms round trip; 26 MB/s before), the slowest. A principal's step and a unit's fixed
 costs, which the probe measures when it can, are what that benchmark showed over a 20 ms
 round trip (0.34 s; 0.1 s a unit, 0.4 s more for one that copies), rounded up."""
 
