@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import imaplib
 import logging
 import os
 import socket
@@ -315,6 +316,46 @@ def test_folder_list_gives_each_folder_the_cursor_its_listing_would(dovecot: Dov
     source.close()
     changed = {path for path in listed if later[path] != cursors[path]}
     assert changed == {("Réunions", "Été 2025"), ("Suivi & relances",), ("INBOX",)}
+
+
+def test_a_first_listing_examines_and_lists_in_one_round_trip(dovecot: Dovecot,
+                                                              monkeypatch) -> None:
+    """A folder the folder list says holds messages: its EXAMINE and its ``UID FETCH 1:*``
+    leave before either answer is read. One emptied or removed since the folder list is
+    listed empty or raises, as a separate EXAMINE would."""
+    client = mailbox(dovecot)
+    names = ['Projet (2024) "final"', "Dossier\\partagé", "Vidé depuis", "Supprimé depuis"]
+    for name in names:
+        client.create_folder(name)
+        append(client, name, message(f"Dans {name}"))
+    source = source_for(dovecot)
+    listed = {c.path: c for c in source.containers()}
+    client.select_folder("Vidé depuis")
+    client.delete_messages(client.search("ALL"))
+    client.expunge()
+    client.delete_folder("Supprimé depuis")
+    client.logout()
+    events: list[str] = []
+    send, tagged = imaplib.IMAP4.send, imaplib.IMAP4._get_tagged_response
+    monkeypatch.setattr(imaplib.IMAP4, "send", lambda self, data: (
+        events.append((data.split(b" ") + [b""])[1].decode()), send(self, data))[1])
+    monkeypatch.setattr(imaplib.IMAP4, "_get_tagged_response", lambda self, tag, **kw: (
+        events.append("answer"), tagged(self, tag, **kw))[1])
+
+    listing = source.list_changes(listed[('Projet (2024) "final"',)], None)
+    assert events[-4:] == ["EXAMINE", "UID", "answer", "answer"]
+    [ref] = listing.refs
+    assert listing.complete and listing.cursor == listed[('Projet (2024) "final"',)].state
+    [fetched] = source.fetch(listed[('Projet (2024) "final"',)], [ref.source_id])
+    assert fetched.subject == 'Dans Projet (2024) "final"'
+    assert len(source.list_changes(listed[("Dossier\\partagé",)], None).refs) == 1
+    emptied = source.list_changes(listed[("Vidé depuis",)], None)
+    assert emptied.complete and emptied.refs == [] and emptied.cursor["exists"] == 0
+    with pytest.raises(imapclient.exceptions.IMAPClientError):
+        source.list_changes(listed[("Supprimé depuis",)], None)
+    # The connection is still in step: the next folder is listed on it.
+    assert len(source.list_changes(listed[("Dossier\\partagé",)], None).refs) == 1
+    source.close()
 
 
 def test_folder_list_without_list_status_carries_no_state(dovecot_factory) -> None:

@@ -12,6 +12,7 @@ command, large ones in partial chunks, each spooled while hashed.
 
 from __future__ import annotations
 
+import imaplib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -149,6 +150,10 @@ class ImapSource:
 
     def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
         mailbox = self._mailbox(container)
+        if cursor is None and container.count:
+            # A first listing of a folder the folder list says is not empty: its EXAMINE
+            # and its listing go together, one round trip.
+            return self._session.call(lambda client: self._first_listing(client, mailbox))
         return self._session.call(lambda client: self._list_changes(client, mailbox, cursor))
 
     def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
@@ -212,13 +217,21 @@ class ImapSource:
         ``fresh`` is false: a fresh EXAMINE is what makes the counters current)."""
         if not fresh and self._selected is not None and self._selected[:2] == (client, mailbox):
             return self._selected[2]
-        condstore = self._session.has("CONDSTORE")
-        if condstore and self._session.has("ENABLE") and self._condstore_enabled_on is not client:
+        self._enable_condstore(client)
+        self._selected = None
+        return self._state(client, mailbox, client.select_folder(mailbox, readonly=True))
+
+    def _enable_condstore(self, client: imapclient.IMAPClient) -> None:
+        if (self._session.has("CONDSTORE") and self._session.has("ENABLE")
+                and self._condstore_enabled_on is not client):
             # Once enabled, EXAMINE reports HIGHESTMODSEQ.
             client.enable("CONDSTORE")
             self._condstore_enabled_on = client
-        self._selected = None
-        response = client.select_folder(mailbox, readonly=True)
+
+    def _state(self, client: imapclient.IMAPClient, mailbox: str, response: dict[bytes, Any]
+               ) -> _FolderState:
+        """The folder's state from its EXAMINE's answer, now selected on ``client``."""
+        condstore = self._session.has("CONDSTORE")
         modseq = response.get(b"HIGHESTMODSEQ")
         if condstore and modseq is None:
             # A CONDSTORE server that cannot ENABLE still answers STATUS.
@@ -279,6 +292,36 @@ class ImapSource:
             return self._complete_listing(client, mailbox, state, reset=False)
         return Listing(refs=changed, cursor=state.cursor(), complete=False)
 
+    def _first_listing(self, client: imapclient.IMAPClient, mailbox: str) -> Listing:
+        """EXAMINE and ``UID FETCH 1:*`` sent together, then both answers read: a folder
+        that turned out empty answers the FETCH with nothing; one that could not be
+        examined fails the FETCH too, and its EXAMINE's answer is what is raised."""
+        self._enable_condstore(client)
+        self._selected = None
+        imap = client._imap  # imapclient cannot send two commands before reading: imaplib can
+        imap.untagged_responses = {}  # as imaplib's select does
+        imap.is_readonly = True
+        examine = imap._command("EXAMINE", client._normalise_folder(mailbox))
+        imap.state = "SELECTED"  # imaplib refuses a UID command in any other state
+        fetch = imap._command("UID", "FETCH", "1:*", f"({' '.join(METADATA)})")
+        # Both answers are read, whatever the first says, so that none is left behind.
+        status, data = _completed(imap, "EXAMINE", examine)
+        fetched, fetched_data = _completed(imap, "FETCH", fetch)
+        if status != "OK":
+            imap.state = "AUTH"
+            client._checkok("select", status, data)
+        if fetched != "OK":
+            raise imap_errors.IMAPClientError(f"FETCH 1:* failed: {fetched_data!r}")
+        _, lines = imap._untagged_response(fetched, fetched_data, "FETCH")
+        state = self._state(client, mailbox,
+                            client._process_select_response(imap.untagged_responses))
+        response = parse_fetch_response([line for line in lines if line is not None],
+                                        client.normalise_times, True)
+        refs = [ref for uid in sorted(response)
+                if (ref := _ref(state.uidvalidity, uid, response[uid]))]
+        self._remember(client, mailbox, state, refs)
+        return Listing(refs=refs, cursor=state.cursor(), complete=True)
+
     def _complete_listing(
         self, client: imapclient.IMAPClient, mailbox: str, state: _FolderState, *, reset: bool
     ) -> Listing:
@@ -336,6 +379,16 @@ class ImapSource:
             spool.write(chunk)
             if len(chunk) < CHUNK_BYTES:
                 return spool.seal()
+
+
+def _completed(imap: imaplib.IMAP4, name: str, tag: bytes) -> tuple[str, list[Any]]:
+    """A command's answer, a BAD one returned rather than raised (imaplib raises it)."""
+    try:
+        return imap._command_complete(name, tag)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as error:
+        return "BAD", [str(error).encode()]
 
 
 def _refs(client: imapclient.IMAPClient, uidvalidity: int, uids: list[int]) -> list[ItemRef]:
