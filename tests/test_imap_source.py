@@ -343,12 +343,16 @@ def test_a_first_listing_examines_and_lists_in_one_round_trip(dovecot: Dovecot,
         events.append("answer"), tagged(self, tag, **kw))[1])
 
     listing = source.list_changes(listed[('Projet (2024) "final"',)], None)
-    assert events[-4:] == ["EXAMINE", "UID", "answer", "answer"]
+    # The connection's first listing: CONDSTORE is enabled in the same round trip.
+    assert events[-6:] == ["ENABLE", "EXAMINE", "UID", "answer", "answer", "answer"]
+    assert "highestmodseq" in listing.cursor
     [ref] = listing.refs
     assert listing.complete and listing.cursor == listed[('Projet (2024) "final"',)].state
     [fetched] = source.fetch(listed[('Projet (2024) "final"',)], [ref.source_id])
     assert fetched.subject == 'Dans Projet (2024) "final"'
+    events.clear()
     assert len(source.list_changes(listed[("Dossier\\partagé",)], None).refs) == 1
+    assert events == ["EXAMINE", "UID", "answer", "answer"]
     emptied = source.list_changes(listed[("Vidé depuis",)], None)
     assert emptied.complete and emptied.refs == [] and emptied.cursor["exists"] == 0
     with pytest.raises(imapclient.exceptions.IMAPClientError):

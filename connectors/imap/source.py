@@ -296,15 +296,24 @@ class ImapSource:
         """EXAMINE and ``UID FETCH 1:*`` sent together, then both answers read: a folder
         that turned out empty answers the FETCH with nothing; one that could not be
         examined fails the FETCH too, and its EXAMINE's answer is what is raised."""
-        self._enable_condstore(client)
-        self._selected = None
         imap = client._imap  # imapclient cannot send two commands before reading: imaplib can
+        enable = None
+        if (self._session.has("CONDSTORE") and self._session.has("ENABLE")
+                and self._condstore_enabled_on is not client and imap.state == "AUTH"):
+            enable = imap._command("ENABLE", "CONDSTORE")  # in the same round trip too
+        elif self._condstore_enabled_on is not client:
+            self._enable_condstore(client)
+        self._selected = None
         imap.untagged_responses = {}  # as imaplib's select does
         imap.is_readonly = True
         examine = imap._command("EXAMINE", client._normalise_folder(mailbox))
         imap.state = "SELECTED"  # imaplib refuses a UID command in any other state
         fetch = imap._command("UID", "FETCH", "1:*", f"({' '.join(METADATA)})")
-        # Both answers are read, whatever the first says, so that none is left behind.
+        # Every answer is read, whatever the first says, so that none is left behind.
+        if enable is not None:
+            enabled, _ = _completed(imap, "ENABLE", enable)
+            if enabled == "OK":
+                self._condstore_enabled_on = client
         status, data = _completed(imap, "EXAMINE", examine)
         fetched, fetched_data = _completed(imap, "FETCH", fetch)
         if status != "OK":
