@@ -16,6 +16,7 @@ import pytest
 
 from connectors.base import ConnectError, Container
 from connectors.imap.session import ImapCredentials, ImapEndpoint, connect
+from connectors.imap.sink import ImapSink
 from connectors.imap.source import ImapSource
 from tests.dovecot import Dovecot
 
@@ -360,6 +361,32 @@ def test_a_first_listing_examines_and_lists_in_one_round_trip(dovecot: Dovecot,
     # The connection is still in step: the next folder is listed on it.
     assert len(source.list_changes(listed[("Dossier\\partagé",)], None).refs) == 1
     source.close()
+
+
+@pytest.mark.parametrize("separator", ["/", "."])
+def test_the_separator_comes_from_the_folder_list(dovecot_factory, monkeypatch,
+                                                   separator) -> None:
+    """Both sides list every folder anyway: INBOX's line gives the separator, without a
+    ``LIST "" ""`` of its own on each connection."""
+    server = dovecot_factory({"alice": "alice-pw"}, separator=separator)
+    client = mailbox(server)
+    client.create_folder(f"Projets{separator}Voirie")
+    client.logout()
+    sent: list[bytes] = []
+    send = imaplib.IMAP4.send
+    monkeypatch.setattr(imaplib.IMAP4, "send",
+                        lambda self, data: (sent.append(data), send(self, data))[1])
+    source = source_for(server)
+    paths = {c.path for c in source.containers()}
+    sink = ImapSink(endpoint(server), ImapCredentials("alice", "alice-pw"))
+    try:
+        assert sink.capabilities.separator == separator
+        assert sink.native_name(("Projets", "Voirie")) == f"Projets{separator}Voirie"
+    finally:
+        sink.close()
+        source.close()
+    assert ("Projets", "Voirie") in paths
+    assert not [line for line in sent if b'LIST "" ""' in line]
 
 
 def test_folder_list_without_list_status_carries_no_state(dovecot_factory) -> None:

@@ -12,7 +12,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -267,6 +267,7 @@ class ImapSession:
         self._client: imapclient.IMAPClient | None = None
         self._capabilities: frozenset[str] = frozenset()
         self._separator: str | None = None
+        self._separator_known = False
 
     @property
     def client(self) -> imapclient.IMAPClient:
@@ -278,7 +279,6 @@ class ImapSession:
             try:
                 self._client = connect(self.endpoint, self.credentials)
                 self._capabilities = capabilities(self._client)
-                self._separator = hierarchy_separator(self._client)
                 break
             except CONNECTION_DROPPED as error:
                 self.reset()
@@ -298,8 +298,24 @@ class ImapSession:
 
     @property
     def separator(self) -> str | None:
-        _ = self.client
+        """The personal namespace's separator: learnt from a folder list (``learn_separator``)
+        or asked for (``LIST "" ""``), once for the session."""
+        if not self._separator_known:
+            self._separator = self.call(hierarchy_separator)
+            self._separator_known = True
         return self._separator
+
+    def learn_separator(self, folders: Sequence[tuple[Any, Any, str]]) -> None:
+        """Take the separator from a folder list's INBOX line (INBOX is in the personal
+        namespace): one ``LIST "" ""`` fewer per connection."""
+        if self._separator_known:
+            return
+        for _flags, delimiter, name in folders:
+            if name.upper() == "INBOX":
+                self._separator = (delimiter.decode("ascii") if isinstance(delimiter, bytes)
+                                   else delimiter) or None
+                self._separator_known = True
+                return
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities

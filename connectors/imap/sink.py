@@ -117,9 +117,10 @@ class ImapSink:
 
     @computed_once
     def capabilities(self) -> SinkCapabilities:
+        listed = self._first_listing  # first: the separator is learnt from it
         separator = self._session.separator
         special: dict[str, Path] = {"inbox": ("INBOX",)}
-        for flags, _delimiter, name in self._first_listing:
+        for flags, _delimiter, name in listed:
             for flag in flags:
                 role = SPECIAL_USE_ROLES.get(flag.lower())
                 if role and role not in special:
@@ -140,6 +141,7 @@ class ImapSink:
         LIST-STATUS."""
         folders, statuses = self._session.call(
             lambda c: list_with_status(c, self._session.capabilities, ("MESSAGES",)))
+        self._session.learn_separator(folders)
         self._listed_counts = {name: answer["MESSAGES"] for name, answer in statuses.items()
                                if "MESSAGES" in answer}
         return folders

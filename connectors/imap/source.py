@@ -136,6 +136,7 @@ class ImapSource:
         condstore = self._session.has("CONDSTORE")
         items = ("MESSAGES", "UIDNEXT", "UIDVALIDITY") + (("HIGHESTMODSEQ",) if condstore else ())
         folders, statuses = list_with_status(client, self._session.capabilities, items)
+        self._session.learn_separator(folders)
         states = {}
         for name, answer in statuses.items():
             if "UIDVALIDITY" not in answer or "MESSAGES" not in answer:
