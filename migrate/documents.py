@@ -81,7 +81,7 @@ class DocumentUnit:
             self.ledger.refresh_counts(self.unit.id, cursor=listing.cursor,
                                        status="failed" if self.result.failed else "done",
                                        last_error=None, timed=self.unit.timed(
-                                           time.monotonic() - started, self.result.copied,
+                                           started, self.result.copied,
                                            self.result.copied_bytes))
         return self.result
 

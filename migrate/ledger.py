@@ -173,13 +173,14 @@ class Unit:
     chain: str | None = None
     planned_run: int | None = None
 
-    def timed(self, seconds: float, items: int, size: int) -> tuple[int, Timing] | None:
-        """This unit's step in the run it was planned for (``refresh_counts(timed=...)``);
-        none outside a planned run."""
+    def timed(self, started: float, items: int, size: int) -> tuple[int, Timing] | None:
+        """This unit's step in the run it was planned for, from ``started``
+        (``time.monotonic``) until now (``refresh_counts(timed=...)``); none outside a
+        planned run."""
         if self.planned_run is None:
             return None
         return self.planned_run, Timing(self.principal, self.workload, self.container,
-                                        seconds, items, size)
+                                        time.monotonic() - started, items, size)
 
 
 @dataclass(frozen=True)

@@ -267,8 +267,7 @@ class MailUnit:
             self.ledger.refresh_counts(
                 self.unit.id, cursor=listing.cursor,
                 status="failed" if self.result.failed else "done", last_error=None,
-                timed=self.unit.timed(time.monotonic() - started, self.result.copied,
-                                      self.result.copied_bytes))
+                timed=self.unit.timed(started, self.result.copied, self.result.copied_bytes))
         return self.result
 
     def _note_left_behind(self, to_copy: list[str], sizes: dict[str, int]) -> None:

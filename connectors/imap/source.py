@@ -222,10 +222,14 @@ class ImapSource:
         self._selected = None
         return self._state(client, mailbox, client.select_folder(mailbox, readonly=True))
 
+    def _condstore_to_enable(self, client: imapclient.IMAPClient) -> bool:
+        """Whether CONDSTORE can and must still be enabled on ``client``: once enabled,
+        EXAMINE reports HIGHESTMODSEQ."""
+        return (self._session.has("CONDSTORE") and self._session.has("ENABLE")
+                and self._condstore_enabled_on is not client)
+
     def _enable_condstore(self, client: imapclient.IMAPClient) -> None:
-        if (self._session.has("CONDSTORE") and self._session.has("ENABLE")
-                and self._condstore_enabled_on is not client):
-            # Once enabled, EXAMINE reports HIGHESTMODSEQ.
+        if self._condstore_to_enable(client):
             client.enable("CONDSTORE")
             self._condstore_enabled_on = client
 
@@ -299,11 +303,11 @@ class ImapSource:
         examined fails the FETCH too, and its EXAMINE's answer is what is raised."""
         imap = client._imap  # imapclient cannot send two commands before reading: imaplib can
         enable = None
-        if (self._session.has("CONDSTORE") and self._session.has("ENABLE")
-                and self._condstore_enabled_on is not client and imap.state == "AUTH"):
-            enable = imap._command("ENABLE", "CONDSTORE")  # in the same round trip too
-        elif self._condstore_enabled_on is not client:
-            self._enable_condstore(client)
+        if self._condstore_to_enable(client):
+            if imap.state == "AUTH":  # in the same round trip too (ENABLE needs that state)
+                enable = imap._command("ENABLE", "CONDSTORE")
+            else:
+                self._enable_condstore(client)
         self._selected = None
         imap.untagged_responses = {}  # as imaplib's select does
         imap.is_readonly = True
@@ -320,15 +324,10 @@ class ImapSource:
         if status != "OK":
             imap.state = "AUTH"
             client._checkok("select", status, data)
-        if fetched != "OK":
-            raise imap_errors.IMAPClientError(f"FETCH 1:* failed: {fetched_data!r}")
         _, lines = imap._untagged_response(fetched, fetched_data, "FETCH")
         state = self._state(client, mailbox,
                             client._process_select_response(imap.untagged_responses))
-        response = parse_fetch_response([line for line in lines if line is not None],
-                                        client.normalise_times, True)
-        refs = [ref for uid in sorted(response)
-                if (ref := _ref(state.uidvalidity, uid, response[uid]))]
+        refs = _listed_refs(client, state.uidvalidity, fetched, lines)
         self._remember(client, mailbox, state, refs)
         return Listing(refs=refs, cursor=state.cursor(), complete=True)
 
@@ -427,10 +426,17 @@ def _all_refs(client: imapclient.IMAPClient, uidvalidity: int) -> list[ItemRef]:
     # imapclient's fetch keeps only the UIDs it was given, so the range goes through its
     # imaplib connection and imapclient's own parser.
     status, data = client._imap.uid("FETCH", "1:*", f"({' '.join(METADATA)})")
+    return _listed_refs(client, uidvalidity, status, data)
+
+
+def _listed_refs(client: imapclient.IMAPClient, uidvalidity: int, status: str,
+                 lines: list[Any]) -> list[ItemRef]:
+    """The refs of a ``UID FETCH 1:*`` of metadata, from imaplib's answer (its FETCH lines),
+    read by imapclient's own parser."""
     if status != "OK":
-        raise imap_errors.IMAPClientError(f"FETCH 1:* failed: {data!r}")
+        raise imap_errors.IMAPClientError(f"FETCH 1:* failed: {lines!r}")
     response = parse_fetch_response(
-        [line for line in data if line is not None], client.normalise_times, True)
+        [line for line in lines if line is not None], client.normalise_times, True)
     return [ref for uid in sorted(response) if (ref := _ref(uidvalidity, uid, response[uid]))]
 
 
