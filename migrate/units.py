@@ -279,7 +279,8 @@ class MailRunner:
                 settled=({"target_container": native, "cursor": container.state or
                           (unit.cursor if unit else None)} if quiet else None),
                 spec={"path": list(container.path), "role": container.role,
-                      "native_name": container.native_name, "target_path": list(decision.target),
+                      "native_name": container.native_name, "count": container.count,
+                      "target_path": list(decision.target),
                       "action": action, "reasons": list(decision.reasons),
                       "detail": decision.detail, "position": position,
                       "folder": shown(decision.source), "target_folder": shown(decision.target),
@@ -289,7 +290,10 @@ class MailRunner:
     def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
             result: UnitResult) -> None:
         spec = unit.spec or {}
-        container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""))
+        # The folder list's count, read when the unit was planned: a hint that lets a first
+        # listing examine and list in one round trip (a folder emptied since is listed empty).
+        container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""),
+                              count=spec.get("count"))
         with bench.failing(unit), bench.endpoints(user) as (source, sink):
             MailUnit(bench.ledger, unit, source, sink, container, tuple(spec["target_path"]),
                      progress, bench.target_size_limit(), bench.brakes(user), result,

@@ -206,6 +206,29 @@ def test_empty_and_unchanged_folders_are_settled_from_the_folder_list(pair, tmp_
     assert [(e["folder"], e["messages"]) for e in notes] == [("Vide", 1)]
 
 
+def test_a_first_run_examines_and_lists_each_folder_in_one_round_trip(pair, monkeypatch):
+    """The folder list's count travels with the planned unit: in a first run every folder
+    holding messages has its EXAMINE and its ``UID FETCH 1:*`` sent before either answer
+    is read, on whichever connection lists it."""
+    import imaplib
+
+    _, target, corpus, batch = pair
+    events: dict[int, list[str]] = {}
+    send, tagged = imaplib.IMAP4.send, imaplib.IMAP4._get_tagged_response
+    monkeypatch.setattr(imaplib.IMAP4, "send", lambda self, data: (
+        events.setdefault(id(self), []).append((data.split(b" ") + [b""])[1].decode()),
+        send(self, data))[1])
+    monkeypatch.setattr(imaplib.IMAP4, "_get_tagged_response", lambda self, tag, **kw: (
+        events.setdefault(id(self), []).append("answer"), tagged(self, tag, **kw))[1])
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    examined = [(commands, i) for commands in events.values()
+                for i, command in enumerate(commands) if command == "EXAMINE"]
+    assert len(examined) == len([f for f in corpus if f.path in LANDING and f.messages])
+    assert all(commands[i + 1:i + 2] == ["UID"] for commands, i in examined), events
+    assert mailboxes.filled(target, "alice")
+
+
 def test_uidvalidity_change_brings_no_duplicate(pair, tmp_path):
     source, target, corpus, batch = pair
     assert len(next(f for f in corpus if f.path == ("R&D",)).messages) == 2
