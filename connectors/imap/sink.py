@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +105,8 @@ class ImapSink:
         self._expected: dict[str, int] = {}
         self._session = ImapSession(endpoint, credentials)
         self._pipelines: dict[int, AppendPipeline] = {}
+        self._opening: Future[AppendPipeline] | None = None
+        """The first APPEND connection, signing in in the background (``_open_ahead``)."""
         self._selected: tuple[int, str, bool] | None = None
         """The selection this sink may rely on; reset to select again."""
         self._on_server: tuple[int, str] | None = None
@@ -170,6 +173,7 @@ class ImapSink:
         native_name = self.native_name(path)
         for name in self._missing([path]):
             self._create(name)
+        self._open_ahead()
         return native_name
 
     def ensure_containers(self, paths: Sequence[Path]) -> dict[Path, bool]:
@@ -187,6 +191,7 @@ class ImapSink:
                     missing[start:start + FOLDERS_AT_ONCE])
         except AppendConnectionLost:
             self._pipelines.pop(0, None)
+        self._open_ahead()
         known = self._known_folders()
         known.update(created)
         return {path: name in created or self._listed_empty(name)
@@ -326,7 +331,29 @@ class ImapSink:
         pipelines, self._pipelines = self._pipelines, {}
         for pipeline in pipelines.values():
             pipeline.logout()
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            # Still signing in, or never used: logged out once it is open.
+            opening.add_done_callback(
+                lambda done: done.exception() is None and done.result().logout())
         self._session.close()
+
+    def _open_ahead(self) -> None:
+        """Sign the first APPEND connection in while the caller goes on: a sink asked to
+        create folders is about to be written to, and the two round trips of that sign-in
+        then overlap the source's listing instead of preceding the first APPEND."""
+        if 0 in self._pipelines or self._opening is not None:
+            return
+        opening: Future[AppendPipeline] = Future()
+
+        def sign_in() -> None:
+            try:
+                opening.set_result(AppendPipeline(self._endpoint, self._credentials))
+            except BaseException as error:  # noqa: BLE001 (handed to whoever takes it)
+                opening.set_exception(error)
+
+        self._opening = opening
+        threading.Thread(target=sign_in, name="append-sign-in", daemon=True).start()
 
     def expect(self, native_name: str, count: int) -> None:
         self._expected[native_name] = count
@@ -392,6 +419,12 @@ class ImapSink:
         """The pipeline of ``slot``, opened if needed. A server that refuses or ignores a new
         connection is down: that raises at once. One that cut it during the login may be
         behind a flaky link: it is tried again, with a growing pause."""
+        opening = self._opening if slot == 0 else None
+        if opening is not None:
+            self._opening = None
+            with contextlib.suppress(Exception):
+                # A failed sign-in ahead is tried again below, where its error is raised.
+                self._pipelines[0] = opening.result()
         for attempt in range(RECONNECTS + 1):
             if slot in self._pipelines:
                 break
