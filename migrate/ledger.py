@@ -132,6 +132,26 @@ timings = Table(
 run's duration from (``migrate.estimate``). A table of its own, not columns of ``units``:
 a unit runs once per run, and the estimate reads several runs."""
 
+# The statements a run writes for every unit, built once: building one is most of what a
+# small write costs in Python (a hundred users' run spent a third of its CPU on it), and a
+# statement built once keeps its cache key for SQLAlchemy's compiled cache.
+_UNIT_ROWS = select(units).where((units.c.principal == bindparam("b_principal"))
+                                 & (units.c.workload == bindparam("b_workload")))
+_UNIT_CONTAINERS = select(units.c.container).where(
+    (units.c.principal == bindparam("b_principal")) & (units.c.workload == bindparam("b_workload")))
+_UPDATE_UNIT_BY_KEY = update(units).where(
+    (units.c.principal == bindparam("b_principal")) & (units.c.workload == bindparam("b_workload"))
+    & (units.c.container == bindparam("b_container")))
+_UPDATE_UNIT = update(units).where(units.c.id == bindparam("b_id"))
+_ITEM_ROWS = select(items).where(items.c.unit_id == bindparam("b_unit"))
+_ITEM_ATTEMPTS = select(items.c.source_id, items.c.attempts).where(
+    (items.c.unit_id == bindparam("b_unit"))
+    & items.c.source_id.in_(bindparam("b_sources", expanding=True)))
+_UPDATE_ITEM = update(items).where((items.c.unit_id == bindparam("b_unit"))
+                                   & (items.c.source_id == bindparam("b_source")))
+_ITEM_TOTALS = select(items.c.status, func.count(), func.coalesce(func.sum(items.c.size), 0)).where(
+    items.c.unit_id == bindparam("b_unit")).group_by(items.c.status)
+
 INFLIGHT, DONE, FAILED, UNCONFIRMED = "inflight", "done", "failed", "unconfirmed"
 UNSETTLED = (INFLIGHT, UNCONFIRMED)
 """Items that may be on the target without the ledger knowing where."""
@@ -305,9 +325,11 @@ class Ledger:
         power cut leaves its item in flight: the next run looks for it on the target
         before sending it again, as after any cut."""
         with self._write, self._guard(), self.engine.begin() as connection:
-            if self._file is not None:
-                connection.exec_driver_sql(
-                    f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            level = "FULL" if durable else "NORMAL"
+            # Set per connection, and kept with it in the pool: changed only when it differs.
+            if self._file is not None and connection.info.get("synchronous") != level:
+                connection.exec_driver_sql(f"PRAGMA synchronous={level}")
+                connection.info["synchronous"] = level
             yield connection
 
     @contextmanager
@@ -432,22 +454,26 @@ class Ledger:
         first use and marked planned by ``run_id``, as a process needs it to run the unit
         besides the batch file; and the principal's own step in the run, when timed. The
         units are answered in the order given."""
-        key = (units.c.principal == principal) & (units.c.workload == workload)
+        key = {"b_principal": principal, "b_workload": workload}
         now = _now()
         with self._writing() as db:
             if step_seconds is not None:
                 _insert_timing(db, run_id, Timing(principal, workload, "", step_seconds, 0, 0))
-            existing = set(db.execute(select(units.c.container).where(key)).scalars())
+            existing = set(db.execute(_UNIT_CONTAINERS, key).scalars())
             new = [container for container, _ in decided if container not in existing]
             if new:
                 db.execute(insert(units), [
                     {"principal": principal, "workload": workload, "container": container,
                      "status": "pending", "copied": 0, "bytes": 0, "failed": 0,
                      "updated_at": now} for container in new])
+            changes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
             for container, columns in decided:
-                db.execute(update(units).where(key & (units.c.container == container))
-                           .values(updated_at=now, planned_run=run_id, **columns))
-            rows = {row.container: _unit(row) for row in db.execute(select(units).where(key))}
+                changes[tuple(sorted(columns))].append(
+                    {**key, "b_container": container, "updated_at": now, "planned_run": run_id,
+                     **columns})
+            for batch in changes.values():
+                db.execute(_UPDATE_UNIT_BY_KEY, batch)
+            rows = {row.container: _unit(row) for row in db.execute(_UNIT_ROWS, key)}
         return [rows[container] for container, _ in decided]
 
     def unit_by_id(self, unit_id: int) -> Unit:
@@ -479,7 +505,7 @@ class Ledger:
 
     def update_unit(self, unit_id: int, **values: Any) -> None:
         with self._writing() as db:
-            db.execute(update(units).where(units.c.id == unit_id).values(updated_at=_now(), **values))
+            db.execute(_UPDATE_UNIT, {"b_id": unit_id, "updated_at": _now(), **values})
 
     def refresh_counts(self, unit_id: int, timed: tuple[int, Timing] | None = None,
                        **values: Any) -> None:
@@ -489,25 +515,17 @@ class Ledger:
         with self._writing() as db:
             if timed is not None:
                 _insert_timing(db, *timed)
-            done = db.execute(
-                select(func.count(), func.coalesce(func.sum(items.c.size), 0)).where(
-                    (items.c.unit_id == unit_id) & (items.c.status == DONE)
-                )
-            ).one()
-            failed = db.execute(
-                select(func.count()).where((items.c.unit_id == unit_id) & (items.c.status == FAILED))
-            ).scalar_one()
-            db.execute(
-                update(units)
-                .where(units.c.id == unit_id)
-                .values(copied=done[0], bytes=int(done[1]), failed=failed, updated_at=_now(),
-                        **values)
-            )
+            totals = {status: (count, int(size)) for status, count, size
+                      in db.execute(_ITEM_TOTALS, {"b_unit": unit_id})}
+            done = totals.get(DONE, (0, 0))
+            db.execute(_UPDATE_UNIT, {"b_id": unit_id, "copied": done[0], "bytes": done[1],
+                                      "failed": totals.get(FAILED, (0, 0))[0],
+                                      "updated_at": _now(), **values})
 
     # items
     def items_of(self, unit_id: int) -> dict[str, ItemRecord]:
         with self._reading() as db:
-            rows = db.execute(select(items).where(items.c.unit_id == unit_id)).all()
+            rows = db.execute(_ITEM_ROWS, {"b_unit": unit_id}).all()
         return {row.source_id: _item(row) for row in rows}
 
     def iter_items(self, unit_id: int, batch: int = 1000) -> Iterator[ItemRecord]:
@@ -626,12 +644,8 @@ class Ledger:
         """Update the rows that exist and insert the others, in a few bulk statements."""
         attempts = {
             row.source_id: row.attempts
-            for row in db.execute(
-                select(items.c.source_id, items.c.attempts).where(
-                    (items.c.unit_id == unit_id)
-                    & items.c.source_id.in_([r["source_id"] for r in rows])
-                )
-            )
+            for row in db.execute(_ITEM_ATTEMPTS, {
+                "b_unit": unit_id, "b_sources": [r["source_id"] for r in rows]})
         }
         updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         inserts = []
@@ -645,13 +659,7 @@ class Ledger:
             else:
                 inserts.append({"unit_id": unit_id, "attempts": 1, **row})
         for batch in updates.values():
-            db.execute(
-                update(items).where(
-                    (items.c.unit_id == bindparam("b_unit"))
-                    & (items.c.source_id == bindparam("b_source"))
-                ),
-                batch,
-            )
+            db.execute(_UPDATE_ITEM, batch)
         by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for row in inserts:
             by_keys[tuple(sorted(row))].append(row)
@@ -693,10 +701,10 @@ class Ledger:
 
 
 def _insert_timing(db: Connection, run_id: int, timing: Timing) -> None:
-    db.execute(insert(timings).values(
-        run_id=run_id, principal=timing.principal, workload=timing.workload,
-        container=timing.container, seconds=timing.seconds, items=timing.items,
-        bytes=timing.bytes))
+    db.execute(insert(timings), {
+        "run_id": run_id, "principal": timing.principal, "workload": timing.workload,
+        "container": timing.container, "seconds": timing.seconds, "items": timing.items,
+        "bytes": timing.bytes})
 
 
 def _create_schema(engine: Engine) -> None:

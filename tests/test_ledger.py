@@ -60,18 +60,22 @@ def test_only_marking_in_flight_waits_for_the_disk(tmp_path):
     from sqlalchemy import event
 
     ledger = Ledger.in_folder(tmp_path)
-    unit = ledger.unit("alice", "mail", "INBOX")
-    level = {"now": "unset"}
+    # Each connection starts at FULL; a write changes it only when it needs another level.
+    level: dict[int, str] = {}
     writes: list[tuple[str, str]] = []
 
     def seen(connection, cursor, statement, *args):
         words = statement.split()
+        now = level.setdefault(id(connection.connection.dbapi_connection), "FULL")
         if statement.startswith("PRAGMA synchronous="):
-            level["now"] = statement.split("=", 1)[1]
+            level[id(connection.connection.dbapi_connection)] = statement.split("=", 1)[1]
         elif words[0] in {"INSERT", "UPDATE"}:
-            writes.append((words[2 if words[0] == "INSERT" else 1], level["now"]))
+            writes.append((words[2 if words[0] == "INSERT" else 1], now))
 
+    ledger.close()
     event.listen(ledger.engine, "before_cursor_execute", seen)
+    unit = ledger.unit("alice", "mail", "INBOX")
+    writes.clear()
     ledger.update_unit(unit.id, status="running")
     ledger.mark_inflight(unit.id, [record("1:1")])
     ledger.record_outcomes(unit.id, [{"source_id": "1:1", "target_ref": "9:1"}])
