@@ -227,7 +227,9 @@ def serve_launches() -> None:
         print(json.dumps({"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024,
                           "exit_code": child.returncode,
                           "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                          "machine_busy": busy / total if total else 0.0}), flush=True)
+                          "machine_busy": busy / total if total else 0.0,
+                          "machine_cpu_seconds": busy / os.sysconf("SC_CLK_TCK")}),
+              flush=True)
 
 
 def machine_busy() -> tuple[int, int]:
