@@ -95,6 +95,9 @@ class Container:
     count: int | None = field(default=None, compare=False)
     """How many items it holds, when the folder list told it at no cost; ``None``:
     unknown."""
+    size: int | None = field(default=None, compare=False)
+    """How many bytes its items hold, when the folder list told it at no cost (IMAP
+    ``STATUS=SIZE``); ``None``: unknown."""
 
 
 @dataclass(frozen=True, slots=True)

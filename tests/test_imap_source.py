@@ -344,22 +344,66 @@ def test_a_first_listing_examines_and_lists_in_one_round_trip(dovecot: Dovecot,
         events.append("answer"), tagged(self, tag, **kw))[1])
 
     listing = source.list_changes(listed[('Projet (2024) "final"',)], None)
-    # The connection's first listing: CONDSTORE is enabled in the same round trip.
-    assert events[-6:] == ["ENABLE", "EXAMINE", "UID", "answer", "answer", "answer"]
+    # The connection's first listing: CONDSTORE is enabled in the same round trip, and the
+    # folder being small, its bodies are read in it too.
+    assert events[-8:] == ["ENABLE", "EXAMINE", "UID", "UID"] + ["answer"] * 4
     assert "highestmodseq" in listing.cursor
     [ref] = listing.refs
     assert listing.complete and listing.cursor == listed[('Projet (2024) "final"',)].state
+    events.clear()
     [fetched] = source.fetch(listed[('Projet (2024) "final"',)], [ref.source_id])
     assert fetched.subject == 'Dans Projet (2024) "final"'
-    events.clear()
+    assert events == []
     assert len(source.list_changes(listed[("Dossier\\partagé",)], None).refs) == 1
-    assert events == ["EXAMINE", "UID", "answer", "answer"]
+    assert events == ["EXAMINE", "UID", "UID", "answer", "answer", "answer"]
     emptied = source.list_changes(listed[("Vidé depuis",)], None)
     assert emptied.complete and emptied.refs == [] and emptied.cursor["exists"] == 0
     with pytest.raises(imapclient.exceptions.IMAPClientError):
         source.list_changes(listed[("Supprimé depuis",)], None)
     # The connection is still in step: the next folder is listed on it.
     assert len(source.list_changes(listed[("Dossier\\partagé",)], None).refs) == 1
+    source.close()
+
+
+def test_a_small_folder_is_read_with_its_listing_only_as_the_folder_list_saw_it(
+        dovecot: Dovecot, monkeypatch) -> None:
+    """A folder the folder list says is small has its bodies read with its listing, but
+    only those of the messages that list counted: one that arrived since, large or not, is
+    fetched as any other. A folder over the bound is listed without its bodies."""
+    from connectors.imap import source as source_module
+
+    client = mailbox(dovecot)
+    client.create_folder("Petit")
+    client.create_folder("Gros")
+    append(client, "Petit", message("Avant"))
+    append(client, "Gros", message("Gros", body="x" * 3000))
+    source = source_for(dovecot)
+    monkeypatch.setattr(source_module, "SMALL_FOLDER_BYTES", 2000)
+    listed = {c.path: c for c in source.containers()}
+    assert listed[("Petit",)].size and listed[("Gros",)].size > 2000
+    append(client, "Petit", message("Apres", body="y" * 5000))
+    client.logout()
+    events: list[str] = []
+    send = imaplib.IMAP4.send
+    monkeypatch.setattr(imaplib.IMAP4, "send", lambda self, data: (
+        events.append(data.decode("utf-8", "replace").split(" ", 1)[1].strip()),
+        send(self, data))[1])
+
+    small = source.list_changes(listed[("Petit",)], None)
+    assert [e for e in events if "BODY.PEEK[]" in e] == ["UID FETCH 1:1 (BODY.PEEK[])"]
+    events.clear()
+    fetched = list(source.fetch(listed[("Petit",)], [r.source_id for r in small.refs]))
+    assert [m.subject for m in fetched] == ["Avant", "Apres"]
+    assert [e for e in events if "BODY.PEEK[]" in e] == ["UID FETCH 2 (BODY.PEEK[])"]
+    for got, sent in zip(fetched, [message("Avant"), message("Apres", body="y" * 5000)],
+                         strict=True):
+        with got.open() as body:
+            assert body.read() == sent
+    events.clear()
+    big = source.list_changes(listed[("Gros",)], None)
+    assert not [e for e in events if "BODY.PEEK[]" in e]
+    [gros] = source.fetch(listed[("Gros",)], [big.refs[0].source_id])
+    assert gros.subject == "Gros"
     source.close()
 
 

@@ -51,6 +51,9 @@ CHUNK_BYTES = 4 << 20
 UIDS_PER_COMMAND = 1000
 """UIDs named in one command: keeps the command line under servers' limits (64 KiB)."""
 MESSAGES_PER_BATCH = 200
+SMALL_FOLDER_BYTES = 1 << 20
+"""A folder the folder list says holds no more than this is listed with its bodies: one
+round trip for what a copy reads of it, and at most this much held until it is fetched."""
 
 ROLE_OF_ATTRIBUTE = {
     "\\SENT": "sent",
@@ -103,9 +106,17 @@ class ImapSource:
         self._listed: tuple[imapclient.IMAPClient, str, int, dict[int, _Metadata]] | None = None
         """The last listing's metadata (client, mailbox, UIDVALIDITY, metadata by UID): the
         fetch that follows it on the same selection asks only for bodies."""
+        self._listed_bodies: dict[int, bytes] = {}
+        """The bodies the last listing read with the metadata (a small folder's), by UID,
+        for the fetch that follows it; each is handed out once."""
+        self._uidnext_listed: dict[str, int] = {}
+        """Each folder's UIDNEXT when the folder list gave its size: the messages that size
+        counts are those below it."""
 
     def containers(self) -> list[Container]:
-        folders, states = self._session.call(self._folders_and_states)
+        folders, states, sizes = self._session.call(self._folders_and_states)
+        self._uidnext_listed = {name: state["uidnext"] for name, state in states.items()
+                                if name in sizes and state.get("uidnext")}
         found = []
         for raw_attributes, delimiter, name in folders:
             attributes = {_text(a).upper() for a in raw_attributes}
@@ -125,19 +136,25 @@ class ImapSource:
                 path=path, role=role, native_name=name,
                 # Without CONDSTORE an equal cursor says nothing of flags changed.
                 state=state if state is not None and "highestmodseq" in state else None,
-                count=state["exists"] if state is not None else None))
+                count=state["exists"] if state is not None else None,
+                size=sizes.get(name)))
         # A path sorts before every path it is a prefix of: parents come first.
         return sorted(found, key=lambda container: container.path)
 
     def _folders_and_states(self, client: imapclient.IMAPClient
-                            ) -> tuple[list[tuple[Any, Any, str]], dict[str, dict[str, Any]]]:
-        """Every folder, and the cursor of each as a listing would answer it now, in one
-        round trip where the server has LIST-STATUS; the folders alone elsewhere."""
+                            ) -> tuple[list[tuple[Any, Any, str]], dict[str, dict[str, Any]],
+                                       dict[str, int]]:
+        """Every folder, the cursor of each as a listing would answer it now and the bytes
+        it holds (``STATUS=SIZE``), in one round trip where the server has LIST-STATUS; the
+        folders alone elsewhere."""
         condstore = self._session.has("CONDSTORE")
-        items = ("MESSAGES", "UIDNEXT", "UIDVALIDITY") + (("HIGHESTMODSEQ",) if condstore else ())
+        items = (("MESSAGES", "UIDNEXT", "UIDVALIDITY")
+                 + (("HIGHESTMODSEQ",) if condstore else ())
+                 + (("SIZE",) if self._session.has("STATUS=SIZE") else ()))
         folders, statuses = list_with_status(client, self._session.capabilities, items)
         self._session.learn_separator(folders)
         states = {}
+        sizes = {name: answer["SIZE"] for name, answer in statuses.items() if "SIZE" in answer}
         for name, answer in statuses.items():
             if "UIDVALIDITY" not in answer or "MESSAGES" not in answer:
                 continue
@@ -147,14 +164,17 @@ class ImapSource:
                 exists=answer["MESSAGES"],
                 highestmodseq=modseq if condstore and modseq is not None else None,
             ).cursor()
-        return folders, states
+        return folders, states, sizes
 
     def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
         mailbox = self._mailbox(container)
         if cursor is None and container.count:
             # A first listing of a folder the folder list says is not empty: its EXAMINE
-            # and its listing go together, one round trip.
-            return self._session.call(lambda client: self._first_listing(client, mailbox))
+            # and its listing go together, one round trip; a small one's bodies with them.
+            below = (self._uidnext_listed.get(mailbox, 0) if container.size is not None
+                     and container.size <= SMALL_FOLDER_BYTES else 0)
+            return self._session.call(
+                lambda client: self._first_listing(client, mailbox, bodies_below=below))
         return self._session.call(lambda client: self._list_changes(client, mailbox, cursor))
 
     def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
@@ -174,6 +194,12 @@ class ImapSource:
                     lambda client: self._metadata(client, mailbox, state.uidvalidity, unknown))}
             small = [uid for uid in wanted if uid in metadata and metadata[uid][0] <= LARGE_MESSAGE]
             large = [uid for uid in wanted if uid in metadata and metadata[uid][0] > LARGE_MESSAGE]
+            prefetched = self._prefetched(mailbox, state.uidvalidity)
+            read, small = ([uid for uid in small if uid in prefetched],
+                           [uid for uid in small if uid not in prefetched])
+            for uid in read:
+                yield _message(state.uidvalidity, uid, Spool.from_chunks([prefetched.pop(uid)]),
+                               metadata[uid])
             for batch in _batches(small, metadata):
                 bodies = self._session.call(
                     lambda client, batch=batch: self._bodies(
@@ -297,10 +323,21 @@ class ImapSource:
             return self._complete_listing(client, mailbox, state, reset=False)
         return Listing(refs=changed, cursor=state.cursor(), complete=False)
 
-    def _first_listing(self, client: imapclient.IMAPClient, mailbox: str) -> Listing:
+    def _prefetched(self, mailbox: str, uidvalidity: int) -> dict[int, bytes]:
+        """The bodies the last listing read, when it listed this folder in this epoch."""
+        listed = self._listed
+        if listed is None or listed[1:3] != (mailbox, uidvalidity):
+            self._listed_bodies = {}
+        return self._listed_bodies
+
+    def _first_listing(self, client: imapclient.IMAPClient, mailbox: str, *,
+                       bodies_below: int = 0) -> Listing:
         """EXAMINE and ``UID FETCH 1:*`` sent together, then both answers read: a folder
         that turned out empty answers the FETCH with nothing; one that could not be
-        examined fails the FETCH too, and its EXAMINE's answer is what is raised."""
+        examined fails the FETCH too, and its EXAMINE's answer is what is raised.
+        ``bodies_below``: the bodies of the messages below this UID are read in the same
+        round trip (a folder the folder list said small: those are the messages it
+        counted, whatever arrived since), kept for the fetch that follows."""
         imap = client._imap  # imapclient cannot send two commands before reading: imaplib can
         enable = None
         if self._condstore_to_enable(client):
@@ -314,6 +351,8 @@ class ImapSource:
         examine = imap._command("EXAMINE", client._normalise_folder(mailbox))
         imap.state = "SELECTED"  # imaplib refuses a UID command in any other state
         fetch = imap._command("UID", "FETCH", "1:*", f"({' '.join(METADATA)})")
+        read = (imap._command("UID", "FETCH", f"1:{bodies_below - 1}", "(BODY.PEEK[])")
+                if bodies_below > 1 else None)
         # Every answer is read, whatever the first says, so that none is left behind.
         if enable is not None:
             enabled, _ = _completed(imap, "ENABLE", enable)
@@ -321,14 +360,21 @@ class ImapSource:
                 self._condstore_enabled_on = client
         status, data = _completed(imap, "EXAMINE", examine)
         fetched, fetched_data = _completed(imap, "FETCH", fetch)
+        if read is not None:
+            # The server may answer both FETCHes at once (Dovecot runs them side by side):
+            # their lines are told apart by what they hold, not by order.
+            _completed(imap, "FETCH", read)
+        _, lines = imap._untagged_response(fetched, fetched_data, "FETCH")
         if status != "OK":
             imap.state = "AUTH"
             client._checkok("select", status, data)
-        _, lines = imap._untagged_response(fetched, fetched_data, "FETCH")
         state = self._state(client, mailbox,
                             client._process_select_response(imap.untagged_responses))
-        refs = _listed_refs(client, state.uidvalidity, fetched, lines)
-        self._remember(client, mailbox, state, refs)
+        response = _parsed_fetch(client, fetched, lines)
+        refs = _refs_of(state.uidvalidity, response)
+        self._remember(client, mailbox, state, refs, {
+            uid: item[b"BODY[]"] for uid, item in response.items()
+            if uid < bodies_below and isinstance(item.get(b"BODY[]"), bytes)})
         return Listing(refs=refs, cursor=state.cursor(), complete=True)
 
     def _complete_listing(
@@ -339,9 +385,10 @@ class ImapSource:
         return Listing(refs=refs, cursor=state.cursor(), complete=True, reset=reset)
 
     def _remember(self, client: imapclient.IMAPClient, mailbox: str, state: _FolderState,
-                  refs: list[ItemRef]) -> None:
+                  refs: list[ItemRef], bodies: dict[int, bytes] | None = None) -> None:
         self._listed = (client, mailbox, state.uidvalidity, {
             _uid(ref.source_id): (ref.size, ref.flags, ref.internal_date) for ref in refs})
+        self._listed_bodies = bodies or {}
 
     def _metadata(
         self, client: imapclient.IMAPClient, mailbox: str, uidvalidity: int, uids: list[int]
@@ -433,10 +480,20 @@ def _listed_refs(client: imapclient.IMAPClient, uidvalidity: int, status: str,
                  lines: list[Any]) -> list[ItemRef]:
     """The refs of a ``UID FETCH 1:*`` of metadata, from imaplib's answer (its FETCH lines),
     read by imapclient's own parser."""
+    return _refs_of(uidvalidity, _parsed_fetch(client, status, lines))
+
+
+def _parsed_fetch(client: imapclient.IMAPClient, status: str, lines: list[Any]
+                  ) -> dict[int, dict[bytes, Any]]:
+    """FETCH lines as imaplib holds them, read by imapclient's own parser, by UID (the
+    lines of one UID merged)."""
     if status != "OK":
         raise imap_errors.IMAPClientError(f"FETCH 1:* failed: {lines!r}")
-    response = parse_fetch_response(
+    return parse_fetch_response(
         [line for line in lines if line is not None], client.normalise_times, True)
+
+
+def _refs_of(uidvalidity: int, response: dict[int, dict[bytes, Any]]) -> list[ItemRef]:
     return [ref for uid in sorted(response) if (ref := _ref(uidvalidity, uid, response[uid]))]
 
 
