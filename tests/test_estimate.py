@@ -16,6 +16,7 @@ from migrate.estimate import (
     COPYING_UNIT_LOCAL_SECONDS,
     COPYING_UNIT_ROUND_TRIPS,
     DEFAULT_RATES,
+    RUN_END_SECONDS,
     UNIT_LOCAL_SECONDS,
     Lanes,
     PrincipalWork,
@@ -136,7 +137,8 @@ def test_an_estimate_per_user_and_in_all_with_its_basis() -> None:
     alice = 0.5 + max((1.4 + 0.05) / 2, 1.4)
     assert found.schedule.principals == pytest.approx([alice, 0.5])
     # Both users' work (2.45 s) over 4 lanes is less than alice alone.
-    assert found.seconds == pytest.approx(alice * 2.0)
+    # The run's end (goodbyes, reports, exit) comes on top, as its start would.
+    assert found.seconds == pytest.approx(alice * 2.0 + RUN_END_SECONDS)
     document = found.document()
     assert document["principals"][0] == {"principal": "alice@ville.fr", "target": "alice",
                                          "units": 2, "items": 100, "bytes": 5_000_000,
@@ -201,7 +203,9 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     # Called from Python, the command starts when called: its start is the batch read and
     # the ledger opened, a few hundredths of a second.
     assert 0 < found["start_seconds"] < 1
-    assert found["seconds"] == pytest.approx(expected + found["start_seconds"], abs=0.1)
+    assert found["end_seconds"] == RUN_END_SECONDS
+    assert found["seconds"] == pytest.approx(
+        expected + found["start_seconds"] + RUN_END_SECONDS, abs=0.1)
     assert plan["summary"]["estimated_seconds"] == found["seconds"]
     assert "(estimate from a probe of both servers for 1 user, at default copy rates);" in output
     with (tmp_path / "work" / "plan-latest.csv").open(encoding="utf-8-sig") as handle:
@@ -231,11 +235,12 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     expected = rates["per_principal_seconds"] + max(
         alice["units"] * rates["per_unit_seconds"] / 2, rates["per_unit_seconds"])
     assert found["seconds"] == pytest.approx(
-        expected * basis["efficiency"] + found["start_seconds"], abs=0.1)
+        expected * basis["efficiency"] + found["start_seconds"] + RUN_END_SECONDS, abs=0.1)
     # Every folder is settled from the folder list: no unit to run, only the principal's
     # own step (its sign-ins and listings), which on loopback may round to 0.0 s.
     assert alice["units"] == 0
-    assert 0 <= found["seconds"] - found["start_seconds"] < basis["run_seconds"][0]
+    assert 0 <= (found["seconds"] - found["start_seconds"] - RUN_END_SECONDS
+                 < basis["run_seconds"][0])
     assert "(estimation d'après 1 exécution passée) ;" in output
 
 
