@@ -229,6 +229,29 @@ def test_a_first_run_examines_and_lists_each_folder_in_one_round_trip(pair, monk
     assert mailboxes.filled(target, "alice")
 
 
+def test_a_pass_with_nothing_new_opens_no_append_connection(pair, monkeypatch):
+    """The first APPEND connection signs in ahead only for a unit that runs: a pass where
+    every folder is settled from the folder list opens none; one with a new message does."""
+    from connectors.imap import sink as sink_module
+
+    source, _, _, batch = pair
+    assert bascule("run", str(batch))[0] == 0
+    opened: list[object] = []
+    pipeline = sink_module.AppendPipeline
+
+    def counted(*args, **kwargs):
+        opened.append(args)
+        return pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(sink_module, "AppendPipeline", counted)
+    assert bascule("run", str(batch))[0] == 0
+    assert opened == []
+    with mailboxes.client(source, "alice@ville.fr") as imap:
+        mailboxes.append(imap, "INBOX", next(build_mailbox(1, seed=9)))
+    assert bascule("run", str(batch))[0] == 0
+    assert len(opened) == 1
+
+
 def test_uidvalidity_change_brings_no_duplicate(pair, tmp_path):
     source, target, corpus, batch = pair
     assert len(next(f for f in corpus if f.path == ("R&D",)).messages) == 2

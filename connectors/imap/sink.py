@@ -191,7 +191,6 @@ class ImapSink:
                     missing[start:start + FOLDERS_AT_ONCE])
         except AppendConnectionLost:
             self._pipelines.pop(0, None)
-        self._open_ahead()
         known = self._known_folders()
         known.update(created)
         return {path: name in created or self._listed_empty(name)
@@ -339,9 +338,10 @@ class ImapSink:
         self._session.close()
 
     def _open_ahead(self) -> None:
-        """Sign the first APPEND connection in while the caller goes on: a sink asked to
-        create folders is about to be written to, and the two round trips of that sign-in
-        then overlap the source's listing instead of preceding the first APPEND."""
+        """Sign the first APPEND connection in while the caller goes on: a unit that asks
+        for its folder is about to write to it (a folder with nothing new is settled at
+        planning, and no unit runs for it), and the two round trips of that sign-in then
+        overlap the source's listing instead of preceding the first APPEND."""
         if 0 in self._pipelines or self._opening is not None:
             return
         opening: Future[AppendPipeline] = Future()
