@@ -109,14 +109,9 @@ class ImapSource:
         self._listed_bodies: dict[int, bytes] = {}
         """The bodies the last listing read with the metadata (a small folder's), by UID,
         for the fetch that follows it; each is handed out once."""
-        self._uidnext_listed: dict[str, int] = {}
-        """Each folder's UIDNEXT when the folder list gave its size: the messages that size
-        counts are those below it."""
 
     def containers(self) -> list[Container]:
         folders, states, sizes = self._session.call(self._folders_and_states)
-        self._uidnext_listed = {name: state["uidnext"] for name, state in states.items()
-                                if name in sizes and state.get("uidnext")}
         found = []
         for raw_attributes, delimiter, name in folders:
             attributes = {_text(a).upper() for a in raw_attributes}
@@ -171,7 +166,9 @@ class ImapSource:
         if cursor is None and container.count:
             # A first listing of a folder the folder list says is not empty: its EXAMINE
             # and its listing go together, one round trip; a small one's bodies with them.
-            below = (self._uidnext_listed.get(mailbox, 0) if container.size is not None
+            # The size counts the messages below the UIDNEXT the folder list gave with it.
+            below = (int(container.state.get("uidnext") or 0)
+                     if container.state is not None and container.size is not None
                      and container.size <= SMALL_FOLDER_BYTES else 0)
             return self._session.call(
                 lambda client: self._first_listing(client, mailbox, bodies_below=below))
