@@ -31,6 +31,29 @@ def test_imaps_and_starttls_with_the_test_ca(tls_server):
             client.logout()
 
 
+def test_capabilities_come_from_the_greeting_but_after_starttls(tls_server, monkeypatch):
+    """A connection takes its first capabilities from the server's greeting (no CAPABILITY
+    command before LOGIN over TLS); after STARTTLS they are asked for again, over TLS,
+    never taken from what was said in clear."""
+    import imaplib
+
+    server, certificates = tls_server
+    sent: list[str] = []
+    send = imaplib.IMAP4.send
+    monkeypatch.setattr(imaplib.IMAP4, "send", lambda self, data: (
+        sent.append((data.split(b" ") + [b""])[1].decode().strip()), send(self, data))[1])
+    commands = {}
+    for port, security in ((server.tls_port, "tls"), (server.port, "starttls")):
+        sent.clear()
+        endpoint = ImapEndpoint("127.0.0.1", port, security=security,
+                                ca_file=str(certificates.ca_file))
+        client = connect(endpoint, ImapCredentials("alice", "alice-pw"))
+        client.logout()
+        commands[security] = sent[:sent.index("LOGIN") + 1]
+    assert commands["tls"] == ["LOGIN"]
+    assert commands["starttls"] == ["STARTTLS", "CAPABILITY", "LOGIN"]
+
+
 def test_a_certificate_from_an_unknown_ca_is_refused(tls_server):
     server, _ = tls_server
     for port, security in ((server.tls_port, "tls"), (server.port, "starttls")):
