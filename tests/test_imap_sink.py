@@ -115,6 +115,37 @@ def test_bytes_flags_keywords_and_dates_are_kept(dovecot):
         assert held["internal_date"] == source.internal_date
 
 
+@pytest.mark.parametrize("list_status", [True, False])
+def test_inbox_is_selected_in_the_first_listing_s_round_trip(dovecot_factory, monkeypatch,
+                                                             list_status):
+    """INBOX's SELECT (for its PERMANENTFLAGS: whether keywords are kept) leaves with the
+    first LIST where the server has LIST-STATUS, after it elsewhere; the sink then works
+    as before on that connection."""
+    import imaplib
+
+    capability = None if list_status else (
+        "IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND SPECIAL-USE ENABLE CONDSTORE")
+    server = dovecot_factory({"alice": "alice-pw"}, capability=capability)
+    events: list[str] = []
+    send, tagged = imaplib.IMAP4.send, imaplib.IMAP4._get_tagged_response
+    monkeypatch.setattr(imaplib.IMAP4, "send", lambda self, data: (
+        events.append((data.split(b" ") + [b""])[1].decode().strip()), send(self, data))[1])
+    monkeypatch.setattr(imaplib.IMAP4, "_get_tagged_response", lambda self, tag, **kw: (
+        events.append("answer"), tagged(self, tag, **kw))[1])
+    sink = sink_for(server)
+    try:
+        assert sink.capabilities.keywords is True
+        listed = events[events.index("LIST"):]
+        assert listed[:4] == (["LIST", "SELECT", "answer", "answer"] if list_status
+                              else ["LIST", "answer", "SELECT", "answer"])
+        native = sink.ensure_container(("Projets",))
+        [result] = list(sink.put_many(native, [make_message(
+            plain("Après", "Corps."), "un", frozenset({"Projet"}), datetime(2024, 1, 2, tzinfo=UTC))]))
+        assert result.error is None and result.target_ref
+    finally:
+        sink.close()
+
+
 def test_lf_only_message_lands_with_crlf_line_ends(dovecot):
     """IMAP carries CRLF lines: Dovecot stores a bare-LF message and serves it with CRLF."""
     raw = b"Subject: lignes Unix\n\nune\ndeux\n"

@@ -171,13 +171,28 @@ def list_with_status(client: imapclient.IMAPClient, capabilities: frozenset[str]
     folders alone (and no STATUS) elsewhere."""
     if "LIST-STATUS" not in capabilities:
         return client.list_folders("", "*"), {}
+    return read_list_status(client, send_list_status(client, capabilities, items))
+
+
+def send_list_status(client: imapclient.IMAPClient, capabilities: frozenset[str],
+                     items: tuple[str, ...]) -> bytes:
+    """Send ``LIST ... RETURN (STATUS (items))`` (the server has LIST-STATUS) without
+    reading its answer, so that another command can go in the same round trip; answers
+    its tag, for ``read_list_status``."""
     imap = client._imap  # imapclient has no LIST ... RETURN: its imaplib does
     imap.untagged_responses.pop("STATUS", None)
+    imap.untagged_responses.pop("LIST", None)
     # Asked for anything, a server may leave out what a plain LIST gives unasked (Dovecot:
     # the special-use attributes).
     special = "SPECIAL-USE " if "SPECIAL-USE" in capabilities else ""
-    typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN",
-                                     f"({special}STATUS ({' '.join(items)}))")
+    return imap._command("LIST", '""', '"*"', "RETURN", f"({special}STATUS ({' '.join(items)}))")
+
+
+def read_list_status(client: imapclient.IMAPClient, tag: bytes
+                     ) -> tuple[list[tuple[Any, Any, str]], dict[str, dict[str, int]]]:
+    """The answer to ``send_list_status``, as ``list_with_status`` gives it."""
+    imap = client._imap
+    typ, data = imap._command_complete("LIST", tag)
     client._checkok("list", typ, data)
     _, statuses = imap._untagged_response(typ, data, "STATUS")
     _, listed = imap._untagged_response(typ, data, "LIST")

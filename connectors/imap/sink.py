@@ -50,6 +50,8 @@ from connectors.imap.session import (
     dropped,
     join_path,
     list_with_status,
+    read_list_status,
+    send_list_status,
 )
 
 SPECIAL_USE_ROLES = {
@@ -115,6 +117,8 @@ class ImapSink:
         self._notes: list[SourceNote] = []
         self._folders: set[str] | None = None
         self._listed_counts: dict[str, int] = {}
+        self._permanent_flags: tuple[bytes, ...] | None = None
+        """INBOX's PERMANENTFLAGS, when read with the first listing."""
         self._written: set[str] = set()
         """Folders this sink appended to: their listed counts no longer hold."""
 
@@ -142,8 +146,7 @@ class ImapSink:
         """Every folder of the account, listed once (the capabilities and the folders known
         to exist are read from it), with each one's message count where the server has
         LIST-STATUS."""
-        folders, statuses = self._session.call(
-            lambda c: list_with_status(c, self._session.capabilities, ("MESSAGES",)))
+        folders, statuses = self._session.call(self._list_and_select_inbox)
         self._session.learn_separator(folders)
         self._listed_counts = {name: answer["MESSAGES"] for name, answer in statuses.items()
                                if "MESSAGES" in answer}
@@ -483,9 +486,39 @@ class ImapSink:
             self._uidvalidity = int(status[b"UIDVALIDITY"])
         return self._uidvalidity
 
+    def _list_and_select_inbox(self, client: imapclient.IMAPClient
+                               ) -> tuple[list[tuple[Any, Any, str]], dict[str, dict[str, int]]]:
+        """The folder list with each folder's count and, where the server has LIST-STATUS,
+        INBOX selected in the same round trip for its PERMANENTFLAGS (``_keywords_kept``)."""
+        capabilities = self._session.capabilities
+        if "LIST-STATUS" not in capabilities:
+            return list_with_status(client, capabilities, ("MESSAGES",))
+        imap = client._imap
+        listing = send_list_status(client, capabilities, ("MESSAGES",))
+        select = imap._command("SELECT", '"INBOX"')
+        try:
+            found = read_list_status(client, listing)
+        finally:
+            # Read whatever the LIST said: the SELECT's answer must not be left behind.
+            selected, _ = imap._command_complete("SELECT", select)
+        self._selected = None
+        self._on_server = (id(client), "INBOX")
+        if selected == "OK":
+            imap.state, imap.is_readonly = "SELECTED", False
+            self._permanent_flags = client._process_select_response(
+                imap.untagged_responses).get(b"PERMANENTFLAGS", ())
+        else:
+            imap.state = "AUTH"
+        return found
+
     def _keywords_kept(self) -> bool:
         """Whether INBOX accepts new keywords for good (``\\*`` in PERMANENTFLAGS). Read-write
-        SELECT: EXAMINE answers an empty PERMANENTFLAGS since nothing can be stored."""
+        SELECT: EXAMINE answers an empty PERMANENTFLAGS since nothing can be stored. Read
+        with the first listing where it could be."""
+        _ = self._first_listing
+        if self._permanent_flags is not None:
+            return b"\\*" in self._permanent_flags
+
         def permanent(client: imapclient.IMAPClient) -> tuple[bytes, ...]:
             self._selected = None
             self._on_server = (id(client), "INBOX")
