@@ -346,7 +346,7 @@ def test_a_first_listing_examines_and_lists_in_one_round_trip(dovecot: Dovecot,
     listing = source.list_changes(listed[('Projet (2024) "final"',)], None)
     # The connection's first listing: CONDSTORE is enabled in the same round trip, and the
     # folder being small, its bodies are read in it too.
-    assert events[-8:] == ["ENABLE", "EXAMINE", "UID", "UID"] + ["answer"] * 4
+    assert events[-8:] == ["ENABLE", "EXAMINE", "UID", "FETCH"] + ["answer"] * 4
     assert "highestmodseq" in listing.cursor
     [ref] = listing.refs
     assert listing.complete and listing.cursor == listed[('Projet (2024) "final"',)].state
@@ -355,7 +355,7 @@ def test_a_first_listing_examines_and_lists_in_one_round_trip(dovecot: Dovecot,
     assert fetched.subject == 'Dans Projet (2024) "final"'
     assert events == []
     assert len(source.list_changes(listed[("Dossier\\partagé",)], None).refs) == 1
-    assert events == ["EXAMINE", "UID", "UID", "answer", "answer", "answer"]
+    assert events == ["EXAMINE", "UID", "FETCH", "answer", "answer", "answer"]
     emptied = source.list_changes(listed[("Vidé depuis",)], None)
     assert emptied.complete and emptied.refs == [] and emptied.cursor["exists"] == 0
     with pytest.raises(imapclient.exceptions.IMAPClientError):
@@ -365,23 +365,30 @@ def test_a_first_listing_examines_and_lists_in_one_round_trip(dovecot: Dovecot,
     source.close()
 
 
-def test_a_small_folder_is_read_with_its_listing_only_as_the_folder_list_saw_it(
+def test_a_small_folder_is_read_with_its_listing_within_its_bound(
         dovecot: Dovecot, monkeypatch) -> None:
-    """A folder the folder list says is small has its bodies read with its listing, but
-    only those of the messages that list counted: one that arrived since, large or not, is
-    fetched as any other. A folder over the bound is listed without its bodies."""
+    """A folder the folder list says is small has its bodies read with its listing: as
+    many as that list counted, each up to an equal share of a bound, so that what is read
+    stays under it whatever the folder became. A body cut at its share, and a message that
+    arrived since, are fetched as any other; a folder over the size for that is listed
+    without its bodies. Every body reaches the fetch whole."""
     from connectors.imap import source as source_module
 
     client = mailbox(dovecot)
-    client.create_folder("Petit")
-    client.create_folder("Gros")
-    append(client, "Petit", message("Avant"))
+    for name in ("Petit", "Deux", "Gros"):
+        client.create_folder(name)
+    avant, court, long = (message("Avant"), message("Court"), message("Long", body="z" * 1200))
+    append(client, "Petit", avant)
+    append(client, "Deux", court)
+    append(client, "Deux", long)
     append(client, "Gros", message("Gros", body="x" * 3000))
     source = source_for(dovecot)
     monkeypatch.setattr(source_module, "SMALL_FOLDER_BYTES", 2000)
+    monkeypatch.setattr(source_module, "LISTED_BODIES_BYTES", 2000)
     listed = {c.path: c for c in source.containers()}
-    assert listed[("Petit",)].size and listed[("Gros",)].size > 2000
-    append(client, "Petit", message("Apres", body="y" * 5000))
+    assert listed[("Deux",)].size < 2000 < listed[("Gros",)].size
+    apres = message("Apres", body="y" * 5000)
+    append(client, "Petit", apres)
     client.logout()
     events: list[str] = []
     send = imaplib.IMAP4.send
@@ -389,16 +396,23 @@ def test_a_small_folder_is_read_with_its_listing_only_as_the_folder_list_saw_it(
         events.append(data.decode("utf-8", "replace").split(" ", 1)[1].strip()),
         send(self, data))[1])
 
-    small = source.list_changes(listed[("Petit",)], None)
-    assert [e for e in events if "BODY.PEEK[]" in e] == ["UID FETCH 1:1 (BODY.PEEK[])"]
-    events.clear()
-    fetched = list(source.fetch(listed[("Petit",)], [r.source_id for r in small.refs]))
-    assert [m.subject for m in fetched] == ["Avant", "Apres"]
-    assert [e for e in events if "BODY.PEEK[]" in e] == ["UID FETCH 2 (BODY.PEEK[])"]
-    for got, sent in zip(fetched, [message("Avant"), message("Apres", body="y" * 5000)],
-                         strict=True):
-        with got.open() as body:
-            assert body.read() == sent
+    def copied(path: tuple[str, ...], expected: list[bytes], asked_again: list[str]) -> None:
+        events.clear()
+        listing = source.list_changes(listed[path], None)
+        share = 2000 // listed[path].count
+        assert [e for e in events if "BODY.PEEK[]" in e] == [
+            f"FETCH 1:{listed[path].count} (UID BODY.PEEK[]<0.{share}>)"]
+        events.clear()
+        fetched = list(source.fetch(listed[path], [r.source_id for r in listing.refs]))
+        assert [e for e in events if "BODY.PEEK[]" in e] == asked_again
+        got = []
+        for item in fetched:
+            with item.open() as body:
+                got.append(body.read())
+        assert got == expected
+
+    copied(("Petit",), [avant, apres], ["UID FETCH 2 (BODY.PEEK[])"])
+    copied(("Deux",), [court, long], ["UID FETCH 2 (BODY.PEEK[])"])
     events.clear()
     big = source.list_changes(listed[("Gros",)], None)
     assert not [e for e in events if "BODY.PEEK[]" in e]

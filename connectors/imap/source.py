@@ -53,7 +53,11 @@ UIDS_PER_COMMAND = 1000
 MESSAGES_PER_BATCH = 200
 SMALL_FOLDER_BYTES = 1 << 20
 """A folder the folder list says holds no more than this is listed with its bodies: one
-round trip for what a copy reads of it, and at most this much held until it is fetched."""
+round trip for what a copy reads of it, held until it is fetched."""
+LISTED_BODIES_BYTES = 8 << 20
+"""The most such a listing reads of bodies whatever the folder became since the folder
+list (grown, or emptied and filled again): each of the messages it counted is read up to
+an equal share of this (``ImapSource._first_listing``)."""
 
 ROLE_OF_ATTRIBUTE = {
     "\\SENT": "sent",
@@ -167,11 +171,9 @@ class ImapSource:
             # A first listing of a folder the folder list says is not empty: its EXAMINE
             # and its listing go together, one round trip; a small one's bodies with them.
             # The size counts the messages below the UIDNEXT the folder list gave with it.
-            below = (int(container.state.get("uidnext") or 0)
-                     if container.state is not None and container.size is not None
-                     and container.size <= SMALL_FOLDER_BYTES else 0)
-            return self._session.call(
-                lambda client: self._first_listing(client, mailbox, bodies_below=below))
+            small = container.size is not None and container.size <= SMALL_FOLDER_BYTES
+            return self._session.call(lambda client: self._first_listing(
+                client, mailbox, read_bodies=container.count if small else 0))
         return self._session.call(lambda client: self._list_changes(client, mailbox, cursor))
 
     def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
@@ -328,13 +330,16 @@ class ImapSource:
         return self._listed_bodies
 
     def _first_listing(self, client: imapclient.IMAPClient, mailbox: str, *,
-                       bodies_below: int = 0) -> Listing:
+                       read_bodies: int = 0) -> Listing:
         """EXAMINE and ``UID FETCH 1:*`` sent together, then both answers read: a folder
         that turned out empty answers the FETCH with nothing; one that could not be
         examined fails the FETCH too, and its EXAMINE's answer is what is raised.
-        ``bodies_below``: the bodies of the messages below this UID are read in the same
-        round trip (a folder the folder list said small: those are the messages it
-        counted, whatever arrived since), kept for the fetch that follows."""
+        ``read_bodies``: the folder list said the folder small and holding that many
+        messages; the bodies of its first that many are read in the same round trip, each
+        up to an equal share of ``LISTED_BODIES_BYTES``, so that what is read stays under
+        it whatever the folder became since. A body read whole (as long as its
+        RFC822.SIZE) is kept for the fetch that follows; one cut at its share is fetched
+        again then."""
         imap = client._imap  # imapclient cannot send two commands before reading: imaplib can
         enable = None
         if self._condstore_to_enable(client):
@@ -348,8 +353,9 @@ class ImapSource:
         examine = imap._command("EXAMINE", client._normalise_folder(mailbox))
         imap.state = "SELECTED"  # imaplib refuses a UID command in any other state
         fetch = imap._command("UID", "FETCH", "1:*", f"({' '.join(METADATA)})")
-        read = (imap._command("UID", "FETCH", f"1:{bodies_below - 1}", "(BODY.PEEK[])")
-                if bodies_below > 1 else None)
+        share = LISTED_BODIES_BYTES // read_bodies if read_bodies > 0 else 0
+        read = (imap._command("FETCH", f"1:{read_bodies}", f"(UID BODY.PEEK[]<0.{share}>)")
+                if share else None)
         # Every answer is read, whatever the first says, so that none is left behind.
         if enable is not None:
             enabled, _ = _completed(imap, "ENABLE", enable)
@@ -370,8 +376,9 @@ class ImapSource:
         response = _parsed_fetch(client, fetched, lines)
         refs = _refs_of(state.uidvalidity, response)
         self._remember(client, mailbox, state, refs, {
-            uid: item[b"BODY[]"] for uid, item in response.items()
-            if uid < bodies_below and isinstance(item.get(b"BODY[]"), bytes)})
+            uid: item[b"BODY[]<0>"] for uid, item in response.items()
+            if isinstance(item.get(b"BODY[]<0>"), bytes)
+            and len(item[b"BODY[]<0>"]) == item.get(b"RFC822.SIZE")})
         return Listing(refs=refs, cursor=state.cursor(), complete=True)
 
     def _complete_listing(
