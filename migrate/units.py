@@ -285,7 +285,7 @@ class MailRunner:
                           (unit.cursor if unit else None)} if quiet else None),
                 spec={"path": list(container.path), "role": container.role,
                       "native_name": container.native_name, "count": container.count,
-                      "size": container.size, "state": container.state,
+                      "size": container.size,
                       "target_path": list(decision.target),
                       "action": action, "reasons": list(decision.reasons),
                       "detail": decision.detail, "position": position,
@@ -296,13 +296,12 @@ class MailRunner:
     def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
             result: UnitResult) -> None:
         spec = unit.spec or {}
-        # What the folder list said when the unit was planned (its state, count and size):
-        # hints that let a first listing examine and list in one round trip, with a small
+        # What the folder list said when the unit was planned (its count and size): hints
+        # that let a first listing examine and list in one round trip, with a small
         # folder's bodies, whichever of the account's connections runs the unit (a folder
         # emptied since is listed empty; what arrived since is fetched as usual).
         container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""),
-                              state=spec.get("state"), count=spec.get("count"),
-                              size=spec.get("size"))
+                              count=spec.get("count"), size=spec.get("size"))
         with bench.failing(unit), bench.endpoints(user) as (source, sink):
             MailUnit(bench.ledger, unit, source, sink, container, tuple(spec["target_path"]),
                      progress, bench.target_size_limit(), bench.brakes(user), result,

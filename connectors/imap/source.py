@@ -170,7 +170,6 @@ class ImapSource:
         if cursor is None and container.count:
             # A first listing of a folder the folder list says is not empty: its EXAMINE
             # and its listing go together, one round trip; a small one's bodies with them.
-            # The size counts the messages below the UIDNEXT the folder list gave with it.
             small = container.size is not None and container.size <= SMALL_FOLDER_BYTES
             return self._session.call(lambda client: self._first_listing(
                 client, mailbox, read_bodies=container.count if small else 0))
