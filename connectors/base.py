@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -389,3 +390,28 @@ def fingerprint_of(stream: IO[bytes], chunk_size: int = 1 << 20) -> tuple[str, i
 
 def fingerprint_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def all_at_once(goodbyes: Iterable[Callable[[], None]]) -> None:
+    """Call each, side by side, and return once all have: goodbyes that each wait for a
+    server's answer cost one round trip together instead of one each. The first error
+    raised is raised again once every call has ended."""
+    calls = list(goodbyes)
+    errors: list[BaseException] = []
+
+    def call(goodbye: Callable[[], None]) -> None:
+        try:
+            goodbye()
+        except BaseException as error:  # noqa: BLE001 (raised again below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=call, args=(goodbye,), daemon=True)
+               for goodbye in calls[1:]]
+    for thread in threads:
+        thread.start()
+    if calls:
+        call(calls[0])
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

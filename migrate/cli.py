@@ -9,6 +9,7 @@ SIGINT (Ctrl-C) and SIGTERM: nothing is lost, run again to go on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -179,9 +180,27 @@ def main(lang: str | None, verbose: bool) -> None:
 
 def entry() -> None:
     """The ``bascule`` program: ``main``, its command's start counted from when bascule
-    began loading (its imports are most of a command's start, which a plan estimates)."""
+    began loading (its imports are most of a command's start, which a plan estimates).
+
+    Once the command has ended (its ledger closed, its reports written, its connections
+    said goodbye to), the process ends without the interpreter taking its hundreds of
+    modules apart, a tenth of a second on a small machine: what is printed and logged is
+    flushed first. A command that raised ends as Python ends it (the traceback)."""
     _process_start[0] = LOADED
-    main()
+    try:
+        main()
+    except SystemExit as ended:
+        code = ended.code
+    else:
+        code = 0
+    if code is not None and not isinstance(code, int):
+        click.echo(code, err=True)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code or 0)
 
 
 @main.command()

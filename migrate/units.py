@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from connectors.base import BasculeError, Container, ContainerRefused
+from connectors.base import BasculeError, Container, ContainerRefused, all_at_once
 from connectors.protocols import DocumentSource, FolderBatchSink, MailSink, MailSource
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, load_users
@@ -559,8 +559,5 @@ def _find_container(source: DocumentSource, workload: str, path: tuple[str, ...]
 
 def _close_pair(pair: tuple[MailSource, MailSink]) -> None:
     source, sink = pair
-    try:
-        sink.close()
-    finally:
-        source.close()
+    all_at_once([sink.close, source.close])
 

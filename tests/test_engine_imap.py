@@ -260,6 +260,29 @@ def test_a_pass_with_nothing_new_opens_no_append_connection(pair, monkeypatch):
     assert len(opened) == 1
 
 
+def test_the_target_folder_list_is_read_once_for_the_account(pair, monkeypatch):
+    """The account's sinks share its folder list: units running side by side open one
+    control connection to the target between them (each used to open its own, to read the
+    list again), and the target still holds every message."""
+    from connectors.imap import session as session_module
+
+    source, target, _, batch = pair
+    opened: list[int] = []
+    connect = session_module.connect
+
+    def counted(endpoint, credentials):
+        opened.append(endpoint.port)
+        return connect(endpoint, credentials)
+
+    monkeypatch.setattr(session_module, "connect", counted)
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert opened.count(target.port) == 1, opened
+    assert opened.count(source.port) > 1  # units did run side by side
+    assert mailboxes.filled(target, "alice") == mailboxes.landed(
+        mailboxes.contents(source, "alice@ville.fr"), LANDING)
+
+
 def test_uidvalidity_change_brings_no_duplicate(pair, tmp_path):
     source, target, corpus, batch = pair
     assert len(next(f for f in corpus if f.path == ("R&D",)).messages) == 2

@@ -122,7 +122,7 @@ def _open_source(context: Context, account: Account, workload: str) -> Any:
 
 
 def _open_sink(context: Context, account: Account, workload: str) -> Any:
-    from connectors.imap.sink import ImapSink
+    from connectors.imap.sink import AccountFolders, ImapSink
 
     # As many folders at once as connections, each appending over a quarter of them: most
     # folders are small, and what a small one costs is round trips, which only more folders
@@ -132,7 +132,12 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     share = max(1, config.connections // 4)
     spare = context.shared(("imap-append-spare", config.host, config.port, account.login),
                            lambda: threading.BoundedSemaphore(share))
-    return ImapSink(*imap_parts(context, account), connections=share, spare=spare)
+    # The account's folder list is read once for all its sinks: the others open no
+    # control connection unless they need one.
+    folders = context.shared(("imap-account-folders", config.host, config.port, account.login),
+                             AccountFolders)
+    return ImapSink(*imap_parts(context, account), connections=share, spare=spare,
+                    account=folders)
 
 
 def _check(context: Context, config: ImapEndpointConfig, first_login: str | None) -> None:

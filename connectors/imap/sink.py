@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from connectors.base import (
     SinkCapabilities,
     SourceNote,
     StoredItem,
+    all_at_once,
     computed_once,
 )
 from connectors.imap.append import (
@@ -88,6 +90,32 @@ RECONNECTS = len(LINK_PAUSES)
 server that refuses the new connection, or does not greet on it, ends it at once."""
 
 
+@dataclass(frozen=True)
+class FolderListing:
+    """A target account's folder list, as its first sink read it."""
+
+    folders: list[tuple[tuple[bytes, ...], bytes, str]]
+    counts: dict[str, int]
+    """Each folder's message count, where the server has LIST-STATUS."""
+    capabilities: frozenset[str]
+    """The server's, as the connection that listed saw them (APPENDLIMIT)."""
+
+
+class AccountFolders:
+    """What the sinks of one target account share: its folder list, read once
+    (``ImapSink._listing``), the folders created and written since, and INBOX's
+    PERMANENTFLAGS. The lock guards every field."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.listing: FolderListing | None = None
+        self.known: set[str] = set()
+        """Folders known to exist: listed, or created by one of the account's sinks."""
+        self.written: set[str] = set()
+        """Folders appended to: their listed counts no longer hold."""
+        self.permanent_flags: tuple[bytes, ...] | None = None
+
+
 class ImapSink:
     """A ``MailSink`` on an IMAP server (Dovecot, Cyrus, BlueMind...).
 
@@ -99,11 +127,13 @@ class ImapSink:
     """
 
     def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials,
-                 connections: int = 1, spare: threading.Semaphore | None = None) -> None:
+                 connections: int = 1, spare: threading.Semaphore | None = None,
+                 account: AccountFolders | None = None) -> None:
         self._endpoint = endpoint
         self._credentials = credentials
         self._connections = max(1, connections)
         self._spare = spare
+        self._account = account or AccountFolders()
         self._expected: dict[str, int] = {}
         self._session = ImapSession(endpoint, credentials)
         self._pipelines: dict[int, AppendPipeline] = {}
@@ -115,12 +145,6 @@ class ImapSink:
         """What the control connection last selected, even when ``_selected`` was reset."""
         self._uidvalidity = 0
         self._notes: list[SourceNote] = []
-        self._folders: set[str] | None = None
-        self._listed_counts: dict[str, int] = {}
-        self._permanent_flags: tuple[bytes, ...] | None = None
-        """INBOX's PERMANENTFLAGS, when read with the first listing."""
-        self._written: set[str] = set()
-        """Folders this sink appended to: their listed counts no longer hold."""
 
     @computed_once
     def capabilities(self) -> SinkCapabilities:
@@ -133,7 +157,7 @@ class ImapSink:
                 if role and role not in special:
                     special[role] = _split(name, separator)
         return SinkCapabilities(
-            max_item_size=_append_limit(self._session.capabilities),
+            max_item_size=_append_limit(self._listing().capabilities),
             separator=separator or "/",
             forbidden_chars=FORBIDDEN_IN_NAMES,
             keywords=self._keywords_kept(),
@@ -143,28 +167,40 @@ class ImapSink:
 
     @computed_once
     def _first_listing(self) -> list[tuple[tuple[bytes, ...], bytes, str]]:
-        """Every folder of the account, listed once (the capabilities and the folders known
-        to exist are read from it), with each one's message count where the server has
-        LIST-STATUS."""
-        folders, statuses = self._session.call(self._list_and_select_inbox)
+        """Every folder of the account, listed once for all the account's sinks (the
+        capabilities and the folders known to exist are read from it), with each one's
+        message count where the server has LIST-STATUS."""
+        folders = self._listing().folders
         self._session.learn_separator(folders)
-        self._listed_counts = {name: answer["MESSAGES"] for name, answer in statuses.items()
-                               if "MESSAGES" in answer}
         return folders
 
+    def _listing(self) -> FolderListing:
+        """The account's folder list: read on this sink's control connection by the first
+        of the account's sinks that asks, taken as it is by the others, which open no
+        control connection unless they need one (a recovery lookup, a flag change)."""
+        account = self._account
+        with account.lock:
+            if account.listing is None:
+                folders, statuses = self._session.call(self._list_and_select_inbox)
+                account.listing = FolderListing(
+                    folders=folders,
+                    counts={name: answer["MESSAGES"] for name, answer in statuses.items()
+                            if "MESSAGES" in answer},
+                    capabilities=self._session.capabilities)
+                account.known.update(name for _flags, _delimiter, name in folders)
+            return account.listing
+
     def _listed_empty(self, name: str) -> bool:
-        """The folder held nothing when first listed, and this sink has written nothing to
-        it since."""
-        _ = self._first_listing
-        return self._listed_counts.get(name) == 0 and name not in self._written
+        """The folder held nothing when first listed, and none of the account's sinks has
+        written to it since."""
+        return self._listing().counts.get(name) == 0 and name not in self._account.written
 
     def _known_folders(self) -> set[str]:
-        """The folders known to exist: the first listing's, and those created since by this
-        sink. One another client deletes meanwhile is not noticed: its APPENDs fail, and
-        the next run's sink lists it missing and creates it."""
-        if self._folders is None:
-            self._folders = {name for _flags, _delimiter, name in self._first_listing}
-        return self._folders
+        """The folders known to exist: the first listing's, and those created since by the
+        account's sinks. One another client deletes meanwhile is not noticed: its APPENDs
+        fail, and the next run's sink lists it missing and creates it."""
+        _ = self._first_listing
+        return self._account.known
 
     def native_name(self, path: Path) -> str:
         try:
@@ -195,7 +231,8 @@ class ImapSink:
         except AppendConnectionLost:
             self._pipelines.pop(0, None)
         known = self._known_folders()
-        known.update(created)
+        with self._account.lock:
+            known.update(created)
         return {path: name in created or self._listed_empty(name)
                 for path, name in ((path, self.native_name(path)) for path in nameable)
                 if name in known or name.upper() == "INBOX"}
@@ -220,7 +257,8 @@ class ImapSink:
         return sorted(wanted, key=lambda name: (wanted[name], name))
 
     def put_many(self, native_name: str, messages: Iterable[Message]) -> Iterator[PutResult]:
-        self._written.add(native_name)
+        with self._account.lock:
+            self._account.written.add(native_name)
         messages = self._noting_lost_flags(messages)
         if not self._uidplus():
             yield from self._put_resolving_refs(native_name, messages)
@@ -331,14 +369,12 @@ class ImapSink:
 
     def close(self) -> None:
         pipelines, self._pipelines = self._pipelines, {}
-        for pipeline in pipelines.values():
-            pipeline.logout()
         opening, self._opening = self._opening, None
         if opening is not None:
             # Still signing in, or never used: logged out once it is open.
             opening.add_done_callback(
                 lambda done: done.exception() is None and done.result().logout())
-        self._session.close()
+        all_at_once([self._session.close, *(pipeline.logout for pipeline in pipelines.values())])
 
     def _open_ahead(self) -> None:
         """Sign the first APPEND connection in while the caller goes on: a unit that asks
@@ -469,7 +505,9 @@ class ImapSink:
             client.subscribe_folder(native_name)
 
         self._session.call(create)
-        self._known_folders().add(native_name)
+        known = self._known_folders()
+        with self._account.lock:
+            known.add(native_name)
 
     def _select(self, client: imapclient.IMAPClient, native_name: str, readonly: bool) -> int:
         """Select the folder (again only when needed); answer its UIDVALIDITY."""
@@ -505,7 +543,8 @@ class ImapSink:
         self._on_server = (id(client), "INBOX")
         if selected == "OK":
             imap.state, imap.is_readonly = "SELECTED", False
-            self._permanent_flags = client._process_select_response(
+            # Taken into the account's listing by ``_listing``, the lock held.
+            self._account.permanent_flags = client._process_select_response(
                 imap.untagged_responses).get(b"PERMANENTFLAGS", ())
         else:
             imap.state = "AUTH"
@@ -516,15 +555,17 @@ class ImapSink:
         SELECT: EXAMINE answers an empty PERMANENTFLAGS since nothing can be stored. Read
         with the first listing where it could be."""
         _ = self._first_listing
-        if self._permanent_flags is not None:
-            return b"\\*" in self._permanent_flags
+        account = self._account
+        if account.permanent_flags is None:
+            def permanent(client: imapclient.IMAPClient) -> tuple[bytes, ...]:
+                self._selected = None
+                self._on_server = (id(client), "INBOX")
+                return client.select_folder("INBOX").get(b"PERMANENTFLAGS", ())
 
-        def permanent(client: imapclient.IMAPClient) -> tuple[bytes, ...]:
-            self._selected = None
-            self._on_server = (id(client), "INBOX")
-            return client.select_folder("INBOX").get(b"PERMANENTFLAGS", ())
-
-        return b"\\*" in self._session.call(permanent)
+            flags = self._session.call(permanent)
+            with account.lock:
+                account.permanent_flags = flags
+        return b"\\*" in account.permanent_flags
 
 
 class _Locator:
