@@ -125,6 +125,18 @@ class SizedSendSink(Protocol):
 
 
 @runtime_checkable
+class ListedCountSink(Protocol):
+    """An optional ability of a mail sink: how many items a folder held when this command
+    listed the account's folders, without a round trip (and without a connection of its
+    own)."""
+
+    def listed_count(self, native_name: str) -> int | None:
+        """The folder's count in this command's folder list, if none of the command's sinks
+        has written to it since; None when the list did not count it. Anything stored
+        there before the command began (an earlier run cut while sending) is counted."""
+
+
+@runtime_checkable
 class FolderBatchSink(Protocol):
     """An optional ability of a mail sink: creating a principal's folders at once, before
     the units that fill them run: one round trip for a whole tree where one folder at a

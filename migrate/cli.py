@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
-from tqdm import tqdm
 
 from connectors import registry
 from connectors.base import BasculeError
@@ -340,6 +340,10 @@ class TerminalProgress(ProgressFactory):
     """One overall bar, and a bar per running unit below it."""
 
     def __init__(self) -> None:
+        # Imported here: a run without a terminal (a scheduled batch) never draws a bar.
+        from tqdm import tqdm
+
+        self._bar = tqdm
         # total=None until units say how much they will copy (tqdm draws nothing for 0).
         self.overall = tqdm(total=None, unit="msg", desc="total", position=0, dynamic_ncols=True)
         self._lock = threading.Lock()
@@ -349,8 +353,8 @@ class TerminalProgress(ProgressFactory):
     def unit(self, label: str) -> Iterator[_UnitBar]:
         with self._lock:
             position = self._free.pop(0) if self._free else None
-        bar = tqdm(total=None, unit="msg", desc=label[:40], position=position, leave=False,
-                   dynamic_ncols=True)
+        bar = self._bar(total=None, unit="msg", desc=label[:40], position=position,
+                        leave=False, dynamic_ncols=True)
         try:
             yield _UnitBar(self, bar)
         finally:
@@ -365,7 +369,7 @@ class TerminalProgress(ProgressFactory):
 
 
 class _UnitBar:
-    def __init__(self, owner: TerminalProgress, bar: tqdm) -> None:
+    def __init__(self, owner: TerminalProgress, bar: Any) -> None:
         self.owner = owner
         self.bar = bar
 

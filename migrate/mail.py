@@ -26,7 +26,7 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.lines import with_crlf
-from connectors.protocols import MailSink, MailSource, SizedSendSink
+from connectors.protocols import ListedCountSink, MailSink, MailSource, SizedSendSink
 from connectors.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 from mappings.folders import FolderDecision, FolderRules
 from migrate.ledger import DONE, FAILED, UNSETTLED, ItemRecord, Ledger, Unit
@@ -364,12 +364,20 @@ class MailUnit:
         (never in a folder this run created or found empty: all it holds was recorded in
         flight first)."""
         principal = self.unit.principal
-        if not force and (self.target_empty or self.sink.count(
-                self.native) <= self.ledger.claimed_count(principal, self.native)):
+        if not force and (self.target_empty or self._stored() <= self.ledger.claimed_count(
+                principal, self.native)):
             return None
         index = TargetIndex(self.sink, self.native,
                             self.ledger.claimed_refs(principal, self.native))
         return index if index.unclaimed else None
+
+    def _stored(self) -> int:
+        """How many messages the target folder holds: as this command's folder list counted
+        them where the sink kept that count (what an earlier run left there is in it),
+        else asked."""
+        listed = (self.sink.listed_count(self.native)
+                  if isinstance(self.sink, ListedCountSink) else None)
+        return listed if listed is not None else self.sink.count(self.native)
 
     def _send(self, source_ids: list[str], index: TargetIndex | None) -> list[str]:
         """One round: fetch, match against the target, send the rest. Answers the source ids

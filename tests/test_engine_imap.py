@@ -237,48 +237,73 @@ def test_a_first_run_examines_and_lists_each_folder_in_one_round_trip(pair, monk
     assert mailboxes.filled(target, "alice")
 
 
-def test_a_pass_with_nothing_new_opens_no_append_connection(pair, monkeypatch):
-    """The first APPEND connection signs in ahead only for a unit that runs: a pass where
-    every folder is settled from the folder list opens none; one with a new message does."""
+def _count_target_connections(monkeypatch, target) -> list[str]:
+    """Every connection opened to ``target`` from now on: ``control`` (imapclient) or
+    ``append`` (the APPEND pipeline), in order; and ``list`` for each folder list read on
+    an APPEND connection."""
+    from connectors.imap import append as append_module
+    from connectors.imap import session as session_module
     from connectors.imap import sink as sink_module
 
-    source, _, _, batch = pair
-    assert bascule("run", str(batch))[0] == 0
-    opened: list[object] = []
-    pipeline = sink_module.AppendPipeline
+    opened: list[str] = []
+    connect, pipeline = session_module.connect, sink_module.AppendPipeline
+    list_folders = append_module.AppendPipeline.list_folders
 
-    def counted(*args, **kwargs):
-        opened.append(args)
-        return pipeline(*args, **kwargs)
+    def control(endpoint, credentials):
+        if endpoint.port == target.port:
+            opened.append("control")
+        return connect(endpoint, credentials)
 
-    monkeypatch.setattr(sink_module, "AppendPipeline", counted)
+    def append(endpoint, *args, **kwargs):
+        opened.append("append")
+        return pipeline(endpoint, *args, **kwargs)
+
+    def listed(self):
+        opened.append("list")
+        return list_folders(self)
+
+    monkeypatch.setattr(session_module, "connect", control)
+    monkeypatch.setattr(sink_module, "AppendPipeline", append)
+    monkeypatch.setattr(append_module.AppendPipeline, "list_folders", listed)
+    return opened
+
+
+def test_a_pass_with_nothing_new_opens_one_target_connection(pair, monkeypatch):
+    """The target's folder list is read on the first APPEND connection (Dovecot has
+    LIST-STATUS): a pass where every folder is settled from the folder lists opens that one
+    connection and no other; one with a new message appends on it."""
+    source, target, _, batch = pair
     assert bascule("run", str(batch))[0] == 0
-    assert opened == []
+    opened = _count_target_connections(monkeypatch, target)
+    assert bascule("run", str(batch))[0] == 0
+    assert opened == ["append", "list"]
     with mailboxes.client(source, "alice@ville.fr") as imap:
         mailboxes.append(imap, "INBOX", next(build_mailbox(1, seed=9)))
+    opened.clear()
     assert bascule("run", str(batch))[0] == 0
-    assert len(opened) == 1
+    assert opened == ["append", "list"]
 
 
 def test_the_target_folder_list_is_read_once_for_the_account(pair, monkeypatch):
-    """The account's sinks share its folder list: units running side by side open one
-    control connection to the target between them (each used to open its own, to read the
-    list again), and the target still holds every message."""
+    """The account's sinks share its folder list: units running side by side read it once
+    between them, on an APPEND connection, and open no control connection (each used to
+    open its own, to read the list again); the target still holds every message."""
     from connectors.imap import session as session_module
 
     source, target, _, batch = pair
-    opened: list[int] = []
-    connect = session_module.connect
+    opened = _count_target_connections(monkeypatch, target)
+    sources: list[int] = []
+    connect = session_module.connect  # already counting the target's
 
     def counted(endpoint, credentials):
-        opened.append(endpoint.port)
+        sources.append(endpoint.port)
         return connect(endpoint, credentials)
 
     monkeypatch.setattr(session_module, "connect", counted)
     code, output = bascule("run", str(batch))
     assert code == 0, output
-    assert opened.count(target.port) == 1, opened
-    assert opened.count(source.port) > 1  # units did run side by side
+    assert opened.count("list") == 1 and "control" not in opened, opened
+    assert sources.count(source.port) > 1  # units did run side by side
     assert mailboxes.filled(target, "alice") == mailboxes.landed(
         mailboxes.contents(source, "alice@ville.fr"), LANDING)
 

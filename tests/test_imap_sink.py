@@ -119,9 +119,12 @@ def test_bytes_flags_keywords_and_dates_are_kept(dovecot):
 def test_inbox_is_selected_in_the_first_listing_s_round_trip(dovecot_factory, monkeypatch,
                                                              list_status):
     """INBOX's SELECT (for its PERMANENTFLAGS: whether keywords are kept) leaves with the
-    first LIST where the server has LIST-STATUS, after it elsewhere; the sink then works
-    as before on that connection."""
+    first LIST where the server has LIST-STATUS, on the first APPEND connection, and no
+    control connection is opened; elsewhere the control connection lists, then selects.
+    The sink then works as before."""
     import imaplib
+
+    from connectors.imap.append import AppendPipeline
 
     capability = None if list_status else (
         "IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND SPECIAL-USE ENABLE CONDSTORE")
@@ -132,18 +135,29 @@ def test_inbox_is_selected_in_the_first_listing_s_round_trip(dovecot_factory, mo
         events.append((data.split(b" ") + [b""])[1].decode().strip()), send(self, data))[1])
     monkeypatch.setattr(imaplib.IMAP4, "_get_tagged_response", lambda self, tag, **kw: (
         events.append("answer"), tagged(self, tag, **kw))[1])
+    sent: list[bytes] = []
+    pipeline_send = AppendPipeline._send
+    monkeypatch.setattr(AppendPipeline, "_send", lambda self, data: (
+        sent.append(bytes(data)), pipeline_send(self, data))[1])
     sink = sink_for(server)
     try:
         assert sink.capabilities.keywords is True
-        listed = events[events.index("LIST"):]
-        assert listed[:4] == (["LIST", "SELECT", "answer", "answer"] if list_status
-                              else ["LIST", "answer", "SELECT", "answer"])
+        if list_status:
+            assert events == []  # no control connection
+            [burst] = [data for data in sent if b" LIST " in data]
+            assert [line.split(b" ")[1] for line in burst.splitlines()] == [
+                b"LIST", b"SELECT", b"UNSELECT"]
+            assert ("INBOX",) == sink.capabilities.special_folders["inbox"]
+        else:
+            listed = events[events.index("LIST"):]
+            assert listed[:4] == ["LIST", "answer", "SELECT", "answer"]
         native = sink.ensure_container(("Projets",))
         [result] = list(sink.put_many(native, [make_message(
             plain("Après", "Corps."), "un", frozenset({"Projet"}), datetime(2024, 1, 2, tzinfo=UTC))]))
         assert result.error is None and result.target_ref
     finally:
         sink.close()
+    assert "Projet" in stored(server, "Projets", result.target_ref)["flags"]
 
 
 def test_lf_only_message_lands_with_crlf_line_ends(dovecot):

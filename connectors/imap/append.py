@@ -131,6 +131,8 @@ class AppendPipeline:
         self._closed = False
         self._eof = False
         self.capabilities: frozenset[str] = frozenset()
+        self._untagged: list[bytes] | None = None
+        """Untagged LIST, STATUS and OK answers, while ``list_folders`` collects them."""
         self._sock = self._open_socket(endpoint)
         try:
             self._login(credentials)
@@ -338,6 +340,38 @@ class AppendPipeline:
                 created.add(mailbox)
             self._replies.pop(subscribe)
         return created
+
+    def list_folders(self) -> FolderList:
+        """The account's folders with their message counts (``LIST ... RETURN (STATUS
+        (MESSAGES))``, RFC 5819) and INBOX's PERMANENTFLAGS (a read-write SELECT, then
+        UNSELECT where the server has it), in one round trip: what the sink's control
+        connection used to ask, asked here so that a first pass needs no connection of
+        its own to the target beside its APPENDs. The server must have LIST-STATUS.
+        Raises ``AppendConnectionLost`` (the pipeline is closed then) and, for a LIST the
+        server refuses, ``ListRefused``."""
+        special = b"SPECIAL-USE " if "SPECIAL-USE" in self.capabilities else b""
+        listing, select = self._next_tag(), self._next_tag()
+        commands = [b'%s LIST "" "*" RETURN (%sSTATUS (MESSAGES))\r\n' % (
+            listing.encode(), special), b'%s SELECT "INBOX"\r\n' % select.encode()]
+        tags = [listing, select]
+        if "UNSELECT" in self.capabilities:
+            tags.append(self._next_tag())
+            commands.append(b"%s UNSELECT\r\n" % tags[-1].encode())
+        self._untagged = []
+        try:
+            self._send(b"".join(commands))
+            while tags[-1] not in self._replies:
+                self._wait()
+        except (OSError, AppendConnectionLost) as error:
+            self._closed = True
+            self._sock.close()
+            raise AppendConnectionLost(str(error), where=self._endpoint.where) from error
+        finally:
+            untagged, self._untagged = self._untagged, None
+        replies = [self._replies.pop(tag) for tag in tags]
+        if replies[0].status != "OK":
+            raise ListRefused(replies[0].text)
+        return _folder_list(untagged, selected=replies[1].status == "OK")
 
     def logout(self) -> None:
         """Say goodbye and close. Safe to call twice, and after the connection broke."""
@@ -611,6 +645,8 @@ class AppendPipeline:
         if response.startswith(b"* "):
             words = response[2:].split(b" ", 1)
             keyword = words[0].upper()
+            if self._untagged is not None and keyword in (b"LIST", b"STATUS", b"OK"):
+                self._untagged.append(response)
             if keyword == b"CAPABILITY" and len(words) > 1:
                 self.capabilities = _capability_set(words[1].decode("ascii", "replace"))
             elif keyword == b"BYE":
@@ -622,6 +658,64 @@ class AppendPipeline:
             self._replies[tag.decode("ascii", "replace")] = _Reply(
                 status.decode().upper(), (code or b"").decode("utf-8", "replace"),
                 text.decode("utf-8", "replace"))
+
+
+class ListRefused(Exception):
+    """The server refused ``LIST ... RETURN (STATUS ...)``: the caller lists another way."""
+
+
+@dataclass(frozen=True)
+class FolderList:
+    """``AppendPipeline.list_folders``'s answer. ``folders`` are as imapclient's
+    ``list_folders`` gives them: (flags, delimiter, name decoded from modified UTF-7)."""
+
+    folders: list[tuple[tuple[bytes, ...], bytes | None, str]]
+    counts: dict[str, int]
+    permanent_flags: tuple[bytes, ...] | None
+    """INBOX's, or None when its SELECT failed."""
+
+
+_LIST_ANSWER = re.compile(rb'^\* LIST \(([^)]*)\) (NIL|"(?:[^"\\]|\\.)*") (.+)$',
+                          re.IGNORECASE | re.DOTALL)
+_STATUS_ANSWER = re.compile(rb"^\* STATUS (.+) \(([^()]*)\)$", re.IGNORECASE | re.DOTALL)
+_PERMANENT_FLAGS = re.compile(rb"^\* OK \[PERMANENTFLAGS \(([^)]*)\)\]", re.IGNORECASE)
+_LITERAL_NAME = re.compile(rb"^\{\d+\+?\}\r\n", re.DOTALL)
+
+
+def _astring(raw: bytes) -> bytes:
+    """A mailbox name as the server wrote it (atom, quoted string or literal), unwrapped."""
+    literal = _LITERAL_NAME.match(raw)
+    if literal:
+        return raw[literal.end():]
+    if len(raw) >= 2 and raw.startswith(b'"') and raw.endswith(b'"'):
+        return re.sub(rb"\\(.)", rb"\1", raw[1:-1])
+    return raw
+
+
+def _mailbox_name(raw: bytes) -> str:
+    name = _astring(raw)
+    return "INBOX" if name.upper() == b"INBOX" else imap_utf7.decode(name)
+
+
+def _folder_list(untagged: list[bytes], selected: bool) -> FolderList:
+    folders: list[tuple[tuple[bytes, ...], bytes | None, str]] = []
+    counts: dict[str, int] = {}
+    permanent: tuple[bytes, ...] | None = None
+    for response in untagged:
+        if listed := _LIST_ANSWER.match(response):
+            flags, delimiter, name = listed.groups()
+            folders.append((tuple(flags.split()),
+                            None if delimiter.upper() == b"NIL" else _astring(delimiter),
+                            _mailbox_name(name)))
+        elif status := _STATUS_ANSWER.match(response):
+            words = status.group(2).split()
+            numbers = {key.upper(): value for key, value in zip(words[::2], words[1::2],
+                                                                strict=False)}
+            if numbers.get(b"MESSAGES", b"").isdigit():
+                counts[_mailbox_name(status.group(1))] = int(numbers[b"MESSAGES"])
+        elif flags := _PERMANENT_FLAGS.match(response):
+            permanent = tuple(flags.group(1).split())
+    return FolderList(folders, counts, (permanent or ()) if selected else None)
 
 
 def _batch_receipts(reply: _Reply, size: int, uidplus: bool) -> list[AppendReceipt] | None:

@@ -42,6 +42,7 @@ from connectors.imap.append import (
     AppendConnectionLost,
     AppendPipeline,
     AppendReceipt,
+    ListRefused,
     storable_flags,
 )
 from connectors.imap.session import (
@@ -181,14 +182,38 @@ class ImapSink:
         account = self._account
         with account.lock:
             if account.listing is None:
-                folders, statuses = self._session.call(self._list_and_select_inbox)
-                account.listing = FolderListing(
-                    folders=folders,
-                    counts={name: answer["MESSAGES"] for name, answer in statuses.items()
-                            if "MESSAGES" in answer},
-                    capabilities=self._session.capabilities)
-                account.known.update(name for _flags, _delimiter, name in folders)
+                account.listing = self._list_on_pipeline() or self._list_on_session()
+                account.known.update(name for _flags, _delimiter, name in
+                                     account.listing.folders)
             return account.listing
+
+    def _list_on_pipeline(self) -> FolderListing | None:
+        """The folder list read on the first APPEND connection, which a pass that copies
+        anything opens anyway: a connection fewer per account. None where the server has no
+        LIST-STATUS or refuses it, or the connection broke (the control connection lists
+        then)."""
+        try:
+            pipeline = self._pipeline(0)
+            if "LIST-STATUS" not in pipeline.capabilities:
+                return None
+            listed = pipeline.list_folders()
+        except AppendConnectionLost:
+            self._pipelines.pop(0, None)
+            return None
+        except ListRefused:
+            return None
+        # Taken into the account's listing by ``_listing``, the lock held.
+        self._account.permanent_flags = listed.permanent_flags
+        return FolderListing(folders=listed.folders, counts=listed.counts,
+                             capabilities=pipeline.capabilities)
+
+    def _list_on_session(self) -> FolderListing:
+        folders, statuses = self._session.call(self._list_and_select_inbox)
+        return FolderListing(
+            folders=folders,
+            counts={name: answer["MESSAGES"] for name, answer in statuses.items()
+                    if "MESSAGES" in answer},
+            capabilities=self._session.capabilities)
 
     def _listed_empty(self, name: str) -> bool:
         """The folder held nothing when first listed, and none of the account's sinks has
@@ -267,6 +292,13 @@ class ImapSink:
             # A selection made before this message landed may not show it: select again.
             self._selected = None
             yield _put_result(message, receipt)
+
+    def listed_count(self, native_name: str) -> int | None:
+        listing = self._account.listing
+        with self._account.lock:
+            if listing is None or native_name in self._account.written:
+                return None
+        return listing.counts.get(native_name)
 
     def count(self, native_name: str) -> int:
         def status(client: imapclient.IMAPClient) -> int:
