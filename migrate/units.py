@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from connectors.base import BasculeError, Container, ContainerRefused, all_at_once
-from connectors.protocols import DocumentSource, FolderBatchSink, MailSink, MailSource
+from connectors.protocols import (
+    DocumentSource,
+    FolderBatchSink,
+    ListedCountSink,
+    MailSink,
+    MailSource,
+)
 from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, load_users
 from migrate.batch import MAIL, Batch, load_batch
@@ -539,8 +545,13 @@ def _unknown_on_target(bench: Bench, user: UserMapping, sink: MailSink,
             native = sink.native_name(target)
         except ContainerRefused:
             continue
-        with bench.probe.timing(bench.probe.target_round_trips):
-            stored = sink.count(native)
+        listed = (sink.listed_count(native) if isinstance(sink, ListedCountSink)
+                  and not bench.probe.wants_round_trips() else None)
+        if listed is not None:
+            stored = listed
+        else:
+            with bench.probe.timing(bench.probe.target_round_trips):
+                stored = sink.count(native)
         unknown = stored - bench.ledger.claimed_count(user.source, native)
         if unknown > 0:
             rows.append(target_not_empty_row(user, shown(target), unknown))

@@ -65,9 +65,10 @@ class ImapEndpointConfig(Section):
     )
     connections: int = Field(
         4, ge=1, le=32,
-        description="Parallelism per account: that many folders at once, each with one "
-        "control connection and connections/4 (at least one) appending, and connections/4 "
-        "more lent to a folder of many messages: up to 9 connections to the target for 4. "
+        description="Parallelism per account: that many folders at once, each with "
+        "connections/4 (at least one) appending and a control connection when it needs one "
+        "(flag changes, recovery lookups, verify), and connections/4 more lent to a folder "
+        "of many messages: up to 9 connections to the target for 4. "
         "Lower it for servers that cap connections per user (Dovecot: "
         "mail_max_userip_connections, 10 by default).",
     )
