@@ -66,7 +66,7 @@ UNIT_LOCAL_SECONDS = 0.01
 written to disk before the next step): what the units of ``bench.shaped`` with nothing to
 copy took on loopback, 2026-12-05."""
 
-COPYING_UNIT_ROUND_TRIPS = 3
+COPYING_UNIT_ROUND_TRIPS = 2
 """Round trips a unit that copies waits for beyond its source listing (the bodies asked
 for, the batches of writes answered, its turn among the others): set between what two
 invocations of ``bench.shaped`` on 2026-12-05 showed once folders were made and counted at
@@ -74,12 +74,15 @@ planning, with 13 (estimates 1.46 to 1.56 of the runs over a 20 ms round trip) a
 (0.64 to 0.73); 6 until 2026-12-06, 3 since a small folder's bodies come with its listing
 on whichever connection lists it and the first APPEND connection signs in during that
 listing (with 6, 100 users over the WAN were estimated at 1.34 of the run; with 4, the
-real-shaped mailbox at 1.35)."""
+real-shaped mailbox at 1.35); 2 since the folder list is read on the first APPEND
+connection and nothing waits for a control connection (with 3, first runs of one account
+were estimated at 1.20 to 1.46 of the run, 2026-12-06 evening)."""
 
-COPYING_UNIT_LOCAL_SECONDS = 0.07
+COPYING_UNIT_LOCAL_SECONDS = 0.05
 """Seconds a unit that copies spends on this machine beyond its items (more commits, its
 spool, its threads' turns): set the same way on loopback (0.1: 0.95 to 1.09 of the runs;
-0.03: 0.54 to 0.73)."""
+0.03: 0.54 to 0.73); 0.07 until the evening of 2026-12-06 (first runs then 1.20 to 1.38 of
+the runs on loopback)."""
 
 
 @dataclass(frozen=True)
