@@ -45,6 +45,7 @@ from connectors.imap.append import (
     ListRefused,
     storable_flags,
 )
+from connectors.imap.fetch import fetch
 from connectors.imap.session import (
     CONNECTION_DROPPED,
     ImapCredentials,
@@ -324,7 +325,7 @@ class ImapSink:
                       if validity == str(uidvalidity) and uid.isdigit()]
             found = []
             for start in range(0, len(wanted), METADATA_BATCH):
-                rows = client.fetch(wanted[start:start + METADATA_BATCH], ["RFC822.SIZE"])
+                rows = fetch(client, wanted[start:start + METADATA_BATCH], ["RFC822.SIZE"])
                 sizes = [(uid, rows[uid][b"RFC822.SIZE"]) for uid in sorted(rows)]
                 found += [(f"{uidvalidity}:{uid}", fingerprint)
                           for uid, fingerprint in _body_fingerprints(client, sizes)]
@@ -356,8 +357,7 @@ class ImapSink:
             uids = sorted(client.search("ALL"))
             for start in range(0, len(uids), METADATA_BATCH):
                 chunk = uids[start:start + METADATA_BATCH]
-                client.normalise_times = False
-                rows = client.fetch(chunk, ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
+                rows = fetch(client, chunk, ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
                 hashes: dict[int, str] = {}
                 if fingerprints:
                     hashes = dict(_body_fingerprints(
@@ -630,7 +630,7 @@ class _Locator:
         new_uids = [uid for uid in client.search(["UID", f"{self._next_uid}:*"])
                     if uid >= self._next_uid]
         if new_uids:
-            rows = client.fetch(new_uids, ["RFC822.SIZE"])
+            rows = fetch(client, new_uids, ["RFC822.SIZE"])
             self._unclaimed.update({uid: row[b"RFC822.SIZE"] for uid, row in rows.items()})
             self._next_uid = max(new_uids) + 1
         refs: dict[int, str] = {}
@@ -774,7 +774,7 @@ def _body_fingerprints(client: imapclient.IMAPClient, sizes: list[tuple[int, int
 
 def _fingerprint_whole(client: imapclient.IMAPClient, uids: list[int]) -> Iterator[
         tuple[int, str]]:
-    rows = client.fetch(uids, ["BODY.PEEK[]"])
+    rows = fetch(client, uids, ["BODY.PEEK[]"])
     for uid in uids:
         if uid in rows:
             yield uid, "sha256:" + hashlib.sha256(rows[uid][b"BODY[]"]).hexdigest()
@@ -784,7 +784,7 @@ def _fingerprint_in_parts(client: imapclient.IMAPClient, uid: int) -> str:
     digest = hashlib.sha256()
     offset = 0
     while True:
-        rows = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{PART_SIZE}>"])
+        rows = fetch(client, [uid], [f"BODY.PEEK[]<{offset}.{PART_SIZE}>"])
         part = rows.get(uid, {}).get(f"BODY[]<{offset}>".encode()) or b""
         digest.update(part)
         offset += len(part)

@@ -20,7 +20,6 @@ from typing import Any
 
 import imapclient
 from imapclient import exceptions as imap_errors
-from imapclient.response_parser import parse_fetch_response
 
 from connectors.base import (
     SYSTEM_FLAGS,
@@ -31,6 +30,7 @@ from connectors.base import (
     flag_set,
 )
 from connectors.headers import MessageHeaders
+from connectors.imap.fetch import fetch, parse_fetch
 from connectors.imap.session import (
     ImapCredentials,
     ImapEndpoint,
@@ -372,7 +372,7 @@ class ImapSource:
             client._checkok("select", status, data)
         state = self._state(client, mailbox,
                             client._process_select_response(imap.untagged_responses))
-        response = _parsed_fetch(client, fetched, lines)
+        response = _parsed_fetch(fetched, lines)
         refs = _refs_of(state.uidvalidity, response)
         self._remember(client, mailbox, state, refs, {
             uid: item[b"BODY[]<0>"] for uid, item in response.items()
@@ -406,7 +406,7 @@ class ImapSource:
         self, client: imapclient.IMAPClient, mailbox: str, uidvalidity: int, uids: list[int]
     ) -> dict[int, bytes]:
         self._examine_same_epoch(client, mailbox, uidvalidity)
-        response = client.fetch(uids, ["BODY.PEEK[]"])
+        response = fetch(client, uids, ["BODY.PEEK[]"])
         return {
             uid: data[b"BODY[]"]
             for uid, data in response.items()
@@ -425,7 +425,7 @@ class ImapSource:
 
             def read_chunk(client: imapclient.IMAPClient, offset: int = offset) -> bytes | None:
                 self._examine_same_epoch(client, mailbox, uidvalidity)
-                response = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{CHUNK_BYTES}>"])
+                response = fetch(client, [uid], [f"BODY.PEEK[]<{offset}.{CHUNK_BYTES}>"])
                 if uid not in response:
                     return None
                 chunk = response[uid].get(f"BODY[]<{offset}>".encode("ascii"))
@@ -453,7 +453,7 @@ def _completed(imap: imaplib.IMAP4, name: str, tag: bytes) -> tuple[str, list[An
 def _refs(client: imapclient.IMAPClient, uidvalidity: int, uids: list[int]) -> list[ItemRef]:
     refs = []
     for start in range(0, len(uids), UIDS_PER_COMMAND):
-        response = client.fetch(uids[start : start + UIDS_PER_COMMAND], METADATA)
+        response = fetch(client, uids[start : start + UIDS_PER_COMMAND], METADATA)
         refs += [ref for uid in sorted(response) if (ref := _ref(uidvalidity, uid, response[uid]))]
     return refs
 
@@ -474,26 +474,16 @@ def _all_refs(client: imapclient.IMAPClient, uidvalidity: int) -> list[ItemRef]:
     """Every message of the selected folder with its metadata, in one command (``UID FETCH
     1:*``) where a SEARCH then FETCHes of a thousand UIDs each would pay a round trip each."""
     # imapclient's fetch keeps only the UIDs it was given, so the range goes through its
-    # imaplib connection and imapclient's own parser.
+    # imaplib connection.
     status, data = client._imap.uid("FETCH", "1:*", f"({' '.join(METADATA)})")
-    return _listed_refs(client, uidvalidity, status, data)
+    return _refs_of(uidvalidity, _parsed_fetch(status, data))
 
 
-def _listed_refs(client: imapclient.IMAPClient, uidvalidity: int, status: str,
-                 lines: list[Any]) -> list[ItemRef]:
-    """The refs of a ``UID FETCH 1:*`` of metadata, from imaplib's answer (its FETCH lines),
-    read by imapclient's own parser."""
-    return _refs_of(uidvalidity, _parsed_fetch(client, status, lines))
-
-
-def _parsed_fetch(client: imapclient.IMAPClient, status: str, lines: list[Any]
-                  ) -> dict[int, dict[bytes, Any]]:
-    """FETCH lines as imaplib holds them, read by imapclient's own parser, by UID (the
-    lines of one UID merged)."""
+def _parsed_fetch(status: str, lines: list[Any]) -> dict[int, dict[bytes, Any]]:
+    """FETCH lines as imaplib holds them, by UID (the lines of one UID merged)."""
     if status != "OK":
         raise imap_errors.IMAPClientError(f"FETCH 1:* failed: {lines!r}")
-    return parse_fetch_response(
-        [line for line in lines if line is not None], client.normalise_times, True)
+    return parse_fetch(lines)
 
 
 def _refs_of(uidvalidity: int, response: dict[int, dict[bytes, Any]]) -> list[ItemRef]:
