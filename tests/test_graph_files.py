@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 import pytest
 
 from connectors.base import Container, Document, DocumentRef
-from connectors.graph import GraphCredentials, GraphSession, token_provider
+from connectors.graph.auth import GraphCredentials, token_provider
 from connectors.graph.files import GraphFileSource, site_drives
 from connectors.graph.quickxor import QuickXorHash
+from connectors.graph.session import GraphSession
 from tests.graph_files import (
     BIG_FILE_SIZE,
     FixtureDrive,

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from connectors.base import Container, Message
-from connectors.graph import GraphAuthError, GraphCredentials, GraphSession, token_provider
+from connectors.graph.auth import GraphAuthError, GraphCredentials, token_provider
 from connectors.graph.mail import GraphMailSource, category_keyword, check_access
-from connectors.graph.session import GraphError
+from connectors.graph.session import GraphError, GraphSession
 from tests.graph_server import (
     FixtureFolder,
     FixtureMailbox,

@@ -12,8 +12,9 @@ import vobject
 from icalendar import Calendar
 
 from connectors.base import Container, Document
-from connectors.graph import GraphCredentials, GraphSession, token_provider
+from connectors.graph.auth import GraphCredentials, token_provider
 from connectors.graph.pim import GraphPimSource
+from connectors.graph.session import GraphSession
 from tests.graph_pim import FAKE_JPEG, TEAMS_LINK, PimData, pim_of, seed_pim, wall
 from tests.graph_pim import PARIS as WINDOWS_PARIS
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server

@@ -13,15 +13,14 @@ from typing import Any
 import pytest
 
 from connectors.base import ConnectError
-from connectors.graph import (
+from connectors.graph.auth import (
     ClientCertificate,
     GraphAuthError,
     GraphCredentials,
-    GraphSession,
+    MsalTokenProvider,
     token_provider,
 )
-from connectors.graph.auth import MsalTokenProvider
-from connectors.graph.session import mailbox_of, retry_after_seconds
+from connectors.graph.session import GraphSession, mailbox_of, retry_after_seconds
 from tests.graph_server import (
     FixtureMailbox,
     RunningGraphServer,
