@@ -16,6 +16,7 @@ from migrate.estimate import (
     COPYING_UNIT_LOCAL_SECONDS,
     COPYING_UNIT_ROUND_TRIPS,
     DEFAULT_RATES,
+    FOLDER_GROWTH_SECONDS,
     PROBE_ROUND_TRIPS,
     RUN_END_SECONDS,
     UNIT_LOCAL_SECONDS,
@@ -84,14 +85,32 @@ def test_the_fit_finds_the_rates_the_runs_were_made_with() -> None:
                                "efficiency": 1.25, "defaults": []}
 
 
+def test_a_big_folder_costs_more_than_its_items_one_by_one() -> None:
+    # The target's APPEND slows as a folder grows: 40,000 messages into one folder cost
+    # 9.6 s more than 40,000 times the first one; a folder of 1,000, 6 ms.
+    linear = RATES.per_unit + RATES.per_copying_unit + RATES.per_item * 40_000
+    assert RATES.unit_seconds(40_000, 0) == pytest.approx(linear + 9.6)
+    assert RATES.unit_seconds(1_000, 0) - RATES.unit_seconds(999, 0) == pytest.approx(
+        RATES.per_item + FOLDER_GROWTH_SECONDS * 1_999)
+    # Runs that copied a big folder are fitted to the same linear rates as small ones.
+    units = {"alice": [(40_000, 290_000_000), (360, 13_500_000), (0, 0)],
+             "bob": [(8_000, 58_000_000), (15, 2_000_000)]}
+    history = fit_history([timed_run(1, 60.0, units)], LANES)
+    assert history is not None
+    assert history.rates.per_item == pytest.approx(RATES.per_item)
+    assert history.rates.bytes_per_second == pytest.approx(RATES.bytes_per_second)
+
+
 def test_no_rate_of_the_fit_is_negative() -> None:
     # Units with more bytes went faster: a free fit would give bytes a negative cost. The
     # fit keeps the fixed costs and the per-item cost: the empty unit D sets the fixed cost,
     # a straight line through the others' (items, seconds) the rest.
-    steps = [Timing("alice", "mail", "A", 0.9, 10, 1_000_000),
-             Timing("alice", "mail", "B", 1.2, 20, 100_000),
-             Timing("alice", "mail", "C", 1.4, 30, 10_000),
-             Timing("alice", "mail", "D", 0.65, 0, 0)]
+    # (Each with its folder's growth, which the fit takes out first.)
+    steps = [Timing("alice", "mail", name, seconds + FOLDER_GROWTH_SECONDS * items ** 2, items,
+                    size)
+             for name, seconds, items, size in (("A", 0.9, 10, 1_000_000),
+                                                ("B", 1.2, 20, 100_000),
+                                                ("C", 1.4, 30, 10_000), ("D", 0.65, 0, 0))]
     history = fit_history([TimedRun(1, 2.0, steps)], LANES)
     assert history is not None
     assert history.rates.bytes_per_second is None
@@ -134,8 +153,9 @@ def test_an_estimate_per_user_and_in_all_with_its_basis() -> None:
     works = [PrincipalWork("alice@ville.fr", "alice", [(100, 5_000_000), (0, 0)]),
              PrincipalWork("bob@ville.fr", "bob", [])]
     found = estimate(works, RATES, LANES, {"kind": "probe", "principals": 2}, efficiency=2.0)
-    # alice's units: 0.05 + 0.15 + 0.2 + 1.0 = 1.4 s, and 0.05 s for the empty one.
-    alice = 0.5 + max((1.4 + 0.05) / 2, 1.4)
+    # alice's units: 0.05 + 0.15 + 0.2 + 1.0 = 1.4 s (and the folder's growth, 60 µs),
+    # and 0.05 s for the empty one.
+    alice = 0.5 + max((1.4 + 0.05) / 2, 1.4 + FOLDER_GROWTH_SECONDS * 100 ** 2)
     assert found.schedule.principals == pytest.approx([alice, 0.5])
     # Both users' work (2.45 s) over 4 lanes is less than alice alone.
     # The run's end (goodbyes, reports, exit) comes on top, as its start would.

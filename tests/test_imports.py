@@ -165,8 +165,9 @@ def test_a_run_without_graph_does_not_load_msal_or_requests() -> None:
     libraries of one the batch does not use wait until it is opened: msal and requests
     cost a fifth of a second of every command's start on a small machine."""
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, migrate.cli, connectors.registry as registry\n"
-         "registry.connectors()\n"
-         "print(sorted(m for m in ('msal', 'requests', 'urllib3') if m in sys.modules))"],
+        [sys.executable, "-c", ("import sys, migrate.cli, connectors.registry as registry\n"
+                                "registry.connectors()\n"
+                                "print(sorted(m for m in ('msal', 'requests', 'urllib3')"
+                                " if m in sys.modules))")],
         cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
