@@ -121,7 +121,8 @@ bigger folder), so the 40,000th message costs about 0.5 ms more than the first. 
 of the target, not fitted: the raw MULTIAPPEND copier of ``bench.shaped`` into one Dovecot
 folder took 6.2 to 11.4 times as long for 40,000 messages as for 8,000 (2026-12-06), and
 bascule's first runs into 40,000 planned from the probe came out at 0.63 to 0.67 of the
-actual time without this term (0.96 to 1.02 with it; a few ms for a folder of 1,000). The
+actual time without this term (1.19 and 1.22 with it, in an invocation where that raw
+copier took 6.7 to 10.4 times as long; 8,000: 1.02; a few ms for a folder of 1,000). The
 fit takes it out of the timings before it fits the linear rates. Only what a unit copies
 counts, not what the folder already holds: a delta pass into a big folder is
 underestimated by as much."""
