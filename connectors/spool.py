@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from collections.abc import Iterable
 from typing import IO, Self
@@ -15,17 +16,30 @@ class Spool:
     """A body written once, then opened any number of times for reading.
 
     ``fingerprint`` and ``size`` are known once ``write`` calls are done and ``seal`` ran.
+    A body written in one chunk no bigger than the memory limit is kept as that chunk, not
+    copied into a spooled file: most messages come whole from a FETCH answer, and the file's
+    setup, copy and teardown cost more than their hash.
     """
 
     def __init__(self, memory_limit: int = MEMORY_LIMIT) -> None:
-        # Open for the spool's whole life, closed by close(): no context manager fits.
-        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115
+        self._memory_limit = memory_limit
+        self._body = b""
+        self._file: IO[bytes] | None = None
         self._digest = hashlib.sha256()
         self.size = 0
         self.fingerprint = ""
 
     def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
+        if self._file is None and not self.size and len(chunk) <= self._memory_limit:
+            self._body = chunk
+        else:
+            if self._file is None:
+                # Open for the spool's whole life, closed by close(): no context manager fits.
+                self._file = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+                    max_size=self._memory_limit)
+                self._file.write(self._body)
+                self._body = b""
+            self._file.write(chunk)
         self._digest.update(chunk)
         self.size += len(chunk)
 
@@ -35,11 +49,15 @@ class Spool:
 
     def open(self) -> IO[bytes]:
         """A fresh reader positioned at the start. Readers must not be used concurrently."""
+        if self._file is None:
+            return io.BytesIO(self._body)
         self._file.seek(0)
         return _Reader(self._file)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        self._body = b""
 
     @classmethod
     def from_chunks(cls, chunks: Iterable[bytes], memory_limit: int = MEMORY_LIMIT) -> Spool:

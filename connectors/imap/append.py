@@ -801,7 +801,8 @@ def _imap_date_time(moment: datetime) -> str:
     sign = "-" if minutes < 0 else "+"
     hours, minutes = divmod(abs(minutes), 60)
     return (f"{moment.day:02d}-{MONTHS[moment.month - 1]}-{moment.year:04d} "
-            f"{moment:%H:%M:%S} {sign}{hours:02d}{minutes:02d}")
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
+            f"{sign}{hours:02d}{minutes:02d}")
 
 
 def _quotable(value: bytes) -> bool:
