@@ -610,12 +610,11 @@ class Ledger:
         """Record items about to be sent. Each record: source_id, fingerprint, size, and
         flags and internal_date (mail) or version (documents). Committed before the first
         byte goes to the sink."""
-        now = _now()
         rows = [
             {"source_id": r["source_id"], "fingerprint": r["fingerprint"], "size": r["size"],
              "flags": encode_flags(r.get("flags", ())), "internal_date": r.get("internal_date"),
              "version": r.get("version"), "status": INFLIGHT, "error_code": None,
-             "error_detail": None, "updated_at": now}
+             "error_detail": None}
             for r in records
         ]
         if rows:
@@ -627,10 +626,9 @@ class Ledger:
         or error_code and error_detail (failed; ``unconfirmed`` true when the item may be
         stored all the same); optionally fingerprint, size, flags, internal_date. Items never
         recorded before (refused before sending) are inserted."""
-        now = _now()
         rows = []
         for outcome in outcomes:
-            row: dict[str, Any] = {"source_id": outcome["source_id"], "updated_at": now}
+            row: dict[str, Any] = {"source_id": outcome["source_id"]}
             if outcome.get("target_ref"):
                 row.update(status=DONE, target_ref=outcome["target_ref"], error_code=None,
                            error_detail=None, target_version=outcome.get("target_version"))
@@ -651,30 +649,27 @@ class Ledger:
     def _upsert(self, db: Connection, unit_id: int, rows: list[dict[str, Any]],
                 count_attempt: bool) -> None:
         """Insert the rows, or update the columns given of those that exist, in one
-        statement per set of columns. Straight to the driver: SQLAlchemy's work per row
-        (parameters built, each value processed) cost more than SQLite's own, per message."""
+        statement per set of columns, each row stamped now. Straight to the driver:
+        SQLAlchemy's work per row (parameters built, each value processed) cost more than
+        SQLite's own, per message."""
+        stamp = self._stamp(_now())
         by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
-            by_keys[tuple(sorted(row))].append(row)
+            by_keys[tuple(sorted(row))].append({**row, "unit_id": unit_id, "updated_at": stamp})
         for keys, batch in by_keys.items():
-            statement = self._upsert_statement(keys, count_attempt)
-            stamps = {row["updated_at"] for row in batch if "updated_at" in row}
-            processed = {stamp: self._stamp(stamp) for stamp in stamps}
-            db.exec_driver_sql(statement, [
-                {**row, "unit_id": unit_id, "updated_at": processed[row["updated_at"]]}
-                if "updated_at" in row else {**row, "unit_id": unit_id}
-                for row in batch
-            ])
+            db.exec_driver_sql(self._upsert_statement(keys, count_attempt), batch)
 
     def _upsert_statement(self, keys: tuple[str, ...], count_attempt: bool) -> str:
         cached = self._statements.get((keys, count_attempt))
         if cached is not None:
             return cached
-        unknown = [key for key in keys if key not in items.c or key in ("unit_id", "attempts")]
+        unknown = [key for key in keys
+                   if key not in items.c or key in ("unit_id", "attempts", "updated_at")]
         if unknown:
             raise ValueError(f"not an item column: {unknown}")
-        columns = ("unit_id", *keys)
-        changed = [f"{key} = excluded.{key}" for key in keys if key != "source_id"]
+        columns = ("unit_id", "updated_at", *keys)
+        changed = [f"{key} = excluded.{key}" for key in ("updated_at", *keys)
+                   if key != "source_id"]
         if count_attempt:
             changed.append("attempts = items.attempts + 1")
         values = ", ".join(self._placeholder.format(column) for column in columns)
