@@ -32,7 +32,12 @@ from connectors.base import (
     computed_once,
     fingerprint_bytes,
 )
-from connectors.imap.append import WINDOW_MESSAGES, AppendPipeline, AppendReceipt
+from connectors.imap.append import (
+    WINDOW_MESSAGES,
+    AppendConnectionLost,
+    AppendPipeline,
+    AppendReceipt,
+)
 from connectors.imap.session import ImapCredentials, ImapEndpoint
 from connectors.imap.sink import DEALT_BYTES, ImapSink, _spread
 from migrate.matching import TargetIndex
@@ -546,6 +551,34 @@ def test_messages_dealt_to_connections_are_bounded_by_bytes():
     assert most_waiting[0] <= 2 * (DEALT_BYTES // size + 1) + 1
 
 
+def test_a_connection_failing_for_good_stops_the_dealing_and_answers_in_order():
+    """Three connections, the second failing for good after a few answers: the answers
+    given come in the messages' order, none twice, then its error; dealing stopped soon
+    after (not the whole folder read)."""
+    pulled = [0]
+
+    def messages() -> Iterator[Message]:
+        for n in range(2_000):
+            pulled[0] += 1
+            yield make_message(b"Subject: m\r\n\r\n" + str(n).encode() + b"\r\n", str(n))
+
+    def append_on(slot: int, queued: Iterator[Message]) -> Iterator[tuple[Message, AppendReceipt]]:
+        for count, message in enumerate(queued):
+            if slot == 1 and count == 3:
+                raise AppendConnectionLost("cut", code="connection_lost")
+            time.sleep(0.001)
+            yield message, AppendReceipt(1, int(message.source_id) + 1)
+
+    answered = []
+    with pytest.raises(AppendConnectionLost):
+        for message, receipt in _spread(3, append_on, messages()):
+            answered.append(message.source_id)
+            assert receipt.error is None
+    assert answered == [str(n) for n in range(len(answered))]
+    assert len(answered) >= 64  # the first run, dealt to the first connection
+    assert pulled[0] < 1_000
+
+
 def test_a_dropped_connection_fails_only_the_messages_in_flight(dovecot):
     count = WINDOW_MESSAGES + 100  # more than can be in flight: the last ones go after the cut
     sources = [make_message(plain(f"Message {i}", "v" * 2000), str(i)) for i in range(count)]
@@ -729,29 +762,38 @@ def test_folders_made_at_once_say_which_hold_nothing(dovecot):
     assert folder_count(dovecot, "Nouveau/Été") == 0
 
 
-def test_a_large_folder_borrows_the_spare_connection_while_it_sends(dovecot):
-    """Told a folder brings many messages, the sink spreads them over the account's spare
-    connection too, and gives it back (logged out) when the folder is sent."""
-    spare = threading.BoundedSemaphore(1)
-    sink = sink_for(dovecot, spare=spare)
-    messages = [make_message(plain(f"Courrier {n}"), source_id=f"s{n}") for n in range(1200)]
-    lent_while_sending = []
+def test_a_large_folder_borrows_what_the_account_leaves_free_while_it_sends(dovecot):
+    """Two sinks of one account share an allowance of four APPEND connections, one each
+    held while they live. Told a folder brings many messages, a sink spreads them over
+    what the other leaves free (two more), gives them back (logged out) when the folder is
+    sent, and borrows nothing for a small folder; once closed, a sink's own goes back."""
+    allowance = threading.BoundedSemaphore(4)
+    other = sink_for(dovecot, allowance=allowance)
+    sink = sink_for(dovecot, allowance=allowance)
+    messages = [make_message(plain(f"Courrier {n}"), source_id=f"s{n}") for n in range(3000)]
+    pipelines_while_sending = []
     try:
         sink.expect("INBOX", len(messages))
         results = []
         for result in sink.put_many("INBOX", iter(messages)):
             results.append(result)
-            if len(results) == 600:
-                lent_while_sending.append(not spare.acquire(blocking=False))
+            if len(results) == 1500:
+                pipelines_while_sending.append(len(sink._pipelines))
+                pipelines_while_sending.append(allowance.acquire(blocking=False))
         assert all(r.error is None and r.target_ref for r in results)
-        assert lent_while_sending == [True]
+        assert pipelines_while_sending == [3, False]
         assert len(sink._pipelines) == 1
-        assert spare.acquire(blocking=False)
-        spare.release()
+        assert allowance.acquire(blocking=False) and allowance.acquire(blocking=False)
+        assert not allowance.acquire(blocking=False)
+        allowance.release()
+        allowance.release()
         # A small folder borrows nothing.
         sink.expect("INBOX", 10)
         list(sink.put_many("INBOX", [make_message(plain("Seul"), source_id="seul")]))
         assert len(sink._pipelines) == 1
     finally:
         sink.close()
-    assert folder_count(dovecot, "INBOX") == 1201
+        other.close()
+    for _ in range(4):
+        assert allowance.acquire(blocking=False)
+    assert folder_count(dovecot, "INBOX") == 3001

@@ -128,16 +128,19 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     # As many folders at once as connections, each appending over a quarter of them: most
     # folders are small, and what a small one costs is round trips, which only more folders
     # in flight hide; a big one batches many messages per APPEND (MULTIAPPEND) and borrows
-    # the account's spare connections (a quarter more) while it sends.
+    # what the account's other folders leave of its allowance while it sends: all of it
+    # for a folder alone, a quarter more when every slot is busy (the most an account
+    # opens for APPENDs: connections + connections/4).
     config = account.config
     share = max(1, config.connections // 4)
-    spare = context.shared(("imap-append-spare", config.host, config.port, account.login),
-                           lambda: threading.BoundedSemaphore(share))
+    allowance = context.shared(
+        ("imap-append-allowance", config.host, config.port, account.login),
+        lambda: threading.BoundedSemaphore(config.connections + share))
     # The account's folder list is read once for all its sinks: the others open no
     # control connection unless they need one.
     folders = context.shared(("imap-account-folders", config.host, config.port, account.login),
                              AccountFolders)
-    return ImapSink(*imap_parts(context, account), connections=share, spare=spare,
+    return ImapSink(*imap_parts(context, account), connections=share, allowance=allowance,
                     account=folders)
 
 

@@ -14,6 +14,7 @@ import itertools
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -73,10 +74,12 @@ METADATA_BATCH = 1000
 FOLDERS_AT_ONCE = 200
 """Folders created per burst of pipelined commands: their answers fit in socket buffers."""
 WIDEN_AT = 1000
-"""Messages expected in one folder per spare connection it borrows (``ImapSink.spare``)."""
+"""Messages expected in one folder per connection it borrows (``ImapSink.allowance``)."""
 DEALT_AHEAD = 64
-"""Messages dealt to a connection's thread and not yet taken by it: each holds its body
-(in memory when small), beyond what the read-ahead counts."""
+"""Messages dealt to a connection's thread at once, and not yet taken by it: each holds its
+body (in memory when small), beyond what the read-ahead counts."""
+DEAL_RUN_BYTES = 1 << 20
+"""A run of messages dealt at once ends at this many bytes (or ``DEALT_AHEAD`` messages)."""
 DEALT_BYTES = 8 << 20
 """Bytes dealt to a connection's thread and not yet taken by it (at least one message):
 64 messages of a few MB each would hold hundreds of MB."""
@@ -122,19 +125,26 @@ class ImapSink:
     """A ``MailSink`` on an IMAP server (Dovecot, Cyrus, BlueMind...).
 
     ``connections`` > 1 spreads APPENDs over that many pipelines, which helps a server whose
-    APPEND is bound by fsync rather than by the network. ``spare``: connections the
-    account's sinks may add, shared by them all; a folder told (``expect``) to bring
-    ``WIDEN_AT`` messages or more borrows what is free for as long as it sends: the
-    target's own work on one folder then runs on more than one of its processes.
+    APPEND is bound by fsync rather than by the network. ``allowance``: the APPEND
+    connections of the account, shared by all its sinks; each holds its own
+    ``connections`` in it while it lives, and a folder told (``expect``) to bring
+    ``WIDEN_AT`` messages or more borrows what the others leave free for as long as it
+    sends: the target's own work on one folder then runs on more of its processes, as many
+    as the account's other folders do not use.
     """
 
     def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials,
-                 connections: int = 1, spare: threading.Semaphore | None = None,
+                 connections: int = 1, allowance: threading.Semaphore | None = None,
                  account: AccountFolders | None = None) -> None:
         self._endpoint = endpoint
         self._credentials = credentials
         self._connections = max(1, connections)
-        self._spare = spare
+        self._allowance = allowance
+        self._held = 0
+        """Of the allowance, what this sink holds for its own connections, until closed."""
+        while allowance is not None and self._held < self._connections and \
+                allowance.acquire(blocking=False):
+            self._held += 1
         self._account = account or AccountFolders()
         self._expected: dict[str, int] = {}
         self._session = ImapSession(endpoint, credentials)
@@ -400,6 +410,10 @@ class ImapSink:
             yield message
 
     def close(self) -> None:
+        held, self._held = self._held, 0
+        for _ in range(held):
+            assert self._allowance is not None
+            self._allowance.release()
         pipelines, self._pipelines = self._pipelines, {}
         opening, self._opening = self._opening, None
         if opening is not None:
@@ -430,11 +444,12 @@ class ImapSink:
         self._expected[native_name] = count
 
     def _borrowed(self, native_name: str) -> int:
-        """Spare connections taken for the next send into the folder: as many as are free
-        (up to one per ``WIDEN_AT`` messages expected), none for a small one."""
+        """Connections taken from the allowance for the next send into the folder: as many
+        as are free (up to one per ``WIDEN_AT`` messages expected), none for a small one."""
         wanted = self._expected.pop(native_name, 0) // WIDEN_AT
         taken = 0
-        while self._spare is not None and taken < wanted and self._spare.acquire(blocking=False):
+        while (self._allowance is not None and taken < wanted
+               and self._allowance.acquire(blocking=False)):
             taken += 1
         return taken
 
@@ -455,8 +470,8 @@ class ImapSink:
                 if pipeline is not None:
                     pipeline.logout()
             for _ in range(borrowed):
-                assert self._spare is not None
-                self._spare.release()
+                assert self._allowance is not None
+                self._allowance.release()
 
     def _append_on(self, slot: int, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
@@ -664,12 +679,14 @@ def _spread(
     append_on: Callable[[int, Iterable[Message]], Iterator[tuple[Message, AppendReceipt]]],
     messages: Iterable[Message],
 ) -> Iterator[tuple[Message, AppendReceipt]]:
-    """Deal the messages round-robin to one thread per connection; yield the receipts in
-    the messages' order. Each thread owns its connection, so no socket is shared. Once a
-    connection fails for good, no more messages are dealt: the ones dealt are answered (the
-    failed connection's as unconfirmed), then its error is raised."""
-    inboxes: list[queue.Queue[Message | None]] = [
-        queue.Queue(maxsize=DEALT_AHEAD) for _ in range(connections)]
+    """Deal the messages round-robin, in runs of up to ``DEALT_AHEAD`` messages or
+    ``DEAL_RUN_BYTES``, to one thread per connection; yield the receipts in the messages'
+    order. Each thread owns its connection, so no socket is shared; a run goes across
+    threads in one hand-over (a batch of small messages then makes one MULTIAPPEND of one
+    connection). Once a connection fails for good, no more messages are dealt: the ones
+    dealt are answered (the failed connection's as unconfirmed), then its error is raised."""
+    inboxes: list[queue.Queue[list[Message] | None]] = [
+        queue.Queue(maxsize=1) for _ in range(connections)]
     outboxes: list[queue.Queue[tuple[Message, AppendReceipt] | BaseException]] = [
         queue.Queue() for _ in range(connections)]
     stop = threading.Event()
@@ -681,24 +698,25 @@ def _spread(
     def queued(slot: int) -> Iterator[Message]:
         while not stop.is_set():
             try:
-                message = inboxes[slot].get(timeout=0.1)
+                run = inboxes[slot].get(timeout=0.1)
             except queue.Empty:
                 continue
-            if message is None:
+            if run is None:
                 ended[slot] = True
                 return
             with room:
-                dealt_bytes[slot] -= message.size
+                dealt_bytes[slot] -= sum(message.size for message in run)
                 room.notify_all()
-            yield message
+            yield from run
 
-    def deal(slot: int, message: Message) -> None:
+    def deal(slot: int, run: list[Message]) -> None:
+        size = sum(message.size for message in run)
         with room:
-            while (dealt_bytes[slot] and dealt_bytes[slot] + message.size > DEALT_BYTES
+            while (dealt_bytes[slot] and dealt_bytes[slot] + size > DEALT_BYTES
                    and not broken.is_set()):
                 room.wait(timeout=0.1)
-            dealt_bytes[slot] += message.size
-        inboxes[slot].put(message)
+            dealt_bytes[slot] += size
+        inboxes[slot].put(run)
 
     def work(slot: int) -> None:
         try:
@@ -717,32 +735,48 @@ def _spread(
                for slot in range(connections)]
     for worker in workers:
         worker.start()
-    dealt = 0
-    answered = 0
+    order: deque[list[int]] = deque()
+    """``[slot, messages not yet answered]`` of each run dealt, oldest first."""
 
-    def next_answer(block: bool) -> tuple[Message, AppendReceipt] | None:
-        try:
-            answer = outboxes[answered % connections].get(block=block)
-        except queue.Empty:
-            return None
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+    def answers(block: bool) -> Iterator[tuple[Message, AppendReceipt]]:
+        while order:
+            slot, left = order[0]
+            try:
+                answer = outboxes[slot].get(block=block)
+            except queue.Empty:
+                return
+            if isinstance(answer, BaseException):
+                raise answer
+            if left == 1:
+                order.popleft()
+            else:
+                order[0][1] = left - 1
+            yield answer
+
+    runs = itertools.count()
+
+    def deal_run(run: list[Message]) -> None:
+        slot = next(runs) % connections
+        deal(slot, run)
+        order.append([slot, len(run)])
 
     try:
+        run: list[Message] = []
+        run_bytes = 0
         for message in messages:
             if broken.is_set():
                 break
-            deal(dealt % connections, message)
-            dealt += 1
-            while answered < dealt and (answer := next_answer(block=False)) is not None:
-                answered += 1
-                yield answer
+            run.append(message)
+            run_bytes += message.size
+            if len(run) >= DEALT_AHEAD or run_bytes >= DEAL_RUN_BYTES:
+                deal_run(run)
+                run, run_bytes = [], 0
+                yield from answers(block=False)
+        if run and not broken.is_set():
+            deal_run(run)
         for inbox in inboxes:
             inbox.put(None)
-        while answered < dealt and (answer := next_answer(block=True)) is not None:
-            answered += 1
-            yield answer
+        yield from answers(block=True)
     finally:
         stop.set()
         for inbox in inboxes:
