@@ -39,7 +39,7 @@ from connectors.imap.append import (
     AppendReceipt,
 )
 from connectors.imap.session import ImapCredentials, ImapEndpoint
-from connectors.imap.sink import DEALT_BYTES, ImapSink, _spread
+from connectors.imap.sink import DEALT_BYTES, AppendAllowance, ImapSink, _spread
 from migrate.matching import TargetIndex
 from tests import mailboxes
 from tests.dovecot import Dovecot
@@ -767,26 +767,23 @@ def test_a_large_folder_borrows_what_the_account_leaves_free_while_it_sends(dove
     held while they live. Told a folder brings many messages, a sink spreads them over
     what the other leaves free (two more), gives them back (logged out) when the folder is
     sent, and borrows nothing for a small folder; once closed, a sink's own goes back."""
-    allowance = threading.BoundedSemaphore(4)
+    allowance = AppendAllowance(4)
     other = sink_for(dovecot, allowance=allowance)
     sink = sink_for(dovecot, allowance=allowance)
     messages = [make_message(plain(f"Courrier {n}"), source_id=f"s{n}") for n in range(3000)]
-    pipelines_while_sending = []
+    while_sending = []
     try:
         sink.expect("INBOX", len(messages))
         results = []
         for result in sink.put_many("INBOX", iter(messages)):
             results.append(result)
             if len(results) == 1500:
-                pipelines_while_sending.append(len(sink._pipelines))
-                pipelines_while_sending.append(allowance.acquire(blocking=False))
+                while_sending += [len(sink._pipelines), allowance.borrow(1)]
         assert all(r.error is None and r.target_ref for r in results)
-        assert pipelines_while_sending == [3, False]
+        assert while_sending == [3, 0]
         assert len(sink._pipelines) == 1
-        assert allowance.acquire(blocking=False) and allowance.acquire(blocking=False)
-        assert not allowance.acquire(blocking=False)
-        allowance.release()
-        allowance.release()
+        assert allowance.borrow(5) == 2
+        allowance.give_back(2)
         # A small folder borrows nothing.
         sink.expect("INBOX", 10)
         list(sink.put_many("INBOX", [make_message(plain("Seul"), source_id="seul")]))
@@ -794,6 +791,47 @@ def test_a_large_folder_borrows_what_the_account_leaves_free_while_it_sends(dove
     finally:
         sink.close()
         other.close()
-    for _ in range(4):
-        assert allowance.acquire(blocking=False)
-    assert folder_count(dovecot, "INBOX") == 3001
+    assert allowance.borrow(5) == 4
+
+
+def test_a_new_sink_gets_its_connection_back_from_a_folder_that_borrowed_it(dovecot):
+    """A folder alone borrows the whole allowance; a second sink of the account, opened
+    while it sends, waits for its own connection, which the folder gives back between two
+    runs of messages. APPEND connections of the account, counted on both sinks at every
+    answer, never go over the allowance."""
+    allowance = AppendAllowance(3)
+    sink = sink_for(dovecot, allowance=allowance)
+    messages = [make_message(plain(f"Courrier {n}"), source_id=f"s{n}") for n in range(4000)]
+    later: list[ImapSink] = []
+    opened = threading.Event()
+    most = [0]
+    opened_while: list[int] = []
+
+    def open_later() -> None:
+        later.append(sink_for(dovecot, allowance=allowance))
+        opened.set()
+
+    opener = threading.Thread(target=open_later)
+    try:
+        sink.expect("INBOX", len(messages))
+        for answered, result in enumerate(sink.put_many("INBOX", iter(messages)), 1):
+            assert result.error is None
+            if answered == 500:
+                assert len(sink._pipelines) == 3
+                opener.start()
+            most[0] = max(most[0], len(sink._pipelines) + sum(
+                len(s._pipelines) + 1 for s in later))  # +1: the later sink's own, to come
+            if opened.is_set() and not opened_while:
+                opened_while.append(answered)
+        opener.join(timeout=10)
+        assert opened_while and opened_while[0] < 2000  # not at the folder's end
+        assert most[0] <= 3
+        [late] = later[0].put_many("INBOX", [make_message(plain("Tard"), "tard")])
+        assert late.error is None
+    finally:
+        sink.close()
+        for other in later:
+            other.close()
+    assert folder_count(dovecot, "INBOX") == 4001
+
+

@@ -78,6 +78,8 @@ WIDEN_AT = 1000
 DEALT_AHEAD = 64
 """Messages dealt to a connection's thread at once, and not yet taken by it: each holds its
 body (in memory when small), beyond what the read-ahead counts."""
+HOLD_TIMEOUT = 120.0
+"""Longest a new sink waits for its own place in the account's ``AppendAllowance``."""
 DEAL_RUN_BYTES = 1 << 20
 """A run of messages dealt at once ends at this many bytes (or ``DEALT_AHEAD`` messages)."""
 DEALT_BYTES = 8 << 20
@@ -121,6 +123,79 @@ class AccountFolders:
         self.permanent_flags: tuple[bytes, ...] | None = None
 
 
+class AppendAllowance:
+    """The APPEND connections one account may hold at once, shared by its sinks. Each sink
+    holds its own while it lives (waiting for them if need be); a folder with many messages
+    borrows what is free while it sends, and gives a connection back between two runs of
+    messages as soon as a sink waits for its own: the account's count never goes over."""
+
+    def __init__(self, size: int) -> None:
+        self._changed = threading.Condition()
+        self._free = size
+        self._waiting = 0
+
+    def hold(self, count: int, timeout: float = HOLD_TIMEOUT) -> None:
+        """Take ``count`` for a sink's own connections. After ``timeout`` (a sink never
+        closed keeps what it held) they are taken all the same, rather than wait forever."""
+        with self._changed:
+            self._waiting += 1
+            try:
+                self._changed.wait_for(lambda: self._free >= count, timeout)
+            finally:
+                self._waiting -= 1
+            self._free -= count
+
+    def borrow(self, wanted: int) -> int:
+        """Up to ``wanted`` connections that are free, none while a sink waits."""
+        with self._changed:
+            taken = 0 if self._waiting else max(0, min(wanted, self._free))
+            self._free -= taken
+            return taken
+
+    def wanted_back(self) -> bool:
+        return self._waiting > 0
+
+    def give_back(self, count: int = 1) -> None:
+        with self._changed:
+            self._free += count
+            self._changed.notify_all()
+
+
+class _Lease:
+    """The connections a send borrowed (slots ``own`` and up), each given back once: when
+    ``_spread`` retires it for a sink that waits, or when the send ends."""
+
+    def __init__(self, sink: ImapSink, own: int, borrowed: int) -> None:
+        self.own = own
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._borrowed = set(range(own, own + borrowed))
+
+    def wanted_back(self) -> bool:
+        allowance = self._sink._allowance
+        return allowance is not None and allowance.wanted_back()
+
+    def returning(self, retired: set[int]) -> bool:
+        """Whether one of these slots is still to be given back."""
+        return bool(retired & self._borrowed)
+
+    def give_back(self, slot: int) -> None:
+        """The slot's connection logged out and its place returned to the account."""
+        with self._lock:
+            if slot not in self._borrowed:
+                return
+            self._borrowed.discard(slot)
+        pipeline = self._sink._pipelines.pop(slot, None)
+        if pipeline is not None:
+            pipeline.logout()
+        assert self._sink._allowance is not None
+        self._sink._allowance.give_back()
+
+    def end(self) -> None:
+        for slot in sorted(self._borrowed):
+            self.give_back(slot)
+
+
 class ImapSink:
     """A ``MailSink`` on an IMAP server (Dovecot, Cyrus, BlueMind...).
 
@@ -134,7 +209,7 @@ class ImapSink:
     """
 
     def __init__(self, endpoint: ImapEndpoint, credentials: ImapCredentials,
-                 connections: int = 1, allowance: threading.Semaphore | None = None,
+                 connections: int = 1, allowance: AppendAllowance | None = None,
                  account: AccountFolders | None = None) -> None:
         self._endpoint = endpoint
         self._credentials = credentials
@@ -142,9 +217,9 @@ class ImapSink:
         self._allowance = allowance
         self._held = 0
         """Of the allowance, what this sink holds for its own connections, until closed."""
-        while allowance is not None and self._held < self._connections and \
-                allowance.acquire(blocking=False):
-            self._held += 1
+        if allowance is not None:
+            allowance.hold(self._connections)
+            self._held = self._connections
         self._account = account or AccountFolders()
         self._expected: dict[str, int] = {}
         self._session = ImapSession(endpoint, credentials)
@@ -411,9 +486,9 @@ class ImapSink:
 
     def close(self) -> None:
         held, self._held = self._held, 0
-        for _ in range(held):
+        if held:
             assert self._allowance is not None
-            self._allowance.release()
+            self._allowance.give_back(held)
         pipelines, self._pipelines = self._pipelines, {}
         opening, self._opening = self._opening, None
         if opening is not None:
@@ -447,31 +522,21 @@ class ImapSink:
         """Connections taken from the allowance for the next send into the folder: as many
         as are free (up to one per ``WIDEN_AT`` messages expected), none for a small one."""
         wanted = self._expected.pop(native_name, 0) // WIDEN_AT
-        taken = 0
-        while (self._allowance is not None and taken < wanted
-               and self._allowance.acquire(blocking=False)):
-            taken += 1
-        return taken
+        return self._allowance.borrow(wanted) if self._allowance is not None and wanted else 0
 
     def _append(self, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
-        borrowed = self._borrowed(native_name)
-        connections = self._connections + borrowed
+        lease = _Lease(self, self._connections, self._borrowed(native_name))
+        connections = self._connections + len(lease._borrowed)
         try:
             if connections == 1:
                 yield from self._append_on(0, native_name, messages)
             else:
                 yield from _spread(connections, lambda slot, queued: self._append_on(
-                    slot, native_name, queued), messages)
+                    slot, native_name, queued), messages, lease)
         finally:
             # Borrowed connections go back: logged out, for another folder to open.
-            for slot in range(self._connections, connections):
-                pipeline = self._pipelines.pop(slot, None)
-                if pipeline is not None:
-                    pipeline.logout()
-            for _ in range(borrowed):
-                assert self._allowance is not None
-                self._allowance.release()
+            lease.end()
 
     def _append_on(self, slot: int, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
@@ -678,13 +743,16 @@ def _spread(
     connections: int,
     append_on: Callable[[int, Iterable[Message]], Iterator[tuple[Message, AppendReceipt]]],
     messages: Iterable[Message],
+    lease: _Lease | None = None,
 ) -> Iterator[tuple[Message, AppendReceipt]]:
     """Deal the messages round-robin, in runs of up to ``DEALT_AHEAD`` messages or
     ``DEAL_RUN_BYTES``, to one thread per connection; yield the receipts in the messages'
     order. Each thread owns its connection, so no socket is shared; a run goes across
     threads in one hand-over (a batch of small messages then makes one MULTIAPPEND of one
     connection). Once a connection fails for good, no more messages are dealt: the ones
-    dealt are answered (the failed connection's as unconfirmed), then its error is raised."""
+    dealt are answered (the failed connection's as unconfirmed), then its error is raised.
+    A borrowed connection (``lease``) that another sink of the account waits for is dealt
+    nothing more: once it has sent what it was dealt, it is given back."""
     inboxes: list[queue.Queue[list[Message] | None]] = [
         queue.Queue(maxsize=1) for _ in range(connections)]
     outboxes: list[queue.Queue[tuple[Message, AppendReceipt] | BaseException]] = [
@@ -694,6 +762,10 @@ def _spread(
     ended = [False] * connections
     room = threading.Condition()
     dealt_bytes = [0] * connections
+    active = list(range(connections))
+    """The slots still dealt to."""
+    retired: set[int] = set()
+    """Borrowed slots dealt nothing more, to give back once they have sent what they were."""
 
     def queued(slot: int) -> Iterator[Message]:
         while not stop.is_set():
@@ -722,6 +794,8 @@ def _spread(
         try:
             for result in append_on(slot, queued(slot)):
                 outboxes[slot].put(result)
+            if slot in retired and lease is not None:
+                lease.give_back(slot)
         except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
             outboxes[slot].put(error)
             broken.set()
@@ -756,7 +830,12 @@ def _spread(
     runs = itertools.count()
 
     def deal_run(run: list[Message]) -> None:
-        slot = next(runs) % connections
+        if (lease is not None and len(active) > lease.own and lease.wanted_back()
+                and not lease.returning(retired)):
+            slot = active.pop()  # the last borrowed: it ends after what it was dealt
+            retired.add(slot)
+            inboxes[slot].put(None)
+        slot = active[next(runs) % len(active)]
         deal(slot, run)
         order.append([slot, len(run)])
 
@@ -774,8 +853,8 @@ def _spread(
                 yield from answers(block=False)
         if run and not broken.is_set():
             deal_run(run)
-        for inbox in inboxes:
-            inbox.put(None)
+        for slot in active:
+            inboxes[slot].put(None)
         yield from answers(block=True)
     finally:
         stop.set()
