@@ -794,6 +794,17 @@ def test_a_large_folder_borrows_what_the_account_leaves_free_while_it_sends(dove
     assert allowance.borrow(5) == 4
 
 
+def test_a_folder_alone_appends_over_at_most_the_widest_the_allowance_says(dovecot):
+    allowance = AppendAllowance(5, widest=4)
+    sink = sink_for(dovecot, allowance=allowance)
+    try:
+        sink.expect("INBOX", 8000)
+        assert sink._borrowed("INBOX") == 3  # four connections with its own, one left free
+        assert allowance.borrow(5) == 1
+    finally:
+        sink.close()
+
+
 def test_a_new_sink_gets_its_connection_back_from_a_folder_that_borrowed_it(dovecot):
     """A folder alone borrows the whole allowance; a second sink of the account, opened
     while it sends, waits for its own connection, which the folder gives back between two

@@ -127,15 +127,16 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     # As many folders at once as connections, each appending over a quarter of them: most
     # folders are small, and what a small one costs is round trips, which only more folders
     # in flight hide; a big one batches many messages per APPEND (MULTIAPPEND) and borrows
-    # what the account's other folders leave of its allowance while it sends (all of it
-    # for a folder alone, a quarter more when every slot is busy), and gives one back as
-    # soon as another folder of the account needs its own: the most an account opens for
-    # APPENDs is connections + connections/4.
+    # what the account's other folders leave of its allowance while it sends (up to
+    # `connections` in all for a folder alone, as the raw copier's four lanes; a quarter
+    # more when every slot is busy), and gives one back as soon as another folder of the
+    # account needs its own: the most an account opens for APPENDs is
+    # connections + connections/4.
     config = account.config
     share = max(1, config.connections // 4)
     allowance = context.shared(
         ("imap-append-allowance", config.host, config.port, account.login),
-        lambda: AppendAllowance(config.connections + share))
+        lambda: AppendAllowance(config.connections + share, widest=config.connections))
     # The account's folder list is read once for all its sinks: the others open no
     # control connection unless they need one.
     folders = context.shared(("imap-account-folders", config.host, config.port, account.login),

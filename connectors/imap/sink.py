@@ -129,10 +129,12 @@ class AppendAllowance:
     borrows what is free while it sends, and gives a connection back between two runs of
     messages as soon as a sink waits for its own: the account's count never goes over."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, widest: int | None = None) -> None:
         self._changed = threading.Condition()
         self._free = size
         self._waiting = 0
+        self.widest = widest if widest is not None else size
+        """The most connections one folder appends over, its own included."""
 
     def hold(self, count: int, timeout: float = HOLD_TIMEOUT) -> None:
         """Take ``count`` for a sink's own connections. After ``timeout`` (a sink never
@@ -522,7 +524,9 @@ class ImapSink:
         """Connections taken from the allowance for the next send into the folder: as many
         as are free (up to one per ``WIDEN_AT`` messages expected), none for a small one."""
         wanted = self._expected.pop(native_name, 0) // WIDEN_AT
-        return self._allowance.borrow(wanted) if self._allowance is not None and wanted else 0
+        if self._allowance is None or not wanted:
+            return 0
+        return self._allowance.borrow(min(wanted, self._allowance.widest - self._connections))
 
     def _append(self, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
