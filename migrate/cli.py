@@ -176,6 +176,10 @@ def main(lang: str | None, verbose: bool) -> None:
         level=logging.INFO if verbose or not sys.stderr.isatty() else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr,
     )
+    # imapclient logs a warning, raw bytes included, whenever a server's reply text is not
+    # ASCII (Dovecot names a missing folder in UTF-8 in its NO): what bascule makes of that
+    # reply is said in its own message, in the user's language.
+    logging.getLogger("imapclient.util").setLevel(logging.ERROR)
 
 
 def entry() -> None:

@@ -1,5 +1,6 @@
 """The batch file: validation errors name the key and what to write instead."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,19 @@ def test_mistakes_are_said_in_french_through_to_their_detail(tmp_path):
          "« file:chemin/du/secret », jamais le secret lui-même"),
     ]
     assert "motdepasse" not in " ".join(p.fr + p.en for p in caught.value.problems)
+
+
+def test_a_server_reply_in_utf8_is_not_logged_as_a_decoding_warning(caplog):
+    """imapclient warns with the raw bytes when a reply text is not ASCII (Dovecot's NO for
+    a missing folder with an accented name): once a command has started, that warning is
+    not shown."""
+    from imapclient.util import to_unicode
+
+    from tests.cli import bascule
+
+    code, _ = bascule("connectors")
+    assert code == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        to_unicode("Mailbox doesn't exist: Archives/Courrier arrivé".encode())
+    assert not [r for r in caplog.records if r.name == "imapclient.util"]
