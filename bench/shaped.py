@@ -48,7 +48,7 @@ from pathlib import Path
 
 from imapclient.imap_utf7 import encode as utf7
 
-from bench.baseline import Connection, folders, quote
+from bench.baseline import Connection, fetched, folders, quote
 from bench.ceiling import BATCH_BYTES, BATCH_MESSAGES, create_all
 from bench.mail import Launcher, Setting, bascule_command, machine
 from bench.shaped_corpus import (
@@ -72,7 +72,6 @@ MB = 1_000_000
 CORES = os.cpu_count() or 1
 LOCK_TIMEOUT = re.compile(r"failed: Timed out after \d+ seconds")
 STATUS = re.compile(rb"^\* STATUS .+ \(MESSAGES (\d+) SIZE (\d+)\)\r\n$")
-LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 
 
 @dataclass(frozen=True)
@@ -156,14 +155,10 @@ def warm(server: Dovecot, users: Iterable[str]) -> None:
         for folder in folders(conn):
             conn.command(b"EXAMINE " + folder)
             tag = conn.send(b"UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[])")
-            while not (line := conn.reader.readline()).startswith(tag + b" "):
-                if not line:
-                    raise ConnectionError(f"closed while reading {folder!r}")
-                while literal := LITERAL.search(line):
-                    conn.reader.read(int(literal.group(1)))
-                    line = conn.reader.readline()
-            if not line.startswith(tag + b" OK"):
-                raise RuntimeError(f"FETCH in {folder!r}: {line!r}")
+            for _ in fetched(conn, tag):
+                pass
+            if not conn.last.startswith(tag + b" OK"):
+                raise RuntimeError(f"FETCH in {folder!r}: {conn.last!r}")
         conn.close()
 
 

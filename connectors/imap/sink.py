@@ -530,8 +530,9 @@ class ImapSink:
 
     def _append(self, native_name: str, messages: Iterable[Message]) -> Iterator[
             tuple[Message, AppendReceipt]]:
-        lease = _Lease(self, self._connections, self._borrowed(native_name))
-        connections = self._connections + len(lease._borrowed)
+        borrowed = self._borrowed(native_name)
+        lease = _Lease(self, self._connections, borrowed)
+        connections = self._connections + borrowed
         try:
             if connections == 1:
                 yield from self._append_on(0, native_name, messages)
@@ -757,7 +758,7 @@ def _spread(
     dealt are answered (the failed connection's as unconfirmed), then its error is raised.
     A borrowed connection (``lease``) that another sink of the account waits for is dealt
     nothing more: once it has sent what it was dealt, it is given back."""
-    inboxes: list[queue.Queue[list[Message] | None]] = [
+    inboxes: list[queue.Queue[tuple[list[Message], int] | None]] = [
         queue.Queue(maxsize=1) for _ in range(connections)]
     outboxes: list[queue.Queue[tuple[Message, AppendReceipt] | BaseException]] = [
         queue.Queue() for _ in range(connections)]
@@ -774,25 +775,25 @@ def _spread(
     def queued(slot: int) -> Iterator[Message]:
         while not stop.is_set():
             try:
-                run = inboxes[slot].get(timeout=0.1)
+                dealt = inboxes[slot].get(timeout=0.1)
             except queue.Empty:
                 continue
-            if run is None:
+            if dealt is None:
                 ended[slot] = True
                 return
+            run, size = dealt
             with room:
-                dealt_bytes[slot] -= sum(message.size for message in run)
+                dealt_bytes[slot] -= size
                 room.notify_all()
             yield from run
 
-    def deal(slot: int, run: list[Message]) -> None:
-        size = sum(message.size for message in run)
+    def deal(slot: int, run: list[Message], size: int) -> None:
         with room:
             while (dealt_bytes[slot] and dealt_bytes[slot] + size > DEALT_BYTES
                    and not broken.is_set()):
                 room.wait(timeout=0.1)
             dealt_bytes[slot] += size
-        inboxes[slot].put(run)
+        inboxes[slot].put((run, size))
 
     def work(slot: int) -> None:
         try:
@@ -833,14 +834,14 @@ def _spread(
 
     runs = itertools.count()
 
-    def deal_run(run: list[Message]) -> None:
+    def deal_run(run: list[Message], size: int) -> None:
         if (lease is not None and len(active) > lease.own and lease.wanted_back()
                 and not lease.returning(retired)):
             slot = active.pop()  # the last borrowed: it ends after what it was dealt
             retired.add(slot)
             inboxes[slot].put(None)
         slot = active[next(runs) % len(active)]
-        deal(slot, run)
+        deal(slot, run, size)
         order.append([slot, len(run)])
 
     try:
@@ -852,11 +853,11 @@ def _spread(
             run.append(message)
             run_bytes += message.size
             if len(run) >= DEALT_AHEAD or run_bytes >= DEAL_RUN_BYTES:
-                deal_run(run)
+                deal_run(run, run_bytes)
                 run, run_bytes = [], 0
                 yield from answers(block=False)
         if run and not broken.is_set():
-            deal_run(run)
+            deal_run(run, run_bytes)
         for slot in active:
             inboxes[slot].put(None)
         yield from answers(block=True)
