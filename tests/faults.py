@@ -11,6 +11,7 @@ import asyncio
 import errno
 import fcntl
 import os
+import signal
 import socket
 import sqlite3
 import struct
@@ -651,3 +652,30 @@ def run_with_signal(batch: Path, env: dict[str, str], signum: int,
     run.signal_when(signum, ready, timeout)
     return run.finish(timeout)
 
+
+def kill_in_flight(batch: Path, env: dict[str, str], proxy: FaultProxy,
+                   start: Callable[[LedgerCounts], bool], timeout: float = 120.0
+                   ) -> RunOutcome:
+    """``bascule run BATCH`` killed (SIGKILL) with messages in flight to its target, which it
+    reaches through ``proxy``.
+
+    Once ``start`` holds, the proxy stalls every connection: what is being sent stays in
+    flight (a batch may even be stored with its answer held back), and whatever the run
+    takes next waits there too. The process is killed once its ledger shows an item in
+    flight, then the proxy resumes. Polling alone would miss that moment on a fast run: a
+    batch of messages is in flight for a few milliseconds on loopback.
+    """
+    stalled = False
+
+    def ready(counts: LedgerCounts) -> bool:
+        nonlocal stalled
+        if not stalled and start(counts):
+            proxy.stall()
+            stalled = True
+        return stalled and counts.inflight > 0
+
+    try:
+        return run_with_signal(batch, env, signal.SIGKILL, ready, timeout)
+    finally:
+        if stalled:
+            proxy.resume()

@@ -272,27 +272,32 @@ def test_onedrive_files_land_with_their_bytes_and_mtimes(certificates, dovecot_f
 
 
 def test_a_graph_run_killed_at_several_points_moves_nothing_twice(
-        certificates, dovecot_factory, tmp_path):
+        certificates, dovecot_factory, fault_proxy, tmp_path):
     import os
     import signal
     import subprocess
     import sys
 
-    from tests.faults import ROOT, run_with_signal
+    from tests.faults import ROOT, kill_in_flight, run_with_signal
 
     tenant = french_tenant(users=2, inbox_messages=240)
     target = dovecot_factory(users={"alice": "alice-target"})
+    proxy = fault_proxy(target)
     with running_graph_server(tenant, certificates) as graph:
         graph.state.latency = 0.01
-        batch = write_batch(tmp_path, graph, certificates, target)
+        batch = write_batch(tmp_path, graph, certificates, proxy)
         env = {**os.environ, "GRAPH_SECRET": tenant.client_secret,
                "ALICE_TARGET": "alice-target", "PYTHONPATH": str(ROOT)}
-        kills = 0
-        for ready in (lambda ledger: ledger.inflight > 0 and ledger.done == 0,
-                      lambda ledger: ledger.done >= 60 and ledger.inflight > 0,
-                      lambda ledger: ledger.done >= 150):
-            kills += run_with_signal(batch, env, signal.SIGKILL, ready).signalled
-        assert kills >= 2
+        # Killed while the first messages are on their way, then with 60 landed, each time
+        # with a batch in flight (the proxy holds it there), then once more wherever the run
+        # is when 150 have landed.
+        outcomes = [kill_in_flight(batch, env, proxy, start) for start in (
+            lambda ledger: proxy.bytes_to_server >= 16384,
+            lambda ledger: ledger.done >= 60)]
+        outcomes.append(run_with_signal(batch, env, signal.SIGKILL,
+                                        lambda ledger: ledger.done >= 150))
+        assert [outcome.returncode for outcome in outcomes] == [-signal.SIGKILL] * 3
+        assert all(outcome.at_signal.inflight > 0 for outcome in outcomes[:2])
         final = subprocess.run([sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT,
                                env=env, capture_output=True, text=True, check=False)
         assert final.returncode == 0, final.stderr

@@ -30,6 +30,7 @@ from tests.faults import (
     MountRefused,
     fill,
     free_bytes,
+    kill_in_flight,
     ledger_counts,
     mount_tmpfs,
     run_with_signal,
@@ -515,6 +516,24 @@ def test_a_run_not_signalled_reports_its_whole_output(migration):
     assert (outcome.returncode, outcome.signalled, outcome.seconds_to_exit) == (0, False, None)
     assert outcome.stdout or outcome.stderr
     assert ledger_counts(run.work).done == total
+
+
+def test_kill_in_flight_kills_with_a_batch_held_there_and_lets_the_proxy_flow_again(
+        dovecot_factory, fault_proxy, tmp_path):
+    source = dovecot_factory(users={"alice": "a"})
+    target = dovecot_factory(users={"alice": "b"})
+    proxy = fault_proxy(target)
+    mailboxes.seed(source, "alice",
+                   [CorpusFolder(("INBOX",), "inbox", list(build_mailbox(300, seed=5)))])
+    mailboxes.write_users(tmp_path, [("alice", "alice", "env:A1", "env:A2")])
+    env = {**os.environ, "A1": "a", "A2": "b"}
+    outcome = kill_in_flight(batch_file(tmp_path, source, proxy), env, proxy,
+                             lambda counts: proxy.bytes_to_server >= 16384)
+    assert outcome.returncode == -signal.SIGKILL
+    assert outcome.at_signal.inflight > 0 and outcome.at_signal.done < 300
+    after = connect(proxy.port)
+    assert read_line(after).startswith(b"* OK"), "the proxy was left stalled"
+    after.close()
 
 
 # --- an independent dump of the target, compared -------------------------------------------

@@ -15,38 +15,36 @@ from migrate.ledger import UNSETTLED, Ledger
 from migrate.mail import MailUnit, container_key
 from tests import mailboxes
 from tests.corpus import CorpusFolder, build_corpus, build_mailbox
-from tests.faults import run_with_signal
+from tests.faults import kill_in_flight, run_with_signal
 from tests.test_engine_imap import LANDING, batch_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_sigkill_at_several_points_leaves_no_duplicate_and_no_gap(dovecot_factory, tmp_path):
+def test_sigkill_at_several_points_leaves_no_duplicate_and_no_gap(dovecot_factory, fault_proxy,
+                                                                   tmp_path):
     source = dovecot_factory(users={"alice": "a"})
     target = dovecot_factory(users={"alice": "b"})
+    proxy = fault_proxy(target)
     corpus = build_corpus(seed=7)
     corpus[0] = CorpusFolder(("INBOX",), "inbox",
-                             corpus[0].messages + list(build_mailbox(600, seed=11)))
+                             corpus[0].messages + list(build_mailbox(1200, seed=11)))
     mailboxes.seed(source, "alice", corpus)
     mailboxes.write_users(tmp_path, [("alice", "alice", "env:A1", "env:A2")])
-    batch = batch_file(tmp_path, source, target)
+    batch = batch_file(tmp_path, source, proxy)
     env = {**os.environ, "A1": "a", "A2": "b", "PYTHONPATH": str(ROOT)}
 
-    kills = 0
-    points = [
-        lambda ledger: ledger.inflight > 0 and ledger.done == 0,
-        lambda ledger: ledger.done >= 40 and ledger.inflight > 0,
-        lambda ledger: ledger.done >= 200 and ledger.inflight > 0,
-        lambda ledger: ledger.done >= 420,
-        lambda ledger: ledger.inflight > 0,
-    ]
-    for ready in points:
-        outcome = run_with_signal(batch, env, signal.SIGKILL, ready)
-        if outcome.signalled:
-            kills += 1
-        else:
-            assert outcome.returncode == 0, outcome.stderr
-    assert kills >= 3, "the runs ended before the kill points: make the mailbox larger"
+    # Killed with batches in flight (the proxy holds them there): while the first messages
+    # are on their way, then with 300 and 600 landed, each time in a run that resumes the
+    # one before; then once more wherever the run is when 900 have landed.
+    outcomes = [kill_in_flight(batch, env, proxy, start) for start in (
+        lambda ledger: proxy.bytes_to_server >= 16384,
+        lambda ledger: ledger.done >= 300, lambda ledger: ledger.done >= 600)]
+    outcomes.append(run_with_signal(batch, env, signal.SIGKILL,
+                                    lambda ledger: ledger.done >= 900))
+    assert [outcome.returncode for outcome in outcomes] == [-signal.SIGKILL] * 4
+    assert all(outcome.at_signal.inflight > 0 for outcome in outcomes[:3])
+    assert max(outcome.at_signal.done for outcome in outcomes) < 1200, "make the mailbox larger"
 
     final = subprocess.run([sys.executable, "-m", "migrate", "run", str(batch)], cwd=ROOT,
                            env=env, capture_output=True, text=True, check=False)
