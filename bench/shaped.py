@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import chain
@@ -98,6 +98,8 @@ class Measure:
     the servers', the proxies' and the kernel's beside it. Divided by the cores, it is the
     shortest the run could have been on this machine with the same work."""
     problem: str | None = None
+    round: int = 1
+    """Which of the invocation's rounds (``--rounds``) the run belongs to, from 1."""
 
     @property
     def msgs_per_s(self) -> float:
@@ -264,9 +266,11 @@ def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int]
 
 
 def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: Dovecot,
-            accounts: Accounts, scratch: Path, out: Path, timeout: float) -> Measure:
-    """One copy by one tool to a fresh target, then the check by count and size."""
-    label = f"{case}-{setting.name}-{tool}"
+            accounts: Accounts, scratch: Path, out: Path, timeout: float,
+            round_: int = 1, rounds: int = 1) -> Measure:
+    """One copy by one tool to a fresh target, then the check by count and size; with
+    several rounds, each run has its own folder (``...-r2``)."""
+    label = f"{case}-{setting.name}-{tool}" + (f"-r{round_}" if rounds > 1 else "")
     work = out / label
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -308,36 +312,61 @@ def measure(launcher: Launcher, case: str, tool: str, setting: Setting, source: 
     return Measure(case, setting.name, tool, len(accounts.pairs), accounts.messages,
                    accounts.bytes, child["seconds"], child["peak_rss_mb"], code,
                    child["cpu_seconds"], child["machine_busy"],
-                   len(LOCK_TIMEOUT.findall(target_log)), child["machine_cpu_seconds"], problem)
+                   len(LOCK_TIMEOUT.findall(target_log)), child["machine_cpu_seconds"], problem,
+                   round_)
 
 
 # Report
 
-def table(measures: list[Measure]) -> str:
-    lines = [("| case | setting | tool | accounts | messages | MB | seconds | CPU s | machine busy "
-              "| machine CPU s | msgs/s | peak RSS (MB) | target lock timeouts "
-              "| bascule / append ceiling | bascule / MULTIAPPEND ceiling |"),
-             "| --- | --- | --- |" + " ---: |" * 12]
-    by_key = {(m.case, m.setting, m.tool): m for m in measures}
+def medians(measures: list[Measure]) -> list[tuple[Measure, list[float]]]:
+    """Per case, setting and tool, in the order first run: the run whose time is the median
+    of its rounds (the lower of the two middle ones for an even count), with every round's
+    seconds. A failed round stands for the whole (it is shown, not hidden by the others)."""
+    groups: dict[tuple[str, str, str], list[Measure]] = {}
     for m in measures:
+        groups.setdefault((m.case, m.setting, m.tool), []).append(m)
+    chosen = []
+    for runs in groups.values():
+        failed = [m for m in runs if m.problem]
+        ranked = sorted(runs, key=lambda m: m.seconds)
+        pick = failed[0] if failed else ranked[(len(ranked) - 1) // 2]
+        chosen.append((pick, [m.seconds for m in runs]))
+    return chosen
+
+
+def row(m: Measure, ratios: tuple[str, str] = ("", ""), seconds: Sequence[float] = ()) -> str:
+    speed = ("failed", "") if m.problem else (f"{m.seconds:.1f}", f"{m.msgs_per_s:.0f}")
+    rounds = " ".join(f"{s:.1f}" for s in seconds) if len(seconds) > 1 else ""
+    return (f"| {m.case} | {m.setting} | {m.tool} | {m.accounts} | {m.messages} | "
+            f"{m.bytes / MB:.0f} | {speed[0]} | {rounds} | {m.cpu_seconds:.1f} | "
+            f"{m.machine_busy:.0%} | {m.machine_cpu_seconds:.1f} | {speed[1]} | "
+            f"{m.peak_rss_mb:.0f} | {m.lock_timeouts} | {ratios[0]} | {ratios[1]} |")
+
+
+def table(measures: list[Measure]) -> str:
+    """One line per case, setting and tool: its median round (``seconds``), every round's
+    time when there were several, and bascule's ratios to the ceilings' medians."""
+    lines = [("| case | setting | tool | accounts | messages | MB | seconds | rounds (s) "
+              "| CPU s | machine busy | machine CPU s | msgs/s | peak RSS (MB) "
+              "| target lock timeouts | bascule / append ceiling "
+              "| bascule / MULTIAPPEND ceiling |"),
+             "| --- | --- | --- |" + " ---: |" * 13]
+    chosen = medians(measures)
+    by_key = {(m.case, m.setting, m.tool): m for m, _ in chosen}
+    for m, seconds in chosen:
         ratios = []
         for mode in ("append", "multiappend"):
             ceil = by_key.get((m.case, m.setting, mode))
             ok = m.tool.startswith("bascule") and ceil and not ceil.problem and not m.problem
             ratios.append(f"{ceil.seconds / m.seconds:.2f}" if ok else "")
-        speed = ("failed", "") if m.problem else (f"{m.seconds:.1f}", f"{m.msgs_per_s:.0f}")
-        lines.append(f"| {m.case} | {m.setting} | {m.tool} | {m.accounts} | {m.messages} | "
-                     f"{m.bytes / MB:.0f} | {speed[0]} | {m.cpu_seconds:.1f} | "
-                     f"{m.machine_busy:.0%} | {m.machine_cpu_seconds:.1f} | {speed[1]} | "
-                     f"{m.peak_rss_mb:.0f} | {m.lock_timeouts} | "
-                     f"{ratios[0]} | {ratios[1]} |")
+        lines.append(row(m, (ratios[0], ratios[1]), seconds))
     return "\n".join(lines)
 
 
 def growth(measures: list[Measure]) -> list[str]:
     """How each tool's time grows from the smallest bulk folder to the largest."""
     lines = []
-    bulk = [m for m in measures if m.case.startswith("bulk-") and not m.problem]
+    bulk = [m for m, _ in medians(measures) if m.case.startswith("bulk-") and not m.problem]
     for setting, tool in sorted({(m.setting, m.tool) for m in bulk}):
         runs = sorted((m for m in bulk if (m.setting, m.tool) == (setting, tool)),
                       key=lambda m: m.messages)
@@ -370,6 +399,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=10.0, help="added each way (wan)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/shaped"))
     parser.add_argument("--timeout", type=float, default=1800.0, help="per child, seconds")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every case, setting and tool this many times, alternated "
+                        "(all of them once, then again); the tables give each one's median")
     args = parser.parse_args()
     cases, tools = args.cases.split(","), args.tools.split(",")
     launcher = Launcher()
@@ -416,10 +448,12 @@ def main() -> None:
         print(f"seeding took {time.monotonic() - started:.0f} s", flush=True)
         for name in args.settings.split(","):
             setting = Setting(name, args.latency_ms / 1000)
-            for case, tool, held in runs:
-                measures.append(measure(launcher, case, tool, setting, source, held, scratch,
-                                        out, args.timeout))
-                print(table(measures).splitlines()[-1], flush=True)
+            for round_ in range(1, args.rounds + 1):
+                for case, tool, held in runs:
+                    measures.append(measure(launcher, case, tool, setting, source, held,
+                                            scratch, out, args.timeout, round_, args.rounds))
+                    print(row(measures[-1]) + (f" round {round_}" if args.rounds > 1 else ""),
+                          flush=True)
     finally:
         launcher.close()
         source.stop()
@@ -434,6 +468,7 @@ def main() -> None:
         "shaped_folders": [[list(f.path), f.count] for f in shaped[SHAPED_USER + DOMAIN]],
         "latency_ms_each_way": args.latency_ms,
         "lanes": LANES,
+        "rounds": args.rounds,
         "multiappend_batch": {"messages": BATCH_MESSAGES, "bytes": BATCH_BYTES},
         "runs": [asdict(m) | {"msgs_per_s": m.msgs_per_s} for m in measures],
         "plan_estimates": ESTIMATES,
@@ -441,18 +476,19 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print()
     print(table(measures))
+    middle = [m for m, _ in medians(measures)]
     for name in args.settings.split(","):
         for tool in tools:
-            many_run = next((m for m in measures if (m.case, m.setting, m.tool)
+            many_run = next((m for m in middle if (m.case, m.setting, m.tool)
                              == ("users", name, tool)), None)
-            one_run = next((m for m in measures if (m.case, m.setting, m.tool)
+            one_run = next((m for m in middle if (m.case, m.setting, m.tool)
                             == ("users-one", name, tool)), None)
             if many_run and one_run and not many_run.problem and not one_run.problem:
                 print(f"{name}: {tool}, {many_run.accounts} users / one user with the same "
                       f"messages: {many_run.seconds:.1f} s / {one_run.seconds:.1f} s = "
                       f"{many_run.seconds / one_run.seconds:.2f}"
                       + (" (goal: 1.5 or less)" if tool.startswith("bascule") else ""))
-        for m in measures:
+        for m in middle:
             if m.case == "users" and m.setting == name and not m.problem:
                 # What the machine's cores allow: the same CPU work spread on every core.
                 print(f"{name}: {m.tool} on {m.accounts} users used {m.machine_cpu_seconds:.1f} "
