@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.faults import FaultProxy, MountRefused, mount_tmpfs, unmount
 from tests.tls import TestCertificates, make_test_certificates
 
+CyrusFactory = Callable[[dict[str, str]], Cyrus]
 DovecotFactory = Callable[..., Dovecot]
 FaultProxyFactory = Callable[[Dovecot | tuple[str, int]], FaultProxy]
 TmpfsFactory = Callable[[int], Path]
@@ -36,6 +38,33 @@ def dovecot_factory(tmp_path: Path) -> Iterator[DovecotFactory]:
 def dovecot(dovecot_factory: DovecotFactory) -> Dovecot:
     """One Dovecot with users alice and bob, ``/`` as hierarchy separator."""
     return dovecot_factory({"alice": "alice-pw", "bob": "bob-pw"})
+
+
+@pytest.fixture
+def cyrus_factory(tmp_path: Path) -> Iterator[CyrusFactory]:
+    """Start Cyruses with CalDAV and CardDAV for the given users (logins ``name@domain``,
+    any password accepted), their scheduling mail captured; all are stopped at teardown.
+    Where Cyrus is not unpacked (tests/run.sh does it), the test fails saying so: a
+    missing server is never a green skip."""
+    started: list[Cyrus] = []
+
+    def start(users: dict[str, str]) -> Cyrus:
+        try:
+            server = start_cyrus(tmp_path / f"cyrus-{len(started)}", users)
+        except CyrusMissing as missing:
+            pytest.fail(str(missing), pytrace=False)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def cyrus(cyrus_factory: CyrusFactory) -> Cyrus:
+    """One Cyrus with users alice@example.org and bob@example.org."""
+    return cyrus_factory({"alice@example.org": "alice-pw", "bob@example.org": "bob-pw"})
 
 
 @pytest.fixture(scope="session")

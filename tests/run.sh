@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run every test on a fresh Debian machine: installs Dovecot (Debian package) if missing,
+# unpacks Cyrus IMAP (Debian packages, see tests/cyrus.py) if missing,
 # the locked dependencies (requirements.lock) and the project into .venv, then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +10,51 @@ cd "$(dirname "$0")/.."
 packages=""
 [ -x /usr/sbin/dovecot ] || packages="dovecot-imapd"
 python3 -c "import ensurepip" 2>/dev/null || packages="$packages python3-venv"
-if [ -n "$packages" ]; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+# Cyrus IMAP with CalDAV (tests/cyrus.py): its packages conflict with Dovecot's, so they
+# are unpacked, not installed, into a cache folder kept between runs, and only the
+# libraries they depend on are installed. As root, Cyrus runs as nobody, who cannot enter
+# root's home: tests/cyrus.py looks in the same folder.
+if [ "$(id -u)" -eq 0 ]; then
+    cyrus_tree=/var/cache/bascule/cyrus-imapd
+else
+    cyrus_tree="${XDG_CACHE_HOME:-$HOME/.cache}/bascule/cyrus-imapd"
+fi
+cyrus_ready() {
+    local programs="$cyrus_tree/usr/lib/cyrus/bin"
+    [ -x "$programs/master" ] && [ -x "$programs/imapd" ] && [ -x "$programs/httpd" ] || return 1
+    local libraries linked
+    libraries=$(dirname "$cyrus_tree"/usr/lib/*/libcyrus.so.0)
+    linked=$(LD_LIBRARY_PATH="$libraries" ldd "$programs/master" "$programs/imapd" \
+        "$programs/httpd") || return 1
+    ! grep -q "not found" <<<"$linked"
+}
+if [ -n "$packages" ] || ! cyrus_ready; then
     $sudo apt-get update -qq
+fi
+if [ -n "$packages" ]; then
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
+fi
+if ! cyrus_ready; then
+    debs=$(mktemp -d)
+    (cd "$debs" && apt-get download -qq -o APT::Sandbox::User=root \
+        cyrus-common cyrus-imapd cyrus-caldav)
+    # Every "lib..." package named in their Depends, first of any alternatives; none of the
+    # others (an MTA, adduser...) is needed to run the unpacked programs. --no-upgrade
+    # leaves the libraries already installed as they are.
+    libraries=$(for deb in "$debs"/*.deb; do dpkg-deb -f "$deb" Depends; done \
+        | tr ',' '\n' | sed 's/(.*)//; s/|.*//; s/[[:space:]]//g' | grep '^lib' | sort -u)
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        --no-upgrade $libraries >/dev/null
+    rm -rf "$cyrus_tree.new"
+    mkdir -p "$cyrus_tree.new"
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$cyrus_tree.new"; done
+    rm -rf "$debs" "$cyrus_tree"
+    mv "$cyrus_tree.new" "$cyrus_tree"
+    cyrus_ready || { echo "run.sh: Cyrus's programs still miss libraries" >&2; exit 1; }
 fi
 python3 -m venv .venv
 # The locked versions, checked against their hashes; the project itself adds none
