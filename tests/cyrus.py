@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.dovecot import (
-    _free_port,
-    _let_mail_user_traverse,
-    _mail_owner,
-    _port_free,
-    _stat,
-    _tail,
-    _wait_greeting,
+from tests.servers import (
+    START_TIMEOUT,
+    free_port,
+    let_mail_user_traverse,
+    mail_owner,
+    port_free,
+    proc_stat,
+    tail,
+    wait_greeting,
 )
 
 
@@ -57,7 +58,6 @@ def _cyrus_tree() -> Path:
 CYRUS_TREE = _cyrus_tree()
 PROGRAMS = CYRUS_TREE / "usr" / "lib" / "cyrus" / "bin"
 ADMIN = ("admin", "admin-pw")
-START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
 # ``sendmail -bs`` for Cyrus: SMTP on standard input and output. Each message is written to
@@ -175,7 +175,7 @@ class Cyrus:
         found = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
-                fields = _stat(int(entry.name))
+                fields = proc_stat(int(entry.name))
                 if fields[3:4] == [session] and fields[0] not in ("Z", "X"):
                     found.append(int(entry.name))
         return sorted(found, key=lambda pid: pid != self.master.pid)
@@ -214,7 +214,7 @@ class Cyrus:
                     except ProcessLookupError:
                         pass
             time.sleep(0.02)
-        while not all(_port_free(self.host, port) for port in (self.http_port, self.imap_port)):
+        while not all(port_free(self.host, port) for port in (self.http_port, self.imap_port)):
             if time.monotonic() > deadline + STOP_TIMEOUT:
                 raise RuntimeError(f"cyrus (pid {self.master.pid}) left its ports taken")
             time.sleep(0.02)
@@ -227,12 +227,12 @@ def start_cyrus(base: Path, users: dict[str, str]) -> Cyrus:
     if not (PROGRAMS / "master").exists():
         raise CyrusMissing(f"Cyrus is not unpacked in {CYRUS_TREE}: run tests/run.sh")
     root = Path(base)
-    owner, group = _mail_owner()
+    owner, group = mail_owner()
     folders = ("config", "config/socket", "spool", "sieve", "tmp", "capture", "log", "run")
     for sub in folders:
         (root / sub).mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        _let_mail_user_traverse(root, owner)
+        let_mail_user_traverse(root, owner)
         for sub in folders:
             shutil.chown(root / sub, owner, group)
     sendmail = root / "sendmail"
@@ -241,13 +241,13 @@ def start_cyrus(base: Path, users: dict[str, str]) -> Cyrus:
 
     last_error = ""
     for _ in range(5):
-        http_port, imap_port = _free_port(), _free_port()
+        http_port, imap_port = free_port(), free_port()
         if http_port == imap_port:
             continue
         (root / "imapd.conf").write_text(_imapd_conf(root, owner, group))
         (root / "cyrus.conf").write_text(_cyrus_conf(root, http_port, imap_port))
         server = Cyrus("127.0.0.1", http_port, imap_port, root, dict(users), _start_master(root))
-        if _wait_greeting("127.0.0.1", imap_port) and _wait_listening("127.0.0.1", http_port):
+        if wait_greeting("127.0.0.1", imap_port) and _wait_listening("127.0.0.1", http_port):
             try:
                 for user in users:
                     server.create_inbox(user)
@@ -255,7 +255,7 @@ def start_cyrus(base: Path, users: dict[str, str]) -> Cyrus:
                 server.stop()
                 raise
             return server
-        last_error = _tail(root / "log" / "master.log")
+        last_error = tail(root / "log" / "master.log")
         server.stop()
     raise RuntimeError(f"cyrus did not start: {last_error}")
 

@@ -7,18 +7,24 @@ folder, and nothing of the system's Dovecot. Mail of user ``u`` lives under
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.servers import (
+    free_port,
+    let_mail_user_traverse,
+    mail_owner,
+    port_free,
+    proc_stat,
+    tail,
+    wait_greeting,
+)
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 SPECIAL_USE = {
@@ -28,7 +34,6 @@ SPECIAL_USE = {
     "Junk": "\\Junk",
     "Archive": "\\Archive",
 }
-START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
 
@@ -115,7 +120,7 @@ class Dovecot:
         self.stop()
         if not _start(self.root, self.port):
             raise RuntimeError(f"dovecot did not restart on port {self.port}: "
-                               + _tail(self.root / "startup.log") + _tail(self.root / "dovecot.log"))
+                               + tail(self.root / "startup.log") + tail(self.root / "dovecot.log"))
 
     def processes(self) -> list[int]:
         """This instance's live processes: its master first, then the master's children;
@@ -139,7 +144,7 @@ class Dovecot:
     def _wait_ports_free(self, pid: int | None) -> None:
         ports = [p for p in (self.port, self.tls_port) if p]
         deadline = time.monotonic() + STOP_TIMEOUT
-        while not all(_port_free(self.host, port) for port in ports):
+        while not all(port_free(self.host, port) for port in ports):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"dovecot (pid {pid}) still listening after {STOP_TIMEOUT}s")
             time.sleep(0.02)
@@ -195,9 +200,9 @@ def start_dovecot(
     root = Path(base)
     for sub in ("run", "state", "mail", "home"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    mail_user, mail_group = _mail_owner()
+    mail_user, mail_group = mail_owner()
     if os.geteuid() == 0:
-        _let_mail_user_traverse(root, mail_user)
+        let_mail_user_traverse(root, mail_user)
         for sub in ("mail", "home"):
             shutil.chown(root / sub, mail_user, mail_group)
     _write_passwd(root / "users.passwd", users)
@@ -206,8 +211,8 @@ def start_dovecot(
 
     last_error = ""
     for _ in range(5):
-        port = _free_port()
-        tls_port = _free_port() if tls else None
+        port = free_port()
+        tls_port = free_port() if tls else None
         config = _config(root, port, separator, capability, master, max_mail_size, quota_bytes,
                          mail_user, mail_group)
         if tls:
@@ -217,7 +222,7 @@ def start_dovecot(
         (root / "dovecot.conf").write_text(config)
         if _start(root, port):
             return Dovecot("127.0.0.1", port, root, dict(users), master, tls_port)
-        last_error = _tail(root / "startup.log") + _tail(root / "dovecot.log")
+        last_error = tail(root / "startup.log") + tail(root / "dovecot.log")
         Dovecot("127.0.0.1", port, root, dict(users), master).stop()
     raise RuntimeError(f"dovecot did not start: {last_error}")
 
@@ -233,20 +238,14 @@ def _start(root: Path, port: int) -> bool:
             stdout=startup_log,
             stderr=subprocess.STDOUT,
         )
-    return started.returncode == 0 and _wait_greeting("127.0.0.1", port)
+    return started.returncode == 0 and wait_greeting("127.0.0.1", port)
 
 
-def _stat(pid: int) -> list[str]:
-    """The fields of ``/proc/PID/stat`` after the command name (state, parent, ...)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
 
 
 def _state(pid: int) -> str:
     """The process's state letter (R, S, T for stopped, Z for a zombie), "" if gone."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     return fields[0] if fields else ""
 
 
@@ -255,7 +254,7 @@ def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields[1:2] == [str(pid)] and fields[0] not in ("Z", "X"):
                 found.append(int(entry.name))
     return found
@@ -406,26 +405,8 @@ passdb {{
             .replace("passdb {\n", token_passdbs, 1))
 
 
-def _mail_owner() -> tuple[str, str]:
-    """Dovecot will not touch mail as root: as root, mail belongs to nobody."""
-    if os.geteuid() == 0:
-        return "nobody", "nogroup"
-    user = pwd.getpwuid(os.geteuid())
-    return user.pw_name, grp.getgrgid(user.pw_gid).gr_name
 
 
-def _let_mail_user_traverse(root: Path, mail_user: str) -> None:
-    """pytest's temporary folders are private to root; the mail user must reach its folder.
-
-    Only the search bit is added, and only on folders inside the system's temporary folder.
-    """
-    temp = Path(tempfile.gettempdir()).resolve()
-    folder = root.resolve()
-    while folder != temp and temp in folder.parents:
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            folder.chmod((mode & 0o7777) | 0o001)
-        folder = folder.parent
 
 
 def _write_passwd(path: Path, users: dict[str, str]) -> None:
@@ -436,40 +417,8 @@ def _write_passwd(path: Path, users: dict[str, str]) -> None:
     path.chmod(0o644)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether a new server could listen there (Dovecot binds with SO_REUSEADDR too).
-
-    Binding, not connecting: a connection would start a login process and slow the shutdown.
-    """
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
-def _wait_greeting(host: str, port: int) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=2) as conn:
-                if conn.recv(1024).startswith(b"* OK"):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,86 @@
+"""What the tests' private servers (tests/dovecot.py, tests/cyrus.py) share: free ports on
+127.0.0.1, the wait for a greeting, the unprivileged user their mail belongs to when the
+tests run as root, and what ``/proc`` says of a process."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+START_TIMEOUT = 15.0
+"""How long a server may take to greet its first client."""
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def mail_owner() -> tuple[str, str]:
+    """Who owns the mail of a test server: the current user, or nobody when the tests run
+    as root (Dovecot and Cyrus will not keep mail as root)."""
+    if os.geteuid() == 0:
+        return "nobody", "nogroup"
+    user = pwd.getpwuid(os.geteuid())
+    return user.pw_name, grp.getgrgid(user.pw_gid).gr_name
+
+
+def let_mail_user_traverse(root: Path, mail_user: str) -> None:
+    """pytest's temporary folders are private to root; the mail user must reach its folder.
+
+    Only the search bit is added, and only on folders inside the system's temporary folder.
+    """
+    temp = Path(tempfile.gettempdir()).resolve()
+    folder = root.resolve()
+    while folder != temp and temp in folder.parents:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod((mode & 0o7777) | 0o001)
+        folder = folder.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a new server could listen there (Dovecot binds with SO_REUSEADDR too).
+
+    Binding, not connecting: a connection would start a login process and slow the shutdown.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_greeting(host: str, port: int) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2) as conn:
+                if conn.recv(1024).startswith(b"* OK"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
