@@ -242,7 +242,8 @@ def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int]
     plan_command = [*command[:-2], "plan", command[-1]]
     children = []
     for label, suffix in (("first", ""), ("again", "-again")):
-        launcher.run_child(plan_command, env, work, work / f"plan{suffix}.log", timeout)
+        planned = launcher.run_child(plan_command, env, work, work / f"plan{suffix}.log",
+                                     timeout)
         child = launcher.run_child(command, env, work, work / f"tool{suffix}.log", timeout)
         children.append(child)
         estimate = json.loads((work / "work" / "plan-latest.json").read_text(
@@ -257,6 +258,8 @@ def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int]
                           "run_seconds": round(child["seconds"], 1),
                           "ledger_run_seconds": round(window, 1),
                           "ratio": round(estimate["seconds"] / child["seconds"], 2),
+                          "plan_seconds": round(planned["seconds"], 2),
+                          "workers": estimate["lanes"]["workers"],
                           "basis": estimate["basis"], "rates": estimate["rates"]})
         print(f"{work.name} {label}: plan estimated {estimate['seconds']:.1f} s "
               f"({estimate['basis']['kind']}), the run took {child['seconds']:.1f} s "
