@@ -132,8 +132,9 @@ class ListedCountSink(Protocol):
 
     def listed_count(self, native_name: str) -> int | None:
         """The folder's count in this command's folder list, if none of the command's sinks
-        has written to it since; None when the list did not count it. Anything stored
-        there before the command began (an earlier run cut while sending) is counted."""
+        has written to it since: 0 for a folder the list did not hold, None when the list
+        holds it without a count. Anything stored there before the command began (an
+        earlier run cut while sending) is counted."""
 
 
 @runtime_checkable

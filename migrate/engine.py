@@ -300,7 +300,10 @@ class Engine:
             return rows, said, totals
 
         # Principals are planned ``workers`` at a time (their sign-ins and listings are
-        # round trips), and reported in the users table's order.
+        # round trips), and reported in the users table's order; a principal's folders are
+        # listed over as many sources as its run would give its units.
+        self.bench.plan_lanes = Lanes(self.batch.run.workers, self.bench.account_slots()
+                                      ).per_principal(len(self._principals(MAIL)))
         with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
             jobs = [(user, pool.submit(plan_one, user, workload))
                     for workload in self.batch.workloads for user in self._principals(workload)]

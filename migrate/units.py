@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from connectors.base import BasculeError, Container, ContainerRefused, all_at_once
 from connectors.protocols import (
@@ -61,6 +62,8 @@ from reports.rows import decided, note_rows, refusal_text, skip_row
 from reports.verify import VerifyTally
 
 log = logging.getLogger("bascule")
+T = TypeVar("T")
+R = TypeVar("R")
 
 IDLE_PAIRS = 16
 """Logged-in mail source/sink pairs kept for reuse; the oldest are closed beyond that."""
@@ -117,6 +120,9 @@ class Bench:
         self.full: dict[str, threading.Event] = defaultdict(threading.Event)
         self.probe = Probe()
         """What ``plan`` times of its round trips, for its estimate when no run has."""
+        self.plan_lanes = 1
+        """Sources a plan lists one principal's folders over at once: as many as a run
+        would give that principal's units (``Lanes.per_principal``), set by ``plan``."""
         self._idle: list[tuple[str, tuple[MailSource, MailSink]]] = []
         self._idle_lock = threading.Lock()
 
@@ -136,6 +142,40 @@ class Bench:
         # once for all of them rather than one after another.
         with ThreadPoolExecutor(max_workers=len(idle)) as closing_pool:
             list(closing_pool.map(lambda kept: _close_pair(kept[1]), idle))
+
+    def over_sources(self, user: UserMapping, source: MailSource, items: Sequence[T],
+                     work: Callable[[MailSource, T], R]) -> list[R]:
+        """``work(source, item)`` for each item, answered in order, over ``plan_lanes``
+        sources at once: ``source`` and others signed in for the purpose, closed at the end.
+        A source that cannot be opened leaves its share to the others; the first error of
+        ``work`` is raised once every lane has ended."""
+        lanes = min(self.plan_lanes, len(items))
+        if lanes <= 1:
+            return [work(source, item) for item in items]
+        results: list[R | None] = [None] * len(items)
+        pending = iter(range(len(items)))
+        taking = threading.Lock()
+
+        def take() -> int | None:
+            with taking:
+                return next(pending, None)
+
+        def lane(own: MailSource | None) -> None:
+            opened = None
+            if own is None:
+                try:
+                    own = opened = self.connectors.open_source(user)
+                except BasculeError:
+                    return  # the other lanes list what this one would have
+            try:
+                while (index := take()) is not None:
+                    results[index] = work(own, items[index])
+            finally:
+                if opened is not None:
+                    opened.close()
+
+        all_at_once([partial(lane, source), *(partial(lane, None) for _ in range(lanes - 1))])
+        return cast(list[R], results)  # every index filled, or all_at_once raised
 
     def brakes(self, user: UserMapping) -> Brakes:
         return Brakes(stop=self.stop, mailbox_full=self.full[user.source])
@@ -251,9 +291,18 @@ class MailRunner:
             limit = size_limit(sink.capabilities.max_item_size, bench.target_size_limit())
             if not bench.connectors.sink_capabilities(MAIL).keeps_internal_date_offset:
                 warnings.append(Text.of("internal_date_offset_lost"))
-            for container, decision in folders:
-                rows.extend(_plan_rows(bench, user, source, sink, container, decision, limit,
-                                       known, totals))
+            # Each folder's listing is a round trip or two: a principal planned alone has
+            # them side by side over as many sources as its run would have units.
+            def listed(own: MailSource, folder: tuple[Container, FolderDecision]
+                       ) -> tuple[list[dict[str, Any]], Counter[str]]:
+                counted: Counter[str] = Counter()
+                return _plan_rows(bench, user, own, sink, *folder, limit, known,
+                                  counted), counted
+
+            for folder_rows, counted in bench.over_sources(user, source, folders, listed):
+                rows.extend(folder_rows)
+                for key, value in counted.items():
+                    totals[key] = totals.get(key, 0) + value
             rows.extend(_unknown_on_target(bench, user, sink, folders))
             rows.extend(note_rows(user, source_notes(source)))
         return rows, warnings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,32 @@ def alice_pair(dovecot_factory, folder: Path, monkeypatch):
 def pair(dovecot_factory, tmp_path, monkeypatch):
     """A source and a target Dovecot, alice's corpus on the source, a batch for both."""
     return alice_pair(dovecot_factory, tmp_path, monkeypatch)
+
+
+def test_a_principal_planned_alone_lists_its_folders_over_several_sources(
+        dovecot_factory, fault_proxy, tmp_path, monkeypatch):
+    """Each folder's listing is a round trip or two: with the workers free, one principal's
+    folders are listed side by side, over as many sources as its run would have units,
+    and the plan says exactly what it says listing them one after another."""
+    source, target, _, _ = alice_pair(dovecot_factory, tmp_path, monkeypatch)
+    proxy = fault_proxy(source)
+    plans = {}
+    for workers in (1, 3):
+        folder = tmp_path / f"workers-{workers}"
+        folder.mkdir()
+        shutil.copy(tmp_path / "users.csv", folder / "users.csv")
+        batch = batch_file(folder, proxy, target)
+        batch.write_text(batch.read_text().replace("workers = 3", f"workers = {workers}"))
+        opened = proxy.connections_opened
+        code, output = bascule("plan", str(batch))
+        assert code == 0, output
+        entries = report(folder, "plan")["entries"]
+        listed = [e for e in entries if e["action"] in ("copy", "rename") and not e.get("settled")]
+        plans[workers] = (proxy.connections_opened - opened, entries, len(listed))
+    (alone, one_by_one, listed), (spread, side_by_side, _) = plans[1], plans[3]
+    assert listed >= 3
+    assert spread == alone + 2, (alone, spread)  # two more sources, for three lanes
+    assert side_by_side == one_by_one
 
 
 def test_migration_keeps_bytes_flags_dates_and_folders(pair, tmp_path):

@@ -120,6 +120,25 @@ def test_bytes_flags_keywords_and_dates_are_kept(dovecot):
         assert held["internal_date"] == source.internal_date
 
 
+def test_the_folder_list_counts_a_folder_it_does_not_hold_as_empty(dovecot):
+    with mailboxes.client(dovecot, "alice") as imap:
+        imap.create_folder("Archives")
+        for raw in (b"Subject: a\r\n\r\na\r\n", b"Subject: b\r\n\r\nb\r\n"):
+            imap.append("Archives", raw)
+    sink = sink_for(dovecot)
+    try:
+        sink.ensure_containers([("Projets",)])  # lists the account first
+        assert sink.listed_count("Archives") == 2
+        assert sink.listed_count("inbox") == sink.listed_count("INBOX") == 0
+        # Not in the list, no round trip: none of the account's sinks wrote there.
+        assert sink.listed_count("Nouveau") == 0
+        stored = list(sink.put_many("Projets", [make_message(plain("c"))]))
+        assert stored[0].target_ref
+        assert sink.listed_count("Projets") is None  # written since: the list no longer holds
+    finally:
+        sink.close()
+
+
 @pytest.mark.parametrize("list_status", [True, False])
 def test_inbox_is_selected_in_the_first_listing_s_round_trip(dovecot_factory, monkeypatch,
                                                              list_status):

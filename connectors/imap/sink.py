@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import imapclient
@@ -106,6 +107,12 @@ class FolderListing:
     """Each folder's message count, where the server has LIST-STATUS."""
     capabilities: frozenset[str]
     """The server's, as the connection that listed saw them (APPENDLIMIT)."""
+
+    @cached_property
+    def names(self) -> frozenset[str]:
+        """Every folder listed, INBOX in capitals whatever the server wrote."""
+        return frozenset("INBOX" if name.upper() == "INBOX" else name
+                         for _, _, name in self.folders)
 
 
 class AccountFolders:
@@ -386,7 +393,12 @@ class ImapSink:
         with self._account.lock:
             if listing is None or native_name in self._account.written:
                 return None
-        return listing.counts.get(native_name)
+        wanted = "INBOX" if native_name.upper() == "INBOX" else native_name
+        if wanted in listing.counts:
+            return listing.counts[wanted]
+        # Not in the folder list: it did not exist then, and none of the account's sinks
+        # has written to it since (a plan into a new account counts nothing, no round trip).
+        return 0 if wanted not in listing.names else None
 
     def count(self, native_name: str) -> int:
         def status(client: imapclient.IMAPClient) -> int:
