@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
-from connectors.base import BasculeError, Container, ContainerRefused, all_at_once
+from connectors.base import BasculeError, Container, ContainerRefused, SourceNote, all_at_once
 from connectors.protocols import (
     DocumentSource,
     FolderBatchSink,
@@ -144,11 +144,13 @@ class Bench:
             list(closing_pool.map(lambda kept: _close_pair(kept[1]), idle))
 
     def over_sources(self, user: UserMapping, source: MailSource, items: Sequence[T],
-                     work: Callable[[MailSource, T], R]) -> list[R]:
+                     work: Callable[[MailSource, T], R], notes: list[SourceNote]
+                     ) -> list[R]:
         """``work(source, item)`` for each item, answered in order, over ``plan_lanes``
-        sources at once: ``source`` and others signed in for the purpose, closed at the end.
-        A source that cannot be opened leaves its share to the others; the first error of
-        ``work`` is raised once every lane has ended."""
+        sources at once: ``source`` and others signed in for the purpose, closed at the end
+        once what they noticed (``source_notes``: files a folder's listing left out...) is
+        in ``notes``. A source that cannot be opened leaves its share to the others; the
+        first error of ``work`` is raised once every lane has ended."""
         lanes = min(self.plan_lanes, len(items))
         if lanes <= 1:
             return [work(source, item) for item in items]
@@ -172,6 +174,9 @@ class Bench:
                     results[index] = work(own, items[index])
             finally:
                 if opened is not None:
+                    noticed = source_notes(opened)
+                    with taking:
+                        notes.extend(noticed)
                     opened.close()
 
         all_at_once([partial(lane, source), *(partial(lane, None) for _ in range(lanes - 1))])
@@ -299,12 +304,14 @@ class MailRunner:
                 return _plan_rows(bench, user, own, sink, *folder, limit, known,
                                   counted), counted
 
-            for folder_rows, counted in bench.over_sources(user, source, folders, listed):
+            noticed: list[SourceNote] = []
+            for folder_rows, counted in bench.over_sources(user, source, folders, listed,
+                                                           noticed):
                 rows.extend(folder_rows)
                 for key, value in counted.items():
                     totals[key] = totals.get(key, 0) + value
             rows.extend(_unknown_on_target(bench, user, sink, folders))
-            rows.extend(note_rows(user, source_notes(source)))
+            rows.extend(note_rows(user, [*source_notes(source), *noticed]))
         return rows, warnings
 
     def units(self, bench: Bench, user: UserMapping, workload: str) -> Planned:
