@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,17 @@ CAPABILITIES = (
 (source or sink) it speaks of."""
 
 
+WORKLOAD_NAMES = {"mail": "workload_mail", "calendar": "workload_calendar",
+                  "contacts": "workload_contacts", "files": "workload_files"}
+"""The catalogue code of each workload's name: in French the word, then the keyword a
+batch's ``workloads`` takes."""
+
+
+def _workloads(names: Iterable[str]) -> str:
+    return ", ".join(Text.of(WORKLOAD_NAMES[name]).render(language()) if name in WORKLOAD_NAMES
+                     else name for name in sorted(names))
+
+
 @main.command(name="connectors")
 def list_connectors() -> None:
     """The connectors a batch may name, and what each reads and writes. / Les connecteurs."""
@@ -257,9 +268,9 @@ def list_connectors() -> None:
         summary = connector.summary[1 if french else 0]
         click.echo(f"{connector.type}: {summary}")
         if connector.reads:
-            _say(Text.of("cli_connector_reads", workloads=", ".join(sorted(connector.reads))))
+            _say(Text.of("cli_connector_reads", workloads=_workloads(connector.reads)))
         if connector.writes:
-            _say(Text.of("cli_connector_writes", workloads=", ".join(sorted(connector.writes))))
+            _say(Text.of("cli_connector_writes", workloads=_workloads(connector.writes)))
         sides = {"source"} if connector.reads else set()
         sides |= {"sink"} if connector.writes else set()
         sides |= {"mail sink"} if "mail" in connector.writes else set()

@@ -212,3 +212,13 @@ def test_a_detail_the_project_writes_is_rendered_in_the_language_of_its_sentence
     assert refused.fr == "connexion refusée : pas de secret pour alice dans la table des " \
                          "utilisateurs"
     assert refused.en == "login refused: no secret for alice in the users table"
+
+
+def test_the_connectors_name_their_workloads_in_french_with_the_batch_keyword() -> None:
+    code, output = bascule("--lang", "fr", "connectors")
+    assert code == 0
+    assert ("graph: Microsoft 365 par Microsoft Graph (une application Entra ID)\n"
+            "  lit : agendas (calendar), carnets d'adresses (contacts), fichiers (files), "
+            "courrier (mail)\n") in output
+    code, output = bascule("--lang", "en", "connectors")
+    assert "  reads: calendar, contacts, files, mail\n" in output
