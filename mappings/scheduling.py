@@ -41,54 +41,49 @@ def client_scheduled(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
     Only an ORGANIZER or ATTENDEE line is held until it ends; every other byte goes out with
     the chunk it came in, whatever the length of its line."""
-    kept: bytearray | None = None  # the ORGANIZER or ATTENDEE line being read
+    kept: bytearray | None = None  # the ORGANIZER or ATTENDEE line being read, if one is
     head = bytearray()  # the start of a physical line, until it says what it belongs to
-    destination = "start"  # where the rest of the physical line goes: "pass", "keep"
+    out = bytearray()
+
+    def begin(line: bytes) -> None:
+        """A physical line whose start says what it belongs to: a continuation stays with
+        its property; a new property ends the one kept, and is kept if it is scheduled."""
+        nonlocal kept
+        if line[:1] not in (b" ", b"\t"):
+            if kept is not None:
+                out.extend(_rewritten(bytes(kept)))
+                kept = None
+            name = _NAME.match(line)
+            if name is not None and name.group(0).upper() in SCHEDULED:
+                kept = bytearray()
+
+    starting = True  # the next byte starts a physical line
     for chunk in chunks:
-        out = bytearray()
         position = 0
         while position < len(chunk):
             newline = chunk.find(b"\n", position)
             stop = len(chunk) if newline < 0 else newline + 1
             piece = chunk[position:stop]
             position = stop
-            if destination == "start":
+            starting_here, starting = starting, piece.endswith(b"\n")
+            if starting_here:
                 head += piece
-                if not _decided(head, complete=piece.endswith(b"\n")):
+                if not _decided(head, complete=starting):
+                    starting = True  # still the line's start, not yet said what it is
                     continue
                 piece, head = bytes(head), bytearray()
-                if piece[:1] not in (b" ", b"\t"):  # a new property, not a continuation
-                    if kept is not None:
-                        out += _rewritten(bytes(kept))
-                        kept = None
-                    name = _NAME.match(piece)
-                    if name is not None and name.group(0).upper() in SCHEDULED:
-                        kept = bytearray()
-                destination = "keep" if kept is not None else "pass"
-            if destination == "keep" and kept is not None:
-                kept += piece
-            else:
-                out += piece
-            if piece.endswith(b"\n"):
-                destination = "start"
+                begin(piece)
+            (out if kept is None else kept).extend(piece)
         if out:
             yield bytes(out)
-    tail = bytearray()
+            out.clear()
     if head:
-        if head[:1] not in (b" ", b"\t") and kept is not None:
-            tail += _rewritten(bytes(kept))
-            kept = None
-        name = _NAME.match(head)
-        if kept is not None:
-            kept += head
-        elif name is not None and name.group(0).upper() in SCHEDULED:
-            kept = bytearray(head)
-        else:
-            tail += head
+        begin(bytes(head))
+        (out if kept is None else kept).extend(head)
     if kept is not None:
-        tail += _rewritten(bytes(kept))
-    if tail:
-        yield bytes(tail)
+        out.extend(_rewritten(bytes(kept)))
+    if out:
+        yield bytes(out)
 
 
 def _decided(head: bytearray, complete: bool) -> bool:

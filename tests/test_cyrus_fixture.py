@@ -14,6 +14,7 @@ import requests
 
 from tests.conftest import CyrusFactory
 from tests.cyrus import Cyrus
+from tests.servers import proc_stat
 
 ORGANIZER = "alice@example.org"
 OUTSIDERS = ("carol@example.net", "dave@example.com")
@@ -141,7 +142,5 @@ def _command(pid: int) -> list[str]:
 def _start_time(pid: int) -> str | None:
     """When the process started (clock ticks since boot), None if it is gone: with the pid,
     it names one process even if the pid is reused."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = proc_stat(pid)
+    return fields[19] if len(fields) > 19 else None
