@@ -10,13 +10,15 @@ and the time its bytes take at some throughput::
     principal = per_principal
     unit      = per_unit                     nothing to copy (a delta pass, an empty folder)
               + per_copying_unit + per_item * items + bytes / bytes_per_second
-              + FOLDER_GROWTH_SECONDS * items ** 2
 
 Units run ``workers`` at a time in all and ``account_slots`` at a time per principal (the
 smaller of both ends' limits). A principal alone takes its own step then its units over its
 slots (never less than its longest unit); the batch takes all the work over the lanes it can
-fill, and never less than its longest principal. That is a lower bound of what a scheduler
-achieves: the history says how far above it past runs ended (``efficiency``). The command's
+fill, and never less than its longest principal. Rates that were not measured with the
+run's own units side by side (the probe's, the defaults) also give a floor: the items and
+bytes of all the units go over ``shared_lanes`` lanes at most, however many lanes run
+(``SHARED_LANES``). That is a lower bound of what a scheduler achieves: the history says
+how far above it past runs ended (``efficiency``). The command's
 own start comes on top (the interpreter's imports, the batch, the ledger checked, the
 source's sign-in checked: over half a second, most of a pass with nothing new); the plan's
 own start until it plans stands for it.
@@ -97,13 +99,26 @@ class Rates:
     bytes_per_second: float | None
     """``None`` when the bytes did not show in the times measured (they cost nothing
     beyond the per-item cost)."""
+    shared_lanes: float | None = None
+    """How many lanes' worth of items and bytes the batch moves at once at most, for rates
+    measured one unit at a time; ``None`` for rates fitted on units that ran side by side,
+    which already hold what sharing cost them."""
+
+    def moving_seconds(self, items: int, size: int) -> float:
+        """What a unit's items and bytes cost on its lane, beyond its fixed costs."""
+        moved = size / self.bytes_per_second if self.bytes_per_second else 0.0
+        return self.per_item * items + moved
 
     def unit_seconds(self, items: int, size: int) -> float:
-        moved = size / self.bytes_per_second if self.bytes_per_second else 0.0
         if not items:
             return self.per_unit
-        return (self.per_unit + self.per_copying_unit + self.per_item * items + moved
-                + FOLDER_GROWTH_SECONDS * items * items)
+        return self.per_unit + self.per_copying_unit + self.moving_seconds(items, size)
+
+    def shared_seconds(self, units: Sequence[tuple[int, int]]) -> float:
+        """The least time ``units``' items and bytes take together (0 when unbounded)."""
+        if not self.shared_lanes:
+            return 0.0
+        return sum(self.moving_seconds(i, b) for i, b in units) / self.shared_lanes
 
     def document(self) -> dict[str, float | None]:
         return {"per_principal_seconds": round(self.per_principal, 4),
@@ -111,35 +126,34 @@ class Rates:
                 "per_copying_unit_seconds": round(self.per_copying_unit, 4),
                 "per_item_seconds": round(self.per_item, 5),
                 "bytes_per_second": (round(self.bytes_per_second)
-                                     if self.bytes_per_second else None)}
+                                     if self.bytes_per_second else None),
+                "shared_lanes": self.shared_lanes}
 
 
-FOLDER_GROWTH_SECONDS = 6e-9
-"""A unit's time grows with the square of the items it copies, on top of the linear rates:
-the target's APPEND slows as a folder grows (each message's index update costs more in a
-bigger folder), so the 40,000th message costs about 0.5 ms more than the first. A property
-of the target, not fitted: the raw MULTIAPPEND copier of ``bench.shaped`` into one Dovecot
-folder took 6.2 to 11.4 times as long for 40,000 messages as for 8,000 (2026-12-06), and
-bascule's first runs into 40,000 planned from the probe came out at 0.63 to 0.67 of the
-actual time without this term (1.19 and 1.22 with it, in an invocation where that raw
-copier took 6.7 to 10.4 times as long; 8,000: 1.02; a few ms for a folder of 1,000). The
-fit takes it out of the timings before it fits the linear rates. Only what a unit copies
-counts, not what the folder already holds: a delta pass into a big folder is
-underestimated by as much."""
+SHARED_LANES = 1.5
+"""How many lanes' worth of items and bytes a batch moves at once at most, for rates
+measured one unit at a time: however many units run side by side, they share this
+machine's CPU and the target's disk. Set on ``bench.shaped``, both servers on a 2-core
+machine with bascule, where one account's three large folders at once took 0.64 to 0.80 of
+the time the model gave them side by side on loopback (2026-12-06)."""
 
 DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.1, per_copying_unit=0.5,
-                      per_item=0.0003, bytes_per_second=70_000_000)
+                      per_item=0.0004, bytes_per_second=70_000_000,
+                      shared_lanes=SHARED_LANES)
 """Used for what nothing measured. The cost per item and the throughput are set so that
-the first runs of ``bench.shaped`` planned from a probe land nearest their actual times on
-2026-12-06, once a message's listing, body and ledger rows cost about 0.1 ms less of this
-machine's CPU (FETCH answers read by pattern, items written in one upsert): 0.5 ms and
-45 MB/s, the values until then (0.3 ms an item fitted on 2026-12-05 and rounded to the
-slow side; the slowest throughput of 45 to 100 MB/s fitted on 2026-12-06), overshot those
-runs by up to 1.93 (a single account of three 1,000-message folders on loopback), where
-items and bytes overlap (the bodies are read while earlier ones are written) and the model
-adds them. A principal's step and a unit's fixed costs, which the probe measures when it
-can, are what that benchmark showed over a 20 ms round trip (0.34 s; 0.1 s a unit, 0.4 s
-more for one that copies), rounded up."""
+the first runs of ``bench.shaped`` planned from a probe land nearest their actual times:
+0.4 ms an item since 2026-12-07, when a term growing with the square of a folder's items
+was dropped (``FOLDER_GROWTH_SECONDS``, set on a day the raw MULTIAPPEND copier took 6.2 to
+11.4 times as long for 40,000 messages in one folder as for 8,000; bascule then took 3.3 to
+3.5 times as long, less than the work, and 40,000 were estimated at 1.21 to 1.41 of their
+runs; without the term and at 0.3 ms an item, 0.67 and 0.71, at 0.4 ms 0.82 and 0.86). 0.3 ms
+from 2026-12-06 and 0.5 ms before (a message's listing, body and ledger rows then cost about
+0.1 ms more of this machine's CPU); the slowest throughput of 45 to 100 MB/s fitted on
+2026-12-06 overshot a single account of three 1,000-message folders on loopback by up to
+1.93, where items and bytes overlap (the bodies are read while earlier ones are written)
+and the model adds them. A principal's step and a unit's fixed costs, which the probe
+measures when it can, are what that benchmark showed over a 20 ms round trip (0.34 s; 0.1 s
+a unit, 0.4 s more for one that copies), rounded up."""
 
 
 @dataclass(frozen=True)
@@ -177,13 +191,17 @@ class Schedule:
     total: float
 
 
-def schedule(steps: Sequence[tuple[float, Sequence[float]]], lanes: Lanes) -> Schedule:
-    """``steps`` holds, per principal, its own step's seconds and its units' seconds."""
+def schedule(steps: Sequence[tuple[float, Sequence[float]]], lanes: Lanes,
+             shared: Sequence[float] = ()) -> Schedule:
+    """``steps`` holds, per principal, its own step's seconds and its units' seconds;
+    ``shared``, when given, the least time its items and bytes take whatever its lanes
+    (``Rates.shared_seconds``)."""
     per_principal = lanes.per_principal(len(steps))
-    alone = [own + max(sum(units) / per_principal, max(units, default=0.0))
-             for own, units in steps]
+    floors = list(shared) or [0.0] * len(steps)
+    alone = [own + max(sum(units) / per_principal, max(units, default=0.0), floor)
+             for (own, units), floor in zip(steps, floors, strict=True)]
     work = sum(own + sum(units) for own, units in steps)
-    total = max(work / lanes.for_batch(len(steps)), max(alone, default=0.0))
+    total = max(work / lanes.for_batch(len(steps)), sum(floors), max(alone, default=0.0))
     return Schedule(alone, total)
 
 
@@ -227,7 +245,8 @@ class Probe:
                      per_copying_unit=(COPYING_UNIT_ROUND_TRIPS * round_trip
                                        + COPYING_UNIT_LOCAL_SECONDS),
                      per_item=DEFAULT_RATES.per_item,
-                     bytes_per_second=DEFAULT_RATES.bytes_per_second)
+                     bytes_per_second=DEFAULT_RATES.bytes_per_second,
+                     shared_lanes=DEFAULT_RATES.shared_lanes)
 
     def basis(self) -> dict[str, Any]:
         def median(values: list[float]) -> float | None:
@@ -243,7 +262,7 @@ class Probe:
                 "unit_local_seconds": UNIT_LOCAL_SECONDS,
                 "copying_unit_round_trips": COPYING_UNIT_ROUND_TRIPS,
                 "copying_unit_local_seconds": COPYING_UNIT_LOCAL_SECONDS,
-                "defaults": ["per_item_seconds", "bytes_per_second"]}
+                "defaults": ["per_item_seconds", "bytes_per_second", "shared_lanes"]}
 
 
 @dataclass(frozen=True)
@@ -273,7 +292,7 @@ def fit_history(runs: list[TimedRun], lanes: Lanes) -> History | None:
     own = [seconds for run in runs for seconds, _ in _measured_steps(run)]
     per_unit, per_copying_unit, per_item, per_byte = _fit_units(
         [(1.0, float(s.items > 0), float(s.items), float(s.bytes)) for s in units],
-        [max(0.0, s.seconds - FOLDER_GROWTH_SECONDS * s.items * s.items) for s in units])
+        [s.seconds for s in units])
     defaults = []
     if not any(s.items for s in units):
         per_copying_unit, per_item = DEFAULT_RATES.per_copying_unit, DEFAULT_RATES.per_item
@@ -281,7 +300,8 @@ def fit_history(runs: list[TimedRun], lanes: Lanes) -> History | None:
         defaults = ["per_copying_unit_seconds", "per_item_seconds", "bytes_per_second"]
     rates = Rates(per_principal=statistics.fmean(own) if own else 0.0, per_unit=per_unit,
                   per_copying_unit=per_copying_unit, per_item=per_item,
-                  bytes_per_second=1 / per_byte if per_byte > 0 else None)
+                  bytes_per_second=1 / per_byte if per_byte > 0 else None,
+                  shared_lanes=DEFAULT_RATES.shared_lanes if defaults else None)
     modelled = sum(schedule(_measured_steps(run), lanes).total for run in runs)
     wall = sum(run.seconds for run in runs)
     return History(rates, wall / modelled if modelled > 0 else 1.0, runs, defaults)
@@ -381,7 +401,7 @@ def estimate(works: list[PrincipalWork], rates: Rates, lanes: Lanes, basis: dict
     many seconds; ``efficiency`` scales the batch's total (how far above the model past
     runs ended), not a principal alone."""
     planned = schedule([(rates.per_principal, [rates.unit_seconds(i, b) for i, b in w.units])
-                        for w in works], lanes)
+                        for w in works], lanes, [rates.shared_seconds(w.units) for w in works])
     return Estimate(works, Schedule(planned.principals, planned.total * efficiency), rates,
                     lanes, basis, start)
 

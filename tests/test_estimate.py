@@ -16,9 +16,9 @@ from migrate.estimate import (
     COPYING_UNIT_LOCAL_SECONDS,
     COPYING_UNIT_ROUND_TRIPS,
     DEFAULT_RATES,
-    FOLDER_GROWTH_SECONDS,
     PROBE_ROUND_TRIPS,
     RUN_END_SECONDS,
+    SHARED_LANES,
     UNIT_LOCAL_SECONDS,
     Lanes,
     PrincipalWork,
@@ -85,29 +85,39 @@ def test_the_fit_finds_the_rates_the_runs_were_made_with() -> None:
                                "efficiency": 1.25, "defaults": []}
 
 
-def test_a_big_folder_costs_more_than_its_items_one_by_one() -> None:
-    # The target's APPEND slows as a folder grows: 40,000 messages into one folder cost
-    # 9.6 s more than 40,000 times the first one; a folder of 1,000, 6 ms.
-    linear = RATES.per_unit + RATES.per_copying_unit + RATES.per_item * 40_000
-    assert RATES.unit_seconds(40_000, 0) == pytest.approx(linear + 9.6)
-    assert RATES.unit_seconds(1_000, 0) - RATES.unit_seconds(999, 0) == pytest.approx(
-        RATES.per_item + FOLDER_GROWTH_SECONDS * 1_999)
-    # Runs that copied a big folder are fitted to the same linear rates as small ones.
-    units = {"alice": [(40_000, 290_000_000), (360, 13_500_000), (0, 0)],
-             "bob": [(8_000, 58_000_000), (15, 2_000_000)]}
-    history = fit_history([timed_run(1, 60.0, units)], LANES)
-    assert history is not None
-    assert history.rates.per_item == pytest.approx(RATES.per_item)
-    assert history.rates.bytes_per_second == pytest.approx(RATES.bytes_per_second)
+def test_items_and_bytes_measured_one_unit_at_a_time_share_the_machine() -> None:
+    # Rates measured one unit at a time (the defaults, the probe's) move the items and bytes
+    # of units side by side over SHARED_LANES lanes at most: one user's three folders of
+    # 1,000 messages (0.3 s of fixed costs and 2 s of items and bytes each) over 4 slots.
+    shared = Rates(per_principal=0.5, per_unit=0.1, per_copying_unit=0.2, per_item=0.001,
+                   bytes_per_second=10_000_000, shared_lanes=SHARED_LANES)
+    units = [(1_000, 10_000_000)] * 3
+    lanes = Lanes(workers=8, account_slots=4)
+    assert shared.unit_seconds(1_000, 10_000_000) == pytest.approx(2.3)
+    assert shared.shared_seconds(units) == pytest.approx(6.0 / SHARED_LANES)
+    found = estimate([PrincipalWork("alice", "alice", units)], shared, lanes, {})
+    assert found.seconds == pytest.approx(0.5 + 6.0 / SHARED_LANES + RUN_END_SECONDS)
+    assert found.schedule.principals == pytest.approx([0.5 + 6.0 / SHARED_LANES])
+    # One folder alone is its own lane's time; many small users, their fixed costs over
+    # the lanes, where the floor does not bind.
+    alone = estimate([PrincipalWork("alice", "alice", units[:1])], shared, lanes, {})
+    assert alone.schedule.total == pytest.approx(0.5 + 2.3)
+    many = [PrincipalWork(f"u{k}", f"u{k}", [(30, 300_000)]) for k in range(100)]
+    assert estimate(many, shared, lanes, {}).schedule.total == pytest.approx(
+        100 * (0.5 + 0.3 + 0.03 + 0.03) / 8)
+    # Rates fitted on units that ran side by side hold what sharing cost them: no floor.
+    fitted = Rates(0.5, 0.1, 0.2, 0.001, 10_000_000)
+    assert estimate([PrincipalWork("alice", "alice", units)], fitted, lanes,
+                    {}).schedule.total == pytest.approx(0.5 + 2.3)
+    history = fit_history([timed_run(1, 10.0, {"alice": units}, fitted)], lanes)
+    assert history is not None and history.rates.shared_lanes is None
 
 
 def test_no_rate_of_the_fit_is_negative() -> None:
     # Units with more bytes went faster: a free fit would give bytes a negative cost. The
     # fit keeps the fixed costs and the per-item cost: the empty unit D sets the fixed cost,
     # a straight line through the others' (items, seconds) the rest.
-    # (Each with its folder's growth, which the fit takes out first.)
-    steps = [Timing("alice", "mail", name, seconds + FOLDER_GROWTH_SECONDS * items ** 2, items,
-                    size)
+    steps = [Timing("alice", "mail", name, seconds, items, size)
              for name, seconds, items, size in (("A", 0.9, 10, 1_000_000),
                                                 ("B", 1.2, 20, 100_000),
                                                 ("C", 1.4, 30, 10_000), ("D", 0.65, 0, 0))]
@@ -128,7 +138,8 @@ def test_runs_that_copied_nothing_take_the_default_copy_rates() -> None:
     assert history is not None
     assert history.rates == Rates(0.3, pytest.approx(0.3), DEFAULT_RATES.per_copying_unit,
                                   DEFAULT_RATES.per_item,
-                                  pytest.approx(DEFAULT_RATES.bytes_per_second))
+                                  pytest.approx(DEFAULT_RATES.bytes_per_second),
+                                  SHARED_LANES)
     assert history.defaults == ["per_copying_unit_seconds", "per_item_seconds",
                                 "bytes_per_second"]
     assert fit_history([TimedRun(1, 0.8, steps[:1])], LANES) is None
@@ -145,7 +156,8 @@ def test_the_probe_prices_a_unit_from_its_listing_and_the_target_round_trip() ->
     assert rates == Rates(pytest.approx(0.4), pytest.approx(0.1 + UNIT_LOCAL_SECONDS),
                           pytest.approx(COPYING_UNIT_ROUND_TRIPS * 0.01
                                         + COPYING_UNIT_LOCAL_SECONDS),
-                          DEFAULT_RATES.per_item, DEFAULT_RATES.bytes_per_second)
+                          DEFAULT_RATES.per_item, DEFAULT_RATES.bytes_per_second,
+                          SHARED_LANES)
     assert Probe().rates() is None
 
 
@@ -153,9 +165,8 @@ def test_an_estimate_per_user_and_in_all_with_its_basis() -> None:
     works = [PrincipalWork("alice@ville.fr", "alice", [(100, 5_000_000), (0, 0)]),
              PrincipalWork("bob@ville.fr", "bob", [])]
     found = estimate(works, RATES, LANES, {"kind": "probe", "principals": 2}, efficiency=2.0)
-    # alice's units: 0.05 + 0.15 + 0.2 + 1.0 = 1.4 s (and the folder's growth, 60 µs),
-    # and 0.05 s for the empty one.
-    alice = 0.5 + max((1.4 + 0.05) / 2, 1.4 + FOLDER_GROWTH_SECONDS * 100 ** 2)
+    # alice's units: 0.05 + 0.15 + 0.2 + 1.0 = 1.4 s, and 0.05 s for the empty one.
+    alice = 0.5 + max((1.4 + 0.05) / 2, 1.4)
     assert found.schedule.principals == pytest.approx([alice, 0.5])
     # Both users' work (2.45 s) over 4 lanes is less than alice alone.
     # The run's end (goodbyes, reports, exit) comes on top, as its start would.
@@ -219,12 +230,15 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     [alice] = found["principals"]
     assert (alice["units"], alice["items"], alice["bytes"]) == (
         len(copied), plan["summary"]["to_copy"], plan["summary"]["to_copy_bytes"])
+    moving = [rates["per_item_seconds"] * e["to_copy"]
+              + e["to_copy_bytes"] / rates["bytes_per_second"] for e in copied]
     unit_seconds = [rates["per_unit_seconds"] + (e["to_copy"] > 0) * (
-        rates["per_copying_unit_seconds"] + rates["per_item_seconds"] * e["to_copy"]
-        + e["to_copy_bytes"] / rates["bytes_per_second"]) for e in copied]
+        rates["per_copying_unit_seconds"] + m) for e, m in zip(copied, moving)]
     lanes = min(found["lanes"].values())
+    assert rates["shared_lanes"] == SHARED_LANES
     expected = rates["per_principal_seconds"] + max(sum(unit_seconds) / lanes,
-                                                    max(unit_seconds))
+                                                    max(unit_seconds),
+                                                    sum(moving) / SHARED_LANES)
     # Called from Python, the command starts when called: its start is the batch read and
     # the ledger opened, a few hundredths of a second.
     assert 0 < found["start_seconds"] < 1
