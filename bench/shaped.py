@@ -381,6 +381,35 @@ def growth(measures: list[Measure]) -> list[str]:
     return lines
 
 
+ESTIMATE_WITHIN = 0.3
+"""How far from its run a plan's estimate may land (issue 10: within ±30%)."""
+
+
+def estimate_lines(estimates: Sequence[dict[str, object]]) -> list[str]:
+    """Per basis of the plans' estimates (probe, history), how many landed within
+    ``ESTIMATE_WITHIN`` of their runs, and the range of estimate / run."""
+    by_kind: dict[str, list[float]] = {}
+    for found in estimates:
+        basis = found["basis"]
+        kind = str(basis["kind"]) if isinstance(basis, dict) else "?"
+        by_kind.setdefault(kind, []).append(float(str(found["ratio"])))
+    return [f"plan estimates from {kind}: {sum(abs(r - 1) <= ESTIMATE_WITHIN + 1e-9 for r in ratios)}"
+            f" of {len(ratios)} within ±{ESTIMATE_WITHIN:.0%} of their runs (estimate / run "
+            f"{min(ratios):.2f} to {max(ratios):.2f})" for kind, ratios in sorted(by_kind.items())]
+
+
+def spread_lines(measures: list[Measure]) -> list[str]:
+    """Per case, setting and tool run more than once: its quickest and slowest round, how
+    much the same work on a fresh target varied within the invocation."""
+    lines = []
+    for m, seconds in medians(measures):
+        if len(seconds) > 1 and not m.problem:
+            lines.append(f"{m.setting}: {m.case}, {m.tool}: rounds {min(seconds):.1f} to "
+                         f"{max(seconds):.1f} s (slowest / quickest "
+                         f"{max(seconds) / min(seconds):.2f})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="shaped,users",
@@ -498,7 +527,7 @@ def main() -> None:
                       f"s of the machine's CPU ({m.cpu_seconds:.1f} s its own): at least "
                       f"{m.machine_cpu_seconds / CORES:.1f} s on {CORES} cores, "
                       f"it took {m.seconds:.1f} s")
-    for line in growth(measures):
+    for line in [*growth(measures), *spread_lines(measures), *estimate_lines(ESTIMATES)]:
         print(line)
     print(f"results: {out / 'results.json'}")
     if any(m.problem for m in measures):
