@@ -16,6 +16,7 @@ from migrate.estimate import (
     COPYING_UNIT_LOCAL_SECONDS,
     COPYING_UNIT_ROUND_TRIPS,
     DEFAULT_RATES,
+    PLAN_STEP_SHARE,
     PROBE_ROUND_TRIPS,
     RUN_END_SECONDS,
     SHARED_LANES,
@@ -153,7 +154,9 @@ def test_the_probe_prices_a_unit_from_its_listing_and_the_target_round_trip() ->
     probe.folders += [0.05, 0.1, 0.3]
     probe.target_round_trips += [0.02, 0.01, 0.03]
     rates = probe.rates()
-    assert rates == Rates(pytest.approx(0.4), pytest.approx(0.1 + UNIT_LOCAL_SECONDS),
+    # A run's step is a share of the plan's (alice's two workloads, 0.3 s; bob's 0.5 s).
+    assert rates == Rates(pytest.approx(0.4 * PLAN_STEP_SHARE),
+                          pytest.approx(0.1 + UNIT_LOCAL_SECONDS),
                           pytest.approx(COPYING_UNIT_ROUND_TRIPS * 0.01
                                         + COPYING_UNIT_LOCAL_SECONDS),
                           DEFAULT_RATES.per_item, DEFAULT_RATES.bytes_per_second,
@@ -226,6 +229,8 @@ def test_a_plan_estimates_from_a_probe_then_from_the_run_before_it(pair, tmp_pat
     assert rates["per_copying_unit_seconds"] == pytest.approx(
         COPYING_UNIT_ROUND_TRIPS * basis["target_round_trip_seconds"]
         + COPYING_UNIT_LOCAL_SECONDS, abs=1e-3)
+    assert rates["per_principal_seconds"] == pytest.approx(
+        basis["principal_seconds"] * PLAN_STEP_SHARE, abs=1e-3)
     assert found["lanes"] == {"workers": 3, "account_slots": 4}
     [alice] = found["principals"]
     assert (alice["units"], alice["items"], alice["bytes"]) == (
