@@ -146,19 +146,21 @@ machine with bascule, where one account's three large folders at once took 0.64 
 the time the model gave them side by side on loopback (2026-12-06)."""
 
 DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.1, per_copying_unit=0.5,
-                      per_item=0.0004, bytes_per_second=70_000_000,
+                      per_item=0.0005, bytes_per_second=55_000_000,
                       shared_lanes=SHARED_LANES)
 """Used for what nothing measured. The cost per item and the throughput are set so that
 the first runs of ``bench.shaped`` planned from a probe land nearest their actual times:
-0.4 ms an item since 2026-12-07, when a term growing with the square of a folder's items
-was dropped (``FOLDER_GROWTH_SECONDS``, set on a day the raw MULTIAPPEND copier took 6.2 to
-11.4 times as long for 40,000 messages in one folder as for 8,000; bascule then took 3.3 to
-3.5 times as long, less than the work, and 40,000 were estimated at 1.21 to 1.41 of their
-runs; without the term and at 0.3 ms an item, 0.67 and 0.71, at 0.4 ms 0.82 and 0.86). 0.3 ms
-from 2026-12-06 and 0.5 ms before (a message's listing, body and ledger rows then cost about
-0.1 ms more of this machine's CPU); the slowest throughput of 45 to 100 MB/s fitted on
-2026-12-06 overshot a single account of three 1,000-message folders on loopback by up to
-1.93, where items and bytes overlap (the bodies are read while earlier ones are written)
+0.5 ms and 55 MB/s since 2026-12-07, replayed from the plan reports of six invocations that
+day (80 first runs, the machine 1.5 to 1.7 times slower than the day before and drifting
+within the day): 72 within ±30% of their runs, against 47 at 0.4 ms and 70 MB/s (the runs of
+a faster hour then land at up to 1.47, of the slowest at 0.54). On the faster day before,
+these rates would have put 40,000 messages in one folder at about 1.3 of their runs.
+Earlier: 0.4 ms once a term growing with the square of a folder's items was dropped
+(``FOLDER_GROWTH_SECONDS``: set on a day the raw MULTIAPPEND copier took 6.2 to 11.4 times
+as long for 40,000 messages as for 8,000, it over-estimated 40,000 by 1.21 to 1.41 once
+bascule grew less than the work), 0.3 ms on 2026-12-06 and 0.5 ms before; 45 MB/s, the
+slowest fitted, overshot a single account of three 1,000-message folders on loopback by up
+to 1.93, where items and bytes overlap (the bodies are read while earlier ones are written)
 and the model adds them. A principal's step and a unit's fixed costs, which the probe
 measures when it can, are what that benchmark showed over a 20 ms round trip (0.34 s; 0.1 s
 a unit, 0.4 s more for one that copies), rounded up."""
