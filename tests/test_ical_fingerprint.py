@@ -166,3 +166,18 @@ def test_what_cyrus_gives_back_has_the_fingerprint_of_what_it_was_given(cyrus: C
         assert fingerprint(stored.content) == fingerprint(sent) == fingerprint(source), (
             uid, stored.content.decode())
     assert cyrus.captured() == []
+
+
+def test_a_vcard_rewritten_keeps_its_fingerprint_and_a_change_does_not():
+    card = ("BEGIN:VCARD\r\nVERSION:3.0\r\nPRODID:-//bascule//tests//FR\r\nUID:helene-1\r\n"
+            "FN:Hélène Noël\r\nN:Noël;Hélène;;;\r\nEMAIL;TYPE=work:helene.noel@ville-exemple.fr\r\n"
+            "CATEGORIES:Élus,Urbanisme\r\nNOTE:Adjointe à l'urbanisme\\, mandat 2026\r\n"
+            "END:VCARD\r\n").encode()
+    same = fingerprint(card)
+    split = card.replace(b"CATEGORIES:\xc3\x89lus,Urbanisme",
+                         b"CATEGORIES:Urbanisme\r\nCATEGORIES:\xc3\x89lus").replace(
+        b"EMAIL;TYPE=work", b'email;type="work"')
+    assert split != card
+    assert fingerprint(folded(split, 11, b"\n")) == same
+    assert fingerprint(card.replace(b"helene.noel@", b"h.noel@")) != same
+    assert fingerprint(card.replace(b"mandat 2026", b"mandat 2020")) != same
