@@ -142,8 +142,9 @@ SHARED_LANES = 1.5
 """How many lanes' worth of items and bytes a batch moves at once at most, for rates
 measured one unit at a time: however many units run side by side, they share this
 machine's CPU and the target's disk. Set on ``bench.shaped``, both servers on a 2-core
-machine with bascule, where one account's three large folders at once took 0.64 to 0.80 of
-the time the model gave them side by side on loopback (2026-12-06)."""
+machine with bascule, where the model, running one account's three large folders side by
+side at full speed each, gave them 0.64 to 0.80 of the time they took on loopback
+(2026-12-06)."""
 
 DEFAULT_RATES = Rates(per_principal=0.5, per_unit=0.1, per_copying_unit=0.5,
                       per_item=0.0005, bytes_per_second=55_000_000,
