@@ -29,6 +29,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from mappings.scheduling import split_parameters
+
 SCHEDULED_PARAMETERS = frozenset({b"SCHEDULE-AGENT", b"SCHEDULE-STATUS", b"SCHEDULE-FORCE-SEND"})
 """Parameters the migration adds (``mappings.scheduling``) or a scheduling server writes
 back (RFC 6638, section 10.3 and 10.4)."""
@@ -102,11 +104,13 @@ class _Line:
 
     def _value_begins(self) -> None:
         self.in_value = True
-        name, *parameters = _split(bytes(self.head), 0x3B)
-        self.name = name.strip().upper()
-        self.parameters = sorted(_parameter(p) for p in parameters if p)
-        self.parameters = [p for p in self.parameters
-                           if p.split(b"=", 1)[0] not in SCHEDULED_PARAMETERS]
+        head = bytes(self.head)
+        name = head.split(b";", 1)[0]
+        # A byte-order mark can only come before the first line's name.
+        self.name = name.removeprefix(BOM).strip().upper()
+        self.parameters = sorted(
+            parameter for parameter in map(_parameter, split_parameters(head[len(name):]))
+            if parameter.split(b"=", 1)[0] not in SCHEDULED_PARAMETERS)
         if self.name in LISTS or self.name in RULES or self.name in (b"BEGIN", b"END"):
             self.held = bytearray()
 
@@ -128,7 +132,7 @@ class _Line:
             parts = sorted(part.upper() for part in bytes(self.held).split(b";"))
             return [hashlib.sha256(head + b";".join(parts)).digest()]
         if self.held is not None:
-            items = _split(bytes(self.held), 0x2C, escapes=True)
+            items = _items(bytes(self.held))
             return [hashlib.sha256(head + item).digest() for item in items]
         return [hashlib.sha256(head).digest() + self.value.digest()]
 
@@ -138,7 +142,6 @@ def semantic_fingerprint(chunks: Iterable[bytes]) -> str:
     stack: list[_Component] = [_Component(b"")]
     line: _Line | None = None
     pending = b""  # a line break whose next byte decides: folded, or a new line
-    first = True
 
     def end_line() -> None:
         nonlocal line
@@ -157,9 +160,6 @@ def semantic_fingerprint(chunks: Iterable[bytes]) -> str:
             stack[-1].children.extend(digests)
 
     for chunk in chunks:
-        if first and chunk:
-            chunk = chunk.removeprefix(BOM)
-            first = False
         data = pending + chunk
         pending = b""
         position = 0
@@ -203,21 +203,18 @@ def _parameter(text: bytes) -> bytes:
     return name.strip().upper() + b"=" + value
 
 
-def _split(text: bytes, separator: int, escapes: bool = False) -> list[bytes]:
-    """``text`` cut at ``separator`` outside double quotes (and, with ``escapes``, not after
-    a backslash)."""
-    parts: list[bytes] = []
-    quoted = escaped = False
+def _items(text: bytes) -> list[bytes]:
+    """A list value cut at its commas, an escaped one (``\\,``) kept inside its item."""
+    items: list[bytes] = []
+    escaped = False
     start = 0
     for index, byte in enumerate(text):
         if escaped:
             escaped = False
-        elif escapes and byte == 0x5C:
+        elif byte == 0x5C:
             escaped = True
-        elif byte == 0x22 and not escapes:
-            quoted = not quoted
-        elif byte == separator and not quoted:
-            parts.append(text[start:index])
+        elif byte == 0x2C:
+            items.append(text[start:index])
             start = index + 1
-    parts.append(text[start:])
-    return parts
+    items.append(text[start:])
+    return items

@@ -108,7 +108,7 @@ def _rewritten(line: bytes) -> bytes:
     if name is None:
         return line
     head, value = _split_value(unfolded)
-    parameters = [p for p in _parameters(head[name.end():])
+    parameters = [p for p in split_parameters(head[name.end():])
                   if p.split(b"=", 1)[0].upper() not in DROPPED]
     changed = b";".join([head[:name.end()], *parameters, CLIENT]) + b":" + value
     return _folded(changed, ending or b"\r\n")[:None if ending else -2]
@@ -132,8 +132,9 @@ def _split_value(line: bytes) -> tuple[bytes, bytes]:
     return line, b""
 
 
-def _parameters(text: bytes) -> list[bytes]:
-    """``;A=1;B="x;y"`` as ``[b'A=1', b'B="x;y"']``."""
+def split_parameters(text: bytes) -> list[bytes]:
+    """``;A=1;B="x;y"`` as ``[b'A=1', b'B="x;y"']``: the parameters after a property's
+    name, cut at semicolons outside double quotes."""
     found: list[bytes] = []
     quoted = False
     start = None
