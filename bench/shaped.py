@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 from imapclient.imap_utf7 import encode as utf7
 
@@ -223,7 +224,7 @@ def ceiling(launcher: Launcher, mode: str, source: tuple[str, int], target: tupl
     return launcher.run_child(command, env, Path.cwd(), work / "tool.log", timeout)
 
 
-ESTIMATES: list[dict[str, object]] = []
+ESTIMATES: list[dict[str, Any]] = []
 """``bascule plan``'s estimates against the runs they estimate: before the first run (from
 its probe), and before a second run with nothing new (from the first run's timings)."""
 
@@ -385,14 +386,12 @@ ESTIMATE_WITHIN = 0.3
 """How far from its run a plan's estimate may land (issue 10: within ±30%)."""
 
 
-def estimate_lines(estimates: Sequence[dict[str, object]]) -> list[str]:
+def estimate_lines(estimates: Sequence[dict[str, Any]]) -> list[str]:
     """Per basis of the plans' estimates (probe, history), how many landed within
     ``ESTIMATE_WITHIN`` of their runs, and the range of estimate / run."""
     by_kind: dict[str, list[float]] = {}
     for found in estimates:
-        basis = found["basis"]
-        kind = str(basis["kind"]) if isinstance(basis, dict) else "?"
-        by_kind.setdefault(kind, []).append(float(str(found["ratio"])))
+        by_kind.setdefault(found["basis"]["kind"], []).append(float(found["ratio"]))
     return [f"plan estimates from {kind}: {sum(abs(r - 1) <= ESTIMATE_WITHIN + 1e-9 for r in ratios)}"
             f" of {len(ratios)} within ±{ESTIMATE_WITHIN:.0%} of their runs (estimate / run "
             f"{min(ratios):.2f} to {max(ratios):.2f})" for kind, ratios in sorted(by_kind.items())]
