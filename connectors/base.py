@@ -21,7 +21,10 @@ SOURCE_ID
 
 FINGERPRINT
     ``"sha256:<hex>"`` of the raw bytes of the item. The sink computes the same value on
-    what it holds, so a re-run finds what is already there.
+    what it holds, so a re-run finds what is already there. A document sink whose server
+    rewrites what it stores (a CalDAV server refolds and reorders) answers instead the
+    fingerprint of the item's meaning (``"ical:<hex>"``), and tells which one a document
+    will have there (``DocumentSink.fingerprint``).
 
 TARGET_REF
     What the sink answers when it has stored an item, enough to find it again
@@ -365,6 +368,9 @@ class DocumentStored:
     target_ref: str
     version: str
     renamed: str | None = None
+    fingerprint: str | None = None
+    """What ``find`` and ``inventory`` answer for the item while it stays as written, when
+    that is not the document's own fingerprint (a sink that rewrites)."""
 
 
 @functools.lru_cache(maxsize=4096)

@@ -204,10 +204,17 @@ class DocumentSink(Protocol):
         reached; after a ``ConnectError`` the write may or may not have happened, and
         ``find`` tells."""
 
+    def fingerprint(self, document: Document) -> str:
+        """The fingerprint ``find`` and ``inventory`` answer for this document once the
+        target holds it unchanged: ``document.fingerprint`` where the target keeps bytes;
+        where it rewrites them, the fingerprint of the document's meaning, which the
+        target's rewriting keeps (reading the document, streamed)."""
+
     def find(self, native_name: str, document: Document) -> StoredDocument | None:
         """What the target holds where ``put`` would write this document, with its
         fingerprint, or ``None``: how the engine learns, after a crash between a write and
-        its record, whether the write happened."""
+        its record, whether the write happened (the fingerprint equals
+        ``fingerprint(document)``)."""
 
     def inventory(self, native_name: str, fingerprints: bool = False
                   ) -> Iterator[StoredDocument]:

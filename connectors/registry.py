@@ -29,6 +29,7 @@ BUILT_IN = (
     "connectors.imap.connector",
     "connectors.local.connector",
     "connectors.graph.connector",
+    "connectors.dav.connector",
 )
 """Modules that register the connectors shipped with bascule, in the order shown to users."""
 ENTRY_POINTS = "bascule.connectors"

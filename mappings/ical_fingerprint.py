@@ -10,10 +10,14 @@ parameters and values, whatever:
 
 - the folding of lines, their ends (CRLF or LF alone) and a leading byte-order mark;
 - the order of the properties within a component and of the components within another;
-- a CATEGORIES (or RESOURCES) of several values written as one line or as several, and the
-  parts of a recurrence rule in another order;
-- the case of property and parameter names, the order of parameters, and quotes around a
-  parameter value that needs none;
+- a CATEGORIES (or RESOURCES, RDATE, EXDATE, NICKNAME) of several values written as one line
+  or as several, the parts of a recurrence rule in another order, and its ``WKST=MO``, the
+  default, written or not;
+- the case of property and parameter names, the order of parameters, a parameter of several
+  values written once (``TYPE=WORK,VOICE``), once per value (``TYPE=WORK;TYPE=VOICE``) or
+  quoted (``FEATURE="AUDIO,VIDEO"``), and quotes around a parameter value that needs none;
+- the notes a time zone's definition carries for people (``ZONE_NOTES``: Cyrus drops its
+  COMMENT);
 - the parameters of scheduling (``SCHEDULED_PARAMETERS``), which the migration and the
   server add, and ``IGNORED_PROPERTIES``, which the server stamps as its own.
 
@@ -26,7 +30,7 @@ through in bounded memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mappings.scheduling import split_parameters
@@ -38,9 +42,20 @@ back (RFC 6638, section 10.3 and 10.4)."""
 IGNORED_PROPERTIES = frozenset({b"PRODID"})
 """Properties a server replaces with its own."""
 
-LISTS = frozenset({b"CATEGORIES", b"RESOURCES"})
+LISTS = frozenset({b"CATEGORIES", b"RESOURCES", b"RDATE", b"EXDATE", b"NICKNAME"})
 """Properties whose value is a list a server may split into one line per value (RFC 5545,
-sections 3.8.1.2 and 3.8.1.10)."""
+sections 3.8.1.2, 3.8.1.10, 3.8.5.1 and 3.8.5.2; RFC 6350, section 6.2.3)."""
+
+ZONE_NOTES = frozenset({b"COMMENT", b"TZURL", b"LAST-MODIFIED"})
+"""Properties of a time zone's definition (VTIMEZONE and its parts) that say nothing of its
+rules, which a server may drop or stamp."""
+
+LIST_PARAMETERS = frozenset({b"FEATURE", b"TYPE"})
+"""Parameters whose value is a list, which a server may write quoted as one value
+(``FEATURE="AUDIO,VIDEO"``: Cyrus) where it was given bare (``FEATURE=AUDIO,VIDEO``)."""
+
+DEFAULT_RULE_PARTS = frozenset({b"WKST=MO"})
+"""Rule parts that say what their absence says (RFC 5545, section 3.3.10)."""
 
 RULES = frozenset({b"RRULE", b"EXRULE"})
 """Properties whose value is rule parts in no particular order (RFC 5545, section 3.3.10),
@@ -109,7 +124,8 @@ class _Line:
         # A byte-order mark can only come before the first line's name.
         self.name = name.removeprefix(BOM).strip().upper()
         self.parameters = sorted(
-            parameter for parameter in map(_parameter, split_parameters(head[len(name):]))
+            parameter for text in split_parameters(head[len(name):])
+            for parameter in _parameters(text)
             if parameter.split(b"=", 1)[0] not in SCHEDULED_PARAMETERS)
         if self.name in LISTS or self.name in RULES or self.name in (b"BEGIN", b"END"):
             self.held = bytearray()
@@ -129,7 +145,8 @@ class _Line:
             self._value_begins()
         head = b";".join([self.name, *self.parameters]) + b":"
         if self.held is not None and self.name in RULES:
-            parts = sorted(part.upper() for part in bytes(self.held).split(b";"))
+            parts = sorted(part.upper() for part in bytes(self.held).split(b";")
+                           if part.upper() not in DEFAULT_RULE_PARTS)
             return [hashlib.sha256(head + b";".join(parts)).digest()]
         if self.held is not None:
             items = _items(bytes(self.held))
@@ -141,7 +158,7 @@ def semantic_fingerprint(chunks: Iterable[bytes]) -> str:
     """The fingerprint of the calendar object or vCard read from ``chunks`` (see above)."""
     stack: list[_Component] = [_Component(b"")]
     line: _Line | None = None
-    pending = b""  # a line break whose next byte decides: folded, or a new line
+    pending = b""  # a carriage return whose next byte decides: a line end, or a value's
 
     def end_line() -> None:
         nonlocal line
@@ -156,36 +173,28 @@ def semantic_fingerprint(chunks: Iterable[bytes]) -> str:
         elif done.name == b"END" and len(stack) > 1:
             component = stack.pop()
             stack[-1].children.append(component.digest())
-        elif done.name not in IGNORED_PROPERTIES:
+        elif done.name not in IGNORED_PROPERTIES and not (
+                done.name in ZONE_NOTES and any(c.name == b"VTIMEZONE" for c in stack)):
             stack[-1].children.extend(digests)
 
-    for chunk in chunks:
+    for chunk in _unfolded_stream(chunks):
         data = pending + chunk
         pending = b""
         position = 0
-        while position < len(data):
+        while True:
             newline = data.find(b"\n", position)
-            if newline < 0:
-                piece, position = data[position:], len(data)
-                if piece.endswith(b"\r"):
-                    piece, pending = piece[:-1], b"\r"
-                if piece:
-                    line = line or _Line()
-                    line.feed(piece)
-                continue
-            piece = data[position:newline].removesuffix(b"\r")
+            piece = data[position:] if newline < 0 else data[position:newline]
+            if newline < 0 and piece.endswith(b"\r"):
+                piece, pending = piece[:-1], b"\r"  # a line end, if a line feed follows
+            elif newline >= 0:
+                piece = piece.removesuffix(b"\r")
             if piece:
                 line = line or _Line()
                 line.feed(piece)
-            if newline + 1 >= len(data):
-                pending = b"\n"
-                position = len(data)
+            if newline < 0:
                 break
+            end_line()
             position = newline + 1
-            if data[position] in (0x20, 0x09):  # a folded line goes on
-                position += 1
-            else:
-                end_line()
     end_line()
     while len(stack) > 1:  # components never ended still count
         component = stack.pop()
@@ -193,14 +202,61 @@ def semantic_fingerprint(chunks: Iterable[bytes]) -> str:
     return PREFIX + hashlib.sha256(b"".join(sorted(stack[0].children))).hexdigest()
 
 
-def _parameter(text: bytes) -> bytes:
-    """``cn="Jean"`` as ``CN=Jean``: the name in capitals, quotes a value needs kept."""
-    name, _, value = text.partition(b"=")
-    if value.startswith(b'"') and value.endswith(b'"') and len(value) >= 2:
-        inner = value[1:-1]
-        if not any(c in inner for c in b",;:"):
-            value = inner
-    return name.strip().upper() + b"=" + value
+def _unfolded_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks with every fold (a line break, then a space or a tab) taken out, across
+    chunk boundaries: a line break at a chunk's end waits for the next chunk's first byte.
+    Unfolding comes before lines are told apart (RFC 5545, section 3.1): Cyrus writes a
+    long URL as ``...0\\r\\r\\n \\n``, which unfolds to ``...0`` and a line end."""
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        cut = len(data)
+        while cut > 0 and len(data) - cut < 2 and data[cut - 1] in b"\r\n":
+            cut -= 1
+        carry = data[cut:]
+        if cut:
+            yield _unfolded(data[:cut])
+    if carry:
+        yield carry
+
+
+def _unfolded(text: bytes) -> bytes:
+    """Lines joined where they were folded (a line break, then a space or a tab)."""
+    for fold in (b"\r\n ", b"\r\n\t", b"\n ", b"\n\t"):
+        text = text.replace(fold, b"")
+    return text
+
+
+def _parameters(text: bytes) -> list[bytes]:
+    """``type=work,"voice"`` as ``TYPE=WORK`` and ``TYPE=voice``: one per value, the name in
+    capitals, quotes a value needs kept."""
+    name, _, values = text.partition(b"=")
+    name = name.strip().upper()
+    found = []
+    for value in _values(values):
+        quoted = value.startswith(b'"') and value.endswith(b'"') and len(value) >= 2
+        if quoted and name in LIST_PARAMETERS:
+            found += [name + b"=" + item for item in value[1:-1].split(b",")]
+            continue
+        if quoted and not any(c in value[1:-1] for c in b",;:"):
+            value = value[1:-1]
+        found.append(name + b"=" + value)
+    return found
+
+
+def _values(text: bytes) -> list[bytes]:
+    """A parameter's values, cut at the commas outside quotes (RFC 5545, section 3.2)."""
+    values: list[bytes] = []
+    quoted = False
+    start = 0
+    for index, byte in enumerate(text):
+        if byte == 0x22:
+            quoted = not quoted
+        elif byte == 0x2C and not quoted:
+            values.append(text[start:index])
+            start = index + 1
+    values.append(text[start:])
+    return values
 
 
 def _items(text: bytes) -> list[bytes]:

@@ -33,6 +33,8 @@ FOLD = 75
 """Octets per physical line, its line break excluded (RFC 5545, section 3.1)."""
 
 _NAME = re.compile(rb"[A-Za-z0-9-]+")
+_SCHEDULED_START = re.compile(rb"^(?:ORGANIZER|ATTENDEE)(?![A-Za-z0-9-])",
+                              re.IGNORECASE | re.MULTILINE)
 
 
 def client_scheduled(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -61,6 +63,16 @@ def client_scheduled(chunks: Iterable[bytes]) -> Iterator[bytes]:
     for chunk in chunks:
         position = 0
         while position < len(chunk):
+            if kept is None and starting and not head:
+                # Whole lines up to the next scheduled property pass in one piece: a large
+                # attachment's thousands of lines are not looked at one by one.
+                whole = chunk.rfind(b"\n", position) + 1
+                found = _SCHEDULED_START.search(chunk, position, whole) if whole else None
+                stop = found.start() if found else whole
+                if stop > position:
+                    out.extend(chunk[position:stop])
+                    position = stop
+                    continue
             newline = chunk.find(b"\n", position)
             stop = len(chunk) if newline < 0 else newline + 1
             piece = chunk[position:stop]

@@ -3,9 +3,10 @@ ledger. Protocol-free: it speaks to a ``DocumentSource`` and a ``DocumentSink``.
 
 Every write is conditional on what the ledger last saw on the target: nothing for a first
 copy, the version the target answered for a copy made before. A write whose condition
-fails is looked at: the document's own bytes already there (a crash between the write and
-its record) are recorded without writing; anything else is someone else's and stays, with
-a ``version_conflict`` line in the report."""
+fails is looked at: the document already there (a crash between the write and its record:
+its bytes, or its meaning where the target rewrites what it stores) is recorded without
+writing; anything else is someone else's and stays, with a ``version_conflict`` line in
+the report."""
 
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ class DocumentUnit:
                 self.result.notes.extend(document.notes)
                 outcomes.append({"source_id": document.source_id,
                                  "target_ref": stored.target_ref,
-                                 "target_version": stored.version})
+                                 "target_version": stored.version,
+                                 "target_fingerprint": stored.fingerprint})
                 if written:
                     self.result.copied += 1
                     self.result.copied_bytes += document.size
@@ -150,8 +152,10 @@ class DocumentUnit:
             return self.sink.put(native, document, expected), True
         except VersionConflict as conflict:
             found = self.sink.find(native, document)
-            if found is not None and found.fingerprint == document.fingerprint:
-                return DocumentStored(found.target_ref, found.version), False
+            expected_there = self.sink.fingerprint(document)
+            if found is not None and found.fingerprint == expected_there:
+                return DocumentStored(found.target_ref, found.version, fingerprint=(
+                    None if expected_there == document.fingerprint else expected_there)), False
             if found is None and expected is not CREATE_ONLY:
                 # Nothing where the version was expected: the source renamed the item (its
                 # old copy goes once the new one is written), or the target's user deleted
@@ -185,8 +189,9 @@ def plan_documents(source: DocumentSource, container: Container, known: dict
 
 def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: DocumentSink,
                      container: Container, nested: tuple[str, ...] = ()) -> FolderCheck:
-    """Every item the source lists is copied, at its version, the bytes on the target are
-    the ones recorded when it was copied, and the target holds nothing else (``nested``
+    """Every item the source lists is copied, at its version, the target holds what was
+    recorded when it was copied (the bytes, or their meaning where the sink rewrites them),
+    and it holds nothing else (``nested``
     names the folders inside this one that other units fill)."""
     listing = source.list_documents(container, None)
     known = ledger.items_of(unit.id)
@@ -202,7 +207,7 @@ def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: D
             check.findings.append(Finding("missing_on_target", ref.source_id))
         elif record.version != ref.version:
             check.findings.append(Finding("changed_since_copy", ref.source_id, target.target_ref))
-        elif target.fingerprint != record.fingerprint:
+        elif target.fingerprint != (record.target_fingerprint or record.fingerprint):
             check.findings.append(Finding("fingerprint_mismatch", ref.source_id,
                                           target.target_ref))
     listed = {ref.source_id for ref in listing.refs}

@@ -251,7 +251,11 @@ class Engine:
                 if self.user_map.lookup(name) is None]
 
     def _needs_target(self) -> list[Text]:
-        return [] if self.batch.target is not None else [Text.of("no_target")]
+        """Mail needs ``[target]``; the other workloads have a target whatever the batch
+        says (their former folder, when ``[targets.<workload>]`` is not there)."""
+        if MAIL not in self.batch.workloads or self.batch.target is not None:
+            return []
+        return [Text.of("no_target")]
 
     def _principals(self, workload: str) -> list[UserMapping]:
         """The users a workload applies to, as the source says (a SharePoint site has only
@@ -510,7 +514,7 @@ class Engine:
 
     # verify
     def verify(self) -> Outcome:
-        if self.batch.target is None:
+        if self._needs_target():
             raise InputError(self._needs_target())
         selected = {u.source for u in self.users}
         units: dict[tuple[str, str], list[Unit]] = defaultdict(list)

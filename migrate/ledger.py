@@ -107,6 +107,7 @@ items = Table(
     Column("version", String(200)),
     Column("target_ref", Text),
     Column("target_version", String(200)),
+    Column("target_fingerprint", String(80)),
     Column("status", String(20), nullable=False),
     Column("error_code", String(40)),
     Column("error_detail", Text),
@@ -234,6 +235,9 @@ class ItemRecord:
     target_version: str | None = None
     """The target's version of the item when it was written (documents), for the next
     conditional write."""
+    target_fingerprint: str | None = None
+    """What the target answers as the item's fingerprint, when a sink that rewrites gave
+    one (the fingerprint of a calendar object's meaning); ``None``: ``fingerprint``."""
 
 
 _ITEM_COLUMNS = tuple(items.c[field.name] for field in fields(ItemRecord))
@@ -631,7 +635,8 @@ class Ledger:
             row: dict[str, Any] = {"source_id": outcome["source_id"]}
             if outcome.get("target_ref"):
                 row.update(status=DONE, target_ref=outcome["target_ref"], error_code=None,
-                           error_detail=None, target_version=outcome.get("target_version"))
+                           error_detail=None, target_version=outcome.get("target_version"),
+                           target_fingerprint=outcome.get("target_fingerprint"))
             else:
                 row.update(status=UNCONFIRMED if outcome.get("unconfirmed") else FAILED,
                            error_code=outcome["error_code"],
@@ -814,7 +819,7 @@ def _unit(row: Any) -> Unit:
 
 def _item(row: Sequence[Any]) -> ItemRecord:
     (source_id, fingerprint, size, flags, internal_date, version, target_ref, status,
-     error_code, error_detail, attempts, target_version) = row
+     error_code, error_detail, attempts, target_version, target_fingerprint) = row
     return ItemRecord(source_id, fingerprint, size, decode_flags(flags), internal_date, version,
                       target_ref, status, error_code, error_detail, attempts or 0,
-                      target_version)
+                      target_version, target_fingerprint)

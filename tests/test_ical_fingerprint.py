@@ -93,6 +93,50 @@ def test_what_a_server_rewrites_leaves_the_fingerprint_alone():
         assert fingerprint(body) == same, what
 
 
+SERIES = vcalendar(
+    "BEGIN:VTIMEZONE\r\nTZID:Europe/Paris\r\nCOMMENT:Valid from 2024 to 2038.\r\n"
+    "BEGIN:STANDARD\r\nDTSTART:20241027T030000\r\nTZOFFSETFROM:+0200\r\n"
+    "TZOFFSETTO:+0100\r\nRDATE:20251026T030000,20261025T030000\r\nEND:STANDARD\r\n"
+    "END:VTIMEZONE\r\n",
+    vevent("serie", OWNER, {}, extra=(
+        "RRULE:FREQ=WEEKLY;BYDAY=MO;WKST=MO\r\nEXDATE:20300114T100000Z,20300121T100000Z\r\n"
+        "CONFERENCE;FEATURE=AUDIO,VIDEO;VALUE=URI:https://visio.example/l/19%3ameeting\r\n"
+        "URL:https://teams.microsoft.com/l/meetup-join/19%3ameeting_Y29uc2VpbA%40thread.v2/0\r\n"
+    )))
+CARD = (b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:c-1\r\nFN:H\xc3\xa9l\xc3\xa8ne No\xc3\xabl\r\n"
+        b"NICKNAME:Lene,Noelle\r\nTEL;TYPE=WORK,VOICE:+33 1 23 45 67 89\r\nEND:VCARD\r\n")
+
+
+def test_what_cyrus_rewrites_in_series_zones_and_cards_leaves_the_fingerprint_alone():
+    """Each as Cyrus 3.6 gave back what bascule sent from Graph's calendars and contacts."""
+    url = b"URL:https://teams.microsoft.com/l/meetup-join/19%3ameeting_Y29uc2VpbA%40thread.v2/0"
+    rewrites = {
+        "a list of dates one per line": (SERIES, SERIES.replace(
+            b"RDATE:20251026T030000,20261025T030000",
+            b"RDATE:20261025T030000\r\nRDATE:20251026T030000").replace(
+            b"EXDATE:20300114T100000Z,20300121T100000Z",
+            b"EXDATE:20300114T100000Z\r\nEXDATE:20300121T100000Z")),
+        "the rule's default week start left out": (SERIES, SERIES.replace(b";WKST=MO", b"")),
+        "the zone's comment dropped": (SERIES, SERIES.replace(
+            b"COMMENT:Valid from 2024 to 2038.\r\n", b"")),
+        "a list parameter quoted": (SERIES, SERIES.replace(b"FEATURE=AUDIO,VIDEO",
+                                                            b'FEATURE="VIDEO,AUDIO"')),
+        "a long URL folded the way Cyrus does": (SERIES, SERIES.replace(
+            url + b"\r\n", b"URL:https:\r\n " + url[len(b"URL:https:"):] + b"\r\r\n \n")),
+        "a parameter's values once each": (CARD, CARD.replace(b"TYPE=WORK,VOICE",
+                                                              b"TYPE=VOICE;TYPE=WORK")),
+        "a nickname list one per line": (CARD, CARD.replace(
+            b"NICKNAME:Lene,Noelle", b"NICKNAME:Noelle\r\nNICKNAME:Lene")),
+    }
+    for what, (given, back) in rewrites.items():
+        assert back != given, what
+        assert fingerprint(back) == fingerprint(given), what
+    assert fingerprint(SERIES.replace(b"20261025T030000", b"20261025T020000")) != \
+        fingerprint(SERIES)
+    assert fingerprint(SERIES.replace(b"WKST=MO", b"WKST=SU")) != fingerprint(SERIES)
+    assert fingerprint(CARD.replace(b"TYPE=WORK,VOICE", b"TYPE=WORK")) != fingerprint(CARD)
+
+
 def test_any_change_of_what_the_object_says_changes_the_fingerprint():
     same = fingerprint(EVENT)
     changes = {

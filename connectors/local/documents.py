@@ -124,6 +124,10 @@ class FolderSink:
         return DocumentStored(target.relative_to(self.root).as_posix(),
                               _version(target.lstat()), renamed)
 
+    def fingerprint(self, document: Document) -> str:
+        """A file holds the document's bytes: its own fingerprint."""
+        return document.fingerprint
+
     def find(self, native_name: str, document: Document) -> StoredDocument | None:
         target, _ = self._place(native_name, document)
         return self._stored(target, fingerprint=True)

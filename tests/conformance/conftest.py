@@ -14,12 +14,17 @@ import hashlib
 import itertools
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
+import icalendar
 import pytest
+import requests
 from imapclient import IMAPClient, imap_utf7
 
 from connectors import registry
@@ -36,6 +41,7 @@ from tests.conformance.harness import (
     SeedMessage,
     StoreContext,
 )
+from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.graph_files import FixtureFiles, running_download_server
 from tests.graph_pim import seed_pim
@@ -384,6 +390,9 @@ class FolderHarness(Harness):
     def replace(self, workload: str, target_ref: str, content: bytes) -> None:
         (self.place(workload) / target_ref).write_bytes(content)
 
+    def expected_fingerprint(self, workload: str, content: bytes) -> str:
+        return "sha256:" + hashlib.sha256(content).hexdigest()
+
 
 @pytest.fixture
 def harness_folder(tmp_path: Path) -> Iterator[FolderHarness]:
@@ -464,3 +473,124 @@ def harness_graph(tmp_path: Path, certificates: TestCertificates) -> Iterator[Gr
             files=files)
         yield harness
         harness.close()
+
+
+# --- CalDAV and CardDAV: a private Cyrus, read with plain HTTP and icalendar's parser -------
+
+
+@pytest.fixture(scope="session")
+def conformance_cyrus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cyrus]:
+    try:
+        server = start_cyrus(tmp_path_factory.mktemp("cyrus"), {})
+    except CyrusMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield server
+    server.stop()
+
+
+_cyrus_users = itertools.count()
+DAV_HOMES = {"calendar": "/dav/calendars/user/{login}/",
+             "contacts": "/dav/addressbooks/user/{login}/"}
+"""Where Cyrus keeps a user's calendars and address books (its documented layout)."""
+DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
+             "contacts": "{urn:ietf:params:xml:ns:carddav}addressbook"}
+
+
+@dataclass
+class DavHarness(Harness):
+    server: Cyrus | None = None
+    password: str = ""
+    before: dict[str, set[str]] = field(default_factory=dict)
+    """The collections the server made itself (a default calendar, scheduling boxes)."""
+
+    def _url(self, path: str) -> str:
+        assert self.server is not None
+        return self.server.base_url + urllib.parse.quote(path, safe="/@")
+
+    def _request(self, method: str, path: str, **options: Any) -> requests.Response:
+        return requests.request(method, self._url(path), auth=(self.login, self.password),
+                                timeout=60, **options)
+
+    def _members(self, path: str) -> list[tuple[str, set[str], str]]:
+        """(path, resource types, display name) of what a collection holds."""
+        answer = self._request("PROPFIND", path, headers={
+            "Depth": "1", "Content-Type": "application/xml"}, data=(
+            b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><resourcetype/>'
+            b"<displayname/></prop></propfind>"))
+        assert answer.status_code == 207, (answer.status_code, answer.text)
+        found = []
+        for response in ElementTree.fromstring(answer.content).iter("{DAV:}response"):
+            href = urllib.parse.unquote(response.findtext("{DAV:}href") or "")
+            kinds = {child.tag for child in response.iter("{DAV:}resourcetype")
+                     for child in child}
+            found.append((href, kinds, response.findtext(".//{DAV:}displayname") or ""))
+        return [member for member in found if member[0].rstrip("/") != path.rstrip("/")]
+
+    def home(self, workload: str) -> str:
+        return DAV_HOMES[workload].format(login=self.login)
+
+    def containers(self, workload: str) -> list[str]:
+        return sorted(path for path, kinds, _ in self._members(self.home(workload))
+                      if DAV_KINDS[workload] in kinds and path not in self.before[workload])
+
+    def landed(self, workload: str) -> dict[str, Landed]:
+        found = {}
+        for container in self.containers(workload):
+            for path, kinds, _ in self._members(container):
+                if "{DAV:}collection" not in kinds:
+                    body = self._request("GET", path).content
+                    found[path] = Landed(self.expected_fingerprint(workload, body), len(body))
+        return found
+
+    def segments(self, workload: str, target_ref: str) -> tuple[str, ...]:
+        container, _, name = target_ref.rpartition("/")
+        shown = {path: name for path, _, name in self._members(self.home(workload))}
+        return shown[container + "/"], name
+
+    def delete(self, workload: str, target_ref: str) -> None:
+        assert self._request("DELETE", target_ref).status_code in (200, 204)
+
+    def replace(self, workload: str, target_ref: str, content: bytes) -> None:
+        kind = "text/calendar" if workload == "calendar" else "text/vcard"
+        answer = self._request("PUT", target_ref, data=content,
+                               headers={"Content-Type": f"{kind}; charset=utf-8"})
+        assert answer.status_code in (200, 201, 204), (answer.status_code, answer.text)
+
+    def expected_fingerprint(self, workload: str, content: bytes) -> str:
+        """What an object means, as icalendar's parser reads it: every component with its
+        properties, parameters and values, in no order; each CATEGORIES value apart; the
+        scheduling parameters a server adds or a client sets left out."""
+        component = icalendar.Component.from_ical(content.removeprefix(b"\xef\xbb\xbf"))
+        return "meaning:" + hashlib.sha256(repr(_meaning(component)).encode()).hexdigest()
+
+
+def _meaning(component: Any) -> tuple[Any, ...]:
+    properties = []
+    for name, value in component.property_items(recursive=False, sorted=False):
+        if name in ("BEGIN", "END"):
+            continue
+        parameters = tuple(sorted((key.upper(), str(given)) for key, given in
+                                  getattr(value, "params", {}).items()
+                                  if not key.upper().startswith("SCHEDULE-")))
+        text = value.to_ical() if hasattr(value, "to_ical") else str(value).encode()
+        for item in (text.split(b",") if name == "CATEGORIES" else [text]):
+            properties.append((name, parameters, item))
+    children = sorted(repr(_meaning(child)) for child in component.subcomponents)
+    return component.name, tuple(sorted(properties)), tuple(children)
+
+
+@pytest.fixture
+def harness_dav(conformance_cyrus: Cyrus, tmp_path: Path) -> Iterator[DavHarness]:
+    login = f"conf{next(_cyrus_users)}@ville-exemple.fr"
+    conformance_cyrus.create_inbox(login)
+    spool = conformance_cyrus.root / "spool"
+    harness = DavHarness("dav", {"type": "dav", "url": conformance_cyrus.base_url + "/"},
+                         login, StoreContext(tmp_path, {"env:DAV_SECRET": "dav-pw"}),
+                         fence=spool, root=spool, secret_ref="env:DAV_SECRET",
+                         server=conformance_cyrus, password="dav-pw")
+    for workload in DAV_HOMES:
+        # The first request makes the home and what the server puts in it by itself.
+        harness.before[workload] = {path for path, _, _ in
+                                    harness._members(harness.home(workload))}
+    yield harness
+    harness.close()

@@ -206,6 +206,11 @@ class DocumentTarget(Protocol):
     def delete(self, workload: str, target_ref: str) -> None:
         """Delete an item as a user of the target would."""
 
+    def expected_fingerprint(self, workload: str, content: bytes) -> str:
+        """The fingerprint ``landed`` gives an item sent with this content and kept as the
+        target keeps it: the content's own where the target keeps bytes, that of its
+        meaning (read by a parser of the reader's own) where the target rewrites them."""
+
 
 @runtime_checkable
 class MailStore(Protocol):

@@ -123,9 +123,10 @@ def source_files() -> list[SeedFile]:
 
 def document(workload: str, key: str, *, body: bytes | None = None, name: str | None = None,
              folder: Folder = (), modified: datetime | None = SUMMER,
-             source_id: str | None = None) -> Document:
-    """A calendar object, a contact or a file, as a source would hand it over."""
-    content = body if body is not None else sample_body(workload, key)
+             source_id: str | None = None, variant: str = "") -> Document:
+    """A calendar object, a contact or a file, as a source would hand it over; a
+    ``variant`` is the same item (the same UID) changed."""
+    content = body if body is not None else sample_body(workload, key, variant)
     return Document(source_id or f"src-{key}", "v1", name or sample_name(workload, key),
                     folder, fingerprint_bytes(content), len(content), modified,
                     lambda: io.BytesIO(content))
@@ -135,26 +136,30 @@ def sample_name(workload: str, key: str) -> str:
     return {"calendar": f"{key}.ics", "contacts": f"{key}.vcf"}.get(workload, f"{key}.txt")
 
 
-def sample_body(workload: str, key: str) -> bytes:
+def sample_body(workload: str, key: str, variant: str = "") -> bytes:
     if workload == "calendar":
         return (f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bascule//conformance//FR\r\n"
                 f"BEGIN:VEVENT\r\nUID:{key}\r\nDTSTAMP:20240301T080000Z\r\n"
                 f"DTSTART:20240314T090000Z\r\nDTEND:20240314T100000Z\r\n"
-                f"SUMMARY:Conseil municipal {key}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n").encode()
+                f"SUMMARY:Conseil municipal {key}{variant}\r\nEND:VEVENT\r\n"
+                f"END:VCALENDAR\r\n").encode()
     if workload == "contacts":
-        return (f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{key}\r\nFN:Hélène Noël {key}\r\n"
+        return (f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{key}\r\nFN:Hélène Noël {key}{variant}\r\n"
                 f"N:Noël;Hélène;;;\r\nEMAIL:helene.noel@ville-exemple.fr\r\n"
                 f"END:VCARD\r\n").encode()
-    return f"Compte rendu {key}\r\n".encode() + bytes(range(256))
+    return f"Compte rendu {key}{variant}\r\n".encode() + bytes(range(256))
 
 
 def awkward_bodies(workload: str) -> list[bytes]:
     """Contents a careless target rewrites: line ends mixed, a byte-order mark, NUL bytes
     and an empty file (files only: a calendar or a contact is text)."""
-    text = sample_body(workload, "awkward")
     if workload in ("calendar", "contacts"):
-        return [text, text.replace(b"\r\n", b"\n"), "\ufeff".encode() + text]
-    return [text, b"\0" * 10 + b"\r\n\n\r" + bytes(range(256)), b""]
+        # Each its own UID: a calendar or an address book holds one object per UID.
+        return [sample_body(workload, "awkward-0"),
+                sample_body(workload, "awkward-1").replace(b"\r\n", b"\n"),
+                "\ufeff".encode() + sample_body(workload, "awkward-2")]
+    return [sample_body(workload, "awkward"), b"\0" * 10 + b"\r\n\n\r" + bytes(range(256)),
+            b""]
 
 
 class GeneratedBody(io.RawIOBase):

@@ -1,0 +1,189 @@
+"""WebDAV requests as CalDAV and CardDAV need them, over one requests session: PROPFIND
+answers read as they arrive, collections made, resources written, read and deleted.
+
+Paths are handled percent-decoded (``/dav/calendars/user/amelie@ville.fr/``) and encoded
+only on the wire. TLS is verified, with the batch's CA file passed on every request:
+requests prefers the environment's ``REQUESTS_CA_BUNDLE`` to a session's own setting.
+Redirects are followed here, within the same server and with the same method (requests
+would turn a redirected PROPFIND into a GET, and send the login to any host a redirect
+names). A failure to reach the server raises ``ConnectError``; whatever the server
+answers is the caller's to read."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+from urllib.parse import quote, unquote, urljoin, urlsplit
+from xml.etree import ElementTree
+
+import requests
+
+from connectors.base import ConnectError
+
+DAV = "DAV:"
+CALDAV = "urn:ietf:params:xml:ns:caldav"
+CARDDAV = "urn:ietf:params:xml:ns:carddav"
+APPLE_ICAL = "http://apple.com/ns/ical/"
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+XML = "application/xml; charset=utf-8"
+PATH_SAFE = "/@:+=,~!$&'()*;"
+"""Characters a path keeps as they are on the wire (RFC 3986 sub-delimiters, ``@``, ``:``)."""
+_STATUS = re.compile(r"^\S+\s+(\d{3})")
+
+
+def tag(namespace: str, name: str) -> str:
+    """An element's name as ElementTree spells it."""
+    return f"{{{namespace}}}{name}"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource of a PROPFIND answer: its path and the properties found (status 200)."""
+
+    path: str
+    properties: dict[str, ElementTree.Element]
+
+    def text(self, namespace: str, name: str) -> str | None:
+        element = self.properties.get(tag(namespace, name))
+        return element.text if element is not None else None
+
+    def href(self, namespace: str, name: str) -> str | None:
+        """The path a property names with a ``DAV:href`` inside it."""
+        element = self.properties.get(tag(namespace, name))
+        found = element.findtext(tag(DAV, "href")) if element is not None else None
+        return unquote(urlsplit(found.strip()).path) if found else None
+
+    def kinds(self) -> set[str]:
+        """The resource types it has (``{DAV:}collection``, ``{urn:...caldav}calendar``)."""
+        element = self.properties.get(tag(DAV, "resourcetype"))
+        return {child.tag for child in element} if element is not None else set()
+
+
+class DavClient:
+    """One account on one DAV server."""
+
+    def __init__(self, base_url: str, login: str, password: str, *, ca_file: str | None,
+                 timeout: float) -> None:
+        parts = urlsplit(base_url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.base_path = unquote(parts.path) or "/"
+        self.where = parts.netloc
+        self.login = login
+        self.timeout = timeout
+        self.verify: str | bool = ca_file or True
+        self.session = requests.Session()
+        self.session.auth = (login, password)
+        self.session.trust_env = False  # no proxy, no .netrc login: only what the batch says
+
+    def url(self, path: str) -> str:
+        return self.origin + quote(path, safe=PATH_SAFE)
+
+    def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                body: bytes | IO[bytes] | None = None, stream: bool = False
+                ) -> requests.Response:
+        """The server's answer. Redirects are followed for bodies that can be sent again
+        (none, or bytes); a login refused raises ``ConnectError`` (``auth_failed``)."""
+        url = self.url(path)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(method, url, headers, body, stream)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECTS or not location or \
+                    not (body is None or isinstance(body, bytes)):
+                break
+            response.close()
+            following = urljoin(url, location)
+            parts = urlsplit(following)
+            if f"{parts.scheme}://{parts.netloc}" != self.origin:
+                raise ConnectError(f"{url} redirects to another server: {following}",
+                                   code="unreachable", where=self.where)
+            url = following
+        if response.status_code == 401:
+            response.close()
+            raise ConnectError(f"{method} {url}: 401", code="auth_failed", where=self.where)
+        return response
+
+    def propfind(self, path: str, depth: str, properties: list[tuple[str, str]]
+                 ) -> Iterator[Resource]:
+        """Each resource the server answers for, read as the answer arrives; nothing for a
+        path that does not exist."""
+        namespaces = {namespace: f"n{number}" for number, namespace
+                      in enumerate(dict.fromkeys(ns for ns, _ in properties))}
+        declared = "".join(f' xmlns:{prefix}="{namespace}"'
+                           for namespace, prefix in namespaces.items())
+        asked = "".join(f"<{namespaces[ns]}:{name}/>" for ns, name in properties)
+        body = (f'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"{declared}>'
+                f"<D:prop>{asked}</D:prop></D:propfind>").encode()
+        response = self.request("PROPFIND", path, headers={"Depth": depth, "Content-Type": XML},
+                                body=body, stream=True)
+        with response:
+            if response.status_code in (404, 410):
+                return
+            if response.status_code != 207:
+                raise DavRefused("PROPFIND", path, response)
+            yield from _multistatus(response)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _send(self, method: str, url: str, headers: dict[str, str] | None,
+              body: bytes | IO[bytes] | None, stream: bool) -> requests.Response:
+        try:
+            return self.session.request(method, url, headers=headers, data=body, stream=stream,
+                                        timeout=self.timeout, verify=self.verify,
+                                        allow_redirects=False)
+        except requests.exceptions.SSLError as error:
+            raise ConnectError(str(error), code="tls_failed", where=self.where) from None
+        except requests.exceptions.ConnectTimeout as error:
+            raise ConnectError(str(error), code="unreachable", where=self.where) from None
+        except requests.exceptions.Timeout as error:
+            raise ConnectError(str(error), code="timeout", where=self.where) from None
+        except requests.exceptions.ConnectionError as error:
+            refused = "NewConnectionError" in repr(error) or "NameResolution" in repr(error)
+            raise ConnectError(str(error), code="unreachable" if refused else "connection_lost",
+                               where=self.where) from None
+
+
+class DavRefused(Exception):
+    """An answer other than the one a request needs: its method, path, status and the
+    precondition the server named (RFC 4918 ``DAV:error``), if any."""
+
+    def __init__(self, method: str, path: str, response: requests.Response) -> None:
+        self.status = response.status_code
+        self.condition = precondition(response)
+        super().__init__(f"{method} {path}: {response.status_code} {response.reason}"
+                         + (f" ({self.condition})" if self.condition else ""))
+
+
+def precondition(response: requests.Response) -> str:
+    """The precondition a refusal names (``valid-calendar-data``), or ``""``: an error body
+    is small, and read whole."""
+    if "xml" not in response.headers.get("Content-Type", ""):
+        return ""
+    try:
+        root = ElementTree.fromstring(response.content)
+    except ElementTree.ParseError:
+        return ""
+    if root.tag != tag(DAV, "error") or not len(root):
+        return ""
+    return root[0].tag.rpartition("}")[2]
+
+
+def _multistatus(response: requests.Response) -> Iterator[Resource]:
+    response.raw.decode_content = True
+    parser = ElementTree.iterparse(response.raw, events=("end",))
+    for _, element in parser:
+        if element.tag != tag(DAV, "response"):
+            continue
+        href = element.findtext(tag(DAV, "href"))
+        found: dict[str, ElementTree.Element] = {}
+        for propstat in element.findall(tag(DAV, "propstat")):
+            status = _STATUS.match((propstat.findtext(tag(DAV, "status")) or "").strip())
+            held = propstat.find(tag(DAV, "prop"))
+            if status is not None and status.group(1) == "200" and held is not None:
+                found.update((prop.tag, prop) for prop in held)
+        if href:
+            yield Resource(unquote(urlsplit(href.strip()).path), found)
+        element.clear()

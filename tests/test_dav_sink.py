@@ -1,0 +1,149 @@
+"""The CalDAV and CardDAV sink against a real Cyrus: what its scheduling sends when objects
+are created, changed and deleted through the sink, what it refuses, and how discovery
+fails. The contract itself is the conformance suite's (tests/conformance)."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from connectors.base import (
+    ConnectError,
+    ContainerRefused,
+    Document,
+    ItemRejected,
+    fingerprint_bytes,
+)
+from connectors.dav.client import DavClient
+from connectors.dav.sink import DavSink, display_name, resource_name, slug
+from tests.cyrus import Cyrus
+from tests.test_scheduling import OWNER, orphan, organised, received, sent, series
+
+
+def document(uid: str, body: bytes, name: str | None = None) -> Document:
+    return Document(f"src-{uid}", "v1", name or f"{uid}.ics", (), fingerprint_bytes(body),
+                    len(body), None, lambda: io.BytesIO(body))
+
+
+def sink_of(cyrus: Cyrus, workload: str = "calendar", url: str | None = None) -> DavSink:
+    return DavSink(DavClient(url or cyrus.base_url + "/", OWNER, cyrus.users[OWNER],
+                             ca_file=None, timeout=30), workload)
+
+
+def test_objects_created_changed_and_deleted_through_the_sink_send_nothing(cyrus: Cyrus):
+    """Each kind makes Cyrus mail someone when written as it is (tests/test_scheduling.py);
+    through the sink, none does, whatever is done to it."""
+    sink = sink_of(cyrus)
+    native = sink.ensure_container(("Conseil municipal",))
+    for kind, make in (("organised", organised), ("received", received),
+                       ("series", series), ("orphan", orphan)):
+        uid = f"{kind}-through-the-sink"
+        first = sink.put(native, document(uid, make(uid)))
+        changed = make(uid).replace(b"SUMMARY:Conseil", b"SUMMARY:Conseil (report\xc3\xa9)")
+        changed = changed.replace(b"DTSTAMP:", b"SEQUENCE:1\r\nDTSTAMP:")
+        second = sink.put(native, document(uid, changed), first.version)
+        assert second.target_ref == first.target_ref and second.version != first.version
+        sink.remove(native, second.target_ref, second.version)
+        assert sink.find(native, document(uid, changed)) is None
+        assert sent(cyrus.captured()) == [], kind
+
+
+def test_objects_the_server_refuses_are_each_an_item_error_and_the_next_lands(cyrus: Cyrus):
+    sink = sink_of(cyrus)
+    native = sink.ensure_container(("Agenda",))
+    broken = {
+        "no-uid": organised("x").replace(b"UID:x\r\n", b""),
+        "bad-rule": series("bad-rule").replace(b"FREQ=WEEKLY;COUNT=5", b"FREQ=SOMETIMES"),
+        "not-ical": b"BEGIN:VCALENDAR\r\nthis is not a calendar\r\n",
+    }
+    for uid, body in broken.items():
+        with pytest.raises(ItemRejected) as refused:
+            sink.put(native, document(uid, body))
+        assert refused.value.code == "invalid_message", (uid, refused.value)
+        assert "403" in refused.value.detail or "400" in refused.value.detail, refused.value
+    stored = sink.put(native, document("fine", received("fine")))
+    assert [s.target_ref for s in sink.inventory(native)] == [stored.target_ref]
+
+
+def test_a_document_whose_content_changed_while_read_is_refused(cyrus: Cyrus):
+    sink = sink_of(cyrus)
+    native = sink.ensure_container(("Agenda",))
+    body = received("moving")
+    changing = document("moving", body)
+    changing = Document(changing.source_id, "v1", changing.name, (),
+                        fingerprint_bytes(body + b"\r\n"), len(body), None, changing.open)
+    with pytest.raises(ItemRejected) as refused:
+        sink.put(native, changing)
+    assert refused.value.code == "invalid_message"
+    assert list(sink.inventory(native)) == []
+
+
+def test_a_place_outside_the_collection_is_refused_before_any_request(cyrus: Cyrus):
+    sink = sink_of(cyrus)
+    native = sink.ensure_container(("Agenda",))
+    for place in (native + "../Default/x.ics", "/dav/calendars/user/bob@example.org/x.ics",
+                  native.rsplit("/", 2)[0] + "/"):
+        with pytest.raises(ContainerRefused):
+            sink.remove(native, place)
+    with pytest.raises(ContainerRefused):
+        list(sink.inventory("/dav/calendars/user/bob@example.org/Default/"))
+
+
+@contextmanager
+def answering(status: int, headers: dict[str, str]) -> Iterator[str]:
+    """A local HTTP server answering every request with ``status`` and ``headers``."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PROPFIND = do_GET = answer  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_names_no_principal_stops_the_sink_with_a_clear_error(cyrus: Cyrus):
+    with answering(404, {}) as url:
+        with pytest.raises(ConnectError) as failed:
+            sink_of(cyrus, url=url).ensure_container(("Agenda",))
+    assert failed.value.code == "dav_no_principal"
+
+
+def test_a_redirect_to_another_server_is_not_followed(cyrus: Cyrus):
+    with answering(301, {"Location": cyrus.base_url + "/dav/"}) as url:
+        with pytest.raises(ConnectError) as failed:
+            sink_of(cyrus, url=url).ensure_container(("Agenda",))
+    assert "another server" in str(failed.value)
+
+
+def test_names_the_rules_keep_and_change():
+    assert resource_name("3fa2-b1c4@ville.fr.ics") == ("3fa2-b1c4@ville.fr.ics", None)
+    for hostile in ("../../x.ics", "a/b.ics", "x\0y.ics", ".cache.ics", "é" * 300 + ".ics",
+                    "%2e%2e%2fx.ics"):
+        name, rule = resource_name(hostile)
+        assert rule == "renamed_file_name"
+        assert "/" not in name and "%" not in name and not name.startswith(".")
+        assert len(name) <= 120 and name.endswith(".ics"), name
+    assert resource_name("a b.ics")[0] != resource_name("a_b.ics")[0]
+    assert display_name(("Élus", "Commissions")) == "Élus / Commissions"
+    assert display_name(("x\0y\x1b",)) == "x_y_"
+    assert slug("Conseil municipal – été").startswith("conseil-municipal-ete-")
+    assert slug("été") != slug("ete")

@@ -1,0 +1,181 @@
+"""End to end: calendars and contacts from Microsoft Graph (the documented test server, real
+msal) into a real Cyrus, whose CalDAV schedules (RFC 6638) and mails through a capture
+program: everything lands, read back with plain HTTP and icalendar, and nobody is mailed."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from xml.etree import ElementTree
+
+import icalendar
+import recurring_ical_events
+import requests
+
+from tests.cli import bascule, report
+from tests.cyrus import Cyrus
+from tests.graph_pim import pim_of, seed_pim
+from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
+from tests.tls import TestCertificates
+
+AMELIE = "amelie.lefevre@ville-exemple.fr"
+PASSWORD = "amelie-target"
+WINDOW = (date(2025, 1, 1), date(2025, 12, 31))
+
+
+def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
+                cyrus: Cyrus) -> Path:
+    (folder / "users.csv").write_text(
+        f"source,target,source_secret,target_secret\n{AMELIE},{AMELIE},,env:AMELIE_TARGET\n",
+        encoding="utf-8")
+    path = folder / "batch.toml"
+    path.write_text(f"""
+name = "agendas"
+workloads = ["calendar", "contacts"]
+[source]
+type = "graph"
+tenant = "{graph.tenant.tenant_id}"
+client_id = "{graph.tenant.client_id}"
+client_secret = "env:GRAPH_SECRET"
+authority = "{graph.authority}"
+graph_url = "{graph.url}"
+ca_file = "{certificates.ca_file}"
+[targets.calendar]
+type = "dav"
+url = "{cyrus.base_url}/"
+[targets.contacts]
+type = "dav"
+url = "{cyrus.base_url}/"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class Collection:
+    path: str
+    objects: list[bytes]
+
+
+def collections(cyrus: Cyrus, home: str) -> dict[str, Collection]:
+    """Display name -> each collection of a home with its objects, read with plain HTTP."""
+    def propfind(path: str) -> list[ElementTree.Element]:
+        answer = requests.request(
+            "PROPFIND", cyrus.base_url + urllib.parse.quote(path, safe="/@"),
+            auth=(AMELIE, PASSWORD), timeout=30,
+            headers={"Depth": "1", "Content-Type": "application/xml"},
+            data=b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><displayname/>'
+                 b"<resourcetype/></prop></propfind>")
+        assert answer.status_code == 207, answer.text
+        return list(ElementTree.fromstring(answer.content).iter("{DAV:}response"))
+
+    found = {}
+    for response in propfind(home)[1:]:
+        path = urllib.parse.unquote(response.findtext("{DAV:}href") or "")
+        kinds = {child.tag for child in response.iter("{DAV:}resourcetype") for child in child}
+        if not kinds & {"{urn:ietf:params:xml:ns:caldav}calendar",
+                        "{urn:ietf:params:xml:ns:carddav}addressbook"}:
+            continue
+        objects = []
+        for item in propfind(path)[1:]:
+            href = item.findtext("{DAV:}href") or ""
+            answer = requests.get(cyrus.base_url + href, auth=(AMELIE, PASSWORD), timeout=30)
+            objects.append(answer.content)
+        found[response.findtext(".//{DAV:}displayname") or ""] = Collection(path, objects)
+    return found
+
+
+def occurrences(objects: list[bytes]) -> list[tuple[str, str]]:
+    """Every occurrence within the window, as (start, summary), sorted."""
+    found = []
+    for raw in objects:
+        calendar = icalendar.Calendar.from_ical(raw)
+        for event in recurring_ical_events.of(calendar).between(*WINDOW):
+            found.append((event["DTSTART"].dt.isoformat(), str(event["SUMMARY"])))
+    return sorted(found)
+
+
+def test_calendars_and_contacts_land_in_cyrus_and_nobody_is_mailed(
+        certificates, cyrus_factory, tmp_path, monkeypatch):
+    tenant = french_tenant(users=3, inbox_messages=1)
+    mailbox = tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    pim = seed_pim(mailbox)
+    cyrus = cyrus_factory({AMELIE: PASSWORD})
+    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
+    calendars = f"/dav/calendars/user/{AMELIE}/"
+    with running_graph_server(tenant, certificates) as graph:
+        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+        batch = write_batch(tmp_path, graph, certificates, cyrus)
+        code, output = bascule("plan", str(batch))
+        assert code == 0, output
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "run")["summary"]["copied"] == 7
+
+        landed = collections(cyrus, calendars)
+        assert [len(landed[name].objects) for name in ("Calendrier", "Conseil municipal")] == [
+            2, 2]
+        weekly = [icalendar.Calendar.from_ical(raw) for raw in landed["Calendrier"].objects
+                  if b"RRULE" in raw]
+        [series] = weekly
+        events = series.walk("VEVENT")
+        assert len(events) == 2 and sum("RECURRENCE-ID" in e for e in events) == 1
+        assert any("EXDATE" in e for e in events)
+        assert any(component.name == "VTIMEZONE" for component in series.walk())
+        moved = [o for o in occurrences(landed["Calendrier"].objects) if "déplacée" in o[1]]
+        assert moved == [("2025-03-17T14:00:00+01:00", "Réunion de service (déplacée)")]
+        mondays = [start for start, summary in occurrences(landed["Calendrier"].objects)
+                   if summary == "Réunion de service"]
+        assert "2025-04-14T09:00:00+02:00" in mondays
+        assert "2025-04-21T09:00:00+02:00" not in mondays
+        meeting = next(icalendar.Calendar.from_ical(raw)
+                       for raw in landed["Conseil municipal"].objects if b"ATTENDEE" in raw)
+        attendees = meeting.walk("VEVENT")[0].get("ATTENDEE")
+        assert len(attendees) == 3
+        assert {str(a.params.get("PARTSTAT")) for a in attendees} == {
+            "ACCEPTED", "TENTATIVE", "NEEDS-ACTION"}
+        cards = collections(cyrus, f"/dav/addressbooks/user/{AMELIE}/")
+        assert sorted(len(book.objects) for book in cards.values() if book.objects) == [1, 2]
+        assert cyrus.captured() == [], "Cyrus mailed someone while calendars were migrated"
+
+        code, output = bascule("verify", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "verify")["summary"]["checked"] == 7
+
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "run")["summary"]["copied"] == 0
+        master = next(e for e in pim.events.values() if e.data.get("recurrence"))
+        pim_of(mailbox).modify_occurrence(master, date(2025, 3, 24),
+                                          subject="Réunion de service (annulée puis reprise)")
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "run")["summary"]["copied"] == 1
+        landed = collections(cyrus, calendars)
+        assert len(landed["Calendrier"].objects) == 2
+        assert ("2025-03-24T09:00:00+01:00", "Réunion de service (annulée puis reprise)") in \
+            occurrences(landed["Calendrier"].objects)
+        assert cyrus.captured() == [], "Cyrus mailed someone on the delta pass"
+        code, output = bascule("verify", str(batch))
+        assert code == 0, output
+
+    # The control: the meeting as the target holds it, without the protection, written into
+    # the same calendar under another UID, does make Cyrus mail its three attendees.
+    [raw] = [raw for raw in landed["Conseil municipal"].objects if b"ATTENDEE" in raw]
+    loud = re.sub(rb";SCHEDULE-AGENT=CLIENT", b"", raw.replace(b"\r\n ", b""))
+    loud = re.sub(rb"UID:[^\r\n]+", b"UID:control-" + str(datetime.now().timestamp()).encode(),
+                  loud)
+    place = landed["Conseil municipal"].path
+    answer = requests.put(cyrus.base_url + urllib.parse.quote(place, safe="/@") + "control.ics",
+                          data=loud, auth=(AMELIE, PASSWORD), timeout=30,
+                          headers={"Content-Type": "text/calendar; charset=utf-8"})
+    assert answer.status_code in (201, 204), answer.text
+    recipients = sorted(str(m["Envelope-To"]).strip("<>") for m in cyrus.captured())
+    assert recipients == ["francois.dupre@ville-exemple.fr", "helene.noel@ville-exemple.fr",
+                          "jean.martin@exemple-asso.fr"], recipients
+
