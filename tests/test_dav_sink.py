@@ -22,7 +22,7 @@ from connectors.base import (
 from connectors.dav.client import DavClient
 from connectors.dav.sink import DavSink, display_name, resource_name, slug
 from tests.cyrus import Cyrus
-from tests.test_scheduling import OWNER, orphan, organised, received, sent, series
+from tests.test_scheduling import OWNER, organised, orphan, received, sent, series
 
 
 def document(uid: str, body: bytes, name: str | None = None) -> Document:
@@ -105,7 +105,7 @@ def answering(status: int, headers: dict[str, str]) -> Iterator[str]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        do_PROPFIND = do_GET = answer  # noqa: N815
+        do_PROPFIND = do_GET = answer
 
         def log_message(self, *args: object) -> None:
             pass
@@ -121,16 +121,15 @@ def answering(status: int, headers: dict[str, str]) -> Iterator[str]:
 
 
 def test_a_server_that_names_no_principal_stops_the_sink_with_a_clear_error(cyrus: Cyrus):
-    with answering(404, {}) as url:
-        with pytest.raises(ConnectError) as failed:
-            sink_of(cyrus, url=url).ensure_container(("Agenda",))
+    with answering(404, {}) as url, pytest.raises(ConnectError) as failed:
+        sink_of(cyrus, url=url).ensure_container(("Agenda",))
     assert failed.value.code == "dav_no_principal"
 
 
 def test_a_redirect_to_another_server_is_not_followed(cyrus: Cyrus):
-    with answering(301, {"Location": cyrus.base_url + "/dav/"}) as url:
-        with pytest.raises(ConnectError) as failed:
-            sink_of(cyrus, url=url).ensure_container(("Agenda",))
+    with answering(301, {"Location": cyrus.base_url + "/dav/"}) as url, \
+            pytest.raises(ConnectError) as failed:
+        sink_of(cyrus, url=url).ensure_container(("Agenda",))
     assert "another server" in str(failed.value)
 
 

@@ -47,6 +47,11 @@ class DavConfig(Section):
         "once."
     )
     timeout: float = Field(60.0, gt=0)
+    max_item_size: int | None = Field(
+        None, gt=0, description="The largest calendar object or contact to write, in bytes; "
+        "larger ones are refused, each a line in the report (Radicale parses an object in "
+        "time that grows with the square of its size: 38 s for 8 MiB here)."
+    )
 
 
 def _open_sink(context: Context, account: Account, workload: str) -> Any:
@@ -60,7 +65,7 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     client = DavClient(config.url, account.login, password,
                        ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
                        timeout=config.timeout)
-    return DavSink(client, workload)
+    return DavSink(client, workload, max_item_size=config.max_item_size)
 
 
 def _warnings(config: DavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
@@ -85,5 +90,6 @@ register(Connector(
 connections = 4               # per account / par compte
 ''',
     account_slots=lambda config: config.connections,
+    largest_item=lambda config: config.max_item_size,
     warnings=_warnings,
 ))

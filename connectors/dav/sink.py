@@ -152,10 +152,10 @@ def slug(name: str) -> str:
 class DavSink:
     """Writes one workload (``calendar`` or ``contacts``) of one account into its home."""
 
-    capabilities = SinkCapabilities(separator="", forbidden_chars="")
-
-    def __init__(self, client: DavClient, workload: str, *, schedule_protection: bool = True
-                 ) -> None:
+    def __init__(self, client: DavClient, workload: str, *, schedule_protection: bool = True,
+                 max_item_size: int | None = None) -> None:
+        self.capabilities = SinkCapabilities(separator="", forbidden_chars="",
+                                             max_item_size=max_item_size)
         self.client = client
         self.kind = KINDS[workload]
         self.schedule_protection = schedule_protection and workload == "calendar"
@@ -238,9 +238,14 @@ class DavSink:
     def put(self, native_name: str, document: Document, expected: str | None = None
             ) -> DocumentStored:
         """Write the document (with the scheduling protection for a calendar object) if
-        ``expected`` holds where its name puts it."""
+        ``expected`` holds where its name puts it; one larger than the batch says the server
+        takes is refused without a request."""
         name, renamed = resource_name(document.name)
         place = self._inside(native_name, native_name + name)
+        largest = self.capabilities.max_item_size
+        if largest is not None and document.size > largest:
+            raise ItemRejected(f"{document.name}: {document.size} bytes, the target takes "
+                               f"{largest} at most", code="too_big")
         headers = {"Content-Type": self.kind.content_type}
         if expected is CREATE_ONLY:
             headers["If-None-Match"] = "*"

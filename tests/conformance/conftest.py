@@ -46,6 +46,7 @@ from tests.dovecot import Dovecot, start_dovecot
 from tests.graph_files import FixtureFiles, running_download_server
 from tests.graph_pim import seed_pim
 from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
+from tests.radicale import Radicale, start_radicale
 from tests.tls import TestCertificates
 
 LOGIN = "amelie"
@@ -61,9 +62,14 @@ ROLES = {
 }
 
 
+SERVERS = {"dav": ("cyrus", "radicale")}
+"""Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
+one per server, and each case runs against each."""
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every case taking a role runs once per connector (and workload) the registry gives
-    that role."""
+    """Every case taking a role runs once per connector (and workload, and server) the
+    registry gives that role."""
     documents = registry.DOCUMENT_WORKLOADS
     cases = {
         "mail_sink": [(c.type, "mail") for c in registry.sinks("mail")],
@@ -72,16 +78,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         "document_source": [(c.type, w) for w in documents for c in registry.sources(w)],
         "file_source": [(c.type, "files") for c in registry.sources("files")],
     }
-    for role, params in cases.items():
+    for role, pairs in cases.items():
         if role in metafunc.fixturenames:
-            metafunc.parametrize(role, params, indirect=True,
-                                 ids=[kind if workload == "mail" else f"{kind}-{workload}"
-                                      for kind, workload in params])
+            params = [(kind, workload, server) for kind, workload in pairs
+                      for server in SERVERS.get(kind, (None,))]
+            metafunc.parametrize(role, params, indirect=True, ids=[
+                "-".join(filter(None, (kind, None if workload == "mail" else workload, server)))
+                for kind, workload, server in params])
 
 
 def _case(request: pytest.FixtureRequest, role: str) -> Case:
-    kind, workload = request.param
-    fixture = f"harness_{kind}"
+    kind, workload, server = request.param
+    fixture = f"harness_{kind}_{server}" if server else f"harness_{kind}"
     protocol, does = ROLES[role]
     try:
         harness = request.getfixturevalue(fixture)
@@ -475,7 +483,7 @@ def harness_graph(tmp_path: Path, certificates: TestCertificates) -> Iterator[Gr
         harness.close()
 
 
-# --- CalDAV and CardDAV: a private Cyrus, read with plain HTTP and icalendar's parser -------
+# --- CalDAV and CardDAV: a private Cyrus and a Radicale, read with plain HTTP and icalendar --
 
 
 @pytest.fixture(scope="session")
@@ -488,17 +496,28 @@ def conformance_cyrus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cyru
     server.stop()
 
 
-_cyrus_users = itertools.count()
-DAV_HOMES = {"calendar": "/dav/calendars/user/{login}/",
-             "contacts": "/dav/addressbooks/user/{login}/"}
-"""Where Cyrus keeps a user's calendars and address books (its documented layout)."""
+@pytest.fixture(scope="session")
+def conformance_radicale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Radicale]:
+    server = start_radicale(tmp_path_factory.mktemp("radicale"), {})
+    yield server
+    server.stop()
+
+
+_dav_users = itertools.count()
+DAV_HOMES = {
+    "cyrus": {"calendar": "/dav/calendars/user/{login}/",
+              "contacts": "/dav/addressbooks/user/{login}/"},
+    "radicale": {"calendar": "/{login}/", "contacts": "/{login}/"},
+}
+"""Where each server keeps a user's calendars and address books (their documented layouts)."""
 DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
              "contacts": "{urn:ietf:params:xml:ns:carddav}addressbook"}
 
 
 @dataclass
 class DavHarness(Harness):
-    server: Cyrus | None = None
+    server: Cyrus | Radicale | None = None
+    homes: dict[str, str] = field(default_factory=dict)
     password: str = ""
     before: dict[str, set[str]] = field(default_factory=dict)
     """The collections the server made itself (a default calendar, scheduling boxes)."""
@@ -527,7 +546,7 @@ class DavHarness(Harness):
         return [member for member in found if member[0].rstrip("/") != path.rstrip("/")]
 
     def home(self, workload: str) -> str:
-        return DAV_HOMES[workload].format(login=self.login)
+        return self.homes[workload]
 
     def containers(self, workload: str) -> list[str]:
         return sorted(path for path, kinds, _ in self._members(self.home(workload))
@@ -580,15 +599,33 @@ def _meaning(component: Any) -> tuple[Any, ...]:
 
 
 @pytest.fixture
-def harness_dav(conformance_cyrus: Cyrus, tmp_path: Path) -> Iterator[DavHarness]:
-    login = f"conf{next(_cyrus_users)}@ville-exemple.fr"
+def harness_dav_cyrus(conformance_cyrus: Cyrus, tmp_path: Path) -> Iterator[DavHarness]:
+    login = f"conf{next(_dav_users)}@ville-exemple.fr"
     conformance_cyrus.create_inbox(login)
+    # Cyrus keeps everything in files named by ids, not by user: there is nothing to fence.
     spool = conformance_cyrus.root / "spool"
-    harness = DavHarness("dav", {"type": "dav", "url": conformance_cyrus.base_url + "/"},
+    yield from _dav_harness(conformance_cyrus, "cyrus", login, tmp_path, spool, spool)
+
+
+@pytest.fixture
+def harness_dav_radicale(conformance_radicale: Radicale, tmp_path: Path
+                         ) -> Iterator[DavHarness]:
+    login = f"conf{next(_dav_users)}@ville-exemple.fr"
+    conformance_radicale.add_user(login, "dav-pw")
+    storage = conformance_radicale.storage
+    yield from _dav_harness(conformance_radicale, "radicale", login, tmp_path, storage,
+                            storage / "collection-root" / login, max_item_size=1 << 20)
+
+
+def _dav_harness(server: Cyrus | Radicale, name: str, login: str, tmp_path: Path,
+                 fence: Path, root: Path, **section: Any) -> Iterator[DavHarness]:
+    harness = DavHarness("dav", {"type": "dav", "url": server.base_url + "/", **section},
                          login, StoreContext(tmp_path, {"env:DAV_SECRET": "dav-pw"}),
-                         fence=spool, root=spool, secret_ref="env:DAV_SECRET",
-                         server=conformance_cyrus, password="dav-pw")
-    for workload in DAV_HOMES:
+                         fence=fence, root=root, secret_ref="env:DAV_SECRET", server=server,
+                         homes={workload: home.format(login=login)
+                                for workload, home in DAV_HOMES[name].items()},
+                         password="dav-pw")
+    for workload in harness.homes:
         # The first request makes the home and what the server puts in it by itself.
         harness.before[workload] = {path for path, _, _ in
                                     harness._members(harness.home(workload))}

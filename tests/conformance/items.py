@@ -223,17 +223,31 @@ def big_message(size: int = BIG) -> Message:
                    make)
 
 
+def _big_parts(workload: str) -> tuple[bytes, bytes, bytes]:
+    """The head, tail and fold of a big document of this workload."""
+    if workload not in ("calendar", "contacts"):
+        return b"", b"", b""
+    text = sample_body(workload, "big")
+    end = b"END:VEVENT" if workload == "calendar" else b"END:VCARD"
+    head = text.split(end)[0] + (b"ATTACH;ENCODING=BASE64;VALUE=BINARY:" if
+                                 workload == "calendar" else b"PHOTO;ENCODING=b:") + b"\r\n"
+    return head, b"\r\n" + end + text.split(end)[1], b" "
+
+
+def whole_lines_size(workload: str, at_most: int) -> int:
+    """The largest size up to ``at_most`` whose big document ends its base64 on a whole
+    line: valid base64, which a server that decodes attachments (Radicale) takes."""
+    head, tail, fold = _big_parts(workload)
+    block = bytes(_block(fold))
+    room = at_most - len(head) - len(tail)
+    whole, part = divmod(room, len(block))
+    return len(head) + len(tail) + whole * len(block) + block.rfind(b"\r\n", 0, part) + 2
+
+
 def big_document(workload: str, size: int = BIG) -> Document:
     """A file; for calendars and contacts, an object with a huge attachment or photo, its
     line folded as RFC 5545 and RFC 6350 fold lines."""
-    head, tail, fold = b"", b"", b""
-    if workload in ("calendar", "contacts"):
-        text = sample_body(workload, "big")
-        end = b"END:VEVENT" if workload == "calendar" else b"END:VCARD"
-        head = text.split(end)[0] + (b"ATTACH;ENCODING=BASE64;VALUE=BINARY:" if
-                                     workload == "calendar" else b"PHOTO;ENCODING=b:") + b"\r\n"
-        tail = b"\r\n" + end + text.split(end)[1]
-        fold = b" "
+    head, tail, fold = _big_parts(workload)
 
     def make() -> IO[bytes]:
         return GeneratedBody(head, size, tail, fold)

@@ -30,6 +30,7 @@ from tests.conformance.items import (
     document,
     peak_memory,
     sample_name,
+    whole_lines_size,
 )
 
 
@@ -210,9 +211,25 @@ def test_hostile_names_stay_inside_the_root_and_every_rename_is_reported(
 
 
 def test_a_document_far_bigger_than_memory_allows_is_streamed(document_sink: Case) -> None:
+    """Or, where the batch says the server takes less, refused without a byte sent, and one
+    of the largest size it takes lands."""
     sink = document_sink.open_sink()
     native = sink.ensure_container(("Archives",))
     big = big_document(document_sink.workload)
+    largest = sink.capabilities.max_item_size
+    if largest is not None and largest < BIG:
+        with pytest.raises(ItemRejected) as refused:
+            sink.put(native, big)
+        assert refused.value.code == "too_big"
+        assert document_sink.harness.landed(document_sink.workload) == {}
+        fitting = big_document(document_sink.workload,
+                               whole_lines_size(document_sink.workload, largest))
+        stored = sink.put(native, fitting)
+        found = sink.find(native, fitting)
+        assert found is not None and found.fingerprint == sink.fingerprint(fitting)
+        landed = document_sink.harness.landed(document_sink.workload)
+        assert landed[stored.target_ref].fingerprint == reader_finds(document_sink, fitting)
+        return
     stored, peak = peak_memory(lambda: sink.put(native, big))
     assert peak < MEMORY_BOUND, f"{peak >> 20} MiB held to store a {BIG >> 20} MiB document"
 
