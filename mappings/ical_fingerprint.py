@@ -16,6 +16,7 @@ parameters and values, whatever:
 - the case of property and parameter names, the order of parameters, a parameter of several
   values written once (``TYPE=WORK,VOICE``), once per value (``TYPE=WORK;TYPE=VOICE``) or
   quoted (``FEATURE="AUDIO,VIDEO"``), and quotes around a parameter value that needs none;
+- a ``;`` escaped or not in a text value (``STRUCTURED`` values excepted);
 - the notes a time zone's definition carries for people (``ZONE_NOTES``: Cyrus drops its
   COMMENT);
 - the parameters of scheduling (``SCHEDULED_PARAMETERS``), which the migration and the
@@ -53,6 +54,13 @@ rules, which a server may drop or stamp."""
 LIST_PARAMETERS = frozenset({b"FEATURE", b"TYPE"})
 """Parameters whose value is a list, which a server may write quoted as one value
 (``FEATURE="AUDIO,VIDEO"``: Cyrus) where it was given bare (``FEATURE=AUDIO,VIDEO``)."""
+
+STRUCTURED = frozenset({b"N", b"ADR", b"ORG", b"GEO", b"REQUEST-STATUS", b"GENDER",
+                        b"CLIENTPIDMAP"})
+"""Properties whose value is made of parts a ``;`` separates (RFC 5545, section 3.8.1.6 and
+3.8.8.3; RFC 6350): there an escaped ``\\;`` and a bare one differ. Elsewhere a value is
+text, whose ``;`` is escaped by one writer (vobject, in Radicale) and not by another (icalendar
+writes an X-ALT-DESC's HTML as it is): both mean the same."""
 
 DEFAULT_RULE_PARTS = frozenset({b"WKST=MO"})
 """Rule parts that say what their absence says (RFC 5545, section 3.3.10)."""
@@ -95,6 +103,7 @@ class _Line:
         self.quoted = False
         self.value = hashlib.sha256()
         self.held: bytearray | None = None
+        self.backslash = False
         self.name = b""
         self.parameters: list[bytes] = []
 
@@ -136,8 +145,13 @@ class _Line:
             if len(self.held) > LIST_LIMIT:
                 self.value.update(self.held)
                 self.held = None
-        else:
+        elif self.name in STRUCTURED:
             self.value.update(data)
+        else:
+            if self.backslash:
+                data = b"\\" + data
+            self.backslash = data.endswith(b"\\")  # what it escapes comes with the next piece
+            self.value.update(_semicolons(data[:-1] if self.backslash else data))
 
     def digests(self) -> list[bytes]:
         """One digest for the line, or one per item of a list."""
@@ -150,7 +164,9 @@ class _Line:
             return [hashlib.sha256(head + b";".join(parts)).digest()]
         if self.held is not None:
             items = _items(bytes(self.held))
-            return [hashlib.sha256(head + item).digest() for item in items]
+            return [hashlib.sha256(head + _semicolons(item)).digest() for item in items]
+        if self.backslash:
+            self.value.update(b"\\")
         return [hashlib.sha256(head).digest() + self.value.digest()]
 
 
@@ -200,6 +216,10 @@ def semantic_fingerprint(chunks: Iterable[bytes]) -> str:
         component = stack.pop()
         stack[-1].children.append(component.digest())
     return PREFIX + hashlib.sha256(b"".join(sorted(stack[0].children))).hexdigest()
+
+
+def _semicolons(text: bytes) -> bytes:
+    return text.replace(b"\\;", b";")
 
 
 def _unfolded_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -11,6 +11,7 @@ import pytest
 from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.faults import FaultProxy, MountRefused, mount_tmpfs, unmount
+from tests.radicale import Radicale, start_radicale
 from tests.tls import TestCertificates, make_test_certificates
 
 CyrusFactory = Callable[[dict[str, str]], Cyrus]
@@ -65,6 +66,14 @@ def cyrus_factory(tmp_path: Path) -> Iterator[CyrusFactory]:
 def cyrus(cyrus_factory: CyrusFactory) -> Cyrus:
     """One Cyrus with users alice@example.org and bob@example.org."""
     return cyrus_factory({"alice@example.org": "alice-pw", "bob@example.org": "bob-pw"})
+
+
+@pytest.fixture
+def radicale(tmp_path: Path) -> Iterator[Radicale]:
+    """One Radicale with no user yet (``Radicale.add_user``)."""
+    server = start_radicale(tmp_path / "radicale", {})
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """End to end: calendars and contacts from Microsoft Graph (the documented test server, real
 msal) into a real Cyrus, whose CalDAV schedules (RFC 6638) and mails through a capture
-program: everything lands, read back with plain HTTP and icalendar, and nobody is mailed."""
+program: everything lands, read back with plain HTTP and icalendar, and nobody is mailed;
+and into a real Radicale, whose rewriting verify sees."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.cli import bascule, report
 from tests.cyrus import Cyrus
 from tests.graph_pim import pim_of, seed_pim
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
+from tests.radicale import Radicale
 from tests.tls import TestCertificates
 
 AMELIE = "amelie.lefevre@ville-exemple.fr"
@@ -27,7 +29,7 @@ WINDOW = (date(2025, 1, 1), date(2025, 12, 31))
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                cyrus: Cyrus) -> Path:
+                cyrus: Cyrus | Radicale) -> Path:
     (folder / "users.csv").write_text(
         f"source,target,source_secret,target_secret\n{AMELIE},{AMELIE},,env:AMELIE_TARGET\n",
         encoding="utf-8")
@@ -61,7 +63,7 @@ class Collection:
     objects: list[bytes]
 
 
-def collections(cyrus: Cyrus, home: str) -> dict[str, Collection]:
+def collections(cyrus: Cyrus | Radicale, home: str) -> dict[str, Collection]:
     """Display name -> each collection of a home with its objects, read with plain HTTP."""
     def propfind(path: str) -> list[ElementTree.Element]:
         answer = requests.request(
@@ -179,3 +181,43 @@ def test_calendars_and_contacts_land_in_cyrus_and_nobody_is_mailed(
     assert recipients == ["francois.dupre@ville-exemple.fr", "helene.noel@ville-exemple.fr",
                           "jean.martin@exemple-asso.fr"], recipients
 
+
+
+def test_calendars_and_contacts_land_in_radicale_and_verify_sees_what_it_cut(
+        certificates, radicale, tmp_path, monkeypatch):
+    """Radicale keeps calendars and address books side by side in one home, and rewrites
+    what it stores (vobject). The same Graph calendars and contacts land; verify, which
+    compares meanings, finds the contacts and the zone-less event as sent, and says which
+    objects Radicale changed: it keeps only the first date of each RDATE list in a
+    VTIMEZONE, so the three events in Paris time lost their zone's later transitions."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    mailbox = tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    seed_pim(mailbox)
+    radicale.add_user(AMELIE, PASSWORD)
+    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
+    with running_graph_server(tenant, certificates) as graph:
+        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+        batch = write_batch(tmp_path, graph, certificates, radicale)
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "run")["summary"]["copied"] == 7
+        landed = collections(radicale, f"/{AMELIE}/")
+        assert sorted((name, len(book.objects)) for name, book in landed.items()) == [
+            ("Calendrier", 2), ("Conseil municipal", 2), ("Contacts", 2),
+            ("Contacts / Élus", 1)]
+        moved = [o for o in occurrences(landed["Calendrier"].objects) if "déplacée" in o[1]]
+        assert moved == [("2025-03-17T14:00:00+01:00", "Réunion de service (déplacée)")]
+        stored = [raw for book in landed.values() for raw in book.objects]
+        cut = sorted(raw.split(b"UID:")[1].split(b"\r\n")[0].decode() for raw in stored
+                     if b"BEGIN:VTIMEZONE" in raw)
+        assert len(cut) == 3 and all(raw.count(b"RDATE") == 2 for raw in stored
+                                     if b"BEGIN:VTIMEZONE" in raw)
+        code, output = bascule("verify", str(batch))
+        assert code == 1, output
+        verified = report(tmp_path, "verify")
+        assert verified["summary"]["checked"] == 7
+        flagged = sorted(entry["target_ref"].rsplit("/", 1)[1].removesuffix(".ics")
+                         for entry in verified["entries"]
+                         if entry.get("code") == "fingerprint_mismatch")
+        assert flagged == cut
