@@ -11,7 +11,8 @@ CONTAINER
     (``("Inbox", "Projets", "Été 2024")``); each connector turns a path into its own
     native name (IMAP modified UTF-7 with the server's separator, a Maildir++ folder...).
     A container may carry a *role* (``inbox``, ``sent``, ``drafts``, ``trash``, ``junk``,
-    ``archive``) when the source knows it is a well-known folder.
+    ``archive``) when the source knows it is a well-known folder, ``default`` for a user's
+    default calendar or contact folder.
 
 SOURCE_ID
     The identity of an item at the source, stable across runs as long as the source's own
@@ -53,6 +54,9 @@ from typing import IO, Any
 
 ROLES = ("inbox", "sent", "drafts", "trash", "junk", "archive")
 """Well-known folder roles, as RFC 6154 SPECIAL-USE names them (plus the INBOX)."""
+DEFAULT_CONTAINER = "default"
+"""The role of a user's default calendar or contact folder: it goes into the target's own
+default one, where the target has one (``DefaultContainerSink``)."""
 
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
 """IMAP system flags that can be set on APPEND (``\\Recent`` cannot)."""

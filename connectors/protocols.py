@@ -153,6 +153,18 @@ class FolderBatchSink(Protocol):
         ``ConnectError`` only when the target cannot be reached."""
 
 
+@runtime_checkable
+class DefaultContainerSink(Protocol):
+    """An optional ability of a document sink: knowing the account's own default calendar or
+    address book, into which the source's default one goes (``DEFAULT_CONTAINER``) rather
+    than into a new one by its name."""
+
+    def default_container(self) -> str | None:
+        """The native name of the account's default container for the sink's workload, or
+        ``None`` when the target has none (the source's default is then made by its name,
+        as any other)."""
+
+
 class DocumentSource(Protocol):
     """A place calendars, address books or drives come from. ``workload`` is one of
     ``calendar``, ``contacts``, ``files``."""

@@ -15,6 +15,7 @@ import time
 from connectors.base import (
     ANY_VERSION,
     CREATE_ONLY,
+    DEFAULT_CONTAINER,
     BasculeError,
     Container,
     Document,
@@ -24,7 +25,7 @@ from connectors.base import (
     SourceNote,
     VersionConflict,
 )
-from connectors.protocols import DocumentSink, DocumentSource
+from connectors.protocols import DefaultContainerSink, DocumentSink, DocumentSource
 from migrate.compare import Finding, FolderCheck
 from migrate.ledger import DONE, ItemRecord, Ledger, Unit
 from migrate.mail import (
@@ -62,7 +63,12 @@ class DocumentUnit:
 
     def run(self) -> UnitResult:
         started = time.monotonic()
-        native = self.sink.ensure_container(self.target_path)
+        native = None
+        if self.container.role == DEFAULT_CONTAINER and isinstance(self.sink,
+                                                                   DefaultContainerSink):
+            native = self.sink.default_container()
+        if native is None:
+            native = self.sink.ensure_container(self.target_path)
         self.result.notes.extend(source_notes(self.sink))  # containers it had to rename
         self.ledger.update_unit(self.unit.id, target_container=native, status="running",
                                 last_run=self.unit.planned_run)

@@ -110,6 +110,8 @@ KINDS = {
     "contacts": Kind("contacts", "/.well-known/carddav", (CARDDAV, "addressbook-home-set"),
                      f"{{{CARDDAV}}}addressbook", "text/vcard; charset=utf-8"),
 }
+DEFAULT_NAMES = ("default", "personal", "calendar", "contacts", "addressbook")
+"""The last URL segments servers give a user's default calendar or address book."""
 ITEM_PROPERTIES = [(DAV, "getetag"), (DAV, "getcontentlength"), (DAV, "resourcetype")]
 
 
@@ -165,19 +167,22 @@ class DavSink:
     # --- containers -----------------------------------------------------------------------
 
     @computed_once
-    def home(self) -> str:
-        """The path of the account's calendar or address book home, ending in ``/``."""
-        principal = None
+    def principal(self) -> str:
+        """The path of the account's principal (RFC 5397)."""
         for start in dict.fromkeys((self.client.base_path, self.kind.well_known)):
             principal = next((resource.href(DAV, "current-user-principal") for resource in
                               self.client.propfind(start, "0",
                                                    [(DAV, "current-user-principal")])), None)
             if principal:
-                break
-        if not principal:
-            raise ConnectError(f"no principal for {self.client.login} from "
-                               f"{self.client.base_path}", code="dav_no_principal",
-                               where=self.client.where, params={"login": self.client.login})
+                return principal
+        raise ConnectError(f"no principal for {self.client.login} from "
+                           f"{self.client.base_path}", code="dav_no_principal",
+                           where=self.client.where, params={"login": self.client.login})
+
+    @computed_once
+    def home(self) -> str:
+        """The path of the account's calendar or address book home, ending in ``/``."""
+        principal = self.principal
         home = next((resource.href(*self.kind.home_set) for resource in
                      self.client.propfind(principal, "0", [self.kind.home_set])), None)
         if not home:
@@ -211,6 +216,26 @@ class DavSink:
                 if response.status_code == 405 and place in self._collections().values():
                     return place
                 raise ContainerRefused(str(DavRefused(method, place, response)))
+
+    def default_container(self) -> str | None:
+        """The account's default calendar as its scheduling inbox names it (RFC 6638,
+        ``schedule-default-calendar-URL``), or else the collection of this kind whose URL
+        ends in a name servers give a default one (Cyrus ``Default``, SOGo and Nextcloud
+        ``personal``, others ``calendar`` or ``contacts``); ``None`` when there is none
+        (Radicale makes none)."""
+        if self.kind.workload == "calendar":
+            inbox = next((resource.href(CALDAV, "schedule-inbox-URL") for resource in
+                          self.client.propfind(self.principal, "0",
+                                               [(CALDAV, "schedule-inbox-URL")])), None)
+            named = inbox and next((resource.href(CALDAV, "schedule-default-calendar-URL")
+                                    for resource in self.client.propfind(
+                                        inbox, "0", [(CALDAV, "schedule-default-calendar-URL")]
+                                    )), None)
+            if named and named.startswith(self.home):
+                return named if named.endswith("/") else named + "/"
+        by_segment = {path.rstrip("/").rpartition("/")[2].lower(): path
+                      for path in self._collections().values()}
+        return next((by_segment[name] for name in DEFAULT_NAMES if name in by_segment), None)
 
     def drain_notes(self) -> list[SourceNote]:
         """The containers renamed since the last call, each said once."""

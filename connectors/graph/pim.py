@@ -50,6 +50,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.base import (
+    DEFAULT_CONTAINER,
     Container,
     Document,
     DocumentListing,
@@ -200,7 +201,9 @@ class GraphPimSource:
                                     {"$select": "id,name,isDefaultCalendar", "$top": LIST_PAGE},
                                     headers={"Prefer": IMMUTABLE_ID})
         calendars = sorted(pages.values(), key=lambda c: not c.get("isDefaultCalendar"))
-        return [Container(path=(str(c["name"]),), native_name=str(c["id"])) for c in calendars]
+        return [Container(path=(str(c["name"]),), native_name=str(c["id"]),
+                          role=DEFAULT_CONTAINER if c.get("isDefaultCalendar") else None)
+                for c in calendars]
 
     def _contact_folders(self) -> list[Container]:
         headers = {"Prefer": IMMUTABLE_ID}
@@ -220,7 +223,7 @@ class GraphPimSource:
             f"users/{self._user}/contactFolders/{quote(default_id, safe='=')}",
             {"$select": "id,displayName"}, headers=headers)
         root: Path = (str(default.get("displayName") or "Contacts"),)
-        found = [Container(path=root, native_name=default_id)]
+        found = [Container(path=root, native_name=default_id, role=DEFAULT_CONTAINER)]
         for folder in children:
             self._walk_folder(folder, root, found)
         return found
