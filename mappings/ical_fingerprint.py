@@ -163,7 +163,7 @@ class _Line:
                            if part.upper() not in DEFAULT_RULE_PARTS)
             return [hashlib.sha256(head + b";".join(parts)).digest()]
         if self.held is not None:
-            items = _items(bytes(self.held))
+            items = _commas(bytes(self.held), quotes=False)
             return [hashlib.sha256(head + _semicolons(item)).digest() for item in items]
         if self.backslash:
             self.value.update(b"\\")
@@ -253,7 +253,7 @@ def _parameters(text: bytes) -> list[bytes]:
     name, _, values = text.partition(b"=")
     name = name.strip().upper()
     found = []
-    for value in _values(values):
+    for value in _commas(values, quotes=True):
         quoted = value.startswith(b'"') and value.endswith(b'"') and len(value) >= 2
         if quoted and name in LIST_PARAMETERS:
             found += [name + b"=" + item for item in value[1:-1].split(b",")]
@@ -264,33 +264,21 @@ def _parameters(text: bytes) -> list[bytes]:
     return found
 
 
-def _values(text: bytes) -> list[bytes]:
-    """A parameter's values, cut at the commas outside quotes (RFC 5545, section 3.2)."""
-    values: list[bytes] = []
-    quoted = False
-    start = 0
-    for index, byte in enumerate(text):
-        if byte == 0x22:
-            quoted = not quoted
-        elif byte == 0x2C and not quoted:
-            values.append(text[start:index])
-            start = index + 1
-    values.append(text[start:])
-    return values
-
-
-def _items(text: bytes) -> list[bytes]:
-    """A list value cut at its commas, an escaped one (``\\,``) kept inside its item."""
-    items: list[bytes] = []
-    escaped = False
+def _commas(text: bytes, *, quotes: bool) -> list[bytes]:
+    """``text`` cut at its commas: those outside double quotes for a parameter's values
+    (RFC 5545, section 3.2), those no backslash escapes (``\\,``) for a list value."""
+    parts: list[bytes] = []
+    inside = escaped = False
     start = 0
     for index, byte in enumerate(text):
         if escaped:
             escaped = False
-        elif byte == 0x5C:
+        elif quotes and byte == 0x22:
+            inside = not inside
+        elif not quotes and byte == 0x5C:
             escaped = True
-        elif byte == 0x2C:
-            items.append(text[start:index])
+        elif byte == 0x2C and not inside:
+            parts.append(text[start:index])
             start = index + 1
-    items.append(text[start:])
-    return items
+    parts.append(text[start:])
+    return parts

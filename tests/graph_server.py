@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -1004,6 +1005,14 @@ class RunningGraphServer:
     @property
     def stats(self) -> Counter[str]:
         return self.state.stats
+
+    def source_section(self, ca_file: Path) -> str:
+        """The ``[source]`` lines of a batch reading this server, trusting ``ca_file``, its
+        application secret in the ``GRAPH_SECRET`` environment variable."""
+        return (f'[source]\ntype = "graph"\ntenant = "{self.tenant.tenant_id}"\n'
+                f'client_id = "{self.tenant.client_id}"\nclient_secret = "env:GRAPH_SECRET"\n'
+                f'authority = "{self.authority}"\ngraph_url = "{self.url}"\n'
+                f'ca_file = "{ca_file}"\n')
 
 
 @contextlib.contextmanager

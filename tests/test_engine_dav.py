@@ -37,15 +37,7 @@ def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCerti
     path.write_text(f"""
 name = "agendas"
 workloads = ["calendar", "contacts"]
-[source]
-type = "graph"
-tenant = "{graph.tenant.tenant_id}"
-client_id = "{graph.tenant.client_id}"
-client_secret = "env:GRAPH_SECRET"
-authority = "{graph.authority}"
-graph_url = "{graph.url}"
-ca_file = "{certificates.ca_file}"
-[targets.calendar]
+{graph.source_section(certificates.ca_file)}[targets.calendar]
 type = "dav"
 url = "{cyrus.base_url}/"
 [targets.contacts]

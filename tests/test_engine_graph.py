@@ -46,15 +46,7 @@ def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCerti
     path.write_text(f"""
 name = "m365"
 workloads = {json.dumps(list(workloads))}
-[source]
-type = "graph"
-tenant = "{graph.tenant.tenant_id}"
-client_id = "{graph.tenant.client_id}"
-client_secret = "env:GRAPH_SECRET"
-authority = "{graph.authority}"
-graph_url = "{graph.url}"
-ca_file = "{certificates.ca_file}"
-[target]
+{graph.source_section(certificates.ca_file)}[target]
 type = "imap"
 host = "{target.host}"
 port = {target.port}
