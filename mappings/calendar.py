@@ -37,6 +37,8 @@ from dateutil.rrule import rrulestr
 from icalendar import Alarm, Calendar, Event, vCalAddress, vRecur, vText
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
+from mappings.zones import add_timezones
+
 PRODID = "-//bascule//Microsoft Graph calendar//EN"
 
 NOTE_CODES = ("zone_unknown", "online_meeting_link", "series_start_moved", "recurrence_unknown",
@@ -395,7 +397,7 @@ def _new_calendar() -> Calendar:
 
 def _finish(calendar: Calendar, earliest: datetime | date) -> Calendar:
     first = _day_of(earliest)
-    calendar.add_missing_timezones(first_date=date(first.year - 1, 1, 1))
+    add_timezones(calendar, date(first.year - 1, 1, 1))
     return calendar
 
 
