@@ -91,6 +91,13 @@ def _open_eml_source(context: Context, account: Account, workload: str) -> Any:
                                account.login))
 
 
+def _open_folder_source(context: Context, account: Account, workload: str) -> Any:
+    from connectors.local.documents import FolderSource
+
+    place = _existing(_inside(context, account.config.path, account.login), account.login)
+    return FolderSource(place / workload, workload)
+
+
 def _open_folder_sink(context: Context, account: Account, workload: str) -> Any:
     from connectors.local.documents import FolderSink
 
@@ -156,8 +163,9 @@ register(Connector(
     type="folder", config=FolderConfig,
     summary=("A local folder: calendars as .ics, contacts as .vcf, files as they are",
              "Un dossier local : agendas en .ics, contacts en .vcf, fichiers tels quels"),
+    reads=frozenset({"calendar", "contacts", "files"}),
     writes=frozenset({"calendar", "contacts", "files"}),
-    open_sink=_open_folder_sink,
+    open_source=_open_folder_source, open_sink=_open_folder_sink, principals=_principals,
     capabilities=Capabilities(keeps_bytes=True, keeps_mtime=True, deletes=True, versions=True,
                               name_rules=FOLDER_NAME_RULES),
     example='''path = "documents"            # <path>/<login>/<workload>/...

@@ -1,4 +1,5 @@
-"""A local folder as the sink of calendars (``.ics``), contacts (``.vcf``) and files.
+"""A local folder as the sink of calendars (``.ics``), contacts (``.vcf``) and files, and as
+their source (``FolderSource``: the same layout, read back).
 
 Each container is a folder under the root; each document a file in it (files keep their
 sub-folders). Writing is idempotent by name: a document written again lands on the same
@@ -12,6 +13,7 @@ people's calendars, contacts and files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -23,8 +25,11 @@ from typing import BinaryIO
 
 from connectors.base import (
     ANY_VERSION,
+    Container,
     ContainerRefused,
     Document,
+    DocumentListing,
+    DocumentRef,
     DocumentStored,
     ItemRejected,
     Path,
@@ -246,3 +251,114 @@ def _fsync_dir(folder: FsPath) -> None:
         os.fsync(handle)
     finally:
         os.close(handle)
+
+
+class FolderSource:
+    """Reads calendars (``.ics``), contacts (``.vcf``) and files from the layout ``FolderSink``
+    writes, as a ``DocumentSource``: an export taken with bascule, or made by hand.
+
+    Under ``root`` (``<path>/<login>/<workload>``): for calendars and contacts, every folder
+    holding files is a container (``Contacts/Élus``), each file in it one item; for files,
+    every top folder is a drive, and every file below it an item with its sub-folders. An
+    item's id is its path inside its container, its version its size and modification time
+    (``st_mtime_ns``): a file changed in place gets a new one. Links are never followed,
+    each a note; nor are the sink's temporary files read.
+    """
+
+    def __init__(self, root: FsPath, workload: str) -> None:
+        self.root = FsPath(root)
+        self.workload = workload
+        self._notes: list[SourceNote] = []
+        self._noted: set[FsPath] = set()
+
+    def document_containers(self, workload: str) -> list[Container]:
+        if not self.root.is_dir() or self.root.is_symlink():
+            return []
+        if workload == "files":
+            folders = [entry for entry in sorted(self.root.iterdir())
+                       if self._visible(entry) and entry.is_dir()]
+        else:
+            folders = [folder for folder in [self.root, *sorted(self._folders(self.root))]
+                       if folder != self.root and any(self._items_in(folder))]
+        return [Container(path=folder.relative_to(self.root).parts,
+                          native_name=folder.relative_to(self.root).as_posix())
+                for folder in folders]
+
+    def list_documents(self, container: Container, cursor: dict | None) -> DocumentListing:
+        folder = self.root / container.native_name
+        refs = []
+        for path in self._items(folder):
+            status = path.lstat()
+            inside = path.relative_to(folder)
+            refs.append(DocumentRef(inside.as_posix(), _source_version(status),
+                                    status.st_size, path.name, inside.parent.parts))
+        return DocumentListing(refs, {}, complete=True)
+
+    def fetch_documents(self, container: Container, refs: list[DocumentRef]
+                        ) -> Iterator[Document]:
+        folder = self.root / container.native_name
+        for ref in refs:
+            path = folder / ref.source_id
+            try:
+                status = path.lstat()
+                if not stat.S_ISREG(status.st_mode):
+                    continue
+                with _open_no_follow(path) as body:
+                    fingerprint, size = fingerprint_of(body)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                self._notes.append(SourceNote("unreadable_item", ref.source_id, str(error)))
+                continue
+            yield Document(ref.source_id, _source_version(status), path.name,
+                           FsPath(ref.source_id).parent.parts, fingerprint, size,
+                           datetime.fromtimestamp(status.st_mtime, UTC),
+                           functools.partial(_open_no_follow, path))
+
+    def drain_notes(self) -> list[SourceNote]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    def close(self) -> None:
+        """Nothing to release: files are closed as they are read."""
+
+    def _visible(self, entry: FsPath) -> bool:
+        """Not hidden, not a temporary file of the sink's, and not a link (noted)."""
+        if entry.name.startswith(".") or entry.name.endswith(TEMPORARY_SUFFIX):
+            return False
+        if entry.is_symlink():
+            if entry not in self._noted:
+                self._noted.add(entry)
+                self._notes.append(SourceNote("symlink_skipped",
+                                              entry.relative_to(self.root).as_posix(),
+                                              os.readlink(entry)))
+            return False
+        return True
+
+    def _folders(self, folder: FsPath) -> Iterator[FsPath]:
+        for entry in sorted(folder.iterdir()):
+            if self._visible(entry) and entry.is_dir():
+                yield entry
+                yield from self._folders(entry)
+
+    def _items_in(self, folder: FsPath) -> Iterator[FsPath]:
+        """The files directly in ``folder``."""
+        return (entry for entry in sorted(folder.iterdir())
+                if self._visible(entry) and entry.is_file())
+
+    def _items(self, folder: FsPath) -> Iterator[FsPath]:
+        """A container's items: its own files, and for a drive every file below it."""
+        if self.workload != "files":
+            yield from self._items_in(folder)
+            return
+        for entry in sorted(folder.iterdir()):
+            if not self._visible(entry):
+                continue
+            if entry.is_dir():
+                yield from self._items(entry)
+            elif entry.is_file():
+                yield entry
+
+
+def _source_version(status: os.stat_result) -> str:
+    return f"{status.st_size}:{status.st_mtime_ns}"

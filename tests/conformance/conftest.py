@@ -41,6 +41,7 @@ from tests.conformance.harness import (
     SeedMessage,
     StoreContext,
 )
+from tests.conformance.items import sample_body
 from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.graph_files import FixtureFiles, running_download_server
@@ -400,6 +401,29 @@ class FolderHarness(Harness):
 
     def expected_fingerprint(self, workload: str, content: bytes) -> str:
         return "sha256:" + hashlib.sha256(content).hexdigest()
+
+    def seed_documents(self, workload: str, files: list[SeedFile]) -> list[str | None]:
+        """An export as bascule writes one: calendars and address books as folders of
+        ``.ics`` and ``.vcf`` (one nested), files under a drive folder with their mtimes."""
+        place = self.place(workload)
+        written = []
+        if workload == "files":
+            for seeded in files:
+                path = place.joinpath("OneDrive", *seeded.folder, seeded.name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(seeded.content)
+                stamp = seeded.modified.timestamp()
+                os.utime(path, (stamp, stamp))
+                written.append(seeded.content)
+        else:
+            extension = "ics" if workload == "calendar" else "vcf"
+            for folder, key in ((("Calendrier",), "reunion-1"), (("Calendrier",), "reunion-2"),
+                                (("Contacts", "Élus"), "seance-3")):
+                path = place.joinpath(*folder, f"{key}.{extension}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(sample_body(workload, key))
+                written.append(sample_body(workload, key))
+        return ["sha256:" + hashlib.sha256(content).hexdigest() for content in written]
 
 
 @pytest.fixture
