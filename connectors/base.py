@@ -212,6 +212,10 @@ class SinkCapabilities:
     """Whether user keywords ($label1, categories...) are kept."""
     special_folders: dict[str, Path] = field(default_factory=dict)
     """Role -> path of the folder that carries it on the target."""
+    parallel_writes: int = 1
+    """How many documents the engine may write at once into one container, each write
+    standing alone (a DAV server takes several requests at once; a file system is bound by
+    its syncs)."""
     crlf_only: bool = False
     """The target stores and serves every line ending as CRLF, whatever it was given (IMAP
     servers do: RFC 3501 messages are CRLF). The engine then converts bare LF itself, so

@@ -11,6 +11,7 @@ the report."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from connectors.base import (
     ANY_VERSION,
@@ -108,41 +109,57 @@ class DocumentUnit:
         return wanted
 
     def _copy(self, native: str, refs: list[DocumentRef], known: dict) -> None:
-        for chunk in chunks(self.source.fetch_documents(self.container, refs), INFLIGHT_CHUNK):
-            if self.brakes.stop.is_set():
-                self.result.interrupted = True
-                return
-            self.ledger.mark_inflight(self.unit.id, [
-                {"source_id": d.source_id, "fingerprint": d.fingerprint, "size": d.size,
-                 "version": d.version} for d in chunk])
-            outcomes = []
-            for document in chunk:
-                previous = known.get(document.source_id)
-                try:
-                    stored, written = self._write(native, document, previous)
-                except BasculeError as error:
-                    outcomes.append({"source_id": document.source_id,
-                                     "error_code": error.code, "error_detail": error.detail})
-                    self.result.failed += 1
-                    self.result.errors.append((document.source_id, error))
-                    continue
-                if previous is not None and previous.target_ref not in (None, stored.target_ref):
-                    self._remove_old(native, previous)
-                if stored.renamed:
-                    self.result.notes.append(SourceNote(stored.renamed, stored.target_ref,
-                                                        document.name))
-                self.result.notes.extend(document.notes)
-                outcomes.append({"source_id": document.source_id,
-                                 "target_ref": stored.target_ref,
-                                 "target_version": stored.version,
-                                 "target_fingerprint": stored.fingerprint})
-                if written:
-                    self.result.copied += 1
-                    self.result.copied_bytes += document.size
-                else:
-                    self.result.recovered += 1
-                self.progress.advanced(1, document.size)
-            self.ledger.record_outcomes(self.unit.id, outcomes)
+        """The documents in chunks, each chunk marked in flight, written (as many at once
+        as the sink takes: each write is conditional and stands alone), then recorded."""
+        lanes = max(1, self.sink.capabilities.parallel_writes)
+        size = max(INFLIGHT_CHUNK, 4 * lanes)
+        with ThreadPoolExecutor(lanes, thread_name_prefix="document-write") as pool:
+            for chunk in chunks(self.source.fetch_documents(self.container, refs), size):
+                if self.brakes.stop.is_set():
+                    self.result.interrupted = True
+                    return
+                self.ledger.mark_inflight(self.unit.id, [
+                    {"source_id": d.source_id, "fingerprint": d.fingerprint, "size": d.size,
+                     "version": d.version} for d in chunk])
+                attempts = pool.map(lambda document: self._attempt(
+                    native, document, known.get(document.source_id)), chunk)
+                self.ledger.record_outcomes(self.unit.id, [
+                    self._outcome(document, *attempt)
+                    for document, attempt in zip(chunk, attempts, strict=True)])
+
+    def _attempt(self, native: str, document: Document, previous: ItemRecord | None
+                 ) -> tuple[DocumentStored | None, bool, BasculeError | None]:
+        """One document written, and its former copy removed if it moved; what the sink
+        said, whether it was written, or the error that stopped it."""
+        try:
+            stored, written = self._write(native, document, previous)
+        except BasculeError as error:
+            return None, False, error
+        if previous is not None and previous.target_ref not in (None, stored.target_ref):
+            self._remove_old(native, previous)
+        return stored, written, None
+
+    def _outcome(self, document: Document, stored: DocumentStored | None, written: bool,
+                 error: BasculeError | None) -> dict:
+        """The ledger's outcome for one document, counted in the unit's result."""
+        if error is not None:
+            self.result.failed += 1
+            self.result.errors.append((document.source_id, error))
+            return {"source_id": document.source_id, "error_code": error.code,
+                    "error_detail": error.detail}
+        assert stored is not None
+        if stored.renamed:
+            self.result.notes.append(SourceNote(stored.renamed, stored.target_ref,
+                                                document.name))
+        self.result.notes.extend(document.notes)
+        if written:
+            self.result.copied += 1
+            self.result.copied_bytes += document.size
+        else:
+            self.result.recovered += 1
+        self.progress.advanced(1, document.size)
+        return {"source_id": document.source_id, "target_ref": stored.target_ref,
+                "target_version": stored.version, "target_fingerprint": stored.fingerprint}
 
     def _write(self, native: str, document: Document, previous: ItemRecord | None
                ) -> tuple[DocumentStored, bool]:

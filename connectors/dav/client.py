@@ -66,7 +66,7 @@ class DavClient:
     """One account on one DAV server."""
 
     def __init__(self, base_url: str, login: str, password: str, *, ca_file: str | None,
-                 timeout: float) -> None:
+                 timeout: float, connections: int = 1) -> None:
         parts = urlsplit(base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = unquote(parts.path) or "/"
@@ -77,6 +77,9 @@ class DavClient:
         self.session = requests.Session()
         self.session.auth = (login, password)
         self.session.trust_env = False  # no proxy, no .netrc login: only what the batch says
+        pool = requests.adapters.HTTPAdapter(pool_maxsize=max(connections, 10))
+        self.session.mount("https://", pool)
+        self.session.mount("http://", pool)
 
     def url(self, path: str) -> str:
         return self.origin + quote(path, safe=PATH_SAFE)

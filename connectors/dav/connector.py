@@ -43,8 +43,8 @@ class DavConfig(Section):
         "verified."
     )
     connections: int = Field(
-        4, ge=1, le=16, description="Calendars or address books of one account written at "
-        "once."
+        4, ge=1, le=16, description="Requests at once per calendar or address book, and "
+        "calendars or address books of one account written at once."
     )
     timeout: float = Field(60.0, gt=0)
     max_item_size: int | None = Field(
@@ -64,8 +64,9 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     password = context.secret(account.secret_ref, users_table=True)
     client = DavClient(config.url, account.login, password,
                        ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
-                       timeout=config.timeout)
-    return DavSink(client, workload, max_item_size=config.max_item_size)
+                       timeout=config.timeout, connections=config.connections)
+    return DavSink(client, workload, max_item_size=config.max_item_size,
+                   parallel_writes=config.connections)
 
 
 def _warnings(config: DavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:

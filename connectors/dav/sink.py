@@ -155,9 +155,10 @@ class DavSink:
     """Writes one workload (``calendar`` or ``contacts``) of one account into its home."""
 
     def __init__(self, client: DavClient, workload: str, *, schedule_protection: bool = True,
-                 max_item_size: int | None = None) -> None:
+                 max_item_size: int | None = None, parallel_writes: int = 1) -> None:
         self.capabilities = SinkCapabilities(separator="", forbidden_chars="",
-                                             max_item_size=max_item_size)
+                                             max_item_size=max_item_size,
+                                             parallel_writes=parallel_writes)
         self.client = client
         self.kind = KINDS[workload]
         self.schedule_protection = schedule_protection and workload == "calendar"
