@@ -157,26 +157,36 @@ def baseline(server: Any, kind: str, objects: dict[str, list[tuple[str, bytes]]]
     return elapsed
 
 
-def bascule(server: Any, export: Path, work: Path) -> tuple[float, float, str]:
-    """Seconds of ``bascule run`` from the export to the server, its peak RSS in MB, and
-    its summary line."""
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "users.csv").write_text(f"source,target,source_secret,target_secret\n"
-                                    f"{LOGIN},{LOGIN},,env:BENCH_DAV_SECRET\n", encoding="utf-8")
-    (work / "batch.toml").write_text(f"""name = "banc-dav"
+def write_batch(folder: Path, export: Path, url: str) -> Path:
+    """``folder/batch.toml`` (and its users table): the export's calendars and contacts to
+    the DAV server at ``url``, the password in ``BENCH_DAV_SECRET``, the work folder
+    ``folder/work``."""
+    (folder / "users.csv").write_text(f"source,target,source_secret,target_secret\n"
+                                      f"{LOGIN},{LOGIN},,env:BENCH_DAV_SECRET\n",
+                                      encoding="utf-8")
+    batch = folder / "batch.toml"
+    batch.write_text(f"""name = "banc-dav"
 workloads = ["calendar", "contacts"]
 [source]
 type = "folder"
 path = "{export}"
 [targets.calendar]
 type = "dav"
-url = "{server.base_url}/"
+url = "{url}/"
 [targets.contacts]
 type = "dav"
-url = "{server.base_url}/"
+url = "{url}/"
 [run]
-work_dir = "travail"
+work_dir = "work"
 """, encoding="utf-8")
+    return batch
+
+
+def bascule(server: Any, export: Path, work: Path) -> tuple[float, float, str]:
+    """Seconds of ``bascule run`` from the export to the server, its peak RSS in MB, and
+    its summary line."""
+    work.mkdir(parents=True, exist_ok=True)
+    write_batch(work, export, server.base_url)
     env = dict(os.environ, BENCH_DAV_SECRET=PASSWORD, BASCULE_LANG="en",
                PYTHONPATH=str(Path.cwd()))
     log = work / "run.log"

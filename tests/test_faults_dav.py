@@ -15,31 +15,10 @@ from xml.etree import ElementTree
 
 import requests
 
-from bench.dav import LOGIN, PASSWORD, corpus
+from bench.dav import LOGIN, PASSWORD, corpus, write_batch
 from tests.faults import kill_in_flight
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_batch(folder: Path, export: Path, url: str) -> Path:
-    (folder / "users.csv").write_text(f"source,target,source_secret,target_secret\n"
-                                      f"{LOGIN},{LOGIN},,env:DAV_TARGET\n", encoding="utf-8")
-    batch = folder / "batch.toml"
-    batch.write_text(f"""name = "agendas"
-workloads = ["calendar", "contacts"]
-[source]
-type = "folder"
-path = "{export}"
-[targets.calendar]
-type = "dav"
-url = "{url}/"
-[targets.contacts]
-type = "dav"
-url = "{url}/"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
-    return batch
 
 
 def uids(base_url: str, home: str) -> Counter:
@@ -72,7 +51,7 @@ def test_killed_with_writes_in_flight_then_run_again_each_object_once(cyrus_fact
     proxy = fault_proxy(("127.0.0.1", cyrus.http_port))
     objects = corpus(tmp_path / "export", 400, 100)
     batch = write_batch(tmp_path, tmp_path / "export", f"http://127.0.0.1:{proxy.port}")
-    env = {**os.environ, "DAV_TARGET": PASSWORD, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "BENCH_DAV_SECRET": PASSWORD, "PYTHONPATH": str(ROOT)}
 
     # Killed while writes are held in flight by the proxy: during the first ones, then with
     # 150 and 300 objects recorded, each run resuming the one before.
