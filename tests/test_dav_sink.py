@@ -105,6 +105,10 @@ def answering(status: int, headers: dict[str, str]) -> Iterator[str]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.answer()
+
         do_PROPFIND = do_GET = answer
 
         def log_message(self, *args: object) -> None:
@@ -146,3 +150,14 @@ def test_names_the_rules_keep_and_change():
     assert display_name(("x\0y\x1b",)) == "x_y_"
     assert slug("Conseil municipal – été").startswith("conseil-municipal-ete-")
     assert slug("été") != slug("ete")
+
+
+def test_a_server_refusing_an_object_as_too_big_or_over_quota_is_said_per_item(cyrus: Cyrus):
+    """RFC 4918's 413 and 507, each an item error the run reports and goes past."""
+    for status, code in ((413, "too_big"), (507, "over_quota"), (500, "server_error")):
+        with answering(status, {}) as url:
+            sink = sink_of(cyrus, url=url)
+            sink.home = "/dav/calendars/user/alice@example.org/"  # discovery is not the case
+            with pytest.raises(ItemRejected) as refused:
+                sink.put(sink.home + "Agenda/", document("gros", received("gros")))
+        assert refused.value.code == code, (status, refused.value)
