@@ -25,7 +25,6 @@ from connectors.base import ConnectError
 DAV = "DAV:"
 CALDAV = "urn:ietf:params:xml:ns:caldav"
 CARDDAV = "urn:ietf:params:xml:ns:carddav"
-APPLE_ICAL = "http://apple.com/ns/ical/"
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 XML = "application/xml; charset=utf-8"

@@ -30,6 +30,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
+from xml.sax.saxutils import escape
 
 from connectors.base import (
     ANY_VERSION,
@@ -47,15 +48,15 @@ from connectors.base import (
     computed_once,
 )
 from connectors.dav.client import (
-    APPLE_ICAL,
     CALDAV,
     CARDDAV,
     DAV,
     XML,
     DavClient,
     DavRefused,
+    Resource,
 )
-from mappings.ical_fingerprint import semantic_fingerprint
+from mappings.ical_fingerprint import BOM, semantic_fingerprint
 from mappings.scheduling import client_scheduled
 
 CHUNK = 1 << 16
@@ -70,7 +71,6 @@ calendars or address books gives it."""
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._~@+=-]")
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9]+")
-BOM = "\ufeff".encode()
 
 
 @dataclass(frozen=True)
@@ -83,16 +83,13 @@ class Kind:
     collection_type: str
     content_type: str
 
-    def make_body(self, display_name: str, color: str | None) -> tuple[str, bytes]:
+    def make_body(self, display_name: str) -> tuple[str, bytes]:
         """The method and body that make a collection of this kind."""
-        name = _xml_text(display_name)
+        name = escape(display_name)
         if self.workload == "calendar":
-            colour = (f"<I:calendar-color>{_xml_text(color)}</I:calendar-color>"
-                      if color else "")
             return "MKCALENDAR", (
                 f'<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" '
-                f'xmlns:C="{CALDAV}" xmlns:I="{APPLE_ICAL}"><D:set><D:prop>'
-                f"<D:displayname>{name}</D:displayname>{colour}"
+                f'xmlns:C="{CALDAV}"><D:set><D:prop><D:displayname>{name}</D:displayname>'
                 f'<C:supported-calendar-component-set><C:comp name="VEVENT"/>'
                 f"</C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"
             ).encode()
@@ -204,7 +201,7 @@ class DavSink:
             if found is not None:
                 return found
             place = f"{self.home}{slug(shown)}/"
-            method, body = self.kind.make_body(shown, None)
+            method, body = self.kind.make_body(shown)
             response = self.client.request(method, place, headers={"Content-Type": XML},
                                            body=body)
             with response:
@@ -304,13 +301,10 @@ class DavSink:
                     f"{{{DAV}}}collection" in resource.kinds() or \
                     not resource.path.startswith(native):
                 continue
-            if fingerprints:
-                stored = self._read(resource.path)
-                if stored is not None:
-                    yield stored
-                continue
-            yield StoredDocument(resource.path, resource.text(DAV, "getetag") or "",
-                                 int(resource.text(DAV, "getcontentlength") or 0))
+            if not fingerprints:
+                yield _listed(resource)
+            elif (stored := self._read(resource.path)) is not None:
+                yield stored
 
     def remove(self, native_name: str, target_ref: str, expected: str = ANY_VERSION) -> None:
         place = self._inside(native_name, target_ref)
@@ -386,11 +380,9 @@ class DavSink:
 
     def _stored(self, place: str) -> StoredDocument | None:
         """The item at ``place`` with its version and size, without its content."""
-        for resource in self.client.propfind(place, "0", ITEM_PROPERTIES):
-            if f"{{{DAV}}}collection" not in resource.kinds():
-                return StoredDocument(place, resource.text(DAV, "getetag") or "",
-                                      int(resource.text(DAV, "getcontentlength") or 0))
-        return None
+        return next((_listed(resource) for resource in
+                     self.client.propfind(place, "0", ITEM_PROPERTIES)
+                     if f"{{{DAV}}}collection" not in resource.kinds()), None)
 
     def _inside(self, native_name: str, place: str) -> str:
         """``place``, refused unless it is inside the collection ``native_name`` of this
@@ -400,6 +392,12 @@ class DavSink:
                 any(part in (".", "..") for part in parts):
             raise ContainerRefused(f"{place} is outside {native_name or self.home}")
         return place
+
+
+def _listed(resource: Resource) -> StoredDocument:
+    """An item as a PROPFIND answer gives it: where, at which version, how big."""
+    return StoredDocument(resource.path, resource.text(DAV, "getetag") or "",
+                          int(resource.text(DAV, "getcontentlength") or 0))
 
 
 def _chunks(body: IO[bytes]) -> Iterator[bytes]:
@@ -426,6 +424,3 @@ def _refusal(document: Document, refused: DavRefused) -> ItemRejected:
         code = "server_error" if refused.status >= 500 else "invalid_message"
     return ItemRejected(f"{document.name}: {refused}", code=code)
 
-
-def _xml_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

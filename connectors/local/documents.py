@@ -278,8 +278,8 @@ class FolderSource:
             folders = [entry for entry in sorted(self.root.iterdir())
                        if self._visible(entry) and entry.is_dir()]
         else:
-            folders = [folder for folder in [self.root, *sorted(self._folders(self.root))]
-                       if folder != self.root and any(self._items_in(folder))]
+            folders = [folder for folder in sorted(self._folders(self.root))
+                       if any(self._items(folder))]
         return [Container(path=folder.relative_to(self.root).parts,
                           native_name=folder.relative_to(self.root).as_posix())
                 for folder in folders]
@@ -341,23 +341,15 @@ class FolderSource:
                 yield entry
                 yield from self._folders(entry)
 
-    def _items_in(self, folder: FsPath) -> Iterator[FsPath]:
-        """The files directly in ``folder``."""
-        return (entry for entry in sorted(folder.iterdir())
-                if self._visible(entry) and entry.is_file())
-
     def _items(self, folder: FsPath) -> Iterator[FsPath]:
         """A container's items: its own files, and for a drive every file below it."""
-        if self.workload != "files":
-            yield from self._items_in(folder)
-            return
         for entry in sorted(folder.iterdir()):
             if not self._visible(entry):
                 continue
-            if entry.is_dir():
-                yield from self._items(entry)
-            elif entry.is_file():
+            if entry.is_file():
                 yield entry
+            elif entry.is_dir() and self.workload == "files":
+                yield from self._items(entry)
 
 
 def _source_version(status: os.stat_result) -> str:
