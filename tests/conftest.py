@@ -12,6 +12,7 @@ from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.faults import FaultProxy, MountRefused, mount_tmpfs, unmount
 from tests.radicale import Radicale, start_radicale
+from tests.xandikos import Xandikos, start_xandikos
 from tests.tls import TestCertificates, make_test_certificates
 
 CyrusFactory = Callable[[dict[str, str]], Cyrus]
@@ -72,6 +73,15 @@ def cyrus(cyrus_factory: CyrusFactory) -> Cyrus:
 def radicale(tmp_path: Path) -> Iterator[Radicale]:
     """One Radicale with no user yet (``Radicale.add_user``)."""
     server = start_radicale(tmp_path / "radicale", {})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def xandikos(tmp_path: Path) -> Iterator[Xandikos]:
+    """One Xandikos with users alice and bob (``alice@xandikos.test``...), its scheduling
+    mail captured (``Xandikos.captured``)."""
+    server = start_xandikos(tmp_path / "xandikos", {"alice": "alice-pw", "bob": "bob-pw"})
     yield server
     server.stop()
 

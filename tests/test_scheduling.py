@@ -11,6 +11,7 @@ from icalendar import Calendar
 
 from mappings.scheduling import CLIENT, client_scheduled
 from tests.cyrus import Cyrus
+from tests.xandikos import Xandikos
 
 OWNER = "alice@example.org"
 OUTSIDERS = ("carol@example.net", "dave@example.com")
@@ -189,3 +190,42 @@ def test_a_rewritten_event_changed_then_deleted_sends_nothing(cyrus: Cyrus):
     methods = sent(cyrus.captured())
     assert sum(line.endswith("REQUEST") for line in methods) == 4, methods
     assert sum(line.endswith("CANCEL") for line in methods) == 2, methods
+
+
+
+def test_taking_the_client_agent_off_afterwards_invites_everyone(cyrus: Cyrus):
+    """Why bascule never takes ``SCHEDULE-AGENT=CLIENT`` off what it wrote into a server
+    that schedules: the same event written again without it, nothing else changed, is a new
+    scheduling object to Cyrus, which invites every attendee."""
+    etag = put(cyrus, "later", rewritten(organised("later")))
+    assert sent(cyrus.captured()) == []
+    put(cyrus, "later", organised("later"), etag=etag)
+    assert sent(cyrus.captured()) == [f"{address} REQUEST" for address in sorted(OUTSIDERS)]
+
+
+# --- what Xandikos sends ------------------------------------------------------------------
+
+def xandikos_put(server: Xandikos, uid: str, body: bytes) -> requests.Response:
+    answer = requests.put(f"{server.base_url}/alice/calendars/work/{uid}.ics", data=body,
+                          auth=("alice", server.users["alice"]), timeout=30,
+                          headers={"Content-Type": "text/calendar; charset=utf-8",
+                                   "If-None-Match": "*"})
+    assert answer.status_code in (201, 204), (answer.status_code, answer.text, server.log)
+    return answer
+
+
+def test_xandikos_schedules_whatever_the_agent_says(xandikos: Xandikos):
+    """Xandikos mails an event's attendees, its own users among them, with
+    ``SCHEDULE-AGENT=CLIENT`` as without: no rewrite keeps it quiet, so a batch into it
+    must choose (the ``xandikos`` profile refuses the protection)."""
+    made = requests.request("MKCALENDAR", f"{xandikos.base_url}/alice/calendars/work/",
+                            auth=("alice", xandikos.users["alice"]), timeout=30)
+    assert made.status_code == 201, made.text
+    owner, colleague = xandikos.address("alice"), xandikos.address("bob")
+    people = {owner: "ACCEPTED", colleague: "NEEDS-ACTION", OUTSIDERS[0]: "NEEDS-ACTION"}
+    for uid, body in (("as-is", vcalendar(vevent("as-is", owner, people))),
+                      ("quiet", rewritten(vcalendar(vevent("quiet", owner, people))))):
+        before = len(xandikos.captured())
+        xandikos_put(xandikos, uid, body)
+        mailed = xandikos.captured()[before:]
+        assert sorted(str(m["To"]) for m in mailed) == [colleague, OUTSIDERS[0]], uid
