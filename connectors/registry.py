@@ -132,6 +132,10 @@ class Connector:
     warnings: Callable[[Any, str], list[tuple[str, dict[str, Any]]]] = _no_warnings
     """What in its section works but deserves a word: ``(code, params)`` for the catalogue;
     the second argument is ``source`` or ``target``."""
+    refusals: Callable[[Any, str], list[tuple[str, dict[str, Any]]]] = _no_warnings
+    """As a sink: why its section cannot take a workload (the second argument) as the batch
+    asks, ``(code, params)`` for the catalogue; ``plan`` reports them and ``run`` stops
+    before anything moves."""
     secret_references: Callable[[Any], list[str]] = _no_secrets
     """The secret references (and ``file:`` key files) its section names, checked for
     files other users may read."""

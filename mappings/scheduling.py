@@ -19,7 +19,7 @@ and writes chunks, so an object with large attachments is never held whole.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 SCHEDULED = (b"ORGANIZER", b"ATTENDEE")
 """The properties whose calendar user the server would mail."""
@@ -43,6 +43,32 @@ def client_scheduled(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
     Only an ORGANIZER or ATTENDEE line is held until it ends; every other byte goes out with
     the chunk it came in, whatever the length of its line."""
+    return _participants_changed(chunks, _rewritten)
+
+
+class WithoutAttendees:
+    """The calendar object without its ATTENDEE properties, for a server that schedules
+    whatever the agent says: with no attendee, an object is no scheduling object (RFC 6638,
+    section 3.2), so there is nobody to invite and nobody to reply to. The ORGANIZER stays.
+    ``dropped`` counts the attendees taken out once the chunks are read."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+
+    def __call__(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        return _participants_changed(chunks, self._drop)
+
+    def _drop(self, line: bytes) -> bytes:
+        if line[:len(b"ATTENDEE")].upper() != b"ATTENDEE":
+            return line
+        self.dropped += 1
+        return b""
+
+
+def _participants_changed(chunks: Iterable[bytes], change: Callable[[bytes], bytes]
+                          ) -> Iterator[bytes]:
+    """The chunks with each ORGANIZER and ATTENDEE property (its physical lines, folding
+    included) replaced by what ``change`` makes of it."""
     kept: bytearray | None = None  # the ORGANIZER or ATTENDEE line being read, if one is
     head = bytearray()  # the start of a physical line, until it says what it belongs to
     out = bytearray()
@@ -53,7 +79,7 @@ def client_scheduled(chunks: Iterable[bytes]) -> Iterator[bytes]:
         nonlocal kept
         if line[:1] not in (b" ", b"\t"):
             if kept is not None:
-                out.extend(_rewritten(bytes(kept)))
+                out.extend(change(bytes(kept)))
                 kept = None
             name = _NAME.match(line)
             if name is not None and name.group(0).upper() in SCHEDULED:
@@ -93,7 +119,7 @@ def client_scheduled(chunks: Iterable[bytes]) -> Iterator[bytes]:
         begin(bytes(head))
         (out if kept is None else kept).extend(head)
     if kept is not None:
-        out.extend(_rewritten(bytes(kept)))
+        out.extend(change(bytes(kept)))
     if out:
         yield bytes(out)
 

@@ -204,6 +204,18 @@ def batch_model() -> type[Batch]:
     return model
 
 
+def target_refusals(batch: Batch) -> list[Text]:
+    """Why a target cannot take a workload as the batch asks (a calendar server that would
+    mail every attendee): each connector says it of its own section."""
+    refusals = []
+    for workload in batch.workloads:
+        config = batch.target_of(workload)
+        if config is not None:
+            refusals += [Text.of(code, workload=workload, **params) for code, params
+                         in registry.connector(config.type).refusals(config, workload)]
+    return refusals
+
+
 def batch_warnings(batch: Batch) -> list[Text]:
     """What in the batch works but deserves a word: what a connector says of its section
     (mail in clear over a network), secrets or private keys that other users of the machine

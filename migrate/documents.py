@@ -126,6 +126,7 @@ class DocumentUnit:
                 self.ledger.record_outcomes(self.unit.id, [
                     self._outcome(document, *attempt)
                     for document, attempt in zip(chunk, attempts, strict=True)])
+                self.result.notes.extend(source_notes(self.sink))  # what it changed
 
     def _attempt(self, native: str, document: Document, previous: ItemRecord | None
                  ) -> tuple[DocumentStored | None, bool, BasculeError | None]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from connectors.base import BasculeError, ConnectError
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
-from migrate.batch import MAIL, Batch, batch_warnings
+from migrate.batch import MAIL, Batch, batch_warnings, target_refusals
 from migrate.estimate import Lanes, PrincipalWork, estimate_plan
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
@@ -288,8 +288,8 @@ class Engine:
         known: dict[tuple[str, str], dict[str, Unit]] = defaultdict(dict)
         for unit in self.ledger.all_units():
             known[(unit.principal, unit.workload)][unit.container] = unit
-        report = PlanReport(self._needs_target() + self._unmapped() + self._source_refusal(),
-                            list(self.notices))
+        report = PlanReport(self._needs_target() + target_refusals(self.batch)
+                            + self._unmapped() + self._source_refusal(), list(self.notices))
         works: dict[str, PrincipalWork] = {}
 
         def plan_one(user: UserMapping, workload: str) -> Any:
@@ -338,7 +338,8 @@ class Engine:
 
     # run
     def run(self, progress: ProgressFactory | None = None) -> Outcome:
-        problems = self._needs_target() + self._unmapped() + self._source_refusal()
+        problems = (self._needs_target() + target_refusals(self.batch) + self._unmapped()
+                    + self._source_refusal())
         if problems:
             raise InputError(problems)
         self.ledger.check_and_back_up()

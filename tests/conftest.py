@@ -12,8 +12,8 @@ from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.faults import FaultProxy, MountRefused, mount_tmpfs, unmount
 from tests.radicale import Radicale, start_radicale
-from tests.xandikos import Xandikos, start_xandikos
 from tests.tls import TestCertificates, make_test_certificates
+from tests.xandikos import Xandikos, start_xandikos
 
 CyrusFactory = Callable[[dict[str, str]], Cyrus]
 DovecotFactory = Callable[..., Dovecot]

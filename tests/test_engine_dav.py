@@ -22,6 +22,7 @@ from tests.graph_pim import pim_of, seed_pim
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
 from tests.radicale import Radicale
 from tests.tls import TestCertificates
+from tests.xandikos import Xandikos
 
 AMELIE = "amelie.lefevre@ville-exemple.fr"
 PASSWORD = "amelie-target"
@@ -29,7 +30,7 @@ WINDOW = (date(2025, 1, 1), date(2025, 12, 31))
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                cyrus: Cyrus | Radicale) -> Path:
+                cyrus: Cyrus | Radicale | Xandikos, settings: str = "") -> Path:
     (folder / "users.csv").write_text(
         f"source,target,source_secret,target_secret\n{AMELIE},{AMELIE},,env:AMELIE_TARGET\n",
         encoding="utf-8")
@@ -40,6 +41,7 @@ workloads = ["calendar", "contacts"]
 {graph.source_section(certificates.ca_file)}[targets.calendar]
 type = "dav"
 url = "{cyrus.base_url}/"
+{settings}
 [targets.contacts]
 type = "dav"
 url = "{cyrus.base_url}/"
@@ -55,7 +57,7 @@ class Collection:
     objects: list[bytes]
 
 
-def collections(cyrus: Cyrus | Radicale, home: str) -> dict[str, Collection]:
+def collections(cyrus: Cyrus | Radicale | Xandikos, home: str) -> dict[str, Collection]:
     """Display name -> each collection of a home with its objects, read with plain HTTP."""
     def propfind(path: str) -> list[ElementTree.Element]:
         answer = requests.request(
@@ -209,6 +211,47 @@ def test_calendars_and_contacts_land_in_radicale_and_verify(certificates, radica
                  if b"BEGIN:VTIMEZONE" in raw]
         assert len(zoned) == 3
         assert all(b"RRULE:FREQ=YEARLY" in raw and b"RDATE" not in raw for raw in zoned)
+        code, output = bascule("verify", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "verify")["summary"]["checked"] == 7
+
+
+def test_into_xandikos_the_protection_is_refused_and_events_go_without_attendees(
+        certificates, xandikos, tmp_path, monkeypatch):
+    """Xandikos mails attendees whatever SCHEDULE-AGENT says (tests/test_scheduling.py): a
+    batch naming it is refused before anything moves until it chooses, and with
+    ``drop_attendees`` every event lands without its attendees (its organiser kept), each one
+    said in the report, and nobody is mailed."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    mailbox = tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    seed_pim(mailbox)
+    xandikos.add_user(AMELIE, PASSWORD)
+    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
+    with running_graph_server(tenant, certificates) as graph:
+        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+        batch = write_batch(tmp_path, graph, certificates, xandikos, 'profile = "xandikos"')
+        for command in ("plan", "run"):
+            code, output = bascule(command, str(batch))
+            assert code == 2, output
+            assert "SCHEDULE-AGENT=CLIENT" in output and "drop_attendees" in output, output
+        assert collections(xandikos, f"/{AMELIE}/calendars/") == {}
+
+        batch = write_batch(tmp_path, graph, certificates, xandikos,
+                            'profile = "xandikos"\nscheduling = "drop_attendees"')
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        run = report(tmp_path, "run")
+        assert run["summary"]["copied"] == 7
+        landed = collections(xandikos, f"/{AMELIE}/calendars/")
+        objects = [raw for book in landed.values() for raw in book.objects]
+        assert len(objects) == 4
+        assert not any(b"ATTENDEE" in raw for raw in objects)
+        assert sum(b"ORGANIZER" in raw for raw in objects) == 3
+        [dropped] = [e for e in run["entries"] if e.get("code") == "attendees_dropped"]
+        assert dropped["message_fr"].endswith(": 3 retirés"), dropped
+        assert xandikos.captured() == [], "Xandikos mailed someone"
+        assert len(collections(xandikos, f"/{AMELIE}/contacts/")) == 2
         code, output = bascule("verify", str(batch))
         assert code == 0, output
         assert report(tmp_path, "verify")["summary"]["checked"] == 7

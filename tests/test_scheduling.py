@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import requests
 from icalendar import Calendar
 
-from mappings.scheduling import CLIENT, client_scheduled
+from mappings.scheduling import CLIENT, WithoutAttendees, client_scheduled
 from tests.cyrus import Cyrus
 from tests.xandikos import Xandikos
 
@@ -78,6 +78,26 @@ def test_the_same_bytes_whatever_the_chunks_and_line_breaks_kept():
     unterminated = FOLDED.rstrip(b"\r\n") + b"\r\nATTENDEE:mailto:last@example.net"
     assert rewritten(unterminated, 7).endswith(
         b"\r\nATTENDEE;SCHEDULE-AGENT=CLIENT:mailto:last@example.net")
+
+
+def test_attendees_left_out_whatever_the_chunks_the_organiser_and_the_rest_kept():
+    whole = None
+    for size in (None, 1, 3, 7, 64):
+        dropping = WithoutAttendees()
+        pieces = [FOLDED] if size is None else [FOLDED[i:i + size]
+                                                  for i in range(0, len(FOLDED), size)]
+        out = b"".join(dropping(pieces))
+        assert dropping.dropped == 2
+        whole = whole or out
+        assert out == whole, size
+    [event] = Calendar.from_ical(whole).walk("VEVENT")
+    assert "ATTENDEE" not in event
+    assert str(event["ORGANIZER"]) == "mailto:alice@example.org"
+    assert str(event["X-ATTENDEE-NOTE"]) == "left alone"
+    assert whole == FOLDED.replace(
+        b"ATTENDEE;CN=Am\xc3\xa9lie Poulain de la Tr\xc3\xa9sorerie de Saint-\xc3\x89tienne;PARTST\r\n"
+        b" AT=NEEDS-ACTION;SCHEDULE-FORCE-SEND=REQUEST:mailto:amelie@example.net\r\n", b""
+    ).replace(b"attendee;rsvp=TRUE:mailto:carol@example.net\r\n", b"")
 
 
 def test_an_object_without_participants_passes_unchanged():

@@ -65,8 +65,9 @@ class Xandikos:
         return tail(self.root / "xandikos.log", 40)
 
     def address(self, login: str) -> str:
-        """The calendar user address the fixture gives ``login``."""
-        return f"{login}@{DOMAIN}"
+        """The calendar user address the fixture gives ``login``: the login when it is an
+        address, else the login at the test domain."""
+        return login if "@" in login else f"{login}@{DOMAIN}"
 
     def captured(self) -> list[EmailMessage]:
         """Every message Xandikos handed to its sendmail, oldest first."""

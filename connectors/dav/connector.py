@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field
 
 from connectors.base import ConnectError
 from connectors.config import Section, is_loopback, refused
+from connectors.dav import profiles
 from connectors.registry import Account, Capabilities, Connector, Context, register
 
 
@@ -46,6 +47,18 @@ class DavConfig(Section):
         4, ge=1, le=16, description="Requests at once per calendar or address book, and "
         "calendars or address books of one account written at once."
     )
+    profile: Literal[tuple(profiles.PROFILES)] = Field(  # type: ignore[valid-type]
+        "generic", description="Which server this is, for what bascule knows of it: "
+        "generic, cyrus, radicale, xandikos. generic takes the server to schedule and to "
+        "honour SCHEDULE-AGENT=CLIENT, as RFC 6638 requires."
+    )
+    scheduling: Literal[profiles.SCHEDULING] = Field(  # type: ignore[valid-type]
+        profiles.PROTECT, description="How the server is kept from mailing the attendees "
+        "of the events written: protect (SCHEDULE-AGENT=CLIENT on the organiser and every "
+        "attendee; refused for a server known to ignore it), drop_attendees (events "
+        "written without their attendees, each in the report), server_sends (the "
+        "server sends its invitations: only when that is wanted)."
+    )
     timeout: float = Field(60.0, gt=0)
     max_item_size: int | None = Field(
         None, gt=0, description="The largest calendar object or contact to write, in bytes; "
@@ -59,21 +72,29 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     from connectors.dav.sink import DavSink
 
     config: DavConfig = account.config
+    for code, params in _refusals(config, workload):
+        raise ConnectError(code=code, params={"workload": workload, **params})
     if not account.secret_ref:
         raise ConnectError(code="no_secret", params={"login": account.login})
     password = context.secret(account.secret_ref, users_table=True)
     client = DavClient(config.url, account.login, password,
                        ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
                        timeout=config.timeout, connections=config.connections)
-    return DavSink(client, workload, max_item_size=config.max_item_size,
-                   parallel_writes=config.connections)
+    profile = profiles.PROFILES[config.profile]
+    return DavSink(client, workload, rewrite=profiles.rewrite(profile, config.scheduling),
+                   max_item_size=config.max_item_size, parallel_writes=config.connections)
 
 
 def _warnings(config: DavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
     host = urlsplit(config.url).hostname or ""
+    found = profiles.warnings(profiles.PROFILES[config.profile], config.scheduling)
     if config.url.startswith("http://") and not is_loopback(host):
-        return [("cleartext_to_network", {"side": side, "host": host})]
-    return []
+        found.append(("cleartext_to_network", {"side": side, "host": host}))
+    return found
+
+
+def _refusals(config: DavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:
+    return profiles.refusals(profiles.PROFILES[config.profile], config.scheduling, workload)
 
 
 register(Connector(
@@ -89,8 +110,12 @@ register(Connector(
     example='''url = "https://dav.ville.example/"  # discovery starts here / découverte depuis ici
 # ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
 connections = 4               # per account / par compte
+profile = "generic"           # generic, cyrus, radicale, xandikos
+scheduling = "protect"        # protect, drop_attendees, server_sends: no invitation sent /
+                              # aucune invitation envoyée (README)
 ''',
     account_slots=lambda config: config.connections,
     largest_item=lambda config: config.max_item_size,
     warnings=_warnings,
+    refusals=_refusals,
 ))

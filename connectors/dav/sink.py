@@ -9,8 +9,11 @@ collection of that home whose display name is the container's name, made with MK
 (RFC 4791) or an extended MKCOL (RFC 5689) when there is none; its URL ends in a slug of
 the name (``conseil-municipal-3fa2b1c4``), its display name is the name itself.
 
-Every calendar object goes with ``SCHEDULE-AGENT=CLIENT`` on its ORGANIZER and every
-ATTENDEE (``mappings.scheduling``): a server that schedules (RFC 6638) then mails nobody.
+A server that schedules (RFC 6638) would mail every attendee of what is written. The batch's
+``scheduling`` and the server's profile (``connectors.dav.profiles``) say how it is kept
+from it: ``SCHEDULE-AGENT=CLIENT`` on every ORGANIZER and ATTENDEE (``mappings.scheduling``),
+or, for a server that ignores that, the attendees left out, each event so written a note
+for the report.
 
 A DAV server stores what it was given rewritten (lines refolded, properties reordered,
 CATEGORIES split), so this sink compares meanings, not bytes: the fingerprint it answers is
@@ -56,8 +59,9 @@ from connectors.dav.client import (
     DavRefused,
     Resource,
 )
+from connectors.dav.profiles import DROP_ATTENDEES, PROTECT
 from mappings.ical_fingerprint import BOM, semantic_fingerprint
-from mappings.scheduling import client_scheduled
+from mappings.scheduling import WithoutAttendees, client_scheduled
 
 CHUNK = 1 << 16
 SPOOLED_IN_MEMORY = 1 << 20
@@ -151,14 +155,16 @@ def slug(name: str) -> str:
 class DavSink:
     """Writes one workload (``calendar`` or ``contacts``) of one account into its home."""
 
-    def __init__(self, client: DavClient, workload: str, *, schedule_protection: bool = True,
+    def __init__(self, client: DavClient, workload: str, *, rewrite: str | None = PROTECT,
                  max_item_size: int | None = None, parallel_writes: int = 1) -> None:
+        """``rewrite`` is how calendar objects are changed before they are written:
+        ``PROTECT``, ``DROP_ATTENDEES`` or ``None`` (``connectors.dav.profiles.rewrite``)."""
         self.capabilities = SinkCapabilities(separator="", forbidden_chars="",
                                              max_item_size=max_item_size,
                                              parallel_writes=parallel_writes)
         self.client = client
         self.kind = KINDS[workload]
-        self.schedule_protection = schedule_protection and workload == "calendar"
+        self.rewrite = rewrite if workload == "calendar" else None
         self._notes: list[SourceNote] = []
         self._creating = threading.Lock()
 
@@ -191,29 +197,30 @@ class DavSink:
         return home if home.endswith("/") else home + "/"
 
     def ensure_container(self, path: Path) -> str:
-        """The collection whose display name is the folder's name, made if there is none.
-        A name XML cannot carry is changed, and a note says so (``drain_notes``)."""
+        """The collection whose display name is the folder's name, or whose URL is the one
+        this sink gives that name, made if there is none. A name XML cannot carry is
+        changed, a server may change it too (Xandikos trims spaces): a note says so
+        (``drain_notes``)."""
+        asked = JOINER.join(unicodedata.normalize("NFC", segment) for segment in path)
         shown = display_name(path)
-        if shown != JOINER.join(unicodedata.normalize("NFC", segment) for segment in path):
-            self._notes.append(SourceNote("renamed_container", shown, JOINER.join(path)))
+        place = f"{self.home}{slug(shown)}/"
         with self._creating:
-            found = self._collections().get(shown)
-            if found is not None:
-                return found
-            place = f"{self.home}{slug(shown)}/"
-            method, body = self.kind.make_body(shown)
-            response = self.client.request(method, place, headers={"Content-Type": XML},
-                                           body=body)
-            with response:
-                if response.status_code in (200, 201):
-                    return place
-                # Made meanwhile by another run, or there under another name.
-                found = self._collections().get(shown)
-                if found is not None:
-                    return found
-                if response.status_code == 405 and place in self._collections().values():
-                    return place
-                raise ContainerRefused(str(DavRefused(method, place, response)))
+            found = self._collection(shown, place)
+            if found is None:
+                method, body = self.kind.make_body(shown)
+                response = self.client.request(method, place, body=body,
+                                               headers={"Content-Type": XML})
+                with response:
+                    # Refused, unless made meanwhile by another run.
+                    found = self._collection(shown, place)
+                    if response.status_code not in (200, 201) and found is None:
+                        raise ContainerRefused(str(DavRefused(method, place, response)))
+                if found is None:
+                    found = (shown, place)
+        kept, native = found
+        if kept != asked:
+            self._notes.append(SourceNote("renamed_container", kept, JOINER.join(path)))
+        return native
 
     def default_container(self) -> str | None:
         """The account's default calendar as its scheduling inbox names it (RFC 6638,
@@ -232,23 +239,34 @@ class DavSink:
             if named and named.startswith(self.home):
                 return named if named.endswith("/") else named + "/"
         by_segment = {path.rstrip("/").rpartition("/")[2].lower(): path
-                      for path in self._collections().values()}
+                      for path in self._named()}
         return next((by_segment[name] for name in DEFAULT_NAMES if name in by_segment), None)
 
     def drain_notes(self) -> list[SourceNote]:
-        """The containers renamed since the last call, each said once."""
+        """The containers renamed and the events written without their attendees since the
+        last call, each said once."""
         notes, self._notes = self._notes, []
         return notes
 
-    def _collections(self) -> dict[str, str]:
-        """Display name -> path of every collection of this kind in the home."""
+    def _named(self) -> dict[str, str]:
+        """Path -> display name of every collection of this kind in the home, in the
+        server's order."""
         found: dict[str, str] = {}
         for resource in self.client.propfind(self.home, "1", [(DAV, "resourcetype"),
                                                                (DAV, "displayname")]):
             if self.kind.collection_type in resource.kinds() and resource.path != self.home:
                 path = resource.path if resource.path.endswith("/") else resource.path + "/"
-                found.setdefault(resource.text(DAV, "displayname") or "", path)
+                found.setdefault(path, resource.text(DAV, "displayname") or "")
         return found
+
+    def _collection(self, shown: str, place: str) -> tuple[str, str] | None:
+        """(display name, path) of the collection named ``shown``, or else of the one at
+        ``place`` whatever the server shows as its name; ``None`` when neither is there."""
+        named = self._named()
+        by_name = next((path for path, name in named.items() if name == shown), None)
+        if by_name is not None:
+            return shown, by_name
+        return (named[place], place) if place in named else None
 
     # --- items ----------------------------------------------------------------------------
 
@@ -256,7 +274,8 @@ class DavSink:
         """What ``find`` and ``inventory`` answer for this document once the server holds
         it: the fingerprint of its meaning."""
         with document.open() as body:
-            return semantic_fingerprint(_chunks(body))
+            chunks, _ = self._rewritten(_chunks(body))
+            return semantic_fingerprint(chunks)
 
     def put(self, native_name: str, document: Document, expected: str | None = None
             ) -> DocumentStored:
@@ -342,18 +361,30 @@ class DavSink:
 
         try:
             with document.open() as body:
-                chunks: Iterable[bytes] = _without_bom(read(body))
-                if self.schedule_protection:
-                    chunks = client_scheduled(chunks)
+                chunks, dropped = self._rewritten(_without_bom(read(body)))
                 meaning = semantic_fingerprint(kept(chunks))
             if "sha256:" + digest.hexdigest() != document.fingerprint:
                 raise ItemRejected(f"{document.name}: content changed while it was read",
                                    code="invalid_message")
+            if dropped is not None and dropped.dropped:
+                self._notes.append(SourceNote("attendees_dropped", document.source_id,
+                                              params={"count": dropped.dropped}))
             spool.seek(0)
         except BaseException:
             spool.close()
             raise
         return spool, meaning
+
+    def _rewritten(self, chunks: Iterable[bytes]
+                   ) -> tuple[Iterable[bytes], WithoutAttendees | None]:
+        """The chunks as this sink writes them, and what counts the attendees left out when
+        it leaves them out."""
+        if self.rewrite == PROTECT:
+            return client_scheduled(chunks), None
+        if self.rewrite == DROP_ATTENDEES:
+            dropped = WithoutAttendees()
+            return dropped(chunks), dropped
+        return chunks, None
 
     def _read(self, place: str) -> StoredDocument | None:
         """The item at ``place`` read whole, in chunks, and fingerprinted, or ``None``."""

@@ -48,6 +48,7 @@ from tests.graph_files import FixtureFiles, running_download_server
 from tests.graph_pim import seed_pim
 from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
 from tests.radicale import Radicale, start_radicale
+from tests.xandikos import Xandikos, start_xandikos
 from tests.tls import TestCertificates
 
 LOGIN = "amelie"
@@ -63,7 +64,7 @@ ROLES = {
 }
 
 
-SERVERS = {"dav": ("cyrus", "radicale")}
+SERVERS = {"dav": ("cyrus", "radicale", "xandikos")}
 """Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
 one per server, and each case runs against each."""
 
@@ -507,7 +508,8 @@ def harness_graph(tmp_path: Path, certificates: TestCertificates) -> Iterator[Gr
         harness.close()
 
 
-# --- CalDAV and CardDAV: a private Cyrus and a Radicale, read with plain HTTP and icalendar --
+# --- CalDAV and CardDAV: a private Cyrus, Radicale and Xandikos, read with plain HTTP and
+# icalendar
 
 
 @pytest.fixture(scope="session")
@@ -527,11 +529,19 @@ def conformance_radicale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def conformance_xandikos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Xandikos]:
+    server = start_xandikos(tmp_path_factory.mktemp("xandikos"), {})
+    yield server
+    server.stop()
+
+
 _dav_users = itertools.count()
 DAV_HOMES = {
     "cyrus": {"calendar": "/dav/calendars/user/{login}/",
               "contacts": "/dav/addressbooks/user/{login}/"},
     "radicale": {"calendar": "/{login}/", "contacts": "/{login}/"},
+    "xandikos": {"calendar": "/{login}/calendars/", "contacts": "/{login}/contacts/"},
 }
 """Where each server keeps a user's calendars and address books (their documented layouts)."""
 DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
@@ -540,7 +550,7 @@ DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
 
 @dataclass
 class DavHarness(Harness):
-    server: Cyrus | Radicale | None = None
+    server: Cyrus | Radicale | Xandikos | None = None
     homes: dict[str, str] = field(default_factory=dict)
     password: str = ""
     before: dict[str, set[str]] = field(default_factory=dict)
@@ -641,7 +651,19 @@ def harness_dav_radicale(conformance_radicale: Radicale, tmp_path: Path
                             storage / "collection-root" / login, max_item_size=1 << 20)
 
 
-def _dav_harness(server: Cyrus | Radicale, name: str, login: str, tmp_path: Path,
+@pytest.fixture
+def harness_dav_xandikos(conformance_xandikos: Xandikos, tmp_path: Path
+                         ) -> Iterator[DavHarness]:
+    login = f"conf{next(_dav_users)}@ville-exemple.fr"
+    conformance_xandikos.add_user(login, "dav-pw")
+    storage = conformance_xandikos.root / "storage"
+    # Xandikos mails attendees whatever SCHEDULE-AGENT says: a batch must leave them out.
+    yield from _dav_harness(conformance_xandikos, "xandikos", login, tmp_path, storage,
+                            storage / login, profile="xandikos", scheduling="drop_attendees",
+                            max_item_size=1 << 20)
+
+
+def _dav_harness(server: Cyrus | Radicale | Xandikos, name: str, login: str, tmp_path: Path,
                  fence: Path, root: Path, **section: Any) -> Iterator[DavHarness]:
     harness = DavHarness("dav", {"type": "dav", "url": server.base_url + "/", **section},
                          login, StoreContext(tmp_path, {"env:DAV_SECRET": "dav-pw"}),

@@ -1,0 +1,70 @@
+"""What each CalDAV and CardDAV server is known to do, by name: the batch's ``profile``.
+
+A profile holds facts, each found against the real server by a test named beside it, and
+nothing else: the sink reads them to choose how it keeps the server from mailing anyone
+(``scheduling``), and the planner to refuse a batch that would.
+
+``generic`` is a server bascule knows nothing of: it may schedule (RFC 6638), and it is
+taken to honour ``SCHEDULE-AGENT=CLIENT``, which that RFC requires of a server that
+schedules (section 7.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    schedules: bool
+    """It mails (or delivers to) an event's attendees or organiser when the event is written
+    or deleted (implicit scheduling, RFC 6638)."""
+    honours_client_agent: bool
+    """``SCHEDULE-AGENT=CLIENT`` on the ORGANIZER and every ATTENDEE stops it."""
+
+
+PROFILES = {profile.name: profile for profile in (
+    Profile("generic", schedules=True, honours_client_agent=True),
+    # tests/test_scheduling.py: 2 invitations as it is, none with the agent; taking the agent
+    # off afterwards invites everyone.
+    Profile("cyrus", schedules=True, honours_client_agent=True),
+    # Radicale has no scheduling: it stores what it is given and mails nobody.
+    Profile("radicale", schedules=False, honours_client_agent=False),
+    # tests/test_scheduling.py: it mails every attendee with the agent as without.
+    Profile("xandikos", schedules=True, honours_client_agent=False),
+)}
+
+PROTECT, DROP_ATTENDEES, SERVER_SENDS = "protect", "drop_attendees", "server_sends"
+SCHEDULING = (PROTECT, DROP_ATTENDEES, SERVER_SENDS)
+"""What a batch may ask of a calendar target that schedules: keep it from sending
+(``SCHEDULE-AGENT=CLIENT``), write events without their attendees, or let the server send
+its invitations, updates and cancellations."""
+
+
+def rewrite(profile: Profile, scheduling: str) -> str | None:
+    """How events are changed before they are written: ``PROTECT``, ``DROP_ATTENDEES`` or
+    ``None`` (as they are)."""
+    if scheduling == DROP_ATTENDEES:
+        return DROP_ATTENDEES
+    if scheduling == PROTECT and profile.schedules:
+        return PROTECT
+    return None
+
+
+def refusals(profile: Profile, scheduling: str, workload: str
+             ) -> list[tuple[str, dict[str, Any]]]:
+    """Why a batch writing ``workload`` into this server with this ``scheduling`` must not
+    run: the protection it asks for does not hold there."""
+    if workload == "calendar" and scheduling == PROTECT and profile.schedules \
+            and not profile.honours_client_agent:
+        return [("dav_schedules_anyway", {"profile": profile.name})]
+    return []
+
+
+def warnings(profile: Profile, scheduling: str) -> list[tuple[str, dict[str, Any]]]:
+    """What the batch chose that a person should read once more."""
+    if scheduling == SERVER_SENDS and profile.schedules:
+        return [("dav_server_sends", {"profile": profile.name})]
+    return []
