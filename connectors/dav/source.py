@@ -87,22 +87,14 @@ class DavSource:
 
     def list_documents(self, container: Container, cursor: dict[str, Any] | None
                        ) -> DocumentListing:
-        """Through a sync REPORT where the collection answers one, else a PROPFIND."""
-        cursor = cursor or {}
-        if "etags" in cursor:
-            return self._propfind_listing(container, cursor["etags"])
-        token = cursor.get("sync_token")
+        """Through a sync REPORT where the collection answers one, else a PROPFIND. A
+        collection gone answers an empty listing; any other refusal raises
+        ``ConnectError`` (``dav_refused``)."""
         try:
-            return self._sync_listing(container, token)
+            return self._listing(container, cursor or {})
         except DavRefused as refused:
             if refused.status in (404, 410):
                 return DocumentListing([], {}, complete=True)
-            if token is not None and 400 <= refused.status < 500:
-                self._notes.append(SourceNote("sync_token_refused", _subject(container),
-                                              str(refused)))
-                return self.list_documents(container, None)
-            if token is None and (400 <= refused.status < 500 or refused.status == 501):
-                return self._propfind_listing(container, None)
             raise ConnectError(str(refused), code="dav_refused",
                                where=self.client.where) from None
 
@@ -124,6 +116,22 @@ class DavSource:
         self.client.close()
 
     # --- listings -------------------------------------------------------------------------
+
+    def _listing(self, container: Container, cursor: dict[str, Any]) -> DocumentListing:
+        if "etags" in cursor:
+            return self._propfind_listing(container, cursor["etags"])
+        token = cursor.get("sync_token")
+        try:
+            return self._sync_listing(container, token)
+        except DavRefused as refused:
+            if refused.status in (404, 410) or not (400 <= refused.status < 500
+                                                    or refused.status == 501):
+                raise
+            if token is None:  # no sync REPORT here
+                return self._propfind_listing(container, None)
+            self._notes.append(SourceNote("sync_token_refused", _subject(container),
+                                          str(refused)))
+            return self._listing(container, {})
 
     def _sync_listing(self, container: Container, token: str | None) -> DocumentListing:
         """Every member (no token) or what changed since ``token``, as many REPORTs as the
