@@ -157,7 +157,7 @@ def test_a_server_refusing_an_object_as_too_big_or_over_quota_is_said_per_item(c
     for status, code in ((413, "too_big"), (507, "over_quota"), (500, "server_error")):
         with answering(status, {}) as url:
             sink = sink_of(cyrus, url=url)
-            sink.home = "/dav/calendars/user/alice@example.org/"  # discovery is not the case
+            sink.account.path = "/dav/calendars/user/alice@example.org/"  # not the case
             with pytest.raises(ItemRejected) as refused:
-                sink.put(sink.home + "Agenda/", document("gros", received("gros")))
+                sink.put(sink.account.path + "Agenda/", document("gros", received("gros")))
         assert refused.value.code == code, (status, refused.value)

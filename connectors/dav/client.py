@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Self
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.etree import ElementTree
 
@@ -40,10 +40,17 @@ def tag(namespace: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class Resource:
-    """One resource of a PROPFIND answer: its path and the properties found (status 200)."""
+    """One resource of a multi-status answer: its path and the properties found (status
+    200)."""
 
     path: str
     properties: dict[str, ElementTree.Element]
+    status: int | None = None
+    """The status given for the resource as a whole (a member gone since a sync token:
+    404), ``None`` when its properties carry their own."""
+    server: str = ""
+    """``scheme://host:port`` when its href names a server (in lower case), ``""`` when
+    the href is a path."""
 
     def text(self, namespace: str, name: str) -> str | None:
         element = self.properties.get(tag(namespace, name))
@@ -125,7 +132,17 @@ class DavClient:
                 return
             if response.status_code != 207:
                 raise DavRefused("PROPFIND", path, response)
-            yield from _multistatus(response)
+            yield from Multistatus(response)
+
+    def report(self, path: str, body: bytes, depth: str = "0") -> Multistatus:
+        """A REPORT's multi-status answer, to be read as it arrives (and closed); raises
+        ``DavRefused`` for any other."""
+        response = self.request("REPORT", path, headers={"Depth": depth, "Content-Type": XML},
+                                body=body, stream=True)
+        if response.status_code != 207:
+            with response:
+                raise DavRefused("REPORT", path, response)
+        return Multistatus(response)
 
     def close(self) -> None:
         self.session.close()
@@ -173,19 +190,52 @@ def precondition(response: requests.Response) -> str:
     return root[0].tag.rpartition("}")[2]
 
 
-def _multistatus(response: requests.Response) -> Iterator[Resource]:
-    response.raw.decode_content = True
-    parser = ElementTree.iterparse(response.raw, events=("end",))
-    for _, element in parser:
-        if element.tag != tag(DAV, "response"):
-            continue
-        href = element.findtext(tag(DAV, "href"))
-        found: dict[str, ElementTree.Element] = {}
-        for propstat in element.findall(tag(DAV, "propstat")):
-            status = _STATUS.match((propstat.findtext(tag(DAV, "status")) or "").strip())
-            held = propstat.find(tag(DAV, "prop"))
-            if status is not None and status.group(1) == "200" and held is not None:
-                found.update((prop.tag, prop) for prop in held)
-        if href:
-            yield Resource(unquote(urlsplit(href.strip()).path), found)
-        element.clear()
+class Multistatus:
+    """A multi-status answer (RFC 4918, 13) read as it arrives: each resource in turn,
+    never the whole answer at once; then ``sync_token``, the token a sync-collection
+    answer ends with (RFC 6578, 3.2)."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.sync_token: str | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.response.close()
+
+    def __iter__(self) -> Iterator[Resource]:
+        self.response.raw.decode_content = True
+        depth = 0
+        for event, element in ElementTree.iterparse(self.response.raw,
+                                                    events=("start", "end")):
+            if event == "start":
+                depth += 1
+                continue
+            depth -= 1
+            if depth == 1 and element.tag == tag(DAV, "sync-token"):
+                self.sync_token = (element.text or "").strip() or None
+            if depth != 1 or element.tag != tag(DAV, "response"):
+                continue
+            resource = _resource(element)
+            element.clear()
+            if resource is not None:
+                yield resource
+
+
+def _resource(element: ElementTree.Element) -> Resource | None:
+    """One ``DAV:response``, or ``None`` when it names no href."""
+    href = (element.findtext(tag(DAV, "href")) or "").strip()
+    if not href:
+        return None
+    found: dict[str, ElementTree.Element] = {}
+    for propstat in element.findall(tag(DAV, "propstat")):
+        status = _STATUS.match((propstat.findtext(tag(DAV, "status")) or "").strip())
+        held = propstat.find(tag(DAV, "prop"))
+        if status is not None and status.group(1) == "200" and held is not None:
+            found.update((prop.tag, prop) for prop in held)
+    whole = _STATUS.match((element.findtext(tag(DAV, "status")) or "").strip())
+    parts = urlsplit(href)
+    server = f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else ""
+    return Resource(unquote(parts.path), found, int(whole.group(1)) if whole else None, server)

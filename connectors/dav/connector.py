@@ -1,5 +1,5 @@
-"""CalDAV and CardDAV servers as targets of calendars and contacts: the batch section and
-the registration."""
+"""CalDAV and CardDAV servers as sources and targets of calendars and contacts: the batch
+section and the registration."""
 
 from __future__ import annotations
 
@@ -67,22 +67,35 @@ class DavConfig(Section):
     )
 
 
-def _open_sink(context: Context, account: Account, workload: str) -> Any:
+def _client(context: Context, account: Account) -> Any:
+    """A client signed in as the account, with its secret from the users table."""
     from connectors.dav.client import DavClient
+
+    config: DavConfig = account.config
+    if not account.secret_ref:
+        raise ConnectError(code="no_secret", params={"login": account.login})
+    password = context.secret(account.secret_ref, users_table=True)
+    return DavClient(config.url, account.login, password,
+                     ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
+                     timeout=config.timeout, connections=config.connections)
+
+
+def _open_sink(context: Context, account: Account, workload: str) -> Any:
     from connectors.dav.sink import DavSink
 
     config: DavConfig = account.config
     for code, params in _refusals(config, workload):
         raise ConnectError(code=code, params={"workload": workload, **params})
-    if not account.secret_ref:
-        raise ConnectError(code="no_secret", params={"login": account.login})
-    password = context.secret(account.secret_ref, users_table=True)
-    client = DavClient(config.url, account.login, password,
-                       ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
-                       timeout=config.timeout, connections=config.connections)
     profile = profiles.PROFILES[config.profile]
-    return DavSink(client, workload, rewrite=profiles.rewrite(profile, config.scheduling),
+    return DavSink(_client(context, account), workload,
+                   rewrite=profiles.rewrite(profile, config.scheduling),
                    max_item_size=config.max_item_size, parallel_writes=config.connections)
+
+
+def _open_source(context: Context, account: Account, workload: str) -> Any:
+    from connectors.dav.source import DavSource
+
+    return DavSource(_client(context, account))
 
 
 def _warnings(config: DavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
@@ -101,11 +114,12 @@ register(Connector(
     type="dav", config=DavConfig,
     summary=("A CalDAV and CardDAV server (BlueMind, SOGo, Nextcloud, Cyrus, Radicale...)",
              "Un serveur CalDAV et CardDAV (BlueMind, SOGo, Nextcloud, Cyrus, Radicale...)"),
+    reads=frozenset({"calendar", "contacts"}),
     writes=frozenset({"calendar", "contacts"}),
-    open_sink=_open_sink,
+    open_source=_open_source, open_sink=_open_sink,
     # The server stores objects rewritten (refolded, reordered): compared by meaning.
     capabilities=Capabilities(
-        keeps_bytes=False, keeps_mtime=False, deletes=True, versions=True,
+        keeps_bytes=False, keeps_mtime=False, deletes=True, versions=True, delta=True,
         name_rules=NAME_RULES),
     example='''url = "https://dav.ville.example/"  # discovery starts here / découverte depuis ici
 # ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver

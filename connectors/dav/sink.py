@@ -2,10 +2,8 @@
 calendar or address book, one resource per calendar object (a UID with its overrides) or
 contact, as a ``DocumentSink``.
 
-The user's collections are found from the batch's URL as RFC 6764 says: the principal
-(``current-user-principal``, asked of the URL, then of ``/.well-known/caldav`` or
-``carddav``), then its ``calendar-home-set`` or ``addressbook-home-set``. A container is the
-collection of that home whose display name is the container's name, made with MKCALENDAR
+The user's home is found from the batch's URL (``connectors.dav.discovery``). A container is
+the collection of that home whose display name is the container's name, made with MKCALENDAR
 (RFC 4791) or an extended MKCOL (RFC 5689) when there is none; its URL ends in a slug of
 the name (``conseil-municipal-3fa2b1c4``), its display name is the name itself.
 
@@ -31,9 +29,7 @@ import tempfile
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import IO
-from xml.sax.saxutils import escape
 
 from connectors.base import (
     ANY_VERSION,
@@ -48,17 +44,9 @@ from connectors.base import (
     SourceNote,
     StoredDocument,
     VersionConflict,
-    computed_once,
 )
-from connectors.dav.client import (
-    CALDAV,
-    CARDDAV,
-    DAV,
-    XML,
-    DavClient,
-    DavRefused,
-    Resource,
-)
+from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
+from connectors.dav.discovery import KINDS, DavHome
 from connectors.dav.profiles import DROP_ATTENDEES, PROTECT
 from mappings.ical_fingerprint import BOM, semantic_fingerprint
 from mappings.scheduling import WithoutAttendees, client_scheduled
@@ -77,42 +65,6 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9]+")
 
 
-@dataclass(frozen=True)
-class Kind:
-    """What differs between calendars and address books."""
-
-    workload: str
-    well_known: str
-    home_set: tuple[str, str]
-    collection_type: str
-    content_type: str
-
-    def make_body(self, display_name: str) -> tuple[str, bytes]:
-        """The method and body that make a collection of this kind."""
-        name = escape(display_name)
-        if self.workload == "calendar":
-            return "MKCALENDAR", (
-                f'<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" '
-                f'xmlns:C="{CALDAV}"><D:set><D:prop><D:displayname>{name}</D:displayname>'
-                f'<C:supported-calendar-component-set><C:comp name="VEVENT"/>'
-                f"</C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"
-            ).encode()
-        return "MKCOL", (
-            f'<?xml version="1.0" encoding="utf-8"?><D:mkcol xmlns:D="DAV:" '
-            f'xmlns:A="{CARDDAV}"><D:set><D:prop><D:resourcetype><D:collection/>'
-            f"<A:addressbook/></D:resourcetype><D:displayname>{name}</D:displayname>"
-            f"</D:prop></D:set></D:mkcol>"
-        ).encode()
-
-
-KINDS = {
-    "calendar": Kind("calendar", "/.well-known/caldav", (CALDAV, "calendar-home-set"),
-                     f"{{{CALDAV}}}calendar", "text/calendar; charset=utf-8"),
-    "contacts": Kind("contacts", "/.well-known/carddav", (CARDDAV, "addressbook-home-set"),
-                     f"{{{CARDDAV}}}addressbook", "text/vcard; charset=utf-8"),
-}
-DEFAULT_NAMES = ("default", "personal", "calendar", "contacts", "addressbook")
-"""The last URL segments servers give a user's default calendar or address book."""
 ITEM_PROPERTIES = [(DAV, "getetag"), (DAV, "getcontentlength"), (DAV, "resourcetype")]
 
 
@@ -163,38 +115,13 @@ class DavSink:
                                              max_item_size=max_item_size,
                                              parallel_writes=parallel_writes)
         self.client = client
-        self.kind = KINDS[workload]
+        self.account = DavHome(client, KINDS[workload])
+        self.kind = self.account.kind
         self.rewrite = rewrite if workload == "calendar" else None
         self._notes: list[SourceNote] = []
         self._creating = threading.Lock()
 
     # --- containers -----------------------------------------------------------------------
-
-    @computed_once
-    def principal(self) -> str:
-        """The path of the account's principal (RFC 5397)."""
-        for start in dict.fromkeys((self.client.base_path, self.kind.well_known)):
-            principal = next((resource.href(DAV, "current-user-principal") for resource in
-                              self.client.propfind(start, "0",
-                                                   [(DAV, "current-user-principal")])), None)
-            if principal:
-                return principal
-        raise ConnectError(f"no principal for {self.client.login} from "
-                           f"{self.client.base_path}", code="dav_no_principal",
-                           where=self.client.where, params={"login": self.client.login})
-
-    @computed_once
-    def home(self) -> str:
-        """The path of the account's calendar or address book home, ending in ``/``."""
-        principal = self.principal
-        home = next((resource.href(*self.kind.home_set) for resource in
-                     self.client.propfind(principal, "0", [self.kind.home_set])), None)
-        if not home:
-            raise ConnectError(f"{principal} names no {self.kind.home_set[1]}",
-                               code="dav_no_home", where=self.client.where,
-                               params={"login": self.client.login,
-                                       "workload": self.kind.workload})
-        return home if home.endswith("/") else home + "/"
 
     def ensure_container(self, path: Path) -> str:
         """The collection whose display name is the folder's name, or whose URL is the one
@@ -203,7 +130,7 @@ class DavSink:
         (``drain_notes``)."""
         asked = JOINER.join(unicodedata.normalize("NFC", segment) for segment in path)
         shown = display_name(path)
-        place = f"{self.home}{slug(shown)}/"
+        place = f"{self.account.path}{slug(shown)}/"
         with self._creating:
             found = self._collection(shown, place)
             if found is None:
@@ -223,24 +150,9 @@ class DavSink:
         return native
 
     def default_container(self) -> str | None:
-        """The account's default calendar as its scheduling inbox names it (RFC 6638,
-        ``schedule-default-calendar-URL``), or else the collection of this kind whose URL
-        ends in a name servers give a default one (Cyrus ``Default``, SOGo and Nextcloud
-        ``personal``, others ``calendar`` or ``contacts``); ``None`` when there is none
-        (Radicale makes none)."""
-        if self.kind.workload == "calendar":
-            inbox = next((resource.href(CALDAV, "schedule-inbox-URL") for resource in
-                          self.client.propfind(self.principal, "0",
-                                               [(CALDAV, "schedule-inbox-URL")])), None)
-            named = inbox and next((resource.href(CALDAV, "schedule-default-calendar-URL")
-                                    for resource in self.client.propfind(
-                                        inbox, "0", [(CALDAV, "schedule-default-calendar-URL")]
-                                    )), None)
-            if named and named.startswith(self.home):
-                return named if named.endswith("/") else named + "/"
-        by_segment = {path.rstrip("/").rpartition("/")[2].lower(): path
-                      for path in self._named()}
-        return next((by_segment[name] for name in DEFAULT_NAMES if name in by_segment), None)
+        """The account's default calendar or address book (``DavHome.default_collection``),
+        or ``None`` when the server made none."""
+        return self.account.default_collection()
 
     def drain_notes(self) -> list[SourceNote]:
         """The containers renamed and the events written without their attendees since the
@@ -252,11 +164,8 @@ class DavSink:
         """Path -> display name of every collection of this kind in the home, in the
         server's order."""
         found: dict[str, str] = {}
-        for resource in self.client.propfind(self.home, "1", [(DAV, "resourcetype"),
-                                                               (DAV, "displayname")]):
-            if self.kind.collection_type in resource.kinds() and resource.path != self.home:
-                path = resource.path if resource.path.endswith("/") else resource.path + "/"
-                found.setdefault(path, resource.text(DAV, "displayname") or "")
+        for collection in self.account.collections():
+            found.setdefault(collection.path, collection.display_name)
         return found
 
     def _collection(self, shown: str, place: str) -> tuple[str, str] | None:
@@ -419,9 +328,9 @@ class DavSink:
         """``place``, refused unless it is inside the collection ``native_name`` of this
         account's home: a name never leads elsewhere."""
         parts = place.split("/")
-        if not native_name.startswith(self.home) or not place.startswith(native_name) or \
+        if not native_name.startswith(self.account.path) or not place.startswith(native_name) or \
                 any(part in (".", "..") for part in parts):
-            raise ContainerRefused(f"{place} is outside {native_name or self.home}")
+            raise ContainerRefused(f"{place} is outside {native_name or self.account.path}")
         return place
 
 

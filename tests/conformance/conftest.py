@@ -48,8 +48,8 @@ from tests.graph_files import FixtureFiles, running_download_server
 from tests.graph_pim import seed_pim
 from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
 from tests.radicale import Radicale, start_radicale
-from tests.xandikos import Xandikos, start_xandikos
 from tests.tls import TestCertificates
+from tests.xandikos import Xandikos, start_xandikos
 
 LOGIN = "amelie"
 CHUNK = 8 << 20
@@ -609,12 +609,47 @@ class DavHarness(Harness):
                                headers={"Content-Type": f"{kind}; charset=utf-8"})
         assert answer.status_code in (200, 201, 204), (answer.status_code, answer.text)
 
+    def seed_documents(self, workload: str, files: list[SeedFile]) -> list[str | None]:
+        """Two calendars or address books (one with an accented name) made with MKCALENDAR
+        or an extended MKCOL, their objects written with plain PUTs; each must be fetched
+        as the server then serves it (servers rewrite what they store)."""
+        extension = "ics" if workload == "calendar" else "vcf"
+        served = []
+        for shown, key in (("Calendrier", "reunion-1"), ("Calendrier", "reunion-2"),
+                           ("Élus", "seance-3")):
+            place = f"{self.home(workload)}{hashlib.sha1(shown.encode()).hexdigest()[:8]}/"
+            if not any(path == place for path, _, _ in self._members(self.home(workload))):
+                method, body = _making(workload, shown)
+                answer = self._request(method, place, data=body,
+                                       headers={"Content-Type": "application/xml"})
+                assert answer.status_code in (200, 201), (answer.status_code, answer.text)
+            self.replace(workload, f"{place}{key}.{extension}", sample_body(workload, key))
+            body = self._request("GET", f"{place}{key}.{extension}").content
+            served.append("sha256:" + hashlib.sha256(body).hexdigest())
+        return served
+
     def expected_fingerprint(self, workload: str, content: bytes) -> str:
         """What an object means, as icalendar's parser reads it: every component with its
         properties, parameters and values, in no order; each CATEGORIES value apart; the
         scheduling parameters a server adds or a client sets left out."""
         component = icalendar.Component.from_ical(content.removeprefix(b"\xef\xbb\xbf"))
         return "meaning:" + hashlib.sha256(repr(_meaning(component)).encode()).hexdigest()
+
+
+def _making(workload: str, shown: str) -> tuple[str, bytes]:
+    """The method and body that make a calendar (RFC 4791, 5.3.1) or an address book
+    (RFC 5689) with a display name."""
+    name = f"<D:displayname>{shown}</D:displayname>"
+    if workload == "calendar":
+        return "MKCALENDAR", (
+            '<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" '
+            f'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>{name}</D:prop></D:set>'
+            "</C:mkcalendar>").encode()
+    return "MKCOL", (
+        '<?xml version="1.0" encoding="utf-8"?><D:mkcol xmlns:D="DAV:" '
+        'xmlns:A="urn:ietf:params:xml:ns:carddav"><D:set><D:prop><D:resourcetype>'
+        f"<D:collection/><A:addressbook/></D:resourcetype>{name}</D:prop></D:set></D:mkcol>"
+    ).encode()
 
 
 def _meaning(component: Any) -> tuple[Any, ...]:
