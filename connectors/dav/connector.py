@@ -80,7 +80,7 @@ register(Connector(
     type="dav", config=DavConfig,
     summary=("A CalDAV and CardDAV server (BlueMind, SOGo, Nextcloud, Cyrus, Radicale...)",
              "Un serveur CalDAV et CardDAV (BlueMind, SOGo, Nextcloud, Cyrus, Radicale...)"),
-    writes=frozenset({"calendar", "contacts"}),
+    writes=frozenset({"calendar", "contacts", "tasks"}),
     open_sink=_open_sink,
     # The server stores objects rewritten (refolded, reordered): compared by meaning.
     capabilities=Capabilities(

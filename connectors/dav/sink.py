@@ -1,13 +1,17 @@
-"""A CalDAV or CardDAV server as the sink of calendars or contacts: one collection per
-calendar or address book, one resource per calendar object (a UID with its overrides) or
-contact, as a ``DocumentSink``.
+"""A CalDAV or CardDAV server as the sink of calendars, task lists or contacts: one collection
+per calendar, task list or address book, one resource per calendar object (a UID with its
+overrides), task or contact, as a ``DocumentSink``.
 
 The user's collections are found from the batch's URL as RFC 6764 says: the principal
 (``current-user-principal``, asked of the URL, then of ``/.well-known/caldav`` or
 ``carddav``), then its ``calendar-home-set`` or ``addressbook-home-set``. A container is the
 collection of that home whose display name is the container's name, made with MKCALENDAR
 (RFC 4791) or an extended MKCOL (RFC 5689) when there is none; its URL ends in a slug of
-the name (``conseil-municipal-3fa2b1c4``), its display name is the name itself.
+the name (``conseil-municipal-3fa2b1c4``, ``taches-tasks-5d1e9a0b`` for a task list), its
+display name is the name itself. A calendar is made for events only and a task list for
+tasks only (``supported-calendar-component-set``), and only a collection that takes the
+workload's component is ever written to: a VTODO never goes into a calendar made for events
+alone, which servers refuse and clients would not show.
 
 Every calendar object goes with ``SCHEDULE-AGENT=CLIENT`` on its ORGANIZER and every
 ATTENDEE (``mappings.scheduling``): a server that schedules (RFC 6638) then mails nobody.
@@ -82,15 +86,20 @@ class Kind:
     home_set: tuple[str, str]
     collection_type: str
     content_type: str
+    component: str | None = None
+    """The iCalendar component its objects hold; ``None`` for address books."""
+    slug_suffix: str = ""
+    """Added to a new collection's URL, so that a task list named like a calendar gets a URL
+    of its own."""
 
     def make_body(self, display_name: str) -> tuple[str, bytes]:
         """The method and body that make a collection of this kind."""
         name = escape(display_name)
-        if self.workload == "calendar":
+        if self.component is not None:
             return "MKCALENDAR", (
                 f'<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" '
                 f'xmlns:C="{CALDAV}"><D:set><D:prop><D:displayname>{name}</D:displayname>'
-                f'<C:supported-calendar-component-set><C:comp name="VEVENT"/>'
+                f'<C:supported-calendar-component-set><C:comp name="{self.component}"/>'
                 f"</C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"
             ).encode()
         return "MKCOL", (
@@ -101,14 +110,29 @@ class Kind:
         ).encode()
 
 
+    def takes(self, resource: Resource) -> bool:
+        """Whether a collection of the home is one of this kind that takes its objects."""
+        if self.collection_type not in resource.kinds():
+            return False
+        components = resource.components()
+        return self.component is None or components is None or self.component in components
+
+
 KINDS = {
     "calendar": Kind("calendar", "/.well-known/caldav", (CALDAV, "calendar-home-set"),
-                     f"{{{CALDAV}}}calendar", "text/calendar; charset=utf-8"),
+                     f"{{{CALDAV}}}calendar", "text/calendar; charset=utf-8", "VEVENT"),
+    "tasks": Kind("tasks", "/.well-known/caldav", (CALDAV, "calendar-home-set"),
+                  f"{{{CALDAV}}}calendar", "text/calendar; charset=utf-8", "VTODO", "-tasks"),
     "contacts": Kind("contacts", "/.well-known/carddav", (CARDDAV, "addressbook-home-set"),
                      f"{{{CARDDAV}}}addressbook", "text/vcard; charset=utf-8"),
 }
 DEFAULT_NAMES = ("default", "personal", "calendar", "contacts", "addressbook")
 """The last URL segments servers give a user's default calendar or address book."""
+DEFAULT_TASK_NAMES = ("tasks",)
+"""The last URL segments servers give a user's own task list, looked for before a default
+calendar that takes tasks too."""
+COLLECTION_PROPERTIES = [(DAV, "resourcetype"), (DAV, "displayname"),
+                         (CALDAV, "supported-calendar-component-set")]
 ITEM_PROPERTIES = [(DAV, "getetag"), (DAV, "getcontentlength"), (DAV, "resourcetype")]
 
 
@@ -149,7 +173,8 @@ def slug(name: str) -> str:
 
 
 class DavSink:
-    """Writes one workload (``calendar`` or ``contacts``) of one account into its home."""
+    """Writes one workload (``calendar``, ``tasks`` or ``contacts``) of one account into its
+    home."""
 
     def __init__(self, client: DavClient, workload: str, *, schedule_protection: bool = True,
                  max_item_size: int | None = None, parallel_writes: int = 1) -> None:
@@ -158,7 +183,9 @@ class DavSink:
                                              parallel_writes=parallel_writes)
         self.client = client
         self.kind = KINDS[workload]
-        self.schedule_protection = schedule_protection and workload == "calendar"
+        # A VTODO may have attendees too (a task assigned to someone): a scheduling server
+        # would mail them as it would for an event.
+        self.schedule_protection = schedule_protection and self.kind.component is not None
         self._notes: list[SourceNote] = []
         self._creating = threading.Lock()
 
@@ -200,7 +227,7 @@ class DavSink:
             found = self._collections().get(shown)
             if found is not None:
                 return found
-            place = f"{self.home}{slug(shown)}/"
+            place = f"{self.home}{slug(shown)}{self.kind.slug_suffix}/"
             method, body = self.kind.make_body(shown)
             response = self.client.request(method, place, headers={"Content-Type": XML},
                                            body=body)
@@ -220,8 +247,22 @@ class DavSink:
         ``schedule-default-calendar-URL``), or else the collection of this kind whose URL
         ends in a name servers give a default one (Cyrus ``Default``, SOGo and Nextcloud
         ``personal``, others ``calendar`` or ``contacts``); ``None`` when there is none
-        (Radicale makes none)."""
-        if self.kind.workload == "calendar":
+        (Radicale makes none). For tasks: a collection taking tasks whose URL ends in
+        ``tasks``, else the default calendar if it takes tasks too (SOGo, Nextcloud
+        and Cyrus show tasks from there); never a calendar for events alone."""
+        collections = self._collections()
+        if self.kind.workload == "tasks":
+            by_segment = {path.rstrip("/").rpartition("/")[2].lower(): path
+                          for path in collections.values()}
+            named = next((by_segment[name] for name in DEFAULT_TASK_NAMES
+                          if name in by_segment), None)
+            if named is not None:
+                return named
+        return self._default_calendar(collections)
+
+    def _default_calendar(self, collections: dict[str, str]) -> str | None:
+        """The default collection of the home among ``collections`` (those of this kind)."""
+        if self.kind.component is not None:
             inbox = next((resource.href(CALDAV, "schedule-inbox-URL") for resource in
                           self.client.propfind(self.principal, "0",
                                                [(CALDAV, "schedule-inbox-URL")])), None)
@@ -229,10 +270,11 @@ class DavSink:
                                     for resource in self.client.propfind(
                                         inbox, "0", [(CALDAV, "schedule-default-calendar-URL")]
                                     )), None)
-            if named and named.startswith(self.home):
-                return named if named.endswith("/") else named + "/"
+            named = named if not named or named.endswith("/") else named + "/"
+            if named and named.startswith(self.home) and named in collections.values():
+                return named
         by_segment = {path.rstrip("/").rpartition("/")[2].lower(): path
-                      for path in self._collections().values()}
+                      for path in collections.values()}
         return next((by_segment[name] for name in DEFAULT_NAMES if name in by_segment), None)
 
     def drain_notes(self) -> list[SourceNote]:
@@ -241,11 +283,11 @@ class DavSink:
         return notes
 
     def _collections(self) -> dict[str, str]:
-        """Display name -> path of every collection of this kind in the home."""
+        """Display name -> path of every collection of this kind in the home that takes its
+        objects."""
         found: dict[str, str] = {}
-        for resource in self.client.propfind(self.home, "1", [(DAV, "resourcetype"),
-                                                               (DAV, "displayname")]):
-            if self.kind.collection_type in resource.kinds() and resource.path != self.home:
+        for resource in self.client.propfind(self.home, "1", COLLECTION_PROPERTIES):
+            if self.kind.takes(resource) and resource.path != self.home:
                 path = resource.path if resource.path.endswith("/") else resource.path + "/"
                 found.setdefault(resource.text(DAV, "displayname") or "", path)
         return found
@@ -296,7 +338,11 @@ class DavSink:
     def inventory(self, native_name: str, fingerprints: bool = False
                   ) -> Iterator[StoredDocument]:
         native = self._inside(native_name, native_name)
-        for resource in self.client.propfind(native, "1", ITEM_PROPERTIES):
+        # A default calendar may hold events and tasks both: each workload sees its own.
+        members = (self.client.propfind(native, "1", ITEM_PROPERTIES)
+                   if self.kind.component is None else
+                   self.client.calendar_query(native, self.kind.component, ITEM_PROPERTIES))
+        for resource in members:
             if resource.path.rstrip("/") == native.rstrip("/") or \
                     f"{{{DAV}}}collection" in resource.kinds() or \
                     not resource.path.startswith(native):
