@@ -474,9 +474,9 @@ class GraphHarness(Harness):
         if workload != "files":
             # One calendar object per event (a series carries its exceptions), one vCard
             # per contact, each made by the source from the item's properties.
+            pim = seed_pim(self.mailbox)  # a mailbox has calendars whatever else it has
             if workload == "tasks":
                 return [None] * len(seed_todo(self.mailbox).tasks)
-            pim = seed_pim(self.mailbox)
             return [None] * len(pim.events if workload == "calendar" else pim.contacts)
         drive = self.files.add_drive("OneDrive", "business", self.mailbox.display_name)
         self.files.user_drives[self.mailbox.id] = drive.id
