@@ -148,7 +148,7 @@ def sample_body(workload: str, key: str, variant: str = "") -> bytes:
         return (f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bascule//conformance//FR\r\n"
                 f"BEGIN:VTODO\r\nUID:{key}\r\nDTSTAMP:20240301T080000Z\r\n"
                 f"DUE:20240314T090000Z\r\nPRIORITY:1\r\nSTATUS:NEEDS-ACTION\r\n"
-                f"SUMMARY:Préparer le conseil {key}{variant}\r\nEND:VTODO\r\n"
+                f"SUMMARY:Tâche mairie {key}{variant}\r\nEND:VTODO\r\n"
                 f"END:VCALENDAR\r\n").encode()
     if workload == "contacts":
         return (f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{key}\r\nFN:Hélène Noël {key}{variant}\r\n"
