@@ -210,10 +210,11 @@ class GraphPimSource:
     # --- containers
 
     def _workload(self, container: Container) -> str:
-        if container.native_name not in self._workload_of:
-            self.document_containers("calendar")
-            self.document_containers("contacts")
-            self.document_containers("tasks")
+        # Asked in turn until found: a calendar unit must not need the To Do permission.
+        for workload in ("calendar", "contacts", "tasks"):
+            if container.native_name in self._workload_of:
+                break
+            self.document_containers(workload)
         return self._workload_of.get(container.native_name, "calendar")
 
     def _calendars(self) -> list[Container]:
