@@ -20,10 +20,10 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-WORKLOADS = ("mail", "calendar", "contacts", "files")
+WORKLOADS = ("mail", "calendar", "contacts", "tasks", "files")
 """What a batch can move. ``mail`` speaks the mail protocols (``MailSource``, ``MailSink``),
 the others the document protocols (``DocumentSource``, ``DocumentSink``)."""
-DOCUMENT_WORKLOADS = ("calendar", "contacts", "files")
+DOCUMENT_WORKLOADS = ("calendar", "contacts", "tasks", "files")
 
 BUILT_IN = (
     "connectors.imap.connector",

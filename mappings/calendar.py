@@ -34,7 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from dateutil.rrule import rrulestr
-from icalendar import Alarm, Calendar, Event, vCalAddress, vRecur, vText
+from icalendar import Alarm, Calendar, Component, Event, vCalAddress, vRecur, vText
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mappings.zones import add_timezones
@@ -111,7 +111,7 @@ def parse_graph_instant(value: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _wall_clock(value: dict[str, Any]) -> datetime:
+def wall_clock(value: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(_FRACTION.sub(r"\1", value["dateTime"]))
 
 
@@ -161,11 +161,11 @@ class _Times:
 def _times(event: dict[str, Any], zone: tzinfo, ctx: _Context) -> _Times:
     start, end = event["start"], event["end"]
     if event.get("isAllDay"):
-        first, last = _wall_clock(start).date(), _wall_clock(end).date()
+        first, last = wall_clock(start).date(), wall_clock(end).date()
         return _Times(first, max(last, first + timedelta(days=1)), True)
     return _Times(
-        _wall_clock(start).replace(tzinfo=ctx.zone(start.get("timeZone"))).astimezone(zone),
-        _wall_clock(end).replace(tzinfo=ctx.zone(end.get("timeZone"))).astimezone(zone),
+        wall_clock(start).replace(tzinfo=ctx.zone(start.get("timeZone"))).astimezone(zone),
+        wall_clock(end).replace(tzinfo=ctx.zone(end.get("timeZone"))).astimezone(zone),
         False,
     )
 
@@ -216,19 +216,27 @@ class _TextOfHtml(HTMLParser):
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def _describe(vevent: Event, body: dict[str, Any] | None) -> None:
+def body_text(body: dict[str, Any] | None) -> tuple[str, str | None]:
+    """The readable text of a Graph ``itemBody``, and its HTML when it is HTML."""
     content = (body or {}).get("content") or ""
     if not content.strip():
-        return
-    if (body or {}).get("contentType", "").lower() == "html":
-        parser = _TextOfHtml()
-        parser.feed(content)
-        parser.close()
-        if parser.text():
-            vevent.add("description", parser.text())
-        vevent.add("x-alt-desc", content, parameters={"FMTTYPE": "text/html"})
-    else:
-        vevent.add("description", content)
+        return "", None
+    if (body or {}).get("contentType", "").lower() != "html":
+        return content, None
+    parser = _TextOfHtml()
+    parser.feed(content)
+    parser.close()
+    return parser.text(), content
+
+
+def add_description(component: Component, body: dict[str, Any] | None) -> None:
+    """DESCRIPTION from a Graph ``itemBody``; an HTML body also as it is, in X-ALT-DESC (the
+    property Outlook reads back)."""
+    text, html = body_text(body)
+    if text:
+        component.add("description", text)
+    if html is not None:
+        component.add("x-alt-desc", html, parameters={"FMTTYPE": "text/html"})
 
 
 def _location(event: dict[str, Any]) -> str:
@@ -256,7 +264,7 @@ def _vevent(event: dict[str, Any], times: _Times, ctx: _Context) -> Event:
     vevent.add("dtstart", times.start)
     vevent.add("dtend", times.end)
     vevent.add("summary", event.get("subject") or "")
-    _describe(vevent, event.get("body"))
+    add_description(vevent, event.get("body"))
     if location := _location(event):
         vevent.add("location", location)
     if organizer := _address(event.get("organizer"), ctx):
@@ -307,8 +315,10 @@ def _online_meeting(vevent: Event, event: dict[str, Any], ctx: _Context) -> None
     ctx.note("online_meeting_link", link)
 
 
-def _rule(recurrence: dict[str, Any], times: _Times, zone: tzinfo) -> dict[str, Any] | None:
-    """The RRULE of a Graph ``patternedRecurrence``, ``None`` for an unknown pattern type."""
+def recurrence_rule(recurrence: dict[str, Any], all_day: bool, zone: tzinfo
+                    ) -> dict[str, Any] | None:
+    """The RRULE of a Graph ``patternedRecurrence`` whose first occurrence is all day or
+    not, in ``zone``; ``None`` for an unknown pattern type."""
     pattern, bounds = recurrence.get("pattern") or {}, recurrence.get("range") or {}
     kind = pattern.get("type")
     days = [WEEKDAYS[day.lower()] for day in pattern.get("daysOfWeek") or []]
@@ -341,7 +351,7 @@ def _rule(recurrence: dict[str, Any], times: _Times, zone: tzinfo) -> dict[str, 
         rule["COUNT"] = int(bounds["numberOfOccurrences"])
     elif bounds.get("type") == "endDate" and bounds.get("endDate"):
         last_day = date.fromisoformat(bounds["endDate"])
-        if times.all_day:
+        if all_day:
             rule["UNTIL"] = last_day
         else:
             rule["UNTIL"] = datetime.combine(last_day, time(23, 59, 59), zone).astimezone(UTC)
@@ -433,7 +443,7 @@ def series_to_ical(
     ctx = _Context(user_map, mailbox_zone, master.get("iCalUId") or master["id"])
     zone = ctx.display_zone(master)
     times = _times(master, zone, ctx)
-    rule = _rule(master.get("recurrence") or {}, times, zone)
+    rule = recurrence_rule(master.get("recurrence") or {}, times.all_day, zone)
     calendar = _new_calendar()
     if rule is None:
         ctx.note("recurrence_unknown", str(((master.get("recurrence") or {}).get("pattern")
@@ -512,7 +522,7 @@ def _series_rule(master: dict[str, Any], mailbox_zone: str
     ctx = _Context(lambda _address: None, mailbox_zone, "")
     zone = ctx.display_zone(master)
     times = _times(master, zone, ctx)
-    rule = _rule(master.get("recurrence") or {}, times, zone)
+    rule = recurrence_rule(master.get("recurrence") or {}, times.all_day, zone)
     if rule is None:
         return None
     return rule, zone, times, _series_start(master, times, rule, zone)

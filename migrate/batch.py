@@ -102,12 +102,14 @@ class Batch(Section):
     )
     targets: Any = Field(
         None, description="Where each other workload goes: [targets.calendar], "
-        "[targets.contacts], [targets.files], each a registered sink of that workload."
+        "[targets.contacts], [targets.tasks], [targets.files], each a registered sink of that "
+        "workload."
     )
     mapping: MappingConfig = MappingConfig()
     workloads: list[Literal[WORKLOADS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["mail"],
-        description="What to move: mail, calendar, contacts, files (the source must read them).",
+        description="What to move: mail, calendar, contacts, tasks, files (the source must read "
+        "them).",
     )
     mail: MailConfig = MailConfig()
     documents: DocumentsConfig | None = Field(
@@ -196,8 +198,8 @@ def batch_model() -> type[Batch]:
             target=(_union([c.config for c in registry.sinks(MAIL)]) | None,
                     Field(None, description="Where mail goes; needed by plan, run and verify, "
                           "not by audit.")),
-            targets=(targets | None, Field(None, description="Where calendars, contacts and "
-                                           "files go, each to a sink of that workload.")),
+            targets=(targets | None, Field(None, description="Where calendars, contacts, tasks "
+                                           "and files go, each to a sink of that workload.")),
         )
         _models.clear()
         _models[generation] = model
@@ -353,7 +355,7 @@ def example_batch(source: str = "imap", target: str = "imap") -> str:
 # `bascule connectors` lists every type / liste tous les types.
 
 name = "lot-1"
-workloads = ["mail"]          # mail, calendar, contacts, files (the source must read them)
+workloads = ["mail"]          # mail, calendar, contacts, tasks, files (the source must read them)
 
 # source types: {kinds}
 {section("[source]", source)}
@@ -361,7 +363,7 @@ workloads = ["mail"]          # mail, calendar, contacts, files (the source must
 # Where mail goes / où va le courrier. Types: {mail_sinks}
 {section("[target]", target)}
 
-# Where calendars, contacts and files go / où vont agendas, contacts et fichiers:
+# Where calendars, contacts, tasks and files go / où vont agendas, contacts, tâches et fichiers:
 {targets}
 
 [mapping]

@@ -250,7 +250,8 @@ CAPABILITIES = (
 
 
 WORKLOAD_NAMES = {"mail": "workload_mail", "calendar": "workload_calendar",
-                  "contacts": "workload_contacts", "files": "workload_files"}
+                  "contacts": "workload_contacts", "tasks": "workload_tasks",
+                  "files": "workload_files"}
 """The catalogue code of each workload's name: in French the word, then the keyword a
 batch's ``workloads`` takes."""
 

@@ -492,6 +492,7 @@ RUNNERS: dict[str, WorkloadRunner] = {
     MAIL: MailRunner(),
     "calendar": DocumentRunner(),
     "contacts": DocumentRunner(),
+    "tasks": DocumentRunner(),
     "files": DocumentRunner(),
 }
 """The runner of each workload a batch may name."""

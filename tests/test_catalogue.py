@@ -11,6 +11,7 @@ import pytest
 
 from mappings.calendar import NOTE_CODES as CALENDAR_NOTES
 from mappings.contacts import NOTE_CODES as CONTACT_NOTES
+from mappings.tasks import NOTE_CODES as TASK_NOTES
 from reports.i18n import (
     LANGUAGES,
     LOCALE_DIR,
@@ -30,7 +31,7 @@ CODE_FIRST = {"of", "SourceNote", "Finding", "Note", "_note", "note", "problem",
               "UsersFileError", "SecretError", "FolderRulesError", "SecretWarning"}
 """Calls whose first argument, when written as a string, is a catalogue code."""
 
-FAMILIES = {f"{code}_total" for code in CALENDAR_NOTES + CONTACT_NOTES}
+FAMILIES = {f"{code}_total" for code in CALENDAR_NOTES + CONTACT_NOTES + TASK_NOTES}
 """Codes made by adding to another: the Graph source counts each kind of note per
 calendar or address book (``<code>_total``)."""
 
@@ -219,6 +220,6 @@ def test_the_connectors_name_their_workloads_in_french_with_the_batch_keyword() 
     assert code == 0
     assert ("graph: Microsoft 365 par Microsoft Graph (une application Entra ID)\n"
             "  lit : agendas (calendar), carnets d'adresses (contacts), fichiers (files), "
-            "courrier (mail)\n") in output
+            "courrier (mail), tâches (tasks)\n") in output
     code, output = bascule("--lang", "en", "connectors")
-    assert "  reads: calendar, contacts, files, mail\n" in output
+    assert "  reads: calendar, contacts, files, mail, tasks\n" in output

@@ -118,20 +118,31 @@ class DavClient:
                  ) -> Iterator[Resource]:
         """Each resource the server answers for, read as the answer arrives; nothing for a
         path that does not exist."""
-        namespaces = {namespace: f"n{number}" for number, namespace
-                      in enumerate(dict.fromkeys(ns for ns, _ in properties))}
-        declared = "".join(f' xmlns:{prefix}="{namespace}"'
-                           for namespace, prefix in namespaces.items())
-        asked = "".join(f"<{namespaces[ns]}:{name}/>" for ns, name in properties)
+        declared, asked = _asked(properties)
         body = (f'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"{declared}>'
                 f"<D:prop>{asked}</D:prop></D:propfind>").encode()
-        response = self.request("PROPFIND", path, headers={"Depth": depth, "Content-Type": XML},
+        return self._multistatus("PROPFIND", path, depth, body)
+
+    def calendar_query(self, path: str, component: str, properties: list[tuple[str, str]]
+                       ) -> Iterator[Resource]:
+        """The calendar objects of a calendar that hold a ``component`` (RFC 4791 7.8: a
+        ``calendar-query`` REPORT with a ``comp-filter``), read as the answer arrives."""
+        declared, asked = _asked(properties)
+        body = (f'<?xml version="1.0" encoding="utf-8"?><C:calendar-query xmlns:D="DAV:" '
+                f'xmlns:C="{CALDAV}"{declared}><D:prop>{asked}</D:prop><C:filter>'
+                f'<C:comp-filter name="VCALENDAR"><C:comp-filter name="{component}"/>'
+                f"</C:comp-filter></C:filter></C:calendar-query>").encode()
+        return self._multistatus("REPORT", path, "1", body)
+
+    def _multistatus(self, method: str, path: str, depth: str, body: bytes
+                     ) -> Iterator[Resource]:
+        response = self.request(method, path, headers={"Depth": depth, "Content-Type": XML},
                                 body=body, stream=True)
         with response:
             if response.status_code in (404, 410):
                 return
             if response.status_code != 207:
-                raise DavRefused("PROPFIND", path, response)
+                raise DavRefused(method, path, response)
             yield from Multistatus(response)
 
     def report(self, path: str, body: bytes, depth: str = "0") -> Multistatus:
@@ -174,6 +185,15 @@ class DavRefused(Exception):
         self.condition = precondition(response)
         super().__init__(f"{method} {path}: {response.status_code} {response.reason}"
                          + (f" ({self.condition})" if self.condition else ""))
+
+
+def _asked(properties: list[tuple[str, str]]) -> tuple[str, str]:
+    """The namespace declarations and the elements that ask for ``properties``."""
+    namespaces = {namespace: f"n{number}" for number, namespace
+                  in enumerate(dict.fromkeys(ns for ns, _ in properties))}
+    declared = "".join(f' xmlns:{prefix}="{namespace}"'
+                       for namespace, prefix in namespaces.items())
+    return declared, "".join(f"<{namespaces[ns]}:{name}/>" for ns, name in properties)
 
 
 def precondition(response: requests.Response) -> str:

@@ -115,7 +115,7 @@ register(Connector(
     summary=("A CalDAV and CardDAV server (BlueMind, SOGo, Nextcloud, Cyrus, Radicale...)",
              "Un serveur CalDAV et CardDAV (BlueMind, SOGo, Nextcloud, Cyrus, Radicale...)"),
     reads=frozenset({"calendar", "contacts"}),
-    writes=frozenset({"calendar", "contacts"}),
+    writes=frozenset({"calendar", "contacts", "tasks"}),
     open_source=_open_source, open_sink=_open_sink,
     # The server stores objects rewritten (refolded, reordered): compared by meaning.
     capabilities=Capabilities(

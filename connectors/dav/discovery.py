@@ -19,22 +19,28 @@ from connectors.dav.client import CALDAV, CARDDAV, DAV, DavClient
 
 @dataclass(frozen=True)
 class Kind:
-    """What differs between calendars and address books."""
+    """What differs between calendars, task lists and address books."""
 
     workload: str
     well_known: str
     home_set: tuple[str, str]
     collection_type: str
     content_type: str
+    component: str | None = None
+    """The iCalendar component its objects hold; ``None`` for address books."""
+    slug_suffix: str = ""
+    """Added to a new collection's URL, so that a task list named like a calendar gets a URL
+    of its own."""
 
     def make_body(self, display_name: str) -> tuple[str, bytes]:
-        """The method and body that make a collection of this kind."""
+        """The method and body that make a collection of this kind: a calendar takes events
+        only and a task list tasks only (``supported-calendar-component-set``)."""
         name = escape(display_name)
-        if self.workload == "calendar":
+        if self.component is not None:
             return "MKCALENDAR", (
                 f'<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" '
                 f'xmlns:C="{CALDAV}"><D:set><D:prop><D:displayname>{name}</D:displayname>'
-                f'<C:supported-calendar-component-set><C:comp name="VEVENT"/>'
+                f'<C:supported-calendar-component-set><C:comp name="{self.component}"/>'
                 f"</C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"
             ).encode()
         return "MKCOL", (
@@ -45,14 +51,27 @@ class Kind:
         ).encode()
 
 
+    def takes(self, collection: Collection) -> bool:
+        """Whether a collection of the home takes this kind's objects: a VTODO never goes
+        into a calendar made for events alone, which servers refuse and clients would not
+        show."""
+        return self.component is None or not collection.components or \
+            self.component in collection.components
+
+
 KINDS = {
     "calendar": Kind("calendar", "/.well-known/caldav", (CALDAV, "calendar-home-set"),
-                     f"{{{CALDAV}}}calendar", "text/calendar; charset=utf-8"),
+                     f"{{{CALDAV}}}calendar", "text/calendar; charset=utf-8", "VEVENT"),
+    "tasks": Kind("tasks", "/.well-known/caldav", (CALDAV, "calendar-home-set"),
+                  f"{{{CALDAV}}}calendar", "text/calendar; charset=utf-8", "VTODO", "-tasks"),
     "contacts": Kind("contacts", "/.well-known/carddav", (CARDDAV, "addressbook-home-set"),
                      f"{{{CARDDAV}}}addressbook", "text/vcard; charset=utf-8"),
 }
 DEFAULT_NAMES = ("default", "personal", "calendar", "contacts", "addressbook")
 """The last URL segments servers give a user's default calendar or address book."""
+DEFAULT_TASK_NAMES = ("tasks",)
+"""The last URL segments servers give a user's own task list, looked for before a default
+calendar that takes tasks too."""
 COMPONENT_SET = (CALDAV, "supported-calendar-component-set")
 SYNC_TOKEN = (DAV, "sync-token")
 
@@ -126,12 +145,20 @@ class DavHome:
         return found
 
     def default_collection(self) -> str | None:
-        """The account's default calendar as its scheduling inbox names it (RFC 6638,
-        ``schedule-default-calendar-URL``), or else the collection of this kind whose URL
-        ends in a name servers give a default one (Cyrus ``Default``, SOGo and Nextcloud
-        ``personal``, others ``calendar`` or ``contacts``); ``None`` when there is none
-        (Radicale makes none)."""
-        if self.kind.workload == "calendar":
+        """The account's default collection of this kind that takes its objects: the
+        default calendar as its scheduling inbox names it (RFC 6638,
+        ``schedule-default-calendar-URL``), or else the one whose URL ends in a name servers
+        give a default one (Cyrus ``Default``, SOGo and Nextcloud ``personal``, others
+        ``calendar`` or ``contacts``); for tasks, first one whose URL ends in ``tasks``;
+        ``None`` when there is none (Radicale makes none)."""
+        taking = [c.path for c in self.collections() if self.kind.takes(c)]
+        by_segment = {path.rstrip("/").rpartition("/")[2].lower(): path for path in taking}
+        if self.kind.workload == "tasks":
+            named = next((by_segment[name] for name in DEFAULT_TASK_NAMES
+                          if name in by_segment), None)
+            if named is not None:
+                return named
+        if self.kind.component is not None:
             inbox = next((resource.href(CALDAV, "schedule-inbox-URL") for resource in
                           self.client.propfind(self.principal, "0",
                                                [(CALDAV, "schedule-inbox-URL")])), None)
@@ -139,8 +166,7 @@ class DavHome:
                                     for resource in self.client.propfind(
                                         inbox, "0", [(CALDAV, "schedule-default-calendar-URL")]
                                     )), None)
-            if named and named.startswith(self.path):
-                return named if named.endswith("/") else named + "/"
-        by_segment = {collection.path.rstrip("/").rpartition("/")[2].lower(): collection.path
-                      for collection in self.collections()}
+            named = named if not named or named.endswith("/") else named + "/"
+            if named and named in taking:
+                return named
         return next((by_segment[name] for name in DEFAULT_NAMES if name in by_segment), None)

@@ -57,7 +57,7 @@ def refusals(profile: Profile, scheduling: str, workload: str
              ) -> list[tuple[str, dict[str, Any]]]:
     """Why a batch writing ``workload`` into this server with this ``scheduling`` must not
     run: the protection it asks for does not hold there."""
-    if workload == "calendar" and scheduling == PROTECT and profile.schedules \
+    if workload in ("calendar", "tasks") and scheduling == PROTECT and profile.schedules \
             and not profile.honours_client_agent:
         return [("dav_schedules_anyway", {"profile": profile.name})]
     return []

@@ -1,11 +1,13 @@
-"""A CalDAV or CardDAV server as the sink of calendars or contacts: one collection per
-calendar or address book, one resource per calendar object (a UID with its overrides) or
-contact, as a ``DocumentSink``.
+"""A CalDAV or CardDAV server as the sink of calendars, task lists or contacts: one
+collection per calendar, task list or address book, one resource per calendar object (a UID
+with its overrides), task or contact, as a ``DocumentSink``.
 
 The user's home is found from the batch's URL (``connectors.dav.discovery``). A container is
-the collection of that home whose display name is the container's name, made with MKCALENDAR
-(RFC 4791) or an extended MKCOL (RFC 5689) when there is none; its URL ends in a slug of
-the name (``conseil-municipal-3fa2b1c4``), its display name is the name itself.
+the collection of that home whose display name is the container's name and which takes the
+workload's component (events, tasks), made with MKCALENDAR (RFC 4791) or an extended MKCOL
+(RFC 5689) when there is none; its URL ends in a slug of the name
+(``conseil-municipal-3fa2b1c4``, ``taches-5d1e9a0b-tasks`` for a task list), its display
+name is the name itself.
 
 A server that schedules (RFC 6638) would mail every attendee of what is written. The batch's
 ``scheduling`` and the server's profile (``connectors.dav.profiles``) say how it is kept
@@ -105,7 +107,8 @@ def slug(name: str) -> str:
 
 
 class DavSink:
-    """Writes one workload (``calendar`` or ``contacts``) of one account into its home."""
+    """Writes one workload (``calendar``, ``tasks`` or ``contacts``) of one account into its
+    home."""
 
     def __init__(self, client: DavClient, workload: str, *, rewrite: str | None = PROTECT,
                  max_item_size: int | None = None, parallel_writes: int = 1) -> None:
@@ -117,7 +120,9 @@ class DavSink:
         self.client = client
         self.account = DavHome(client, KINDS[workload])
         self.kind = self.account.kind
-        self.rewrite = rewrite if workload == "calendar" else None
+        # A VTODO may have attendees too (a task assigned to someone): a scheduling server
+        # would mail them as it would for an event.
+        self.rewrite = rewrite if self.kind.component is not None else None
         self._notes: list[SourceNote] = []
         self._creating = threading.Lock()
 
@@ -130,7 +135,7 @@ class DavSink:
         (``drain_notes``)."""
         asked = JOINER.join(unicodedata.normalize("NFC", segment) for segment in path)
         shown = display_name(path)
-        place = f"{self.account.path}{slug(shown)}/"
+        place = f"{self.account.path}{slug(shown)}{self.kind.slug_suffix}/"
         with self._creating:
             found = self._collection(shown, place)
             if found is None:
@@ -161,11 +166,12 @@ class DavSink:
         return notes
 
     def _named(self) -> dict[str, str]:
-        """Path -> display name of every collection of this kind in the home, in the
-        server's order."""
+        """Path -> display name of every collection of this kind in the home that takes its
+        objects, in the server's order."""
         found: dict[str, str] = {}
         for collection in self.account.collections():
-            found.setdefault(collection.path, collection.display_name)
+            if self.kind.takes(collection):
+                found.setdefault(collection.path, collection.display_name)
         return found
 
     def _collection(self, shown: str, place: str) -> tuple[str, str] | None:
@@ -224,7 +230,11 @@ class DavSink:
     def inventory(self, native_name: str, fingerprints: bool = False
                   ) -> Iterator[StoredDocument]:
         native = self._inside(native_name, native_name)
-        for resource in self.client.propfind(native, "1", ITEM_PROPERTIES):
+        # A default calendar may hold events and tasks both: each workload sees its own.
+        members = (self.client.propfind(native, "1", ITEM_PROPERTIES)
+                   if self.kind.component is None else
+                   self.client.calendar_query(native, self.kind.component, ITEM_PROPERTIES))
+        for resource in members:
             if resource.path.rstrip("/") == native.rstrip("/") or \
                     f"{{{DAV}}}collection" in resource.kinds() or \
                     not resource.path.startswith(native):

@@ -1,4 +1,4 @@
-"""Microsoft 365 through Microsoft Graph as a source of mail, calendars, contacts and files:
+"""Microsoft 365 through Microsoft Graph as a source of mail, calendars, contacts, tasks and files:
 its batch section and its registration."""
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ register(Connector(
     type="graph", config=GraphEndpointConfig,
     summary=("Microsoft 365 through Microsoft Graph (an Entra ID application)",
              "Microsoft 365 par Microsoft Graph (une application Entra ID)"),
-    reads=frozenset({"mail", "calendar", "contacts", "files"}),
+    reads=frozenset({"mail", "calendar", "contacts", "tasks", "files"}),
     open_source=_open_source,
     capabilities=Capabilities(delta=True, flag_changes=True),
     example='''tenant = "ville.onmicrosoft.com"

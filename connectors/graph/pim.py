@@ -1,4 +1,5 @@
-"""Read the calendars and contacts of a Microsoft 365 mailbox through Microsoft Graph.
+"""Read the calendars, contacts and To Do tasks of a Microsoft 365 mailbox through Microsoft
+Graph.
 
 Pages of Microsoft's Graph v1.0 documentation each behaviour comes from
 (learn.microsoft.com/graph):
@@ -30,6 +31,14 @@ Pages of Microsoft's Graph v1.0 documentation each behaviour comes from
   no longer knows answers 410 Gone, and a full round starts again.
 - ``api/contact-get``; ``api/profilephoto-get``: ``/contacts/{id}/photo/$value`` is the image,
   404 when the contact has none.
+- ``api/todo-list-lists``: every To Do list, one container each; ``wellknownListName``
+  ``defaultList`` is the built-in Tasks list, the default container. ``flaggedEmails`` (the
+  tasks of flagged messages) is a list like the others: its due dates and reminders are
+  nowhere else.
+- ``api/todotasklist-list-tasks`` with ``$expand=checklistItems`` (``resources/todotask``:
+  the steps are a navigation property): a list's tasks with their steps, paged. Delta
+  (``api/todotask-delta``) tells nothing of a step changed, so lists are read whole on each
+  pass, as calendars are; a task's version is a hash of its ``@odata.etag`` and its steps.
 - ``outlook-immutable-id``: ``Prefer: IdType="ImmutableId"`` on every request, so that an
   event or a contact keeps its id (the source_id in the ledger) when it moves.
 
@@ -70,14 +79,17 @@ from mappings.calendar import (
     windows_to_iana,
 )
 from mappings.contacts import contact_to_vcard, contact_uid
+from mappings.tasks import task_to_ical, task_uid
 
-WORKLOADS = ("calendar", "contacts", "files")
+WORKLOADS = ("calendar", "contacts", "tasks", "files")
 EVENT_SELECT = ("id,iCalUId,type,seriesMasterId,changeKey,createdDateTime,lastModifiedDateTime,"
                 "subject,body,start,end,isAllDay,originalStartTimeZone,originalEndTimeZone,"
                 "originalStart,recurrence,location,locations,organizer,attendees,"
                 "isOnlineMeeting,onlineMeeting,onlineMeetingUrl,sensitivity,categories,showAs,"
                 "importance,isCancelled,isReminderOn,reminderMinutesBeforeStart")
 """Every property ``mappings.calendar`` reads."""
+TASK_QUERY = {"$expand": "checklistItems"}
+"""Every property of a task, with its steps (``mappings.tasks`` reads them all)."""
 IMMUTABLE_ID = 'IdType="ImmutableId"'
 EVENT_HEADERS = {"Prefer": f'outlook.timezone="UTC", {IMMUTABLE_ID}'}
 LIST_PAGE = 100
@@ -118,7 +130,7 @@ def file_name(uid: str, extension: str) -> str:
 
 
 class GraphPimSource:
-    """The calendars and contacts of one Graph mailbox, as a ``DocumentSource``.
+    """The calendars, contacts and task lists of one Graph mailbox, as a ``DocumentSource``.
 
     ``user`` is the id or user principal name, written the same way in every URL (the
     session's per-mailbox cap counts by it). ``user_map`` rewrites organiser and attendee
@@ -135,6 +147,7 @@ class GraphPimSource:
         self._clock = clock
         self._workload_of: dict[str, str] = {}
         self._series: dict[str, _Series] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
         self._zone: str | None = None
         self._notes: list[SourceNote] = []
         self._tally: Counter[tuple[str, str]] = Counter()
@@ -146,6 +159,8 @@ class GraphPimSource:
             found = self._calendars()
         elif workload == "contacts":
             found = self._contact_folders()
+        elif workload == "tasks":
+            found = self._task_lists()
         elif workload == "files":
             return []
         else:
@@ -155,14 +170,18 @@ class GraphPimSource:
 
     def list_documents(self, container: Container, cursor: dict[str, Any] | None
                        ) -> DocumentListing:
-        if self._workload(container) == "calendar":
+        workload = self._workload(container)
+        if workload == "calendar":
             return self._list_calendar(container, cursor)
+        if workload == "tasks":
+            return self._list_tasks(container, cursor)
         return self._list_contacts(container, cursor)
 
     def fetch_documents(self, container: Container, refs: Sequence[DocumentRef]
                         ) -> Iterator[Document]:
-        fetch = (self._calendar_document if self._workload(container) == "calendar"
-                 else self._contact_document)
+        fetch = {"calendar": self._calendar_document,
+                 "tasks": self._task_document}.get(self._workload(container),
+                                                   self._contact_document)
         for ref in refs:
             try:
                 document = fetch(container, ref.source_id)
@@ -191,9 +210,11 @@ class GraphPimSource:
     # --- containers
 
     def _workload(self, container: Container) -> str:
-        if container.native_name not in self._workload_of:
-            self.document_containers("calendar")
-            self.document_containers("contacts")
+        # Asked in turn until found: a calendar unit must not need the To Do permission.
+        for workload in ("calendar", "contacts", "tasks"):
+            if container.native_name in self._workload_of:
+                break
+            self.document_containers(workload)
         return self._workload_of.get(container.native_name, "calendar")
 
     def _calendars(self) -> list[Container]:
@@ -239,6 +260,15 @@ class GraphPimSource:
             headers={"Prefer": IMMUTABLE_ID})
         for child in list(below.values()):
             self._walk_folder(child, path, found)
+
+    def _task_lists(self) -> list[Container]:
+        lists = list(self._session.pages(f"users/{self._user}/todo/lists", {"$top": LIST_PAGE},
+                                         headers={"Prefer": IMMUTABLE_ID}).values())
+        lists.sort(key=lambda item: item.get("wellknownListName") != "defaultList")
+        return [Container(path=(str(item["displayName"]),), native_name=str(item["id"]),
+                          role=DEFAULT_CONTAINER
+                          if item.get("wellknownListName") == "defaultList" else None)
+                for item in lists]
 
     # --- calendars
 
@@ -333,6 +363,51 @@ class GraphPimSource:
                         open=spool.open,
                         notes=tuple(SourceNote(n.code, source_id, n.detail) for n in notes))
 
+    # --- tasks
+
+    def _tasks_url(self, container: Container) -> str:
+        return f"users/{self._user}/todo/lists/{quote(container.native_name, safe='=')}/tasks"
+
+    def _list_tasks(self, container: Container, cursor: dict[str, Any] | None
+                    ) -> DocumentListing:
+        tasks = list(self._session.pages(self._tasks_url(container),
+                                         {**TASK_QUERY, "$top": LIST_PAGE},
+                                         headers={"Prefer": IMMUTABLE_ID}).values())
+        versions: dict[str, str] = {}
+        refs: dict[str, DocumentRef] = {}
+        for task in tasks:
+            source_id = str(task["id"])
+            self._tasks[source_id] = task
+            versions[source_id] = _task_version(task)
+            refs[source_id] = DocumentRef(source_id, versions[source_id],
+                                          name=file_name(task_uid(source_id), "ics"))
+        before: dict[str, str] = (cursor or {}).get("versions") or {}
+        changed = [ref for sid, ref in refs.items() if before.get(sid) != ref.version]
+        removed = [sid for sid in before if sid not in refs]
+        return DocumentListing(refs=changed, cursor={"versions": versions},
+                               complete=cursor is None or "versions" not in cursor,
+                               removed=removed)
+
+    def _task_document(self, container: Container, source_id: str) -> Document | None:
+        # Taken out of the listing's cache: a fetch asked again reads the source again.
+        task = self._tasks.pop(source_id, None)
+        if task is None:
+            task = self._session.get_json(
+                f"{self._tasks_url(container)}/{quote(source_id, safe='=')}", TASK_QUERY,
+                headers={"Prefer": IMMUTABLE_ID})
+        calendar, notes = task_to_ical(task, mailbox_zone=self._mailbox_zone)
+        path = "/".join(container.path)
+        for note in notes:
+            self._tally[(path, note.code)] += 1
+        spool = Spool.from_chunks([calendar.to_ical()])
+        stamp = task.get("lastModifiedDateTime")
+        return Document(source_id=source_id, version=_task_version(task),
+                        name=file_name(task_uid(source_id), "ics"), folder=(),
+                        fingerprint=spool.fingerprint, size=spool.size,
+                        modified=parse_graph_instant(stamp) if stamp else None,
+                        open=spool.open,
+                        notes=tuple(SourceNote(n.code, source_id, n.detail) for n in notes))
+
     # --- contacts
 
     def _delta_headers(self) -> dict[str, str]:
@@ -390,6 +465,14 @@ class GraphPimSource:
             if error.status == 404:
                 return None
             raise
+
+
+def _task_version(task: dict[str, Any]) -> str:
+    """A task's etag (or last change) and each step's name and state, hashed."""
+    parts = [str(task.get("@odata.etag") or task.get("lastModifiedDateTime"))]
+    parts += [f"{item.get('id')}:{item.get('isChecked')}:{item.get('displayName')}"
+              for item in task.get("checklistItems") or []]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def _uid(event: dict[str, Any]) -> str:

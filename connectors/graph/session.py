@@ -41,7 +41,8 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 503, 504})
 OUTLOOK_RESOURCES = frozenset({"mailFolders", "messages", "calendars", "calendar", "events",
                                "calendarView", "calendarGroups", "contacts", "contactFolders",
-                               "mailboxSettings", "outlook", "inferenceClassification"})
+                               "mailboxSettings", "outlook", "inferenceClassification",
+                               "todo"})
 """Segments after ``/users/{id}/`` that the Outlook service serves, where its concurrency limit
 applies (throttling-limits page, "Outlook service resources")."""
 CONSENT_CODES = frozenset({"Authorization_RequestDenied", "ErrorAccessDenied", "AccessDenied"})

@@ -161,10 +161,11 @@ register(Connector(
 ))
 register(Connector(
     type="folder", config=FolderConfig,
-    summary=("A local folder: calendars as .ics, contacts as .vcf, files as they are",
-             "Un dossier local : agendas en .ics, contacts en .vcf, fichiers tels quels"),
-    reads=frozenset({"calendar", "contacts", "files"}),
-    writes=frozenset({"calendar", "contacts", "files"}),
+    summary=("A local folder: calendars and tasks as .ics, contacts as .vcf, files as they are",
+             ("Un dossier local : agendas et tâches en .ics, contacts en .vcf, fichiers tels "
+              "quels")),
+    reads=frozenset({"calendar", "contacts", "tasks", "files"}),
+    writes=frozenset({"calendar", "contacts", "tasks", "files"}),
     open_source=_open_folder_source, open_sink=_open_folder_sink, principals=_principals,
     capabilities=Capabilities(keeps_bytes=True, keeps_mtime=True, deletes=True, versions=True,
                               name_rules=FOLDER_NAME_RULES),

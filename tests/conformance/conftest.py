@@ -47,6 +47,7 @@ from tests.dovecot import Dovecot, start_dovecot
 from tests.graph_files import FixtureFiles, running_download_server
 from tests.graph_pim import seed_pim
 from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
+from tests.graph_todo import seed_todo
 from tests.radicale import Radicale, start_radicale
 from tests.tls import TestCertificates
 from tests.xandikos import Xandikos, start_xandikos
@@ -417,7 +418,7 @@ class FolderHarness(Harness):
                 os.utime(path, (stamp, stamp))
                 written.append(seeded.content)
         else:
-            extension = "ics" if workload == "calendar" else "vcf"
+            extension = "vcf" if workload == "contacts" else "ics"
             for folder, key in ((("Calendrier",), "reunion-1"), (("Calendrier",), "reunion-2"),
                                 (("Contacts", "Élus"), "seance-3")):
                 path = place.joinpath(*folder, f"{key}.{extension}")
@@ -474,7 +475,9 @@ class GraphHarness(Harness):
         if workload != "files":
             # One calendar object per event (a series carries its exceptions), one vCard
             # per contact, each made by the source from the item's properties.
-            pim = seed_pim(self.mailbox)
+            pim = seed_pim(self.mailbox)  # a mailbox has calendars whatever else it has
+            if workload == "tasks":
+                return [None] * len(seed_todo(self.mailbox).tasks)
             return [None] * len(pim.events if workload == "calendar" else pim.contacts)
         drive = self.files.add_drive("OneDrive", "business", self.mailbox.display_name)
         self.files.user_drives[self.mailbox.id] = drive.id
@@ -539,13 +542,17 @@ def conformance_xandikos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[X
 _dav_users = itertools.count()
 DAV_HOMES = {
     "cyrus": {"calendar": "/dav/calendars/user/{login}/",
+              "tasks": "/dav/calendars/user/{login}/",
               "contacts": "/dav/addressbooks/user/{login}/"},
-    "radicale": {"calendar": "/{login}/", "contacts": "/{login}/"},
-    "xandikos": {"calendar": "/{login}/calendars/", "contacts": "/{login}/contacts/"},
+    "radicale": {"calendar": "/{login}/", "tasks": "/{login}/", "contacts": "/{login}/"},
+    "xandikos": {"calendar": "/{login}/calendars/", "tasks": "/{login}/calendars/",
+                 "contacts": "/{login}/contacts/"},
 }
 """Where each server keeps a user's calendars and address books (their documented layouts)."""
 DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
+             "tasks": "{urn:ietf:params:xml:ns:caldav}calendar",
              "contacts": "{urn:ietf:params:xml:ns:carddav}addressbook"}
+DAV_COMPONENTS = {"calendar": "VEVENT", "tasks": "VTODO"}
 
 
 @dataclass
@@ -583,8 +590,22 @@ class DavHarness(Harness):
         return self.homes[workload]
 
     def containers(self, workload: str) -> list[str]:
+        """The collections made for this workload: of its kind and, for calendars and task
+        lists, taking its component (RFC 4791 ``supported-calendar-component-set``)."""
         return sorted(path for path, kinds, _ in self._members(self.home(workload))
-                      if DAV_KINDS[workload] in kinds and path not in self.before[workload])
+                      if DAV_KINDS[workload] in kinds and path not in self.before[workload]
+                      and DAV_COMPONENTS.get(workload) in self._components(path)
+                      | {None})
+
+    def _components(self, path: str) -> set[str | None]:
+        answer = self._request("PROPFIND", path, headers={
+            "Depth": "0", "Content-Type": "application/xml"}, data=(
+            b'<?xml version="1.0"?><propfind xmlns="DAV:" '
+            b'xmlns:C="urn:ietf:params:xml:ns:caldav"><prop>'
+            b"<C:supported-calendar-component-set/></prop></propfind>"))
+        assert answer.status_code == 207, (answer.status_code, answer.text)
+        return {comp.get("name") for comp in ElementTree.fromstring(answer.content).iter(
+            "{urn:ietf:params:xml:ns:caldav}comp")}
 
     def landed(self, workload: str) -> dict[str, Landed]:
         found = {}
@@ -604,7 +625,7 @@ class DavHarness(Harness):
         assert self._request("DELETE", target_ref).status_code in (200, 204)
 
     def replace(self, workload: str, target_ref: str, content: bytes) -> None:
-        kind = "text/calendar" if workload == "calendar" else "text/vcard"
+        kind = "text/vcard" if workload == "contacts" else "text/calendar"
         answer = self._request("PUT", target_ref, data=content,
                                headers={"Content-Type": f"{kind}; charset=utf-8"})
         assert answer.status_code in (200, 201, 204), (answer.status_code, answer.text)

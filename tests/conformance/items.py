@@ -133,7 +133,8 @@ def document(workload: str, key: str, *, body: bytes | None = None, name: str | 
 
 
 def sample_name(workload: str, key: str) -> str:
-    return {"calendar": f"{key}.ics", "contacts": f"{key}.vcf"}.get(workload, f"{key}.txt")
+    return {"calendar": f"{key}.ics", "tasks": f"{key}.ics",
+            "contacts": f"{key}.vcf"}.get(workload, f"{key}.txt")
 
 
 def sample_body(workload: str, key: str, variant: str = "") -> bytes:
@@ -142,6 +143,12 @@ def sample_body(workload: str, key: str, variant: str = "") -> bytes:
                 f"BEGIN:VEVENT\r\nUID:{key}\r\nDTSTAMP:20240301T080000Z\r\n"
                 f"DTSTART:20240314T090000Z\r\nDTEND:20240314T100000Z\r\n"
                 f"SUMMARY:Conseil municipal {key}{variant}\r\nEND:VEVENT\r\n"
+                f"END:VCALENDAR\r\n").encode()
+    if workload == "tasks":
+        return (f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bascule//conformance//FR\r\n"
+                f"BEGIN:VTODO\r\nUID:{key}\r\nDTSTAMP:20240301T080000Z\r\n"
+                f"DUE:20240314T090000Z\r\nPRIORITY:1\r\nSTATUS:NEEDS-ACTION\r\n"
+                f"SUMMARY:Tâche mairie {key}{variant}\r\nEND:VTODO\r\n"
                 f"END:VCALENDAR\r\n").encode()
     if workload == "contacts":
         return (f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{key}\r\nFN:Hélène Noël {key}{variant}\r\n"
@@ -153,7 +160,7 @@ def sample_body(workload: str, key: str, variant: str = "") -> bytes:
 def awkward_bodies(workload: str) -> list[bytes]:
     """Contents a careless target rewrites: line ends mixed, a byte-order mark, NUL bytes
     and an empty file (files only: a calendar or a contact is text)."""
-    if workload in ("calendar", "contacts"):
+    if workload in ("calendar", "tasks", "contacts"):
         # Each its own UID: a calendar or an address book holds one object per UID.
         return [sample_body(workload, "awkward-0"),
                 sample_body(workload, "awkward-1").replace(b"\r\n", b"\n"),
@@ -225,12 +232,12 @@ def big_message(size: int = BIG) -> Message:
 
 def _big_parts(workload: str) -> tuple[bytes, bytes, bytes]:
     """The head, tail and fold of a big document of this workload."""
-    if workload not in ("calendar", "contacts"):
+    if workload not in ("calendar", "tasks", "contacts"):
         return b"", b"", b""
     text = sample_body(workload, "big")
-    end = b"END:VEVENT" if workload == "calendar" else b"END:VCARD"
-    head = text.split(end)[0] + (b"ATTACH;ENCODING=BASE64;VALUE=BINARY:" if
-                                 workload == "calendar" else b"PHOTO;ENCODING=b:") + b"\r\n"
+    end = {"calendar": b"END:VEVENT", "tasks": b"END:VTODO"}.get(workload, b"END:VCARD")
+    head = text.split(end)[0] + (b"PHOTO;ENCODING=b:" if workload == "contacts" else
+                                 b"ATTACH;ENCODING=BASE64;VALUE=BINARY:") + b"\r\n"
     return head, b"\r\n" + end + text.split(end)[1], b" "
 
 
