@@ -48,6 +48,7 @@ from tests.graph_files import FixtureFiles, running_download_server
 from tests.graph_pim import seed_pim
 from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
 from tests.radicale import Radicale, start_radicale
+from tests.sabredav import SabreDav, SabreDavMissing, start_sabredav
 from tests.tls import TestCertificates
 
 LOGIN = "amelie"
@@ -63,7 +64,7 @@ ROLES = {
 }
 
 
-SERVERS = {"dav": ("cyrus", "radicale")}
+SERVERS = {"dav": ("cyrus", "radicale", "sabredav")}
 """Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
 one per server, and each case runs against each."""
 
@@ -507,7 +508,8 @@ def harness_graph(tmp_path: Path, certificates: TestCertificates) -> Iterator[Gr
         harness.close()
 
 
-# --- CalDAV and CardDAV: a private Cyrus and a Radicale, read with plain HTTP and icalendar --
+# --- CalDAV and CardDAV: a private Cyrus, Radicale and SabreDAV, read with plain HTTP and
+# icalendar ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -527,11 +529,23 @@ def conformance_radicale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def conformance_sabredav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SabreDav]:
+    try:
+        server = start_sabredav(tmp_path_factory.mktemp("sabredav"), {})
+    except SabreDavMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield server
+    server.stop()
+
+
 _dav_users = itertools.count()
 DAV_HOMES = {
     "cyrus": {"calendar": "/dav/calendars/user/{login}/",
               "contacts": "/dav/addressbooks/user/{login}/"},
     "radicale": {"calendar": "/{login}/", "contacts": "/{login}/"},
+    "sabredav": {"calendar": "/remote.php/dav/calendars/{login}/",
+                 "contacts": "/remote.php/dav/addressbooks/{login}/"},
 }
 """Where each server keeps a user's calendars and address books (their documented layouts)."""
 DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
@@ -540,7 +554,7 @@ DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
 
 @dataclass
 class DavHarness(Harness):
-    server: Cyrus | Radicale | None = None
+    server: Cyrus | Radicale | SabreDav | None = None
     homes: dict[str, str] = field(default_factory=dict)
     password: str = ""
     before: dict[str, set[str]] = field(default_factory=dict)
@@ -641,7 +655,17 @@ def harness_dav_radicale(conformance_radicale: Radicale, tmp_path: Path
                             storage / "collection-root" / login, max_item_size=1 << 20)
 
 
-def _dav_harness(server: Cyrus | Radicale, name: str, login: str, tmp_path: Path,
+@pytest.fixture
+def harness_dav_sabredav(conformance_sabredav: SabreDav, tmp_path: Path
+                         ) -> Iterator[DavHarness]:
+    login = f"conf{next(_dav_users)}@ville-exemple.fr"
+    conformance_sabredav.add_user(login, "dav-pw")
+    # One SQLite database holds every account: there is nothing to fence.
+    root = conformance_sabredav.root
+    yield from _dav_harness(conformance_sabredav, "sabredav", login, tmp_path, root, root)
+
+
+def _dav_harness(server: Cyrus | Radicale | SabreDav, name: str, login: str, tmp_path: Path,
                  fence: Path, root: Path, **section: Any) -> Iterator[DavHarness]:
     harness = DavHarness("dav", {"type": "dav", "url": server.base_url + "/", **section},
                          login, StoreContext(tmp_path, {"env:DAV_SECRET": "dav-pw"}),
