@@ -12,6 +12,7 @@ from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.faults import FaultProxy, MountRefused, mount_tmpfs, unmount
 from tests.radicale import Radicale, start_radicale
+from tests.sabredav import SabreDav, SabreDavMissing, start_sabredav
 from tests.tls import TestCertificates, make_test_certificates
 
 CyrusFactory = Callable[[dict[str, str]], Cyrus]
@@ -72,6 +73,17 @@ def cyrus(cyrus_factory: CyrusFactory) -> Cyrus:
 def radicale(tmp_path: Path) -> Iterator[Radicale]:
     """One Radicale with no user yet (``Radicale.add_user``)."""
     server = start_radicale(tmp_path / "radicale", {})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sabredav(tmp_path: Path) -> Iterator[SabreDav]:
+    """One SabreDAV with no user yet (``SabreDav.add_user``)."""
+    try:
+        server = start_sabredav(tmp_path / "sabredav", {})
+    except SabreDavMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
     yield server
     server.stop()
 
