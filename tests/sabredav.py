@@ -16,14 +16,15 @@ Facts learned here (Debian 12, checked 2026-12-07):
   Debian 13 nor bookworm-backports has any SabreDAV, and no registry reachable here carries
   sabre/dav 4.x, the series Nextcloud runs. So this is an old SabreDAV, not Nextcloud: what
   it shows about the protocol (discovery, MKCALENDAR, extended MKCOL, conditional writes,
-  ETags) holds for its successors; its scheduling and its rewriting of objects do not.
+  ETags) holds for its successors; what it shows of scheduling, validation and rewriting
+  does not.
 - It runs on PHP 8.2 only with deprecations ignored (dynamic properties, ``E_DEPRECATED``):
   an error handler turning them into exceptions makes every request answer 500.
 - Its PDO auth backend is Digest only; Basic auth is a small ``AbstractBasic`` here that
   checks the Digest hash ``md5(login:realm:password)`` the ``users`` table keeps.
 - It keeps what it was given byte for byte (no refolding, no CATEGORIES split) and answers
   each PUT with the ETag it stored (the MD5 of the body, quoted).
-- It does no implicit scheduling (RFC 6638 came with SabreDAV 2): PUT and DELETE never mail
+- It does no implicit scheduling (RFC 6638 came after 1.8): PUT and DELETE never mail
   anyone; its only scheduling is iTIP a client POSTs to the outbox, sent by the iMIP
   handler. That handler is on here, as Nextcloud's scheduling is, and writes what it would
   mail into ``imip/`` (``SabreDav.captured``): there is no sendmail on these machines.
@@ -39,7 +40,6 @@ Facts learned here (Debian 12, checked 2026-12-07):
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import sqlite3
@@ -74,8 +74,8 @@ CREATE TABLE addressbooks (id INTEGER PRIMARY KEY ASC, principaluri TEXT, displa
 CREATE TABLE cards (id INTEGER PRIMARY KEY ASC, addressbookid INTEGER, carddata BLOB,
     uri TEXT, lastmodified INTEGER);
 """
-"""SabreDAV 1.8's SQLite schema, as Debian ships it in the package's examples (which
-minimal images leave out with the rest of /usr/share/doc)."""
+"""SabreDAV 1.8's SQLite schema, as the package's examples give it: written here because
+images that leave out /usr/share/doc leave the examples out too."""
 
 SERVER_PHP = r"""<?php
 // A private SabreDAV for tests: see tests/sabredav.py.
@@ -217,15 +217,12 @@ def start_sabredav(base: Path, users: dict[str, str]) -> SabreDav:
         database.executescript(SCHEMA)
     database.close()
     _add_users(root / "sabredav.sqlite", users)
-    # The built-in server prints each request on stderr; the log keeps the errors' trace.
-    environment = {key: value for key, value in os.environ.items()
-                   if not key.startswith("PHP_CLI_SERVER")}
     for _ in range(5):
         port = free_port()
         with open(root / "php.log", "ab") as log:
             process = subprocess.Popen(
-                [php, "-S", f"127.0.0.1:{port}", "-t", str(root), str(root / "server.php")],
-                cwd=root, env=environment, stdin=subprocess.DEVNULL, stdout=log,
+                [php, "-S", f"127.0.0.1:{port}", str(root / "server.php")],
+                cwd=root, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT)
         server = SabreDav("127.0.0.1", port, root, dict(users), process)
         if _wait_listening(server):
