@@ -12,6 +12,7 @@ from tests.cyrus import Cyrus, CyrusMissing, start_cyrus
 from tests.dovecot import Dovecot, start_dovecot
 from tests.faults import FaultProxy, MountRefused, mount_tmpfs, unmount
 from tests.radicale import Radicale, start_radicale
+from tests.sabredav import SabreDav, SabreDavMissing, start_sabredav
 from tests.tls import TestCertificates, make_test_certificates
 from tests.xandikos import Xandikos, start_xandikos
 
@@ -82,6 +83,17 @@ def xandikos(tmp_path: Path) -> Iterator[Xandikos]:
     """One Xandikos with users alice and bob (``alice@xandikos.test``...), its scheduling
     mail captured (``Xandikos.captured``)."""
     server = start_xandikos(tmp_path / "xandikos", {"alice": "alice-pw", "bob": "bob-pw"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sabredav(tmp_path: Path) -> Iterator[SabreDav]:
+    """One SabreDAV with no user yet (``SabreDav.add_user``)."""
+    try:
+        server = start_sabredav(tmp_path / "sabredav", {})
+    except SabreDavMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
     yield server
     server.stop()
 

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Run every test on a fresh Debian machine: installs Dovecot (Debian package) if missing,
+# Run every test on a fresh Debian machine: installs Dovecot and SabreDAV with PHP (Debian
+# packages) if missing,
 # unpacks Cyrus IMAP (Debian packages, see tests/cyrus.py) if missing,
 # the locked dependencies (requirements.lock) and the project into .venv, then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# What the tests need from Debian: Dovecot, and venv for Debian's own python3 (which ships
-# without it). The Dovecot package tries to start the system service and may be refused:
-# the tests run private instances of their own, so that refusal is harmless.
+# What the tests need from Debian: Dovecot, SabreDAV with PHP's command line and SQLite
+# (tests/sabredav.py), and venv for Debian's own python3 (which ships without it). The
+# Dovecot package tries to start the system service and may be refused: the tests run
+# private instances of their own, so that refusal is harmless.
 packages=""
 [ -x /usr/sbin/dovecot ] || packages="dovecot-imapd"
+if [ ! -f /usr/share/php/Sabre/autoload.php ] || ! php -m 2>/dev/null | grep -x pdo_sqlite >/dev/null
+then
+    packages="$packages php-cli php-sqlite3 php-sabre-dav"
+fi
 python3 -c "import ensurepip" 2>/dev/null || packages="$packages python3-venv"
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -61,4 +67,9 @@ python3 -m venv .venv
 # (README: "The lock file").
 .venv/bin/pip install -q --require-hashes -r requirements.lock
 .venv/bin/pip install -q --no-deps --no-build-isolation -e .
-exec .venv/bin/python -m pytest -q "$@"
+# This run's own folder for pytest's temporary files: in the folder pytest shares between
+# the sessions of one user, a session starting may remove the folders of one still running,
+# and with them the files of its private servers (seen: Cyrus losing its configuration).
+basetemp=$(mktemp -d -t bascule-tests.XXXXXX)
+trap 'rm -rf "$basetemp"' EXIT
+.venv/bin/python -m pytest -q --basetemp "$basetemp" "$@"

@@ -1,7 +1,8 @@
 """End to end: calendars and contacts from Microsoft Graph (the documented test server, real
 msal) into a real Cyrus, whose CalDAV schedules (RFC 6638) and mails through a capture
 program: everything lands, read back with plain HTTP and icalendar, and nobody is mailed;
-and into a real Radicale, whose rewriting verify sees."""
+into a real Radicale, whose rewriting verify sees; and into a real SabreDAV, laid out as
+Nextcloud's DAV server."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.cyrus import Cyrus
 from tests.graph_pim import pim_of, seed_pim
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
 from tests.radicale import Radicale
+from tests.sabredav import SabreDav
 from tests.tls import TestCertificates
 from tests.xandikos import Xandikos
 
@@ -30,7 +32,7 @@ WINDOW = (date(2025, 1, 1), date(2025, 12, 31))
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                cyrus: Cyrus | Radicale | Xandikos, settings: str = "") -> Path:
+                cyrus: Cyrus | Radicale | Xandikos | SabreDav, settings: str = "") -> Path:
     (folder / "users.csv").write_text(
         f"source,target,source_secret,target_secret\n{AMELIE},{AMELIE},,env:AMELIE_TARGET\n",
         encoding="utf-8")
@@ -57,7 +59,7 @@ class Collection:
     objects: list[bytes]
 
 
-def collections(cyrus: Cyrus | Radicale | Xandikos, home: str) -> dict[str, Collection]:
+def collections(cyrus: Cyrus | Radicale | Xandikos | SabreDav, home: str) -> dict[str, Collection]:
     """Display name -> each collection of a home with its objects, read with plain HTTP."""
     def propfind(path: str) -> list[ElementTree.Element]:
         answer = requests.request(
@@ -255,3 +257,42 @@ def test_into_xandikos_the_protection_is_refused_and_events_go_without_attendees
         code, output = bascule("verify", str(batch))
         assert code == 0, output
         assert report(tmp_path, "verify")["summary"]["checked"] == 7
+
+
+def test_calendars_and_contacts_land_in_sabredav_with_their_occurrences(
+        certificates, sabredav, tmp_path, monkeypatch):
+    """SabreDAV is found from its address through the well-known redirect; Amélie's default
+    calendar and address book go into the ``personal`` and ``contacts`` it made her, as
+    Nextcloud does; the series keeps its moved and removed occurrences; nobody is mailed."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    mailbox = tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    seed_pim(mailbox)
+    sabredav.add_user(AMELIE, PASSWORD)
+    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
+    with running_graph_server(tenant, certificates) as graph:
+        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+        batch = write_batch(tmp_path, graph, certificates, sabredav)
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "run")["summary"]["copied"] == 7
+        landed = collections(sabredav, sabredav.calendar_home(AMELIE))
+        assert {name: (found.path.rsplit("/", 2)[1], len(found.objects))
+                for name, found in landed.items()} == {
+            "Personal": ("personal", 2), "Conseil municipal": ("conseil-municipal-492ffc1a", 2)}
+        mondays = [start for start, summary in occurrences(landed["Personal"].objects)
+                   if summary == "Réunion de service"]
+        assert "2025-04-14T09:00:00+02:00" in mondays
+        assert "2025-04-21T09:00:00+02:00" not in mondays
+        moved = [o for o in occurrences(landed["Personal"].objects) if "déplacée" in o[1]]
+        assert moved == [("2025-03-17T14:00:00+01:00", "Réunion de service (déplacée)")]
+        cards = collections(sabredav, sabredav.addressbook_home(AMELIE))
+        assert {name: len(book.objects) for name, book in cards.items()} == {
+            "Contacts": 2, "Contacts / Élus": 1}
+        assert sabredav.captured() == []
+        code, output = bascule("verify", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "verify")["summary"]["checked"] == 7
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        assert report(tmp_path, "run")["summary"]["copied"] == 0

@@ -49,6 +49,7 @@ from tests.graph_pim import seed_pim
 from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
 from tests.graph_todo import seed_todo
 from tests.radicale import Radicale, start_radicale
+from tests.sabredav import SabreDav, SabreDavMissing, start_sabredav
 from tests.tls import TestCertificates
 from tests.xandikos import Xandikos, start_xandikos
 
@@ -65,7 +66,7 @@ ROLES = {
 }
 
 
-SERVERS = {"dav": ("cyrus", "radicale", "xandikos")}
+SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav")}
 """Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
 one per server, and each case runs against each."""
 
@@ -511,8 +512,8 @@ def harness_graph(tmp_path: Path, certificates: TestCertificates) -> Iterator[Gr
         harness.close()
 
 
-# --- CalDAV and CardDAV: a private Cyrus, Radicale and Xandikos, read with plain HTTP and
-# icalendar
+# --- CalDAV and CardDAV: a private Cyrus, Radicale, Xandikos and SabreDAV, read with plain
+# HTTP and icalendar
 
 
 @pytest.fixture(scope="session")
@@ -539,6 +540,16 @@ def conformance_xandikos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[X
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def conformance_sabredav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SabreDav]:
+    try:
+        server = start_sabredav(tmp_path_factory.mktemp("sabredav"), {})
+    except SabreDavMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield server
+    server.stop()
+
+
 _dav_users = itertools.count()
 DAV_HOMES = {
     "cyrus": {"calendar": "/dav/calendars/user/{login}/",
@@ -547,6 +558,9 @@ DAV_HOMES = {
     "radicale": {"calendar": "/{login}/", "tasks": "/{login}/", "contacts": "/{login}/"},
     "xandikos": {"calendar": "/{login}/calendars/", "tasks": "/{login}/calendars/",
                  "contacts": "/{login}/contacts/"},
+    "sabredav": {"calendar": "/remote.php/dav/calendars/{login}/",
+                 "tasks": "/remote.php/dav/calendars/{login}/",
+                 "contacts": "/remote.php/dav/addressbooks/{login}/"},
 }
 """Where each server keeps a user's calendars and address books (their documented layouts)."""
 DAV_KINDS = {"calendar": "{urn:ietf:params:xml:ns:caldav}calendar",
@@ -557,7 +571,7 @@ DAV_COMPONENTS = {"calendar": "VEVENT", "tasks": "VTODO"}
 
 @dataclass
 class DavHarness(Harness):
-    server: Cyrus | Radicale | Xandikos | None = None
+    server: Cyrus | Radicale | Xandikos | SabreDav | None = None
     homes: dict[str, str] = field(default_factory=dict)
     password: str = ""
     before: dict[str, set[str]] = field(default_factory=dict)
@@ -719,7 +733,17 @@ def harness_dav_xandikos(conformance_xandikos: Xandikos, tmp_path: Path
                             max_item_size=1 << 20)
 
 
-def _dav_harness(server: Cyrus | Radicale | Xandikos, name: str, login: str, tmp_path: Path,
+@pytest.fixture
+def harness_dav_sabredav(conformance_sabredav: SabreDav, tmp_path: Path
+                         ) -> Iterator[DavHarness]:
+    login = f"conf{next(_dav_users)}@ville-exemple.fr"
+    conformance_sabredav.add_user(login, "dav-pw")
+    # One SQLite database holds every account: there is nothing to fence.
+    root = conformance_sabredav.root
+    yield from _dav_harness(conformance_sabredav, "sabredav", login, tmp_path, root, root)
+
+
+def _dav_harness(server: Cyrus | Radicale | Xandikos | SabreDav, name: str, login: str, tmp_path: Path,
                  fence: Path, root: Path, **section: Any) -> Iterator[DavHarness]:
     harness = DavHarness("dav", {"type": "dav", "url": server.base_url + "/", **section},
                          login, StoreContext(tmp_path, {"env:DAV_SECRET": "dav-pw"}),
