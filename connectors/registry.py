@@ -132,6 +132,10 @@ class Connector:
     warnings: Callable[[Any, str], list[tuple[str, dict[str, Any]]]] = _no_warnings
     """What in its section works but deserves a word: ``(code, params)`` for the catalogue;
     the second argument is ``source`` or ``target``."""
+    advised_items: Callable[[Any, str], tuple[int, str] | None] = lambda config, workload: None
+    """As a sink: the most items of a workload one container should hold for the target's
+    clients to handle it well, and whose figure it is (a server's name); ``audit`` warns
+    about a source container holding more."""
     refusals: Callable[[Any, str], list[tuple[str, dict[str, Any]]]] = _no_warnings
     """As a sink: why its section cannot take a workload (the second argument) as the batch
     asks, ``(code, params)`` for the catalogue; ``plan`` reports them and ``run`` stops

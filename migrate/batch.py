@@ -218,6 +218,14 @@ def target_refusals(batch: Batch) -> list[Text]:
     return refusals
 
 
+def target_advice(batch: Batch, workload: str) -> tuple[int, str] | None:
+    """The most items of ``workload`` one container should hold on its target, and whose
+    figure it is, when the target's connector knows one."""
+    config = batch.target_of(workload)
+    return None if config is None else registry.connector(config.type).advised_items(
+        config, workload)
+
+
 def batch_warnings(batch: Batch) -> list[Text]:
     """What in the batch works but deserves a word: what a connector says of its section
     (mail in clear over a network), secrets or private keys that other users of the machine

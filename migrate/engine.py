@@ -20,7 +20,7 @@ from typing import Any
 
 from connectors.base import BasculeError, ConnectError
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
-from migrate.batch import MAIL, Batch, batch_warnings, target_refusals
+from migrate.batch import MAIL, Batch, batch_warnings, target_advice, target_refusals
 from migrate.estimate import Lanes, PrincipalWork, estimate_plan
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
@@ -28,7 +28,7 @@ from migrate.mail import UnitProgress, UnitResult, path_of, shown
 from migrate.units import RUNNERS, Bench, Planned, execute_unit, plan_units, text_of, unit_limit
 from reports.audit import AuditReport
 from reports.files import write_report
-from reports.i18n import Text
+from reports.i18n import Number, Text
 from reports.plan import PlanReport
 from reports.rows import ENTRY_COLUMNS, reasons_of, unit_columns
 from reports.run import RunReport
@@ -561,9 +561,17 @@ class Engine:
         """The principal's rows, kept apart until all its workloads are listed: a principal
         the source refuses part way shows as its error alone."""
         rows: list[dict[str, Any]] = []
+        advice = {workload: target_advice(self.batch, workload)
+                  for workload in self.batch.workloads}
 
         def count(workload: str, path: tuple[str, ...], items: int, size: int) -> None:
-            rows.append(report.container(user, f"{workload}:{shown(path)}", items, size))
+            folder = f"{workload}:{shown(path)}"
+            rows.append(report.container(user, folder, items, size))
+            advised = advice.get(workload)
+            if advised is not None and items > advised[0]:
+                rows.append(report.advice(user, folder, Text.of(
+                    "container_over_advice", count=items, advised=Number(advised[0]),
+                    profile=advised[1])))
 
         for workload in self.batch.workloads:
             if self.connectors.serves(user, workload):

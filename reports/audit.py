@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reports.files import message_columns
 from reports.i18n import Text
 from reports.rows import Principal, error_row, problem_rows
 
@@ -25,6 +26,12 @@ class AuditReport:
         self.totals["bytes"] += size
         return {"principal": user.source, "folder": folder, "action": "inventory",
                 "messages": items, "bytes": size}
+
+    def advice(self, user: Principal, folder: str, text: Text) -> dict[str, Any]:
+        """A container that works but deserves a word (more items than the target's clients
+        handle well)."""
+        return {"principal": user.source, "folder": folder, "action": "warning",
+                **message_columns(text)}
 
     def refused(self, user: Principal, text: Text) -> None:
         """A principal the source would not list."""

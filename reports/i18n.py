@@ -17,7 +17,7 @@ compiled in memory into Python's ``gettext``, which picks plural forms by the
 
 Placeholders are ``str.format`` fields. An entry with a plural (``msgid_plural``) chooses
 its form by the ``count`` parameter, which is written the language's way (``1,234`` /
-``1 234``); a ``Size`` is written by ``format_size``, a ``Duration`` by
+``1 234``), as is a ``Number``; a ``Size`` is written by ``format_size``, a ``Duration`` by
 ``format_duration``; a ``Text`` given as a parameter is
 rendered in the same language as the sentence that holds it. Other values are written as
 they are: a line number, a PID, a path.
@@ -53,6 +53,13 @@ SIZE_UNITS = ("digital-kilobyte", "digital-megabyte", "digital-gigabyte", "digit
 
 class Size(int):
     """A number of bytes, written with ``format_size`` in the language of the sentence."""
+
+    __slots__ = ()
+
+
+class Number(int):
+    """A number other than ``count``, written the language's way too (``1,000`` /
+    ``1 000``)."""
 
     __slots__ = ()
 
@@ -152,6 +159,8 @@ class _Sentence(string.Formatter):
             value = value.render(self.lang)
         elif isinstance(value, Size):
             value = format_size(value, self.lang)
+        elif isinstance(value, Number):
+            value = format_decimal(value, locale=self.lang)
         elif isinstance(value, Duration):
             value = format_duration(value, self.lang)
         return super().format_field(value, format_spec)

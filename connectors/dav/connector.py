@@ -49,7 +49,7 @@ class DavConfig(Section):
     )
     profile: Literal[tuple(profiles.PROFILES)] = Field(  # type: ignore[valid-type]
         "generic", description="Which server this is, for what bascule knows of it: "
-        "generic, cyrus, radicale, xandikos. generic takes the server to schedule and to "
+        "generic, cyrus, radicale, xandikos, bluemind. generic takes the server to schedule and to "
         "honour SCHEDULE-AGENT=CLIENT, as RFC 6638 requires."
     )
     scheduling: Literal[profiles.SCHEDULING] = Field(  # type: ignore[valid-type]
@@ -124,7 +124,7 @@ register(Connector(
     example='''url = "https://dav.ville.example/"  # discovery starts here / découverte depuis ici
 # ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
 connections = 4               # per account / par compte
-profile = "generic"           # generic, cyrus, radicale, xandikos
+profile = "generic"           # generic, cyrus, radicale, xandikos, bluemind
 scheduling = "protect"        # protect, drop_attendees, server_sends: no invitation sent /
                               # aucune invitation envoyée (README)
 ''',
@@ -132,4 +132,7 @@ scheduling = "protect"        # protect, drop_attendees, server_sends: no invita
     largest_item=lambda config: config.max_item_size,
     warnings=_warnings,
     refusals=_refusals,
+    advised_items=lambda config, workload: (
+        (limit, config.profile) if (limit := profiles.advised_items(
+            profiles.PROFILES[config.profile], workload)) else None),
 ))

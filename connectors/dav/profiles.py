@@ -23,6 +23,9 @@ class Profile:
     or deleted (implicit scheduling, RFC 6638)."""
     honours_client_agent: bool
     """``SCHEDULE-AGENT=CLIENT`` on the ORGANIZER and every ATTENDEE stops it."""
+    advised_items: tuple[tuple[str, int], ...] = ()
+    """Per workload, the most items one calendar or address book should hold for the
+    server's clients to handle it well; ``audit`` warns above."""
 
 
 PROFILES = {profile.name: profile for profile in (
@@ -34,6 +37,10 @@ PROFILES = {profile.name: profile for profile in (
     Profile("radicale", schedules=False, honours_client_agent=False),
     # tests/test_scheduling.py: it mails every attendee with the agent as without.
     Profile("xandikos", schedules=True, honours_client_agent=False),
+    # No BlueMind here to test: its scheduling is taken as generic. Its clients warn above
+    # about 9,000 events in a calendar and 1,000 contacts in an address book.
+    Profile("bluemind", schedules=True, honours_client_agent=True,
+            advised_items=(("calendar", 9000), ("contacts", 1000))),
 )}
 
 PROTECT, DROP_ATTENDEES, SERVER_SENDS = "protect", "drop_attendees", "server_sends"
@@ -68,3 +75,8 @@ def warnings(profile: Profile, scheduling: str) -> list[tuple[str, dict[str, Any
     if scheduling == SERVER_SENDS and profile.schedules:
         return [("dav_server_sends", {"profile": profile.name})]
     return []
+
+
+def advised_items(profile: Profile, workload: str) -> int | None:
+    """The most items of ``workload`` one collection should hold on this server, if known."""
+    return dict(profile.advised_items).get(workload)
