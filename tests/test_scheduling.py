@@ -213,6 +213,43 @@ def test_a_rewritten_event_changed_then_deleted_sends_nothing(cyrus: Cyrus):
 
 
 
+def changed(body: bytes) -> bytes:
+    """The same object changed as a user would: a new summary and sequence, and for the
+    owner's own answer to an invitation, declined instead of accepted."""
+    body = body.replace(b"SUMMARY:Conseil", b"SUMMARY:Conseil (report\xc3\xa9)")
+    body = body.replace(b"DTSTAMP:", b"SEQUENCE:1\r\nDTSTAMP:")
+    return body.replace(f"PARTSTAT=ACCEPTED:mailto:{OWNER}".encode(),
+                        f"PARTSTAT=DECLINED:mailto:{OWNER}".encode())
+
+
+def test_every_kind_changed_then_deleted_sends_nothing_rewritten(cyrus: Cyrus):
+    """Each kind of object written, changed and deleted: as they are, each step mails
+    someone (Cyrus: invitations, updates, replies, cancellations; but for the deletion of an
+    orphan occurrence, after which it replies nothing); rewritten, no step does."""
+    for kind, make in (("organised", organised), ("received", received),
+                       ("series", series), ("orphan", orphan)):
+        for quiet in (False, True):
+            uid = f"{kind}-{'quiet' if quiet else 'loud'}-steps"
+            body = make(uid)
+            steps = []
+            before = len(cyrus.captured())
+            etag = put(cyrus, uid, rewritten(body) if quiet else body)
+            steps.append(len(cyrus.captured()) - before)
+            before = len(cyrus.captured())
+            put(cyrus, uid, rewritten(changed(body)) if quiet else changed(body), etag=etag)
+            steps.append(len(cyrus.captured()) - before)
+            before = len(cyrus.captured())
+            gone = requests.delete(f"{cyrus.calendar_url(OWNER)}{uid}.ics",
+                                   auth=(OWNER, cyrus.users[OWNER]), timeout=30)
+            assert gone.status_code in (200, 204), (gone.status_code, gone.text)
+            steps.append(len(cyrus.captured()) - before)
+            if quiet:
+                assert steps == [0, 0, 0], (kind, steps, sent(cyrus.captured()))
+            else:
+                assert [bool(step) for step in steps] == [True, True, kind != "orphan"], (
+                    kind, steps)
+
+
 def test_taking_the_client_agent_off_afterwards_invites_everyone(cyrus: Cyrus):
     """Why bascule never takes ``SCHEDULE-AGENT=CLIENT`` off what it wrote into a server
     that schedules: the same event written again without it, nothing else changed, is a new
