@@ -106,6 +106,8 @@ class Container:
     size: int | None = field(default=None, compare=False)
     """How many bytes its items hold, when the folder list told it at no cost (IMAP
     ``STATUS=SIZE``); ``None``: unknown."""
+    colour: str | None = field(default=None, compare=False)
+    """The colour the source shows it in, ``#RRGGBB`` (a calendar's); ``None``: none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,16 @@ class DefaultContainerSink(Protocol):
         as any other)."""
 
 
+@runtime_checkable
+class ColouredContainerSink(Protocol):
+    """An optional ability of a document sink: giving a container it makes the colour the
+    source showed it in (a calendar's colour)."""
+
+    def ensure_coloured_container(self, path: Path, colour: str) -> str:
+        """As ``ensure_container``; a container it makes takes ``colour`` (``#RRGGBB``). One
+        already there keeps its own: its user may have chosen another."""
+
+
 class DocumentSource(Protocol):
     """A place calendars, address books or drives come from. ``workload`` is one of
     ``calendar``, ``contacts``, ``files``."""

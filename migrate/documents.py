@@ -26,7 +26,12 @@ from connectors.base import (
     SourceNote,
     VersionConflict,
 )
-from connectors.protocols import DefaultContainerSink, DocumentSink, DocumentSource
+from connectors.protocols import (
+    ColouredContainerSink,
+    DefaultContainerSink,
+    DocumentSink,
+    DocumentSource,
+)
 from migrate.compare import Finding, FolderCheck
 from migrate.ledger import DONE, ItemRecord, Ledger, Unit
 from migrate.mail import (
@@ -68,6 +73,10 @@ class DocumentUnit:
         if self.container.role == DEFAULT_CONTAINER and isinstance(self.sink,
                                                                    DefaultContainerSink):
             native = self.sink.default_container()
+        if native is None and self.container.colour and isinstance(self.sink,
+                                                                   ColouredContainerSink):
+            native = self.sink.ensure_coloured_container(self.target_path,
+                                                         self.container.colour)
         if native is None:
             native = self.sink.ensure_container(self.target_path)
         self.result.notes.extend(source_notes(self.sink))  # containers it had to rename

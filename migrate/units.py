@@ -438,13 +438,15 @@ class DocumentRunner:
                 container=key, chain=f"{workload}\x1e{key}",
                 spec={"path": list(container.path), "role": container.role,
                       "native_name": container.native_name, "action": "copy",
+                      **({"colour": container.colour} if container.colour else {}),
                       **_document_names(user, workload, container.path)}))
         return planned
 
     def run(self, bench: Bench, user: UserMapping, unit: Unit, progress: UnitProgress | None,
             result: UnitResult) -> None:
         spec = unit.spec or {}
-        container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""))
+        container = Container(tuple(spec["path"]), spec.get("role"), spec.get("native_name", ""),
+                              colour=spec.get("colour"))
         sink = bench.connectors.open_document_sink(user, unit.workload)
         with bench.failing(unit), bench.document_source(user, unit.workload) as source:
             DocumentUnit(bench.ledger, unit, source, sink, container, container.path, progress,

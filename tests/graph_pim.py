@@ -110,10 +110,14 @@ class PimData:
         self.sequence += 1
         return self.sequence
 
-    def add_calendar(self, name: str, default: bool = False) -> str:
+    def add_calendar(self, name: str, default: bool = False, hex_color: str = "") -> str:
+        """A calendar; ``hex_color`` empty as Graph gives it for one whose colour the user
+        never chose (``color`` is then ``auto``)."""
         calendar_id = _new_id("AAMkCal")
         self.calendars.append({"id": calendar_id, "name": name, "isDefaultCalendar": default,
-                               "changeKey": secrets.token_hex(6), "canEdit": True})
+                               "changeKey": secrets.token_hex(6), "canEdit": True,
+                               "color": "lightPink" if hex_color else "auto",
+                               "hexColor": hex_color})
         return calendar_id
 
     def add_event(self, calendar_id: str, **data: Any) -> FixtureEvent:
@@ -166,7 +170,7 @@ def seed_pim(mailbox: FixtureMailbox) -> PimData:
     pim = pim_of(mailbox)
     me = _person(mailbox.display_name, mailbox.user_principal_name)
     calendrier = pim.add_calendar("Calendrier", default=True)
-    conseil = pim.add_calendar("Conseil municipal")
+    conseil = pim.add_calendar("Conseil municipal", hex_color="#e3008c")
     series = pim.add_event(
         calendrier, subject="Réunion de service", isAllDay=False,
         start=wall(date(2025, 1, 6), 9), end=wall(date(2025, 1, 6), 10, 30),

@@ -87,6 +87,21 @@ def collections(cyrus: Cyrus | Radicale | Xandikos | SabreDav, home: str) -> dic
     return found
 
 
+def colour(server: Cyrus | Radicale | Xandikos | SabreDav, path: str) -> str | None:
+    """The colour a collection shows clients (Apple's ``calendar-color``), read with HTTP.
+    Cyrus 3.6 keeps it but answers it in the ``DAV:`` namespace, undeclared."""
+    answer = requests.request(
+        "PROPFIND", server.base_url + urllib.parse.quote(path, safe="/@"),
+        auth=(AMELIE, PASSWORD), timeout=30,
+        headers={"Depth": "0", "Content-Type": "application/xml"},
+        data=b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><calendar-color '
+             b'xmlns="http://apple.com/ns/ical/"/></prop></propfind>')
+    assert answer.status_code == 207, answer.text
+    found = [element.text for element in ElementTree.fromstring(answer.content).iter()
+             if element.tag.rpartition("}")[2] == "calendar-color" and element.text]
+    return found[0].strip() if found else None
+
+
 def occurrences(objects: list[bytes]) -> list[tuple[str, str]]:
     """Every occurrence within the window, as (start, summary), sorted."""
     found = []
@@ -121,6 +136,8 @@ def test_calendars_and_contacts_land_in_cyrus_and_nobody_is_mailed(
         [default] = [name for name, found in landed.items()
                      if found.path == f"{calendars}Default/"]
         assert "Calendrier" not in landed
+        # Its colour, chosen in Outlook, goes with the calendar bascule makes.
+        assert colour(cyrus, landed["Conseil municipal"].path).upper().startswith("#E3008C")
         assert [len(landed[name].objects) for name in (default, "Conseil municipal")] == [
             2, 2]
         weekly = [icalendar.Calendar.from_ical(raw) for raw in landed[default].objects
@@ -209,6 +226,8 @@ def test_calendars_and_contacts_land_in_radicale_and_verify(certificates, radica
             ("Contacts / Élus", 1)]
         moved = [o for o in occurrences(landed["Calendrier"].objects) if "déplacée" in o[1]]
         assert moved == [("2025-03-17T14:00:00+01:00", "Réunion de service (déplacée)")]
+        assert colour(radicale, landed["Conseil municipal"].path).upper() == "#E3008C"
+        assert colour(radicale, landed["Calendrier"].path) is None
         zoned = [raw for book in landed.values() for raw in book.objects
                  if b"BEGIN:VTIMEZONE" in raw]
         assert len(zoned) == 3

@@ -32,15 +32,19 @@ class Kind:
     """Added to a new collection's URL, so that a task list named like a calendar gets a URL
     of its own."""
 
-    def make_body(self, display_name: str) -> tuple[str, bytes]:
+    def make_body(self, display_name: str, colour: str | None = None) -> tuple[str, bytes]:
         """The method and body that make a collection of this kind: a calendar takes events
-        only and a task list tasks only (``supported-calendar-component-set``)."""
+        only and a task list tasks only (``supported-calendar-component-set``); its colour,
+        ``#RRGGBB``, goes as the ``calendar-color`` clients read (Apple's namespace: Apple,
+        Thunderbird, DAVx5, Nextcloud, Cyrus and Radicale all keep it)."""
         name = escape(display_name)
         if self.component is not None:
+            shown = (f'<I:calendar-color xmlns:I="{APPLE_ICAL}">{escape(colour)}'
+                     f"</I:calendar-color>") if colour else ""
             return "MKCALENDAR", (
                 f'<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" '
                 f'xmlns:C="{CALDAV}"><D:set><D:prop><D:displayname>{name}</D:displayname>'
-                f'<C:supported-calendar-component-set><C:comp name="{self.component}"/>'
+                f'{shown}<C:supported-calendar-component-set><C:comp name="{self.component}"/>'
                 f"</C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"
             ).encode()
         return "MKCOL", (
@@ -74,6 +78,7 @@ DEFAULT_TASK_NAMES = ("tasks",)
 calendar that takes tasks too."""
 COMPONENT_SET = (CALDAV, "supported-calendar-component-set")
 SYNC_TOKEN = (DAV, "sync-token")
+APPLE_ICAL = "http://apple.com/ns/ical/"
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,11 @@ class DavSink:
 
     # --- containers -----------------------------------------------------------------------
 
-    def ensure_container(self, path: Path) -> str:
+    def ensure_coloured_container(self, path: Path, colour: str) -> str:
+        """As ``ensure_container``; a calendar or task list it makes shows ``colour``."""
+        return self.ensure_container(path, colour)
+
+    def ensure_container(self, path: Path, colour: str | None = None) -> str:
         """The collection whose display name is the folder's name, or whose URL is the one
         this sink gives that name, made if there is none. A name XML cannot carry is
         changed, a server may change it too (Xandikos trims spaces): a note says so
@@ -139,7 +143,7 @@ class DavSink:
         with self._creating:
             found = self._collection(shown, place)
             if found is None:
-                method, body = self.kind.make_body(shown)
+                method, body = self.kind.make_body(shown, colour)
                 response = self.client.request(method, place, body=body,
                                                headers={"Content-Type": XML})
                 with response:

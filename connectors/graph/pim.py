@@ -219,11 +219,13 @@ class GraphPimSource:
 
     def _calendars(self) -> list[Container]:
         pages = self._session.pages(f"users/{self._user}/calendars",
-                                    {"$select": "id,name,isDefaultCalendar", "$top": LIST_PAGE},
+                                    {"$select": "id,name,isDefaultCalendar,hexColor",
+                                     "$top": LIST_PAGE},
                                     headers={"Prefer": IMMUTABLE_ID})
         calendars = sorted(pages.values(), key=lambda c: not c.get("isDefaultCalendar"))
         return [Container(path=(str(c["name"]),), native_name=str(c["id"]),
-                          role=DEFAULT_CONTAINER if c.get("isDefaultCalendar") else None)
+                          role=DEFAULT_CONTAINER if c.get("isDefaultCalendar") else None,
+                          colour=_colour(c.get("hexColor")))
                 for c in calendars]
 
     def _contact_folders(self) -> list[Container]:
@@ -489,3 +491,11 @@ def _spans(window: Window, longest: timedelta) -> Iterator[Window]:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _colour(hex_color: object) -> str | None:
+    """A calendar's ``hexColor`` as ``#RRGGBB``; ``None`` when the user never chose one
+    (Graph gives it empty then) or it is not a colour."""
+    if isinstance(hex_color, str) and re.fullmatch(r"#[0-9A-Fa-f]{6}", hex_color):
+        return hex_color.upper()
+    return None
