@@ -110,6 +110,15 @@ def test_every_code_the_code_base_gives_is_in_the_catalogue() -> None:
     assert sorted(given - ENGLISH.keys()) == []
 
 
+@pytest.mark.parametrize("path", [LOCALE_DIR / "bascule.pot",
+                                  *(catalogue_path(lang) for lang in TRANSLATIONS)])
+def test_no_code_has_two_entries(path: Path) -> None:
+    """A second entry for a code would hide the first (the catalogue keeps one)."""
+    codes = [line for line in path.read_text(encoding="utf-8").splitlines()
+             if line.startswith("msgctxt ")]
+    assert sorted({c for c in codes if codes.count(c) > 1}) == []
+
+
 def test_every_entry_of_the_catalogue_is_used() -> None:
     assert sorted(ENGLISH.keys() - all_strings_in_source() - codes_in_source()) == []
 

@@ -57,15 +57,18 @@ def test_objects_the_server_refuses_are_each_an_item_error_and_the_next_lands(cy
     sink = sink_of(cyrus)
     native = sink.ensure_container(("Agenda",))
     broken = {
-        "no-uid": organised("x").replace(b"UID:x\r\n", b""),
         "bad-rule": series("bad-rule").replace(b"FREQ=WEEKLY;COUNT=5", b"FREQ=SOMETIMES"),
-        "not-ical": b"BEGIN:VCALENDAR\r\nthis is not a calendar\r\n",
+        "not-ical": b"BEGIN:VCALENDAR\r\nUID:not-ical\r\nthis is not a calendar\r\n",
     }
     for uid, body in broken.items():
         with pytest.raises(ItemRejected) as refused:
             sink.put(native, document(uid, body))
-        assert refused.value.code == "invalid_message", (uid, refused.value)
+        assert refused.value.code == "dav_invalid_object", (uid, refused.value)
         assert "403" in refused.value.detail or "400" in refused.value.detail, refused.value
+    # Without a UID no server keeps it: refused before it is sent.
+    with pytest.raises(ItemRejected) as refused:
+        sink.put(native, document("no-uid", organised("x").replace(b"UID:x\r\n", b"")))
+    assert refused.value.code == "dav_no_uid"
     stored = sink.put(native, document("fine", received("fine")))
     assert [s.target_ref for s in sink.inventory(native)] == [stored.target_ref]
 

@@ -51,6 +51,7 @@ from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
 from connectors.dav.discovery import KINDS, DavHome
 from connectors.dav.profiles import DROP_ATTENDEES, PROTECT
 from mappings.ical_fingerprint import BOM, semantic_fingerprint
+from mappings.object_facts import ObjectFacts
 from mappings.scheduling import WithoutAttendees, client_scheduled
 
 CHUNK = 1 << 16
@@ -282,21 +283,37 @@ class DavSink:
                 spool.write(chunk)
                 yield chunk
 
+        facts = ObjectFacts()
         try:
             with document.open() as body:
-                chunks, dropped = self._rewritten(_without_bom(read(body)))
+                chunks, dropped = self._rewritten(facts(_without_bom(read(body))))
                 meaning = semantic_fingerprint(kept(chunks))
             if "sha256:" + digest.hexdigest() != document.fingerprint:
                 raise ItemRejected(f"{document.name}: content changed while it was read",
                                    code="invalid_message")
+            if not facts.has_uid:
+                raise ItemRejected(f"{document.name}: no UID", code="dav_no_uid")
             if dropped is not None and dropped.dropped:
                 self._notes.append(SourceNote("attendees_dropped", document.source_id,
                                               params={"count": dropped.dropped}))
+            if self.kind.component is not None:
+                self._note_zones(document, facts)
             spool.seek(0)
         except BaseException:
             spool.close()
             raise
         return spool, meaning
+
+    def _note_zones(self, document: Document, facts: ObjectFacts) -> None:
+        """A note for the time zones the object names without describing them: servers keep
+        it, and its clients read those times as they guess."""
+        unknown, undescribed = facts.unknown_zones(), facts.undescribed_zones()
+        if unknown:
+            self._notes.append(SourceNote("object_zone_unknown", document.source_id,
+                                          params={"zones": ", ".join(unknown)}))
+        if undescribed:
+            self._notes.append(SourceNote("object_zone_not_described", document.source_id,
+                                          params={"zones": ", ".join(undescribed)}))
 
     def _rewritten(self, chunks: Iterable[bytes]
                    ) -> tuple[Iterable[bytes], WithoutAttendees | None]:
@@ -375,6 +392,6 @@ def _without_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:
 def _refusal(document: Document, refused: DavRefused) -> ItemRejected:
     code = {413: "too_big", 507: "over_quota"}.get(refused.status)
     if code is None:
-        code = "server_error" if refused.status >= 500 else "invalid_message"
+        code = "server_error" if refused.status >= 500 else "dav_invalid_object"
     return ItemRejected(f"{document.name}: {refused}", code=code)
 
