@@ -18,12 +18,17 @@ Graph facts this module relies on (Microsoft Graph v1.0 reference, ``event``,
   month among those days (first weekday of the month...), hence BYSETPOS.
 - v1.0 does not return cancelled occurrences: ``cancelled_occurrences`` finds them by
   expanding the series and comparing with the ``/instances`` the server lists.
+- ``attachments`` (``event-list-attachments``, or ``$expand=attachments``): a
+  ``fileAttachment`` carries its bytes in ``contentBytes`` (base64); a
+  ``referenceAttachment`` has no link in v1.0 (``sourceUrl`` is beta only); an
+  ``itemAttachment`` is a message or an event, not a file.
 
 Every approximation becomes a ``Note`` with a stable code (``NOTE_CODES``) and a detail.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +39,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from dateutil.rrule import rrulestr
-from icalendar import Alarm, Calendar, Component, Event, vCalAddress, vRecur, vText
+from icalendar import Alarm, Calendar, Component, Event, vBinary, vCalAddress, vRecur, vText
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from mappings.zones import add_timezones
@@ -42,7 +47,7 @@ from mappings.zones import add_timezones
 PRODID = "-//bascule//Microsoft Graph calendar//EN"
 
 NOTE_CODES = ("zone_unknown", "online_meeting_link", "series_start_moved", "recurrence_unknown",
-              "orphan_occurrence", "sensitivity_personal")
+              "orphan_occurrence", "sensitivity_personal", "attachment_not_carried")
 """Every code a ``Note`` may carry; its sentence (in the catalogue, ``reports.i18n``) names
 the note's detail."""
 
@@ -75,6 +80,12 @@ CLASSES = {"normal": "PUBLIC", "personal": "PRIVATE", "private": "PRIVATE",
 BUSY_STATUS = {"free": "FREE", "tentative": "TENTATIVE", "busy": "BUSY", "oof": "OOF",
                "workingElsewhere": "WORKINGELSEWHERE"}
 PRIORITIES = {"high": 1, "normal": 5, "low": 9}
+INLINE_ATTACHMENT_MAX = 256 * 1024
+"""The largest file attachment written into its event (base64, a third larger): a calendar
+object is read and written whole by servers and clients on every change (Radicale takes time
+growing with the square of its size), and the file of a mailbox that closes has no link to
+give instead. A larger one is a note, as is a link or an attached item."""
+FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
 
 _UTC_NAMES = frozenset({"utc", "tzone://microsoft/utc", "etc/utc", "gmt"})
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
@@ -302,7 +313,26 @@ def _vevent(event: dict[str, Any], times: _Times, ctx: _Context) -> Event:
         alarm.add("trigger", -timedelta(minutes=int(event.get("reminderMinutesBeforeStart")
                                                     or 0)))
         vevent.add_component(alarm)
+    for attachment in event.get("attachments") or []:
+        _attach(vevent, attachment, ctx)
     return vevent
+
+
+def _attach(vevent: Event, attachment: dict[str, Any], ctx: _Context) -> None:
+    """A small file attachment as an inline ATTACH with its type and name (RFC 8607's
+    FILENAME); anything else noted as not carried."""
+    name = str(attachment.get("name") or "")
+    content = attachment.get("contentBytes")
+    size = int(attachment.get("size") or 0)
+    if attachment.get("@odata.type") != FILE_ATTACHMENT or content is None \
+            or size > INLINE_ATTACHMENT_MAX:
+        ctx.note("attachment_not_carried", name)
+        return
+    data = vBinary(base64.b64decode(content))
+    data.params["FMTTYPE"] = str(attachment.get("contentType") or "application/octet-stream")
+    if name:
+        data.params["FILENAME"] = name
+    vevent.add("attach", data)
 
 
 def _online_meeting(vevent: Event, event: dict[str, Any], ctx: _Context) -> None:

@@ -149,7 +149,7 @@ def _rewritten(line: bytes) -> bytes:
     parameters = [p for p in split_parameters(head[name.end():])
                   if p.split(b"=", 1)[0].upper() not in DROPPED]
     changed = b";".join([head[:name.end()], *parameters, CLIENT]) + b":" + value
-    return _folded(changed, ending or b"\r\n")[:None if ending else -2]
+    return folded(changed, ending or b"\r\n")[:None if ending else -2]
 
 
 def _content(line: bytes) -> bytes:
@@ -188,7 +188,7 @@ def split_parameters(text: bytes) -> list[bytes]:
     return [parameter for parameter in found if parameter]
 
 
-def _folded(line: bytes, ending: bytes) -> bytes:
+def folded(line: bytes, ending: bytes) -> bytes:
     """``line`` in physical lines of at most ``FOLD`` octets, each continuation starting
     with a space, never cut inside a UTF-8 sequence."""
     parts = []

@@ -15,6 +15,10 @@ for Amélie Lefèvre. Pages of Microsoft's Graph v1.0 documentation each behavio
   out (the ``cancelledOccurrences`` property is beta only). Each instance carries
   ``originalStart``, a UTC instant, and ``seriesMasterId``.
 - ``api/user-get-mailboxsettings``: ``timeZone``, Windows format by default.
+- ``api/event-list-attachments``, ``api/attachment-get``: an event's attachments, each with
+  its ``@odata.type``; a ``fileAttachment``'s bytes in ``contentBytes`` (base64); a
+  ``referenceAttachment`` has no ``sourceUrl`` in v1.0 (``resources/referenceattachment``);
+  ``hasAttachments`` on the event says whether there are any.
 - ``api/user-list-contactfolders``: the folders *in* the default Contacts folder;
   ``api/contactfolder-list-childfolders`` below them; ``api/contactfolder-get``.
 - ``api/user-list-contacts`` (default folder), ``api/contactfolder-list-contacts``,
@@ -32,6 +36,7 @@ in the events list as an ``exception`` with a ``seriesMasterId`` that resolves t
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from calendar import monthrange
@@ -61,6 +66,8 @@ MAX_WINDOW_DAYS = 1825
 MAX_YEAR = 2100
 """Where a series with no end stops being expanded."""
 """The longest window /instances and calendarView serve in one request."""
+AGENDA_PDF = b"%PDF-1.4\n% Ordre du jour\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+"""An attachment small enough to be written into its event (10 KiB)."""
 FAKE_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(
     range(200)) + b"\xff\xd9"
 TEAMS_LINK = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_Y29uc2VpbA%40thread.v2/0"
@@ -82,6 +89,7 @@ class FixtureEvent:
     exceptions: dict[date, dict[str, Any]] = field(default_factory=dict)
     """Local date of the slot -> the properties the modified occurrence overrides."""
     exception_versions: dict[date, int] = field(default_factory=dict)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -165,7 +173,8 @@ def _person(name: str, address: str) -> dict[str, Any]:
 
 def seed_pim(mailbox: FixtureMailbox) -> PimData:
     """Amélie's calendars and contacts: a weekly series in Paris time with one moved and one
-    cancelled occurrence, a meeting with attendees and a Teams link, an all-day event, an
+    cancelled occurrence and a reminder, a meeting with attendees, a Teams link, categories, a
+    reminder and two attachments (a small file, a link), an all-day event, a private
     occurrence whose series is elsewhere; contacts with a birthday, a photo, a second folder."""
     pim = pim_of(mailbox)
     me = _person(mailbox.display_name, mailbox.user_principal_name)
@@ -184,8 +193,9 @@ def seed_pim(mailbox: FixtureMailbox) -> PimData:
     pim.modify_occurrence(series, date(2025, 3, 17), subject="Réunion de service (déplacée)",
                           start=wall(date(2025, 3, 17), 14), end=wall(date(2025, 3, 17), 15, 30))
     series.cancelled.add(date(2025, 4, 21))
-    pim.add_event(
-        conseil, subject="Commission urbanisme", isAllDay=False,
+    commission = pim.add_event(
+        conseil, subject="Commission urbanisme", isAllDay=False, categories=["Urbanisme", "Élus"],
+        isReminderOn=True, reminderMinutesBeforeStart=30,
         start=wall(date(2025, 2, 12), 14), end=wall(date(2025, 2, 12), 16),
         originalStartTimeZone=PARIS, originalEndTimeZone=PARIS, organizer=me,
         attendees=[
@@ -198,6 +208,15 @@ def seed_pim(mailbox: FixtureMailbox) -> PimData:
         isOnlineMeeting=True, onlineMeetingProvider="teamsForBusiness",
         onlineMeeting={"joinUrl": TEAMS_LINK},
         body={"contentType": "html", "content": "<p>Ordre du jour&nbsp;: PLU.</p>"})
+    commission.attachments = [
+        {"@odata.type": "#microsoft.graph.fileAttachment", "id": _new_id("AAMkAtt"),
+         "name": "Ordre du jour.pdf", "contentType": "application/pdf", "size": len(AGENDA_PDF),
+         "isInline": False, "lastModifiedDateTime": "2025-02-01T08:00:00Z",
+         "contentBytes": base64.b64encode(AGENDA_PDF).decode()},
+        {"@odata.type": "#microsoft.graph.referenceAttachment", "id": _new_id("AAMkAtt"),
+         "name": "Plan local d'urbanisme", "contentType": None, "size": 512, "isInline": False,
+         "lastModifiedDateTime": "2025-02-01T08:00:00Z"}]
+    commission.data["hasAttachments"] = True
     pim.add_event(
         calendrier, subject="Fête de la musique", isAllDay=True,
         start={"dateTime": "2025-06-21T00:00:00.0000000", "timeZone": PARIS},
@@ -206,6 +225,7 @@ def seed_pim(mailbox: FixtureMailbox) -> PimData:
     orphan_start = datetime(2025, 5, 15, 18, tzinfo=ZoneInfo("Europe/Paris"))
     pim.add_event(
         conseil, subject="Conseil communautaire (une séance)", isAllDay=False, type="exception",
+        sensitivity="private",
         seriesMasterId=_new_id("AAMkEvt"),
         originalStart=orphan_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         start=wall(date(2025, 5, 15), 18), end=wall(date(2025, 5, 15), 20),
@@ -271,6 +291,7 @@ def _event_view(event: FixtureEvent, zone_name: str) -> dict[str, Any]:
             "changeKey": f"CK{event.version}", "createdDateTime": "2024-12-01T10:00:00Z",
             "lastModifiedDateTime": _stamp(modified), "importance": "normal",
             "sensitivity": "normal", "showAs": "busy", "isCancelled": False,
+            "hasAttachments": False,
             "calendarId": event.calendar_id}
     return _served({**base, **event.data}, zone_name)
 
@@ -411,6 +432,14 @@ def calendar_route(handler: GraphHandler, mailbox: FixtureMailbox, rest: list[st
         items = (_instances(master, _window(query), zone_name)
                  if master.data.get("recurrence") and "$skiptoken" not in query else [])
         return handler._page_list(items, query, 10, 1000, "events")
+    if len(rest) == 3 and rest[0] == "events" and rest[2] == "attachments":
+        return handler._page_list(list(_event(pim, rest[1]).attachments), query, 10, 1000,
+                                  "attachments")
+    if len(rest) == 4 and rest[0] == "events" and rest[2] == "attachments":
+        found = next((a for a in _event(pim, rest[1]).attachments if a["id"] == rest[3]), None)
+        if found is None:
+            raise GraphError(404, *GONE)
+        return json_reply(_selected(found, select))
     return None
 
 

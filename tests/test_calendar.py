@@ -8,6 +8,7 @@ Each series is expanded twice over a two-year window: from the iCalendar we writ
 
 from __future__ import annotations
 
+import base64
 import calendar as month_calendar
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,6 +19,7 @@ import recurring_ical_events
 from icalendar import Calendar
 
 from mappings.calendar import (
+    INLINE_ATTACHMENT_MAX,
     Note,
     cancelled_occurrences,
     series_to_ical,
@@ -430,3 +432,33 @@ def test_unknown_zone_falls_back_to_the_mailbox_zone_and_is_noted() -> None:
     zone_note = next(note for note in notes if note.code == "zone_unknown")
     assert zone_note.detail == "Customized Time Zone" and zone_note.uid == "zone-perso"
     assert "Customized Time Zone" in Text.of(zone_note.code, detail=zone_note.detail).en
+
+
+def test_a_small_file_goes_into_its_event_and_what_cannot_is_noted() -> None:
+    pdf = b"%PDF-1.4\n" + bytes(range(256))
+    attachments = [
+        {"@odata.type": "#microsoft.graph.fileAttachment", "name": "Ordre du jour.pdf",
+         "contentType": "application/pdf", "size": len(pdf),
+         "contentBytes": base64.b64encode(pdf).decode()},
+        {"@odata.type": "#microsoft.graph.fileAttachment", "name": "Plans.zip",
+         "contentType": "application/zip", "size": INLINE_ATTACHMENT_MAX + 1},
+        {"@odata.type": "#microsoft.graph.referenceAttachment", "name": "PLU", "size": 512},
+        {"@odata.type": "#microsoft.graph.itemAttachment", "name": "Courriel", "size": 900}]
+    event = {"id": "AAMk-att", "iCalUId": "att-1", "type": "singleInstance",
+             "subject": "Commission", "isAllDay": False, "sensitivity": "private",
+             "start": graph_time(datetime(2024, 6, 3, 14)),
+             "end": graph_time(datetime(2024, 6, 3, 15)), "attachments": attachments,
+             "isReminderOn": True, "reminderMinutesBeforeStart": 15}
+    result, notes = single_to_ical(event, user_map=user_map, mailbox_zone="Europe/Paris")
+    (vevent,) = events(Calendar.from_ical(result.to_ical()))
+    attach = vevent["ATTACH"]
+    assert attach.params["FMTTYPE"] == "application/pdf"
+    assert attach.params["FILENAME"] == "Ordre du jour.pdf"
+    assert attach.params["ENCODING"] == "BASE64" and attach.params["VALUE"] == "BINARY"
+    assert base64.b64decode(attach.to_ical()) == pdf
+    assert [(n.code, n.detail) for n in notes] == [
+        ("attachment_not_carried", "Plans.zip"), ("attachment_not_carried", "PLU"),
+        ("attachment_not_carried", "Courriel")]
+    assert vevent["CLASS"] == "PRIVATE"
+    [alarm] = vevent.walk("VALARM")
+    assert alarm["ACTION"] == "DISPLAY" and alarm["TRIGGER"].to_ical() == b"-PT15M"

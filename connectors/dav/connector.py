@@ -89,6 +89,7 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     profile = profiles.PROFILES[config.profile]
     return DavSink(_client(context, account), workload,
                    rewrite=profiles.rewrite(profile, config.scheduling),
+                   standalone_orphans=profile.requires_master,
                    max_item_size=config.max_item_size, parallel_writes=config.connections)
 
 

@@ -23,23 +23,30 @@ class Profile:
     or deleted (implicit scheduling, RFC 6638)."""
     honours_client_agent: bool
     """``SCHEDULE-AGENT=CLIENT`` on the ORGANIZER and every ATTENDEE stops it."""
+    requires_master: bool
+    """It refuses an occurrence (RECURRENCE-ID) whose series master is not in the same
+    object, so orphan occurrences are written standalone (``mappings.orphans``)."""
     advised_items: tuple[tuple[str, int], ...] = ()
     """Per workload, the most items one calendar or address book should hold for the
     server's clients to handle it well; ``audit`` warns above."""
 
 
 PROFILES = {profile.name: profile for profile in (
-    Profile("generic", schedules=True, honours_client_agent=True),
+    # Every server tested keeps an orphan occurrence as it is (tests/test_orphans.py), which
+    # RFC 6638 allows (an attendee invited to some occurrences only): kept as it is.
+    Profile("generic", schedules=True, honours_client_agent=True, requires_master=False),
     # tests/test_scheduling.py: 2 invitations as it is, none with the agent; taking the agent
-    # off afterwards invites everyone.
-    Profile("cyrus", schedules=True, honours_client_agent=True),
+    # off afterwards invites everyone. tests/test_orphans.py: it keeps an orphan occurrence.
+    Profile("cyrus", schedules=True, honours_client_agent=True, requires_master=False),
     # Radicale has no scheduling: it stores what it is given and mails nobody.
-    Profile("radicale", schedules=False, honours_client_agent=False),
+    # tests/test_orphans.py: 3.9 keeps an orphan occurrence.
+    Profile("radicale", schedules=False, honours_client_agent=False, requires_master=False),
     # tests/test_scheduling.py: it mails every attendee with the agent as without.
-    Profile("xandikos", schedules=True, honours_client_agent=False),
-    # No BlueMind here to test: its scheduling is taken as generic. Its clients warn above
-    # about 9,000 events in a calendar and 1,000 contacts in an address book.
-    Profile("bluemind", schedules=True, honours_client_agent=True,
+    # tests/test_orphans.py: it keeps an orphan occurrence.
+    Profile("xandikos", schedules=True, honours_client_agent=False, requires_master=False),
+    # No BlueMind here to test: its scheduling and orphans are taken as generic. Its clients
+    # warn above about 9,000 events in a calendar and 1,000 contacts in an address book.
+    Profile("bluemind", schedules=True, honours_client_agent=True, requires_master=False,
             advised_items=(("calendar", 9000), ("contacts", 1000))),
 )}
 

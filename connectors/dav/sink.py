@@ -52,6 +52,7 @@ from connectors.dav.discovery import KINDS, DavHome
 from connectors.dav.profiles import DROP_ATTENDEES, PROTECT
 from mappings.ical_fingerprint import BOM, semantic_fingerprint
 from mappings.object_facts import ObjectFacts
+from mappings.orphans import Standalone, orphans
 from mappings.scheduling import WithoutAttendees, client_scheduled
 
 CHUNK = 1 << 16
@@ -112,9 +113,12 @@ class DavSink:
     home."""
 
     def __init__(self, client: DavClient, workload: str, *, rewrite: str | None = PROTECT,
-                 max_item_size: int | None = None, parallel_writes: int = 1) -> None:
+                 standalone_orphans: bool = False, max_item_size: int | None = None,
+                 parallel_writes: int = 1) -> None:
         """``rewrite`` is how calendar objects are changed before they are written:
-        ``PROTECT``, ``DROP_ATTENDEES`` or ``None`` (``connectors.dav.profiles.rewrite``)."""
+        ``PROTECT``, ``DROP_ATTENDEES`` or ``None`` (``connectors.dav.profiles.rewrite``);
+        ``standalone_orphans`` writes each occurrence whose series is not in its object as
+        a standalone event (``Profile.requires_master``)."""
         self.capabilities = SinkCapabilities(separator="", forbidden_chars="",
                                              max_item_size=max_item_size,
                                              parallel_writes=parallel_writes)
@@ -124,6 +128,7 @@ class DavSink:
         # A VTODO may have attendees too (a task assigned to someone): a scheduling server
         # would mail them as it would for an event.
         self.rewrite = rewrite if self.kind.component is not None else None
+        self.standalone_orphans = standalone_orphans and self.kind.component is not None
         self._notes: list[SourceNote] = []
         self._creating = threading.Lock()
 
@@ -165,8 +170,9 @@ class DavSink:
         return self.account.default_collection()
 
     def drain_notes(self) -> list[SourceNote]:
-        """The containers renamed and the events written without their attendees since the
-        last call, each said once."""
+        """The containers renamed, the events written without their attendees and those
+        whose orphan occurrences were written standalone since the last call, each said
+        once."""
         notes, self._notes = self._notes, []
         return notes
 
@@ -193,8 +199,9 @@ class DavSink:
     def fingerprint(self, document: Document) -> str:
         """What ``find`` and ``inventory`` answer for this document once the server holds
         it: the fingerprint of its meaning."""
+        found = self._orphans(document)
         with document.open() as body:
-            chunks, _ = self._rewritten(_chunks(body))
+            chunks, _, _ = self._rewritten(_without_bom(_chunks(body)), found)
             return semantic_fingerprint(chunks)
 
     def put(self, native_name: str, document: Document, expected: str | None = None
@@ -270,6 +277,7 @@ class DavSink:
         """The bytes to send, spooled (in memory up to 1 MiB, on disk beyond), without a
         byte-order mark, and the fingerprint of their meaning; refused when the content is
         not what the source announced."""
+        found = self._orphans(document)
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOLED_IN_MEMORY)  # noqa: SIM115
         digest = hashlib.sha256()
 
@@ -286,7 +294,8 @@ class DavSink:
         facts = ObjectFacts()
         try:
             with document.open() as body:
-                chunks, dropped = self._rewritten(facts(_without_bom(read(body))))
+                chunks, dropped, standalone = self._rewritten(
+                    facts(_without_bom(read(body))), found)
                 meaning = semantic_fingerprint(kept(chunks))
             if "sha256:" + digest.hexdigest() != document.fingerprint:
                 raise ItemRejected(f"{document.name}: content changed while it was read",
@@ -298,6 +307,9 @@ class DavSink:
                                               params={"count": dropped.dropped}))
             if self.kind.component is not None:
                 self._note_zones(document, facts)
+            if standalone is not None and standalone.converted:
+                self._notes.append(SourceNote("orphan_standalone", document.source_id,
+                                              params={"count": standalone.converted}))
             spool.seek(0)
         except BaseException:
             spool.close()
@@ -315,16 +327,27 @@ class DavSink:
             self._notes.append(SourceNote("object_zone_not_described", document.source_id,
                                           params={"zones": ", ".join(undescribed)}))
 
-    def _rewritten(self, chunks: Iterable[bytes]
-                   ) -> tuple[Iterable[bytes], WithoutAttendees | None]:
-        """The chunks as this sink writes them, and what counts the attendees left out when
-        it leaves them out."""
+    def _orphans(self, document: Document) -> dict[int, str]:
+        """The orphan occurrences of a calendar object this sink writes standalone, found by
+        a first reading of the document (``mappings.orphans.orphans``)."""
+        if not self.standalone_orphans:
+            return {}
+        with document.open() as body:
+            return orphans(_without_bom(_chunks(body)))
+
+    def _rewritten(self, chunks: Iterable[bytes], found: dict[int, str]
+                   ) -> tuple[Iterable[bytes], WithoutAttendees | None, Standalone | None]:
+        """The chunks as this sink writes them, with what counts the attendees left out when
+        it leaves them out and the orphan occurrences made standalone when there are."""
+        standalone = Standalone(found) if found else None
+        if standalone is not None:
+            chunks = standalone(chunks)
         if self.rewrite == PROTECT:
-            return client_scheduled(chunks), None
+            return client_scheduled(chunks), None, standalone
         if self.rewrite == DROP_ATTENDEES:
             dropped = WithoutAttendees()
-            return dropped(chunks), dropped
-        return chunks, None
+            return dropped(chunks), dropped, standalone
+        return chunks, None, standalone
 
     def _read(self, place: str) -> StoredDocument | None:
         """The item at ``place`` read whole, in chunks, and fingerprinted, or ``None``."""

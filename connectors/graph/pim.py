@@ -21,6 +21,10 @@ Pages of Microsoft's Graph v1.0 documentation each behaviour comes from
   hash of the changeKeys of the master and its exceptions, and of its cancelled slots) tells
   what changed. The cursor keeps those versions, so a later pass answers only what changed
   and what disappeared, as a delta would.
+- ``api/event-list-attachments``, ``api/attachment-get``: an event whose ``hasAttachments``
+  is true has its attachments listed without their content, then each file small enough to
+  go into the event (``mappings.calendar.INLINE_ATTACHMENT_MAX``) read whole, so a large
+  file is never downloaded only to be left out.
 - ``api/user-get-mailboxsettings``: ``timeZone``, the zone a value with an unknown zone is
   read in (Windows or IANA format, as the administrator set it up).
 - ``api/user-list-contactfolders``: the folders *inside* the default Contacts folder, whose
@@ -70,6 +74,8 @@ from connectors.base import (
 from connectors.graph.session import GraphError, GraphSession, delta_round
 from connectors.spool import Spool
 from mappings.calendar import (
+    FILE_ATTACHMENT,
+    INLINE_ATTACHMENT_MAX,
     Window,
     cancelled_occurrences,
     parse_graph_instant,
@@ -86,7 +92,7 @@ EVENT_SELECT = ("id,iCalUId,type,seriesMasterId,changeKey,createdDateTime,lastMo
                 "subject,body,start,end,isAllDay,originalStartTimeZone,originalEndTimeZone,"
                 "originalStart,recurrence,location,locations,organizer,attendees,"
                 "isOnlineMeeting,onlineMeeting,onlineMeetingUrl,sensitivity,categories,showAs,"
-                "importance,isCancelled,isReminderOn,reminderMinutesBeforeStart")
+                "importance,isCancelled,isReminderOn,reminderMinutesBeforeStart,hasAttachments")
 """Every property ``mappings.calendar`` reads."""
 TASK_QUERY = {"$expand": "checklistItems"}
 """Every property of a task, with its steps (``mappings.tasks`` reads them all)."""
@@ -345,7 +351,7 @@ class GraphPimSource:
                                            f"{quote(source_id, safe='=')}",
                                            {"$select": EVENT_SELECT}, EVENT_HEADERS)
             series = self._load_series(event)
-        master = series.master
+        master = self._with_attachments(series.master)
         if master.get("type") == SERIES:
             calendar, notes = series_to_ical(master, series.exceptions, series.cancelled,
                                              user_map=self._user_map,
@@ -364,6 +370,24 @@ class GraphPimSource:
                         modified=parse_graph_instant(stamp) if stamp else None,
                         open=spool.open,
                         notes=tuple(SourceNote(n.code, source_id, n.detail) for n in notes))
+
+    def _with_attachments(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event with its ``attachments`` as ``$expand`` would give them, the content of
+        only the files ``mappings.calendar`` writes into it."""
+        if not event.get("hasAttachments"):
+            return event
+        url = f"users/{self._user}/events/{quote(str(event['id']), safe='=')}/attachments"
+        found = []
+        for attachment in self._session.pages(
+                url, {"$select": "id,name,contentType,size,isInline", "$top": LIST_PAGE},
+                {"Prefer": IMMUTABLE_ID}).values():
+            if attachment.get("@odata.type") == FILE_ATTACHMENT and \
+                    int(attachment.get("size") or 0) <= INLINE_ATTACHMENT_MAX:
+                attachment = self._session.get_json(
+                    f"{url}/{quote(str(attachment['id']), safe='=')}",
+                    headers={"Prefer": IMMUTABLE_ID})
+            found.append(attachment)
+        return {**event, "attachments": found}
 
     # --- tasks
 
