@@ -15,6 +15,11 @@ from it: ``SCHEDULE-AGENT=CLIENT`` on every ORGANIZER and ATTENDEE (``mappings.s
 or, for a server that ignores that, the attendees left out, each event so written a note
 for the report.
 
+A contact goes in a vCard version the server takes: as it is when every address book of the
+home lists its version (``supported-address-data``, within what the profile says the server
+keeps), as vCard 3.0 otherwise (``mappings.vcard``); a photo that does not decode or is too
+big is left out. Each thing so dropped is a note for the report.
+
 A DAV server stores what it was given rewritten (lines refolded, properties reordered,
 CATEGORIES split), so this sink compares meanings, not bytes: the fingerprint it answers is
 ``mappings.ical_fingerprint.semantic_fingerprint`` of what the server holds, and
@@ -48,10 +53,12 @@ from connectors.base import (
     VersionConflict,
 )
 from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
-from connectors.dav.discovery import KINDS, DavHome
+from connectors.dav.discovery import KINDS, Collection, DavHome
 from connectors.dav.profiles import DROP_ATTENDEES, PROTECT
+from mappings.contacts import Note
 from mappings.ical_fingerprint import BOM, semantic_fingerprint
 from mappings.scheduling import WithoutAttendees, client_scheduled
+from mappings.vcard import DEFAULT_VERSIONS, for_server
 
 CHUNK = 1 << 16
 SPOOLED_IN_MEMORY = 1 << 20
@@ -111,9 +118,12 @@ class DavSink:
     home."""
 
     def __init__(self, client: DavClient, workload: str, *, rewrite: str | None = PROTECT,
-                 max_item_size: int | None = None, parallel_writes: int = 1) -> None:
+                 max_item_size: int | None = None, parallel_writes: int = 1,
+                 vcard_versions: frozenset[str] | None = None) -> None:
         """``rewrite`` is how calendar objects are changed before they are written:
-        ``PROTECT``, ``DROP_ATTENDEES`` or ``None`` (``connectors.dav.profiles.rewrite``)."""
+        ``PROTECT``, ``DROP_ATTENDEES`` or ``None`` (``connectors.dav.profiles.rewrite``);
+        ``vcard_versions`` the versions the server's profile says it keeps as given, where
+        that is fewer than it lists (``Profile.vcard_versions``)."""
         self.capabilities = SinkCapabilities(separator="", forbidden_chars="",
                                              max_item_size=max_item_size,
                                              parallel_writes=parallel_writes)
@@ -125,6 +135,8 @@ class DavSink:
         self.rewrite = rewrite if self.kind.component is not None else None
         self._notes: list[SourceNote] = []
         self._creating = threading.Lock()
+        self._kept_versions = vcard_versions
+        self._vcard_versions: frozenset[str] | None = None
 
     # --- containers -----------------------------------------------------------------------
 
@@ -169,10 +181,31 @@ class DavSink:
         """Path -> display name of every collection of this kind in the home that takes its
         objects, in the server's order."""
         found: dict[str, str] = {}
-        for collection in self.account.collections():
+        collections = self.account.collections()
+        self._learn_versions(collections)
+        for collection in collections:
             if self.kind.takes(collection):
                 found.setdefault(collection.path, collection.display_name)
         return found
+
+    def vcard_versions(self) -> frozenset[str]:
+        """The vCard versions a card may be written in as it is (any other is written as
+        3.0, ``mappings.vcard``): those every address book of the home lists, within the
+        profile's. Learnt from the first listing of the home that holds an address book, so
+        that ``put`` and ``fingerprint`` agree for the rest of the sink's life."""
+        if self._vcard_versions is None:
+            self._learn_versions(self.account.collections())
+        return self._vcard_versions or DEFAULT_VERSIONS
+
+    def _learn_versions(self, collections: list[Collection]) -> None:
+        if self._vcard_versions is not None or self.kind.component is not None or \
+                not collections:
+            return
+        common = frozenset.intersection(*(c.vcard_versions or DEFAULT_VERSIONS
+                                          for c in collections))
+        if self._kept_versions is not None:
+            common &= self._kept_versions
+        self._vcard_versions = common or DEFAULT_VERSIONS
 
     def _collection(self, shown: str, place: str) -> tuple[str, str] | None:
         """(display name, path) of the collection named ``shown``, or else of the one at
@@ -278,9 +311,10 @@ class DavSink:
                 spool.write(chunk)
                 yield chunk
 
+        card_notes: list[Note] = []
         try:
             with document.open() as body:
-                chunks, dropped = self._rewritten(_without_bom(read(body)))
+                chunks, dropped = self._rewritten(_without_bom(read(body)), card_notes)
                 meaning = semantic_fingerprint(kept(chunks))
             if "sha256:" + digest.hexdigest() != document.fingerprint:
                 raise ItemRejected(f"{document.name}: content changed while it was read",
@@ -288,16 +322,26 @@ class DavSink:
             if dropped is not None and dropped.dropped:
                 self._notes.append(SourceNote("attendees_dropped", document.source_id,
                                               params={"count": dropped.dropped}))
+            self._notes += [SourceNote(note.code, document.source_id, note.detail,
+                                       dict(note.params)) for note in card_notes]
             spool.seek(0)
         except BaseException:
             spool.close()
             raise
         return spool, meaning
 
-    def _rewritten(self, chunks: Iterable[bytes]
+    def _rewritten(self, chunks: Iterable[bytes], card_notes: list[Note] | None = None
                    ) -> tuple[Iterable[bytes], WithoutAttendees | None]:
         """The chunks as this sink writes them, and what counts the attendees left out when
-        it leaves them out."""
+        it leaves them out. A vCard is read whole (cards are small, and the conversion
+        sees the card at once) and written in a version the server takes, what it could not
+        carry added to ``card_notes``."""
+        if self.kind.workload == "contacts":
+            card = b"".join(chunks)
+            served, notes = for_server(card, self.vcard_versions())
+            if card_notes is not None:
+                card_notes += notes
+            return [card if served is None else served], None
         if self.rewrite == PROTECT:
             return client_scheduled(chunks), None
         if self.rewrite == DROP_ATTENDEES:
