@@ -32,7 +32,8 @@ with ``CHARSET``                   ``CHARSET`` (UTF-8, else Windows-1252), escap
 ``MEDIATYPE``, ``CALSCALE``...
 =================================  ============================================================
 
-A card without ``N`` (4.0 makes it optional, 3.0 requires it) gets an empty one. UIDs are
+A card without ``N`` (4.0 makes it optional, 3.0 requires it) gets an empty one; N and ADR
+get every component 3.0 gives them. UIDs are
 kept as they are (``urn:uuid:...`` included): group members name their contacts by them.
 
 Photos are checked in every card, converted or not: one whose base64 does not decode, or
@@ -74,6 +75,9 @@ NOTE_CODES = ("vcard_property_dropped", "vcard_kept_as_x_property", "photo_unrea
 
 BINARY = frozenset({"PHOTO", "LOGO", "SOUND", "KEY"})
 STRUCTURED = frozenset({"N", "ADR", "ORG"})
+PARTS = {"N": 5, "ADR": 7}
+"""The components 3.0 gives N and ADR (RFC 2426, 3.1.2 and 3.2.1): a 2.1 card may write
+fewer, which servers fill in (Radicale), so they are filled in here first."""
 LISTS = frozenset({"CATEGORIES", "NICKNAME"})
 TEXT = frozenset({"FN", "NOTE", "TITLE", "ROLE", "LABEL", "MAILER", "SORT-STRING"})
 """2.1 properties whose value is text: 2.1 escapes nothing but ``;``, 3.0 commas too."""
@@ -165,6 +169,9 @@ def to_30(card: Card, notes: list[Note]) -> Card:
     for prop in card.properties:
         kept = _from_21(prop) if source == "2.1" else _from_40(prop, notes) \
             if source == "4.0" else prop
+        if kept is not None and kept.name in PARTS:
+            present = len(re.split(r"(?<!\\);", kept.value))
+            kept.value += ";" * max(0, PARTS[kept.name] - present)
         if kept is not None:
             converted.properties.append(kept)
     if not any(p.name == "N" for p in converted.properties):
