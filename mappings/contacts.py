@@ -29,7 +29,8 @@ imAddresses                             IMPP when it is a URI; ``name@host`` as 
                                         URI (noted); other text as X-MS-IMADDRESS (noted)
 categories                              CATEGORIES
 personalNotes                           NOTE
-photo (``/contacts/{id}/photo/$value``) PHOTO, inline: base64 in 3.0, a data: URI in 4.0
+photo (``/contacts/{id}/photo/$value``) PHOTO, inline: base64 in 3.0, a data: URI in 4.0;
+                                        left out (noted) when over ``PHOTO_MAX``
 spouseName, children                    4.0: RELATED;TYPE=spouse / child as text.
                                         3.0: X-MS-SPOUSE / X-MS-CHILD (noted)
 manager, assistantName,                 X-MS-MANAGER, X-MS-ASSISTANT, X-MS-OFFICE (noted).
@@ -93,8 +94,14 @@ IMAGE_TYPES = {
     "image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF", "image/bmp": "BMP",
 }
 
+PHOTO_MAX = 1 << 20
+"""The largest photo kept, decoded. Outlook keeps a contact's photo at most 648 pixels wide
+(well under 200 KiB as JPEG); a larger image is no portrait an address book shows, and
+servers that parse each card whole (Radicale) hold it in memory on every request."""
+
 NOTE_CODES = ("kept_as_x_property", "dropped", "display_name_missing", "im_address_assumed_sip",
-              "birthday_ambiguous", "birthday_unreadable", "photo_type_unknown")
+              "birthday_ambiguous", "birthday_unreadable", "photo_type_unknown",
+              "photo_unreadable", "photo_too_big")
 """Every code a ``Note`` may carry; its sentence is in the catalogue (``reports.i18n``)."""
 
 
@@ -106,7 +113,9 @@ class Note:
     detail: str
     params: dict[str, str] = field(default_factory=dict)
     """What the note's sentence names: ``field`` (a Graph property), ``property`` (the
-    vCard property written instead), ``address``, ``instant``, ``date``, ``value``."""
+    vCard property written instead), ``address``, ``instant``, ``date``, ``value``; for a
+    photo left out, ``kib`` (its size) and ``limit_kib``; ``mappings.vcard`` adds
+    ``version`` and ``kept``."""
 
 
 def _note(code: str, detail: str, **params: str) -> Note:
@@ -442,6 +451,9 @@ class _CardWriter:
         self.add_x("officeLocation", "X-MS-OFFICE", [_text(c, "officeLocation")])
 
     def photo(self, photo: bytes, photo_type: str | None) -> None:
+        if len(photo) > PHOTO_MAX:
+            self.notes.append(photo_too_big(len(photo)))
+            return
         mime = _photo_mime(photo, photo_type)
         if mime is None:
             self.notes.append(_note("photo_type_unknown", photo_type or ""))
@@ -451,6 +463,12 @@ class _CardWriter:
         else:
             params = ["ENCODING=b"] + ([f"TYPE={IMAGE_TYPES[mime]}"] if mime else [])
             self.add("PHOTO", encoded, params)
+
+
+def photo_too_big(size: int) -> Note:
+    """The note of a photo of ``size`` bytes left out."""
+    return _note("photo_too_big", str(size), kib=str(size // 1024),
+                 limit_kib=str(PHOTO_MAX // 1024))
 
 
 def _photo_mime(photo: bytes, declared: str | None) -> str | None:

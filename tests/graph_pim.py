@@ -99,6 +99,8 @@ class FixtureContact:
     data: dict[str, Any]
     version: int
     photo: bytes | None = None
+    photo_error: tuple[int, str, str] | None = None
+    """What the photo endpoint answers instead of the photo: (status, code, message)."""
 
 
 @dataclass
@@ -532,6 +534,8 @@ def contacts_route(handler: GraphHandler, mailbox: FixtureMailbox, rest: list[st
         if len(rest) == 2:
             return json_reply(_selected(_contact_view(contact), query.get("$select")))
         if rest[2:] == ["photo", "$value"]:
+            if contact.photo_error is not None:
+                raise GraphError(*contact.photo_error)
             if contact.photo is None:
                 raise GraphError(404, "ImageNotFound", "The photo wasn't found.")
             return Reply(200, contact.photo, "image/jpeg")

@@ -407,5 +407,6 @@ def test_an_unknown_version_is_refused() -> None:
 def test_every_note_code_has_both_languages() -> None:
     for code in NOTE_CODES:
         said = said_of(Note(code, "x", {"field": "f", "property": "X-P", "address": "a@b",
-                                        "instant": "i", "date": "d", "value": "v"}))
+                                        "instant": "i", "date": "d", "value": "v",
+                                        "kib": "1100", "limit_kib": "1024"}))
         assert said.en != said.fr and "?" not in said.en + said.fr

@@ -15,6 +15,7 @@ from connectors.base import Container, Document
 from connectors.graph.auth import GraphCredentials, token_provider
 from connectors.graph.pim import GraphPimSource
 from connectors.graph.session import GraphSession
+from mappings.contacts import PHOTO_MAX
 from tests.graph_pim import FAKE_JPEG, TEAMS_LINK, PimData, pim_of, seed_pim, wall
 from tests.graph_pim import PARIS as WINDOWS_PARIS
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
@@ -306,3 +307,26 @@ def test_monthly_and_yearly_series_keep_their_occurrences(graph: RunningGraphSer
     assert sorted(e["dtstart"].dt.date() for e in recurring_ical_events.of(telethon).between(
         datetime(2025, 1, 1, tzinfo=PARIS), datetime(2030, 1, 1, tzinfo=PARIS))) == [
         date(2025, 11, 28), date(2026, 11, 27), date(2027, 11, 26)]
+
+
+def test_a_photo_graph_will_not_give_or_too_big_leaves_the_contact_without_it(
+        graph: RunningGraphServer, source: GraphPimSource) -> None:
+    data = pim(graph)
+    refused = data.add_contact(data.default_folder["id"], displayName="Photo Refusée")
+    refused.photo_error = (500, "ErrorInternalServerError",
+                          "An internal server error occurred. The operation failed.")
+    data.add_contact(data.default_folder["id"], photo=FAKE_JPEG + bytes(PHOTO_MAX),
+                     displayName="Photo Géante")
+    docs = documents(source, container(source, "contacts", "Contacts"))
+    cards = {}
+    for document in docs.values():
+        card = vobject.readOne(content(document).decode("utf-8"))
+        cards[card.fn.value] = (card, [note.code for note in document.notes])
+    assert set(cards) == {"Élodie Marchand", "Benoît Lacroix", "Photo Refusée", "Photo Géante"}
+    for name, code in (("Photo Refusée", "photo_unreadable"), ("Photo Géante", "photo_too_big")):
+        card, codes = cards[name]
+        assert not hasattr(card, "photo") and codes == [code], name
+    assert cards["Élodie Marchand"][0].photo.value == FAKE_JPEG
+    said = {(note.code, note.params.get("count")) for note in source.drain_notes()}
+    assert {("photo_unreadable_total", 1), ("photo_too_big_total", 1)} <= said
+    assert not any(code == "unreadable_item" for code, _ in said)

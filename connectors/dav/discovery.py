@@ -11,6 +11,7 @@ the names servers give a default one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from connectors.base import ConnectError, computed_once
@@ -79,6 +80,10 @@ calendar that takes tasks too."""
 COMPONENT_SET = (CALDAV, "supported-calendar-component-set")
 SYNC_TOKEN = (DAV, "sync-token")
 APPLE_ICAL = "http://apple.com/ns/ical/"
+ADDRESS_DATA = (CARDDAV, "supported-address-data")
+VCARD_TYPES = frozenset({"text/vcard", "text/directory", "text/x-vcard"})
+"""Media types of vCards in ``supported-address-data``: RFC 6350's, and RFC 2425's that
+Cyrus lists for 3.0 too."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,9 @@ class Collection:
     which means any (RFC 4791, 5.2.3)."""
     sync_token: str | None
     """Its current ``DAV:sync-token`` (RFC 6578), ``None`` when it keeps none."""
+    vcard_versions: frozenset[str] = frozenset()
+    """The vCard versions an address book lists as taken (``supported-address-data``, RFC
+    6352 6.2.2); empty when it lists none, which means 3.0 alone."""
 
 
 class DavHome:
@@ -133,8 +141,10 @@ class DavHome:
         names elsewhere (another server, outside the home) is none of the account's."""
         home = self.path
         found = []
-        for resource in self.client.propfind(home, "1", [
-                (DAV, "resourcetype"), (DAV, "displayname"), COMPONENT_SET, SYNC_TOKEN]):
+        asked = [(DAV, "resourcetype"), (DAV, "displayname"), COMPONENT_SET, SYNC_TOKEN]
+        if self.kind.component is None:
+            asked.append(ADDRESS_DATA)
+        for resource in self.client.propfind(home, "1", asked):
             if self.kind.collection_type not in resource.kinds() or resource.path == home or \
                     not resource.path.startswith(home) or ".." in resource.path.split("/") or \
                     resource.server not in ("", self.client.origin.lower()):
@@ -146,7 +156,8 @@ class DavHome:
             found.append(Collection(
                 resource.path if resource.path.endswith("/") else resource.path + "/",
                 resource.text(DAV, "displayname") or "", components,
-                (resource.text(*SYNC_TOKEN) or "").strip() or None))
+                (resource.text(*SYNC_TOKEN) or "").strip() or None,
+                _vcard_versions(resource.properties.get(f"{{{CARDDAV}}}{ADDRESS_DATA[1]}"))))
         return found
 
     def default_collection(self) -> str | None:
@@ -175,3 +186,15 @@ class DavHome:
             if named and named in taking:
                 return named
         return next((by_segment[name] for name in DEFAULT_NAMES if name in by_segment), None)
+
+
+def _vcard_versions(listed: ElementTree.Element | None) -> frozenset[str]:
+    """The vCard versions of a ``supported-address-data``. Each child with a ``version``
+    counts whatever its name: Xandikos 0.4 names them ``content-type`` where RFC 6352 says
+    ``address-data-type`` (tests/test_dav_contacts.py)."""
+    if listed is None:
+        return frozenset()
+    return frozenset(
+        (child.get("version") or "").strip() for child in listed
+        if (child.get("content-type") or "text/vcard").strip().lower() in VCARD_TYPES
+        and (child.get("version") or "").strip())

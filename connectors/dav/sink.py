@@ -15,6 +15,11 @@ from it: ``SCHEDULE-AGENT=CLIENT`` on every ORGANIZER and ATTENDEE (``mappings.s
 or, for a server that ignores that, the attendees left out, each event so written a note
 for the report.
 
+A contact goes in a vCard version the server takes: as it is when every address book of the
+home lists its version (``supported-address-data``, within what the profile says the server
+keeps), as vCard 3.0 otherwise (``mappings.vcard``); a photo that does not decode or is too
+big is left out. Each thing so dropped is a note for the report.
+
 A DAV server stores what it was given rewritten (lines refolded, properties reordered,
 CATEGORIES split), so this sink compares meanings, not bytes: the fingerprint it answers is
 ``mappings.ical_fingerprint.semantic_fingerprint`` of what the server holds, and
@@ -48,15 +53,20 @@ from connectors.base import (
     VersionConflict,
 )
 from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
-from connectors.dav.discovery import KINDS, DavHome
+from connectors.dav.discovery import KINDS, Collection, DavHome
 from connectors.dav.profiles import DROP_ATTENDEES, PROTECT
+from mappings.contacts import Note
 from mappings.ical_fingerprint import BOM, semantic_fingerprint
 from mappings.object_facts import ObjectFacts
 from mappings.orphans import Standalone, orphans
 from mappings.scheduling import WithoutAttendees, client_scheduled
+from mappings.vcard import DEFAULT_VERSIONS, for_server
 
 CHUNK = 1 << 16
 SPOOLED_IN_MEMORY = 1 << 20
+CARD_HELD = 4 << 20
+"""The largest vCard converted to a version the server takes: it is held whole for that
+(a photo of 1 MiB, the most a card keeps, takes 1.4 MiB in base64)."""
 """A prepared object larger than this waits on disk, not in memory, until it is sent."""
 NAME_MAX = 120
 """The longest resource name written: servers keep names in databases and file systems
@@ -114,11 +124,14 @@ class DavSink:
 
     def __init__(self, client: DavClient, workload: str, *, rewrite: str | None = PROTECT,
                  standalone_orphans: bool = False, max_item_size: int | None = None,
-                 parallel_writes: int = 1) -> None:
+                 parallel_writes: int = 1, vcard_versions: frozenset[str] | None = None
+                 ) -> None:
         """``rewrite`` is how calendar objects are changed before they are written:
         ``PROTECT``, ``DROP_ATTENDEES`` or ``None`` (``connectors.dav.profiles.rewrite``);
         ``standalone_orphans`` writes each occurrence whose series is not in its object as
-        a standalone event (``Profile.requires_master``)."""
+        a standalone event (``Profile.requires_master``); ``vcard_versions`` the versions the
+        server's profile says it keeps as given, where that is fewer than it lists
+        (``Profile.vcard_versions``)."""
         self.capabilities = SinkCapabilities(separator="", forbidden_chars="",
                                              max_item_size=max_item_size,
                                              parallel_writes=parallel_writes)
@@ -131,6 +144,8 @@ class DavSink:
         self.standalone_orphans = standalone_orphans and self.kind.component is not None
         self._notes: list[SourceNote] = []
         self._creating = threading.Lock()
+        self._kept_versions = vcard_versions
+        self._vcard_versions: frozenset[str] | None = None
 
     # --- containers -----------------------------------------------------------------------
 
@@ -180,10 +195,31 @@ class DavSink:
         """Path -> display name of every collection of this kind in the home that takes its
         objects, in the server's order."""
         found: dict[str, str] = {}
-        for collection in self.account.collections():
+        collections = self.account.collections()
+        self._learn_versions(collections)
+        for collection in collections:
             if self.kind.takes(collection):
                 found.setdefault(collection.path, collection.display_name)
         return found
+
+    def vcard_versions(self) -> frozenset[str]:
+        """The vCard versions a card may be written in as it is (any other is written as
+        3.0, ``mappings.vcard``): those every address book of the home lists, within the
+        profile's. Learnt from the first listing of the home that holds an address book, so
+        that ``put`` and ``fingerprint`` agree for the rest of the sink's life."""
+        if self._vcard_versions is None:
+            self._learn_versions(self.account.collections())
+        return self._vcard_versions or DEFAULT_VERSIONS
+
+    def _learn_versions(self, collections: list[Collection]) -> None:
+        if self._vcard_versions is not None or self.kind.component is not None or \
+                not collections:
+            return
+        common = frozenset.intersection(*(c.vcard_versions or DEFAULT_VERSIONS
+                                          for c in collections))
+        if self._kept_versions is not None:
+            common &= self._kept_versions
+        self._vcard_versions = common or DEFAULT_VERSIONS
 
     def _collection(self, shown: str, place: str) -> tuple[str, str] | None:
         """(display name, path) of the collection named ``shown``, or else of the one at
@@ -292,10 +328,11 @@ class DavSink:
                 yield chunk
 
         facts = ObjectFacts()
+        card_notes: list[Note] = []
         try:
             with document.open() as body:
                 chunks, dropped, standalone = self._rewritten(
-                    facts(_without_bom(read(body))), found)
+                    facts(_without_bom(read(body))), found, card_notes)
                 meaning = semantic_fingerprint(kept(chunks))
             if "sha256:" + digest.hexdigest() != document.fingerprint:
                 raise ItemRejected(f"{document.name}: content changed while it was read",
@@ -310,6 +347,8 @@ class DavSink:
             if standalone is not None and standalone.converted:
                 self._notes.append(SourceNote("orphan_standalone", document.source_id,
                                               params={"count": standalone.converted}))
+            self._notes += [SourceNote(note.code, document.source_id, note.detail,
+                                       dict(note.params)) for note in card_notes]
             spool.seek(0)
         except BaseException:
             spool.close()
@@ -335,10 +374,15 @@ class DavSink:
         with document.open() as body:
             return orphans(_without_bom(_chunks(body)))
 
-    def _rewritten(self, chunks: Iterable[bytes], found: dict[int, str]
+    def _rewritten(self, chunks: Iterable[bytes], found: dict[int, str],
+                   card_notes: list[Note] | None = None
                    ) -> tuple[Iterable[bytes], WithoutAttendees | None, Standalone | None]:
         """The chunks as this sink writes them, with what counts the attendees left out when
-        it leaves them out and the orphan occurrences made standalone when there are."""
+        it leaves them out and the orphan occurrences made standalone when there are. A
+        vCard is written in a version the server takes (``_card``), what it could not carry
+        added to ``card_notes``."""
+        if self.kind.workload == "contacts":
+            return self._card(chunks, card_notes), None, None
         standalone = Standalone(found) if found else None
         if standalone is not None:
             chunks = standalone(chunks)
@@ -348,6 +392,28 @@ class DavSink:
             dropped = WithoutAttendees()
             return dropped(chunks), dropped, standalone
         return chunks, None, standalone
+
+    def _card(self, chunks: Iterable[bytes], card_notes: list[Note] | None
+              ) -> Iterator[bytes]:
+        """A vCard in a version the server takes: read whole to be converted (``mappings.
+        vcard``) while it is no larger than ``CARD_HELD``; a larger one goes as it is,
+        streamed, and a server that does not take its version refuses it, a line in the
+        report."""
+        held: list[bytes] = []
+        size = 0
+        iterator = iter(chunks)
+        for chunk in iterator:
+            held.append(chunk)
+            size += len(chunk)
+            if size > CARD_HELD:
+                yield from held
+                yield from iterator
+                return
+        card = b"".join(held)
+        served, notes = for_server(card, self.vcard_versions())
+        if card_notes is not None:
+            card_notes += notes
+        yield card if served is None else served
 
     def _read(self, place: str) -> StoredDocument | None:
         """The item at ``place`` read whole, in chunks, and fingerprinted, or ``None``."""

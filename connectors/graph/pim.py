@@ -84,7 +84,7 @@ from mappings.calendar import (
     single_to_ical,
     windows_to_iana,
 )
-from mappings.contacts import contact_to_vcard, contact_uid
+from mappings.contacts import Note, contact_to_vcard, contact_uid
 from mappings.tasks import task_to_ical, task_uid
 
 WORKLOADS = ("calendar", "contacts", "tasks", "files")
@@ -468,8 +468,9 @@ class GraphPimSource:
     def _contact_document(self, container: Container, source_id: str) -> Document | None:
         url = f"users/{self._user}/contacts/{quote(source_id, safe='=')}"
         contact = self._session.get_json(url, headers={"Prefer": IMMUTABLE_ID})
-        photo = self._photo(f"{url}/photo/$value")
+        photo, unreadable = self._photo(f"{url}/photo/$value")
         text, notes = contact_to_vcard(contact, photo=photo, version="3.0")
+        notes += unreadable
         path = "/".join(container.path)
         for note in notes:
             self._tally[(path, note.code)] += 1
@@ -483,14 +484,17 @@ class GraphPimSource:
                         notes=tuple(SourceNote(n.code, source_id, n.detail, dict(n.params))
                                     for n in notes))
 
-    def _photo(self, url: str) -> bytes | None:
+    def _photo(self, url: str) -> tuple[bytes | None, list[Note]]:
+        """The contact's photo, none when it has none (404); one Graph will not give is a
+        note, and the contact goes without it."""
         try:
             with self._session.stream(url, headers={"Prefer": IMMUTABLE_ID}) as chunks:
-                return b"".join(chunks)
+                return b"".join(chunks), []
         except GraphError as error:
             if error.status == 404:
-                return None
-            raise
+                return None, []
+            detail = f"HTTP {error.status} {error.graph_code}: {error.message}"
+            return None, [Note("photo_unreadable", detail, {"property": "PHOTO"})]
 
 
 def _task_version(task: dict[str, Any]) -> str:
