@@ -8,30 +8,16 @@ file, written through one lock.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import START_TIMEOUT, free_port, port_free, tail
-
-STOP_TIMEOUT = 15.0
+from tests.servers import HttpServer, free_port, tail
 
 
 @dataclass
-class Radicale:
-    host: str
-    port: int
-    root: Path
-    users: dict[str, str]
-    process: subprocess.Popen[bytes] = field(repr=False)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
+class Radicale(HttpServer):
     @property
     def storage(self) -> Path:
         """Where Radicale keeps every user's collections (``collection-root/<login>/``)."""
@@ -45,22 +31,6 @@ class Radicale:
         """A new account; Radicale reads its htpasswd file again on each login."""
         self.users[login] = password
         _write_users(self.root, self.users)
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL) and wait until its port is free. Safe to
-        call twice."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not port_free(self.host, self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"radicale (pid {self.process.pid}) left its port taken")
-            time.sleep(0.02)
 
 
 def start_radicale(base: Path, users: dict[str, str]) -> Radicale:
@@ -79,7 +49,7 @@ def start_radicale(base: Path, users: dict[str, str]) -> Radicale:
                 [sys.executable, "-m", "radicale", "--config", str(root / "config")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         server = Radicale("127.0.0.1", port, root, dict(users), process)
-        if _wait_listening(server):
+        if server.listening():
             return server
         server.stop()
     raise RuntimeError(f"radicale did not start: {tail(root / 'radicale.log')}")
@@ -105,16 +75,3 @@ type = owner_only
 [logging]
 level = warning
 """
-
-
-def _wait_listening(server: Radicale) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((server.host, server.port), timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False

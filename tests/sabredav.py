@@ -41,17 +41,14 @@ Facts learned here (Debian 12, checked 2026-12-07):
 from __future__ import annotations
 
 import shutil
-import socket
 import sqlite3
 import subprocess
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from hashlib import md5
 from pathlib import Path
 
-from tests.servers import START_TIMEOUT, free_port, port_free, tail
+from tests.servers import HttpServer, free_port, tail
 
-STOP_TIMEOUT = 15.0
 REALM = "SabreDAV"
 DAV_ROOT = "/remote.php/dav/"
 SABRE_AUTOLOAD = Path("/usr/share/php/Sabre/autoload.php")
@@ -146,17 +143,7 @@ class SabreDavMissing(RuntimeError):
 
 
 @dataclass
-class SabreDav:
-    host: str
-    port: int
-    root: Path
-    users: dict[str, str]
-    process: subprocess.Popen[bytes] = field(repr=False)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
+class SabreDav(HttpServer):
     @property
     def database(self) -> Path:
         return self.root / "sabredav.sqlite"
@@ -181,22 +168,6 @@ class SabreDav:
         """Every iMIP message the server would have mailed, oldest first."""
         return [path.read_text() for path in sorted((self.root / "imip").iterdir(),
                                                     key=lambda path: path.stat().st_mtime_ns)]
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL) and wait until its port is free. Safe to
-        call twice."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not port_free(self.host, self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sabredav (pid {self.process.pid}) left its port taken")
-            time.sleep(0.02)
 
 
 def start_sabredav(base: Path, users: dict[str, str]) -> SabreDav:
@@ -225,7 +196,7 @@ def start_sabredav(base: Path, users: dict[str, str]) -> SabreDav:
                 cwd=root, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT)
         server = SabreDav("127.0.0.1", port, root, dict(users), process)
-        if _wait_listening(server):
+        if server.listening():
             return server
         server.stop()
     raise RuntimeError(f"sabredav did not start: {tail(root / 'php.log')}")
@@ -250,16 +221,3 @@ def _add_users(database: Path, users: dict[str, str]) -> None:
                 "INSERT INTO addressbooks (principaluri, displayname, uri, ctag) "
                 "VALUES (?, 'Contacts', 'contacts', 1)", (principal,))
     connection.close()
-
-
-def _wait_listening(server: SabreDav) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((server.host, server.port), timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False

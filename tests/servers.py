@@ -1,6 +1,7 @@
-"""What the tests' private servers (tests/dovecot.py, tests/cyrus.py) share: free ports on
-127.0.0.1, the wait for a greeting, the unprivileged user their mail belongs to when the
-tests run as root, and what ``/proc`` says of a process."""
+"""What the tests' private servers (tests/dovecot.py, tests/cyrus.py, tests/radicale.py,
+tests/xandikos.py, tests/sabredav.py) share: free ports on 127.0.0.1, the wait for a
+greeting, the unprivileged user their mail belongs to when the tests run as root, what
+``/proc`` says of a process, and the start and stop of an HTTP server's process."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import grp
 import os
 import pwd
 import socket
+import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 START_TIMEOUT = 15.0
@@ -84,3 +87,54 @@ def tail(path: Path, lines: int = 20) -> str:
     if not path.exists():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+STOP_TIMEOUT = 15.0
+"""How long a server may take to stop, then to free its port."""
+
+
+@dataclass
+class HttpServer:
+    """A private HTTP server of the tests (Radicale, Xandikos, SabreDAV): one process, one
+    port on 127.0.0.1, one folder, its users (login: password)."""
+
+    host: str
+    port: int
+    root: Path
+    users: dict[str, str]
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL) and wait until its port is free. Safe to
+        call twice."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not port_free(self.host, self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{type(self).__name__} (pid {self.process.pid}) left its "
+                                   "port taken")
+            time.sleep(0.02)
+
+    def listening(self) -> bool:
+        """Whether it accepts connections before ``START_TIMEOUT``; ``False`` as soon as
+        its process ends."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection((self.host, self.port), timeout=2):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False

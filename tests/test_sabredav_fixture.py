@@ -95,11 +95,12 @@ def test_writes_mail_nobody_even_unprotected_but_an_outbox_post_does(alice):
 
 
 def test_what_it_refuses_is_an_item_error_each_and_the_next_object_lands(alice):
-    """No UID: 400. An RRULE it cannot read: an exception its 1.8 series does not catch, so
-    an empty 500. It accepts an orphan override and a TZID without its VTIMEZONE."""
+    """No UID: refused before it is sent (SabreDAV answers 400). An RRULE it cannot read:
+    an exception its 1.8 series does not catch, so an empty 500. It accepts an orphan
+    override and a TZID without its VTIMEZONE."""
     sink = sink_of(alice)
     native = sink.ensure_container(("Agenda",))
-    refused = {"no-uid": (organised("x").replace(b"UID:x\r\n", b""), "invalid_message"),
+    refused = {"no-uid": (organised("x").replace(b"UID:x\r\n", b""), "dav_no_uid"),
                "bad-rule": (series("bad-rule").replace(b"FREQ=WEEKLY;COUNT=5",
                                                        b"FREQ=SOMETIMES"), "server_error")}
     for uid, (body, code) in refused.items():

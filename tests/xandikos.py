@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import requests
 
-from tests.servers import START_TIMEOUT, free_port, port_free, tail
+from tests.servers import HttpServer, free_port, tail
 
-STOP_TIMEOUT = 15.0
 DOMAIN = "xandikos.test"
 CAPTURE_PROGRAM = """#!/bin/sh
 # sendmail -t -i for tests: the message on standard input is kept, nothing is sent.
@@ -45,17 +42,7 @@ PROPPATCH_ADDRESS = """<?xml version="1.0" encoding="utf-8"?>
 
 
 @dataclass
-class Xandikos:
-    host: str
-    port: int
-    root: Path
-    users: dict[str, str]
-    process: subprocess.Popen[bytes] = field(repr=False)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
+class Xandikos(HttpServer):
     @property
     def capture_folder(self) -> Path:
         return self.root / "capture"
@@ -92,22 +79,6 @@ class Xandikos:
         if answer.status_code != 207 or " 200 " not in answer.text:
             raise RuntimeError(f"xandikos: address of {login} refused: {answer.text[:300]}")
 
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL) and wait until its port is free. Safe to
-        call twice."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not port_free(self.host, self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"xandikos (pid {self.process.pid}) left its port taken")
-            time.sleep(0.02)
-
 
 def start_xandikos(base: Path, users: dict[str, str]) -> Xandikos:
     """Start a Xandikos whose files all live in ``base`` (created if missing), for ``users``
@@ -128,7 +99,7 @@ def start_xandikos(base: Path, users: dict[str, str]) -> Xandikos:
                 cwd=Path(__file__).parent.parent, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT)
         server = Xandikos("127.0.0.1", port, root, {}, process)
-        if _wait_listening(server):
+        if server.listening():
             for login, password in users.items():
                 server.add_user(login, password)
             return server
@@ -141,16 +112,3 @@ def _write_users(root: Path, users: dict[str, str]) -> None:
         f"{login}:{{SHA}}{base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()}\n"
         for login, password in users.items())
     (root / "users").write_text(lines)
-
-
-def _wait_listening(server: Xandikos) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((server.host, server.port), timeout=2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
