@@ -321,12 +321,7 @@ class GraphPimSource:
             versions[source_id] = series.version()
             refs[source_id] = DocumentRef(source_id, versions[source_id],
                                           name=file_name(_uid(event), "ics"))
-        before: dict[str, str] = (cursor or {}).get("versions") or {}
-        changed = [ref for sid, ref in refs.items() if before.get(sid) != ref.version]
-        removed = [sid for sid in before if sid not in refs]
-        return DocumentListing(refs=changed, cursor={"versions": versions},
-                               complete=cursor is None or "versions" not in cursor,
-                               removed=removed)
+        return _versions_listing(refs, versions, cursor)
 
     def _load_series(self, event: dict[str, Any]) -> _Series:
         if event.get("type") != SERIES:
@@ -407,12 +402,7 @@ class GraphPimSource:
             versions[source_id] = _task_version(task)
             refs[source_id] = DocumentRef(source_id, versions[source_id],
                                           name=file_name(task_uid(source_id), "ics"))
-        before: dict[str, str] = (cursor or {}).get("versions") or {}
-        changed = [ref for sid, ref in refs.items() if before.get(sid) != ref.version]
-        removed = [sid for sid in before if sid not in refs]
-        return DocumentListing(refs=changed, cursor={"versions": versions},
-                               complete=cursor is None or "versions" not in cursor,
-                               removed=removed)
+        return _versions_listing(refs, versions, cursor)
 
     def _task_document(self, container: Container, source_id: str) -> Document | None:
         # Taken out of the listing's cache: a fetch asked again reads the source again.
@@ -527,3 +517,15 @@ def _colour(hex_color: object) -> str | None:
     if isinstance(hex_color, str) and re.fullmatch(r"#[0-9A-Fa-f]{6}", hex_color):
         return hex_color.upper()
     return None
+
+
+def _versions_listing(refs: dict[str, DocumentRef], versions: dict[str, str],
+                      cursor: dict[str, Any] | None) -> DocumentListing:
+    """A listing from every item's version now against those the cursor kept: what changed
+    or came, and what went; complete when there was no cursor to compare with."""
+    before: dict[str, str] = (cursor or {}).get("versions") or {}
+    changed = [ref for sid, ref in refs.items() if before.get(sid) != ref.version]
+    removed = [sid for sid in before if sid not in refs]
+    return DocumentListing(refs=changed, cursor={"versions": versions},
+                           complete=cursor is None or "versions" not in cursor,
+                           removed=removed)
