@@ -237,8 +237,19 @@ work_dir = "work"
     return batch
 
 
-def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, str]:
-    """Seconds the command took, its peak RSS in MB, and its output; raises when it fails."""
+@dataclass
+class Run:
+    """What one run of a tool cost: wall-clock seconds, peak RSS in MB and CPU seconds of
+    its process (0 for the baseline, which runs inside the bench), and what it said."""
+
+    seconds: float
+    peak_mb: float = 0.0
+    cpu_seconds: float = 0.0
+    summary: str = ""
+
+
+def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[Run, str]:
+    """What the command cost, and its output; raises when it fails."""
     began = time.monotonic()
     with open(log, "ab") as output:
         child = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
@@ -248,26 +259,25 @@ def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, fl
     text = log.read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command[2:4])} failed ({status}):\n{text[-3000:]}")
-    return elapsed, usage.ru_maxrss / 1024, text
+    return Run(elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime), text
 
 
-def bascule(server: Any, kind: Server, export: Path, work: Path) -> tuple[float, float, str]:
-    """Seconds of ``bascule run`` from the export to the server, its peak RSS in MB, and
-    its summary line."""
+def bascule(server: Any, kind: Server, export: Path, work: Path) -> Run:
+    """``bascule run`` from the export to the server, with its summary line."""
     work.mkdir(parents=True, exist_ok=True)
     write_batch(work, export, server.base_url, kind)
     env = dict(os.environ, BENCH_DAV_SECRET=PASSWORD, BASCULE_LANG="en",
                PYTHONPATH=str(Path.cwd()))
-    elapsed, peak, text = timed([sys.executable, "-m", "migrate", "run",
-                                 str(work / "batch.toml")], env, work / "run.log")
-    summary = next((line for line in reversed(text.splitlines()) if "copied" in line), "")
-    return elapsed, peak, summary.strip()
+    run, text = timed([sys.executable, "-m", "migrate", "run", str(work / "batch.toml")],
+                      env, work / "run.log")
+    run.summary = next((line for line in reversed(text.splitlines()) if "copied" in line),
+                       "").strip()
+    return run
 
 
-def vdirsyncer(server: Any, objects: Objects, work: Path) -> tuple[float, float, str]:
-    """Seconds of ``vdirsyncer discover`` and ``sync`` from a folder of the objects to
-    collections made beforehand, its peak RSS in MB (the larger of the two), and the
-    count of items it uploaded."""
+def vdirsyncer(server: Any, objects: Objects, work: Path) -> Run:
+    """``vdirsyncer discover`` and ``sync`` from a folder of the objects to collections made
+    beforehand (the larger peak RSS of the two), with the count of items it uploaded."""
     calendar, address_book = make_collections(server, "vdirsyncer")
     work.mkdir(parents=True, exist_ok=True)
     secret = work / "password"
@@ -296,10 +306,11 @@ def vdirsyncer(server: Any, objects: Objects, work: Path) -> tuple[float, float,
         env.pop(proxy, None)
     command = [sys.executable, "-m", "vdirsyncer"]
     log = work / "vdirsyncer.log"
-    found, found_peak, _ = timed([*command, "discover"], env, log)
-    synced, synced_peak, text = timed([*command, "sync"], env, log)
+    found, _ = timed([*command, "discover"], env, log)
+    synced, text = timed([*command, "sync"], env, log)
     uploaded = sum(line.startswith("Copying (uploading) item") for line in text.splitlines())
-    return found + synced, max(found_peak, synced_peak), f"{uploaded} uploaded"
+    return Run(found.seconds + synced.seconds, max(found.peak_mb, synced.peak_mb),
+               found.cpu_seconds + synced.cpu_seconds, f"{uploaded} uploaded")
 
 
 def mails(server: Any) -> int | None:
@@ -319,22 +330,20 @@ def measure(server_kind: Server, kind: str, tool: str, round_number: int,
     server = server_kind.start(scratch / name)
     try:
         if tool == "baseline":
-            seconds = baseline(server, sent(server_kind, objects))
-            peak, summary = 0.0, ""
+            run = Run(baseline(server, sent(server_kind, objects)))
         elif tool == "bascule":
-            seconds, peak, summary = bascule(server, server_kind, scratch / "export",
-                                             scratch / f"work-{name}")
+            run = bascule(server, server_kind, scratch / "export", scratch / f"work-{name}")
         else:
-            seconds, peak, summary = vdirsyncer(server, sent(server_kind, objects),
-                                                scratch / f"work-{name}")
+            run = vdirsyncer(server, sent(server_kind, objects), scratch / f"work-{name}")
         mailed = mails(server)
     finally:
         server.stop()
     items = sum(len(listed) for listed in objects.values())
     # Other work on the machine skews a figure: the load average says how much there was.
     return {"server": kind, "tool": tool, "round": round_number,
-            "seconds": round(seconds, 2), "items_per_second": round(items / seconds, 1),
-            "peak_rss_mb": round(peak), "mails": mailed, "summary": summary,
+            "seconds": round(run.seconds, 2), "items_per_second": round(items / run.seconds, 1),
+            "peak_rss_mb": round(run.peak_mb), "cpu_seconds": round(run.cpu_seconds, 1),
+            "mails": mailed, "summary": run.summary,
             "load_1min": round(os.getloadavg()[0], 2)}
 
 
@@ -369,8 +378,9 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{args.events} events, {args.contacts} contacts; medians of {args.rounds} "
           f"round(s)\n")
-    print("| server | tool | seconds | items/s | peak RSS (MB) | mails | share of baseline |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | tool | seconds | items/s | share of baseline | peak RSS (MB) | CPU s | "
+          "mails |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for kind in kinds:
         medians = {tool: statistics.median(r["seconds"] for r in results
                                            if r["server"] == kind and r["tool"] == tool)
@@ -378,11 +388,12 @@ def main() -> None:
         for tool, seconds in medians.items():
             rows = [r for r in results if r["server"] == kind and r["tool"] == tool]
             peak = max(r["peak_rss_mb"] for r in rows)
+            cpu = statistics.median(r["cpu_seconds"] for r in rows)
             mailed = max((r["mails"] for r in rows if r["mails"] is not None), default=None)
             share = (f"{medians['baseline'] / seconds:.2f}"
                      if tool != "baseline" and "baseline" in medians else "")
-            print(f"| {kind} | {tool} | {seconds:.1f} | {items / seconds:.0f} | "
-                  f"{peak or ''} | {'' if mailed is None else mailed} | {share} |")
+            print(f"| {kind} | {tool} | {seconds:.1f} | {items / seconds:.0f} | {share} | "
+                  f"{peak or ''} | {cpu or ''} | {'' if mailed is None else mailed} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dav.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
 
