@@ -198,8 +198,12 @@ def baseline(server: Any, objects: Objects) -> float:
             if index is None:
                 return
             path, body, kind_of = work[index]
-            answer = session.put(_url(server, path), data=body, timeout=60, headers={
-                "Content-Type": f"{kind_of}; charset=utf-8", "If-None-Match": "*"})
+            try:
+                answer = session.put(_url(server, path), data=body, timeout=60, headers={
+                    "Content-Type": f"{kind_of}; charset=utf-8", "If-None-Match": "*"})
+            except requests.RequestException as error:  # a thread's end would pass unseen
+                failures.append(f"{path}: {error}")
+                continue
             if answer.status_code not in (200, 201, 204):
                 failures.append(f"{path}: {answer.status_code}")
 
