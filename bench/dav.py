@@ -26,7 +26,8 @@ bascule's and vdirsyncer's processes, and the mails the server handed to its sen
 expected everywhere). Everything listens on 127.0.0.1 and stops at the end.
 
 Run: ``python -m bench.dav`` (options: ``--events 5000 --contacts 2000 --rounds 1
---servers cyrus,radicale,xandikos,sabredav --tools baseline,bascule,vdirsyncer``).
+--servers cyrus,radicale,xandikos,sabredav --tools baseline,bascule,vdirsyncer
+--connections 4``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ class Server:
     start: Callable[[Path], Any]
     profile: str
     scheduling: str = profiles.PROTECT
+    connections: int = CONNECTIONS
+    """The batch's ``connections``: requests at once per collection, collections at once."""
 
     def rewrite(self) -> Callable[[Iterable[bytes]], Iterator[bytes]] | None:
         """What bascule does to a calendar object before it writes it there."""
@@ -226,7 +229,7 @@ def write_batch(folder: Path, export: Path, url: str, server: Server) -> Path:
                                       f"{LOGIN},{LOGIN},,env:BENCH_DAV_SECRET\n",
                                       encoding="utf-8")
     target = (f'type = "dav"\nurl = "{url}/"\nprofile = "{server.profile}"\n'
-              f'scheduling = "{server.scheduling}"\n')
+              f'scheduling = "{server.scheduling}"\nconnections = {server.connections}\n')
     batch = folder / "batch.toml"
     batch.write_text(f"""name = "banc-dav"
 workloads = ["calendar", "contacts"]
@@ -358,6 +361,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--connections", type=int, default=CONNECTIONS,
+                        help="bascule's connections (the baseline keeps 4)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     args = parser.parse_args()
     kinds = args.servers.split(",")
@@ -375,7 +380,8 @@ def main() -> None:
             for round_number in range(args.rounds):
                 # Alternating the order spreads the machine's other load over every tool.
                 for tool in tools if round_number % 2 == 0 else tools[::-1]:
-                    results.append(measure(SERVERS[kind], kind, tool, round_number, objects,
+                    server = replace(SERVERS[kind], connections=args.connections)
+                    results.append(measure(server, kind, tool, round_number, objects,
                                            scratch))
                     print(json.dumps(results[-1], ensure_ascii=False), flush=True)
     finally:
