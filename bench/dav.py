@@ -403,7 +403,7 @@ def main() -> None:
             share = (f"{medians['baseline'] / seconds:.2f}"
                      if tool != "baseline" and "baseline" in medians else "")
             print(f"| {kind} | {tool} | {seconds:.1f} | {items / seconds:.0f} | {share} | "
-                  f"{peak or ''} | {cpu or ''} | {'' if mailed is None else mailed} |")
+                  f"{peak or ''} | {f'{cpu:.1f}' if cpu else ''} | {'' if mailed is None else mailed} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dav.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
 
