@@ -52,3 +52,22 @@ work_dir = "work"
     assert code == 0, output
     assert not [row for row in report(tmp_path, "audit")["entries"]
                 if row.get("action") == "warning"]
+
+
+def test_radicale_is_written_two_at_a_time_whatever_the_batch_says(tmp_path: Path):
+    """Radicale writes through one lock: more writes at once only wait (docs/benchmarks.md);
+    another server takes what the batch says."""
+    from connectors import registry
+    from connectors.dav.connector import DavConfig
+    from tests.conformance.harness import StoreContext
+
+    context = StoreContext(tmp_path, {"env:DAV": "secret"})
+    connector = registry.connector("dav")
+    assert connector.open_sink is not None
+    for profile, lanes in (("radicale", 2), ("cyrus", 6), ("generic", 6)):
+        config = DavConfig(type="dav", url="https://dav.ville.example/", connections=6,
+                           profile=profile)
+        sink = connector.open_sink(context, registry.Account(config, LOGIN, "env:DAV"),
+                                   "calendar")
+        assert sink.capabilities.parallel_writes == lanes, profile
+        sink.close()

@@ -90,7 +90,9 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     return DavSink(_client(context, account), workload,
                    rewrite=profiles.rewrite(profile, config.scheduling),
                    standalone_orphans=profile.requires_master,
-                   max_item_size=config.max_item_size, parallel_writes=config.connections,
+                   max_item_size=config.max_item_size,
+                   parallel_writes=min(config.connections,
+                                       profile.write_lanes or config.connections),
                    vcard_versions=profile.vcard_versions)
 
 

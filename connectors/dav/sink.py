@@ -256,9 +256,12 @@ class DavSink:
             headers["If-None-Match"] = "*"
         elif expected != ANY_VERSION:
             headers["If-Match"] = expected
-        spool, meaning = self._prepared(document)
-        with spool:
-            response = self.client.request("PUT", place, headers=headers, body=spool)
+        body, meaning = self._prepared(document)
+        try:
+            response = self.client.request("PUT", place, headers=headers, body=body)
+        finally:
+            if not isinstance(body, bytes):
+                body.close()
         with response:
             if response.status_code == 412:
                 raise VersionConflict(f"{name}: not as expected on the target ({expected})",
@@ -309,10 +312,10 @@ class DavSink:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _prepared(self, document: Document) -> tuple[IO[bytes], str]:
-        """The bytes to send, spooled (in memory up to 1 MiB, on disk beyond), without a
-        byte-order mark, and the fingerprint of their meaning; refused when the content is
-        not what the source announced."""
+    def _prepared(self, document: Document) -> tuple[bytes | IO[bytes], str]:
+        """The bytes to send, without a byte-order mark (as ``bytes`` up to 1 MiB, beyond
+        that in a file on disk to be closed), and the fingerprint of their meaning; refused
+        when the content is not what the source announced."""
         found = self._orphans(document)
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOLED_IN_MEMORY)  # noqa: SIM115
         digest = hashlib.sha256()
@@ -349,6 +352,12 @@ class DavSink:
                                               params={"count": standalone.converted}))
             self._notes += [SourceNote(note.code, document.source_id, note.detail,
                                        dict(note.params)) for note in card_notes]
+            if spool.tell() <= SPOOLED_IN_MEMORY:
+                # Still in memory: sent as bytes, as requests sizes a file by its fileno(),
+                # which would move the spool to disk, a temporary file for every object.
+                with spool:
+                    spool.seek(0)
+                    return spool.read(), meaning
             spool.seek(0)
         except BaseException:
             spool.close()
