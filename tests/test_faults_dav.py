@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 
 import requests
 
-from bench.dav import LOGIN, PASSWORD, corpus, write_batch
+from bench.dav import LOGIN, PASSWORD, SERVERS, corpus, write_batch
 from tests.faults import kill_in_flight
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,8 @@ def test_killed_with_writes_in_flight_then_run_again_each_object_once(cyrus_fact
     cyrus = cyrus_factory({LOGIN: PASSWORD})
     proxy = fault_proxy(("127.0.0.1", cyrus.http_port))
     objects = corpus(tmp_path / "export", 400, 100)
-    batch = write_batch(tmp_path, tmp_path / "export", f"http://127.0.0.1:{proxy.port}")
+    batch = write_batch(tmp_path, tmp_path / "export", f"http://127.0.0.1:{proxy.port}",
+                        SERVERS["cyrus"])
     env = {**os.environ, "BENCH_DAV_SECRET": PASSWORD, "PYTHONPATH": str(ROOT)}
 
     # Killed while writes are held in flight by the proxy: during the first ones, then with
