@@ -444,7 +444,8 @@ class GraphHandler(BaseHTTPRequestHandler):
     # --- plumbing
 
     def _send(self, status: int, body: bytes, content_type: str,
-              headers: dict[str, str] | None = None) -> None:
+              headers: dict[str, str] | None = None,
+              before_last_write: Callable[[], None] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -455,6 +456,8 @@ class GraphHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         for offset in range(0, len(body), CHUNK):
+            if before_last_write is not None and offset + CHUNK >= len(body):
+                before_last_write()
             self.wfile.write(body[offset: offset + CHUNK])
 
     def _json(self, status: int, payload: dict[str, Any],
@@ -609,9 +612,9 @@ class GraphHandler(BaseHTTPRequestHandler):
         mailbox_key = (segments[1].lower() if len(segments) > 2 and segments[0] == "users"
                        and segments[2] in OUTLOOK_SEGMENTS else None)
         try:
-            with self._admitted(mailbox_key):
+            with self._admitted(mailbox_key) as ended:
                 reply = self._route(segments, query)
-                self._send(reply.status, reply.body, reply.content_type, reply.headers)
+                self._send(reply.status, reply.body, reply.content_type, reply.headers, ended)
         except GraphError as error:
             self._graph_error(error)
 
@@ -659,8 +662,12 @@ class GraphHandler(BaseHTTPRequestHandler):
         })
 
     @contextlib.contextmanager
-    def _admitted(self, mailbox_key: str | None) -> Iterator[None]:
-        """Authentication, then throttling, then the per-mailbox concurrency limit."""
+    def _admitted(self, mailbox_key: str | None) -> Iterator[Callable[[], None]]:
+        """Authentication, then throttling, then the per-mailbox concurrency limit. Yields what
+        ends the request for that limit, called just before the answer's last write: a client
+        cannot have read its answer whole before then, and once the last bytes are out it may
+        send its next request before this thread runs again (with the count dropped after the
+        write, a client that waits for each answer was seen with a fifth request in flight)."""
         state = self.state
         with state.lock:
             state.stats["graph_requests"] += 1
@@ -690,6 +697,15 @@ class GraphHandler(BaseHTTPRequestHandler):
                 state.in_flight[ALL_MAILBOXES] += 1
                 state.max_app_in_flight = max(state.max_app_in_flight,
                                               state.in_flight[ALL_MAILBOXES])
+        counted = [bool(mailbox_key)]
+
+        def ended() -> None:
+            with state.lock:
+                if counted[0]:
+                    counted[0] = False
+                    state.in_flight[mailbox_key or ""] -= 1
+                    state.in_flight[ALL_MAILBOXES] -= 1
+
         try:
             if mailbox_key and state.per_mailbox_limit and in_flight > state.per_mailbox_limit:
                 with state.lock:
@@ -701,15 +717,12 @@ class GraphHandler(BaseHTTPRequestHandler):
                                  {"Retry-After": "1"})
             if state.latency:
                 time.sleep(state.latency)
-            yield
+            yield ended
             with state.lock:
                 state.stats["served"] += 1
                 state.last_answer_at = time.monotonic()
         finally:
-            if mailbox_key:
-                with state.lock:
-                    state.in_flight[mailbox_key] -= 1
-                    state.in_flight[ALL_MAILBOXES] -= 1
+            ended()
 
     def _check_token(self) -> None:
         """Bearer token (auth-v2-service page, "Use a token"); 401 with InvalidAuthenticationToken

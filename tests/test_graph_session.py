@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+import requests
 
 from connectors.base import ConnectError
 from connectors.graph.auth import (
@@ -377,3 +380,75 @@ def test_mailbox_of_outlook_requests_only() -> None:
     assert mailbox_of(f"{base}/users/abc/mailFolders/inbox/messages/delta?$deltatoken=x") == "abc"
     assert mailbox_of(f"{base}/users/abc/drive/root/delta") is None
     assert mailbox_of(f"{base}/users?$top=3") is None
+
+
+# --- the HTTP layer under the session (urllib3)
+
+
+class _Plain(BaseHTTPRequestHandler):
+    """Graph as far as these tests need it, in plain HTTP: a ``$value`` that redirects to
+    another host, and one whose connection drops before the body is whole."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[tuple[str, str, str]]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        host = self.headers.get("Host", "")
+        self.seen.append((host, self.path, self.headers.get("Authorization", "")))
+        port = self.server.server_address[1]
+        if self.path.endswith("/moved/$value"):
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{port}/blob?sig=abc")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path.startswith("/blob"):
+            body = b"Subject: moved\r\n\r\nbody\r\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:  # cut: 1,000 bytes announced, 10 sent, the connection closed
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"Subject: c")
+            self.close_connection = True
+
+
+@pytest.fixture
+def plain() -> Iterator[tuple[GraphSession, list[tuple[str, str, str]]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Plain)
+    _Plain.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    graph_session = GraphSession(f"http://127.0.0.1:{server.server_address[1]}/v1.0",
+                                 lambda refresh=False: "jeton-de-test", connection_attempts=1)
+    try:
+        yield graph_session, _Plain.seen
+    finally:
+        graph_session.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_redirect_is_followed_without_the_token_off_graph(
+        plain: tuple[GraphSession, list[tuple[str, str, str]]]) -> None:
+    graph_session, seen = plain
+    with graph_session.stream(f"users/{AMELIE}/messages/moved/$value") as chunks:
+        assert b"".join(chunks) == b"Subject: moved\r\n\r\nbody\r\n"
+    (first_host, _, first_token), (second_host, second_path, second_token) = seen
+    assert first_host.startswith("127.0.0.1:") and first_token == "Bearer jeton-de-test"
+    assert second_host.startswith("localhost:") and second_path == "/blob?sig=abc"
+    assert second_token == ""
+
+
+def test_connection_dropped_mid_body_is_a_request_exception(
+        plain: tuple[GraphSession, list[tuple[str, str, str]]]) -> None:
+    """What the Graph sources catch to download again (``connectors/graph/mail.py``)."""
+    graph_session, _ = plain
+    with pytest.raises(requests.RequestException), \
+            graph_session.stream(f"users/{AMELIE}/messages/cut/$value") as chunks:
+        b"".join(chunks)
