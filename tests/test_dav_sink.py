@@ -10,6 +10,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote
 
 import pytest
 
@@ -29,6 +30,7 @@ from connectors.dav.sink import (
     slug,
 )
 from tests.cyrus import Cyrus
+from tests.radicale import Radicale
 from tests.test_scheduling import OWNER, organised, orphan, received, sent, series
 
 
@@ -78,6 +80,34 @@ def test_objects_the_server_refuses_are_each_an_item_error_and_the_next_lands(cy
     assert refused.value.code == "dav_no_uid"
     stored = sink.put(native, document("fine", received("fine")))
     assert [s.target_ref for s in sink.inventory(native)] == [stored.target_ref]
+
+
+def test_a_uid_the_server_holds_elsewhere_is_refused_naming_where(cyrus: Cyrus,
+                                                                   radicale: Radicale):
+    """Cyrus keeps one object per UID across a user's calendars (RFC 6638 3.2.4.1, refused
+    with ``unique-scheduling-object-resource``, even for an event without attendees);
+    Radicale, one per UID within a calendar (``no-uid-conflict``). Either way the item is a
+    line naming the resource that holds the UID, and the next one lands."""
+    sink = sink_of(cyrus)
+    first, second = sink.ensure_container(("Agenda",)), sink.ensure_container(("Mairie",))
+    kept = sink.put(first, document("partage", received("partage")))
+    with pytest.raises(ItemRejected) as refused:
+        sink.put(second, document("partage", received("partage")))
+    assert refused.value.code == "dav_uid_taken", refused.value
+    assert refused.value.params["holder"] == unquote(kept.target_ref)
+    assert [s.target_ref for s in sink.inventory(second)] == []
+    sink.put(second, document("autre", received("autre")))
+    assert len(list(sink.inventory(second))) == 1
+
+    radicale.add_user(OWNER, "owner-pw")
+    on_radicale = DavSink(DavClient(radicale.base_url + "/", OWNER, "owner-pw", ca_file=None,
+                                    timeout=30), "calendar")
+    native = on_radicale.ensure_container(("Agenda",))
+    kept = on_radicale.put(native, document("double", received("double")))
+    with pytest.raises(ItemRejected) as refused:
+        on_radicale.put(native, document("double", received("double"), name="copie.ics"))
+    assert refused.value.code == "dav_uid_taken", refused.value
+    assert [s.target_ref for s in on_radicale.inventory(native)] == [kept.target_ref]
 
 
 def test_a_document_whose_content_changed_while_read_is_refused(cyrus: Cyrus):

@@ -178,11 +178,12 @@ class DavClient:
 
 class DavRefused(Exception):
     """An answer other than the one a request needs: its method, path, status and the
-    precondition the server named (RFC 4918 ``DAV:error``), if any."""
+    precondition the server named (RFC 4918 ``DAV:error``), if any, and the resource that
+    precondition names (``holder``: the one holding a UID already, RFC 4791 5.3.2.1)."""
 
     def __init__(self, method: str, path: str, response: requests.Response) -> None:
         self.status = response.status_code
-        self.condition = precondition(response)
+        self.condition, self.holder = precondition(response)
         super().__init__(f"{method} {path}: {response.status_code} {response.reason}"
                          + (f" ({self.condition})" if self.condition else ""))
 
@@ -196,18 +197,19 @@ def _asked(properties: list[tuple[str, str]]) -> tuple[str, str]:
     return declared, "".join(f"<{namespaces[ns]}:{name}/>" for ns, name in properties)
 
 
-def precondition(response: requests.Response) -> str:
-    """The precondition a refusal names (``valid-calendar-data``), or ``""``: an error body
-    is small, and read whole."""
+def precondition(response: requests.Response) -> tuple[str, str]:
+    """The precondition a refusal names (``valid-calendar-data``) and the first ``DAV:href``
+    inside it, each ``""`` when absent: an error body is small, and read whole."""
     if "xml" not in response.headers.get("Content-Type", ""):
-        return ""
+        return "", ""
     try:
         root = ElementTree.fromstring(response.content)
     except ElementTree.ParseError:
-        return ""
+        return "", ""
     if root.tag != tag(DAV, "error") or not len(root):
-        return ""
-    return root[0].tag.rpartition("}")[2]
+        return "", ""
+    href = root[0].find(tag(DAV, "href"))
+    return root[0].tag.rpartition("}")[2], (href.text or "").strip() if href is not None else ""
 
 
 class Multistatus:

@@ -37,6 +37,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import IO
+from urllib.parse import unquote
 
 from connectors.base import (
     ANY_VERSION,
@@ -487,7 +488,17 @@ def _without_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield from iterator
 
 
+UID_TAKEN = frozenset({"no-uid-conflict", "unique-scheduling-object-resource"})
+"""Preconditions of a server that holds the object's UID in another resource already: in the
+same collection (RFC 4791 5.3.2.1, Radicale) or in another calendar of the user (RFC 6638
+3.2.4.1: Cyrus refuses a UID a second time across all of a user's calendars, scheduling
+object or not; ``tests/test_dav_sink.py``)."""
+
+
 def _refusal(document: Document, refused: DavRefused) -> ItemRejected:
+    if refused.condition in UID_TAKEN:
+        return ItemRejected(str(refused), code="dav_uid_taken",
+                            params={"holder": unquote(refused.holder) or "?"})
     code = {413: "too_big", 507: "over_quota"}.get(refused.status)
     if code is None:
         code = "server_error" if refused.status >= 500 else "dav_invalid_object"
