@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from xml.etree import ElementTree
 
 import icalendar
+import pytest
 import recurring_ical_events
 import requests
 
 from tests.cli import bascule, report
 from tests.cyrus import Cyrus
-from tests.graph_pim import pim_of, seed_pim
+from tests.graph_pim import PimData, pim_of, seed_pim
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
 from tests.radicale import Radicale
 from tests.sabredav import SabreDav
@@ -51,6 +54,21 @@ url = "{cyrus.base_url}/"
 work_dir = "work"
 """, encoding="utf-8")
     return path
+
+@contextmanager
+def graph_with_pim(certificates: TestCertificates, monkeypatch: pytest.MonkeyPatch
+                   ) -> Iterator[tuple[RunningGraphServer, PimData]]:
+    """The Graph test server with Amélie's calendars and contacts (``seed_pim``), the app's
+    secret in ``GRAPH_SECRET`` and her target password in ``AMELIE_TARGET``."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    mailbox = tenant.mailbox(AMELIE)
+    assert mailbox is not None
+    pim = seed_pim(mailbox)
+    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
+    with running_graph_server(tenant, certificates) as graph:
+        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+        yield graph, pim
+
 
 
 @dataclass(frozen=True)
@@ -114,15 +132,11 @@ def occurrences(objects: list[bytes]) -> list[tuple[str, str]]:
 
 def test_calendars_and_contacts_land_in_cyrus_and_nobody_is_mailed(
         certificates, cyrus_factory, tmp_path, monkeypatch):
-    tenant = french_tenant(users=3, inbox_messages=1)
-    mailbox = tenant.mailbox(AMELIE)
-    assert mailbox is not None
-    pim = seed_pim(mailbox)
     cyrus = cyrus_factory({AMELIE: PASSWORD})
-    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
     calendars = f"/dav/calendars/user/{AMELIE}/"
-    with running_graph_server(tenant, certificates) as graph:
-        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+    with graph_with_pim(certificates, monkeypatch) as (graph, pim):
+        mailbox = graph.tenant.mailbox(AMELIE)
+        assert mailbox is not None
         batch = write_batch(tmp_path, graph, certificates, cyrus)
         code, output = bascule("plan", str(batch))
         assert code == 0, output
@@ -208,14 +222,8 @@ def test_calendars_and_contacts_land_in_radicale_and_verify(certificates, radica
     what it stores (vobject): the same Graph calendars and contacts land, and verify, which
     compares meanings, finds every one as sent. Their time zones are written as rules:
     written as lists of transitions, Radicale kept only the first date of each list."""
-    tenant = french_tenant(users=3, inbox_messages=1)
-    mailbox = tenant.mailbox(AMELIE)
-    assert mailbox is not None
-    seed_pim(mailbox)
     radicale.add_user(AMELIE, PASSWORD)
-    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
-    with running_graph_server(tenant, certificates) as graph:
-        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+    with graph_with_pim(certificates, monkeypatch) as (graph, _):
         batch = write_batch(tmp_path, graph, certificates, radicale)
         code, output = bascule("run", str(batch))
         assert code == 0, output
@@ -243,14 +251,8 @@ def test_into_xandikos_the_protection_is_refused_and_events_go_without_attendees
     batch naming it is refused before anything moves until it chooses, and with
     ``drop_attendees`` every event lands without its attendees (its organiser kept), each one
     said in the report, and nobody is mailed."""
-    tenant = french_tenant(users=3, inbox_messages=1)
-    mailbox = tenant.mailbox(AMELIE)
-    assert mailbox is not None
-    seed_pim(mailbox)
     xandikos.add_user(AMELIE, PASSWORD)
-    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
-    with running_graph_server(tenant, certificates) as graph:
-        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+    with graph_with_pim(certificates, monkeypatch) as (graph, _):
         batch = write_batch(tmp_path, graph, certificates, xandikos, 'profile = "xandikos"')
         for command in ("plan", "run"):
             code, output = bascule(command, str(batch))
@@ -283,14 +285,8 @@ def test_calendars_and_contacts_land_in_sabredav_with_their_occurrences(
     """SabreDAV is found from its address through the well-known redirect; Amélie's default
     calendar and address book go into the ``personal`` and ``contacts`` it made her, as
     Nextcloud does; the series keeps its moved and removed occurrences; nobody is mailed."""
-    tenant = french_tenant(users=3, inbox_messages=1)
-    mailbox = tenant.mailbox(AMELIE)
-    assert mailbox is not None
-    seed_pim(mailbox)
     sabredav.add_user(AMELIE, PASSWORD)
-    monkeypatch.setenv("AMELIE_TARGET", PASSWORD)
-    with running_graph_server(tenant, certificates) as graph:
-        monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+    with graph_with_pim(certificates, monkeypatch) as (graph, _):
         batch = write_batch(tmp_path, graph, certificates, sabredav)
         code, output = bascule("run", str(batch))
         assert code == 0, output
