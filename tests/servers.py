@@ -12,8 +12,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
 START_TIMEOUT = 15.0
 """How long a server may take to greet its first client."""
@@ -138,3 +142,20 @@ class HttpServer:
             except OSError:
                 time.sleep(0.05)
         return False
+
+
+def dav_members(request: Callable[..., Any], path: str) -> list[tuple[str, set[str], str]]:
+    """(path, resource types, display name) of what a DAV collection holds, read by an
+    independent reader: one PROPFIND through ``request(method, path, **options)`` (a
+    requests call with the reader's own credentials)."""
+    answer = request("PROPFIND", path, headers={
+        "Depth": "1", "Content-Type": "application/xml"}, data=(
+        b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><resourcetype/>'
+        b"<displayname/></prop></propfind>"))
+    assert answer.status_code == 207, (answer.status_code, answer.text)
+    found = []
+    for response in ElementTree.fromstring(answer.content).iter("{DAV:}response"):
+        href = urllib.parse.unquote(response.findtext("{DAV:}href") or "")
+        kinds = {child.tag for child in response.iter("{DAV:}resourcetype") for child in child}
+        found.append((href, kinds, response.findtext(".//{DAV:}displayname") or ""))
+    return [member for member in found if member[0].rstrip("/") != path.rstrip("/")]

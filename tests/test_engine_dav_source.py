@@ -12,7 +12,6 @@ import urllib.parse
 from datetime import date
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 import icalendar
 import recurring_ical_events
@@ -21,6 +20,7 @@ import requests
 from tests.cli import bascule, report
 from tests.cyrus import Cyrus
 from tests.radicale import Radicale
+from tests.servers import dav_members
 
 AMELIE = "amelie.lefevre@ville-exemple.fr"
 SOURCE_PASSWORD = "amelie-source"
@@ -87,18 +87,7 @@ class Reader:
                                 auth=(AMELIE, self.password), timeout=30, **options)
 
     def members(self, path: str) -> list[tuple[str, set[str], str]]:
-        answer = self.request("PROPFIND", path, headers={
-            "Depth": "1", "Content-Type": "application/xml"}, data=(
-            b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><displayname/><resourcetype/>'
-            b"</prop></propfind>"))
-        assert answer.status_code == 207, answer.text
-        found = []
-        for response in ElementTree.fromstring(answer.content).iter("{DAV:}response"):
-            href = urllib.parse.unquote(response.findtext("{DAV:}href") or "")
-            kinds = {child.tag for child in response.iter("{DAV:}resourcetype")
-                     for child in child}
-            found.append((href, kinds, response.findtext(".//{DAV:}displayname") or ""))
-        return [member for member in found if member[0].rstrip("/") != path.rstrip("/")]
+        return dav_members(self.request, path)
 
     def objects(self, home: str, shown: str) -> list[bytes]:
         """Every object of the collection of the home shown under this name."""

@@ -50,6 +50,7 @@ from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_serv
 from tests.graph_todo import seed_todo
 from tests.radicale import Radicale, start_radicale
 from tests.sabredav import SabreDav, SabreDavMissing, start_sabredav
+from tests.servers import dav_members
 from tests.tls import TestCertificates
 from tests.xandikos import Xandikos, start_xandikos
 
@@ -587,18 +588,7 @@ class DavHarness(Harness):
 
     def _members(self, path: str) -> list[tuple[str, set[str], str]]:
         """(path, resource types, display name) of what a collection holds."""
-        answer = self._request("PROPFIND", path, headers={
-            "Depth": "1", "Content-Type": "application/xml"}, data=(
-            b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><resourcetype/>'
-            b"<displayname/></prop></propfind>"))
-        assert answer.status_code == 207, (answer.status_code, answer.text)
-        found = []
-        for response in ElementTree.fromstring(answer.content).iter("{DAV:}response"):
-            href = urllib.parse.unquote(response.findtext("{DAV:}href") or "")
-            kinds = {child.tag for child in response.iter("{DAV:}resourcetype")
-                     for child in child}
-            found.append((href, kinds, response.findtext(".//{DAV:}displayname") or ""))
-        return [member for member in found if member[0].rstrip("/") != path.rstrip("/")]
+        return dav_members(self._request, path)
 
     def home(self, workload: str) -> str:
         return self.homes[workload]
