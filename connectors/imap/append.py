@@ -39,6 +39,7 @@ from connectors.imap.session import (
     TokenProvider,
     TokenRefused,
     ssl_context,
+    without_delay,
 )
 
 CHUNK_SIZE = 1 << 16
@@ -399,6 +400,7 @@ class AppendPipeline:
                                where=where) from error
         except OSError as error:
             raise ConnectError(f"{where}: {error}", where=where) from error
+        without_delay(sock)
         try:
             if endpoint.security == "tls":
                 sock = ssl_context(endpoint).wrap_socket(sock, server_hostname=endpoint.host)

@@ -456,6 +456,7 @@ def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
         raise ConnectError(f"{where}: {_reason(error)}", code="connection_lost", where=where)
     except (OSError, imap_errors.IMAPClientError) as error:
         raise ConnectError(f"{where}: {_reason(error)}", code="unreachable", where=where)
+    without_delay(client.socket())
     if endpoint.security == "starttls":
         try:
             client.starttls(context)
@@ -467,6 +468,15 @@ def _open(endpoint: ImapEndpoint) -> imapclient.IMAPClient:
             _drop(client)
             raise ConnectError(f"{where}: {_reason(error)}", code="unreachable", where=where)
     return client
+
+
+def without_delay(sock: socket.socket) -> None:
+    """Each write sent at once (``TCP_NODELAY``): bascule pipelines commands, written one
+    after another (EXAMINE, then the FETCHes that follow it), and with Nagle's algorithm a
+    small write waits for the server to acknowledge the one before: one round trip more for
+    every folder over a WAN (measured through a 20 ms proxy: EXAMINE and two FETCHes in
+    three writes answered in 42 ms, 22 ms with this option or in one write)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def silent_server(endpoint: ImapEndpoint) -> ConnectError:
