@@ -38,7 +38,7 @@ from connectors.imap.append import (
     AppendPipeline,
     AppendReceipt,
 )
-from connectors.imap.session import ImapCredentials, ImapEndpoint
+from connectors.imap.session import ImapCredentials, ImapEndpoint, connect
 from connectors.imap.sink import DEALT_BYTES, AppendAllowance, ImapSink, _spread
 from migrate.matching import TargetIndex
 from tests import mailboxes
@@ -408,6 +408,22 @@ def test_append_pipeline_logs_in_with_an_8bit_password(dovecot_factory):
         assert imap.select_folder("INBOX")[b"UIDVALIDITY"] == receipt.uidvalidity
         body = imap.fetch([receipt.uid], ["BODY.PEEK[]"])[receipt.uid][b"BODY[]"]
     assert body == plain("accents")
+
+
+def test_reading_and_appending_connections_send_each_write_at_once(dovecot_factory):
+    """Nagle's algorithm off on both kinds of connection: bascule writes pipelined commands
+    one after another, and each small write would otherwise wait for the server to
+    acknowledge the one before, a round trip per folder over a WAN."""
+    server = dovecot_factory({"alice": "pw"})
+    endpoint = ImapEndpoint(server.host, server.port, security="none")
+    pipeline = AppendPipeline(endpoint, ImapCredentials("alice", "pw"))
+    reader = connect(endpoint, ImapCredentials("alice", "pw"))
+    try:
+        for sock in (pipeline._sock, reader.socket()):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        pipeline.logout()
+        reader.logout()
 
 
 @pytest.mark.parametrize("capability", [None, EXCHANGE_LIKE])
