@@ -7,6 +7,14 @@ nothing else: the sink reads them to choose how it keeps the server from mailing
 ``generic`` is a server bascule knows nothing of: it may schedule (RFC 6638), and it is
 taken to honour ``SCHEDULE-AGENT=CLIENT``, which that RFC requires of a server that
 schedules (section 7.1).
+
+python-caldav's catalogue of server quirks (``caldav/compatibility_hints.py``, read at
+3.2.1) was cross-read against these: it agrees on Cyrus scheduling and keeping one object
+per UID across a user's calendars, on Radicale not scheduling; it says Xandikos does not
+schedule, where the Xandikos tested here (0.4.10) mails every attendee. Its facts on
+servers that do not run here (SOGo refusing VJOURNAL, fragile one-second sync tokens;
+Nextcloud keeping deleted UIDs and calendar names in a trash bin, rate-limiting calendar
+creation) make no profile until a test can show them.
 """
 
 from __future__ import annotations
@@ -49,13 +57,16 @@ PROFILES = {profile.name: profile for profile in (
     # tests/test_dav_contacts.py: it lists vCard 4.0 but stores a 4.0 card as 3.0, its
     # data: URI photo cut to "data:image/jpeg" (the image lost), KIND:group as a lower-case
     # x-addressbookserver-kind; it refuses 2.1 (403 supported-address-data).
+    # tests/test_dav_sink.py: one object per UID across a user's calendars, attendees or
+    # not (403 unique-scheduling-object-resource): a second is a dav_uid_taken line.
     Profile("cyrus", schedules=True, honours_client_agent=True, requires_master=False,
             vcard_versions=frozenset({"3.0"})),
     # Radicale has no scheduling: it stores what it is given and mails nobody.
     # tests/test_orphans.py: 3.9 keeps an orphan occurrence.
     # tests/test_dav_contacts.py: it lists vCard 3.0 alone, stores a 4.0 card as 4.0 but
     # with its data: URI photo cut to "data:image/jpeg\\;base64" (vobject), refuses 2.1
-    # (400).
+    # (400). tests/test_dav_sink.py: one object per UID within a calendar (409
+    # no-uid-conflict), the same UID in two calendars kept.
     # It writes through one lock on its storage: docs/benchmarks.md (2026-12-07) measured 4
     # writes at once at 0.87 of the plain-PUT ceiling, 2 or 1 at it.
     Profile("radicale", schedules=False, honours_client_agent=False, requires_master=False,
