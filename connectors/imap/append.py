@@ -126,6 +126,9 @@ class AppendPipeline:
         self._window = window
         self._window_bytes = window_bytes
         self._buffer = bytearray()
+        self._out = bytearray()
+        """What ``_send`` holds back until a command ends or a reply is awaited (the socket
+        sends each write at once: ``without_delay``)."""
         self._replies: dict[str, _Reply] = {}
         self._continuations = 0
         self._tag_counter = 0
@@ -272,6 +275,7 @@ class AppendPipeline:
                 if not self._send_literal(entry, stream):
                     return  # refused before its body: the command has ended
             self._send(b"\r\n")
+            self._flush()
         finally:
             for _, stream in run:
                 stream.close()
@@ -549,6 +553,7 @@ class AppendPipeline:
         """Stop writing and collect the replies the server sent for earlier commands, each
         awaited ``timeout`` seconds at most (the endpoint's timeout unless told)."""
         try:
+            self._flush()
             self._sock.shutdown(socket.SHUT_WR)
             while not self._eof:
                 self._wait(timeout)
@@ -580,7 +585,18 @@ class AppendPipeline:
         return f"B{self._tag_counter}"
 
     def _send(self, data: bytes) -> None:
-        self._sock.sendall(data)
+        """Written with what came before it in writes of up to ``CHUNK_SIZE``: with Nagle's
+        algorithm off, a command line, each message's flags and date, its body and the
+        command's end would each go as a packet of its own (on 8,000 small messages, four
+        packets a message for the server to read)."""
+        self._out += data
+        if len(self._out) >= CHUNK_SIZE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._out:
+            self._sock.sendall(self._out)
+            self._out.clear()
 
     def _poll(self) -> None:
         """Read what the server already answered, without waiting."""
@@ -591,6 +607,7 @@ class AppendPipeline:
         """Wait for the server to say something (the endpoint's timeout at most, unless
         told), then read all of it."""
         timeout = self._endpoint.timeout if timeout is None else timeout
+        self._flush()
         if not self._readable(timeout):
             raise AppendConnectionLost(f"no reply within {timeout:g} s", code="timeout")
         self._receive()
