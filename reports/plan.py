@@ -37,8 +37,9 @@ class PlanReport:
         """The run's estimated duration (``migrate.estimate.Estimate.document``) and what
         it is based on: a row per principal, and the summary's line."""
         self.estimate = document
+        low, high = document.get("range_seconds") or (document["seconds"],) * 2
         self.estimate_text = Text.of("estimate", duration=Duration(document["seconds"]),
-                                     basis=basis)
+                                     low=Duration(low), high=Duration(high), basis=basis)
         self.rows.extend(
             {"principal": p["principal"], "target": p["target"], "action": "estimate",
              "messages": p["items"], "bytes": p["bytes"],

@@ -172,7 +172,8 @@ def test_a_plan_opens_with_what_blocks_the_batch_and_counts_each_warning_once() 
     report.add(rows, [Text.of("internal_date_offset_lost")])
     report.add([], [Text.of("internal_date_offset_lost")])
     report.refused(ALICE, Text.of("unreachable", detail="refused"))
-    estimate = {"seconds": 5400.0, "basis": {"kind": "history", "runs": [4, 3]},
+    estimate = {"seconds": 5400.0, "range_seconds": [3564.0, 8316.0],
+                "basis": {"kind": "history", "runs": [4, 3]},
                 "principals": [{"principal": "alice@ville.fr", "target": "alice", "units": 1,
                                 "items": 2, "bytes": 2000, "seconds": 95.0}]}
     report.estimated(estimate, Text.of("estimate_from_history", count=2))
@@ -191,8 +192,10 @@ def test_a_plan_opens_with_what_blocks_the_batch_and_counts_each_warning_once() 
                        "to_copy_bytes": 2000, "errors": 2, "warnings": 2, "users": 2,
                        "estimated_seconds": 5400.0, "estimate": {
                            "code": "estimate",
-                           "message_en": "about 1 hr 30 min (estimate from the last 2 runs)",
-                           "message_fr": "environ 1\u202fh 30\xa0min (estimation d'après les 2 "
+                           "message_en": "about 1 hr 30 min, likely 59 min to 2 hr 20 min "
+                                         "(estimate from the last 2 runs)",
+                           "message_fr": "environ 1\u202fh 30\xa0min, probablement de 59\xa0min "
+                                         "à 2\u202fh 20\xa0min (estimation d'après les 2 "
                                          "dernières exécutions)"}}
     document = report.document("ville", 2, None)
     assert document["estimate"] == estimate
@@ -261,12 +264,12 @@ def test_each_summary_counts_each_thing_in_its_language() -> None:
                          "source, 0 flag differences, 2 date differences")
     assert verify.fr == ("1 vérifié, 2 écarts : 1 manquant, 0 en double, 1 absent de la "
                          "source, 0 écart de drapeaux, 2 écarts de date")
-    probed = Text.of("estimate", duration=Duration(44.6),
-                     basis=Text.of("estimate_from_probe", count=1))
+    probed = Text.of("estimate", duration=Duration(44.6), low=Duration(28.1),
+                     high=Duration(84.3), basis=Text.of("estimate_from_probe", count=1))
     plan = summary_text("plan", {"units": 2, "to_copy": 1, "to_copy_bytes": 0, "errors": 1,
                                  "warnings": 0, "estimate": {"code": "estimate",
                                                              "message_en": probed.en,
                                                              "message_fr": probed.fr}})
-    assert plan.fr == ("2 dossiers, 1 message, 0\xa0octet à copier, environ 45\u202fs "
-                       "(estimation d'après une mesure des deux serveurs pour 1 utilisateur, "
+    assert plan.fr == ("2 dossiers, 1 message, 0\xa0octet à copier, environ 45\u202fs, "
+                       "probablement de 28\u202fs à 1\xa0min (estimation d'après une mesure des deux serveurs pour 1 utilisateur, "
                        "aux débits de copie par défaut) ; 1 erreur bloquante, 0 avertissement")
