@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reports.files import message_columns
-from reports.i18n import Duration, Size, Text
+from reports.i18n import Duration, Size, Text, format_duration
 from reports.rows import Principal, ending, error_row, joined, problem_rows
 
 
@@ -38,8 +38,14 @@ class PlanReport:
         it is based on: a row per principal, and the summary's line."""
         self.estimate = document
         low, high = document.get("range_seconds") or (document["seconds"],) * 2
-        self.estimate_text = Text.of("estimate", duration=Duration(document["seconds"]),
-                                     low=Duration(low), high=Duration(high), basis=basis)
+        if format_duration(low, "en") == format_duration(high, "en"):
+            # A range written as "1 sec to 1 sec" says nothing.
+            self.estimate_text = Text.of("estimate", duration=Duration(document["seconds"]),
+                                         basis=basis)
+        else:
+            self.estimate_text = Text.of("estimate_range",
+                                         duration=Duration(document["seconds"]),
+                                         low=Duration(low), high=Duration(high), basis=basis)
         self.rows.extend(
             {"principal": p["principal"], "target": p["target"], "action": "estimate",
              "messages": p["items"], "bytes": p["bytes"],

@@ -185,11 +185,12 @@ def test_a_full_mailbox_counts_and_sizes_in_its_language() -> None:
 def test_a_summary_counts_each_thing_its_own_way() -> None:
     from reports.summary import summary_text
 
-    estimate = Text.of("estimate", duration=Duration(250), low=Duration(165),
+    estimate = Text.of("estimate_range", duration=Duration(250), low=Duration(165),
                        high=Duration(385), basis=Text.of("estimate_from_history", count=2))
     plan = summary_text("plan", {"units": 1, "to_copy": 0, "to_copy_bytes": 2048,
                                  "errors": 0, "warnings": 2,
-                                 "estimate": {"code": "estimate", "message_en": estimate.en,
+                                 "estimate": {"code": "estimate_range",
+                                              "message_en": estimate.en,
                                               "message_fr": estimate.fr}})
     assert plan.en == ("1 folder, 0 messages, 2 kB to copy, about 4 min, likely 3 min to "
                        "6 min (estimate from the last 2 runs); 0 blocking errors, 2 warnings")

@@ -191,7 +191,7 @@ def test_a_plan_opens_with_what_blocks_the_batch_and_counts_each_warning_once() 
     assert summary == {"units": 1, "messages": 3, "bytes": 3000, "to_copy": 2,
                        "to_copy_bytes": 2000, "errors": 2, "warnings": 2, "users": 2,
                        "estimated_seconds": 5400.0, "estimate": {
-                           "code": "estimate",
+                           "code": "estimate_range",
                            "message_en": "about 1 hr 30 min, likely 59 min to 2 hr 20 min "
                                          "(estimate from the last 2 runs)",
                            "message_fr": "environ 1\u202fh 30\xa0min, probablement de 59\xa0min "
@@ -264,12 +264,28 @@ def test_each_summary_counts_each_thing_in_its_language() -> None:
                          "source, 0 flag differences, 2 date differences")
     assert verify.fr == ("1 vérifié, 2 écarts : 1 manquant, 0 en double, 1 absent de la "
                          "source, 0 écart de drapeaux, 2 écarts de date")
-    probed = Text.of("estimate", duration=Duration(44.6), low=Duration(28.1),
+    probed = Text.of("estimate_range", duration=Duration(44.6), low=Duration(28.1),
                      high=Duration(84.3), basis=Text.of("estimate_from_probe", count=1))
     plan = summary_text("plan", {"units": 2, "to_copy": 1, "to_copy_bytes": 0, "errors": 1,
-                                 "warnings": 0, "estimate": {"code": "estimate",
+                                 "warnings": 0, "estimate": {"code": "estimate_range",
                                                              "message_en": probed.en,
                                                              "message_fr": probed.fr}})
     assert plan.fr == ("2 dossiers, 1 message, 0\xa0octet à copier, environ 45\u202fs, "
                        "probablement de 28\u202fs à 1\xa0min (estimation d'après une mesure des deux serveurs pour 1 utilisateur, "
                        "aux débits de copie par défaut) ; 1 erreur bloquante, 0 avertissement")
+
+
+def test_an_estimate_states_its_range_unless_both_ends_read_the_same() -> None:
+    short = PlanReport([], [])
+    short.estimated({"seconds": 1.0, "range_seconds": [0.7, 1.3], "principals": []},
+                    Text.of("estimate_from_probe", count=3))
+    assert short.estimate_text is not None
+    assert short.estimate_text.code == "estimate"
+    assert short.estimate_text.en == ("about 1 sec (estimate from a probe of both servers for "
+                                      "3 users, at default copy rates)")
+    long = PlanReport([], [])
+    long.estimated({"seconds": 600.0, "range_seconds": [378.0, 1134.0], "principals": []},
+                   Text.of("estimate_from_probe", count=3))
+    assert long.estimate_text is not None
+    assert long.estimate_text.fr.startswith("environ 10\xa0min, probablement de 6\xa0min à "
+                                            "19\xa0min (estimation")
