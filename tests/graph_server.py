@@ -454,6 +454,8 @@ class GraphHandler(BaseHTTPRequestHandler):
         self.send_header("client-request-id", request_id)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if before_last_write is not None and not body:
+            before_last_write()  # the headers are the answer's last write
         self.end_headers()
         for offset in range(0, len(body), CHUNK):
             if before_last_write is not None and offset + CHUNK >= len(body):

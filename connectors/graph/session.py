@@ -245,7 +245,7 @@ class GraphSession:
     def get_json(self, path_or_url: str, params: dict[str, Any] | None = None,
                  headers: dict[str, str] | None = None) -> dict[str, Any]:
         """GET one JSON resource."""
-        with self._request("GET", path_or_url, params, headers, stream=False) as response:
+        with self._request("GET", path_or_url, params, headers) as response:
             payload: dict[str, Any] = response.json()
             return payload
 
@@ -261,7 +261,7 @@ class GraphSession:
         """A body as chunks, e.g. ``/messages/{id}/$value``. The mailbox's slot is held until
         the block ends. A pre-authenticated download URL (a host other than Graph's) is
         fetched without the bearer token."""
-        with self._request("GET", path_or_url, None, headers, stream=True) as response:
+        with self._request("GET", path_or_url, None, headers) as response:
             yield response.iter_content(chunk_size)
 
     def close(self) -> None:
@@ -344,9 +344,9 @@ class GraphSession:
 
     @contextlib.contextmanager
     def _request(self, method: str, path_or_url: str, params: dict[str, Any] | None,
-                 headers: dict[str, str] | None, stream: bool) -> Iterator[Response]:
+                 headers: dict[str, str] | None) -> Iterator[Response]:
         url = self.url(path_or_url)
-        response, slots = self._open(method, url, params, headers, stream)
+        response, slots = self._open(method, url, params, headers)
         with slots:
             try:
                 yield response
@@ -354,8 +354,7 @@ class GraphSession:
                 response.close()
 
     def _open(self, method: str, url: str, params: dict[str, Any] | None,
-              headers: dict[str, str] | None,
-              stream: bool) -> tuple[Response, contextlib.ExitStack]:
+              headers: dict[str, str] | None) -> tuple[Response, contextlib.ExitStack]:
         """A successful response, and the concurrency slots it holds until it is read.
         Slots are released while waiting between attempts."""
         retrying = Retrying(retry=retry_if_exception_type(_Retry), wait=self._wait,
@@ -366,7 +365,7 @@ class GraphSession:
                     slots = contextlib.ExitStack()
                     slots.enter_context(self._slots(url))
                     try:
-                        return self._send(method, url, params, headers, stream), slots
+                        return self._send(method, url, params, headers), slots
                     except BaseException:
                         slots.close()
                         raise
@@ -376,7 +375,7 @@ class GraphSession:
         raise AssertionError("tenacity ended without an outcome")
 
     def _send(self, method: str, url: str, params: dict[str, Any] | None,
-              headers: dict[str, str] | None, stream: bool) -> Response:
+              headers: dict[str, str] | None) -> Response:
         """One request (following up to 5 redirects, the bearer token never sent off Graph's
         host); raises ``_Retry`` for what is worth another try, refreshing the token once when
         Graph refuses it."""
