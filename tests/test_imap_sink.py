@@ -39,7 +39,7 @@ from connectors.imap.append import (
     AppendReceipt,
 )
 from connectors.imap.session import ImapCredentials, ImapEndpoint, connect
-from connectors.imap.sink import DEALT_BYTES, AppendAllowance, ImapSink, _spread
+from connectors.imap.sink import DEAL_RUN_BYTES, AppendAllowance, ImapSink, _spread
 from migrate.matching import TargetIndex
 from tests import mailboxes
 from tests.dovecot import Dovecot
@@ -554,8 +554,9 @@ class CuttingProxy:
 
 def test_messages_dealt_to_connections_are_bounded_by_bytes():
     """A folder of many messages of a few MB each, sent over two connections slower than
-    the source: what waits for a connection stays near ``DEALT_BYTES`` each, where 64
-    messages each would hold hundreds of MB."""
+    the source: a run of them is one message (``DEAL_RUN_BYTES``), and a connection is
+    dealt a run only once it has none waiting, where 64 messages each would hold hundreds
+    of MB."""
     size = 3 << 20
     pulled = [0]
     taken = [0]
@@ -582,8 +583,39 @@ def test_messages_dealt_to_connections_are_bounded_by_bytes():
     results = list(_spread(2, append_on, messages()))
 
     assert [m.source_id for m, _ in results] == [str(n) for n in range(60)]
-    # Per connection: what fits in DEALT_BYTES, plus the one being dealt to it.
-    assert most_waiting[0] <= 2 * (DEALT_BYTES // size + 1) + 1
+    assert size >= DEAL_RUN_BYTES
+    # Per connection: the message it sends and the one waiting for it; and the one the
+    # dealer holds until a connection is free.
+    assert most_waiting[0] <= 2 * 2 + 1
+
+
+def test_a_connection_answered_slowly_is_dealt_less_and_holds_up_no_other():
+    """Three connections, the server answering the first one a run at a time in 0.2 s and
+    the others at once: the others take what the slow one cannot, where dealing in turn
+    would give it a third of the folder (14 runs, about 2.8 s); the answers still come in
+    the messages' order."""
+    runs_taken = [0, 0, 0]
+
+    def messages() -> Iterator[Message]:
+        for n in range(40 * 64):
+            yield make_message(b"Subject: m\r\n\r\n" + str(n).encode() + b"\r\n", str(n))
+
+    def append_on(slot: int, queued: Iterator[Message]) -> Iterator[tuple[Message, AppendReceipt]]:
+        for n, message in enumerate(queued):
+            if n % 64 == 0:
+                runs_taken[slot] += 1
+                if slot == 0:
+                    time.sleep(0.2)
+            yield message, AppendReceipt(1, int(message.source_id) + 1)
+
+    started = time.monotonic()
+    results = list(_spread(3, append_on, messages()))
+    took = time.monotonic() - started
+
+    assert [m.source_id for m, _ in results] == [str(n) for n in range(40 * 64)]
+    assert sum(runs_taken) == 40
+    assert runs_taken[0] <= 4, runs_taken
+    assert took < 1.5
 
 
 def test_a_connection_failing_for_good_stops_the_dealing_and_answers_in_order():
@@ -643,7 +675,7 @@ RSS_PROBE = """
 import json, sys
 from connectors.base import Message
 from connectors.imap.session import ImapCredentials, ImapEndpoint
-from connectors.imap.sink import DEALT_BYTES, ImapSink, _spread
+from connectors.imap.sink import ImapSink, _spread
 
 port, path, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 message = Message("big", "", size, frozenset(), None, lambda: open(path, "rb"))

@@ -83,9 +83,6 @@ HOLD_TIMEOUT = 120.0
 """Longest a new sink waits for its own place in the account's ``AppendAllowance``."""
 DEAL_RUN_BYTES = 1 << 20
 """A run of messages dealt at once ends at this many bytes (or ``DEALT_AHEAD`` messages)."""
-DEALT_BYTES = 8 << 20
-"""Bytes dealt to a connection's thread and not yet taken by it (at least one message):
-64 messages of a few MB each would hold hundreds of MB."""
 RESOLVE_BATCH = 64
 """Without UIDPLUS, acknowledged messages are located on the target this many at a time."""
 FORBIDDEN_IN_NAMES = "".join(chr(code) for code in (
@@ -762,14 +759,15 @@ def _spread(
     messages: Iterable[Message],
     lease: _Lease | None = None,
 ) -> Iterator[tuple[Message, AppendReceipt]]:
-    """Deal the messages round-robin, in runs of up to ``DEALT_AHEAD`` messages or
-    ``DEAL_RUN_BYTES``, to one thread per connection; yield the receipts in the messages'
-    order. Each thread owns its connection, so no socket is shared; a run goes across
-    threads in one hand-over (a batch of small messages then makes one MULTIAPPEND of one
-    connection). Once a connection fails for good, no more messages are dealt: the ones
-    dealt are answered (the failed connection's as unconfirmed), then its error is raised.
-    A borrowed connection (``lease``) that another sink of the account waits for is dealt
-    nothing more: once it has sent what it was dealt, it is given back."""
+    """Deal the messages in runs of up to ``DEALT_AHEAD`` messages or ``DEAL_RUN_BYTES``
+    to one thread per connection, each run to a thread with no run waiting (at most one
+    waits per thread); yield the receipts in the messages' order. Each thread owns its
+    connection, so no socket is shared; a run goes across threads in one hand-over (a batch
+    of small messages then makes one MULTIAPPEND of one connection). Once a connection fails
+    for good, no more messages are dealt: the ones dealt are answered (the failed
+    connection's as unconfirmed), then its error is raised. A borrowed connection
+    (``lease``) that another sink of the account waits for is dealt nothing more: once it
+    has sent what it was dealt, it is given back."""
     inboxes: list[queue.Queue[tuple[list[Message], int] | None]] = [
         queue.Queue(maxsize=1) for _ in range(connections)]
     outboxes: list[queue.Queue[tuple[Message, AppendReceipt] | BaseException]] = [
@@ -799,13 +797,20 @@ def _spread(
                 room.notify_all()
             yield from run
 
-    def deal(slot: int, run: list[Message], size: int) -> None:
+    def deal(run: list[Message], size: int) -> int:
+        """Hand the run to a connection with nothing waiting, the first such after the one
+        dealt to last: a connection the server answers slowly holds up none of the
+        others. After a failure, to the next in turn, without waiting."""
         with room:
-            while (dealt_bytes[slot] and dealt_bytes[slot] + size > DEALT_BYTES
-                   and not broken.is_set()):
+            while not broken.is_set() and all(dealt_bytes[slot] for slot in active):
                 room.wait(timeout=0.1)
+            after = active.index(last[0]) + 1 if last[0] in active else 0
+            turns = active[after:] + active[:after]
+            slot = next((slot for slot in turns if not dealt_bytes[slot]), turns[0])
             dealt_bytes[slot] += size
+            last[0] = slot
         inboxes[slot].put((run, size))
+        return slot
 
     def work(slot: int) -> None:
         try:
@@ -844,7 +849,8 @@ def _spread(
                 order[0][1] = left - 1
             yield answer
 
-    runs = itertools.count()
+    last = [-1]
+    """The slot dealt to last."""
 
     def deal_run(run: list[Message], size: int) -> None:
         if (lease is not None and len(active) > lease.own and lease.wanted_back()
@@ -852,9 +858,7 @@ def _spread(
             slot = active.pop()  # the last borrowed: it ends after what it was dealt
             retired.add(slot)
             inboxes[slot].put(None)
-        slot = active[next(runs) % len(active)]
-        deal(slot, run, size)
-        order.append([slot, len(run)])
+        order.append([deal(run, size), len(run)])
 
     try:
         run: list[Message] = []
