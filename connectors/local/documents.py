@@ -39,6 +39,7 @@ from connectors.base import (
     VersionConflict,
     fingerprint_of,
 )
+from connectors.local.objects import FileObject, Reader, objects, versioned
 from connectors.local.private import create_file, make_folders
 
 NAME_MAX_BYTES = 255
@@ -263,6 +264,13 @@ class FolderSource:
     item's id is its path inside its container, its version its size and modification time
     (``st_mtime_ns``): a file changed in place gets a new one. Links are never followed,
     each a note; nor are the sink's temporary files read.
+
+    A calendar or contacts file holding several objects (a whole calendar's export, an
+    address book's) is cut into one item per object (``connectors.local.objects``), as a
+    DAV server holds them: the item's id is the file's path, ``#`` and the object's UID (or
+    ``#`` and its place in the file, without one), its name ``<file>-<UID>.ics`` (or
+    ``.vcf``), its version the SHA-256 of its bytes; the file gets a note saying how many
+    items it made.
     """
 
     def __init__(self, root: FsPath, workload: str) -> None:
@@ -290,15 +298,32 @@ class FolderSource:
         for path in self._items(folder):
             status = path.lstat()
             inside = path.relative_to(folder)
-            refs.append(DocumentRef(inside.as_posix(), _source_version(status),
-                                    status.st_size, path.name, inside.parent.parts))
+            parts = self._parts(path)
+            if not parts:
+                refs.append(DocumentRef(inside.as_posix(), _source_version(status),
+                                        status.st_size, path.name, inside.parent.parts))
+                continue
+            self._notes.append(SourceNote("export_file_split", inside.as_posix(),
+                                          params={"count": len(parts)}))
+            refs += [DocumentRef(_part_id(inside, part), part.version, part.size,
+                                 _part_name(path.name, part), inside.parent.parts)
+                     for part in parts]
         return DocumentListing(refs, {}, complete=True)
 
     def fetch_documents(self, container: Container, refs: list[DocumentRef]
                         ) -> Iterator[Document]:
         folder = self.root / container.native_name
+        cut: dict[str, dict[str, FileObject]] = {}
+        """The parts of each file cut into several items, read again here: a file changed
+        since the listing is read as it is now."""
         for ref in refs:
             path = folder / ref.source_id
+            whole, key = _cut_id(folder, ref.source_id)
+            if whole:
+                part = self._part(folder, whole, key, cut.setdefault(whole, {}))
+                if part is not None:
+                    yield part
+                continue
             try:
                 status = path.lstat()
                 if not stat.S_ISREG(status.st_mode):
@@ -341,6 +366,39 @@ class FolderSource:
                 yield entry
                 yield from self._folders(entry)
 
+    def _parts(self, path: FsPath) -> list[FileObject]:
+        """The objects of a calendar or contacts file holding more than one, with their
+        versions; ``[]`` for any other file (read whole, as it is)."""
+        if self.workload == "files":
+            return []
+        try:
+            with _open_no_follow(path) as body:
+                found = objects(body)
+                return versioned(body, found) if len(found) > 1 else []
+        except OSError:
+            return []  # read whole, where what went wrong is said
+
+    def _part(self, folder: FsPath, whole: str, key: str, parts: dict[str, FileObject]
+              ) -> Document | None:
+        """One object of a file cut into several, as a document; ``None`` if the file
+        holds it no more (noted if the file cannot be read)."""
+        path = folder / whole
+        inside = FsPath(whole)
+        try:
+            if not parts:
+                parts.update((part.key, part) for part in self._parts(path))
+            status = path.lstat()
+        except OSError as error:
+            self._notes.append(SourceNote("unreadable_item", path.name, str(error)))
+            return None
+        part = parts.get(key)
+        if part is None:
+            return None
+        return Document(_part_id(inside, part), part.version, _part_name(path.name, part),
+                        (), part.version, part.size,
+                        datetime.fromtimestamp(status.st_mtime, UTC),
+                        functools.partial(_open_part, path, part.ranges))
+
     def _items(self, folder: FsPath) -> Iterator[FsPath]:
         """A container's items: its own files, and for a drive every file below it."""
         for entry in sorted(folder.iterdir()):
@@ -350,6 +408,37 @@ class FolderSource:
                 yield entry
             elif entry.is_dir() and self.workload == "files":
                 yield from self._items(entry)
+
+
+def _part_id(inside: FsPath, part: FileObject) -> str:
+    """``<file>#<UID>``, or ``<file>##<n>`` for an object without UID (its place)."""
+    return f"{inside.as_posix()}#{part.key}"
+
+
+def _cut_id(folder: FsPath, source_id: str) -> tuple[str, str]:
+    """``(file, key)`` of an object's id (``_part_id``), ``("", "")`` for a whole file's:
+    the file is the shortest part before a ``#`` that names a file of the folder."""
+    if (folder / source_id).is_file():
+        return "", ""
+    at = source_id.find("#")
+    while at > 0:
+        if (folder / source_id[:at]).is_file():
+            return source_id[:at], source_id[at + 1:]
+        at = source_id.find("#", at + 1)
+    return "", ""
+
+
+def _part_name(file_name: str, part: FileObject) -> str:
+    """``<file's stem>-<UID>.<its extension>``; ``-n<place>`` without UID."""
+    stem, dot, extension = file_name.rpartition(".")
+    if not dot:
+        stem, extension = file_name, "txt"
+    tail = f"n{part.key[1:]}" if part.uid is None or part.key.startswith("#") else part.key
+    return f"{stem}-{tail}.{extension}"
+
+
+def _open_part(path: FsPath, ranges: list[tuple[int, int]]) -> Reader:
+    return Reader(_open_no_follow(path), ranges)
 
 
 def _source_version(status: os.stat_result) -> str:
