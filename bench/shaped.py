@@ -255,6 +255,8 @@ def bascule(launcher: Launcher, source: tuple[str, int], target: tuple[str, int]
         # The estimate is of the run as the ledger times it; the command's own start (the
         # interpreter, the ledger's check, the source's sign-in check) comes on top.
         window = (run["ended_at"] - run["started_at"]).total_seconds() if run else 0.0
+        if not accounts.messages:
+            continue  # an empty account (``--bulk 0``): nothing to estimate
         ESTIMATES.append({"run": f"{work.name}-{label}", "estimate_seconds": estimate["seconds"],
                           "run_seconds": round(child["seconds"], 1),
                           "ledger_run_seconds": round(window, 1),
@@ -370,7 +372,8 @@ def table(measures: list[Measure]) -> str:
 def growth(measures: list[Measure]) -> list[str]:
     """How each tool's time grows from the smallest bulk folder to the largest."""
     lines = []
-    bulk = [m for m, _ in medians(measures) if m.case.startswith("bulk-") and not m.problem]
+    bulk = [m for m, _ in medians(measures)
+            if m.case.startswith("bulk-") and m.messages and not m.problem]
     for setting, tool in sorted({(m.setting, m.tool) for m in bulk}):
         runs = sorted((m for m in bulk if (m.setting, m.tool) == (setting, tool)),
                       key=lambda m: m.messages)
@@ -379,6 +382,28 @@ def growth(measures: list[Measure]) -> list[str]:
             lines.append(f"{setting}: {tool}, {large.messages} messages in one folder / "
                          f"{small.messages}: time x{large.seconds / small.seconds:.2f} "
                          f"for x{large.messages / small.messages:.2f} the messages")
+    return lines
+
+
+def beyond_fixed_lines(measures: list[Measure]) -> list[str]:
+    """With an empty bulk account (``--bulk 0,...``): each tool's fixed cost of a run (its
+    start, sign-in, listing and end, with nothing to copy), and bascule's time beyond it
+    against the MULTIAPPEND copier's beyond its own: what each message costs, apart."""
+    chosen = {(m.case, m.setting, m.tool): m for m, _ in medians(measures) if not m.problem}
+    lines = []
+    for (case, setting, tool), m in chosen.items():
+        empty = chosen.get(("bulk-0", setting, tool))
+        ceiling = chosen.get((case, setting, "multiappend"))
+        ceiling_empty = chosen.get(("bulk-0", setting, "multiappend"))
+        if (not case.startswith("bulk-") or not m.messages or not tool.startswith("bascule")
+                or None in (empty, ceiling, ceiling_empty)):
+            continue
+        assert empty and ceiling and ceiling_empty
+        mine, theirs = m.seconds - empty.seconds, ceiling.seconds - ceiling_empty.seconds
+        lines.append(f"{setting}: {case}, {tool}: {m.seconds:.1f} s of which {empty.seconds:.1f}"
+                     f" s a run with nothing to copy; the copier {ceiling.seconds:.1f} s of which"
+                     f" {ceiling_empty.seconds:.1f} s; beyond that: {theirs:.1f} / {mine:.1f} s"
+                     f" = {theirs / mine:.2f}")
     return lines
 
 
@@ -414,7 +439,8 @@ def main() -> None:
     parser.add_argument("--cases", default="shaped,users",
                         help="any of shaped, users, bulk (comma-separated)")
     parser.add_argument("--bulk", default="8000,40000",
-                        help="bulk case: messages in the one folder, one account per size")
+                        help="bulk case: messages in the one folder, one account per size "
+                        "(0: an empty folder, each tool's fixed cost of a run)")
     parser.add_argument("--settings", default="direct,wan")
     parser.add_argument("--tools", default="append,multiappend,bascule",
                         help="which to run of: append, multiappend, bascule; multiappend-l16 is "
@@ -526,7 +552,8 @@ def main() -> None:
                       f"s of the machine's CPU ({m.cpu_seconds:.1f} s its own): at least "
                       f"{m.machine_cpu_seconds / CORES:.1f} s on {CORES} cores, "
                       f"it took {m.seconds:.1f} s")
-    for line in [*growth(measures), *spread_lines(measures), *estimate_lines(ESTIMATES)]:
+    for line in [*growth(measures), *beyond_fixed_lines(measures), *spread_lines(measures),
+                 *estimate_lines(ESTIMATES)]:
         print(line)
     print(f"results: {out / 'results.json'}")
     if any(m.problem for m in measures):

@@ -29,6 +29,8 @@ def summary_text(command: str, s: dict[str, Any]) -> Text:
         return Text.of("cli_verify_summary", checked=Text.of("count_checked", count=s["checked"]),
                        mismatches=Text.of("count_mismatches", count=s["mismatches"]),
                        missing=Text.of("count_missing", count=s["missing"]),
+                       content=Text.of("count_content_differences",
+                                       count=s.get("content_differs", 0)),
                        duplicated=Text.of("count_duplicated", count=s["duplicates"]),
                        not_at_source=Text.of("count_not_at_source", count=s["not_in_source"]),
                        flags=Text.of("count_flag_differences", count=s["flags_differ"]),

@@ -17,7 +17,7 @@ FAULTS = ("missing_on_target", "fingerprint_mismatch", "duplicate_on_target",
 """Findings that make ``verify`` fail; ``deleted_at_source`` only informs."""
 
 FINDING_TOTALS = {
-    "missing_on_target": "missing", "fingerprint_mismatch": "missing",
+    "missing_on_target": "missing", "fingerprint_mismatch": "content_differs",
     "duplicate_on_target": "duplicates", "not_in_source": "not_in_source",
     "flags_mismatch": "flags_differ", "date_mismatch": "dates_differ",
     "changed_since_copy": "changed_at_source", "deleted_at_source": "deleted_at_source",
@@ -66,8 +66,8 @@ class VerifyTally:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {
-        "checked": 0, "target_items": 0, "mismatches": 0, "missing": 0, "duplicates": 0,
-        "not_in_source": 0, "flags_differ": 0, "dates_differ": 0, "changed_at_source": 0,
+        "checked": 0, "target_items": 0, "mismatches": 0, "missing": 0, "content_differs": 0,
+        "duplicates": 0, "not_in_source": 0, "flags_differ": 0, "dates_differ": 0, "changed_at_source": 0,
         "deleted_at_source": 0, "errors": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
 

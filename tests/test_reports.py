@@ -154,9 +154,20 @@ def test_a_target_folder_checked_counts_its_faults_apart_from_what_only_informs(
     assert (tally.rows[0]["messages"], tally.rows[0]["copied"], tally.rows[0]["failed"]) == (
         5, 6, 3)
     assert tally.summary(users=1) == {
-        "checked": 5, "target_items": 6, "mismatches": 4, "missing": 1, "duplicates": 1,
-        "not_in_source": 0, "flags_differ": 1, "dates_differ": 0, "changed_at_source": 0,
+        "checked": 5, "target_items": 6, "mismatches": 4, "missing": 1, "content_differs": 0,
+        "duplicates": 1, "not_in_source": 0, "flags_differ": 1, "dates_differ": 0, "changed_at_source": 0,
         "deleted_at_source": 1, "errors": 1, "users": 1}
+
+
+def test_a_target_item_whose_content_differs_is_counted_as_such_not_as_missing() -> None:
+    tally = VerifyTally()
+    tally.add(BASE, FolderCheck(source_messages=2, target_messages=2, findings=[
+        Finding("fingerprint_mismatch", "1", "t1")]))
+
+    summary = tally.summary(users=1)
+    assert (summary["mismatches"], summary["content_differs"], summary["missing"]) == (1, 1, 0)
+    assert summary_text("verify", summary).en.startswith(
+        "2 checked, 1 mismatch: 0 missing, 1 content difference, 0 duplicated")
 
 
 def test_every_fault_has_its_total_and_only_deleted_at_source_informs() -> None:
@@ -257,13 +268,14 @@ def test_each_summary_counts_each_thing_in_its_language() -> None:
                         "0 bytes; 0 errors")
     assert audit.fr == ("1 utilisateur, 2 dossiers, agendas, carnets ou espaces de fichiers, "
                         "1 élément, 0\xa0octet ; 0 erreur")
-    verify = summary_text("verify", {"checked": 1, "mismatches": 2, "missing": 1,
-                                     "duplicates": 0, "not_in_source": 1, "flags_differ": 0,
-                                     "dates_differ": 2})
-    assert verify.en == ("1 checked, 2 mismatches: 1 missing, 0 duplicated, 1 not at the "
-                         "source, 0 flag differences, 2 date differences")
-    assert verify.fr == ("1 vérifié, 2 écarts : 1 manquant, 0 en double, 1 absent de la "
-                         "source, 0 écart de drapeaux, 2 écarts de date")
+    verify = summary_text("verify", {"checked": 1, "mismatches": 3, "missing": 1,
+                                     "content_differs": 1, "duplicates": 0, "not_in_source": 1,
+                                     "flags_differ": 0, "dates_differ": 2})
+    assert verify.en == ("1 checked, 3 mismatches: 1 missing, 1 content difference, 0 "
+                         "duplicated, 1 not at the source, 0 flag differences, 2 date "
+                         "differences")
+    assert verify.fr == ("1 vérifié, 3 écarts : 1 manquant, 1 écart de contenu, 0 en double, "
+                         "1 absent de la source, 0 écart de drapeaux, 2 écarts de date")
     probed = Text.of("estimate_range", duration=Duration(44.6), low=Duration(28.1),
                      high=Duration(84.3), basis=Text.of("estimate_from_probe", count=1))
     plan = summary_text("plan", {"units": 2, "to_copy": 1, "to_copy_bytes": 0, "errors": 1,
