@@ -400,6 +400,13 @@ def beyond_fixed_lines(measures: list[Measure]) -> list[str]:
             continue
         assert empty and ceiling and ceiling_empty
         mine, theirs = m.seconds - empty.seconds, ceiling.seconds - ceiling_empty.seconds
+        # On a machine whose cores the servers share with the client, what the client's CPU
+        # costs: the copier's time, and bascule's CPU beyond the copier's spread on every core.
+        extra = (m.cpu_seconds - ceiling.cpu_seconds) / CORES
+        lines.append(f"{setting}: {case}, {tool}: its CPU {m.cpu_seconds:.1f} s, the copier's "
+                     f"{ceiling.cpu_seconds:.1f} s; the copier's time and the difference spread "
+                     f"on {CORES} cores: {ceiling.seconds:.1f} + {extra:.1f} = "
+                     f"{ceiling.seconds + extra:.1f} s, against {m.seconds:.1f} s measured")
         lines.append(f"{setting}: {case}, {tool}: {m.seconds:.1f} s of which {empty.seconds:.1f}"
                      f" s a run with nothing to copy; the copier {ceiling.seconds:.1f} s of which"
                      f" {ceiling_empty.seconds:.1f} s; beyond that: {theirs:.1f} / {mine:.1f} s"

@@ -11,9 +11,14 @@ reports/locale -D bascule --ignore-obsolete`` carries the change to every transl
 reworded entry keeps its old translation marked fuzzy, a new one comes with an empty
 ``msgstr``, and a test refuses both until a translator has seen them.
 
-The files are read with Babel the first time a sentence is rendered, and a translation is
-compiled in memory into Python's ``gettext``, which picks plural forms by the
-``Plural-Forms`` of its header: nothing to build after ``pip install``.
+The files are read the first time a sentence is rendered, by a reader of the few
+constructs these files use (``#,`` flags, ``msgctxt``, ``msgid``, ``msgid_plural``,
+``msgstr``, ``msgstr[n]``, continued strings), which takes a hundredth of the time Babel's
+full reader and compiler did at the start of every command; a fuzzy or empty translation is
+left out, as gettext's compilers do, and its English shown. Plural forms are chosen by the
+``Plural-Forms`` of the file's header, read by Python's ``gettext``: nothing to build after
+``pip install``. Babel reads the catalogues whole in the tests (``read_catalogue``) and
+writes numbers, sizes and durations the CLDR's way; it is imported when first needed.
 
 Placeholders are ``str.format`` fields. An entry with a plural (``msgid_plural``) chooses
 its form by the ``count`` parameter, which is written the language's way (``1,234`` /
@@ -26,19 +31,16 @@ they are: a line number, a PID, a path.
 from __future__ import annotations
 
 import gettext
-import io
 import os
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from babel.messages.catalog import Catalog, Message
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
-from babel.units import format_unit
+if TYPE_CHECKING:
+    from babel.messages.catalog import Catalog
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "bascule"
@@ -70,6 +72,8 @@ def format_size(size: int, lang: str) -> str:
 
     Bytes are written out in full because CLDR's short English form has no plural
     ("2 byte"); the larger units take the short form, as file managers write them."""
+    from babel.units import format_unit
+
     if size < 1000:
         return format_unit(size, "digital-byte", length="long", locale=lang)
     value = float(size)
@@ -92,6 +96,8 @@ def format_duration(seconds: float, lang: str) -> str:
     seconds below a minute (``45 sec`` / ``45 s``), whole minutes below an hour
     (``4 min``), then hours and minutes to five minutes (``2 hr 35 min`` / ``2 h 35 min``).
     CLDR's short units, as clocks and timers write them."""
+    from babel.units import format_unit
+
     if seconds < 59.5:
         return format_unit(max(1, round(seconds)), "duration-second", length="short",
                            locale=lang)
@@ -130,6 +136,8 @@ class Text:
         params = dict(self.params)
         count = params.get("count")
         if isinstance(count, int):
+            from babel.numbers import format_decimal
+
             params["count"] = format_decimal(count, locale=lang)
         return _Sentence(lang).format(_template(self.code, lang, count), **params)
 
@@ -160,6 +168,8 @@ class _Sentence(string.Formatter):
         elif isinstance(value, Size):
             value = format_size(value, self.lang)
         elif isinstance(value, Number):
+            from babel.numbers import format_decimal
+
             value = format_decimal(value, locale=self.lang)
         elif isinstance(value, Duration):
             value = format_duration(value, self.lang)
@@ -170,23 +180,28 @@ def _template(code: str, lang: str, count: object) -> str:
     entry = _english().get(code)
     if entry is None:
         return "{detail}"
-    translations = _translations(lang)
-    if entry.pluralizable:
-        singular, plural = entry.id
-        return translations.npgettext(code, singular, plural,
-                                      count if isinstance(count, int) else 0)
-    return translations.pgettext(code, entry.id)
+    english, translated, plural = entry, _translations(lang)[0].get(code), _translations(lang)[1]
+    if isinstance(english, tuple):
+        forms = translated if isinstance(translated, list) else None
+        if forms is None:  # English: one for a count of 1, the other for any other
+            return english[0] if count == 1 else english[1]
+        index = plural(count if isinstance(count, int) else 0)
+        return forms[index] if index < len(forms) else english[1]
+    return translated if isinstance(translated, str) else english
 
 
 @cache
-def _english() -> dict[str, Message]:
-    """The catalogue's entries by code, as ``bascule.pot`` writes them."""
-    return {entry.context: entry for entry in read_catalogue(LOCALE_DIR / f"{DOMAIN}.pot")
-            if entry.context}
+def _english() -> dict[str, str | tuple[str, str]]:
+    """The catalogue's English by code, as ``bascule.pot`` writes it: a sentence, or its
+    singular and plural."""
+    return {code: (entry["msgid"], entry["msgid_plural"]) if "msgid_plural" in entry
+            else entry["msgid"] for code, entry in _entries(LOCALE_DIR / f"{DOMAIN}.pot")}
 
 
 def read_catalogue(path: Path, lang: str | None = None) -> Catalog:
     """A ``.po`` or ``.pot`` file as Babel reads it."""
+    from babel.messages.pofile import read_po
+
     with path.open("rb") as stream:
         return read_po(stream, locale=lang, domain=DOMAIN)
 
@@ -196,16 +211,89 @@ def catalogue_path(lang: str) -> Path:
 
 
 @cache
-def _translations(lang: str) -> gettext.NullTranslations:
-    """English is the ``msgid`` itself (``NullTranslations`` picks ``msgid`` for one,
-    ``msgid_plural`` for any other count); a translation is its ``.po`` compiled."""
+def _translations(lang: str) -> tuple[dict[str, str | list[str]], Any]:
+    """A language's sentences by code (a list of plural forms for an entry with a plural)
+    and its plural rule; none for English, whose sentences are the ``msgid`` themselves."""
     path = catalogue_path(lang)
     if lang == "en" or not path.exists():
-        return gettext.NullTranslations()
-    compiled = io.BytesIO()
-    write_mo(compiled, read_catalogue(path, lang))
-    compiled.seek(0)
-    return gettext.GNUTranslations(compiled)
+        return {}, lambda n: int(n != 1)
+    found: dict[str, str | list[str]] = {}
+    rule = "nplurals=2; plural=(n != 1);"
+    for code, entry in _entries(path, header=True):
+        if not code:
+            rule = next((line.partition(":")[2] for line in entry.get("msgstr", "").splitlines()
+                         if line.lower().startswith("plural-forms:")), rule)
+            continue
+        if "fuzzy" in entry.get("flags", ""):
+            continue
+        if "msgid_plural" in entry:
+            forms = [entry.get(f"msgstr[{n}]", "") for n in range(_count_forms(entry))]
+            if all(forms):
+                found[code] = forms
+        elif entry.get("msgstr"):
+            found[code] = entry["msgstr"]
+    expression = rule.partition("plural=")[2].strip().rstrip(";")
+    return found, gettext.c2py(expression)
+
+
+def _count_forms(entry: dict[str, str]) -> int:
+    return sum(1 for key in entry if key.startswith("msgstr["))
+
+
+def _entries(path: Path, header: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """``(msgctxt, fields)`` of each entry of a ``.po`` or ``.pot`` file; fields by keyword
+    (``msgid``, ``msgid_plural``, ``msgstr``, ``msgstr[0]``..., and ``flags``, the ``#,``
+    line), each string unescaped and its continued parts joined. The header (no
+    ``msgctxt``, an empty ``msgid``) comes as ``("", fields)`` when asked for; an entry
+    marked obsolete (``#~``) is left out."""
+    entries: list[tuple[str, dict[str, str]]] = []
+    fields: dict[str, str] = {}
+    current = ""
+
+    def finish() -> None:
+        if "msgid" in fields:
+            code = fields.pop("msgctxt", "")
+            if code or (header and not fields["msgid"]):
+                entries.append((code, dict(fields)))
+        fields.clear()
+
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            finish()
+        elif line.startswith("#,"):
+            fields["flags"] = line[2:]
+        elif line.startswith("#"):
+            continue
+        elif line.startswith('"'):
+            fields[current] += _unquote(line)
+        else:
+            keyword, _, rest = line.partition(" ")
+            if keyword in ("msgctxt", "msgid") and keyword in fields or (
+                    keyword == "msgctxt" and "msgid" in fields):
+                finish()
+            current = keyword
+            fields[current] = _unquote(rest.strip())
+    finish()
+    return entries
+
+
+def _unquote(text: str) -> str:
+    """A C string of a ``.po`` file, without its quotes, its escapes read."""
+    inner = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+    if "\\" not in inner:
+        return inner
+    out, index = [], 0
+    while index < len(inner):
+        char = inner[index]
+        if char == "\\" and index + 1 < len(inner):
+            following = inner[index + 1]
+            out.append({"n": "\n", "t": "\t", "r": "\r"}.get(following, following))
+            index += 2
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
 
 
 _chosen: list[str | None] = [None]

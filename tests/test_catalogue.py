@@ -234,3 +234,45 @@ def test_the_connectors_name_their_workloads_in_french_with_the_batch_keyword() 
             "courrier (mail), tâches (tasks)\n") in output
     code, output = bascule("--lang", "en", "connectors")
     assert "  reads: calendar, contacts, files, mail, tasks\n" in output
+
+
+def test_every_sentence_reads_as_babel_compiled_into_gettext_would_give_it() -> None:
+    """The catalogues' own reader (``reports.i18n``) against Babel's reader and compiler
+    fed to Python's gettext, for every code, in each language, for counts 0, 1, 2 and 5."""
+    import gettext
+    import io
+
+    from babel.messages.mofile import write_mo
+
+    from reports.i18n import _template
+
+    english = {entry.context: entry for entry in read_catalogue(LOCALE_DIR / "bascule.pot")
+               if entry.context}
+    for lang in LANGUAGES:
+        if lang == "en":
+            reference = gettext.NullTranslations()
+        else:
+            compiled = io.BytesIO()
+            write_mo(compiled, read_catalogue(catalogue_path(lang), lang))
+            compiled.seek(0)
+            reference = gettext.GNUTranslations(compiled)
+        for code, entry in english.items():
+            for count in (0, 1, 2, 5):
+                expected = (reference.npgettext(code, *entry.id, count) if entry.pluralizable
+                            else reference.pgettext(code, entry.id))
+                assert _template(code, lang, count) == expected, (code, lang, count)
+
+
+def test_the_reader_leaves_out_fuzzy_and_empty_translations_and_reads_escapes(tmp_path) -> None:
+    from reports.i18n import _entries
+
+    po = tmp_path / "x.po"
+    po.write_text('msgid ""\nmsgstr ""\n"Plural-Forms: nplurals=2; plural=(n > 1);\\n"\n\n'
+                  '#, fuzzy, python-brace-format\nmsgctxt "a"\nmsgid "A"\nmsgstr "AA"\n\n'
+                  'msgctxt "b"\nmsgid ""\n"B \\"quoted\\"\\n"\n"next"\nmsgstr ""\n\n'
+                  '#~ msgctxt "old"\n#~ msgid "Old"\n#~ msgstr "Vieux"\n', encoding="utf-8")
+    entries = dict(_entries(po, header=True))
+    assert entries[""]["msgstr"] == "Plural-Forms: nplurals=2; plural=(n > 1);\n"
+    assert entries["a"]["flags"] == " fuzzy, python-brace-format"
+    assert entries["b"] == {"msgid": 'B "quoted"\nnext', "msgstr": ""}
+    assert "old" not in entries
