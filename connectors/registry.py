@@ -30,6 +30,7 @@ BUILT_IN = (
     "connectors.local.connector",
     "connectors.graph.connector",
     "connectors.dav.connector",
+    "connectors.webdav.connector",
 )
 """Modules that register the connectors shipped with bascule, in the order shown to users."""
 ENTRY_POINTS = "bascule.connectors"

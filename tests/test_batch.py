@@ -209,7 +209,7 @@ def test_a_workload_goes_only_to_a_sink_that_writes_it(tmp_path):
     with pytest.raises(BatchError) as caught:
         load_batch(write(tmp_path, text))
     assert [p.en for p in caught.value.problems] == [
-        "targets.files: type must be one of folder"]
+        "targets.files: type must be one of folder, webdav"]
 
 
 def test_a_workload_the_source_does_not_read_is_refused_naming_who_reads_it(tmp_path):

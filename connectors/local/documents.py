@@ -306,7 +306,8 @@ class FolderSource:
             self._notes.append(SourceNote("export_file_split", inside.as_posix(),
                                           params={"count": len(parts)}))
             refs += [DocumentRef(_part_id(inside, part), part.version, part.size,
-                                 _part_name(path.name, part), inside.parent.parts)
+                                 _part_name(path.name, part, self.workload),
+                                 inside.parent.parts)
                      for part in parts]
         return DocumentListing(refs, {}, complete=True)
 
@@ -394,8 +395,8 @@ class FolderSource:
         part = parts.get(key)
         if part is None:
             return None
-        return Document(_part_id(inside, part), part.version, _part_name(path.name, part),
-                        (), part.version, part.size,
+        return Document(_part_id(inside, part), part.version,
+                        _part_name(path.name, part, self.workload), (), part.version, part.size,
                         datetime.fromtimestamp(status.st_mtime, UTC),
                         functools.partial(_open_part, path, part.ranges))
 
@@ -428,11 +429,12 @@ def _cut_id(folder: FsPath, source_id: str) -> tuple[str, str]:
     return "", ""
 
 
-def _part_name(file_name: str, part: FileObject) -> str:
-    """``<file's stem>-<UID>.<its extension>``; ``-n<place>`` without UID."""
+def _part_name(file_name: str, part: FileObject, workload: str) -> str:
+    """``<file's stem>-<UID>.<its extension>``; ``-n<place>`` without UID; ``.vcf`` or
+    ``.ics`` for a file without extension."""
     stem, dot, extension = file_name.rpartition(".")
     if not dot:
-        stem, extension = file_name, "txt"
+        stem, extension = file_name, "vcf" if workload == "contacts" else "ics"
     tail = f"n{part.key[1:]}" if part.uid is None or part.key.startswith("#") else part.key
     return f"{stem}-{tail}.{extension}"
 

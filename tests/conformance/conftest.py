@@ -52,6 +52,7 @@ from tests.radicale import Radicale, start_radicale
 from tests.sabredav import SabreDav, SabreDavMissing, start_sabredav
 from tests.servers import dav_members
 from tests.tls import TestCertificates
+from tests.wsgidav import start_wsgidav
 from tests.xandikos import Xandikos, start_xandikos
 
 LOGIN = "amelie"
@@ -67,7 +68,7 @@ ROLES = {
 }
 
 
-SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav")}
+SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav"), "webdav": ("wsgidav",)}
 """Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
 one per server, and each case runs against each."""
 
@@ -751,3 +752,46 @@ def _dav_harness(server: Cyrus | Radicale | Xandikos | SabreDav, name: str, logi
                                     harness._members(harness.home(workload))}
     yield harness
     harness.close()
+
+
+# --- WebDAV file stores: a private WsgiDAV, read back as the files of its share ----------
+
+
+@dataclass
+class WebDavHarness(Harness):
+    """The account's share is a folder of the server's own: its files are read and changed
+    there, as a user of the server's machine would, without WebDAV."""
+
+    def containers(self, workload: str) -> list[str]:
+        return sorted(path.relative_to(self.root).as_posix() for path in self.root.rglob("*")
+                      if path.is_dir() and not path.is_symlink())
+
+    def landed(self, workload: str) -> dict[str, Landed]:
+        return {path.relative_to(self.root).as_posix():
+                Landed(_file_hash(path), path.stat().st_size,
+                       datetime.fromtimestamp(path.stat().st_mtime, UTC))
+                for path in sorted(self.root.rglob("*")) if path.is_file()}
+
+    def segments(self, workload: str, target_ref: str) -> tuple[str, ...]:
+        return tuple(target_ref.split("/"))
+
+    def delete(self, workload: str, target_ref: str) -> None:
+        (self.root / target_ref).unlink()
+
+    def replace(self, workload: str, target_ref: str, content: bytes) -> None:
+        (self.root / target_ref).write_bytes(content)
+
+    def expected_fingerprint(self, workload: str, content: bytes) -> str:
+        return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture
+def harness_webdav_wsgidav(tmp_path: Path) -> Iterator[WebDavHarness]:
+    server = start_wsgidav(tmp_path / "wsgidav", {LOGIN: "webdav-pw"})
+    harness = WebDavHarness("webdav", {"type": "webdav", "url": server.space_url()}, LOGIN,
+                            StoreContext(tmp_path, {"env:WEBDAV_SECRET": "webdav-pw"}),
+                            fence=server.root, root=server.space(LOGIN),
+                            secret_ref="env:WEBDAV_SECRET")
+    yield harness
+    harness.close()
+    server.stop()

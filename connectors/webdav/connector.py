@@ -1,0 +1,99 @@
+"""WebDAV file stores as targets of drives: the batch section and the registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import AfterValidator, Field
+
+from connectors.base import ConnectError
+from connectors.config import Section, is_loopback, refused
+from connectors.registry import Account, Capabilities, Connector, Context, register
+
+LOGIN = "{login}"
+
+
+def _space_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise refused("batch_not_dav_url")
+    return value if value.endswith("/") else value + "/"
+
+
+SpaceUrl = Annotated[str, AfterValidator(_space_url)]
+NAME_RULES = (
+    ("'/' and NUL replaced by '_'; '.' and '..' prefixed with '_'; names over 255 bytes cut, a "
+    "hash added"),
+    ("« / » et NUL remplacés par « _ » ; « . » et « .. » précédés de « _ » ; noms de plus de "
+    "255 octets coupés, une empreinte ajoutée"),
+)
+
+
+class WebDavConfig(Section):
+    type: Literal["webdav"]
+    url: SpaceUrl = Field(
+        description="Each user's space: its address, where {login} stands for the user's "
+        "login on the target (https://fichiers.ville.example/dav/{login}/). Drives become "
+        "folders under it."
+    )
+    ca_file: Path | None = Field(
+        None, description="A CA to trust besides the system's (internal CA). TLS is always "
+        "verified."
+    )
+    connections: int = Field(
+        4, ge=1, le=16, description="Files written at once per drive."
+    )
+    timeout: float = Field(60.0, gt=0)
+    max_item_size: int | None = Field(
+        None, gt=0, description="The largest file the server takes, in bytes; larger ones "
+        "are refused before a byte is sent, each a line in the report."
+    )
+
+
+def space_url(config: WebDavConfig, login: str) -> str:
+    """The account's space: the batch's URL with its login in place of ``{login}``."""
+    return config.url.replace(LOGIN, quote(login, safe="@"))
+
+
+def _open_sink(context: Context, account: Account, workload: str) -> Any:
+    from connectors.dav.client import DavClient
+    from connectors.webdav.sink import WebDavSink
+
+    config: WebDavConfig = account.config
+    if not account.secret_ref:
+        raise ConnectError(code="no_secret", params={"login": account.login})
+    password = context.secret(account.secret_ref, users_table=True)
+    client = DavClient(space_url(config, account.login), account.login, password,
+                       ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
+                       timeout=config.timeout, connections=config.connections)
+    return WebDavSink(client, max_item_size=config.max_item_size)
+
+
+def _warnings(config: WebDavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
+    host = urlsplit(config.url).hostname or ""
+    if config.url.startswith("http://") and not is_loopback(host):
+        return [("cleartext_to_network", {"side": side, "host": host})]
+    return []
+
+
+register(Connector(
+    type="webdav", config=WebDavConfig,
+    summary=("A WebDAV file store: each user's files in a space of their own",
+             ("Un stockage de fichiers WebDAV : les fichiers de chaque utilisateur dans son "
+             "espace")),
+    reads=frozenset(),
+    writes=frozenset({"files"}),
+    open_sink=_open_sink,
+    capabilities=Capabilities(keeps_bytes=True, keeps_mtime=False, deletes=True,
+                              versions=True, name_rules=NAME_RULES),
+    example='''url = "https://fichiers.ville.example/dav/{login}/"  # each user's space /
+                                                   # l'espace de chaque utilisateur
+# ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
+connections = 4               # files at once per drive / fichiers à la fois par espace
+''',
+    account_slots=lambda config: config.connections,
+    largest_item=lambda config: config.max_item_size,
+    warnings=_warnings,
+))

@@ -1,0 +1,347 @@
+"""Drives written into a WebDAV file store, as a ``DocumentSink`` of the ``files`` workload.
+
+Terms: the **root** is the collection the batch's URL names for the account (its personal
+space); a **container** is a drive, a collection under the root; an item's ``target_ref`` is
+its path under the root, percent-decoded (``OneDrive/Délibérations/2024/budget.pdf``), its
+version the ETag the server gives it.
+
+A write never leaves half a file where the file goes: the content is PUT as a stream, with
+its length, to a hidden temporary name beside it (``.<digest>.bascule-part``), hashed as it
+goes; only once the server has it whole, and its hash is the document's, is it MOVEd onto
+its name. The MOVE carries the write's condition: ``Overwrite: F`` for a create-only write,
+and for a replace the ETag expected, as RFC 4918's ``If`` header on the destination (10.4),
+checked by a PROPFIND just before as well: WsgiDAV 4.4 ignores an ETag there (a MOVE
+naming a wrong one overwrites the file: ``tests/test_webdav_sink.py``). A write cut short
+(the source's stream broke, the process was killed) leaves at most a temporary file, which
+is no item (``inventory`` passes it over) and which the next write of the same name
+replaces.
+
+Names: ``/`` and NUL cannot be in a WebDAV segment whatever the server; ``.`` and ``..`` are
+no names; a name over 255 bytes does not fit the file systems servers keep files on; a name
+ending like the temporary files would never be listed. Each is changed by the local folder's
+rule (``connectors.local.documents.safe_name``), and the report says so. Every other
+character is sent percent-encoded: no name can reach outside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Iterator
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import IO
+
+from connectors.base import (
+    ANY_VERSION,
+    CREATE_ONLY,
+    ConnectError,
+    ContainerRefused,
+    Document,
+    DocumentStored,
+    ItemRejected,
+    Path,
+    SinkCapabilities,
+    SourceNote,
+    StoredDocument,
+    VersionConflict,
+)
+from connectors.dav.client import DAV, DavClient, DavRefused, Resource
+from connectors.local.documents import TEMPORARY_SUFFIX, safe_name
+
+CHUNK = 1 << 16
+LISTED = [(DAV, "resourcetype"), (DAV, "getetag"), (DAV, "getcontentlength"),
+          (DAV, "getlastmodified")]
+REFUSED_AS_TOO_BIG = frozenset({413})
+REFUSED_AS_FULL = frozenset({507})
+
+
+class WebDavSink:
+    """Writes one account's drives under its root collection."""
+
+    capabilities = SinkCapabilities(separator="/", forbidden_chars="\0")
+
+    def __init__(self, client: DavClient, max_item_size: int | None = None) -> None:
+        self.client = client
+        self.root = client.base_path if client.base_path.endswith("/") \
+            else client.base_path + "/"
+        self.capabilities = SinkCapabilities(separator="/", forbidden_chars="\0",
+                                             max_item_size=max_item_size)
+        self._notes: list[SourceNote] = []
+        self._made: set[str] = set()
+
+    # --- DocumentSink ---------------------------------------------------------------
+
+    def ensure_container(self, path: Path) -> str:
+        """The drive's collection (created with its parents if missing), as its path under
+        the root; a segment renamed by the name rule is noted (``renamed_container``)."""
+        names = [self._segment(segment) for segment in path]
+        for segment, name in zip(path, names, strict=True):
+            if name != unicodedata.normalize("NFC", segment):
+                self._notes.append(SourceNote("renamed_container", "/".join(names), segment))
+        native = "/".join(names)
+        if not native:
+            raise ContainerRefused("a drive needs a name")
+        self._collections(native)
+        return native
+
+    def put(self, native_name: str, document: Document, expected: str | None = None
+            ) -> DocumentStored:
+        """Stream the document to a temporary name beside its place, then MOVE it there if
+        ``expected`` holds (see the module's docstring)."""
+        largest = self.capabilities.max_item_size
+        if largest is not None and document.size > largest:
+            raise ItemRejected(f"{document.name}: {document.size} bytes, the batch takes "
+                               f"{largest} at most", code="too_big")
+        target_ref, renamed = self._place(native_name, document)
+        folder, _, name = target_ref.rpartition("/")
+        self._collections(folder)
+        place = self.root + target_ref
+        temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
+        try:
+            self._upload(temporary, document)
+            self._move(temporary, place, target_ref, expected)
+        except BaseException:
+            self._forget(temporary)
+            raise
+        stored = self._stat(target_ref)
+        if stored is None:
+            raise ConnectError(f"{place}: not found right after it was written",
+                               code="connection_lost", where=self.client.where)
+        return DocumentStored(target_ref, stored.version, renamed)
+
+    def fingerprint(self, document: Document) -> str:
+        """A file store keeps the bytes: the document's own fingerprint."""
+        return document.fingerprint
+
+    def find(self, native_name: str, document: Document) -> StoredDocument | None:
+        target_ref, _ = self._place(native_name, document)
+        stored = self._stat(target_ref)
+        if stored is None:
+            return None
+        return _with(stored, fingerprint=self._hash(target_ref))
+
+    def inventory(self, native_name: str, fingerprints: bool = False
+                  ) -> Iterator[StoredDocument]:
+        """Every file under the drive's collection, sub-collections included, one PROPFIND
+        of depth 1 per collection (servers refuse ``infinity``); temporary files passed
+        over."""
+        pending = [native_name]
+        while pending:
+            folder = pending.pop(0)
+            for resource in self.client.propfind(self.root + folder + "/", "1", LISTED):
+                inside = self._inside(resource.path)
+                if inside is None or inside.rstrip("/") == folder:
+                    continue
+                if f"{{{DAV}}}collection" in resource.kinds():
+                    pending.append(inside.rstrip("/"))
+                    continue
+                if inside.endswith(TEMPORARY_SUFFIX):
+                    continue
+                stored = _stored(inside, resource)
+                yield _with(stored, fingerprint=self._hash(inside)) if fingerprints \
+                    else stored
+
+    def remove(self, native_name: str, target_ref: str, expected: str = ANY_VERSION) -> None:
+        """Delete the file (at version ``expected`` unless ``ANY_VERSION``), then each
+        collection it leaves empty inside the drive's."""
+        headers = {} if expected == ANY_VERSION else {"If-Match": expected}
+        response = self.client.request("DELETE", self.root + target_ref, headers=headers)
+        with response:
+            if response.status_code == 412:
+                raise VersionConflict(f"{target_ref}: changed on the target",
+                                      current=self._stat(target_ref))
+            if response.status_code not in (200, 204, 404):
+                raise DavRefused("DELETE", target_ref, response)
+        folder = target_ref.rpartition("/")[0]
+        while folder != native_name and folder.startswith(native_name + "/"):
+            if any(True for _ in self._members(folder)):
+                break
+            with self.client.request("DELETE", self.root + folder + "/") as response:
+                if response.status_code not in (200, 204, 404):
+                    break
+            self._made.discard(folder)
+            folder = folder.rpartition("/")[0]
+
+    def drain_notes(self) -> list[SourceNote]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- writing --------------------------------------------------------------------
+
+    def _upload(self, temporary: str, document: Document) -> None:
+        """PUT the content, with its length, hashed as it is sent; refuse what does not hash
+        to the document's fingerprint (it changed while it was read)."""
+        digest = hashlib.sha256()
+        with document.open() as body:
+            stream = _Hashing(body, digest, document.size)
+            response = self.client.request(
+                "PUT", temporary, body=stream,  # type: ignore[arg-type]
+                headers={"Content-Length": str(document.size),
+                         "Content-Type": "application/octet-stream"})
+        with response:
+            if response.status_code in REFUSED_AS_TOO_BIG:
+                raise ItemRejected(f"{document.name}: {response.status_code} "
+                                   f"{response.reason}", code="too_big")
+            if response.status_code in REFUSED_AS_FULL:
+                raise ItemRejected(f"{document.name}: {response.status_code} "
+                                   f"{response.reason}", code="over_quota")
+            if response.status_code not in (200, 201, 204):
+                raise ItemRejected(str(DavRefused("PUT", temporary, response)),
+                                   code="server_error")
+        if stream.sent != document.size or "sha256:" + digest.hexdigest() != \
+                document.fingerprint:
+            raise ItemRejected(f"{document.name}: content changed while it was read",
+                               code="invalid_message")
+
+    def _move(self, temporary: str, place: str, target_ref: str, expected: str | None
+              ) -> None:
+        headers = {"Destination": self.client.url(place)}
+        if expected is CREATE_ONLY:
+            headers["Overwrite"] = "F"
+        else:
+            headers["Overwrite"] = "T"
+            if expected != ANY_VERSION:
+                current = self._stat(target_ref)
+                if current is None or current.version != expected:
+                    raise VersionConflict(f"{target_ref}: not at the version expected",
+                                          current=current)
+                headers["If"] = f"<{self.client.url(place)}> ([{expected}])"
+        with self.client.request("MOVE", temporary, headers=headers) as response:
+            if response.status_code == 412:
+                raise VersionConflict(f"{target_ref}: changed on the target",
+                                      current=self._stat(target_ref))
+            if response.status_code not in (200, 201, 204):
+                raise ItemRejected(str(DavRefused("MOVE", temporary, response)),
+                                   code="server_error")
+
+    def _forget(self, temporary: str) -> None:
+        """Delete a temporary file; one left behind (the server gone) is no item, and the
+        next write of the same name replaces it."""
+        try:
+            self.client.request("DELETE", temporary).close()
+        except ConnectError:
+            pass
+
+    def _collections(self, folder: str) -> None:
+        """Make each missing collection on the way to ``folder`` (under the root)."""
+        path = ""
+        for segment in filter(None, folder.split("/")):
+            path = f"{path}/{segment}" if path else segment
+            if path in self._made:
+                continue
+            with self.client.request("MKCOL", self.root + path + "/") as response:
+                status = response.status_code
+            if status == 405 and not self._is_collection(path):
+                raise ContainerRefused(f"{path}: a file of that name is there")
+            if status not in (201, 405):
+                raise ContainerRefused(f"MKCOL {path}: {status}")
+            self._made.add(path)
+
+    def _is_collection(self, path: str) -> bool:
+        return any(f"{{{DAV}}}collection" in resource.kinds() for resource in
+                   self.client.propfind(self.root + path + "/", "0", [(DAV, "resourcetype")]))
+
+    # --- reading --------------------------------------------------------------------
+
+    def _stat(self, target_ref: str) -> StoredDocument | None:
+        for resource in self.client.propfind(self.root + target_ref, "0", LISTED):
+            if f"{{{DAV}}}collection" not in resource.kinds():
+                return _stored(target_ref, resource)
+        return None
+
+    def _hash(self, target_ref: str) -> str:
+        digest = hashlib.sha256()
+        with self.client.request("GET", self.root + target_ref, stream=True) as response:
+            if response.status_code != 200:
+                raise DavRefused("GET", target_ref, response)
+            for chunk in response.iter_content(CHUNK):
+                digest.update(chunk)
+        return "sha256:" + digest.hexdigest()
+
+    def _members(self, folder: str) -> Iterator[str]:
+        for resource in self.client.propfind(self.root + folder + "/", "1",
+                                             [(DAV, "resourcetype")]):
+            inside = self._inside(resource.path)
+            if inside is not None and inside.rstrip("/") != folder:
+                yield inside
+
+    def _inside(self, path: str) -> str | None:
+        """A path the server names, under the root, or ``None`` for one outside it."""
+        if not path.startswith(self.root) or ".." in path.split("/"):
+            return None
+        return path[len(self.root):]
+
+    # --- names ----------------------------------------------------------------------
+
+    def _place(self, native_name: str, document: Document) -> tuple[str, str | None]:
+        """Where the document goes under the root, and the rule that changed a name on the
+        way, if any: sub-folders and name as the source gave them, but for the rule."""
+        reasons = []
+        parts = []
+        for segment in (*document.folder, document.name):
+            safe, reason = safe_name(segment)
+            parts.append(safe)
+            if reason:
+                reasons.append(reason)
+        return "/".join((native_name, *parts)), reasons[0] if reasons else None
+
+    @staticmethod
+    def _segment(segment: str) -> str:
+        return safe_name(unicodedata.normalize("NFC", segment))[0]
+
+
+class _Hashing:
+    """A body requests sends as it reads it: ``length`` bytes at most, hashed on the way."""
+
+    def __init__(self, body: IO[bytes], digest: hashlib._Hash, length: int) -> None:
+        self._body = body
+        self._digest = digest
+        self._left = length
+        self.sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._left if size < 0 else min(size, self._left)
+        chunk = self._body.read(wanted) if wanted else b""
+        self._digest.update(chunk)
+        self._left -= len(chunk)
+        self.sent += len(chunk)
+        return chunk
+
+    def __len__(self) -> int:
+        return self._left
+
+
+def _short(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+
+
+def _stored(target_ref: str, resource: Resource) -> StoredDocument:
+    etag = resource.text(DAV, "getetag") or ""
+    size = resource.text(DAV, "getcontentlength")
+    modified = resource.text(DAV, "getlastmodified")
+    return StoredDocument(target_ref, _quoted(etag.strip()), int(size) if size else 0,
+                          _date(modified))
+
+
+def _quoted(etag: str) -> str:
+    """An ETag as ``If-Match`` takes it: quoted (a server may list it bare)."""
+    if not etag or etag.startswith(('"', 'W/"')):
+        return etag
+    return '"' + etag + '"'
+
+
+def _date(text: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _with(stored: StoredDocument, fingerprint: str) -> StoredDocument:
+    return StoredDocument(stored.target_ref, stored.version, stored.size, stored.modified,
+                          fingerprint)
+

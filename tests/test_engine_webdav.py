@@ -1,0 +1,92 @@
+"""End to end: a OneDrive on the Graph test server moved by ``bascule run`` into a user's space
+on a real WsgiDAV, read back as the files of its share; then ``verify``, a second run with
+nothing new, and a file changed at the source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.cli import bascule, report
+from tests.graph_files import FixtureDrive, FixtureFiles, running_download_server, seed_files
+from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
+from tests.tls import TestCertificates
+from tests.wsgidav import WsgiDav, start_wsgidav
+
+AMELIE = "amelie.lefevre@ville-exemple.fr"
+
+
+def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
+                server: WsgiDav) -> Path:
+    (folder / "users.csv").write_text(
+        f"source,target,source_secret,target_secret\n{AMELIE},alice,,env:ALICE_TARGET\n",
+        encoding="utf-8")
+    path = folder / "batch.toml"
+    path.write_text(f"""
+name = "fichiers"
+workloads = {json.dumps(["files"])}
+{graph.source_section(certificates.ca_file)}[targets.files]
+type = "webdav"
+url = "{server.space_url()}"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    return path
+
+
+def expected_files(drive: FixtureDrive) -> dict[str, bytes]:
+    """Every file a user sees in the drive (none inside a OneNote notebook), by path."""
+    notebooks = ["/".join(drive.path_of(item)) + "/" for item in drive.items.values()
+                 if item.kind == "package"]
+    return {"/".join(drive.path_of(item)): item.content for item in drive.items.values()
+            if item.kind == "file" and not any(
+                "/".join(drive.path_of(item)).startswith(notebook) for notebook in notebooks)}
+
+
+def landed(space: Path) -> dict[str, str]:
+    return {path.relative_to(space / "OneDrive").as_posix():
+            hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in (space / "OneDrive").rglob("*") if path.is_file()}
+
+
+def test_a_onedrive_lands_in_a_webdav_space_with_its_bytes(certificates, tmp_path, monkeypatch):
+    tenant = french_tenant(users=3, inbox_messages=1)
+    files: FixtureFiles = seed_files(tenant, big_file_size=3 << 20)
+    server = start_wsgidav(tmp_path / "wsgidav", {"alice": "alice-target"})
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    try:
+        with running_graph_server(tenant, certificates) as graph, \
+                running_download_server(files, certificates):
+            monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+            batch = write_batch(tmp_path, graph, certificates, server)
+            drive = files.drives[files.user_drives[tenant.mailbox(AMELIE).id]]
+
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+            expected = expected_files(drive)
+            assert len(expected) > 3
+            assert landed(server.space("alice")) == {
+                path: hashlib.sha256(content).hexdigest() for path, content in expected.items()}
+            # Nothing but the files: no temporary file left beside them.
+            assert not [p for p in server.space("alice").rglob(".*")]
+
+            code, output = bascule("verify", str(batch))
+            assert code == 0, output
+            assert report(tmp_path, "verify")["summary"]["mismatches"] == 0
+
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+            assert report(tmp_path, "run")["summary"]["copied"] == 0
+
+            readme = drive.at("Lisez-moi.txt")
+            files.update_file(drive, readme.id, b"Lisez-moi, version 2.\n",
+                              datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+            assert report(tmp_path, "run")["summary"]["copied"] == 1
+            assert (server.space("alice") / "OneDrive" / "Lisez-moi.txt").read_bytes() == \
+                b"Lisez-moi, version 2.\n"
+    finally:
+        server.stop()

@@ -1,0 +1,40 @@
+"""Facts of the WebDAV servers the sink relies on, or guards against, found on the real
+servers; the sink's contract itself is the conformance suite's (tests/conformance)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import requests
+
+from tests.wsgidav import start_wsgidav
+
+
+def test_wsgidav_ignores_an_etag_in_the_if_header_of_a_move(tmp_path: Path) -> None:
+    """Why the sink reads the destination's ETag itself before a MOVE over it: WsgiDAV
+    overwrites a file whose ETag the ``If`` header gets wrong (RFC 4918 10.4 says 412); it
+    keeps ``Overwrite: F``, and lists its ETags unquoted."""
+    server = start_wsgidav(tmp_path / "wsgidav", {"u": "p"})
+    space, auth = f"{server.base_url}/u/", ("u", "p")
+    try:
+        for name, body in (("x.txt", b"one"), (".t", b"two")):
+            answer = requests.put(space + name, data=body, auth=auth, timeout=30)
+            assert answer.status_code == 201
+        answer = requests.request("PROPFIND", space + "x.txt", auth=auth, timeout=30,
+                                  headers={"Depth": "0"})
+        etag = re.search(r"getetag>([^<]*)<", answer.text).group(1)  # type: ignore[union-attr]
+        assert not etag.startswith('"')
+
+        refused = requests.request("MOVE", space + ".t", auth=auth, timeout=30, headers={
+            "Destination": space + "x.txt", "Overwrite": "F"})
+        assert refused.status_code == 412
+        assert (server.space("u") / "x.txt").read_bytes() == b"one"
+
+        ignored = requests.request("MOVE", space + ".t", auth=auth, timeout=30, headers={
+            "Destination": space + "x.txt", "Overwrite": "T",
+            "If": f'<{space}x.txt> (["not-{etag}"])'})
+        assert ignored.status_code in (200, 201, 204)
+        assert (server.space("u") / "x.txt").read_bytes() == b"two"
+    finally:
+        server.stop()
