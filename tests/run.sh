@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Run every test on a fresh Debian machine: installs Dovecot and SabreDAV with PHP (Debian
-# packages) if missing,
+# Run every test on a fresh Debian machine: installs Dovecot, SabreDAV with PHP and Apache
+# with mod_dav (Debian packages) if missing,
 # unpacks Cyrus IMAP (Debian packages, see tests/cyrus.py) if missing,
 # the locked dependencies (requirements.lock) and the project into .venv, then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # What the tests need from Debian: Dovecot, SabreDAV with PHP's command line and SQLite
-# (tests/sabredav.py), and venv for Debian's own python3 (which ships without it). The
-# Dovecot package tries to start the system service and may be refused: the tests run
-# private instances of their own, so that refusal is harmless.
+# (tests/sabredav.py), Apache with htpasswd (tests/apache.py), and venv for Debian's own
+# python3 (which ships without it). The Dovecot and Apache packages try to start their
+# system services and may be refused: the tests run private instances of their own, on
+# ports of their own, so that refusal is harmless.
 packages=""
 [ -x /usr/sbin/dovecot ] || packages="dovecot-imapd"
 if [ ! -f /usr/share/php/Sabre/autoload.php ] || ! php -m 2>/dev/null | grep -x pdo_sqlite >/dev/null
 then
     packages="$packages php-cli php-sqlite3 php-sabre-dav"
 fi
+[ -x /usr/sbin/apache2 ] && [ -x /usr/bin/htpasswd ] || packages="$packages apache2 apache2-utils"
 python3 -c "import ensurepip" 2>/dev/null || packages="$packages python3-venv"
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -1,6 +1,6 @@
 """End to end: a OneDrive on the Graph test server moved by ``bascule run`` into a user's space
-on a real WsgiDAV, read back as the files of its share; then ``verify``, a second run with
-nothing new, and a file changed at the source."""
+on a real WsgiDAV and a real Apache ``mod_dav_fs``, read back as the files of the space; then
+``verify``, a second run with nothing new, and a file changed at the source."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from tests.apache import Apache, start_apache
 from tests.cli import bascule, report
 from tests.graph_files import FixtureDrive, FixtureFiles, running_download_server, seed_files
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
@@ -19,7 +22,7 @@ AMELIE = "amelie.lefevre@ville-exemple.fr"
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                server: WsgiDav) -> Path:
+                server: WsgiDav | Apache) -> Path:
     (folder / "users.csv").write_text(
         f"source,target,source_secret,target_secret\n{AMELIE},alice,,env:ALICE_TARGET\n",
         encoding="utf-8")
@@ -51,10 +54,13 @@ def landed(space: Path) -> dict[str, str]:
             for path in (space / "OneDrive").rglob("*") if path.is_file()}
 
 
-def test_a_onedrive_lands_in_a_webdav_space_with_its_bytes(certificates, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["wsgidav", "apache"])
+def test_a_onedrive_lands_in_a_webdav_space_with_its_bytes(kind, certificates, tmp_path,
+                                                           monkeypatch):
     tenant = french_tenant(users=3, inbox_messages=1)
     files: FixtureFiles = seed_files(tenant, big_file_size=3 << 20)
-    server = start_wsgidav(tmp_path / "wsgidav", {"alice": "alice-target"})
+    start = start_wsgidav if kind == "wsgidav" else start_apache
+    server = start(tmp_path / kind, {"alice": "alice-target"})
     monkeypatch.setenv("ALICE_TARGET", "alice-target")
     try:
         with running_graph_server(tenant, certificates) as graph, \

@@ -9,9 +9,10 @@ A write never leaves half a file where the file goes: the content is PUT as a st
 its length, to a hidden temporary name beside it (``.<digest>.bascule-part``), hashed as it
 goes; only once the server has it whole, and its hash is the document's, is it MOVEd onto
 its name. The MOVE carries the write's condition: ``Overwrite: F`` for a create-only write,
-and for a replace the ETag expected, as RFC 4918's ``If`` header on the destination (10.4),
-checked by a PROPFIND just before as well: WsgiDAV 4.4 ignores an ETag there (a MOVE
-naming a wrong one overwrites the file: ``tests/test_webdav_sink.py``). A write cut short
+and for a replace the ETag expected (weak or strong alike), as RFC 4918's ``If`` header on
+the destination (10.4), checked by a PROPFIND just before as well: WsgiDAV 4.4 ignores an
+ETag there (a MOVE naming a wrong one overwrites the file: ``tests/test_webdav_sink.py``);
+Apache honours it. A DELETE carries its condition the same way. A write cut short
 (the source's stream broke, the process was killed) leaves at most a temporary file, which
 is no item (``inventory`` passes it over) and which the next write of the same name
 replaces.
@@ -145,7 +146,14 @@ class WebDavSink:
     def remove(self, native_name: str, target_ref: str, expected: str = ANY_VERSION) -> None:
         """Delete the file (at version ``expected`` unless ``ANY_VERSION``), then each
         collection it leaves empty inside the drive's."""
-        headers = {} if expected == ANY_VERSION else {"If-Match": expected}
+        headers = {}
+        if expected != ANY_VERSION:
+            current = self._stat(target_ref)
+            if current is None:
+                return
+            if not _same(current.version, expected):
+                raise VersionConflict(f"{target_ref}: changed on the target", current=current)
+            headers["If"] = f"<{self.client.url(self.root + target_ref)}> ([{current.version}])"
         response = self.client.request("DELETE", self.root + target_ref, headers=headers)
         with response:
             if response.status_code == 412:
@@ -206,10 +214,10 @@ class WebDavSink:
             headers["Overwrite"] = "T"
             if expected != ANY_VERSION:
                 current = self._stat(target_ref)
-                if current is None or current.version != expected:
+                if current is None or not _same(current.version, expected):
                     raise VersionConflict(f"{target_ref}: not at the version expected",
                                           current=current)
-                headers["If"] = f"<{self.client.url(place)}> ([{expected}])"
+                headers["If"] = f"<{self.client.url(place)}> ([{current.version}])"
         with self.client.request("MOVE", temporary, headers=headers) as response:
             if response.status_code == 412:
                 raise VersionConflict(f"{target_ref}: changed on the target",
@@ -325,6 +333,13 @@ def _stored(target_ref: str, resource: Resource) -> StoredDocument:
     modified = resource.text(DAV, "getlastmodified")
     return StoredDocument(target_ref, _quoted(etag.strip()), int(size) if size else 0,
                           _date(modified))
+
+
+def _same(etag: str, other: str) -> bool:
+    """Whether two ETags name the same version, weak or not (RFC 9110 8.8.3.2): Apache
+    gives a file written less than a second ago a weak one, ``W/"3-6620ccd391727"``, and
+    the strong one with the same tag after."""
+    return etag.removeprefix("W/") == other.removeprefix("W/")
 
 
 def _quoted(etag: str) -> str:

@@ -28,6 +28,7 @@ import requests
 from imapclient import IMAPClient, imap_utf7
 
 from connectors import registry
+from tests.apache import start_apache
 from tests.conformance.harness import (
     Case,
     DocumentStore,
@@ -68,7 +69,7 @@ ROLES = {
 }
 
 
-SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav"), "webdav": ("wsgidav",)}
+SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav"), "webdav": ("wsgidav", "apache")}
 """Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
 one per server, and each case runs against each."""
 
@@ -791,6 +792,18 @@ def harness_webdav_wsgidav(tmp_path: Path) -> Iterator[WebDavHarness]:
     harness = WebDavHarness("webdav", {"type": "webdav", "url": server.space_url()}, LOGIN,
                             StoreContext(tmp_path, {"env:WEBDAV_SECRET": "webdav-pw"}),
                             fence=server.root, root=server.space(LOGIN),
+                            secret_ref="env:WEBDAV_SECRET")
+    yield harness
+    harness.close()
+    server.stop()
+
+
+@pytest.fixture
+def harness_webdav_apache(tmp_path: Path) -> Iterator[WebDavHarness]:
+    server = start_apache(tmp_path / "apache", {LOGIN: "webdav-pw"})
+    harness = WebDavHarness("webdav", {"type": "webdav", "url": server.space_url()}, LOGIN,
+                            StoreContext(tmp_path, {"env:WEBDAV_SECRET": "webdav-pw"}),
+                            fence=server.root / "spaces", root=server.space(LOGIN),
                             secret_ref="env:WEBDAV_SECRET")
     yield harness
     harness.close()
