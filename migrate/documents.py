@@ -132,10 +132,14 @@ class DocumentUnit:
                      "version": d.version} for d in chunk])
                 attempts = pool.map(lambda document: self._attempt(
                     native, document, known.get(document.source_id)), chunk)
+                attempted = list(zip(chunk, attempts, strict=True))
                 self.ledger.record_outcomes(self.unit.id, [
-                    self._outcome(document, *attempt)
-                    for document, attempt in zip(chunk, attempts, strict=True)])
+                    self._outcome(document, *attempt) for document, attempt in attempted])
                 self.result.notes.extend(source_notes(self.sink))  # what it changed
+                if any(error is not None and error.code == "over_quota"
+                       for _, (_, _, error) in attempted):
+                    self._space_full(refs)
+                    return
 
     def _attempt(self, native: str, document: Document, previous: ItemRecord | None
                  ) -> tuple[DocumentStored | None, bool, BasculeError | None]:
@@ -149,12 +153,26 @@ class DocumentUnit:
             self._remove_old(native, previous)
         return stored, written, None
 
+    def _space_full(self, refs: list[DocumentRef]) -> None:
+        """The target refused an item for want of room: nothing more is sent into this
+        space, and what it could not take is counted for the report's line (a full space
+        refuses every item after the first: one line, not one per item). The cursor stays,
+        so the next run sends them once the quota is raised."""
+        outcomes = self.ledger.outcomes_of(self.unit.id, [ref.source_id for ref in refs])
+        left = [ref for ref in refs if outcomes.get(ref.source_id, ("", None))[0] != DONE]
+        self.result.interrupted = True
+        self.result.space_full = True
+        self.result.quota_left = len(left)
+        self.result.quota_left_bytes = sum(ref.size for ref in left)
+
     def _outcome(self, document: Document, stored: DocumentStored | None, written: bool,
                  error: BasculeError | None) -> dict:
-        """The ledger's outcome for one document, counted in the unit's result."""
+        """The ledger's outcome for one document, counted in the unit's result (one refused
+        for want of room in the space's line, ``_space_full``)."""
         if error is not None:
-            self.result.failed += 1
-            self.result.errors.append((document.source_id, error))
+            if error.code != "over_quota":
+                self.result.failed += 1
+                self.result.errors.append((document.source_id, error))
             return {"source_id": document.source_id, "error_code": error.code,
                     "error_detail": error.detail}
         assert stored is not None

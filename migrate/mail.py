@@ -173,7 +173,11 @@ class UnitResult:
     """The unit stopped before its end (a stop asked for, the mailbox full)."""
     quota_left: int = 0
     quota_left_bytes: int = 0
-    """Messages (and their bytes) not copied because the target mailbox is full."""
+    """Messages (and their bytes) not copied because the target mailbox is full; items of a
+    document unit whose target space is full (``space_full``)."""
+    space_full: bool = False
+    """The quota counts are a document space's, said with its unit; a mailbox's are said
+    once for the principal."""
     converted: list[str] = field(default_factory=list)
     """Source ids of messages whose bare LF line endings became CRLF."""
     notes: list[SourceNote] = field(default_factory=list)

@@ -53,6 +53,9 @@ class UnitOutcome(Protocol):
     def quota_left_bytes(self) -> int: ...
 
     @property
+    def space_full(self) -> bool: ...
+
+    @property
     def converted(self) -> Sequence[str]: ...
 
     @property
@@ -104,6 +107,11 @@ class RunReport:
                          **message_columns(Text.of("deleted_at_source"))})
         rows += [{**base, "action": "failed", "source_id": sid,
                   **message_columns(refusal_text(e))} for sid, e in result.errors]
+        if result.quota_left and result.space_full:
+            rows.append({**base, "action": "over_quota", "messages": result.quota_left,
+                         "bytes": result.quota_left_bytes, **message_columns(Text.of(
+                             "space_full", count=result.quota_left,
+                             size=Size(result.quota_left_bytes)))})
         with self.lock:
             for key, value in (("copied", result.copied), ("bytes", result.copied_bytes),
                                ("flag_updates", result.flag_updates), ("failed", result.failed),
@@ -113,7 +121,7 @@ class RunReport:
                                ("over_quota", result.quota_left),
                                ("over_quota_bytes", result.quota_left_bytes)):
                 self.totals[key] += value
-            if result.quota_left:
+            if result.quota_left and not result.space_full:
                 left = self.quota.setdefault((base["principal"], base["target"]), [0, 0])
                 left[0] += result.quota_left
                 left[1] += result.quota_left_bytes

@@ -96,3 +96,46 @@ def test_a_onedrive_lands_in_a_webdav_space_with_its_bytes(kind, certificates, t
                 b"Lisez-moi, version 2.\n"
     finally:
         server.stop()
+
+
+def test_a_full_space_stops_its_drive_with_one_line_and_the_next_run_ends_it(
+        certificates, tmp_path, monkeypatch):
+    """The server answers 507 once the space holds half the drive: the run stops sending
+    into it at the first refusal, says in one line how many files and bytes are left, exits
+    1; with the quota raised, the next run sends exactly those."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    files = seed_files(tenant, big_file_size=3 << 20)
+    drive = files.drives[files.user_drives[tenant.mailbox(AMELIE).id]]
+    total = sum(len(content) for content in expected_files(drive).values())
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    server = start_wsgidav(tmp_path / "wsgidav", {"alice": "alice-target"},
+                           quotas={"alice": total // 2})
+    try:
+        with running_graph_server(tenant, certificates) as graph, \
+                running_download_server(files, certificates):
+            monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+            batch = write_batch(tmp_path, graph, certificates, server)
+
+            code, output = bascule("run", str(batch))
+            assert code == 1, output
+            ran = report(tmp_path, "run")
+            [full] = [row for row in ran["entries"] if row.get("action") == "over_quota"]
+            assert full["code"] == "space_full"
+            stored = landed(server.space("alice"))
+            expected = {path: hashlib.sha256(content).hexdigest()
+                        for path, content in expected_files(drive).items()}
+            assert stored and len(stored) < len(expected)
+            assert all(expected[path] == digest for path, digest in stored.items())
+            assert full["messages"] == len(expected) - len(stored)
+            assert not [row for row in ran["entries"] if row.get("action") == "failed"]
+            assert not [p for p in server.space("alice").rglob(".*")]
+
+            server.stop()
+            server = start_wsgidav(tmp_path / "wsgidav", {"alice": "alice-target"})
+            batch = write_batch(tmp_path, graph, certificates, server)
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+            assert report(tmp_path, "run")["summary"]["copied"] == full["messages"]
+            assert landed(server.space("alice")) == expected
+    finally:
+        server.stop()

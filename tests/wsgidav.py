@@ -19,13 +19,32 @@ from pathlib import Path
 from tests.servers import HttpServer, free_port, tail
 
 LAUNCHER = """\
-import json, logging, sys
+import json, logging, os, sys
 from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 config = json.load(open(sys.argv[1], encoding="utf-8"))
 logging.basicConfig(level=logging.WARNING)
-server = wsgi.Server((config["host"], config["port"]), WsgiDAVApp(config))
+app = WsgiDAVApp(config)
+quotas = config.get("quotas", {})
+
+
+def used(folder):
+    return sum(os.path.getsize(os.path.join(top, name))
+               for top, _, names in os.walk(folder) for name in names)
+
+
+def with_quotas(environ, start_response):
+    login = environ.get("PATH_INFO", "").lstrip("/").split("/", 1)[0]
+    if environ["REQUEST_METHOD"] == "PUT" and login in quotas:
+        coming = int(environ.get("CONTENT_LENGTH") or 0)
+        if used(config["provider_mapping"]["/" + login]) + coming > quotas[login]:
+            start_response("507 Insufficient Storage", [("Content-Length", "0")])
+            return [b""]
+    return app(environ, start_response)
+
+
+server = wsgi.Server((config["host"], config["port"]), with_quotas)
 try:
     server.start()
 except KeyboardInterrupt:
@@ -48,10 +67,13 @@ class WsgiDav(HttpServer):
         return tail(self.root / "wsgidav.log", 40)
 
 
-def start_wsgidav(base: Path, users: dict[str, str]) -> WsgiDav:
+def start_wsgidav(base: Path, users: dict[str, str], quotas: dict[str, int] | None = None
+                  ) -> WsgiDav:
     """Start a WsgiDAV whose files all live in ``base`` (created if missing), one share per
-    user of ``users`` (login: password). Raises RuntimeError with the log's end when it
-    does not start."""
+    user of ``users`` (login: password). ``quotas`` (login: bytes) puts a quota on a share,
+    as Nextcloud's: a PUT that would take it beyond is answered 507 Insufficient Storage
+    (WsgiDAV has no quotas of its own: a layer in front of it, in its process, answers).
+    Raises RuntimeError with the log's end when it does not start."""
     root = Path(base)
     (root / "spaces").mkdir(parents=True, exist_ok=True)
     for login in users:
@@ -59,8 +81,8 @@ def start_wsgidav(base: Path, users: dict[str, str]) -> WsgiDav:
     (root / "launcher.py").write_text(LAUNCHER, encoding="utf-8")
     for _ in range(5):
         port = free_port()
-        (root / "config.json").write_text(json.dumps(_config(root, port, users)),
-                                          encoding="utf-8")
+        (root / "config.json").write_text(
+            json.dumps(_config(root, port, users) | {"quotas": quotas or {}}), encoding="utf-8")
         with open(root / "wsgidav.log", "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, str(root / "launcher.py"), str(root / "config.json")],
