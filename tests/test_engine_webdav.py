@@ -22,7 +22,7 @@ AMELIE = "amelie.lefevre@ville-exemple.fr"
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                server: WsgiDav | Apache) -> Path:
+                server: WsgiDav | Apache, extra: str = "") -> Path:
     (folder / "users.csv").write_text(
         f"source,target,source_secret,target_secret\n{AMELIE},alice,,env:ALICE_TARGET\n",
         encoding="utf-8")
@@ -33,6 +33,7 @@ workloads = {json.dumps(["files"])}
 {graph.source_section(certificates.ca_file)}[targets.files]
 type = "webdav"
 url = "{server.space_url()}"
+{extra}
 [run]
 work_dir = "work"
 """, encoding="utf-8")
@@ -57,20 +58,38 @@ def landed(space: Path) -> dict[str, str]:
 @pytest.mark.parametrize("kind", ["wsgidav", "apache"])
 def test_a_onedrive_lands_in_a_webdav_space_with_its_bytes(kind, certificates, tmp_path,
                                                            monkeypatch):
+    """Into a WsgiDAV that lets a client set modification times, with the files' own; into
+    Apache (``profile = "apache"``), whose ``getlastmodified`` is read-only, with one line
+    saying the drive's files carry their upload date."""
     tenant = french_tenant(users=3, inbox_messages=1)
     files: FixtureFiles = seed_files(tenant, big_file_size=3 << 20)
-    start = start_wsgidav if kind == "wsgidav" else start_apache
-    server = start(tmp_path / kind, {"alice": "alice-target"})
+    if kind == "wsgidav":
+        server: WsgiDav | Apache = start_wsgidav(tmp_path / kind, {"alice": "alice-target"},
+                                                 settable_mtime=True)
+    else:
+        server = start_apache(tmp_path / kind, {"alice": "alice-target"})
     monkeypatch.setenv("ALICE_TARGET", "alice-target")
     try:
         with running_graph_server(tenant, certificates) as graph, \
                 running_download_server(files, certificates):
             monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
-            batch = write_batch(tmp_path, graph, certificates, server)
+            batch = write_batch(tmp_path, graph, certificates, server,
+                                'profile = "apache"' if kind == "apache" else "")
             drive = files.drives[files.user_drives[tenant.mailbox(AMELIE).id]]
 
             code, output = bascule("run", str(batch))
             assert code == 0, output
+            mtimes = [(row["folder"], row["target_folder"]) for row in
+                      report(tmp_path, "run")["entries"] if row.get("code") == "mtime_not_kept"]
+            space = server.space("alice") / "OneDrive"
+            modified = {"/".join(drive.path_of(item)): item.client_modified.timestamp()
+                        for item in drive.items.values() if item.kind == "file"}
+            if kind == "wsgidav":
+                assert mtimes == []
+                assert {path: (space / path).stat().st_mtime for path in expected_files(drive)} \
+                    == {path: modified[path] for path in expected_files(drive)}
+            else:
+                assert len(mtimes) == 1, mtimes
             expected = expected_files(drive)
             assert len(expected) > 3
             assert landed(server.space("alice")) == {
@@ -137,5 +156,27 @@ def test_a_full_space_stops_its_drive_with_one_line_and_the_next_run_ends_it(
             assert code == 0, output
             assert report(tmp_path, "run")["summary"]["copied"] == full["messages"]
             assert landed(server.space("alice")) == expected
+    finally:
+        server.stop()
+
+
+def test_files_into_an_xwiki_are_refused_before_anything_moves(certificates, tmp_path,
+                                                               monkeypatch):
+    """XWiki's WebDAV makes files attachments of wiki pages: ``plan`` and ``run`` refuse the
+    batch and say where files should go instead; nothing is written."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    files = seed_files(tenant, big_file_size=3 << 20)
+    server = start_wsgidav(tmp_path / "wsgidav", {"alice": "alice-target"})
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    try:
+        with running_graph_server(tenant, certificates) as graph, \
+                running_download_server(files, certificates):
+            monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+            batch = write_batch(tmp_path, graph, certificates, server, 'profile = "xwiki"')
+            for command in ("plan", "run"):
+                code, output = bascule(command, str(batch))
+                assert code == 2, output
+                assert "attachment of a wiki page" in output, output
+            assert list(server.space("alice").iterdir()) == []
     finally:
         server.stop()

@@ -72,8 +72,8 @@ def test_verify_finds_duplicates_strangers_gaps_and_changed_flags_and_dates(
     assert (summary["missing"], summary["duplicates"], summary["not_in_source"],
             summary["flags_differ"], summary["dates_differ"]) == (1, 1, 1, 1, 1)
     assert summary["mismatches"] == 5
-    assert ("1 manquant, 1 en double, 1 absent de la source, 1 écart de drapeaux, 1 écart de "
-            "date") in bascule("--lang", "fr", "verify", str(batch))[1]
+    assert ("1 manquant, 0 écart de contenu, 1 en double, 1 absent de la source, 1 écart de "
+            "drapeaux, 1 écart de date") in bascule("--lang", "fr", "verify", str(batch))[1]
 
 
 def test_messages_deleted_at_the_source_after_copy_are_told_not_failed(

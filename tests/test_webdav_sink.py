@@ -8,6 +8,7 @@ from pathlib import Path
 
 import requests
 
+from tests.apache import start_apache
 from tests.wsgidav import start_wsgidav
 
 
@@ -36,5 +37,37 @@ def test_wsgidav_ignores_an_etag_in_the_if_header_of_a_move(tmp_path: Path) -> N
             "If": f'<{space}x.txt> (["not-{etag}"])'})
         assert ignored.status_code in (200, 201, 204)
         assert (server.space("u") / "x.txt").read_bytes() == b"two"
+    finally:
+        server.stop()
+
+
+SET_MTIME = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:"><D:set>'
+             b"<D:prop><D:getlastmodified>Mon, 06 May 2019 07:08:09 GMT</D:getlastmodified>"
+             b"</D:prop></D:set></D:propertyupdate>")
+
+
+def test_apache_keeps_getlastmodified_read_only_and_honours_an_etag_in_if(tmp_path: Path
+                                                                          ) -> None:
+    """The ``apache`` profile's facts: a PROPPATCH of ``getlastmodified`` answers 409 for
+    the property (so the sink does not ask); a MOVE whose ``If`` names another ETag is
+    refused (412); a file just written has a weak ETag."""
+    server = start_apache(tmp_path / "apache", {"u": "p"})
+    space, auth = f"{server.base_url}/dav/u/", ("u", "p")
+    try:
+        for name, body in (("x.txt", b"one"), (".t", b"two")):
+            answer = requests.put(space + name, data=body, auth=auth, timeout=30)
+            assert answer.status_code == 201
+        answer = requests.request("PROPPATCH", space + "x.txt", data=SET_MTIME, auth=auth,
+                                  timeout=30, headers={"Content-Type": "application/xml"})
+        assert answer.status_code == 207 and "HTTP/1.1 409" in answer.text, answer.text
+        answer = requests.request("PROPFIND", space + "x.txt", auth=auth, timeout=30,
+                                  headers={"Depth": "0"})
+        etag = re.search(r"getetag>([^<]*)<", answer.text).group(1)  # type: ignore[union-attr]
+        assert etag.startswith('W/"')
+        refused = requests.request("MOVE", space + ".t", auth=auth, timeout=30, headers={
+            "Destination": space + "x.txt", "Overwrite": "T",
+            "If": f'<{space}x.txt> (["not-{etag[3:]}])'})
+        assert refused.status_code == 412
+        assert (server.space("u") / "x.txt").read_bytes() == b"one"
     finally:
         server.stop()

@@ -67,13 +67,15 @@ class WsgiDav(HttpServer):
         return tail(self.root / "wsgidav.log", 40)
 
 
-def start_wsgidav(base: Path, users: dict[str, str], quotas: dict[str, int] | None = None
-                  ) -> WsgiDav:
+def start_wsgidav(base: Path, users: dict[str, str], quotas: dict[str, int] | None = None,
+                  settable_mtime: bool = False) -> WsgiDav:
     """Start a WsgiDAV whose files all live in ``base`` (created if missing), one share per
     user of ``users`` (login: password). ``quotas`` (login: bytes) puts a quota on a share,
     as Nextcloud's: a PUT that would take it beyond is answered 507 Insufficient Storage
     (WsgiDAV has no quotas of its own: a layer in front of it, in its process, answers).
-    Raises RuntimeError with the log's end when it does not start."""
+    ``settable_mtime`` lets a client set a file's modification time with a PROPPATCH of
+    ``getlastmodified`` (WsgiDAV refuses it, 403, unless configured so). Raises RuntimeError
+    with the log's end when it does not start."""
     root = Path(base)
     (root / "spaces").mkdir(parents=True, exist_ok=True)
     for login in users:
@@ -82,7 +84,10 @@ def start_wsgidav(base: Path, users: dict[str, str], quotas: dict[str, int] | No
     for _ in range(5):
         port = free_port()
         (root / "config.json").write_text(
-            json.dumps(_config(root, port, users) | {"quotas": quotas or {}}), encoding="utf-8")
+            json.dumps(_config(root, port, users) | {"quotas": quotas or {}} | (
+                {"mutable_live_props": ["{DAV:}getlastmodified"],
+                 "hotfixes": {"emulate_win32_lastmod": True}} if settable_mtime else {})),
+            encoding="utf-8")
         with open(root / "wsgidav.log", "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, str(root / "launcher.py"), str(root / "config.json")],

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field
 from connectors.base import ConnectError
 from connectors.config import Section, is_loopback, refused
 from connectors.registry import Account, Capabilities, Connector, Context, register
+from connectors.webdav import profiles
 
 LOGIN = "{login}"
 
@@ -45,6 +46,10 @@ class WebDavConfig(Section):
     connections: int = Field(
         4, ge=1, le=16, description="Files written at once per drive."
     )
+    profile: Literal[tuple(profiles.PROFILES)] = Field(  # type: ignore[valid-type]
+        "generic", description="Which server this is, for what bascule knows of it: "
+        "generic, apache, xwiki (refused: XWiki's WebDAV makes files page attachments)."
+    )
     timeout: float = Field(60.0, gt=0)
     max_item_size: int | None = Field(
         None, gt=0, description="The largest file the server takes, in bytes; larger ones "
@@ -64,11 +69,18 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     config: WebDavConfig = account.config
     if not account.secret_ref:
         raise ConnectError(code="no_secret", params={"login": account.login})
+    for code, params in _refusals(config, workload):
+        raise ConnectError(code=code, params={"workload": workload, **params})
     password = context.secret(account.secret_ref, users_table=True)
     client = DavClient(space_url(config, account.login), account.login, password,
                        ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
                        timeout=config.timeout, connections=config.connections)
-    return WebDavSink(client, max_item_size=config.max_item_size)
+    return WebDavSink(client, max_item_size=config.max_item_size,
+                      sets_mtime=profiles.PROFILES[config.profile].sets_mtime)
+
+
+def _refusals(config: WebDavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:
+    return profiles.refusals(profiles.PROFILES[config.profile], workload)
 
 
 def _warnings(config: WebDavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
@@ -92,8 +104,10 @@ register(Connector(
                                                    # l'espace de chaque utilisateur
 # ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
 connections = 4               # files at once per drive / fichiers à la fois par espace
+profile = "generic"           # generic, apache, xwiki (refused / refusé)
 ''',
     account_slots=lambda config: config.connections,
     largest_item=lambda config: config.max_item_size,
     warnings=_warnings,
+    refusals=_refusals,
 ))

@@ -17,6 +17,11 @@ Apache honours it. A DELETE carries its condition the same way. A write cut shor
 is no item (``inventory`` passes it over) and which the next write of the same name
 replaces.
 
+A file's modification time is set where the server takes it, with a PROPPATCH of
+``getlastmodified`` once the file is in place (RFC 4918 makes it protected: WsgiDAV takes it
+when configured to, Apache never); where it is refused, or the profile says it would be,
+the drive's report says once that its files carry their upload date (``mtime_not_kept``).
+
 Names: ``/`` and NUL cannot be in a WebDAV segment whatever the server; ``.`` and ``..`` are
 no names; a name over 255 bytes does not fit the file systems servers keep files on; a name
 ending like the temporary files would never be listed. Each is changed by the local folder's
@@ -27,11 +32,14 @@ character is sent percent-encoded: no name can reach outside the root.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from collections.abc import Iterator
-from datetime import datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import IO
+
+import requests
 
 from connectors.base import (
     ANY_VERSION,
@@ -47,7 +55,7 @@ from connectors.base import (
     StoredDocument,
     VersionConflict,
 )
-from connectors.dav.client import DAV, DavClient, DavRefused, Resource
+from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
 from connectors.local.documents import TEMPORARY_SUFFIX, safe_name
 
 CHUNK = 1 << 16
@@ -55,6 +63,7 @@ LISTED = [(DAV, "resourcetype"), (DAV, "getetag"), (DAV, "getcontentlength"),
           (DAV, "getlastmodified")]
 REFUSED_AS_TOO_BIG = frozenset({413})
 REFUSED_AS_FULL = frozenset({507})
+_PROPSTAT_STATUS = re.compile(r"<(?:\w+:)?status>\s*HTTP/[\d.]+\s+(\d{3})")
 
 
 class WebDavSink:
@@ -62,7 +71,10 @@ class WebDavSink:
 
     capabilities = SinkCapabilities(separator="/", forbidden_chars="\0")
 
-    def __init__(self, client: DavClient, max_item_size: int | None = None) -> None:
+    def __init__(self, client: DavClient, max_item_size: int | None = None,
+                 sets_mtime: bool | None = None) -> None:
+        """``sets_mtime``: whether the server takes a file's modification time
+        (``connectors.webdav.profiles``); ``None``: asked with the first file."""
         self.client = client
         self.root = client.base_path if client.base_path.endswith("/") \
             else client.base_path + "/"
@@ -70,6 +82,9 @@ class WebDavSink:
                                              max_item_size=max_item_size)
         self._notes: list[SourceNote] = []
         self._made: set[str] = set()
+        self._sets_mtime = sets_mtime
+        self._mtime_said: set[str] = set()
+        """The drives whose report says their files' modification times were not kept."""
 
     # --- DocumentSink ---------------------------------------------------------------
 
@@ -105,6 +120,8 @@ class WebDavSink:
         except BaseException:
             self._forget(temporary)
             raise
+        if document.modified is not None:
+            self._set_mtime(native_name, place, document.modified)
         stored = self._stat(target_ref)
         if stored is None:
             raise ConnectError(f"{place}: not found right after it was written",
@@ -225,6 +242,28 @@ class WebDavSink:
             if response.status_code not in (200, 201, 204):
                 raise ItemRejected(str(DavRefused("MOVE", temporary, response)),
                                    code="server_error")
+
+    def _set_mtime(self, native_name: str, place: str, modified: datetime) -> None:
+        """Give the file its source's modification time where the server takes it (a
+        PROPPATCH of ``getlastmodified``); where it does not, the drive's report says once
+        that its files carry their upload date (``mtime_not_kept``)."""
+        refusal = "" if self._sets_mtime is not False else "getlastmodified read-only"
+        if not refusal:
+            stamp = format_datetime(modified.astimezone(UTC), usegmt=True)
+            body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:">'
+                    f"<D:set><D:prop><D:getlastmodified>{stamp}</D:getlastmodified></D:prop>"
+                    "</D:set></D:propertyupdate>").encode()
+            with self.client.request("PROPPATCH", place, body=body,
+                                     headers={"Content-Type": XML}) as response:
+                status = _proppatch_status(response)
+            if status == 200:
+                self._sets_mtime = True
+                return
+            refusal = f"PROPPATCH getlastmodified: {status}"
+            self._sets_mtime = False
+        if native_name not in self._mtime_said:
+            self._mtime_said.add(native_name)
+            self._notes.append(SourceNote("mtime_not_kept", native_name, refusal))
 
     def _forget(self, temporary: str) -> None:
         """Delete a temporary file; one left behind (the server gone) is no item, and the
@@ -347,6 +386,15 @@ def _quoted(etag: str) -> str:
     if not etag or etag.startswith(('"', 'W/"')):
         return etag
     return '"' + etag + '"'
+
+
+def _proppatch_status(response: requests.Response) -> int:
+    """The status a PROPPATCH answer gives its property (in a multi-status body), or the
+    answer's own."""
+    if response.status_code != 207:
+        return response.status_code
+    found = _PROPSTAT_STATUS.search(response.text)
+    return int(found.group(1)) if found else 0
 
 
 def _date(text: str | None) -> datetime | None:
