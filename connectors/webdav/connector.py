@@ -76,7 +76,8 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
                        ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
                        timeout=config.timeout, connections=config.connections)
     return WebDavSink(client, max_item_size=config.max_item_size,
-                      sets_mtime=profiles.PROFILES[config.profile].sets_mtime)
+                      sets_mtime=profiles.PROFILES[config.profile].sets_mtime,
+                      parallel_writes=config.connections)
 
 
 def _refusals(config: WebDavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -63,6 +64,7 @@ LISTED = [(DAV, "resourcetype"), (DAV, "getetag"), (DAV, "getcontentlength"),
           (DAV, "getlastmodified")]
 REFUSED_AS_TOO_BIG = frozenset({413})
 REFUSED_AS_FULL = frozenset({507})
+NAME_LOCKS = 64
 _PROPSTAT_STATUS = re.compile(r"<(?:\w+:)?status>\s*HTTP/[\d.]+\s+(\d{3})")
 
 
@@ -72,14 +74,22 @@ class WebDavSink:
     capabilities = SinkCapabilities(separator="/", forbidden_chars="\0")
 
     def __init__(self, client: DavClient, max_item_size: int | None = None,
-                 sets_mtime: bool | None = None) -> None:
+                 sets_mtime: bool | None = None, parallel_writes: int = 1) -> None:
         """``sets_mtime``: whether the server takes a file's modification time
-        (``connectors.webdav.profiles``); ``None``: asked with the first file."""
+        (``connectors.webdav.profiles``); ``None``: asked with the first file.
+        ``parallel_writes``: files written at once into a drive, each on a connection of
+        its own; two writes of one name wait for each other (they share its temporary
+        file)."""
         self.client = client
         self.root = client.base_path if client.base_path.endswith("/") \
             else client.base_path + "/"
         self.capabilities = SinkCapabilities(separator="/", forbidden_chars="\0",
-                                             max_item_size=max_item_size)
+                                             max_item_size=max_item_size,
+                                             parallel_writes=parallel_writes)
+        self._lock = threading.Lock()
+        self._making = threading.Lock()
+        self._names = [threading.Lock() for _ in range(NAME_LOCKS)]
+        """Writes of one name wait for each other; names share these by their hash."""
         self._notes: list[SourceNote] = []
         self._made: set[str] = set()
         self._sets_mtime = sets_mtime
@@ -114,15 +124,16 @@ class WebDavSink:
         self._collections(folder)
         place = self.root + target_ref
         temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
-        try:
-            self._upload(temporary, document)
-            self._move(temporary, place, target_ref, expected)
-        except BaseException:
-            self._forget(temporary)
-            raise
-        if document.modified is not None:
-            self._set_mtime(native_name, place, document.modified)
-        stored = self._stat(target_ref)
+        with self._names[hash(target_ref) % NAME_LOCKS]:
+            try:
+                self._upload(temporary, document)
+                self._move(temporary, place, target_ref, expected)
+            except BaseException:
+                self._forget(temporary)
+                raise
+            if document.modified is not None:
+                self._set_mtime(native_name, place, document.modified)
+            stored = self._stat(target_ref)
         if stored is None:
             raise ConnectError(f"{place}: not found right after it was written",
                                code="connection_lost", where=self.client.where)
@@ -261,9 +272,10 @@ class WebDavSink:
                 return
             refusal = f"PROPPATCH getlastmodified: {status}"
             self._sets_mtime = False
-        if native_name not in self._mtime_said:
-            self._mtime_said.add(native_name)
-            self._notes.append(SourceNote("mtime_not_kept", native_name, refusal))
+        with self._lock:
+            if native_name not in self._mtime_said:
+                self._mtime_said.add(native_name)
+                self._notes.append(SourceNote("mtime_not_kept", native_name, refusal))
 
     def _forget(self, temporary: str) -> None:
         """Delete a temporary file; one left behind (the server gone) is no item, and the
@@ -274,19 +286,23 @@ class WebDavSink:
             pass
 
     def _collections(self, folder: str) -> None:
-        """Make each missing collection on the way to ``folder`` (under the root)."""
+        """Make each missing collection on the way to ``folder`` (under the root), one
+        writer at a time: Apache answered 403 here to a MKCOL racing another of the same
+        path."""
         path = ""
         for segment in filter(None, folder.split("/")):
             path = f"{path}/{segment}" if path else segment
             if path in self._made:
                 continue
-            with self.client.request("MKCOL", self.root + path + "/") as response:
-                status = response.status_code
-            if status == 405 and not self._is_collection(path):
-                raise ContainerRefused(f"{path}: a file of that name is there")
-            if status not in (201, 405):
-                raise ContainerRefused(f"MKCOL {path}: {status}")
-            self._made.add(path)
+            with self._making:
+                if path in self._made:
+                    continue
+                with self.client.request("MKCOL", self.root + path + "/") as response:
+                    status = response.status_code
+                if status != 201 and not self._is_collection(path):
+                    raise ContainerRefused(f"MKCOL {path}: {status}" + (
+                        ", a file of that name is there" if status == 405 else ""))
+                self._made.add(path)
 
     def _is_collection(self, path: str) -> bool:
         return any(f"{{{DAV}}}collection" in resource.kinds() for resource in
