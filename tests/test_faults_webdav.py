@@ -1,0 +1,122 @@
+"""Files into a real WsgiDAV through a fault proxy: the run killed with uploads in flight,
+again and again, and a connection reset in the middle of a file; then run to its end. Every
+file once, whole, under its name, no temporary file left: the space read back as files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.faults import kill_in_flight
+from tests.wsgidav import start_wsgidav
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGIN = "alice"
+PASSWORD = "alice-target"
+
+
+def export(folder: Path, count: int, size: int) -> dict[str, str]:
+    """A drive of ``count`` files of about ``size`` bytes in a few folders, as a local
+    export; their SHA-256 by path inside the drive."""
+    rng = random.Random(7)
+    files = {}
+    for number in range(count):
+        path = Path(f"Dossier {number % 4}", f"Sous-dossier {number % 3}", f"fichier {number}.bin")
+        content = rng.randbytes(size + number)
+        target = folder / LOGIN / "files" / "Partage" / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        files[path.as_posix()] = hashlib.sha256(content).hexdigest()
+    return files
+
+
+def write_batch(folder: Path, url: str) -> Path:
+    (folder / "users.csv").write_text(
+        f"source,target,source_secret,target_secret\n{LOGIN},{LOGIN},,env:ALICE_TARGET\n",
+        encoding="utf-8")
+    path = folder / "batch.toml"
+    path.write_text(f"""
+name = "pannes"
+workloads = ["files"]
+[source]
+type = "folder"
+path = "export"
+[targets.files]
+type = "webdav"
+url = "{url}"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    return path
+
+
+def landed(space: Path) -> dict[str, str]:
+    drive = space / "Partage"
+    return {path.relative_to(drive).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in drive.rglob("*") if path.is_file()}
+
+
+def run(batch: Path, env: dict[str, str], command: str = "run") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "migrate", command, str(batch)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=False)
+
+
+def test_killed_with_uploads_in_flight_then_run_again_each_file_once(fault_proxy, tmp_path):
+    server = start_wsgidav(tmp_path / "wsgidav", {LOGIN: PASSWORD})
+    try:
+        proxy = fault_proxy((server.host, server.port))
+        files = export(tmp_path / "export", 60, 300_000)
+        batch = write_batch(tmp_path, f"http://127.0.0.1:{proxy.port}/{{login}}/")
+        env = {**os.environ, "ALICE_TARGET": PASSWORD, "PYTHONPATH": str(ROOT)}
+
+        # Killed while uploads are held in flight by the proxy: during the first ones, then
+        # with 15 and 30 files recorded, each run resuming the one before.
+        outcomes = [kill_in_flight(batch, env, proxy, start) for start in (
+            lambda ledger: proxy.bytes_to_server >= 200_000,
+            lambda ledger: ledger.done >= 15, lambda ledger: ledger.done >= 30)]
+        assert [outcome.returncode for outcome in outcomes] == [-signal.SIGKILL] * 3
+        assert all(outcome.at_signal.inflight > 0 for outcome in outcomes)
+        assert max(outcome.at_signal.done for outcome in outcomes) < 60, "make the export larger"
+
+        final = run(batch, env)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert landed(server.space(LOGIN)) == files
+        # A killed upload leaves its hidden temporary file; the write that follows of the
+        # same name replaces it, and the run that finishes leaves none.
+        assert [p.name for p in server.space(LOGIN).rglob(".*")] == []
+        verify = run(batch, env, "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        server.stop()
+
+
+def test_a_connection_reset_in_the_middle_of_a_file_loses_nothing(fault_proxy, tmp_path):
+    """The proxy resets every connection once 1.5 MB more have gone to the server: the file
+    being sent is cut short. The run goes on with the others on new connections and reports
+    the one that failed; the next run sends it; no file is ever half there."""
+    server = start_wsgidav(tmp_path / "wsgidav", {LOGIN: PASSWORD})
+    try:
+        proxy = fault_proxy((server.host, server.port))
+        files = export(tmp_path / "export", 12, 1_000_000)
+        batch = write_batch(tmp_path, f"http://127.0.0.1:{proxy.port}/{{login}}/")
+        env = {**os.environ, "ALICE_TARGET": PASSWORD, "PYTHONPATH": str(ROOT)}
+
+        proxy.reset_after(1_500_000, "to_server")
+        first = run(batch, env)
+        assert proxy.resets == 1
+        assert first.returncode == 1, first.stdout + first.stderr
+        there = landed(server.space(LOGIN))
+        assert there and len(there) < len(files)
+        assert all(files[path] == digest for path, digest in there.items())
+
+        final = run(batch, env)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert landed(server.space(LOGIN)) == files
+        assert [p.name for p in server.space(LOGIN).rglob(".*")] == []
+    finally:
+        server.stop()
