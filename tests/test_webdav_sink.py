@@ -3,7 +3,10 @@ servers; the sink's contract itself is the conformance suite's (tests/conformanc
 
 from __future__ import annotations
 
+import base64
 import re
+import socket
+import time
 from pathlib import Path
 
 import requests
@@ -71,3 +74,33 @@ def test_apache_keeps_getlastmodified_read_only_and_honours_an_etag_in_if(tmp_pa
         assert (server.space("u") / "x.txt").read_bytes() == b"one"
     finally:
         server.stop()
+
+
+def cut_put(host: str, port: int, path: str) -> None:
+    """A PUT announcing 1,000,000 bytes whose connection closes after 500,000."""
+    with socket.create_connection((host, port)) as connection:
+        login = base64.b64encode(b"u:p").decode()
+        connection.sendall(f"PUT {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Basic "
+                           f"{login}\r\nContent-Length: 1000000\r\n\r\n".encode()
+                           + b"A" * 500_000)
+        time.sleep(0.5)
+
+
+def test_a_put_cut_short_leaves_half_a_file_on_wsgidav_and_nothing_on_apache(tmp_path: Path
+                                                                             ) -> None:
+    """Why the sink writes to a temporary name and MOVEs it: WsgiDAV writes a PUT straight
+    into its file, and a cut one leaves half of it under the name; Apache writes to a file of
+    its own and renames it only once whole."""
+    for start, path in ((start_wsgidav, "/u/cut.bin"), (start_apache, "/dav/u/cut.bin")):
+        server = start(tmp_path / start.__name__, {"u": "p"})
+        try:
+            cut_put(server.host, server.port, path)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and start is start_wsgidav and not list(
+                    server.space("u").iterdir()):
+                time.sleep(0.05)
+            time.sleep(0.5)
+            left = {p.name: p.stat().st_size for p in server.space("u").iterdir()}
+        finally:
+            server.stop()
+        assert left == ({"cut.bin": 500_000} if start is start_wsgidav else {}), (start, left)

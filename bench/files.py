@@ -1,0 +1,263 @@
+"""Benchmark of the WebDAV file sink: a drive of many small files and a few large ones into
+WsgiDAV and Apache ``mod_dav_fs``, against plain PUTs of the same files on 4 connections, in
+the same invocation.
+
+The corpus is an export as bascule's folder target writes one (``<login>/files/Partage``):
+``--files`` files of 1 to 200 KB (lognormal, about 20 KB in the middle) under ``--folders``
+folders with accented names, three levels deep, and ``--large`` files of ``--large-mb`` MB.
+For each server and each round, a fresh server receives:
+
+- ``baseline``: every file PUT by 4 threads, each its own connection, streamed from disk
+  with its length, into collections made beforehand: the ceiling a client that only writes
+  reaches;
+- ``bascule``: ``bascule run`` from the export (the ``folder`` source) to the server (the
+  ``webdav`` target): collections, a temporary name and a MOVE per file, SHA-256 on the way,
+  the ledger, the process's start.
+
+The figures are files and MB a second, bascule's share of the baseline, and the peak RSS of
+bascule's process. Every file is read back on the server's disk and compared by SHA-256
+after each run. Everything listens on 127.0.0.1 and stops at the end.
+
+Run: ``python -m bench.files`` (options: ``--files 5000 --folders 300 --large 5
+--large-mb 200 --rounds 1 --servers wsgidav,apache --tools baseline,bascule``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.dav import Run, timed
+from tests.apache import start_apache
+from tests.wsgidav import start_wsgidav
+
+LOGIN = "banc"
+PASSWORD = "banc-secret"
+CONNECTIONS = 4
+SERVERS = {"wsgidav": start_wsgidav, "apache": start_apache}
+TOOLS = ("baseline", "bascule")
+DRIVE = "Partage"
+WORDS = ("Délibérations", "Marchés publics", "État civil", "Urbanisme", "Écoles",
+         "Voirie", "Élections", "Culture", "Sécurité", "Finances")
+
+
+def corpus(export: Path, files: int, folders: int, large: int, large_mb: int,
+           seed: int = 1) -> dict[str, str]:
+    """Write the drive; answer each file's SHA-256 by its path inside the drive."""
+    rng = random.Random(seed)
+    drive = export / LOGIN / "files" / DRIVE
+    places = [Path(WORDS[n % len(WORDS)], f"{WORDS[(n // 3) % len(WORDS)]} {n // 10}",
+                   f"Année {2000 + n % 25}") for n in range(folders)]
+    written = {}
+    for number in range(files):
+        size = int(min(200_000, max(1_000, rng.lognormvariate(math.log(20_000), 1.0))))
+        path = places[number % folders] / f"pièce {number}.bin"
+        written[path.as_posix()] = _write(drive / path, rng.randbytes(size))
+    for number in range(large):
+        path = Path("Archives", f"sauvegarde {number}.bin")
+        digest = hashlib.sha256()
+        (drive / path).parent.mkdir(parents=True, exist_ok=True)
+        with open(drive / path, "wb") as out:
+            for _ in range(large_mb):
+                block = rng.randbytes(1 << 20)
+                digest.update(block)
+                out.write(block)
+        written[path.as_posix()] = digest.hexdigest()
+    return written
+
+
+def _write(path: Path, content: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return hashlib.sha256(content).hexdigest()
+
+
+def baseline(server: Any, drive: Path) -> float:
+    """Seconds for 4 threads to PUT every file into collections made beforehand."""
+    session = requests.Session()
+    session.auth = (LOGIN, PASSWORD)
+    session.trust_env = False
+    space = server.space_url().replace("{login}", LOGIN)
+    files = sorted(path for path in drive.rglob("*") if path.is_file())
+    folders = sorted({parent for path in files for parent in path.relative_to(drive).parents
+                      if parent != Path(".")}, key=lambda p: len(p.parts))
+    for folder in [Path("."), *folders]:
+        answer = session.request("MKCOL", _url(space, DRIVE / folder) + "/", timeout=60)
+        assert answer.status_code in (201, 405), (folder, answer.status_code)
+    position = iter(files)
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def writer() -> None:
+        own = requests.Session()
+        own.auth = (LOGIN, PASSWORD)
+        own.trust_env = False
+        while True:
+            with lock:
+                path = next(position, None)
+            if path is None:
+                return
+            try:
+                with open(path, "rb") as body:
+                    answer = own.put(_url(space, DRIVE / path.relative_to(drive)), data=body,
+                                     timeout=600, headers={
+                                         "Content-Length": str(path.stat().st_size)})
+            except requests.RequestException as error:
+                failures.append(f"{path}: {error}")
+                continue
+            if answer.status_code not in (200, 201, 204):
+                failures.append(f"{path}: {answer.status_code}")
+
+    threads = [threading.Thread(target=writer) for _ in range(CONNECTIONS)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - began
+    assert not failures, failures[:5]
+    return elapsed
+
+
+def bascule(server: Any, export: Path, work: Path) -> Run:
+    """``bascule run`` from the export to the server, with its summary line."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "users.csv").write_text("source,target,source_secret,target_secret\n"
+                                    f"{LOGIN},{LOGIN},,env:BENCH_FILES_SECRET\n",
+                                    encoding="utf-8")
+    (work / "batch.toml").write_text(f"""name = "banc-fichiers"
+workloads = ["files"]
+[source]
+type = "folder"
+path = "{export}"
+[targets.files]
+type = "webdav"
+url = "{server.space_url()}"
+[mapping]
+users = "users.csv"
+[run]
+work_dir = "work"
+""", encoding="utf-8")
+    env = dict(os.environ, BENCH_FILES_SECRET=PASSWORD, BASCULE_LANG="en",
+               PYTHONPATH=str(Path.cwd()))
+    run, text = timed([sys.executable, "-m", "migrate", "run", str(work / "batch.toml")],
+                      env, work / "run.log")
+    run.summary = next((line for line in reversed(text.splitlines()) if "copied" in line),
+                       "").strip()
+    return run
+
+
+def landed(server: Any) -> dict[str, str]:
+    drive = server.space(LOGIN) / DRIVE
+    found = {}
+    for path in drive.rglob("*"):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as body:
+                while chunk := body.read(1 << 20):
+                    digest.update(chunk)
+            found[path.relative_to(drive).as_posix()] = digest.hexdigest()
+    return found
+
+
+def _url(space: str, path: Path) -> str:
+    return space + urllib.parse.quote(path.as_posix())
+
+
+def measure(kind: str, tool: str, round_number: int, export: Path, expected: dict[str, str],
+            megabytes: float, scratch: Path) -> dict[str, Any]:
+    """One tool's run into a fresh server of that kind, checked file by file."""
+    name = f"{kind}-{tool}-{round_number}"
+    server = SERVERS[kind](scratch / name, {LOGIN: PASSWORD})
+    try:
+        if tool == "baseline":
+            run = Run(baseline(server, export / LOGIN / "files" / DRIVE))
+        else:
+            run = bascule(server, export, scratch / f"work-{name}")
+        problem = "" if landed(server) == expected else "the target differs from the source"
+    finally:
+        server.stop()
+        shutil.rmtree(scratch / name, ignore_errors=True)
+    return {"server": kind, "tool": tool, "round": round_number,
+            "seconds": round(run.seconds, 2),
+            "files_per_second": round(len(expected) / run.seconds, 1),
+            "mb_per_second": round(megabytes / run.seconds, 1),
+            "peak_rss_mb": round(run.peak_mb), "cpu_seconds": round(run.cpu_seconds, 1),
+            "summary": run.summary, "problem": problem,
+            "load_1min": round(os.getloadavg()[0], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=5000)
+    parser.add_argument("--folders", type=int, default=300)
+    parser.add_argument("--large", type=int, default=5)
+    parser.add_argument("--large-mb", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--out", type=Path, default=Path("bench/out"))
+    args = parser.parse_args()
+    kinds = args.servers.split(",")
+    tools = [tool for tool in TOOLS if tool in args.tools.split(",")]
+    unknown = set(kinds) - set(SERVERS) | set(args.tools.split(",")) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown: {', '.join(sorted(unknown))}")
+
+    scratch = Path(tempfile.mkdtemp(prefix="bascule-files-bench-"))
+    results = []
+    try:
+        export = scratch / "export"
+        expected = corpus(export, args.files, args.folders, args.large, args.large_mb)
+        megabytes = sum(path.stat().st_size for path in export.rglob("*")
+                        if path.is_file()) / 1e6
+        for kind in kinds:
+            for round_number in range(args.rounds):
+                # Alternating the order spreads the machine's other load over both tools.
+                for tool in tools if round_number % 2 == 0 else tools[::-1]:
+                    results.append(measure(kind, tool, round_number, export, expected,
+                                           megabytes, scratch))
+                    print(json.dumps(results[-1], ensure_ascii=False), flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\n{len(expected)} files, {megabytes:.0f} MB; medians of {args.rounds} round(s)\n")
+    print("| server | tool | seconds | rounds (s) | files/s | MB/s | share of baseline | "
+          "peak RSS (MB) | CPU s |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for kind in kinds:
+        medians = {tool: statistics.median(r["seconds"] for r in results
+                                           if r["server"] == kind and r["tool"] == tool)
+                   for tool in tools}
+        for tool, seconds in medians.items():
+            rows = [r for r in results if r["server"] == kind and r["tool"] == tool]
+            share = (f"{medians['baseline'] / seconds:.2f}"
+                     if tool != "baseline" and "baseline" in medians else "")
+            peak = max(r["peak_rss_mb"] for r in rows)
+            cpu = statistics.median(r["cpu_seconds"] for r in rows)
+            print(f"| {kind} | {tool} | {seconds:.1f} | "
+                  f"{' '.join(str(r['seconds']) for r in rows)} | "
+                  f"{len(expected) / seconds:.0f} | {megabytes / seconds:.1f} | {share} | "
+                  f"{peak or ''} | {f'{cpu:.1f}' if cpu else ''} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "files.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    if any(r["problem"] for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
