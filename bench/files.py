@@ -11,8 +11,9 @@ For each server and each round, a fresh server receives:
   with its length, into collections made beforehand: the ceiling a client that only writes
   reaches;
 - ``bascule``: ``bascule run`` from the export (the ``folder`` source) to the server (the
-  ``webdav`` target): collections, a temporary name and a MOVE per file, SHA-256 on the way,
-  the ledger, the process's start.
+  ``webdav`` target, with the server's profile: ``apache`` for Apache, ``generic`` for
+  WsgiDAV): collections, a temporary name and a MOVE per file (a PUT straight to the name
+  into Apache), SHA-256 on the way, the ledger, the process's start.
 
 The figures are files and MB a second, bascule's share of the baseline, and the peak RSS of
 bascule's process. Every file is read back on the server's disk and compared by SHA-256
@@ -148,6 +149,7 @@ path = "{export}"
 [targets.files]
 type = "webdav"
 url = "{server.space_url()}"
+profile = "{"apache" if "/dav/" in server.space_url() else "generic"}"
 [mapping]
 users = "users.csv"
 [run]

@@ -77,7 +77,8 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
                        timeout=config.timeout, connections=config.connections)
     return WebDavSink(client, max_item_size=config.max_item_size,
                       sets_mtime=profiles.PROFILES[config.profile].sets_mtime,
-                      parallel_writes=config.connections)
+                      parallel_writes=config.connections,
+                      whole_puts=profiles.PROFILES[config.profile].whole_puts)
 
 
 def _refusals(config: WebDavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:

@@ -7,7 +7,9 @@ A profile holds facts, each found against the real server by a test named beside
   property: most servers refuse it); refused, the drive's report says so once.
 - ``apache`` (``mod_dav_fs``): ``getlastmodified`` is read-only (PROPPATCH answers 409,
   tests/test_webdav_sink.py), so it is not asked; it honours an ETag in the ``If`` header of
-  a MOVE or DELETE, and gives a file written less than a second ago a weak ETag.
+  a PUT, MOVE or DELETE, and gives a file written less than a second ago a weak ETag; a PUT
+  cut short leaves nothing (it writes to a file of its own and renames it once whole), so
+  files are PUT straight to their names. WsgiDAV leaves half the file there.
 - ``xwiki``: XWiki's WebDAV turns files into attachments of wiki pages; it is no file store,
   and a batch sending files there is refused before anything moves.
 
@@ -29,11 +31,14 @@ class Profile:
     (``True``, ``False``: not asked), or to be asked once per drive (``None``)."""
     file_store: bool = True
     """It keeps files as files; ``False``: the batch is refused."""
+    whole_puts: bool = False
+    """It stores a PUT under its name only once it has it whole (a PUT cut short leaves
+    nothing), so files are PUT straight to their names, without a temporary name."""
 
 
 PROFILES = {profile.name: profile for profile in (
     Profile("generic", sets_mtime=None),
-    Profile("apache", sets_mtime=False),
+    Profile("apache", sets_mtime=False, whole_puts=True),
     Profile("xwiki", sets_mtime=False, file_store=False),
 )}
 

@@ -12,7 +12,10 @@ its name. The MOVE carries the write's condition: ``Overwrite: F`` for a create-
 and for a replace the ETag expected (weak or strong alike), as RFC 4918's ``If`` header on
 the destination (10.4), checked by a PROPFIND just before as well: WsgiDAV 4.4 ignores an
 ETag there (a MOVE naming a wrong one overwrites the file: ``tests/test_webdav_sink.py``);
-Apache honours it. A DELETE carries its condition the same way. A write cut short
+Apache honours it. A DELETE carries its condition the same way. A server that stores a
+PUT under its name only once it has it whole (``whole_puts``: Apache) gets the file PUT
+straight to its name with the same condition (``If-None-Match: *`` for a create-only
+write). A write cut short
 (the source's stream broke, the process was killed) leaves at most a temporary file, which
 is no item (``inventory`` passes it over) and which the next write of the same name
 replaces.
@@ -74,9 +77,14 @@ class WebDavSink:
     capabilities = SinkCapabilities(separator="/", forbidden_chars="\0")
 
     def __init__(self, client: DavClient, max_item_size: int | None = None,
-                 sets_mtime: bool | None = None, parallel_writes: int = 1) -> None:
+                 sets_mtime: bool | None = None, parallel_writes: int = 1,
+                 whole_puts: bool = False) -> None:
         """``sets_mtime``: whether the server takes a file's modification time
         (``connectors.webdav.profiles``); ``None``: asked with the first file.
+        ``whole_puts``: the server stores a PUT under its name only once it has it whole
+        (Apache), so the file is PUT straight to its name with its condition
+        (``If-None-Match: *``, or ``If`` with its ETag): one request where a temporary name
+        and a MOVE take two.
         ``parallel_writes``: files written at once into a drive, each on a connection of
         its own; two writes of one name wait for each other (they share its temporary
         file)."""
@@ -93,6 +101,7 @@ class WebDavSink:
         self._notes: list[SourceNote] = []
         self._made: set[str] = set()
         self._sets_mtime = sets_mtime
+        self._whole_puts = whole_puts
         self._mtime_said: set[str] = set()
         """The drives whose report says their files' modification times were not kept."""
 
@@ -125,12 +134,22 @@ class WebDavSink:
         place = self.root + target_ref
         temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
         with self._names[hash(target_ref) % NAME_LOCKS]:
-            try:
-                self._upload(temporary, document)
-                self._move(temporary, place, target_ref, expected)
-            except BaseException:
-                self._forget(temporary)
-                raise
+            if self._whole_puts:
+                condition = ({"If-None-Match": "*"} if expected is CREATE_ONLY
+                             else self._condition(place, target_ref, expected))
+                try:
+                    self._upload(place, document, condition, target_ref)
+                except ItemRejected as refused:
+                    if refused.code == "invalid_message":  # it took what is not the source's
+                        self._forget(place)
+                    raise
+            else:
+                try:
+                    self._upload(temporary, document)
+                    self._move(temporary, place, target_ref, expected)
+                except BaseException:
+                    self._forget(temporary)
+                    raise
             if document.modified is not None:
                 self._set_mtime(native_name, place, document.modified)
             stored = self._stat(target_ref)
@@ -208,17 +227,22 @@ class WebDavSink:
 
     # --- writing --------------------------------------------------------------------
 
-    def _upload(self, temporary: str, document: Document) -> None:
-        """PUT the content, with its length, hashed as it is sent; refuse what does not hash
-        to the document's fingerprint (it changed while it was read)."""
+    def _upload(self, path: str, document: Document, condition: dict[str, str] | None = None,
+                target_ref: str = "") -> None:
+        """PUT the content to ``path``, with its length and ``condition``, hashed as it is
+        sent; refuse what does not hash to the document's fingerprint (it changed while it
+        was read)."""
         digest = hashlib.sha256()
         with document.open() as body:
             stream = _Hashing(body, digest, document.size)
             response = self.client.request(
-                "PUT", temporary, body=stream,  # type: ignore[arg-type]
+                "PUT", path, body=stream,  # type: ignore[arg-type]
                 headers={"Content-Length": str(document.size),
-                         "Content-Type": "application/octet-stream"})
+                         "Content-Type": "application/octet-stream", **(condition or {})})
         with response:
+            if response.status_code == 412:
+                raise VersionConflict(f"{target_ref}: changed on the target",
+                                      current=self._stat(target_ref))
             if response.status_code in REFUSED_AS_TOO_BIG:
                 raise ItemRejected(f"{document.name}: {response.status_code} "
                                    f"{response.reason}", code="too_big")
@@ -226,26 +250,32 @@ class WebDavSink:
                 raise ItemRejected(f"{document.name}: {response.status_code} "
                                    f"{response.reason}", code="over_quota")
             if response.status_code not in (200, 201, 204):
-                raise ItemRejected(str(DavRefused("PUT", temporary, response)),
+                raise ItemRejected(str(DavRefused("PUT", path, response)),
                                    code="server_error")
         if stream.sent != document.size or "sha256:" + digest.hexdigest() != \
                 document.fingerprint:
             raise ItemRejected(f"{document.name}: content changed while it was read",
                                code="invalid_message")
 
+    def _condition(self, place: str, target_ref: str, expected: str | None
+                   ) -> dict[str, str]:
+        """The headers that make a write over ``place`` happen only if ``expected`` holds:
+        none for ``ANY_VERSION``; for a version, the ETag found there, checked first, in
+        the ``If`` header; ``CREATE_ONLY`` is the caller's (``If-None-Match``, or
+        ``Overwrite: F`` for a MOVE)."""
+        if expected is CREATE_ONLY or expected == ANY_VERSION:
+            return {}
+        current = self._stat(target_ref)
+        if current is None or not _same(current.version, expected):
+            raise VersionConflict(f"{target_ref}: not at the version expected",
+                                  current=current)
+        return {"If": f"<{self.client.url(place)}> ([{current.version}])"}
+
     def _move(self, temporary: str, place: str, target_ref: str, expected: str | None
               ) -> None:
-        headers = {"Destination": self.client.url(place)}
-        if expected is CREATE_ONLY:
-            headers["Overwrite"] = "F"
-        else:
-            headers["Overwrite"] = "T"
-            if expected != ANY_VERSION:
-                current = self._stat(target_ref)
-                if current is None or not _same(current.version, expected):
-                    raise VersionConflict(f"{target_ref}: not at the version expected",
-                                          current=current)
-                headers["If"] = f"<{self.client.url(place)}> ([{current.version}])"
+        headers = {"Destination": self.client.url(place),
+                   "Overwrite": "F" if expected is CREATE_ONLY else "T",
+                   **self._condition(place, target_ref, expected)}
         with self.client.request("MOVE", temporary, headers=headers) as response:
             if response.status_code == 412:
                 raise VersionConflict(f"{target_ref}: changed on the target",
