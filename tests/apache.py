@@ -9,7 +9,9 @@ as they are given, in those folders: a test reads them there, without WebDAV.
 Facts learned here (Debian 12, Apache 2.4, checked 2026-12-07): as root, its children run as
 the configured ``User`` (``nobody`` here), so the spaces belong to that user and the folders
 above them get the search bit (pytest's are private to root); it needs its own ``PidFile``,
-``DavLockDB`` and ``Mutex`` folder under the test's; ``mod_unixd`` is built in.
+``DavLockDB`` and ``Mutex`` folder under the test's; ``mod_unixd`` is built in. Since 2.4.54
+it refuses a request body over 1 GiB (``LimitRequestBody``'s default): a file store for
+drives raises it, as this one does (``0``, no limit).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ Group {"nogroup" if runs_as == "nobody" else runs_as}
 {loaded}
 TypesConfig /etc/mime.types
 DavLockDB "{root / 'lock' / 'davlock'}"
+LimitRequestBody 0
 Alias /dav/ "{root / 'spaces'}/"
 <Directory "{root / 'spaces'}">
     Options None

@@ -9,6 +9,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.apache import start_apache
@@ -104,3 +105,38 @@ def test_a_put_cut_short_leaves_half_a_file_on_wsgidav_and_nothing_on_apache(tmp
         finally:
             server.stop()
         assert left == ({"cut.bin": 500_000} if start is start_wsgidav else {}), (start, left)
+
+
+@pytest.mark.parametrize("kind", ["wsgidav", "apache"])
+def test_a_path_of_300_characters_lands_found_and_listed(kind: str, tmp_path: Path) -> None:
+    """Five accented folders of 55 characters and a long name: a 330-character path under
+    the drive, written, found and listed as it is (no rule changes it: each segment fits)."""
+    from connectors.base import Document
+    from connectors.dav.client import DavClient
+    from connectors.spool import Spool
+    from connectors.webdav.sink import WebDavSink
+
+    start = start_wsgidav if kind == "wsgidav" else start_apache
+    server = start(tmp_path / kind, {"u": "p"})
+    try:
+        client = DavClient(server.space_url().replace("{login}", "u"), "u", "p", ca_file=None,
+                           timeout=30)
+        sink = WebDavSink(client, whole_puts=kind == "apache")
+        folder = tuple(f"Dossier {n} – délibérations du conseil municipal d'été {n:03d}"
+                       for n in range(5))
+        name = "Procès-verbal de la séance extraordinaire du conseil.pdf"
+        body = Spool.from_chunks([b"%PDF-1.4\n" + bytes(range(256)) * 40])
+        document = Document("1", "v1", name, folder, body.fingerprint, body.size, None,
+                            body.open)
+        native = sink.ensure_container(("Partage",))
+        stored = sink.put(native, document)
+        assert len(stored.target_ref) > 330 and stored.renamed is None
+        assert stored.target_ref == "/".join(("Partage", *folder, name))
+        on_disk = server.space("u").joinpath(*stored.target_ref.split("/"))
+        assert on_disk.read_bytes() == b"%PDF-1.4\n" + bytes(range(256)) * 40
+        found = sink.find(native, document)
+        assert found is not None and found.fingerprint == body.fingerprint
+        assert [item.target_ref for item in sink.inventory(native)] == [stored.target_ref]
+        sink.close()
+    finally:
+        server.stop()
