@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -187,30 +187,45 @@ def baseline(server: Any, objects: Objects) -> float:
     calendar, address_book = make_collections(server, "ceiling")
     work = [(calendar + name, body, "text/calendar") for name, body in objects["calendar"]]
     work += [(address_book + name, body, "text/vcard") for name, body in objects["contacts"]]
-    position = iter(range(len(work)))
+
+    def put(session: requests.Session, item: tuple[str, bytes, str]) -> requests.Response:
+        path, body, kind_of = item
+        return session.put(_url(server, path), data=body, timeout=60, headers={
+            "Content-Type": f"{kind_of}; charset=utf-8", "If-None-Match": "*"})
+
+    return put_all(work, put, (LOGIN, PASSWORD))
+
+
+T = TypeVar("T")
+
+
+def put_all(work: list[T], put: Callable[[requests.Session, T], requests.Response],
+            auth: tuple[str, str], connections: int = CONNECTIONS) -> float:
+    """Seconds for ``connections`` threads, each with a session of its own, to send every
+    item of ``work`` with ``put``; raises when a request fails or is answered otherwise
+    than 200, 201 or 204."""
+    position = iter(work)
     lock = threading.Lock()
     failures: list[str] = []
 
     def writer() -> None:
         session = requests.Session()
-        session.auth = (LOGIN, PASSWORD)
+        session.auth = auth
         session.trust_env = False
         while True:
             with lock:
-                index = next(position, None)
-            if index is None:
+                item = next(position, None)
+            if item is None:
                 return
-            path, body, kind_of = work[index]
             try:
-                answer = session.put(_url(server, path), data=body, timeout=60, headers={
-                    "Content-Type": f"{kind_of}; charset=utf-8", "If-None-Match": "*"})
+                answer = put(session, item)
             except requests.RequestException as error:  # a thread's end would pass unseen
-                failures.append(f"{path}: {error}")
+                failures.append(f"{item!r:.80}: {error}")
                 continue
             if answer.status_code not in (200, 201, 204):
-                failures.append(f"{path}: {answer.status_code}")
+                failures.append(f"{item!r:.80}: {answer.status_code}")
 
-    threads = [threading.Thread(target=writer) for _ in range(CONNECTIONS)]
+    threads = [threading.Thread(target=writer) for _ in range(connections)]
     began = time.monotonic()
     for thread in threads:
         thread.start()

@@ -35,15 +35,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from bench.dav import Run, timed
+from bench.dav import Run, put_all, timed
 from tests.apache import start_apache
 from tests.wsgidav import start_wsgidav
 
@@ -100,39 +98,14 @@ def baseline(server: Any, drive: Path) -> float:
     for folder in [Path("."), *folders]:
         answer = session.request("MKCOL", _url(space, DRIVE / folder) + "/", timeout=60)
         assert answer.status_code in (201, 405), (folder, answer.status_code)
-    position = iter(files)
-    lock = threading.Lock()
-    failures: list[str] = []
 
-    def writer() -> None:
-        own = requests.Session()
-        own.auth = (LOGIN, PASSWORD)
-        own.trust_env = False
-        while True:
-            with lock:
-                path = next(position, None)
-            if path is None:
-                return
-            try:
-                with open(path, "rb") as body:
-                    answer = own.put(_url(space, DRIVE / path.relative_to(drive)), data=body,
-                                     timeout=600, headers={
-                                         "Content-Length": str(path.stat().st_size)})
-            except requests.RequestException as error:
-                failures.append(f"{path}: {error}")
-                continue
-            if answer.status_code not in (200, 201, 204):
-                failures.append(f"{path}: {answer.status_code}")
+    def put(session: requests.Session, path: Path) -> requests.Response:
+        with open(path, "rb") as body:
+            return session.put(_url(space, DRIVE / path.relative_to(drive)), data=body,
+                               timeout=600,
+                               headers={"Content-Length": str(path.stat().st_size)})
 
-    threads = [threading.Thread(target=writer) for _ in range(CONNECTIONS)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - began
-    assert not failures, failures[:5]
-    return elapsed
+    return put_all(files, put, (LOGIN, PASSWORD))
 
 
 def bascule(server: Any, export: Path, work: Path) -> Run:
