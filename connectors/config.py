@@ -3,7 +3,8 @@ HTTPS addresses. A section names where a secret is, never the secret."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -46,6 +47,14 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 def is_loopback(host: str) -> bool:
     return host.lower() in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def cleartext_warnings(url: str, side: str) -> list[tuple[str, dict[str, Any]]]:
+    """``cleartext_to_network`` for an ``http://`` address other than this machine's."""
+    host = urlsplit(url).hostname or ""
+    if url.startswith("http://") and not is_loopback(host):
+        return [("cleartext_to_network", {"side": side, "host": host})]
+    return []
 
 
 def check_reference(value: str) -> str:

@@ -180,14 +180,14 @@ def _template(code: str, lang: str, count: object) -> str:
     entry = _english().get(code)
     if entry is None:
         return "{detail}"
-    english, translated, plural = entry, _translations(lang)[0].get(code), _translations(lang)[1]
-    if isinstance(english, tuple):
-        forms = translated if isinstance(translated, list) else None
-        if forms is None:  # English: one for a count of 1, the other for any other
-            return english[0] if count == 1 else english[1]
+    sentences, plural = _translations(lang)
+    translated = sentences.get(code)
+    if isinstance(entry, tuple):
+        if not isinstance(translated, list):  # English: one for a count of 1, the other else
+            return entry[0] if count == 1 else entry[1]
         index = plural(count if isinstance(count, int) else 0)
-        return forms[index] if index < len(forms) else english[1]
-    return translated if isinstance(translated, str) else english
+        return translated[index] if index < len(translated) else entry[1]
+    return translated if isinstance(translated, str) else entry
 
 
 @cache

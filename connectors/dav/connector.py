@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field
 
 from connectors.base import ConnectError
-from connectors.config import Section, is_loopback, refused
+from connectors.config import Section, cleartext_warnings, refused
 from connectors.dav import profiles
 from connectors.registry import Account, Capabilities, Connector, Context, register
 
@@ -67,15 +67,16 @@ class DavConfig(Section):
     )
 
 
-def _client(context: Context, account: Account) -> Any:
-    """A client signed in as the account, with its secret from the users table."""
+def dav_client(context: Context, account: Account, url: str | None = None) -> Any:
+    """A client signed in as the account, with its secret from the users table, at ``url``
+    (the batch's, when not given): the WebDAV file connector's too."""
     from connectors.dav.client import DavClient
 
-    config: DavConfig = account.config
+    config = account.config
     if not account.secret_ref:
         raise ConnectError(code="no_secret", params={"login": account.login})
     password = context.secret(account.secret_ref, users_table=True)
-    return DavClient(config.url, account.login, password,
+    return DavClient(url or config.url, account.login, password,
                      ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
                      timeout=config.timeout, connections=config.connections)
 
@@ -87,7 +88,7 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     for code, params in _refusals(config, workload):
         raise ConnectError(code=code, params={"workload": workload, **params})
     profile = profiles.PROFILES[config.profile]
-    return DavSink(_client(context, account), workload,
+    return DavSink(dav_client(context, account), workload,
                    rewrite=profiles.rewrite(profile, config.scheduling),
                    standalone_orphans=profile.requires_master,
                    max_item_size=config.max_item_size,
@@ -99,15 +100,12 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
 def _open_source(context: Context, account: Account, workload: str) -> Any:
     from connectors.dav.source import DavSource
 
-    return DavSource(_client(context, account))
+    return DavSource(dav_client(context, account))
 
 
 def _warnings(config: DavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
-    host = urlsplit(config.url).hostname or ""
-    found = profiles.warnings(profiles.PROFILES[config.profile], config.scheduling)
-    if config.url.startswith("http://") and not is_loopback(host):
-        found.append(("cleartext_to_network", {"side": side, "host": host}))
-    return found
+    return [*profiles.warnings(profiles.PROFILES[config.profile], config.scheduling),
+            *cleartext_warnings(config.url, side)]
 
 
 def _refusals(config: DavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:

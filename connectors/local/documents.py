@@ -78,6 +78,23 @@ def safe_name(name: str) -> tuple[str, str | None]:
     return changed, "renamed_file_name"
 
 
+
+def container_names(path: Path) -> tuple[list[str], list[SourceNote]]:
+    """A container's segments as a target of files holds them (composed Unicode, changed by
+    ``safe_name``'s rules), and a ``renamed_container`` note for each one changed."""
+    names = [safe_name(unicodedata.normalize("NFC", segment))[0] for segment in path]
+    return names, [SourceNote("renamed_container", "/".join(names), segment)
+                   for segment, name in zip(path, names, strict=True)
+                   if name != unicodedata.normalize("NFC", segment)]
+
+
+def item_names(document: Document) -> tuple[list[str], str | None]:
+    """A document's sub-folders and name as a target of files holds them (as the source
+    gave them, but for ``safe_name``'s rules), and the first rule that changed one."""
+    named = [safe_name(segment) for segment in (*document.folder, document.name)]
+    reasons = [reason for _, reason in named if reason]
+    return [name for name, _ in named], reasons[0] if reasons else None
+
 class FolderSink:
     """Writes documents under ``root``, as a ``DocumentSink``; container paths and names
     never leave it."""
@@ -92,10 +109,8 @@ class FolderSink:
         """The folder for a container (created if missing), as a path relative to root. A
         segment it cannot hold as it is gets renamed by ``safe_name``'s rules, and a note
         says so (``drain_notes``)."""
-        names = [self._segment(segment) for segment in path]
-        for segment, name in zip(path, names, strict=True):
-            if name != unicodedata.normalize("NFC", segment):
-                self._notes.append(SourceNote("renamed_container", "/".join(names), segment))
+        names, notes = container_names(path)
+        self._notes += notes
         folder = self.root.joinpath(*names)
         self._inside(folder)
         make_folders(folder)
@@ -174,17 +189,11 @@ class FolderSink:
 
     def _place(self, native_name: str, document: Document) -> tuple[FsPath, str | None]:
         """Where the document goes, and the rule that changed a name on the way, if any."""
-        reasons = []
-        parts = []
-        for segment in (*document.folder, document.name):
-            safe, reason = safe_name(segment)
-            parts.append(safe)
-            if reason:
-                reasons.append(reason)
+        parts, renamed = item_names(document)
         target = self.root.joinpath(*native_name.split("/"), *parts) if native_name else \
             self.root.joinpath(*parts)
         self._inside(target)
-        return target, reasons[0] if reasons else None
+        return target, renamed
 
     def _move_into_place(self, temporary: FsPath, target: FsPath, expected: str | None
                          ) -> None:
@@ -227,10 +236,6 @@ class FolderSink:
         """The containers renamed since the last call, each said once."""
         notes, self._notes = self._notes, []
         return notes
-
-    @staticmethod
-    def _segment(segment: str) -> str:
-        return safe_name(unicodedata.normalize("NFC", segment))[0]
 
     def _inside(self, path: FsPath) -> None:
         root = self.root.resolve()

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import AfterValidator, Field
 
 from connectors.base import ConnectError
-from connectors.config import Section, is_loopback, refused
+from connectors.config import Section, cleartext_warnings, refused
 from connectors.registry import Account, Capabilities, Connector, Context, register
 from connectors.webdav import profiles
 
@@ -63,33 +63,22 @@ def space_url(config: WebDavConfig, login: str) -> str:
 
 
 def _open_sink(context: Context, account: Account, workload: str) -> Any:
-    from connectors.dav.client import DavClient
+    from connectors.dav.connector import dav_client
     from connectors.webdav.sink import WebDavSink
 
     config: WebDavConfig = account.config
-    if not account.secret_ref:
-        raise ConnectError(code="no_secret", params={"login": account.login})
     for code, params in _refusals(config, workload):
         raise ConnectError(code=code, params={"workload": workload, **params})
-    password = context.secret(account.secret_ref, users_table=True)
-    client = DavClient(space_url(config, account.login), account.login, password,
-                       ca_file=str(context.path(config.ca_file)) if config.ca_file else None,
-                       timeout=config.timeout, connections=config.connections)
-    return WebDavSink(client, max_item_size=config.max_item_size,
-                      sets_mtime=profiles.PROFILES[config.profile].sets_mtime,
-                      parallel_writes=config.connections,
-                      whole_puts=profiles.PROFILES[config.profile].whole_puts)
+    profile = profiles.PROFILES[config.profile]
+    return WebDavSink(dav_client(context, account, space_url(config, account.login)),
+                      max_item_size=config.max_item_size, sets_mtime=profile.sets_mtime,
+                      parallel_writes=config.connections, whole_puts=profile.whole_puts)
 
 
 def _refusals(config: WebDavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:
     return profiles.refusals(profiles.PROFILES[config.profile], workload)
 
 
-def _warnings(config: WebDavConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
-    host = urlsplit(config.url).hostname or ""
-    if config.url.startswith("http://") and not is_loopback(host):
-        return [("cleartext_to_network", {"side": side, "host": host})]
-    return []
 
 
 register(Connector(
@@ -110,6 +99,6 @@ profile = "generic"           # generic, apache, xwiki (refused / refusé)
 ''',
     account_slots=lambda config: config.connections,
     largest_item=lambda config: config.max_item_size,
-    warnings=_warnings,
+    warnings=lambda config, side: cleartext_warnings(config.url, side),
     refusals=_refusals,
 ))

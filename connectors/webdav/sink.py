@@ -37,8 +37,8 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import unicodedata
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import IO
@@ -60,7 +60,7 @@ from connectors.base import (
     VersionConflict,
 )
 from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
-from connectors.local.documents import TEMPORARY_SUFFIX, safe_name
+from connectors.local.documents import TEMPORARY_SUFFIX, container_names, item_names
 
 CHUNK = 1 << 16
 LISTED = [(DAV, "resourcetype"), (DAV, "getetag"), (DAV, "getcontentlength"),
@@ -73,8 +73,6 @@ _PROPSTAT_STATUS = re.compile(r"<(?:\w+:)?status>\s*HTTP/[\d.]+\s+(\d{3})")
 
 class WebDavSink:
     """Writes one account's drives under its root collection."""
-
-    capabilities = SinkCapabilities(separator="/", forbidden_chars="\0")
 
     def __init__(self, client: DavClient, max_item_size: int | None = None,
                  sets_mtime: bool | None = None, parallel_writes: int = 1,
@@ -110,10 +108,8 @@ class WebDavSink:
     def ensure_container(self, path: Path) -> str:
         """The drive's collection (created with its parents if missing), as its path under
         the root; a segment renamed by the name rule is noted (``renamed_container``)."""
-        names = [self._segment(segment) for segment in path]
-        for segment, name in zip(path, names, strict=True):
-            if name != unicodedata.normalize("NFC", segment):
-                self._notes.append(SourceNote("renamed_container", "/".join(names), segment))
+        names, notes = container_names(path)
+        self._notes += notes
         native = "/".join(names)
         if not native:
             raise ContainerRefused("a drive needs a name")
@@ -167,7 +163,7 @@ class WebDavSink:
         stored = self._stat(target_ref)
         if stored is None:
             return None
-        return _with(stored, fingerprint=self._hash(target_ref))
+        return replace(stored, fingerprint=self._hash(target_ref))
 
     def inventory(self, native_name: str, fingerprints: bool = False
                   ) -> Iterator[StoredDocument]:
@@ -187,20 +183,18 @@ class WebDavSink:
                 if inside.endswith(TEMPORARY_SUFFIX):
                     continue
                 stored = _stored(inside, resource)
-                yield _with(stored, fingerprint=self._hash(inside)) if fingerprints \
+                yield replace(stored, fingerprint=self._hash(inside)) if fingerprints \
                     else stored
 
     def remove(self, native_name: str, target_ref: str, expected: str = ANY_VERSION) -> None:
         """Delete the file (at version ``expected`` unless ``ANY_VERSION``), then each
         collection it leaves empty inside the drive's."""
-        headers = {}
-        if expected != ANY_VERSION:
-            current = self._stat(target_ref)
-            if current is None:
-                return
-            if not _same(current.version, expected):
-                raise VersionConflict(f"{target_ref}: changed on the target", current=current)
-            headers["If"] = f"<{self.client.url(self.root + target_ref)}> ([{current.version}])"
+        try:
+            headers = self._condition(self.root + target_ref, target_ref, expected)
+        except VersionConflict as conflict:
+            if conflict.current is None:
+                return  # gone already
+            raise
         response = self.client.request("DELETE", self.root + target_ref, headers=headers)
         with response:
             if response.status_code == 412:
@@ -259,10 +253,10 @@ class WebDavSink:
 
     def _condition(self, place: str, target_ref: str, expected: str | None
                    ) -> dict[str, str]:
-        """The headers that make a write over ``place`` happen only if ``expected`` holds:
-        none for ``ANY_VERSION``; for a version, the ETag found there, checked first, in
-        the ``If`` header; ``CREATE_ONLY`` is the caller's (``If-None-Match``, or
-        ``Overwrite: F`` for a MOVE)."""
+        """The headers that make a write over ``place`` (or its deletion) happen only if
+        ``expected`` holds: none for ``ANY_VERSION``; for a version, the ETag found there,
+        checked first, in the ``If`` header; ``CREATE_ONLY`` is the caller's
+        (``If-None-Match``, or ``Overwrite: F`` for a MOVE)."""
         if expected is CREATE_ONLY or expected == ANY_VERSION:
             return {}
         current = self._stat(target_ref)
@@ -368,23 +362,11 @@ class WebDavSink:
             return None
         return path[len(self.root):]
 
-    # --- names ----------------------------------------------------------------------
-
     def _place(self, native_name: str, document: Document) -> tuple[str, str | None]:
         """Where the document goes under the root, and the rule that changed a name on the
-        way, if any: sub-folders and name as the source gave them, but for the rule."""
-        reasons = []
-        parts = []
-        for segment in (*document.folder, document.name):
-            safe, reason = safe_name(segment)
-            parts.append(safe)
-            if reason:
-                reasons.append(reason)
-        return "/".join((native_name, *parts)), reasons[0] if reasons else None
-
-    @staticmethod
-    def _segment(segment: str) -> str:
-        return safe_name(unicodedata.normalize("NFC", segment))[0]
+        way, if any."""
+        parts, renamed = item_names(document)
+        return "/".join((native_name, *parts)), renamed
 
 
 class _Hashing:
@@ -450,7 +432,4 @@ def _date(text: str | None) -> datetime | None:
         return None
 
 
-def _with(stored: StoredDocument, fingerprint: str) -> StoredDocument:
-    return StoredDocument(stored.target_ref, stored.version, stored.size, stored.modified,
-                          fingerprint)
 
