@@ -534,9 +534,12 @@ class GraphHandler(BaseHTTPRequestHandler):
         state = self.state
         tenant = state.tenant
         now = int(time.time())
+        # Entra ID dates its tokens five minutes back, for clocks behind its own: a
+        # checker whose clock lags this one's by a second must not find them from the future.
+        issued = now - 300
         service_principal = str(uuid.uuid5(uuid.NAMESPACE_URL, tenant.client_id))
         claims: dict[str, Any] = {
-            "aud": EXCHANGE_AUDIENCE, "iss": state.issuer, "iat": now, "nbf": now,
+            "aud": EXCHANGE_AUDIENCE, "iss": state.issuer, "iat": issued, "nbf": issued,
             "exp": now + state.exchange_jwt_lifetime, "appid": tenant.client_id,
             "appidacr": "1" if tenant.certificate_pem is None else "2", "idp": state.issuer,
             "oid": service_principal, "sub": service_principal, "tid": tenant.tenant_id,

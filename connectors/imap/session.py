@@ -535,6 +535,9 @@ def _token_login(client: imapclient.IMAPClient, login: str, tokens: TokenProvide
                                code="connection_lost")
         except imap_errors.IMAPClientError as error:
             refusal = _scrub(error, [token])
+            if "[UNAVAILABLE]" in refusal:
+                # The server did not judge the token: ``connect`` tries again with it.
+                raise ConnectError(f"login as {login} refused: {refusal}", code="auth_failed")
         except OSError as error:
             raise _lost_during_login(error)
     raise TokenRefused(login, refusal)
