@@ -70,6 +70,17 @@ class RunConfig(Section):
     ledger_secret: str | None = Field(
         None, description="The ledger database's password: " + SECRET_REFERENCE_HINT + "."
     )
+    on_conflict: Literal["keep_both", "skip", "overwrite"] = Field(
+        "keep_both", description="A calendar object, contact or file someone else changed or "
+        "put on the target where bascule writes: keep_both (bascule's copy beside it, its name "
+        "followed by ~ and a hash), skip (left, the item counted failed) or overwrite. Each "
+        "case is a line in the report."
+    )
+    deletions: Literal["report", "remove"] = Field(
+        "report", description="Calendar objects, contacts and files deleted at the source "
+        "since the last pass: report (left on the target and counted) or remove (deleted from "
+        "the target, unless someone changed them there since)."
+    )
 
     @field_validator("ledger")
     @classmethod

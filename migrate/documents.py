@@ -5,13 +5,25 @@ Every write is conditional on what the ledger last saw on the target: nothing fo
 copy, the version the target answered for a copy made before. A write whose condition
 fails is looked at: the document already there (a crash between the write and its record:
 its bytes, or its meaning where the target rewrites what it stores) is recorded without
-writing; anything else is someone else's and stays, with a ``version_conflict`` line in
-the report."""
+writing. Anything else there is someone else's: a file a person changed since bascule wrote
+it, a file of the same name put there by someone, or another source item whose name came
+out the same under the target's name rules (``a:b`` and ``a_b``, or two names differing by
+case on a target that folds it). The batch's ``on_conflict`` decides (``Changes``), never
+silently: ``keep_both`` (the default) writes the document beside it, under its name with
+``~`` and 8 hex digits of its source id (``mappings.names.distinct``); ``skip`` leaves it and
+counts the item failed, with a ``version_conflict`` line; ``overwrite`` replaces it, with an
+``overwritten_on_target`` line. Each of these is a line in the report.
+
+Items deleted at the source since the last pass are left on the target and counted
+(``deleted_at_source``), or removed from it with ``deletions = "remove"``: each only if
+nobody changed it on the target since (else it stays, with a ``left_on_target`` line)."""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from connectors.base import (
     ANY_VERSION,
@@ -32,6 +44,7 @@ from connectors.protocols import (
     DocumentSink,
     DocumentSource,
 )
+from mappings.names import RENAMED_TAKEN, distinct
 from migrate.compare import Finding, FolderCheck
 from migrate.ledger import DONE, ItemRecord, Ledger, Unit
 from migrate.mail import (
@@ -45,6 +58,18 @@ from migrate.mail import (
 )
 
 INFLIGHT_CHUNK = 16
+KEEP_BOTH, SKIP, OVERWRITE = "keep_both", "skip", "overwrite"
+REPORT, REMOVE = "report", "remove"
+OVERWRITTEN = "overwritten_on_target"
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a pass does with what changed on either side since the last one (the batch's
+    ``[run]`` options ``on_conflict`` and ``deletions``; see the module's docstring)."""
+
+    on_conflict: Literal["keep_both", "skip", "overwrite"] = KEEP_BOTH
+    deletions: Literal["report", "remove"] = REPORT
 
 
 class DocumentUnit:
@@ -56,8 +81,9 @@ class DocumentUnit:
     def __init__(self, ledger: Ledger, unit: Unit, source: DocumentSource, sink: DocumentSink,
                  container: Container, target_path: tuple[str, ...],
                  progress: UnitProgress | None = None, brakes: Brakes | None = None,
-                 result: UnitResult | None = None) -> None:
+                 result: UnitResult | None = None, changes: Changes = Changes()) -> None:
         self.ledger = ledger
+        self.changes = changes
         self.unit = unit
         self.source = source
         self.sink = sink
@@ -89,8 +115,10 @@ class DocumentUnit:
         if wanted:
             self._copy(native, wanted, known)
         take_source_notes(self.ledger, self.unit, self.source, self.result)
-        self.result.deleted_at_source = sum(
-            1 for sid in listing.removed if known.get(sid) and known[sid].status == DONE)
+        removed = [known[sid] for sid in self._removed(listing, known)]
+        if self.changes.deletions == REMOVE and not self.result.interrupted:
+            removed = self._remove(native, removed)
+        self.result.deleted_at_source = len(removed)
         if self.result.interrupted:
             # The cursor stays where it was: what was not reached is listed again next time.
             self.ledger.refresh_counts(self.unit.id, status="interrupted", last_error=None)
@@ -116,6 +144,44 @@ class DocumentUnit:
                        if record.status != DONE and sid not in listed
                        and sid not in listing.removed]
         return wanted
+
+    @staticmethod
+    def _removed(listing: DocumentListing, known: dict[str, ItemRecord]) -> list[str]:
+        """Copied items the source no longer has: those its delta says it removed, and,
+        from a listing of everything, those it does not list."""
+        gone = set(listing.removed)
+        if listing.complete:
+            gone |= set(known) - {ref.source_id for ref in listing.refs} \
+                - {ref.source_id for ref in listing.relocated}
+        return sorted(sid for sid in gone
+                      if sid in known and known[sid].status == DONE and known[sid].target_ref)
+
+    def _remove(self, native: str, removed: list[ItemRecord]) -> list[ItemRecord]:
+        """Delete from the target the copies of items deleted at the source, each only at
+        the version bascule wrote; answer those left there (changed on the target since,
+        each with a ``left_on_target`` line, or not deleted for an error, counted
+        failed)."""
+        left: list[ItemRecord] = []
+        gone: list[str] = []
+        for record in removed:
+            assert record.target_ref is not None
+            try:
+                self.sink.remove(native, record.target_ref,
+                                 record.target_version or ANY_VERSION)
+            except VersionConflict:
+                self.result.notes.append(SourceNote("left_on_target", record.target_ref))
+                left.append(record)
+                continue
+            except BasculeError as error:
+                self.result.failed += 1
+                self.result.errors.append((record.source_id, error))
+                left.append(record)
+                continue
+            gone.append(record.source_id)
+            self.result.notes.append(SourceNote("removed_on_target", record.target_ref))
+        if gone:
+            self.ledger.rekey(self.unit.id, {}, forget=gone)
+        return left
 
     def _copy(self, native: str, refs: list[DocumentRef], known: dict) -> None:
         """The documents in chunks, each chunk marked in flight, written (as many at once
@@ -147,6 +213,11 @@ class DocumentUnit:
         said, whether it was written, or the error that stopped it."""
         try:
             stored, written = self._write(native, document, previous)
+        except VersionConflict as conflict:
+            try:
+                stored, written = self._settle(native, document, conflict)
+            except BasculeError as error:
+                return None, False, error
         except BasculeError as error:
             return None, False, error
         if previous is not None and previous.target_ref not in (None, stored.target_ref):
@@ -213,6 +284,29 @@ class DocumentUnit:
                 # it (the changed item is written again).
                 return self.sink.put(native, document, CREATE_ONLY), True
             raise VersionConflict(conflict.detail, current=found) from None
+
+    def _settle(self, native: str, document: Document, conflict: VersionConflict
+                ) -> tuple[DocumentStored, bool]:
+        """Someone else's item is where the document goes: what ``on_conflict`` says."""
+        policy = self.changes.on_conflict
+        if policy == OVERWRITE:
+            current = conflict.current.version if conflict.current else ANY_VERSION
+            try:
+                stored = self.sink.put(native, document, current or ANY_VERSION)
+            except VersionConflict:  # changed again meanwhile: this time it wins
+                stored = self.sink.put(native, document, ANY_VERSION)
+            return replace(stored, renamed=OVERWRITTEN), True
+        if policy == SKIP:
+            raise conflict
+        apart = replace(document, name=distinct(document.name, document.source_id))
+        try:
+            stored, written = self.sink.put(native, apart, CREATE_ONLY), True
+        except VersionConflict:
+            found = self.sink.find(native, apart)
+            if found is None or found.fingerprint != self.sink.fingerprint(apart):
+                raise
+            stored, written = DocumentStored(found.target_ref, found.version), False
+        return replace(stored, renamed=RENAMED_TAKEN), written
 
     def _remove_old(self, native: str, previous: ItemRecord) -> None:
         """The copy under an item's former name or place, once the new one is written;

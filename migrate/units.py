@@ -37,7 +37,7 @@ from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, load_users
 from migrate.batch import MAIL, Batch, load_batch
 from migrate.compare import FolderCheck, compare_folder
-from migrate.documents import DocumentUnit, plan_documents, verify_documents
+from migrate.documents import Changes, DocumentUnit, plan_documents, verify_documents
 from migrate.endpoints import Connectors
 from migrate.estimate import Probe
 from migrate.ledger import Ledger, LedgerError, Unit
@@ -450,7 +450,9 @@ class DocumentRunner:
         sink = bench.connectors.open_document_sink(user, unit.workload)
         with bench.failing(unit), bench.document_source(user, unit.workload) as source:
             DocumentUnit(bench.ledger, unit, source, sink, container, container.path, progress,
-                         bench.brakes(user), result).run()
+                         bench.brakes(user), result, Changes(
+                             on_conflict=bench.batch.run.on_conflict,
+                             deletions=bench.batch.run.deletions)).run()
 
     def verify(self, bench: Bench, user: UserMapping, workload: str, units: list[Unit],
                tally: VerifyTally) -> None:

@@ -16,7 +16,8 @@ from connectors.base import (
     VersionConflict,
     fingerprint_bytes,
 )
-from connectors.local.documents import NAME_MAX_BYTES, FolderSink, safe_name
+from connectors.local.documents import FolderSink
+from mappings.names import POSIX, RENAMED_RESERVED
 from tests.modes import modes, not_private, umask
 
 
@@ -66,16 +67,16 @@ def test_names_a_folder_cannot_hold_are_renamed_and_stay_inside(tmp_path, name):
     native = sink.ensure_container(("Fichiers",))
     stored = sink.put(native, document(name, b"x", ("..", "sous")))
     ref = stored.target_ref
-    assert stored.renamed == "renamed_file_name"
+    assert stored.renamed == RENAMED_RESERVED  # the first change on the way: ".."
     stored = (tmp_path / "root" / ref).resolve()
     assert (tmp_path / "root").resolve() in stored.parents
     assert stored.read_bytes() == b"x"
-    assert len(stored.name.encode()) <= NAME_MAX_BYTES
+    assert len(stored.name.encode()) <= 255
 
 
 def test_long_names_keep_their_extension_and_stay_distinct():
-    first, _ = safe_name("a" * 300 + ".pdf")
-    second, _ = safe_name("a" * 299 + "b.pdf")
+    first, _ = POSIX.rename("a" * 300 + ".pdf")
+    second, _ = POSIX.rename("a" * 299 + "b.pdf")
     assert first.endswith(".pdf") and second.endswith(".pdf") and first != second
 
 

@@ -13,6 +13,7 @@ from pydantic import Field
 from connectors.base import ConnectError
 from connectors.config import Section
 from connectors.registry import Account, Capabilities, Connector, Context, register
+from mappings.names import RULES
 
 STORE_FOLDER_HINT = "Folder holding one store per user, named by the user's login in users.csv."
 
@@ -42,6 +43,11 @@ class FolderConfig(Section):
         Path("documents"),
         description="Local folder receiving calendars (.ics), contacts (.vcf) and files, one "
         "sub-folder per target user and workload; relative to the batch file.",
+    )
+    names: Literal["posix", "windows"] = Field(
+        "posix", description="The names the folder takes: posix (a Linux file system), or "
+        "windows (a share Windows clients use: Windows's refused characters, reserved names "
+        "and endings renamed too)."
     )
 
 
@@ -105,7 +111,7 @@ def _open_folder_sink(context: Context, account: Account, workload: str) -> Any:
     if place.resolve().parent != place.parent:  # a link to elsewhere under the root
         raise ConnectError(code="unsafe_name", params={"name": account.login,
                                                         "root": str(place.parent)})
-    return FolderSink(place / workload)
+    return FolderSink(place / workload, RULES[account.config.names])
 
 
 def _principals(context: Context, config: LocalStoreConfig) -> list[str]:
@@ -122,10 +128,12 @@ def _slots(config: Any) -> int:
 
 
 FOLDER_NAME_RULES = (
-    ("NUL, '/', names longer than 255 bytes and names ending in .bascule-part changed; "
-     "'.' and '..' refused"),
-    ("NUL, '/', noms de plus de 255 octets et noms finissant par .bascule-part changés ; "
-     "'.' et '..' refusés"),
+    ("NUL, '/', names longer than 255 bytes and names ending in .bascule-part changed (with "
+     "names = \"windows\": Windows's characters, reserved names and endings too); '.' and "
+     "'..' refused"),
+    ("NUL, « / », noms de plus de 255 octets et noms finissant par .bascule-part changés "
+     "(avec names = « windows » : les caractères, noms réservés et fins refusés par "
+     "Windows aussi) ; « . » et « .. » refusés"),
 )
 
 STORE_EXAMPLE = '''path = "exports"              # one store per login / un dossier par identifiant

@@ -19,6 +19,7 @@ import os
 import stat
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import BinaryIO
@@ -41,75 +42,63 @@ from connectors.base import (
 )
 from connectors.local.objects import FileObject, Reader, objects, versioned
 from connectors.local.private import create_file, make_folders
+from mappings.names import PATH_TOO_LONG, POSIX, NameRules, PathTooLong
 
-NAME_MAX_BYTES = 255
-"""The longest file name most file systems take (ext4, XFS, btrfs), in UTF-8 bytes."""
-REPLACEMENT = "_"
 TEMPORARY_SUFFIX = ".bascule-part"
 CHUNK = 1 << 20
 
 
-def safe_name(name: str) -> tuple[str, str | None]:
-    """A file name this folder can hold, and why it changed (``None`` if it did not).
-
-    Rules, in order: ``/`` and NUL become ``_``; ``.``, ``..`` and the empty name become
-    ``_``, ``_.``...; a name ending like the sink's temporary files (``.bascule-part``) gets
-    a ``_`` after it, or ``inventory`` would never list it; a name longer than 255 UTF-8
-    bytes keeps its extension and is cut, with 8 hex digits of its SHA-256 so two long names
-    stay apart. Names are kept in the composed Unicode form (NFC) the source gave, never
-    normalised otherwise.
-    """
-    changed = name.replace("/", REPLACEMENT).replace("\0", REPLACEMENT)
-    if changed in ("", ".", ".."):
-        changed = REPLACEMENT + changed
-    if changed.endswith(TEMPORARY_SUFFIX):
-        changed += REPLACEMENT
-    if len(changed.encode("utf-8")) > NAME_MAX_BYTES:
-        stem, dot, extension = changed.rpartition(".")
-        if not dot or len(extension) > 16:
-            stem, extension = changed, ""
-        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-        tail = f"~{digest}" + (f".{extension}" if extension else "")
-        budget = NAME_MAX_BYTES - len(tail.encode("utf-8"))
-        cut = stem.encode("utf-8")[:budget].decode("utf-8", "ignore")
-        changed = cut + tail
-    if changed == name:
-        return name, None
-    return changed, "renamed_file_name"
+def with_temporary_names(rules: NameRules) -> NameRules:
+    """``rules`` for a sink writing through temporary files: a name ending like them is
+    renamed, or ``inventory`` would never list it."""
+    return replace(rules, refused_endings=(*rules.refused_endings, TEMPORARY_SUFFIX))
 
 
-
-def container_names(path: Path) -> tuple[list[str], list[SourceNote]]:
-    """A container's segments as a target of files holds them (composed Unicode, changed by
-    ``safe_name``'s rules), and a ``renamed_container`` note for each one changed."""
-    names = [safe_name(unicodedata.normalize("NFC", segment))[0] for segment in path]
+def container_names(path: Path, rules: NameRules) -> tuple[list[str], list[SourceNote]]:
+    """A container's segments as a target of files with ``rules`` holds them (in composed
+    Unicode form, NFC), and a ``renamed_container`` note for each one ``rules`` changed."""
+    composed = [unicodedata.normalize("NFC", segment) for segment in path]
+    try:
+        names, _ = rules.path(composed)
+    except PathTooLong as error:
+        raise ContainerRefused(str(error), code=PATH_TOO_LONG) from None
     return names, [SourceNote("renamed_container", "/".join(names), segment)
-                   for segment, name in zip(path, names, strict=True)
-                   if name != unicodedata.normalize("NFC", segment)]
+                   for segment, whole, name in zip(path, composed, names, strict=True)
+                   if name != whole]
 
 
-def item_names(document: Document) -> tuple[list[str], str | None]:
-    """A document's sub-folders and name as a target of files holds them (as the source
-    gave them, but for ``safe_name``'s rules), and the first rule that changed one."""
-    named = [safe_name(segment) for segment in (*document.folder, document.name)]
-    reasons = [reason for _, reason in named if reason]
-    return [name for name, _ in named], reasons[0] if reasons else None
+def item_names(native_name: str, document: Document, rules: NameRules
+               ) -> tuple[list[str], str | None]:
+    """Where a document goes in the container ``native_name``, segment by segment from the
+    root (its sub-folders and name as the source gave them, but for ``rules``), and the
+    code of the first rule that changed one. Raises ``ItemRejected`` (``path_too_long``)
+    when its folders alone are longer than the target takes."""
+    container = native_name.split("/") if native_name else []
+    try:
+        names, changes = rules.path([*container, *document.folder, document.name])
+    except PathTooLong as error:
+        raise ItemRejected(f"{document.name}: {error}", code=PATH_TOO_LONG) from None
+    return names, changes[0][2] if changes else None
+
 
 class FolderSink:
     """Writes documents under ``root``, as a ``DocumentSink``; container paths and names
     never leave it."""
 
-    capabilities = SinkCapabilities(separator="/", forbidden_chars="\0")
-
-    def __init__(self, root: FsPath) -> None:
+    def __init__(self, root: FsPath, names: NameRules = POSIX) -> None:
+        """``names``: the names the file system takes (``mappings.names``); a Linux one's
+        by default."""
         self.root = FsPath(root)
+        self.names = with_temporary_names(names)
+        self.capabilities = SinkCapabilities(separator="/", forbidden_chars="\0",
+                                             names=self.names)
         self._notes: list[SourceNote] = []
 
     def ensure_container(self, path: Path) -> str:
         """The folder for a container (created if missing), as a path relative to root. A
-        segment it cannot hold as it is gets renamed by ``safe_name``'s rules, and a note
-        says so (``drain_notes``)."""
-        names, notes = container_names(path)
+        segment it cannot hold as it is gets renamed by its name rules, and a note says so
+        (``drain_notes``)."""
+        names, notes = container_names(path, self.names)
         self._notes += notes
         folder = self.root.joinpath(*names)
         self._inside(folder)
@@ -189,9 +178,8 @@ class FolderSink:
 
     def _place(self, native_name: str, document: Document) -> tuple[FsPath, str | None]:
         """Where the document goes, and the rule that changed a name on the way, if any."""
-        parts, renamed = item_names(document)
-        target = self.root.joinpath(*native_name.split("/"), *parts) if native_name else \
-            self.root.joinpath(*parts)
+        parts, renamed = item_names(native_name, document, self.names)
+        target = self.root.joinpath(*parts)
         self._inside(target)
         return target, renamed
 

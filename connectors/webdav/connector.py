@@ -12,6 +12,7 @@ from connectors.base import ConnectError
 from connectors.config import Section, cleartext_warnings, refused
 from connectors.registry import Account, Capabilities, Connector, Context, register
 from connectors.webdav import profiles
+from mappings.names import RULES
 
 LOGIN = "{login}"
 
@@ -25,10 +26,14 @@ def _space_url(value: str) -> str:
 
 SpaceUrl = Annotated[str, AfterValidator(_space_url)]
 NAME_RULES = (
-    ("'/' and NUL replaced by '_'; '.' and '..' prefixed with '_'; names over 255 bytes cut, a "
-    "hash added"),
-    ("« / » et NUL remplacés par « _ » ; « . » et « .. » précédés de « _ » ; noms de plus de "
-    "255 octets coupés, une empreinte ajoutée"),
+    ("the profile's or the batch's rules (names = posix, windows, nextcloud, "
+     "nextcloud-windows): refused characters replaced by '_', '_' added to reserved names and "
+     "refused endings, names too long cut with a hash; a name already taken kept apart with "
+     "'~' and a hash"),
+    ("les règles du profil ou du lot (names = posix, windows, nextcloud, nextcloud-windows) : "
+     "caractères refusés remplacés par « _ », « _ » ajouté aux noms réservés et aux fins "
+     "refusées, noms trop longs coupés avec une empreinte ; un nom déjà pris distingué par "
+     "« ~ » et une empreinte"),
 )
 
 
@@ -49,6 +54,11 @@ class WebDavConfig(Section):
     profile: Literal[tuple(profiles.PROFILES)] = Field(  # type: ignore[valid-type]
         "generic", description="Which server this is, for what bascule knows of it: "
         "generic, apache, xwiki (refused: XWiki's WebDAV makes files page attachments)."
+    )
+    names: Literal[tuple(RULES)] | None = Field(  # type: ignore[valid-type]
+        None, description="The names the space takes: posix, windows (a space Windows clients "
+        "sync), nextcloud, nextcloud-windows (Nextcloud's \"Windows compatible filenames\"); "
+        "default: the profile's. Other names are renamed, each rename a line in the report."
     )
     timeout: float = Field(60.0, gt=0)
     max_item_size: int | None = Field(
@@ -72,7 +82,8 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     profile = profiles.PROFILES[config.profile]
     return WebDavSink(dav_client(context, account, space_url(config, account.login)),
                       max_item_size=config.max_item_size, sets_mtime=profile.sets_mtime,
-                      parallel_writes=config.connections, whole_puts=profile.whole_puts)
+                      parallel_writes=config.connections, whole_puts=profile.whole_puts,
+                      names=RULES[config.names] if config.names else profile.names)
 
 
 def _refusals(config: WebDavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:

@@ -2,6 +2,10 @@
 
 A profile holds facts, each found against the real server by a test named beside it:
 
+Each keeps its files on a Linux file system unless said otherwise: ``/`` and NUL are the
+only characters refused, and a name takes 255 bytes (``mappings.names.POSIX``; the batch's
+``names`` names other rules, e.g. ``windows`` for a space Windows clients sync).
+
 - ``generic``: a server bascule knows nothing of. A file's modification time is asked for
   once per drive (a PROPPATCH of ``getlastmodified``, which RFC 4918 makes a protected
   property: most servers refuse it); refused, the drive's report says so once.
@@ -22,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mappings.names import POSIX, NameRules
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -34,6 +40,8 @@ class Profile:
     whole_puts: bool = False
     """It stores a PUT under its name only once it has it whole (a PUT cut short leaves
     nothing), so files are PUT straight to their names, without a temporary name."""
+    names: NameRules = POSIX
+    """The names it takes (``mappings.names``), unless the batch says otherwise."""
 
 
 PROFILES = {profile.name: profile for profile in (

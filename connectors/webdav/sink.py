@@ -26,10 +26,10 @@ when configured to, Apache never); where it is refused, or the profile says it w
 the drive's report says once that its files carry their upload date (``mtime_not_kept``).
 
 Names: ``/`` and NUL cannot be in a WebDAV segment whatever the server; ``.`` and ``..`` are
-no names; a name over 255 bytes does not fit the file systems servers keep files on; a name
-ending like the temporary files would never be listed. Each is changed by the local folder's
-rule (``connectors.local.documents.safe_name``), and the report says so. Every other
-character is sent percent-encoded: no name can reach outside the root.
+no names; the server's own rules (its profile's, or the batch's ``names``) say what else it
+refuses; a name ending like the temporary files would never be listed. Each is renamed by
+the stated rule of ``mappings.names``, and the report says so. Every other character is sent
+percent-encoded: no name can reach outside the root.
 """
 
 from __future__ import annotations
@@ -60,7 +60,13 @@ from connectors.base import (
     VersionConflict,
 )
 from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
-from connectors.local.documents import TEMPORARY_SUFFIX, container_names, item_names
+from connectors.local.documents import (
+    TEMPORARY_SUFFIX,
+    container_names,
+    item_names,
+    with_temporary_names,
+)
+from mappings.names import POSIX, NameRules
 
 CHUNK = 1 << 16
 LISTED = [(DAV, "resourcetype"), (DAV, "getetag"), (DAV, "getcontentlength"),
@@ -76,7 +82,7 @@ class WebDavSink:
 
     def __init__(self, client: DavClient, max_item_size: int | None = None,
                  sets_mtime: bool | None = None, parallel_writes: int = 1,
-                 whole_puts: bool = False) -> None:
+                 whole_puts: bool = False, names: NameRules = POSIX) -> None:
         """``sets_mtime``: whether the server takes a file's modification time
         (``connectors.webdav.profiles``); ``None``: asked with the first file.
         ``whole_puts``: the server stores a PUT under its name only once it has it whole
@@ -85,13 +91,16 @@ class WebDavSink:
         and a MOVE take two.
         ``parallel_writes``: files written at once into a drive, each on a connection of
         its own; two writes of one name wait for each other (they share its temporary
-        file)."""
+        file).
+        ``names``: the names the server takes (``mappings.names``)."""
         self.client = client
+        self.names = with_temporary_names(names)
         self.root = client.base_path if client.base_path.endswith("/") \
             else client.base_path + "/"
         self.capabilities = SinkCapabilities(separator="/", forbidden_chars="\0",
                                              max_item_size=max_item_size,
-                                             parallel_writes=parallel_writes)
+                                             parallel_writes=parallel_writes,
+                                             names=self.names)
         self._lock = threading.Lock()
         self._making = threading.Lock()
         self._names = [threading.Lock() for _ in range(NAME_LOCKS)]
@@ -108,7 +117,7 @@ class WebDavSink:
     def ensure_container(self, path: Path) -> str:
         """The drive's collection (created with its parents if missing), as its path under
         the root; a segment renamed by the name rule is noted (``renamed_container``)."""
-        names, notes = container_names(path)
+        names, notes = container_names(path, self.names)
         self._notes += notes
         native = "/".join(names)
         if not native:
@@ -365,8 +374,8 @@ class WebDavSink:
     def _place(self, native_name: str, document: Document) -> tuple[str, str | None]:
         """Where the document goes under the root, and the rule that changed a name on the
         way, if any."""
-        parts, renamed = item_names(document)
-        return "/".join((native_name, *parts)), renamed
+        parts, renamed = item_names(native_name, document, self.names)
+        return "/".join(parts), renamed
 
 
 class _Hashing:
