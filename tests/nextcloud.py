@@ -78,7 +78,7 @@ MAX_CHUNKS = 10_000
 LAUNCHER = r'''
 import base64, hashlib, json, logging, os, re, sys, threading, uuid
 from io import BytesIO
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from cheroot import wsgi
@@ -219,7 +219,7 @@ def set_checksum(environ, path, user):
     body = ('<?xml version="1.0" encoding="utf-8"?><d:propertyupdate xmlns:d="DAV:" '
             'xmlns:oc="%s">%s</d:propertyupdate>' % (OC, action)).encode()
     inner = {k: v for k, v in environ.items() if not k.startswith("HTTP_")}
-    inner.update({"REQUEST_METHOD": "PROPPATCH", "PATH_INFO": quote(path),
+    inner.update({"REQUEST_METHOD": "PROPPATCH", "PATH_INFO": path.encode("utf-8").decode("latin-1"),
                   "SCRIPT_NAME": "", "QUERY_STRING": "", "CONTENT_TYPE": "application/xml",
                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": BytesIO(body),
                   "HTTP_AUTHORIZATION": environ["HTTP_AUTHORIZATION"],
@@ -361,7 +361,8 @@ def uploads_request(environ, user, rest):
 
 
 def nextcloud(environ, start_response):
-    path = unquote(environ.get("PATH_INFO", ""))
+    # PEP 3333: PATH_INFO is the URL's path, percent-decoded, as latin-1 code points.
+    path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
     method = environ["REQUEST_METHOD"]
     try:
         user = login_of(environ)

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.nextcloud import MIB, Nextcloud, start_nextcloud
+from tests.test_webdav_sink import cut_put
 
 AUTH = ("u", "p")
 
@@ -145,3 +146,12 @@ def test_a_put_keeps_its_mtime_and_checksum_and_answers_its_etag(nextcloud) -> N
     assert digest not in found.text
     assert requests.put(files(nextcloud, "b.txt"), data=b"x", auth=("u", "wrong"),
                         timeout=30).status_code == 401
+
+
+def test_a_put_cut_short_leaves_nothing_at_its_name(nextcloud) -> None:
+    """The part file it was written to stays on the server's disk, out of WebDAV's sight."""
+    cut_put(nextcloud.host, nextcloud.port, "/remote.php/dav/files/u/cut.bin")
+    assert list(nextcloud.space("u").iterdir()) == []
+    listing = requests.request("PROPFIND", files(nextcloud), auth=AUTH, timeout=30,
+                               headers={"Depth": "1"})
+    assert "cut.bin" not in listing.text and ".part" not in listing.text

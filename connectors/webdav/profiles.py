@@ -10,17 +10,29 @@ A profile holds facts, each found against the real server by a test named beside
   a PUT, MOVE or DELETE, and gives a file written less than a second ago a weak ETag; a PUT
   cut short leaves nothing (it writes to a file of its own and renames it once whole), so
   files are PUT straight to their names. WsgiDAV leaves half the file there.
+- ``nextcloud``: files under ``remote.php/dav/files/<user>/`` (the batch's URL ends there:
+  ``https://host/remote.php/dav/files/{login}/``). A PUT is written to a part file and
+  takes its name once whole (admin manual, ``part_file_in_storage``), so files are PUT
+  straight to their names; each write carries ``X-OC-Mtime``, which sets the file's
+  modification time (the answer says ``X-OC-MTime: accepted``), and ``OC-Checksum:
+  SHA256:<hex>``, which Nextcloud stores without checking it and gives back as
+  ``oc:checksums`` (developer manual, "Special Headers"); no PROPPATCH is asked. Files
+  larger than ``chunk_size`` go by chunked upload v2 (``connectors.webdav.chunked``): a PUT
+  is capped at 512 MB by default (admin manual, "Uploading big files > 512MB"), chunks
+  are not. Nextcloud cannot run here: the facts are checked against a test server that
+  follows its documentation, ``tests/nextcloud.py``, which names the page of each.
 - ``xwiki``: XWiki's WebDAV turns files into attachments of wiki pages; it is no file store,
   and a batch sending files there is refused before anything moves.
-
-Nextcloud's chunked uploads and its ``X-OC-Mtime`` header make no profile yet: no server
-here shows them (issue 12).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+NEXTCLOUD_CHUNK = 10 << 20
+"""The chunk size of Nextcloud's own clients, its ``max_chunk_size`` default (admin manual,
+"Uploading big files > 512MB"), within the 5 MB to 5 GB the protocol allows."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +46,18 @@ class Profile:
     whole_puts: bool = False
     """It stores a PUT under its name only once it has it whole (a PUT cut short leaves
     nothing), so files are PUT straight to their names, without a temporary name."""
+    oc_headers: bool = False
+    """It takes ``X-OC-Mtime`` and ``OC-Checksum`` on a write (Nextcloud)."""
+    chunk_size: int | None = None
+    """Files larger than this go by Nextcloud's chunked upload, in chunks of this size;
+    ``None``: every file in one PUT."""
 
 
 PROFILES = {profile.name: profile for profile in (
     Profile("generic", sets_mtime=None),
     Profile("apache", sets_mtime=False, whole_puts=True),
+    Profile("nextcloud", sets_mtime=False, whole_puts=True, oc_headers=True,
+            chunk_size=NEXTCLOUD_CHUNK),
     Profile("xwiki", sets_mtime=False, file_store=False),
 )}
 
