@@ -15,6 +15,7 @@ import requests
 from mappings.names import distinct
 from tests.apache import Apache, start_apache
 from tests.cli import bascule, report
+from tests.nextcloud import start_nextcloud
 from tests.wsgidav import WsgiDav, start_wsgidav
 
 LOGIN = "alice"
@@ -235,3 +236,45 @@ def test_files_deleted_at_the_source_are_removed_only_when_the_batch_says(
         code, output = bascule("run", str(batch))
         assert code == 0, output
         assert notes(tmp_path, "removed_on_target") == []
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_names_nextcloud_refuses_are_renamed_and_refused_without_the_rules(
+        windows, tmp_path, monkeypatch):
+    """Into the Nextcloud test server, which refuses what Nextcloud's file name validation
+    refuses (400): with the profile's rules every file lands, renamed; with ``names =
+    "posix"`` the same files are refused by the server, each a failed line, and nothing
+    else is lost. With "Windows compatible filenames" on, ``nextcloud-windows``."""
+    monkeypatch.setenv("ALICE_TARGET", PASSWORD)
+    server = start_nextcloud(tmp_path / "nextcloud", {LOGIN: PASSWORD}, windows_names=windows)
+    try:
+        refused = {"a\\b.txt": b"backslash", "film.part": b"part", "x.filepart": b"filepart",
+                   "n" * 247 + ".odt": b"long"}
+        if windows:
+            refused |= {"Budget: 2024.xlsx": b"colon", "CON.txt": b"con", "fin.": b"dot"}
+        files = {**refused, "ok.txt": b"ok"}
+        export(tmp_path, files)
+        rules = 'profile = "nextcloud"\n' + ('names = "nextcloud-windows"' if windows else "")
+        posix = write_batch(tmp_path, server.space_url(), 'profile = "nextcloud"\n'
+                            'names = "posix"')
+        code, output = bascule("run", str(posix))
+        assert code == 1, output
+        assert sorted(entry["source_id"] for entry in report(tmp_path, "run")["entries"]
+                      if entry.get("action") == "failed") == sorted(refused)
+        assert landed(server) == {"ok.txt": sha(b"ok")}
+
+        batch = write_batch(tmp_path, server.space_url(), rules)
+        code, output = bascule("run", str(batch))
+        assert code == 0, output
+        there = landed(server)
+        assert sorted(there.values()) == sorted(sha(content) for content in files.values())
+        expected = {"a_b.txt", "film.part_", "x.filepart_", "ok.txt"} | (
+            {"Budget_ 2024.xlsx", "CON_.txt", "fin._"} if windows else set())
+        assert expected <= set(there) and len(there) == len(files)
+        renamed = [entry for entry in report(tmp_path, "run")["entries"]
+                   if entry.get("code", "").startswith("renamed_")]
+        assert sorted(entry["message_en"].rsplit("was: ", 1)[1][:-1] for entry in renamed) \
+            == sorted(refused)
+        assert all(entry["message_fr"] for entry in renamed)
+    finally:
+        server.stop()

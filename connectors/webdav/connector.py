@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from connectors.base import ConnectError
 from connectors.config import Section, cleartext_warnings, refused
@@ -15,6 +15,7 @@ from connectors.webdav import profiles
 from mappings.names import RULES
 
 LOGIN = "{login}"
+FILES = "/remote.php/dav/files/"
 
 
 def _space_url(value: str) -> str:
@@ -53,7 +54,8 @@ class WebDavConfig(Section):
     )
     profile: Literal[tuple(profiles.PROFILES)] = Field(  # type: ignore[valid-type]
         "generic", description="Which server this is, for what bascule knows of it: "
-        "generic, apache, xwiki (refused: XWiki's WebDAV makes files page attachments)."
+        "generic, apache, nextcloud (url: https://host/remote.php/dav/files/{login}/), "
+        "xwiki (refused: XWiki's WebDAV makes files page attachments)."
     )
     names: Literal[tuple(RULES)] | None = Field(  # type: ignore[valid-type]
         None, description="The names the space takes: posix, windows (a space Windows clients "
@@ -65,6 +67,13 @@ class WebDavConfig(Section):
         None, gt=0, description="The largest file the server takes, in bytes; larger ones "
         "are refused before a byte is sent, each a line in the report."
     )
+
+    @model_validator(mode="after")
+    def _nextcloud_space(self) -> WebDavConfig:
+        """Nextcloud's chunked uploads go beside the user's files: its URL must say where."""
+        if self.profile == "nextcloud" and FILES not in urlsplit(self.url).path:
+            raise refused("batch_nextcloud_url")
+        return self
 
 
 def space_url(config: WebDavConfig, login: str) -> str:
@@ -83,6 +92,7 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
     return WebDavSink(dav_client(context, account, space_url(config, account.login)),
                       max_item_size=config.max_item_size, sets_mtime=profile.sets_mtime,
                       parallel_writes=config.connections, whole_puts=profile.whole_puts,
+                      oc_headers=profile.oc_headers, chunk_size=profile.chunk_size,
                       names=RULES[config.names] if config.names else profile.names)
 
 
@@ -106,7 +116,7 @@ register(Connector(
                                                    # l'espace de chaque utilisateur
 # ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
 connections = 4               # files at once per drive / fichiers à la fois par espace
-profile = "generic"           # generic, apache, xwiki (refused / refusé)
+profile = "generic"           # generic, apache, nextcloud, xwiki (refused / refusé)
 ''',
     account_slots=lambda config: config.connections,
     largest_item=lambda config: config.max_item_size,

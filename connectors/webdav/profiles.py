@@ -1,7 +1,6 @@
 """What each WebDAV file server is known to do, by name: the batch's ``profile``.
 
-A profile holds facts, each found against the real server by a test named beside it:
-
+A profile holds facts, each found against the real server by a test named beside it.
 Each keeps its files on a Linux file system unless said otherwise: ``/`` and NUL are the
 only characters refused, and a name takes 255 bytes (``mappings.names.POSIX``; the batch's
 ``names`` names other rules, e.g. ``windows`` for a space Windows clients sync).
@@ -14,11 +13,20 @@ only characters refused, and a name takes 255 bytes (``mappings.names.POSIX``; t
   a PUT, MOVE or DELETE, and gives a file written less than a second ago a weak ETag; a PUT
   cut short leaves nothing (it writes to a file of its own and renames it once whole), so
   files are PUT straight to their names. WsgiDAV leaves half the file there.
+- ``nextcloud``: files under ``remote.php/dav/files/<user>/`` (the batch's URL ends there:
+  ``https://host/remote.php/dav/files/{login}/``). A PUT is written to a part file and
+  takes its name once whole (admin manual, ``part_file_in_storage``), so files are PUT
+  straight to their names; each write carries ``X-OC-Mtime``, which sets the file's
+  modification time (the answer says ``X-OC-MTime: accepted``), and ``OC-Checksum:
+  SHA256:<hex>``, which Nextcloud stores without checking it and gives back as
+  ``oc:checksums`` (developer manual, "Special Headers"); no PROPPATCH is asked. Files
+  larger than ``chunk_size`` go by chunked upload v2 (``connectors.webdav.chunked``): a PUT
+  is capped at 512 MB by default (admin manual, "Uploading big files > 512MB"), chunks
+  are not. Its names are Nextcloud's (``mappings.names.NEXTCLOUD``). Nextcloud cannot
+  run here: the facts are checked against a test server that
+  follows its documentation, ``tests/nextcloud.py``, which names the page of each.
 - ``xwiki``: XWiki's WebDAV turns files into attachments of wiki pages; it is no file store,
   and a batch sending files there is refused before anything moves.
-
-Nextcloud's chunked uploads and its ``X-OC-Mtime`` header make no profile yet: no server
-here shows them (issue 12).
 """
 
 from __future__ import annotations
@@ -26,7 +34,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mappings.names import POSIX, NameRules
+from mappings.names import NEXTCLOUD, POSIX, NameRules
+
+NEXTCLOUD_CHUNK = 10 << 20
+"""The chunk size of Nextcloud's own clients, its ``max_chunk_size`` default (admin manual,
+"Uploading big files > 512MB"), within the 5 MB to 5 GB the protocol allows."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +54,18 @@ class Profile:
     nothing), so files are PUT straight to their names, without a temporary name."""
     names: NameRules = POSIX
     """The names it takes (``mappings.names``), unless the batch says otherwise."""
+    oc_headers: bool = False
+    """It takes ``X-OC-Mtime`` and ``OC-Checksum`` on a write (Nextcloud)."""
+    chunk_size: int | None = None
+    """Files larger than this go by Nextcloud's chunked upload, in chunks of this size;
+    ``None``: every file in one PUT."""
 
 
 PROFILES = {profile.name: profile for profile in (
     Profile("generic", sets_mtime=None),
     Profile("apache", sets_mtime=False, whole_puts=True),
+    Profile("nextcloud", sets_mtime=False, whole_puts=True, oc_headers=True,
+            chunk_size=NEXTCLOUD_CHUNK, names=NEXTCLOUD),
     Profile("xwiki", sets_mtime=False, file_store=False),
 )}
 

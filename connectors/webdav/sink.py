@@ -20,6 +20,12 @@ write). A write cut short
 is no item (``inventory`` passes it over) and which the next write of the same name
 replaces.
 
+Nextcloud (``oc_headers``, ``chunk_size``): files are PUT straight to their names with
+``X-OC-Mtime`` and ``OC-Checksum``; those larger than a chunk go through an upload folder
+and are assembled at their names by a MOVE carrying the write's condition (``Overwrite:
+F``, or the ``If`` header with the ETag), once their hash is the document's
+(``connectors.webdav.chunked``).
+
 A file's modification time is set where the server takes it, with a PROPPATCH of
 ``getlastmodified`` once the file is in place (RFC 4918 makes it protected: WsgiDAV takes it
 when configured to, Apache never); where it is refused, or the profile says it would be,
@@ -41,7 +47,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import IO
 
 import requests
 
@@ -66,6 +71,8 @@ from connectors.local.documents import (
     item_names,
     with_temporary_names,
 )
+from connectors.webdav import chunked
+from connectors.webdav.chunked import Hashing
 from mappings.names import POSIX, NameRules
 
 CHUNK = 1 << 16
@@ -82,7 +89,8 @@ class WebDavSink:
 
     def __init__(self, client: DavClient, max_item_size: int | None = None,
                  sets_mtime: bool | None = None, parallel_writes: int = 1,
-                 whole_puts: bool = False, names: NameRules = POSIX) -> None:
+                 whole_puts: bool = False, oc_headers: bool = False,
+                 chunk_size: int | None = None, names: NameRules = POSIX) -> None:
         """``sets_mtime``: whether the server takes a file's modification time
         (``connectors.webdav.profiles``); ``None``: asked with the first file.
         ``whole_puts``: the server stores a PUT under its name only once it has it whole
@@ -92,6 +100,12 @@ class WebDavSink:
         ``parallel_writes``: files written at once into a drive, each on a connection of
         its own; two writes of one name wait for each other (they share its temporary
         file).
+        ``oc_headers``: each write carries the file's modification time as ``X-OC-Mtime``
+        and its SHA-256 as ``OC-Checksum`` (Nextcloud), and the answer says whether the time
+        was taken (``X-OC-MTime: accepted``); no PROPPATCH is sent.
+        ``chunk_size``: files larger than this go by Nextcloud's chunked upload
+        (``connectors.webdav.chunked``), in chunks of this size, through the upload
+        collection beside a root under ``remote.php/dav/files/<user>/``.
         ``names``: the names the server takes (``mappings.names``)."""
         self.client = client
         self.names = with_temporary_names(names)
@@ -109,6 +123,9 @@ class WebDavSink:
         self._made: set[str] = set()
         self._sets_mtime = sets_mtime
         self._whole_puts = whole_puts
+        self._oc_headers = oc_headers
+        self._chunk_size = chunk_size
+        self._uploads = chunked.uploads_path(self.root) if chunk_size else None
         self._mtime_said: set[str] = set()
         """The drives whose report says their files' modification times were not kept."""
 
@@ -139,11 +156,24 @@ class WebDavSink:
         place = self.root + target_ref
         temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
         with self._names[hash(target_ref) % NAME_LOCKS]:
-            if self._whole_puts:
+            answer: requests.structures.CaseInsensitiveDict[str] | None = None
+            if self._uploads is not None and self._chunk_size is not None and \
+                    document.size > self._chunk_size:
+                condition = ({"Overwrite": "F"} if expected is CREATE_ONLY
+                             else self._condition(place, target_ref, expected))
+                try:
+                    answer = chunked.upload(self.client, self._uploads, place, document,
+                                            self._chunk_size, self._oc(document), condition,
+                                            target_ref)
+                except VersionConflict as conflict:
+                    raise VersionConflict(str(conflict), current=self._stat(target_ref)
+                                          ) from None
+            elif self._whole_puts:
                 condition = ({"If-None-Match": "*"} if expected is CREATE_ONLY
                              else self._condition(place, target_ref, expected))
                 try:
-                    self._upload(place, document, condition, target_ref)
+                    answer = self._upload(place, document, {**condition, **self._oc(document)},
+                                          target_ref)
                 except ItemRejected as refused:
                     if refused.code == "invalid_message":  # it took what is not the source's
                         self._forget(place)
@@ -155,7 +185,10 @@ class WebDavSink:
                 except BaseException:
                     self._forget(temporary)
                     raise
-            if document.modified is not None:
+            if document.modified is not None and self._oc_headers:
+                if answer is None or answer.get("X-OC-MTime", "").lower() != "accepted":
+                    self._mtime_not_kept(native_name, "X-OC-Mtime not accepted")
+            elif document.modified is not None:
                 self._set_mtime(native_name, place, document.modified)
             stored = self._stat(target_ref)
         if stored is None:
@@ -231,13 +264,14 @@ class WebDavSink:
     # --- writing --------------------------------------------------------------------
 
     def _upload(self, path: str, document: Document, condition: dict[str, str] | None = None,
-                target_ref: str = "") -> None:
-        """PUT the content to ``path``, with its length and ``condition``, hashed as it is
-        sent; refuse what does not hash to the document's fingerprint (it changed while it
-        was read)."""
+                target_ref: str = "") -> requests.structures.CaseInsensitiveDict[str]:
+        """PUT the content to ``path``, with its length and ``condition`` (and any other
+        header given with it), hashed as it is sent; refuse what does not hash to the
+        document's fingerprint (it changed while it was read). Returns the answer's
+        headers."""
         digest = hashlib.sha256()
         with document.open() as body:
-            stream = _Hashing(body, digest, document.size)
+            stream = Hashing(body, digest, document.size)
             response = self.client.request(
                 "PUT", path, body=stream,  # type: ignore[arg-type]
                 headers={"Content-Length": str(document.size),
@@ -259,6 +293,19 @@ class WebDavSink:
                 document.fingerprint:
             raise ItemRejected(f"{document.name}: content changed while it was read",
                                code="invalid_message")
+        return response.headers
+
+    def _oc(self, document: Document) -> dict[str, str]:
+        """Nextcloud's headers for a write: the modification time (whole seconds), and the
+        checksum it stores without checking it (developer manual, "Special Headers")."""
+        if not self._oc_headers:
+            return {}
+        headers = {}
+        if document.modified is not None:
+            headers["X-OC-Mtime"] = str(int(document.modified.timestamp()))
+        if document.fingerprint.startswith("sha256:"):
+            headers["OC-Checksum"] = "SHA256:" + document.fingerprint.removeprefix("sha256:")
+        return headers
 
     def _condition(self, place: str, target_ref: str, expected: str | None
                    ) -> dict[str, str]:
@@ -305,6 +352,10 @@ class WebDavSink:
                 return
             refusal = f"PROPPATCH getlastmodified: {status}"
             self._sets_mtime = False
+        self._mtime_not_kept(native_name, refusal)
+
+    def _mtime_not_kept(self, native_name: str, refusal: str) -> None:
+        """The drive's report says once that its files carry their upload date."""
         with self._lock:
             if native_name not in self._mtime_said:
                 self._mtime_said.add(native_name)
@@ -376,27 +427,6 @@ class WebDavSink:
         way, if any."""
         parts, renamed = item_names(native_name, document, self.names)
         return "/".join(parts), renamed
-
-
-class _Hashing:
-    """A body requests sends as it reads it: ``length`` bytes at most, hashed on the way."""
-
-    def __init__(self, body: IO[bytes], digest: hashlib._Hash, length: int) -> None:
-        self._body = body
-        self._digest = digest
-        self._left = length
-        self.sent = 0
-
-    def read(self, size: int = -1) -> bytes:
-        wanted = self._left if size < 0 else min(size, self._left)
-        chunk = self._body.read(wanted) if wanted else b""
-        self._digest.update(chunk)
-        self._left -= len(chunk)
-        self.sent += len(chunk)
-        return chunk
-
-    def __len__(self) -> int:
-        return self._left
 
 
 def _short(name: str) -> str:

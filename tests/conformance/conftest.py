@@ -49,6 +49,7 @@ from tests.graph_files import FixtureFiles, running_download_server
 from tests.graph_pim import seed_pim
 from tests.graph_server import FixtureMailbox, FixtureTenant, running_graph_server
 from tests.graph_todo import seed_todo
+from tests.nextcloud import start_nextcloud
 from tests.radicale import Radicale, start_radicale
 from tests.sabredav import SabreDav, SabreDavMissing, start_sabredav
 from tests.servers import dav_members
@@ -69,7 +70,8 @@ ROLES = {
 }
 
 
-SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav"), "webdav": ("wsgidav", "apache")}
+SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav"),
+           "webdav": ("wsgidav", "apache", "nextcloud")}
 """Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
 one per server, and each case runs against each."""
 
@@ -809,4 +811,20 @@ def harness_webdav_apache(tmp_path: Path) -> Iterator[WebDavHarness]:
                             secret_ref="env:WEBDAV_SECRET")
     yield harness
     harness.close()
+    server.stop()
+
+
+@pytest.fixture
+def harness_webdav_nextcloud(tmp_path: Path) -> Iterator[WebDavHarness]:
+    # With its profile: small files PUT with X-OC-Mtime and OC-Checksum, the 64 MiB one
+    # sent in chunks of 10 MiB and assembled by a MOVE (a PUT of it would be refused, 413).
+    server = start_nextcloud(tmp_path / "nextcloud", {LOGIN: "webdav-pw"}, put_cap=16 << 20)
+    harness = WebDavHarness("webdav", {"type": "webdav", "url": server.space_url(),
+                                       "profile": "nextcloud"}, LOGIN,
+                            StoreContext(tmp_path, {"env:WEBDAV_SECRET": "webdav-pw"}),
+                            fence=server.root / "spaces", root=server.space(LOGIN),
+                            secret_ref="env:WEBDAV_SECRET")
+    yield harness
+    harness.close()
+    assert list(server.uploads(LOGIN).iterdir()) == [], "an upload folder was left behind"
     server.stop()
