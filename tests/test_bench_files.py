@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.files import DRIVE, LOGIN, corpus, measure
+from bench.files import DRIVE, LOGIN, TOOLS, corpus, measure
 
 
 def test_the_corpus_has_accented_folders_small_files_and_large_ones(tmp_path: Path):
@@ -28,7 +28,7 @@ def test_the_corpus_has_accented_folders_small_files_and_large_ones(tmp_path: Pa
 def test_one_round_of_each_tool_lands_every_file(kind: str, tmp_path: Path):
     export = tmp_path / "export"
     expected = corpus(export, files=30, folders=5, large=1, large_mb=1)
-    for tool in ("baseline", "bascule"):
+    for tool in TOOLS:
         row = measure(kind, tool, 0, export, expected, 1.0, tmp_path)
         assert row["problem"] == "", row
         if tool == "bascule":

@@ -190,11 +190,12 @@ class WebDavSink:
                     self._mtime_not_kept(native_name, "X-OC-Mtime not accepted")
             elif document.modified is not None:
                 self._set_mtime(native_name, place, document.modified)
-            stored = self._stat(target_ref)
-        if stored is None:
+                answer = None  # the date changed the version the write answered
+            version = self._written(place, target_ref, answer)
+        if version is None:
             raise ConnectError(f"{place}: not found right after it was written",
                                code="connection_lost", where=self.client.where)
-        return DocumentStored(target_ref, stored.version, renamed)
+        return DocumentStored(target_ref, version, renamed)
 
     def fingerprint(self, document: Document) -> str:
         """A file store keeps the bytes: the document's own fingerprint."""
@@ -306,6 +307,24 @@ class WebDavSink:
         if document.fingerprint.startswith("sha256:"):
             headers["OC-Checksum"] = "SHA256:" + document.fingerprint.removeprefix("sha256:")
         return headers
+
+    def _written(self, place: str, target_ref: str,
+                 answer: requests.structures.CaseInsensitiveDict[str] | None) -> str | None:
+        """The version of a file just written (``None``: not there): the ETag its write
+        answered, where it answered one (WsgiDAV, Nextcloud) and nothing changed the file
+        since; else a HEAD's (Apache answers a PUT without one), which costs the server and
+        bascule less than a PROPFIND (no properties to gather, no XML to read); a PROPFIND
+        only where HEAD gives no ETag."""
+        etag = answer.get("ETag") if answer is not None else None
+        if not etag:
+            with self.client.request("HEAD", place) as response:
+                if response.status_code == 404:
+                    return None
+                etag = response.headers.get("ETag") if response.status_code == 200 else None
+        if etag:
+            return _quoted(etag.strip())
+        stored = self._stat(target_ref)
+        return stored.version if stored is not None else None
 
     def _condition(self, place: str, target_ref: str, expected: str | None
                    ) -> dict[str, str]:
