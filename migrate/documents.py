@@ -21,7 +21,8 @@ nobody changed it on the target since (else it stays, with a ``left_on_target`` 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -56,6 +57,7 @@ from migrate.mail import (
     source_notes,
     take_source_notes,
 )
+from migrate.prefetch import read_ahead
 
 INFLIGHT_CHUNK = 16
 KEEP_BOTH, SKIP, OVERWRITE = "keep_both", "skip", "overwrite"
@@ -185,27 +187,48 @@ class DocumentUnit:
 
     def _copy(self, native: str, refs: list[DocumentRef], known: dict) -> None:
         """The documents in chunks, each chunk marked in flight, written (as many at once
-        as the sink takes: each write is conditional and stands alone), then recorded."""
+        as the sink takes: each write is conditional and stands alone), then recorded.
+
+        Nothing waits for anything else it could overlap with: the source reads ahead in a
+        thread of its own (``read_ahead``: a local file is read and hashed there, a
+        download spooled), and the next chunk is marked and its writes started before the
+        chunk before is waited for and recorded, so the writers never stand idle at a
+        chunk's end. At most two chunks are in flight."""
         lanes = max(1, self.sink.capabilities.parallel_writes)
         size = max(INFLIGHT_CHUNK, 4 * lanes)
-        with ThreadPoolExecutor(lanes, thread_name_prefix="document-write") as pool:
-            for chunk in chunks(self.source.fetch_documents(self.container, refs), size):
+        fetched = read_ahead(self.source.fetch_documents(self.container, refs),
+                             size=lambda document: document.size, max_items=2 * size)
+        pending: list[tuple[list[Document], list[Future]]] = []
+        full = False
+        with closing(fetched), ThreadPoolExecutor(lanes, thread_name_prefix="document-write"
+                                                  ) as pool:
+            for chunk in chunks(fetched, size):
                 if self.brakes.stop.is_set():
                     self.result.interrupted = True
-                    return
+                    break
                 self.ledger.mark_inflight(self.unit.id, [
                     {"source_id": d.source_id, "fingerprint": d.fingerprint, "size": d.size,
                      "version": d.version} for d in chunk])
-                attempts = pool.map(lambda document: self._attempt(
-                    native, document, known.get(document.source_id)), chunk)
-                attempted = list(zip(chunk, attempts, strict=True))
-                self.ledger.record_outcomes(self.unit.id, [
-                    self._outcome(document, *attempt) for document, attempt in attempted])
-                self.result.notes.extend(source_notes(self.sink))  # what it changed
-                if any(error is not None and error.code == "over_quota"
-                       for _, (_, _, error) in attempted):
-                    self._space_full(refs)
-                    return
+                pending.append((chunk, [pool.submit(self._attempt, native, document,
+                                                    known.get(document.source_id))
+                                        for document in chunk]))
+                if len(pending) > 1 and self._record(*pending.pop(0)):
+                    full = True
+                    break
+            while pending:
+                full = self._record(*pending.pop(0)) or full
+        if full:
+            self._space_full(refs)
+
+    def _record(self, chunk: list[Document], writes: list[Future]) -> bool:
+        """Wait for a chunk's writes and record them; whether the space was found full."""
+        attempted = [(document, write.result())
+                     for document, write in zip(chunk, writes, strict=True)]
+        self.ledger.record_outcomes(self.unit.id, [
+            self._outcome(document, *attempt) for document, attempt in attempted])
+        self.result.notes.extend(source_notes(self.sink))  # what it changed
+        return any(error is not None and error.code == "over_quota"
+                   for _, (_, _, error) in attempted)
 
     def _attempt(self, native: str, document: Document, previous: ItemRecord | None
                  ) -> tuple[DocumentStored | None, bool, BasculeError | None]:
