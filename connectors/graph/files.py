@@ -92,7 +92,8 @@ class _Node:
 
 class GraphFileSource:
     """The OneDrive of one user (``document_containers``), and any drive given as a container
-    (a document library from ``site_drives``), as a ``DocumentSource`` for ``files``.
+    (a document library: ``connectors.graph.spaces``), as a ``DocumentSource`` for
+    ``files``.
 
     ``user`` is the id or user principal name. Notes (``drain_notes``): ``not_a_file`` (a
     OneNote notebook or another item that is not a file; subject: its path),
@@ -315,29 +316,6 @@ class GraphFileSource:
 
     def _unreadable(self, ref: DocumentRef, reason: str) -> None:
         self._notes.append(SourceNote("unreadable_item", ref.source_id, reason))
-
-
-class GraphSiteFiles(GraphFileSource):
-    """The document libraries of one SharePoint site, as a principal of its own: each
-    library is a container ``(library name,)``. ``site`` is the site's display name, its
-    short name, or its id."""
-
-    def __init__(self, session: GraphSession, site: str, *,
-                 page_size: int = DELTA_PAGE_SIZE) -> None:
-        super().__init__(session, "", page_size=page_size)
-        self._site = site
-
-    def document_containers(self, workload: str) -> list[Container]:
-        if workload != WORKLOAD:
-            return []
-        wanted = self._site.casefold()
-        libraries = [Container(path=c.path[2:], native_name=c.native_name)
-                     for c, names in site_drives_named(self._session)
-                     if wanted in names]
-        if not libraries:
-            raise GraphError(404, "SiteNotFound", f"no SharePoint site named {self._site!r}",
-                             "sites")
-        return libraries
 
 
 def site_drives(session: GraphSession) -> list[Container]:
