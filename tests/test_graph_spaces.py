@@ -112,7 +112,7 @@ def test_what_cannot_be_found_once_is_refused_with_what_there_is(tenant) -> None
 
 
 def test_two_lines_copying_one_library_are_both_named(tenant) -> None:
-    files, session = tenant
+    _, session = tenant
     lines = ["site:Service urbanisme", "site:urbanisme/Archives 1990-2010",
              "team:Équipe voirie", "site:equipe-voirie", "site:Conseil municipal"]
     directory = SpaceDirectory(session, lines)
