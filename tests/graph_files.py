@@ -614,6 +614,8 @@ def _drive_route(handler: GraphHandler, files: FixtureFiles, drive: FixtureDrive
         return json_reply(_selected(_drive_resource(drive), query.get("$select")))
     if rest == ["root", "delta"]:
         return _delta(handler, files, drive, query)
+    if rest == ["root"]:
+        return _item(handler, files, drive, drive.root_id, query)
     if len(rest) == 2 and rest[0] == "items":
         return _item(handler, files, drive, rest[1], query)
     if len(rest) == 3 and rest[0] == "items" and rest[2] == "children":

@@ -5,6 +5,7 @@ the tenant cannot answer stops ``plan`` with its reason."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -13,7 +14,13 @@ import pytest
 
 from tests.apache import Apache, start_apache
 from tests.cli import bascule, report
-from tests.graph_files import FixtureDrive, FixtureFiles, running_download_server, seed_files
+from tests.graph_files import (
+    FixtureDrive,
+    FixtureFiles,
+    running_download_server,
+    seed_files,
+    seed_sharing,
+)
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
 from tests.tls import TestCertificates
 from tests.wsgidav import WsgiDav, start_wsgidav
@@ -85,6 +92,7 @@ def test_sites_libraries_and_teams_land_each_in_its_space(space_server, certific
     kind, server = space_server
     tenant = french_tenant(users=3, inbox_messages=1)
     files = seed_files(tenant, big_file_size=1 << 20)
+    seed_sharing(tenant, files)
     with running_graph_server(tenant, certificates) as graph, \
             running_download_server(files, certificates):
         monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
@@ -134,3 +142,85 @@ def test_a_space_line_the_tenant_cannot_answer_stops_plan(certificates, tmp_path
             assert files.stats.get("downloads", 0) == 0
     finally:
         server.stop()
+
+
+def sharing_csv(folder: Path, space: str) -> list[dict[str, str]]:
+    with (folder / "work" / "sharing" / f"{space}.csv").open(encoding="utf-8-sig",
+                                                             newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sharing_is_exported_per_space_for_the_target_admin(certificates, tmp_path,
+                                                            monkeypatch):
+    """Each space's CSV, read back row by row: the site's groups on each library, a folder
+    shared with a tenant user without a line (and inherited below it), links of each scope
+    with their expiry, a guest and an invitation flagged external, Amélie's own OneDrive
+    mapped to her target login; an empty folder's permissions are report lines."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    files = seed_files(tenant, big_file_size=1 << 10)
+    seed_sharing(tenant, files)
+    server = start_wsgidav(tmp_path / "wsgidav", SPACES)
+    for space, secret in SPACES.items():
+        monkeypatch.setenv(f"{space.upper()}_TARGET", secret)
+    try:
+        with running_graph_server(tenant, certificates) as graph, \
+                running_download_server(files, certificates):
+            monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+            batch = write_batch(tmp_path, graph, certificates, server)
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+    finally:
+        server.stop()
+    entries = report(tmp_path, "run")["entries"]
+    exported = {e["target"]: e for e in entries if e.get("code") == "sharing_exported"}
+    assert sorted(exported) == ["alice", "conseil", "urbanisme", "voirie"]
+    assert exported["urbanisme"]["target_ref"].endswith("sharing/urbanisme.csv")
+
+    rows = sharing_csv(tmp_path, "urbanisme")
+    def find(path: str, who: str) -> dict[str, str]:
+        [row] = [r for r in rows if r["path"] == path and r["who"] == who]
+        return row
+
+    groups = [(r["path"], r["who"], r["role"], r["inherited"]) for r in rows
+              if r["who_type"] == "site_group" and r["item"] == "library"]
+    assert sorted(groups) == sorted(
+        (library, f"Service urbanisme {suffix}", role, "no")
+        for library in ("Documents partagés", "Archives 1990-2010")
+        for suffix, role in (("Owners", "owner"), ("Members", "write"), ("Visitors", "read")))
+    plans = find("Documents partagés/Plans", "francois.dupre@ville-exemple.fr")
+    assert (plans["item"], plans["role"], plans["inherited"], plans["mapping"],
+            plans["target_login"], plans["external"]) == ("folder", "write", "no", "unmapped",
+                                                         "", "no")
+    below = find("Documents partagés/Plans/PLU 2025/Règlement écrit.pdf",
+                 "francois.dupre@ville-exemple.fr")
+    assert (below["item"], below["inherited"]) == ("file", "yes")
+    anyone = find("Documents partagés/Plans/PLU 2025/Règlement écrit.pdf", "anyone")
+    assert (anyone["who_type"], anyone["link_scope"], anyone["link_type"], anyone["role"],
+            anyone["expires"], anyone["external"], anyone["inherited"]) == (
+        "link", "anonymous", "view", "read", "2026-06-30T00:00:00+00:00", "yes", "no")
+    organization = find("Archives 1990-2010/Permis 1998.pdf", "organization")
+    assert (organization["link_scope"], organization["role"], organization["expires"],
+            organization["external"]) == ("organization", "write", "", "no")
+    guest = find("Archives 1990-2010/Permis 1998.pdf", "contact@geometre.example")
+    assert (guest["link_scope"], guest["mapping"], guest["external"]) == (
+        "users", "external", "yes")
+    # Every item on the target has the site's three groups, its own or from its library.
+    items = {r["path"] for r in rows}
+    assert all(sum(1 for r in rows if r["path"] == path and r["who_type"] == "site_group")
+               == 3 for path in items)
+    assert len(rows) == len(items) * 3 + 1 + 2 + 1 + 1 + 1
+
+    onedrive = sharing_csv(tmp_path, "alice")
+    [owner] = [r for r in onedrive if r["path"] == "OneDrive"]
+    assert (owner["who"], owner["role"], owner["mapping"], owner["target_login"]) == (
+        AMELIE, "owner", "mapped", "alice")
+    [invited] = [r for r in onedrive if r["who_type"] == "invitation"]
+    assert (invited["path"], invited["who"], invited["external"]) == (
+        "OneDrive/Lisez-moi.txt", "partenaire@asso.example", "yes")
+    assert [r["role"] for r in onedrive if r["path"] == "OneDrive/Documents/Finances & budget"
+            and r["who"] == "francois.dupre@ville-exemple.fr"] == ["write"]
+    # The empty folder is not on the target: its permission is a line of the report.
+    lost = [e for e in entries if e.get("code") == "sharing_not_on_target"]
+    assert [(e["target"], e["message_en"].split(":")[0]) for e in lost] == [
+        ("alice", "OneDrive/Vide")]
+    assert "ne peut pas être reprise" in lost[0]["message_fr"]

@@ -60,7 +60,9 @@ from connectors.base import (
 )
 from connectors.graph.quickxor import QuickXorHash
 from connectors.graph.session import GraphError, GraphSession, graph_instant
+from connectors.graph.sharing import drive_grants
 from connectors.spool import Spool
+from mappings.sharing import Grant
 
 WORKLOAD = "files"
 ONEDRIVE_PATH: Path = ("OneDrive",)
@@ -140,6 +142,10 @@ class GraphFileSource:
             document = self._fetch(container, ref)
             if document is not None:
                 yield document
+
+    def sharing(self, container: Container) -> Iterator[Grant]:
+        """Who may see each item of the drive (``connectors.graph.sharing``)."""
+        return drive_grants(self._session, container)
 
     def close(self) -> None:
         """Nothing of its own to release: the Graph session is shared and closed by its
