@@ -18,7 +18,7 @@ from typing import Any
 from connectors.base import BasculeError
 from mappings.sharing import COLUMNS, Grant, SharingSource, sharing_row, table_domains
 from mappings.users import UserMapping
-from migrate.ledger import DONE, Unit
+from migrate.ledger import DONE, ItemRecord, Unit
 from migrate.mail import container_key
 from migrate.units import Bench, text_of
 from reports.files import message_columns, write_csv
@@ -55,8 +55,9 @@ def _export_one(bench: Bench, user: UserMapping, work_dir: Path, domains: set[st
             return []
         for container in source.document_containers(FILES):
             unit = units.get(container_key(container.path))
+            records = bench.ledger.items_of(unit.id) if unit is not None else {}
             for grant in source.sharing(container):
-                place = _target_path(bench, unit, grant)
+                place = _target_path(unit, records, grant)
                 if place is None:
                     report.append(_row(user, Text.of(
                         "sharing_not_on_target", path="/".join((*container.path, *grant.path)),
@@ -69,13 +70,13 @@ def _export_one(bench: Bench, user: UserMapping, work_dir: Path, domains: set[st
                  target_ref=str(path))] + report
 
 
-def _target_path(bench: Bench, unit: Unit | None, grant: Grant) -> str | None:
+def _target_path(unit: Unit | None, records: dict[str, ItemRecord], grant: Grant
+                 ) -> str | None:
     """Where the grant's item is in the space on the target, or ``None`` if not there."""
     if unit is None or not unit.target_container:
         return None
     if grant.item == "library":
         return unit.target_container
-    records = bench.ledger.items_of(unit.id)
     wanted = grant.source_id if grant.item == "file" else grant.below
     record = records.get(wanted) if wanted else None
     if record is None or record.status != DONE or not record.target_ref:
