@@ -65,6 +65,10 @@ class Context(Protocol):
     def target_address(self, address: str) -> str | None:
         """Where a source address goes on the target (attendees, organisers), if mapped."""
 
+    def table_sources(self) -> list[str]:
+        """The source of every line of the users table, whatever ``--users`` selected: a
+        source checks a line against the others (two lines copying one library)."""
+
 
 @dataclass(frozen=True)
 class Capabilities:

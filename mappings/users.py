@@ -9,6 +9,10 @@ needs none per user). Secrets are references (``env:NAME``, ``file:PATH``), neve
 password itself. Every problem of the file is reported at once, with its line number, as
 a code with parameters (the sentences are in the catalogue, ``reports.i18n``). Addresses
 compare without case.
+
+A line whose source is ``site:...`` or ``team:...`` is a space (a SharePoint site, one of
+its document libraries, a Team) mapped to a target space: ``mappings.spaces`` states the
+syntax.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from connectors.base import BasculeError
 from mappings.secrets import SecretWarning, reference_problem, secret_warning
+from mappings.spaces import space_problem
 
 REQUIRED_COLUMNS = ("source", "target")
 SECRET_COLUMNS = ("source_secret", "target_secret")
@@ -46,7 +51,8 @@ class UsersFileError(BasculeError):
     ``users_column_twice`` (``column``), ``users_empty_source``, ``users_empty_target``,
     ``users_duplicate_source`` (``source``, ``first_line``), ``users_duplicate_target``
     (``target``, ``source``, ``first_line``), ``users_secret_not_reference`` (``column``),
-    ``users_unknown_user`` (``name``).
+    ``users_unknown_user`` (``name``), ``users_space_malformed`` (``source``: a ``site:`` or
+    ``team:`` line without its name, or ``site:<site>/`` without its library).
     """
 
     def __init__(self, code: str, file: Path, line: int | None, **params: str) -> None:
@@ -179,6 +185,9 @@ class _UsersReader:
         source, target = cell("source"), cell("target")
         if not source and "source" in columns:
             self.problem("users_empty_source", line)
+        malformed = space_problem(source)
+        if malformed:
+            self.problem(malformed, line, source=source)
         if not target and "target" in columns:
             self.problem("users_empty_target", line)
         secrets = {name: self.secret(line, name, cell(name)) for name in SECRET_COLUMNS}

@@ -30,6 +30,10 @@ class MappingConfig(Section):
     users: Path = Field(
         Path("users.csv"), description="CSV with columns source,target,source_secret,target_secret."
     )
+    sharing: bool = Field(
+        True, description="After each run, who may see each space's files at the source, as "
+        "one CSV per space in the work folder's sharing/ (one Graph request per file and folder)."
+    )
 
 
 class MailConfig(Section):

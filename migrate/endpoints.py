@@ -55,6 +55,9 @@ class Connectors:
             return user.target
         return None
 
+    def table_sources(self) -> list[str]:
+        return [user.source for user in self.users] if self.users is not None else []
+
     def close(self) -> None:
         with self._lock:
             shared, self._shared = list(self._shared.values()), {}

@@ -55,6 +55,18 @@ def write_report(
     return json_path, csv_path
 
 
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
+    """A CSV of ``rows`` with ``columns`` (UTF-8 with a BOM), private and written whole or
+    not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic(path, "utf-8-sig") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: _cell(row.get(key)) for key in columns})
+    return path
+
+
 def _create_private(path: Path) -> BinaryIO:
     """A new file for writing, ``0600`` from its creation (``fchmod`` too, before any byte:
     a umask may also take bits from the owner). One left by a crash is made again."""

@@ -24,6 +24,23 @@ Each behaviour follows a page of Microsoft's Graph documentation (learn.microsof
 - ``api/drive-get`` (``/users/{id}/drive``), ``api/drive-list`` (``/sites/{id}/drives``).
 - ``api/site-search`` (``/sites?search=*``) and ``api/site-getallsites`` (``/sites/getAllSites``,
   personal sites included, told apart by ``isPersonalSite``: ``api/resources/site``).
+- ``api/teams-list`` (``/teams``: ``id``, ``displayName``, paged; a team's id is its group's),
+  ``api/drive-get`` (``/groups/{id}/drive``: the group's default library, named ``Documents``;
+  404 when it was never provisioned), ``api/group-list-owners`` and ``api/group-list-members``
+  (``/groups/{id}/owners``, ``/members``: directory objects with ``@odata.type``
+  ``#microsoft.graph.user``, ``userPrincipalName``, ``mail``).
+- ``api/driveitem-list-permissions`` (``/drives/{id}/items/{id}/permissions``): the item's
+  *effective* permissions, its own and those it inherits from its ancestors;
+  ``api/resources/permission``: ``roles`` (``read``, ``write``, ``owner``), ``grantedToV2``
+  (a ``sharePointIdentitySet``: ``user``, ``group``, ``siteUser``, ``siteGroup``),
+  ``grantedToIdentitiesV2`` for links to specific people, ``link`` (``type`` view/edit,
+  ``scope``: ``api/resources/sharinglink``, anonymous/organization/users),
+  ``expirationDateTime``, ``invitation``; and its remark: "OneDrive for Business and
+  SharePoint document libraries do not return the inheritedFrom property", so an inherited
+  permission comes back with the id it has on the ancestor and nothing more. A user's
+  ``email`` in ``grantedToV2.user`` is as the ``api/driveitem-invite`` page's example shows
+  it. A site's owners, members and visitors are the SharePoint groups granted on its
+  libraries' roots (``siteGroup``): ``api/site-list-permissions`` lists only applications.
 
 Download URLs point at another host (in SharePoint, ``{tenant}.sharepoint.com/_layouts/15/
 download.aspx?...&tempauth=...``): here a second TLS server on another loopback port, started
@@ -102,6 +119,8 @@ class FixtureDriveItem:
     """Sequence of the last change of the content (drives ``cTag``)."""
     quick_xor: str = ""
     sha1: str = ""
+    permissions: list[dict[str, Any]] = field(default_factory=list)
+    """Permission resources granted on this item itself (its descendants inherit them)."""
 
     def set_content(self, content: bytes) -> None:
         self.content = content
@@ -159,6 +178,17 @@ class FixtureSite:
 
 
 @dataclass
+class FixtureTeam:
+    """A team: its group's id, name, default library, owners and members (mailbox ids)."""
+
+    id: str
+    display_name: str
+    drive: FixtureDrive | None
+    owners: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
+
+
+@dataclass
 class FixtureFiles:
     """Every drive of the tenant. Change it with the methods below, which keep the change
     sequence delta reads. Its own lock guards it, for both servers."""
@@ -167,6 +197,7 @@ class FixtureFiles:
     user_drives: dict[str, str] = field(default_factory=dict)
     """Mailbox (user) id -> id of their OneDrive."""
     sites: list[FixtureSite] = field(default_factory=list)
+    teams: list[FixtureTeam] = field(default_factory=list)
     sequence: int = 0
     download_base: str = ""
     wrong_hash: set[str] = field(default_factory=set)
@@ -258,6 +289,32 @@ class FixtureFiles:
     def site(self, display_name: str) -> FixtureSite:
         return next(s for s in self.sites if s.display_name == display_name)
 
+    def team(self, display_name: str) -> FixtureTeam:
+        return next(t for t in self.teams if t.display_name == display_name)
+
+    def grant(self, item: FixtureDriveItem, roles: list[str], **facets: Any) -> dict[str, Any]:
+        """Add a permission resource to an item: ``facets`` are its other properties
+        (``grantedToV2``, ``link``, ``grantedToIdentitiesV2``, ``expirationDateTime``...)."""
+        with self.lock:
+            permission = {"id": str(uuid.uuid4()), "roles": roles, **facets}
+            item.permissions.append(permission)
+            return permission
+
+
+def user_identity(mailbox: FixtureMailbox) -> dict[str, Any]:
+    """``grantedToV2`` of a permission given to a user of the tenant."""
+    return {"user": {"id": mailbox.id, "displayName": mailbox.display_name,
+                     "email": mailbox.user_principal_name},
+            "siteUser": {"id": str(abs(hash(mailbox.id)) % 1000), "displayName":
+                         mailbox.display_name,
+                         "loginName": f"i:0#.f|membership|{mailbox.user_principal_name}"}}
+
+
+def site_group(name: str) -> dict[str, Any]:
+    """``grantedToV2`` of a permission given to a SharePoint group of a site."""
+    return {"siteGroup": {"id": str(abs(hash(name)) % 100), "displayName": name,
+                          "loginName": name}}
+
 
 def _item_id() -> str:
     # OneDrive for Business item ids: 34 characters, base32-like, starting with 01.
@@ -275,7 +332,8 @@ def big_content(size: int = BIG_FILE_SIZE, seed: int = 30) -> bytes:
 
 
 def seed_files(tenant: FixtureTenant, big_file_size: int = BIG_FILE_SIZE) -> FixtureFiles:
-    """Amélie's OneDrive and two SharePoint sites, into ``tenant.extras["files"]``."""
+    """Amélie's OneDrive, two SharePoint sites and a team (with its site), and a team whose
+    files were never provisioned, into ``tenant.extras["files"]``."""
     files = FixtureFiles()
     tenant.extras[FILES] = files
     amelie = tenant.mailbox(f"amelie.lefevre@{tenant.domain}")
@@ -327,7 +385,61 @@ def seed_files(tenant: FixtureTenant, big_file_size: int = BIG_FILE_SIZE) -> Fix
                            "amelie_lefevre_ville-exemple_fr", amelie.display_name,
                            [onedrive], personal=True)
     files.sites.append(personal)
+
+    team_drive = files.add_drive("Documents", "documentLibrary", "Équipe voirie")
+    files.add_file(team_drive, files.folders(team_drive, "Général"), "Planning chantiers.xlsx",
+                   b"PK\x03\x04" + b"Planning des chantiers de voirie" * 30)
+    files.add_file(team_drive, files.folders(team_drive, "Astreintes"), "Tableau.docx",
+                   b"PK\x03\x04" + b"Tableau des astreintes" * 20)
+    team = FixtureTeam(str(uuid.uuid4()), "Équipe voirie", team_drive, owners=[amelie.id])
+    files.teams.append(team)
+    # A team's group has a site of its own, whose library its drive is.
+    files.sites.append(FixtureSite(f"{SHAREPOINT_HOST},{uuid.uuid4()},{uuid.uuid4()}",
+                                   "equipe-voirie", "Équipe voirie", [team_drive]))
+    files.teams.append(FixtureTeam(str(uuid.uuid4()), "Équipe sans fichiers", None))
     return files
+
+
+def seed_sharing(tenant: FixtureTenant, files: FixtureFiles) -> None:
+    """Who may see what, as SharePoint and OneDrive keep it: each site's owners, members and
+    visitors on its libraries' roots, a folder shared with a user, links of each scope (one
+    with an expiry), a guest from outside, and a OneDrive file Amélie shared."""
+    amelie = tenant.mailbox(f"amelie.lefevre@{tenant.domain}")
+    francois = tenant.mailbox(f"francois.dupre@{tenant.domain}")
+    assert amelie is not None and francois is not None
+    for site in files.sites:
+        if site.personal:
+            continue
+        for library in site.drives:
+            root = library.items[library.root_id]
+            for suffix, role in (("Owners", "owner"), ("Members", "write"),
+                                 ("Visitors", "read")):
+                files.grant(root, [role], grantedToV2=site_group(f"{site.display_name} {suffix}"))
+    urbanisme = files.site("Service urbanisme")
+    documents, archives = urbanisme.drives
+    files.grant(documents.at("Plans"), ["write"], grantedToV2=user_identity(francois))
+    files.grant(documents.at("Plans", "PLU 2025", "Règlement écrit.pdf"), ["read"],
+                link={"type": "view", "scope": "anonymous",
+                      "webUrl": f"https://{SHAREPOINT_HOST}/:b:/s/urbanisme/Eabc"},
+                expirationDateTime="2026-06-30T00:00:00Z")
+    files.grant(archives.at("Permis 1998.pdf"), ["write"],
+                link={"type": "edit", "scope": "organization",
+                      "webUrl": f"https://{SHAREPOINT_HOST}/:b:/s/urbanisme/Edef"},
+                expirationDateTime="0001-01-01T00:00:00Z")
+    files.grant(archives.at("Permis 1998.pdf"), ["read"],
+                link={"type": "view", "scope": "users",
+                      "webUrl": f"https://{SHAREPOINT_HOST}/:b:/s/urbanisme/Eghi"},
+                grantedToIdentitiesV2=[{"user": {"displayName": "Cabinet Géomètre",
+                                                 "email": "contact@geometre.example"}}])
+    onedrive = files.drives[files.user_drives[amelie.id]]
+    files.grant(onedrive.items[onedrive.root_id], ["owner"], grantedToV2=user_identity(amelie))
+    files.grant(onedrive.at("Documents", "Finances & budget"), ["write"],
+                grantedToV2=user_identity(francois))
+    files.grant(onedrive.at("Lisez-moi.txt"), ["read"],
+                invitation={"email": "partenaire@asso.example", "signInRequired": True})
+    team = files.team("Équipe voirie")
+    assert team.drive is not None
+    team.members.append(francois.id)
 
 
 # --- resources ----------------------------------------------------------------------------
@@ -502,10 +614,16 @@ def _drive_route(handler: GraphHandler, files: FixtureFiles, drive: FixtureDrive
         return json_reply(_selected(_drive_resource(drive), query.get("$select")))
     if rest == ["root", "delta"]:
         return _delta(handler, files, drive, query)
+    if rest == ["root"]:
+        return _item(handler, files, drive, drive.root_id, query)
     if len(rest) == 2 and rest[0] == "items":
         return _item(handler, files, drive, rest[1], query)
     if len(rest) == 3 and rest[0] == "items" and rest[2] == "children":
         return _children(handler, files, drive, rest[1], query)
+    if len(rest) == 3 and rest[0] == "items" and rest[2] == "permissions":
+        return _permissions(handler, files, drive, rest[1], query)
+    if rest == ["root", "permissions"]:
+        return _permissions(handler, files, drive, drive.root_id, query)
     return None
 
 
@@ -534,13 +652,60 @@ def user_drive_route(handler: GraphHandler, mailbox: FixtureMailbox, rest: list[
         return _drive_route(handler, files, files.drives[drive_id], rest[1:], query)
 
 
+def _permissions(handler: GraphHandler, files: FixtureFiles, drive: FixtureDrive,
+                 item_id: str, query: dict[str, str]) -> Reply:
+    """The item's effective permissions: its own, then its ancestors' with the same ids and
+    no ``inheritedFrom`` (permission page, remarks)."""
+    item = drive.items.get(item_id)
+    if item is None:
+        raise GraphError(404, "itemNotFound", "The resource could not be found.")
+    found = list(item.permissions)
+    while item.kind != "root":
+        item = drive.items[item.parent_id]
+        found += item.permissions
+    return _page(handler, files, found, query, "Collection(permission)")
+
+
+def _team_route(handler: GraphHandler, files: FixtureFiles, segments: list[str],
+                query: dict[str, str], people: list[FixtureMailbox]) -> Reply | None:
+    """``/teams`` (teams-list page) and ``/groups/{id}/drive|owners|members``."""
+    if segments == ["teams"]:
+        return _page(handler, files, [{"id": t.id, "displayName": t.display_name,
+                                       "description": None} for t in files.teams],
+                     query, "teams")
+    if segments[0] != "groups" or len(segments) < 3:
+        return None
+    team = next((t for t in files.teams if t.id == segments[1]), None)
+    if team is None:
+        raise GraphError(404, "Request_ResourceNotFound",
+                         f"Resource '{segments[1]}' does not exist.")
+    if segments[2] == "drive":
+        if team.drive is None:
+            raise GraphError(404, "itemNotFound", "The resource could not be found.")
+        return _drive_route(handler, files, team.drive, segments[3:], query)
+    if len(segments) == 3 and segments[2] in ("owners", "members"):
+        ids = team.owners if segments[2] == "owners" else team.owners + team.members
+        found = [{"@odata.type": "#microsoft.graph.user", **m.resource()}
+                 for m in people if m.id in ids]
+        return _page(handler, files, found, query, "directoryObjects")
+    return None
+
+
 def tenant_drive_route(handler: GraphHandler, segments: list[str],
                        query: dict[str, str]) -> Reply | None:
-    """``/drives/...`` and ``/sites/...``."""
+    """``/drives/...``, ``/sites/...``, ``/teams`` and ``/groups/...``."""
     files: FixtureFiles | None = handler.state.tenant.extras.get(FILES)
-    if files is None or segments[0] not in ("drives", "sites"):
+    if files is None or segments[0] not in ("drives", "sites", "teams", "groups"):
         return None
+    people: list[FixtureMailbox] = []
+    if segments[0] == "groups":
+        # The tenant's lock first, then the files' lock, in the order the mailbox routes take
+        # them.
+        with handler.state.lock:
+            people = list(handler.state.tenant.mailboxes)
     with files.lock:
+        if segments[0] in ("teams", "groups"):
+            return _team_route(handler, files, segments, query, people)
         if segments[0] == "drives" and len(segments) >= 2:
             drive = files.drives.get(segments[1])
             if drive is None:

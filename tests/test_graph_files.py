@@ -297,7 +297,8 @@ def test_site_libraries_are_listed_and_read(tenant: Tenant) -> None:
     assert sorted(c.path for c in libraries) == [
         ("Sites", "Conseil municipal", "Documents partagés"),
         ("Sites", "Service urbanisme", "Archives 1990-2010"),
-        ("Sites", "Service urbanisme", "Documents partagés")]
+        ("Sites", "Service urbanisme", "Documents partagés"),
+        ("Sites", "Équipe voirie", "Documents")]
     assert tenant.onedrive.id not in {c.native_name for c in libraries}
     library = next(c for c in libraries
                    if c.path == ("Sites", "Service urbanisme", "Documents partagés"))

@@ -10,15 +10,11 @@ from pydantic import Field, field_validator, model_validator
 
 from connectors.config import HttpsAddress, SecretReference, Section, refused
 from connectors.registry import Account, Capabilities, Connector, Context, register
+from mappings.spaces import is_space
 
 if TYPE_CHECKING:
     from connectors.graph.auth import MsalTokenProvider
     from connectors.graph.session import GraphSession
-
-SITE_PREFIX = "site:"
-"""A users-table source written ``site:<name>`` is a SharePoint site: its libraries go to
-the target named beside it, as the ``files`` workload."""
-
 
 class AppCredentials(Section):
     """An application registered in the tenant's Entra ID, signing in as itself (OAuth 2.0
@@ -73,11 +69,6 @@ class GraphEndpointConfig(AppCredentials):
         return value if value.endswith(("/v1.0", "/beta")) else value + "/v1.0"
 
 
-def site_of(login: str) -> str | None:
-    """The site a login names, or None for a user or shared mailbox."""
-    return login[len(SITE_PREFIX):] if login.lower().startswith(SITE_PREFIX) else None
-
-
 def app_tokens(context: Context, config: AppCredentials, *, ca_file: Path | None,
                scope: str | None = None) -> MsalTokenProvider:
     """The application's tokens, one msal cache per application and scope for the whole
@@ -124,11 +115,13 @@ def _open_source(context: Context, account: Account, workload: str) -> Any:
 
         return GraphMailSource(session, account.login)
     if workload == "files":
-        from connectors.graph.files import GraphFileSource, GraphSiteFiles
+        from connectors.graph.files import GraphFileSource
+        from connectors.graph.spaces import GraphSpaceFiles, SpaceDirectory
 
-        site = site_of(account.login)
-        if site is not None:
-            return GraphSiteFiles(session, site)
+        if is_space(account.login):
+            directory = context.shared(("graph-spaces", account.config), lambda: SpaceDirectory(
+                session, context.table_sources()))
+            return GraphSpaceFiles(session, account.login, directory)
         return GraphFileSource(session, account.login)
     from connectors.graph.pim import GraphPimSource
 
@@ -144,7 +137,7 @@ def _check(context: Context, config: GraphEndpointConfig, first_login: str | Non
 
 
 def _serves(login: str, workload: str) -> bool:
-    return workload == "files" or site_of(login) is None
+    return workload == "files" or not is_space(login)
 
 
 register(Connector(

@@ -60,7 +60,9 @@ from connectors.base import (
 )
 from connectors.graph.quickxor import QuickXorHash
 from connectors.graph.session import GraphError, GraphSession, graph_instant
+from connectors.graph.sharing import drive_grants
 from connectors.spool import Spool
+from mappings.sharing import Grant
 
 WORKLOAD = "files"
 ONEDRIVE_PATH: Path = ("OneDrive",)
@@ -92,7 +94,8 @@ class _Node:
 
 class GraphFileSource:
     """The OneDrive of one user (``document_containers``), and any drive given as a container
-    (a document library from ``site_drives``), as a ``DocumentSource`` for ``files``.
+    (a document library: ``connectors.graph.spaces``), as a ``DocumentSource`` for
+    ``files``.
 
     ``user`` is the id or user principal name. Notes (``drain_notes``): ``not_a_file`` (a
     OneNote notebook or another item that is not a file; subject: its path),
@@ -139,6 +142,10 @@ class GraphFileSource:
             document = self._fetch(container, ref)
             if document is not None:
                 yield document
+
+    def sharing(self, container: Container) -> Iterator[Grant]:
+        """Who may see each item of the drive (``connectors.graph.sharing``)."""
+        return drive_grants(self._session, container)
 
     def close(self) -> None:
         """Nothing of its own to release: the Graph session is shared and closed by its
@@ -315,29 +322,6 @@ class GraphFileSource:
 
     def _unreadable(self, ref: DocumentRef, reason: str) -> None:
         self._notes.append(SourceNote("unreadable_item", ref.source_id, reason))
-
-
-class GraphSiteFiles(GraphFileSource):
-    """The document libraries of one SharePoint site, as a principal of its own: each
-    library is a container ``(library name,)``. ``site`` is the site's display name, its
-    short name, or its id."""
-
-    def __init__(self, session: GraphSession, site: str, *,
-                 page_size: int = DELTA_PAGE_SIZE) -> None:
-        super().__init__(session, "", page_size=page_size)
-        self._site = site
-
-    def document_containers(self, workload: str) -> list[Container]:
-        if workload != WORKLOAD:
-            return []
-        wanted = self._site.casefold()
-        libraries = [Container(path=c.path[2:], native_name=c.native_name)
-                     for c, names in site_drives_named(self._session)
-                     if wanted in names]
-        if not libraries:
-            raise GraphError(404, "SiteNotFound", f"no SharePoint site named {self._site!r}",
-                             "sites")
-        return libraries
 
 
 def site_drives(session: GraphSession) -> list[Container]:

@@ -87,6 +87,9 @@ class StoreContext:
     def target_address(self, address: str) -> str | None:
         return None
 
+    def table_sources(self) -> list[str]:
+        return []
+
     def close(self) -> None:
         shared, self._shared = list(self._shared.values()), {}
         for value in reversed(shared):

@@ -1,0 +1,87 @@
+"""Who may see a space's files at the source, as rows a target's administrator can apply:
+one CSV per space (``migrate.sharing`` writes it).
+
+A source that knows its sharing (``SharingSource``) gives, per container, every ``Grant``:
+an item (the library itself, a folder, a file), who (a user, a group, a site's group, a
+sharing link, an invitation to an address), the role (``read``, ``write``, ``owner``), a
+link's scope and expiry, and whether the item has it from a parent. ``sharing_row`` maps
+who through the users table: a tenant user with a line gets their target login; one
+without is ``unmapped``; an address outside the table's domains, and a link anyone may use,
+is ``external``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from connectors.base import Container
+from mappings.users import UserMap
+
+COLUMNS = ["space", "path", "item", "who", "who_type", "target_login", "mapping", "role",
+           "link_scope", "link_type", "expires", "inherited", "external", "source_id"]
+"""The CSV's columns: ``path`` is the item's path in the space on the target, after the
+target's renames (empty: the space's root); ``item`` is ``library``, ``folder`` or
+``file``; ``who_type`` is ``user``, ``group``, ``site_group``, ``link`` or ``invitation``;
+``mapping`` is ``mapped``, ``unmapped``, ``external`` or ``group``."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One permission on one item of a container, as the source keeps it."""
+
+    source_id: str
+    path: tuple[str, ...]
+    """The item's path under its container at the source; ``()`` for the container."""
+    item: str
+    who: str
+    """An address, a group's name, or for a link ``anyone``/``organization``."""
+    who_type: str
+    role: str
+    inherited: bool
+    link_scope: str = ""
+    link_type: str = ""
+    expires: datetime | None = None
+    below: str | None = None
+    """For a folder: a file somewhere below it, whose place on the target gives the
+    folder's."""
+
+
+@runtime_checkable
+class SharingSource(Protocol):
+    """A document source that can say who may see each item of a container."""
+
+    def sharing(self, container: Container) -> Iterator[Grant]: ...
+
+
+def sharing_row(space: str, path: str, grant: Grant, users: UserMap, domains: set[str]
+                ) -> dict[str, Any]:
+    """The CSV row of a grant whose item is at ``path`` in ``space`` on the target."""
+    mapping, login = "", ""
+    if grant.who_type in ("user", "invitation") or (grant.who_type == "link"
+                                                    and "@" in grant.who):
+        user = users.lookup(grant.who)
+        if user is not None:
+            mapping, login = "mapped", user.target
+        elif grant.who.rpartition("@")[2].casefold() in domains:
+            mapping = "unmapped"
+        else:
+            mapping = "external"
+    elif grant.who_type in ("group", "site_group"):
+        mapping = "group"
+    elif grant.link_scope == "anonymous":
+        mapping = "external"
+    return {"space": space, "path": path, "item": grant.item, "who": grant.who,
+            "who_type": grant.who_type, "target_login": login, "mapping": mapping,
+            "role": grant.role, "link_scope": grant.link_scope, "link_type": grant.link_type,
+            "expires": grant.expires.isoformat() if grant.expires else "",
+            "inherited": "yes" if grant.inherited else "no",
+            "external": "yes" if mapping == "external" else "no",
+            "source_id": grant.source_id}
+
+
+def table_domains(users: UserMap) -> set[str]:
+    """The domains of the table's sources: an address in one of them is the tenant's."""
+    return {user.source.rpartition("@")[2].casefold() for user in users if "@" in user.source}

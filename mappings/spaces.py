@@ -1,0 +1,77 @@
+"""The spaces table: lines of the users table whose source is a SharePoint site, one
+document library of a site, or a Team, each mapped to a target space.
+
+A space line's ``source`` is written one of three ways, its ``target`` being the space's
+login on the target (the name a WebDAV target's ``{login}`` takes, a folder target's
+folder):
+
+- ``site:<site>``: every document library of the site, one container each;
+- ``site:<site>/<library>``: that library alone, one container (the text after the last
+  ``/`` is the library; a site whose display name holds a ``/`` is named by its short
+  name, the last segment of its address, which never does);
+- ``team:<team>``: the files of a Team, its Microsoft 365 group's document library (where
+  its standard channels keep their folders).
+
+A site or a Team is named by its display name, its short name or its id, without case.
+What a line names must be found, once: a name two sites answer to, a site, library or Team
+not found, and two lines that would copy one library (a site's line and a line of one of
+its libraries, or one site under two names) are refused before anything moves, each with
+its line. Two lines cannot share a target either (``users_duplicate_target``): a space
+receives one source.
+
+OneDrive needs no line of its own: a user's line carries their OneDrive into their own
+space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SITE_PREFIX = "site:"
+TEAM_PREFIX = "team:"
+PREFIXES = (SITE_PREFIX, TEAM_PREFIX)
+
+
+@dataclass(frozen=True)
+class SpaceSource:
+    """What a space line's source names. ``kind`` is ``site`` (with ``library`` when the
+    line names one library) or ``team``."""
+
+    kind: str
+    name: str
+    library: str | None = None
+
+    @property
+    def shown(self) -> str:
+        return f"{self.name}/{self.library}" if self.library else self.name
+
+
+def is_space(source: str) -> bool:
+    """Whether a users-table source is a space line (which has only files)."""
+    return source.strip().casefold().startswith(PREFIXES)
+
+
+def space_source(source: str) -> SpaceSource | None:
+    """What a space line names; ``None`` for a user (or shared mailbox) line, or for a
+    space line missing its name (``space_problem`` says which)."""
+    text = source.strip()
+    folded = text.casefold()
+    if folded.startswith(TEAM_PREFIX):
+        name = text[len(TEAM_PREFIX):].strip()
+        return SpaceSource("team", name) if name else None
+    if not folded.startswith(SITE_PREFIX):
+        return None
+    rest = text[len(SITE_PREFIX):].strip()
+    site, slash, library = rest.rpartition("/")
+    if not slash:
+        return SpaceSource("site", rest) if rest else None
+    if not site.strip() or not library.strip():
+        return None
+    return SpaceSource("site", site.strip(), library.strip())
+
+
+def space_problem(source: str) -> str | None:
+    """The users file's code for a space line written wrong, or ``None``."""
+    if is_space(source) and space_source(source) is None:
+        return "users_space_malformed"
+    return None
