@@ -121,6 +121,27 @@ class CapturedIMip extends \Sabre\CalDAV\Schedule\IMip {
 $pdo = new \PDO('sqlite:' . __DIR__ . '/sabredav.sqlite');
 $pdo->setAttribute(\PDO::ATTR_ERRMODE, \PDO::ERRMODE_EXCEPTION);
 $pdo->setAttribute(\PDO::ATTR_TIMEOUT, 30);
+
+// Files, as Nextcloud lays them out: each account's own folder under files/<login>/, a
+// file system tree (FSExt: ETags from each file's MD5), the only child shown.
+if (strpos($path, '@DAV_ROOT@files') === 0) {
+    $login = '';
+    if (preg_match('#^Basic\s+(.+)$#i', $_SERVER['HTTP_AUTHORIZATION'] ?? '', $basic)) {
+        $login = explode(':', (string) base64_decode($basic[1]), 2)[0];
+    }
+    $spaces = [];
+    if (preg_match('/^[A-Za-z0-9_@-][A-Za-z0-9_.@-]*$/', $login)
+            && is_dir(__DIR__ . '/files/' . $login)) {
+        $spaces[] = new \Sabre\DAV\FSExt\Directory(__DIR__ . '/files/' . $login);
+    }
+    $server = new \Sabre\DAV\Server(new \Sabre\DAV\SimpleCollection('root', [
+        new \Sabre\DAV\SimpleCollection('files', $spaces)]));
+    $server->setBaseUri('@DAV_ROOT@');
+    $server->addPlugin(new \Sabre\DAV\Auth\Plugin(new UsersTableBasicAuth($pdo), '@REALM@'));
+    $server->exec();
+    return true;
+}
+
 $principals = new \Sabre\DAVACL\PrincipalBackend\PDO($pdo);
 $server = new \Sabre\DAV\Server([
     new \Sabre\CalDAV\Principal\Collection($principals),
@@ -151,6 +172,14 @@ class SabreDav(HttpServer):
     @property
     def log(self) -> str:
         return tail(self.root / "php.log", 40)
+
+    def space(self, login: str) -> Path:
+        """The folder holding ``login``'s files (``/remote.php/dav/files/<login>/``)."""
+        return self.root / "files" / login
+
+    def space_url(self) -> str:
+        """A WebDAV target's ``url`` for these files, as for a Nextcloud."""
+        return f"{self.base_url}{DAV_ROOT}files/{{login}}/"
 
     def calendar_home(self, login: str) -> str:
         return f"{DAV_ROOT}calendars/{login}/"
@@ -206,6 +235,7 @@ def _add_users(database: Path, users: dict[str, str]) -> None:
     with sqlite3.connect(database) as connection:
         for login, password in users.items():
             principal = f"principals/{login}"
+            (database.parent / "files" / login).mkdir(parents=True, exist_ok=True)
             digest = md5(f"{login}:{REALM}:{password}".encode()).hexdigest()
             connection.execute("INSERT OR REPLACE INTO users (username, digesta1) VALUES (?, ?)",
                                (login, digest))

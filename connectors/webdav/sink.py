@@ -152,7 +152,10 @@ class WebDavSink:
                                f"{largest} at most", code="too_big")
         target_ref, renamed = self._place(native_name, document)
         folder, _, name = target_ref.rpartition("/")
-        self._collections(folder)
+        try:
+            self._collections(folder)
+        except ContainerRefused as refused:  # a sub-folder of this item's: its own failure
+            raise ItemRejected(f"{document.name}: {refused}", code="name_refused") from None
         place = self.root + target_ref
         temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
         with self._names[hash(target_ref) % NAME_LOCKS]:

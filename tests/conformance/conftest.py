@@ -71,7 +71,7 @@ ROLES = {
 
 
 SERVERS = {"dav": ("cyrus", "radicale", "xandikos", "sabredav"),
-           "webdav": ("wsgidav", "apache", "nextcloud")}
+           "webdav": ("wsgidav", "apache", "nextcloud", "sabredav")}
 """Connectors run against several servers: their fixtures are ``harness_<type>_<server>``,
 one per server, and each case runs against each."""
 
@@ -760,6 +760,11 @@ def _dav_harness(server: Cyrus | Radicale | Xandikos | SabreDav, name: str, logi
 # --- WebDAV file stores: a private WsgiDAV, read back as the files of its share ----------
 
 
+SERVER_FILES = {".sabredav"}
+"""Files a server keeps beside an account's files for itself: SabreDAV's FSExt writes the
+properties and locks of a folder's files into ``.sabredav`` there, and never lists it."""
+
+
 @dataclass
 class WebDavHarness(Harness):
     """The account's share is a folder of the server's own: its files are read and changed
@@ -773,7 +778,8 @@ class WebDavHarness(Harness):
         return {path.relative_to(self.root).as_posix():
                 Landed(_file_hash(path), path.stat().st_size,
                        datetime.fromtimestamp(path.stat().st_mtime, UTC))
-                for path in sorted(self.root.rglob("*")) if path.is_file()}
+                for path in sorted(self.root.rglob("*"))
+                if path.is_file() and path.name not in SERVER_FILES}
 
     def segments(self, workload: str, target_ref: str) -> tuple[str, ...]:
         return tuple(target_ref.split("/"))
@@ -812,6 +818,22 @@ def harness_webdav_apache(tmp_path: Path) -> Iterator[WebDavHarness]:
     yield harness
     harness.close()
     server.stop()
+
+
+@pytest.fixture
+def harness_webdav_sabredav(conformance_sabredav: SabreDav, tmp_path: Path
+                            ) -> Iterator[WebDavHarness]:
+    # SabreDAV's own file tree (FSExt), laid out as Nextcloud's; no profile: what bascule
+    # knows of a server it does not know.
+    login = f"fichiers{next(_dav_users)}"
+    conformance_sabredav.add_user(login, "webdav-pw")
+    harness = WebDavHarness("webdav", {"type": "webdav", "url": conformance_sabredav.space_url()},
+                            login, StoreContext(tmp_path, {"env:WEBDAV_SECRET": "webdav-pw"}),
+                            fence=conformance_sabredav.root / "files",
+                            root=conformance_sabredav.space(login),
+                            secret_ref="env:WEBDAV_SECRET")
+    yield harness
+    harness.close()
 
 
 @pytest.fixture
