@@ -29,11 +29,13 @@ def small_message(number: int) -> CorpusMessage:
                          datetime(2024, 3, 1 + number % 27, 9, 30, tzinfo=UTC))
 
 
-def setup(dovecot_factory, folder: Path, target_address, folders: dict[str, int]):
-    """A source and a target Dovecot, ``folders`` (name -> messages) on the source, a batch
-    reaching the target at ``target_address`` (the target itself or a proxy before it)."""
+def setup(dovecot_factory, folder: Path, folders: dict[str, int],
+          through=lambda server: server, **target_options):
+    """A source and a target Dovecot (started with ``target_options``), ``folders`` (name ->
+    messages) on the source, a batch reaching the target ``through`` a proxy or directly:
+    (source, target, batch)."""
     source = dovecot_factory(users={"alice@ville.fr": "src-pw"}, separator="/")
-    target = dovecot_factory(users={"alice": "dst-pw"}, separator="/")
+    target = dovecot_factory(users={"alice": "dst-pw"}, separator="/", **target_options)
     number = 0
     with mailboxes.client(source, "alice@ville.fr") as imap:
         for name, count in folders.items():
@@ -44,7 +46,7 @@ def setup(dovecot_factory, folder: Path, target_address, folders: dict[str, int]
                 mailboxes.append(imap, name, small_message(number))
     mailboxes.write_users(folder, [("alice@ville.fr", "alice", "env:ALICE_SRC",
                                     "env:ALICE_DST")])
-    return source, target, batch_file(folder, source, target_address(target))
+    return source, target, batch_file(folder, source, through(target))
 
 
 def deletions(batch: Path, choice: str) -> None:
@@ -76,8 +78,7 @@ def test_deletions_are_reported_then_removed_unless_changed_on_the_target(
         dovecot_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("ALICE_SRC", "src-pw")
     monkeypatch.setenv("ALICE_DST", "dst-pw")
-    source, target, batch = setup(dovecot_factory, tmp_path, lambda server: server,
-                                  {"INBOX": 6, "Vrac": 150})
+    source, target, batch = setup(dovecot_factory, tmp_path, {"INBOX": 6, "Vrac": 150})
     code, output = bascule("run", str(batch))
     assert code == 0, output
     copied = mailboxes.filled(target, "alice")
@@ -143,7 +144,7 @@ def test_a_run_killed_while_removing_then_run_again_removes_each_once(
         proxies.append(fault_proxy(target))
         return proxies[0]
 
-    source, target, batch = setup(dovecot_factory, tmp_path, through_proxy, {"Vrac": 420})
+    source, target, batch = setup(dovecot_factory, tmp_path, {"Vrac": 420}, through_proxy)
     proxy = proxies[0]
     env = {**os.environ, "ALICE_SRC": "src-pw", "ALICE_DST": "dst-pw", "PYTHONPATH": str(ROOT)}
 
@@ -188,3 +189,24 @@ def test_a_run_killed_while_removing_then_run_again_removes_each_once(
     assert last.returncode == 0, last.stderr
     assert mailboxes.filled(target, "alice") == mailboxes.filled(source, "alice@ville.fr")
     assert not [e for e in report(tmp_path, "run")["entries"] if e["action"] == "note"]
+
+
+def test_a_target_without_uidplus_keeps_what_the_source_deleted_and_says_why(
+        dovecot_factory, tmp_path, monkeypatch):
+    """Without UIDPLUS only a plain EXPUNGE exists, which would take every message marked
+    deleted in the folder: nothing is removed, the deletions are counted, a line says why."""
+    monkeypatch.setenv("ALICE_SRC", "src-pw")
+    monkeypatch.setenv("ALICE_DST", "dst-pw")
+    source, target, batch = setup(
+        dovecot_factory, tmp_path, {"Vrac": 12},
+        capability="IMAP4rev1 LITERAL+ MULTIAPPEND SPECIAL-USE ENABLE CONDSTORE")
+    deletions(batch, "remove")
+    assert bascule("run", str(batch))[0] == 0
+    delete_at_source(source, "Vrac", [0, 1, 2, 3])
+    before = mailboxes.filled(target, "alice")
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert mailboxes.filled(target, "alice") == before
+    assert sum(before[("Vrac",)].values()) == 12
+    assert notes(tmp_path) == {("Vrac", "removal_unsupported"): None,
+                               ("Vrac", "deleted_at_source"): 4}
