@@ -300,6 +300,20 @@ class VersionConflict(ItemRejected):
         self.current = current
 
 
+class RemovalRefused(BasculeError):
+    """The target cannot remove single messages without touching others (an IMAP server
+    without UIDPLUS, whose EXPUNGE removes every message marked deleted, someone else's
+    too): code ``removal_unsupported``. Nothing was changed."""
+
+    code = "removal_unsupported"
+
+
+REMOVED, GONE, CHANGED = "removed", "gone", "changed"
+"""What a mail sink's ``remove_messages`` says of each message: removed now; not there
+(moved or deleted on the target, its folder gone or renumbered); left there, changed
+since bascule last wrote it."""
+
+
 class ContainerRefused(BasculeError):
     """The target refused to create or open a container: code ``name_refused``."""
 

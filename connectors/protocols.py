@@ -9,7 +9,7 @@ assumed. The items, errors and roles these protocols speak of are in ``connector
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from connectors.base import (
@@ -122,6 +122,26 @@ class SizedSendSink(Protocol):
 
     def expect(self, native_name: str, count: int) -> None:
         """The next ``put_many`` into ``native_name`` brings about ``count`` messages."""
+
+
+@runtime_checkable
+class RemovingMailSink(Protocol):
+    """An optional ability of a mail sink: removing messages it stored, and nothing else,
+    for the source's deletions (``deletions = "remove"``)."""
+
+    def remove_messages(self, native_name: str, stored: Mapping[str, frozenset[str]]
+                        ) -> dict[str, str]:
+        """Remove the messages named (``target_ref`` -> the flags bascule last gave it),
+        each only while it still holds those flags, ``\\Deleted`` and ``\\Recent`` aside
+        (a message bytes never change: its flags are what a person changes by reading,
+        flagging, answering or labelling it). Answers each ref's fate (``REMOVED``,
+        ``GONE``, ``CHANGED``) once the target confirmed what it did. Removes nothing it
+        was not asked to: no other message of the folder, marked deleted or not.
+
+        Raises ``RemovalRefused`` before changing anything when the target cannot remove
+        single messages; ``ConnectError`` when it cannot be reached (what was removed
+        before is gone all the same: a second call answers it ``GONE``); ``ItemRejected``
+        when the target refuses."""
 
 
 @runtime_checkable

@@ -81,9 +81,10 @@ class RunConfig(Section):
         "case is a line in the report."
     )
     deletions: Literal["report", "remove"] = Field(
-        "report", description="Calendar objects, contacts and files deleted at the source "
-        "since the last pass: report (left on the target and counted) or remove (deleted from "
-        "the target, unless someone changed them there since)."
+        "report", description="Messages, calendar objects, contacts and files deleted at the "
+        "source since the last pass: report (left on the target and counted) or remove "
+        "(deleted from the target, unless someone changed them there since: a message read, "
+        "flagged, answered or labelled there stays)."
     )
 
     @field_validator("ledger")

@@ -15,18 +15,28 @@ from itertools import islice
 from typing import Any, Protocol, TypeVar
 
 from connectors.base import (
+    CHANGED,
+    REMOVED,
     SYSTEM_FLAGS,
     BasculeError,
+    ConnectError,
     Container,
     ItemRef,
     ItemRejected,
     Message,
+    RemovalRefused,
     SendUnconfirmed,
     SinkCapabilities,
     SourceNote,
 )
 from connectors.lines import with_crlf
-from connectors.protocols import ListedCountSink, MailSink, MailSource, SizedSendSink
+from connectors.protocols import (
+    ListedCountSink,
+    MailSink,
+    MailSource,
+    RemovingMailSink,
+    SizedSendSink,
+)
 from connectors.spool import MEMORY_LIMIT as SPOOL_MEMORY_LIMIT
 from mappings.folders import FolderDecision, FolderRules
 from migrate.ledger import DONE, FAILED, UNSETTLED, ItemRecord, Ledger, Unit
@@ -38,6 +48,9 @@ WORKLOAD = "mail"
 INFLIGHT_CHUNK = 64
 """Messages recorded in flight per ledger commit: fewer commits, a small re-check window."""
 OUTCOME_CHUNK = 128
+REMOVE_CHUNK = 64
+"""Messages removed from the target per round trip, each chunk forgotten by the ledger once
+the target confirmed it."""
 
 
 def container_key(path: tuple[str, ...]) -> str:
@@ -87,19 +100,33 @@ def decide_folders(
     return [(by_path[d.source], d) for d in decisions]
 
 
-def settled(container: Container, unit: Unit | None, target: str | None) -> bool:
+def settled(container: Container, unit: Unit | None, target: str | None,
+            removing: bool = False) -> bool:
     """Whether a folder's unit has nothing to do, from what the source's folder list said of
     it, without a round trip of its own: unchanged since a pass that left nothing behind
     into the same target folder ``target`` (its native name), or empty and never copied
     from. A folder emptied since a pass that copied from it is not settled: its run
-    reports the deletions."""
+    reports the deletions. Nor, when ``removing`` the source's deletions, is one whose
+    ledger holds more copies than the folder holds messages (``may_hold_deleted``)."""
     if unit is None or unit.status == "pending":
         return container.count == 0
     if unit.status != "done" or unit.failed or unit.target_container != target:
         return False
+    if removing and may_hold_deleted(container, unit.copied):
+        return False
     if container.state is not None and unit.cursor == container.state:
         return True
     return container.count == 0 and unit.copied == 0
+
+
+def may_hold_deleted(container: Container, copied: int) -> bool:
+    """Whether copies recorded done (``copied``) may include messages the source deleted
+    since: more of them than the folder list says the folder holds, or a folder list that
+    does not say. A pass that only reported deletions left their copies recorded, and the
+    source's next delta tells nothing of them: a pass that removes them lists the folder
+    whole. (Copies of deleted messages that new arrivals outnumber are not noticed this
+    way; the next deletion in the folder lists it whole.)"""
+    return container.count is None or copied > container.count
 
 
 def plan_folder(
@@ -169,6 +196,12 @@ class UnitResult:
     flag_updates: int = 0
     failed: int = 0
     deleted_at_source: int = 0
+    """Copies of items deleted at the source, left on the target (``deletions = "report"``,
+    or a target that cannot remove them)."""
+    removed_on_target: int = 0
+    """Copies of messages deleted at the source that this unit removed from the target."""
+    left_on_target: int = 0
+    """Copies of messages deleted at the source left on the target, changed there since."""
     interrupted: bool = False
     """The unit stopped before its end (a stop asked for, the mailbox full)."""
     quota_left: int = 0
@@ -212,14 +245,23 @@ class MailUnit:
     ``result`` is filled as the unit goes, so that a unit that raises still tells what it
     did before. ``target_empty``: the target folder was created by this run's planning or
     found empty then, so it holds nothing an earlier run sent and needs no count before the
-    first send."""
+    first send.
+
+    Messages deleted at the source since they were copied are left on the target and
+    counted (``deleted_at_source``), or, with ``remove_deleted`` (``deletions =
+    "remove"``), removed from it by a sink that can (``RemovingMailSink``): each only while
+    its flags are those bascule last gave it, so that one a person read, flagged, answered
+    or labelled on the target stays (``left_on_target``); one moved or deleted there is
+    gone already. Each chunk is forgotten by the ledger once the target confirmed it: a
+    run cut in between finds the rest removed already, and forgets them then. Nothing is
+    removed in a pass where the source renumbered its messages, nor in one cut short."""
 
     def __init__(
         self, ledger: Ledger, unit: Unit, source: MailSource, sink: MailSink,
         container: Container, target_path: tuple[str, ...],
         progress: UnitProgress | None = None, max_item_size: int | None = None,
         brakes: Brakes | None = None, result: UnitResult | None = None,
-        target_empty: bool = False,
+        target_empty: bool = False, remove_deleted: bool = False,
     ) -> None:
         self.ledger = ledger
         self.unit = unit
@@ -232,6 +274,7 @@ class MailUnit:
         self.brakes = brakes or Brakes()
         self.result = result if result is not None else UnitResult()
         self.target_empty = target_empty
+        self.remove_deleted = remove_deleted
 
     def run(self) -> UnitResult:
         started = time.monotonic()
@@ -243,13 +286,16 @@ class MailUnit:
         if listing.reset:
             self._rekey(listing.refs, known)
             known = self.ledger.items_of(self.unit.id)
+        elif self.remove_deleted and not listing.complete and may_hold_deleted(
+                self.container, sum(1 for rec in known.values() if rec.status == DONE)):
+            listing = self.source.list_changes(self.container, None)
         listed = {ref.source_id: ref for ref in listing.refs}
 
         to_copy = [sid for sid, ref in listed.items() if _needs_copy(known.get(sid))]
+        deleted: list[ItemRecord] = []
         if listing.complete:
-            self.result.deleted_at_source = sum(
-                1 for sid, rec in known.items() if rec.status == DONE and sid not in listed
-            )
+            deleted = [rec for sid, rec in known.items()
+                       if rec.status == DONE and sid not in listed]
         else:
             to_copy += [sid for sid, rec in known.items() if rec.status != DONE and sid not in listed]
 
@@ -262,6 +308,9 @@ class MailUnit:
             self._copy(to_copy, known)
         if self.brakes.engaged():
             self._note_left_behind(to_copy, sizes)
+        if deleted and self.remove_deleted and not listing.reset and not self.brakes.engaged():
+            deleted = self._remove(deleted)
+        self.result.deleted_at_source = len(deleted)
         self._take_notes()
         if self.result.interrupted:
             # The cursor stays where it was: what was not reached is listed again next time.
@@ -273,6 +322,49 @@ class MailUnit:
                 status="failed" if self.result.failed else "done", last_error=None,
                 timed=self.unit.timed(started, self.result.copied, self.result.copied_bytes))
         return self.result
+
+    def _remove(self, deleted: list[ItemRecord]) -> list[ItemRecord]:
+        """Remove from the target the copies of messages deleted at the source, a chunk at a
+        time, each chunk forgotten once the target confirmed it; answer those left there
+        because the target cannot remove single messages (with a note) or for an error
+        (counted failed). Those changed on the target since are counted apart. A stop asked
+        for ends it between chunks, the unit interrupted."""
+        if not isinstance(self.sink, RemovingMailSink):
+            self.result.notes.append(SourceNote("removal_unsupported", shown(self.target_path)))
+            return deleted
+        left: list[ItemRecord] = []
+        for start in range(0, len(deleted), REMOVE_CHUNK):
+            chunk = deleted[start:start + REMOVE_CHUNK]
+            if self.brakes.engaged():
+                self.result.interrupted = True
+                return left + deleted[start:]
+            stored = {rec.target_ref: rec.flags for rec in chunk if rec.target_ref}
+            try:
+                fates = self.sink.remove_messages(self.native, stored)
+            except RemovalRefused:
+                self.result.notes.append(SourceNote("removal_unsupported",
+                                                    shown(self.target_path)))
+                return left + deleted[start:]
+            except ConnectError:
+                raise  # the unit fails as for any target lost; the next run asks again
+            except BasculeError as error:
+                self.result.failed += len(chunk)
+                self.result.errors += [(rec.source_id, error) for rec in chunk]
+                continue
+            forget = []
+            for rec in chunk:
+                fate = fates.get(rec.target_ref) if rec.target_ref else None
+                if fate == CHANGED:
+                    self.result.left_on_target += 1
+                elif fate is None:
+                    left.append(rec)
+                else:
+                    forget.append(rec.source_id)
+                    if fate == REMOVED:
+                        self.result.removed_on_target += 1
+            if forget:
+                self.ledger.rekey(self.unit.id, {}, forget)
+        return left
 
     def _note_left_behind(self, to_copy: list[str], sizes: dict[str, int]) -> None:
         """After the brakes: whether anything was left for the next run, and what a full

@@ -37,7 +37,7 @@ from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, load_users
 from migrate.batch import MAIL, Batch, load_batch
 from migrate.compare import FolderCheck, compare_folder
-from migrate.documents import Changes, DocumentUnit, plan_documents, verify_documents
+from migrate.documents import REMOVE, Changes, DocumentUnit, plan_documents, verify_documents
 from migrate.endpoints import Connectors
 from migrate.estimate import Probe
 from migrate.ledger import Ledger, LedgerError, Unit
@@ -339,7 +339,8 @@ class MailRunner:
             assert decision.target is not None
             key = container_key(decision.source)
             native, unit = natives.get(decision.target), known.get(key)
-            quiet = native is not None and settled(container, unit, native)
+            quiet = native is not None and settled(
+                container, unit, native, removing=bench.batch.run.deletions == REMOVE)
             planned.units.append(PlannedUnit(
                 container=key,
                 chain=container_key(decision.target),
@@ -367,7 +368,8 @@ class MailRunner:
         with bench.failing(unit), bench.endpoints(user) as (source, sink):
             MailUnit(bench.ledger, unit, source, sink, container, tuple(spec["target_path"]),
                      progress, bench.target_size_limit(), bench.brakes(user), result,
-                     target_empty=spec.get("target_empty", False)).run()
+                     target_empty=spec.get("target_empty", False),
+                     remove_deleted=bench.batch.run.deletions == REMOVE).run()
 
     def verify(self, bench: Bench, user: UserMapping, workload: str, units: list[Unit],
                tally: VerifyTally) -> None:
@@ -578,7 +580,8 @@ def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, sink: MailSi
         native = sink.native_name(decision.target)
     except ContainerRefused:
         native = None
-    if native is not None and settled(container, unit, native):
+    if native is not None and settled(container, unit, native,
+                                      removing=bench.batch.run.deletions == REMOVE):
         # Nothing to do, as the folder list says: what the ledger holds of it is all.
         return [{**container_row(totals, base, action, reasons,
                                  messages=unit.copied if unit else 0,

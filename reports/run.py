@@ -44,6 +44,12 @@ class UnitOutcome(Protocol):
     def deleted_at_source(self) -> int: ...
 
     @property
+    def removed_on_target(self) -> int: ...
+
+    @property
+    def left_on_target(self) -> int: ...
+
+    @property
     def interrupted(self) -> bool: ...
 
     @property
@@ -105,6 +111,11 @@ class RunReport:
         if result.deleted_at_source:
             rows.append({**base, "action": "note", "messages": result.deleted_at_source,
                          **message_columns(Text.of("deleted_at_source"))})
+        for count, code in ((result.removed_on_target, "messages_removed_on_target"),
+                            (result.left_on_target, "messages_left_on_target")):
+            if count:
+                rows.append({**base, "action": "note", "messages": count,
+                             **message_columns(Text.of(code, count=count))})
         rows += [{**base, "action": "failed", "source_id": sid,
                   **message_columns(refusal_text(e))} for sid, e in result.errors]
         if result.quota_left and result.space_full:

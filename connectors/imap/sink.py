@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,13 +26,17 @@ import imapclient
 from imapclient import exceptions as imap_errors
 
 from connectors.base import (
+    CHANGED,
+    GONE,
     LINK_PAUSES,
+    REMOVED,
     ConnectError,
     ContainerRefused,
     ItemRejected,
     Message,
     Path,
     PutResult,
+    RemovalRefused,
     SendUnconfirmed,
     SinkCapabilities,
     SourceNote,
@@ -443,6 +447,60 @@ class ImapSink:
             self._session.call(store)
         except imap_errors.IMAPClientError as error:
             raise ItemRejected(str(error), code="server_error") from error
+
+    def remove_messages(self, native_name: str, stored: Mapping[str, frozenset[str]]
+                        ) -> dict[str, str]:
+        """``UID STORE +FLAGS (\\Deleted)`` on the messages whose flags are still those
+        bascule gave them, then ``UID EXPUNGE`` of exactly those UIDs (RFC 4315): a message
+        someone else marked deleted in the folder stays. Without UIDPLUS only a plain
+        EXPUNGE exists, which would remove those too: ``RemovalRefused``. A ref of another
+        UIDVALIDITY (the folder was made again) or absent is ``GONE``. The flags are read
+        then marked in two commands: a change made on the target between them is not seen.
+        Marked then cut before the EXPUNGE, a message keeps ``\\Deleted``, which the next
+        call does not count as a change."""
+        if "UIDPLUS" not in self._session.capabilities:
+            raise RemovalRefused(f"{self._endpoint.host}:{self._endpoint.port}")
+        with self._account.lock:
+            self._account.written.add(native_name)  # its listed count no longer holds
+
+        def remove(client: imapclient.IMAPClient) -> dict[str, str]:
+            fates = dict.fromkeys(stored, GONE)
+            uidvalidity = self._select(client, native_name, readonly=False)
+            # A selection made before may not have seen what other clients expunged or
+            # flagged since (Dovecot answers a FETCH of an expunged message it has not yet
+            # told this connection of): NOOP brings their news.
+            client.noop()
+            refs = {int(uid): ref for ref, (validity, _, uid)
+                    in ((ref, ref.partition(":")) for ref in stored)
+                    if validity == str(uidvalidity) and uid.isdigit()}
+            marked = []
+            for start in range(0, len(refs), METADATA_BATCH):
+                rows = fetch(client, sorted(refs)[start:start + METADATA_BATCH], ["FLAGS"])
+                for uid, row in rows.items():
+                    if uid not in refs:
+                        continue
+                    if self._as_stored(_flag_names(row[b"FLAGS"])) == self._as_stored(
+                            stored[refs[uid]]):
+                        marked.append(uid)
+                    else:
+                        fates[refs[uid]] = CHANGED
+            if marked:
+                client.add_flags(marked, [b"\\Deleted"], silent=True)
+                client.uid_expunge(marked)
+                fates.update((refs[uid], REMOVED) for uid in marked)
+            return fates
+
+        try:
+            return self._session.call(remove)
+        except imap_errors.IMAPClientError as error:
+            raise ItemRejected(f"{native_name}: {_server_text(error)}",
+                               code="server_error") from error
+
+    def _as_stored(self, flags: frozenset[str]) -> frozenset[str]:
+        """What the folder keeps of ``flags``, for comparing: case aside (IMAP flags are
+        case-insensitive), ``\\Deleted`` aside (``remove_messages``)."""
+        kept = set(flags) - set(self._lost_flags(flags))
+        return frozenset(flag.lower() for flag in kept) - {"\\deleted", "\\recent"}
 
     def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
         """Every message of the folder, a thousand at a time. A connection that drops raises

@@ -33,7 +33,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +41,9 @@ from typing import IO, Any
 from imapclient import imap_utf7
 
 from connectors.base import (
+    CHANGED,
+    GONE,
+    REMOVED,
     Container,
     ContainerRefused,
     ItemRef,
@@ -362,6 +365,40 @@ class MaildirSink:
             _fsync_dir(target.parent)
             if path.parent != target.parent:
                 _fsync_dir(path.parent)
+
+    def remove_messages(self, native_name: str, stored: Mapping[str, frozenset[str]]
+                        ) -> dict[str, str]:
+        """Unlink each message file whose name still carries the flags bascule gave it:
+        a reader that changes a message's flags renames its file, so the unlink of the
+        name just read fails for a message changed meanwhile (``CHANGED`` if it is still
+        there under another name, ``GONE`` if not). The directories are synced before the
+        answer."""
+        folder = _Folder(self.root, native_name)
+        located = folder.located()
+        keywords = folder.keywords()
+        fates: dict[str, str] = {}
+        emptied: set[str] = set()
+        for unique, flags in stored.items():
+            where = located.get(unique)
+            if where is None:
+                fates[unique] = GONE
+                continue
+            subdir, name = where
+            held = flags_of(split_name(name)[1], keywords)
+            kept = {flag for flag in flags if flag in LETTER_OF_FLAG or flag in keywords}
+            if held - {"\\Deleted"} != kept - {"\\Deleted"}:
+                fates[unique] = CHANGED
+                continue
+            try:
+                os.unlink(folder.directory / subdir / name)
+            except FileNotFoundError:
+                fates[unique] = GONE if folder.locate(unique) is None else CHANGED
+                continue
+            fates[unique] = REMOVED
+            emptied.add(subdir)
+        for subdir in sorted(emptied):
+            _fsync_dir(folder.directory / subdir)
+        return fates
 
     def inventory(self, native_name: str, fingerprints: bool = False) -> Iterator[StoredItem]:
         folder = _Folder(self.root, native_name)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from connectors.base import ContainerRefused, Message, PutResult
+from connectors.base import CHANGED, GONE, REMOVED, ContainerRefused, Message, PutResult
 from connectors.lines import with_crlf
-from connectors.protocols import MailSink
+from connectors.protocols import MailSink, RemovingMailSink
 from mappings.folders import FolderRules
 from migrate.matching import TargetIndex
 from tests.conformance.harness import Case
@@ -229,3 +229,38 @@ def test_flags_keywords_and_internal_date_are_kept_as_the_capabilities_say(
     assert landed.flags == system | (keywords if sink.capabilities.keywords else frozenset())
     [stored] = sink.inventory(native)
     assert (stored.flags, stored.internal_date) == (landed.flags, SUMMER)
+
+
+def test_removal_takes_only_the_messages_named_and_unchanged(mail_sink: Case) -> None:
+    """``remove_messages`` (``deletions = "remove"``): a message still as the sink gave it
+    goes, also one a cut removal left marked deleted; one whose flags changed since stays;
+    one gone already, or a ref the folder never held, is no error; a message marked deleted
+    but not named stays."""
+    sink = mail_sink.open_sink()
+    assert isinstance(sink, RemovingMailSink)
+    folder = ("Supprimés à la source",)
+    native = sink.ensure_container(folder)
+    flags = {"kept": frozenset({"\\Seen"}), "changed": frozenset({"\\Flagged"}),
+             "gone": frozenset(), "cut": frozenset({"\\Answered"}),
+             "unchanged": frozenset({"\\Seen"}), "stranger": frozenset({"\\Deleted"})}
+    sent = {name: as_sent(sink, plain(f"Avis {name}"), name, flags=wanted)
+            for name, wanted in flags.items()}
+    refs = {r.source_id: r.target_ref for r in put(sink, native, list(sent.values())[:-1])}
+    sink.set_flags(native, refs["changed"], frozenset({"\\Flagged", "\\Seen"}))
+    mail_sink.harness.delete(folder, sent["gone"].fingerprint)  # (an IMAP user expunges)
+    sink.set_flags(native, refs["cut"], frozenset({"\\Answered", "\\Deleted"}))
+    put(sink, native, [sent["stranger"]])
+    asked = {refs[name]: flags[name] for name in ("unchanged", "changed", "gone", "cut")}
+    asked["0:1"] = frozenset()
+
+    assert sink.remove_messages(native, asked) == {
+        refs["unchanged"]: REMOVED, refs["changed"]: CHANGED, refs["gone"]: GONE,
+        refs["cut"]: REMOVED, "0:1": GONE}
+    landed = {m.fingerprint: m.flags for m in mail_sink.harness.messages(folder)}
+    assert landed == {sent["kept"].fingerprint: frozenset({"\\Seen"}),
+                      sent["changed"].fingerprint: frozenset({"\\Flagged", "\\Seen"}),
+                      sent["stranger"].fingerprint: frozenset({"\\Deleted"})}
+    assert mail_sink.open_sink().remove_messages(native, asked) == {
+        refs["unchanged"]: GONE, refs["changed"]: CHANGED, refs["gone"]: GONE,
+        refs["cut"]: GONE, "0:1": GONE}
+    assert len(mail_sink.harness.messages(folder)) == 3
