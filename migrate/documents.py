@@ -428,10 +428,12 @@ def _item_check(source_id: str, outcome: str, finding: Finding | None,
         how = READ_BACK_SHA256 if read_back.startswith("sha256:") else READ_BACK_MEANING
     else:
         how = NOT_VERIFIED
+    if target is not None:
+        target_ref = target.target_ref
+    else:  # missing: where the ledger says it went, if anywhere
+        target_ref = record.target_ref or "" if record is not None else ""
     return ItemCheck(
-        source_id, target.target_ref if target is not None else (
-            record.target_ref or "" if record is not None else ""),
-        outcome, how, finding.code if finding is not None else VERIFIED,
+        source_id, target_ref, outcome, how, finding.code if finding is not None else VERIFIED,
         source_size=source_size, target_size=target.size if target is not None else None,
         source_hashes=record.source_hashes if record is not None else None,
         written=record.fingerprint if record is not None else None, read_back=read_back)

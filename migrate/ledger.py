@@ -268,10 +268,6 @@ def encode_hashes(hashes: dict[str, str]) -> str:
     return " ".join(f"{name}:{value}" for name, value in sorted(hashes.items()))
 
 
-def decode_hashes(text: str | None) -> dict[str, str]:
-    return dict(pair.split(":", 1) for pair in text.split()) if text else {}
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
