@@ -40,7 +40,6 @@ the SHA-256 of the bytes written, hashed as they were sent, and of the target's 
 back now (empty where the target is compared by meaning); ``verified_by``
 (``migrate.documents.READ_BACK_SHA256``...) and ``outcome`` (``match``, ``mismatch``,
 ``missing``, ``changed_at_source``, ``extra``), then the code and its sentences."""
-SOURCE_CHECKS = ("source_hash_matched", "no_source_hash", "source_check_not_recorded")
 
 
 class Finding(Protocol):
@@ -96,8 +95,8 @@ class ItemCheck(Protocol):
 
 
 def source_check(item: ItemCheck) -> str:
-    """How the item's source was checked when a copy read it (``SOURCE_CHECKS``), or ``""``
-    for an item no copy read."""
+    """How the item's source was checked when a copy read it (``source_hash_matched``,
+    ``no_source_hash``, ``source_check_not_recorded``), or ``""`` for an item no copy read."""
     if item.written is None:
         return ""
     if item.source_hashes is None:
