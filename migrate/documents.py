@@ -21,6 +21,7 @@ nobody changed it on the target since (else it stays, with a ``left_on_target`` 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -37,6 +38,7 @@ from connectors.base import (
     DocumentRef,
     DocumentStored,
     SourceNote,
+    StoredDocument,
     VersionConflict,
 )
 from connectors.protocols import (
@@ -208,7 +210,7 @@ class DocumentUnit:
                     break
                 self.ledger.mark_inflight(self.unit.id, [
                     {"source_id": d.source_id, "fingerprint": d.fingerprint, "size": d.size,
-                     "version": d.version} for d in chunk])
+                     "version": d.version, "source_hashes": d.source_hashes} for d in chunk])
                 pending.append((chunk, [pool.submit(self._attempt, native, document,
                                                     known.get(document.source_id))
                                         for document in chunk]))
@@ -355,12 +357,52 @@ def plan_documents(source: DocumentSource, container: Container, known: dict
     return items, size, to_copy, to_copy_size
 
 
+READ_BACK_SHA256, READ_BACK_MEANING, NOT_VERIFIED = (
+    "read_back_sha256", "read_back_meaning", "not_verified")
+"""How ``verify`` checked an item (``ItemCheck.verified_by``): the target's bytes read back
+and hashed; the target's copy read back and compared by meaning (a sink that rewrites what it
+stores, ``DocumentStored.fingerprint``); or not at all, the finding's code says why. A
+checksum a target keeps beside a file is never taken for its bytes: Nextcloud stores the
+``OC-Checksum`` it is sent (read back as ``oc:checksums``) without checking it against the
+content, so its files are read back like any other's."""
+MATCH, MISMATCH, MISSING, EXTRA, CHANGED = (
+    "match", "mismatch", "missing", "extra", "changed_at_source")
+VERIFIED = "item_verified"
+
+
+@dataclass(frozen=True)
+class ItemCheck:
+    """One item of a document container as ``verify`` found it: a source item (its ledger
+    record, the target's copy) or an item of the target the source has not.
+
+    ``outcome`` is ``match``, ``mismatch`` (the copy read back is not what was written),
+    ``missing``, ``changed_at_source`` (since it was copied) or ``extra``; ``code`` is
+    ``item_verified`` for a match, else the finding's. ``source_hashes`` is the ledger's
+    (``ItemRecord.source_hashes``): how the source was checked when read; ``written`` the
+    SHA-256 of the bytes sent, which the sink hashed as it sent them; ``read_back`` what the
+    target's copy hashes to now (``sha256:`` of its bytes, or its meaning's fingerprint)."""
+
+    source_id: str
+    target_ref: str
+    outcome: str
+    verified_by: str
+    code: str
+    source_size: int | None = None
+    target_size: int | None = None
+    source_hashes: str | None = None
+    written: str | None = None
+    read_back: str | None = None
+
+
 def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: DocumentSink,
-                     container: Container, nested: tuple[str, ...] = ()) -> FolderCheck:
+                     container: Container, nested: tuple[str, ...] = (), *,
+                     each: Callable[[ItemCheck], None]) -> FolderCheck:
     """Every item the source lists is copied, at its version, the target holds what was
     recorded when it was copied (the bytes, or their meaning where the sink rewrites them),
-    and it holds nothing else (``nested``
-    names the folders inside this one that other units fill)."""
+    and it holds nothing else (``nested`` names the folders inside this one that other
+    units fill). Contents are compared by hash, read back from the target now, never by
+    size. ``each`` is given every item's ``ItemCheck`` as soon as it is known, so that a
+    caller writes them out as they come."""
     listing = source.list_documents(container, None)
     known = ledger.items_of(unit.id)
     inside = tuple(folder + "/" for folder in nested)
@@ -372,19 +414,52 @@ def verify_documents(ledger: Ledger, unit: Unit, source: DocumentSource, sink: D
         record = known.get(ref.source_id)
         target = stored.get(record.target_ref) if record and record.target_ref else None
         if record is None or record.status != DONE or target is None:
-            check.findings.append(Finding("missing_on_target", ref.source_id))
+            finding = Finding("missing_on_target", ref.source_id)
+            outcome = MISSING
         elif record.version != ref.version:
-            check.findings.append(Finding("changed_since_copy", ref.source_id, target.target_ref))
+            finding = Finding("changed_since_copy", ref.source_id, target.target_ref)
+            outcome = CHANGED
         elif target.fingerprint != (record.target_fingerprint or record.fingerprint):
-            check.findings.append(Finding("fingerprint_mismatch", ref.source_id,
-                                          target.target_ref))
+            finding = Finding("fingerprint_mismatch", ref.source_id, target.target_ref)
+            outcome = MISMATCH
+        else:
+            finding, outcome = None, MATCH
+        if finding is not None:
+            check.findings.append(finding)
+        each(_item_check(ref.source_id, outcome, finding, record, target, ref.size))
     listed = {ref.source_id for ref in listing.refs}
-    meant = {record.target_ref for record in known.values() if record.target_ref}
+    meant = {record.target_ref: record for record in known.values() if record.target_ref}
     for target_ref in sorted(set(stored) - {known[sid].target_ref for sid in listed
                                             if sid in known}):
         code = "deleted_at_source" if target_ref in meant else "not_in_source"
-        check.findings.append(Finding(code, "", target_ref))
+        finding = Finding(code, "", target_ref)
+        check.findings.append(finding)
+        record = meant.get(target_ref)
+        each(_item_check(record.source_id if record else "", EXTRA, finding, record,
+                         stored[target_ref], None))
     return check
+
+
+def _item_check(source_id: str, outcome: str, finding: Finding | None,
+                record: ItemRecord | None, target: StoredDocument | None,
+                source_size: int | None) -> ItemCheck:
+    """What ``verify_documents`` tells of one item: it was verified by what it compared, the
+    copy read back against what was written, only where it could compare them (a matching
+    or mismatching copy of the item the source lists now)."""
+    read_back = target.fingerprint if target is not None else None
+    if outcome in (MATCH, MISMATCH) and read_back:
+        how = READ_BACK_SHA256 if read_back.startswith("sha256:") else READ_BACK_MEANING
+    else:
+        how = NOT_VERIFIED
+    if target is not None:
+        target_ref = target.target_ref
+    else:  # missing: where the ledger says it went, if anywhere
+        target_ref = record.target_ref or "" if record is not None else ""
+    return ItemCheck(
+        source_id, target_ref, outcome, how, finding.code if finding is not None else VERIFIED,
+        source_size=source_size, target_size=target.size if target is not None else None,
+        source_hashes=record.source_hashes if record is not None else None,
+        written=record.fingerprint if record is not None else None, read_back=read_back)
 
 
 def _stale(record: ItemRecord | None, ref: DocumentRef) -> bool:

@@ -28,13 +28,13 @@ from migrate.mail import UnitProgress, UnitResult, path_of, shown
 from migrate.sharing import FILES, export_sharing
 from migrate.units import RUNNERS, Bench, Planned, execute_unit, plan_units, text_of, unit_limit
 from reports.audit import AuditReport
-from reports.files import write_report
+from reports.files import CsvStream, write_report
 from reports.i18n import Number, Text
 from reports.plan import PlanReport
 from reports.rows import ENTRY_COLUMNS, reasons_of, unit_columns
 from reports.run import RunReport
 from reports.status import status_report
-from reports.verify import VerifyTally
+from reports.verify import ITEM_COLUMNS, ITEMS_REPORT, VerifyTally
 
 log = logging.getLogger("bascule")
 
@@ -526,14 +526,15 @@ class Engine:
         units: dict[tuple[str, str], list[Unit]] = defaultdict(list)
         for unit in self.ledger.all_units():
             units[(unit.principal, unit.workload)].append(unit)
-        tally = VerifyTally()
-        with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
-            self._wait([pool.submit(self._verify, user, workload,
-                                    units[(user.source, workload)], tally)
-                        for workload in self.batch.workloads
-                        for user in self._principals(workload)])
-        document = tally.document(self.batch.name, len(selected), self.stopped)
-        json_path, csv_path = self._write("verify", document, tally.rows)
+        with CsvStream(self.batch.work_dir, ITEMS_REPORT, ITEM_COLUMNS) as items:
+            tally = VerifyTally(items)
+            with ThreadPoolExecutor(max_workers=self.batch.run.workers) as pool:
+                self._wait([pool.submit(self._verify, user, workload,
+                                        units[(user.source, workload)], tally)
+                            for workload in self.batch.workloads
+                            for user in self._principals(workload)])
+            document = tally.document(self.batch.name, len(selected), self.stopped)
+            json_path, csv_path = self._write("verify", document, tally.rows)
         code = self._stopped_exit() or (EXIT_FAILED if tally.counts["mismatches"] else EXIT_DONE)
         return Outcome(json_path, csv_path, tally.summary(len(selected)), code,
                        stopped=self.stopped)

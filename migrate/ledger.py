@@ -108,6 +108,9 @@ items = Table(
     Column("target_ref", Text),
     Column("target_version", String(200)),
     Column("target_fingerprint", String(80)),
+    # The hashes the source gave for a document and checked against the bytes it read
+    # (``encode_hashes``): what ``verify`` says of how the source was checked.
+    Column("source_hashes", Text),
     Column("status", String(20), nullable=False),
     Column("error_code", String(40)),
     Column("error_detail", Text),
@@ -238,6 +241,11 @@ class ItemRecord:
     target_fingerprint: str | None = None
     """What the target answers as the item's fingerprint, when a sink that rewrites gave
     one (the fingerprint of a calendar object's meaning); ``None``: ``fingerprint``."""
+    source_hashes: str | None = None
+    """The hashes the source gave for a document's content and checked against the bytes it
+    read, as ``encode_hashes`` writes them (``quickXorHash:<base64>``); ``""``: it gave none,
+    the SHA-256 of the bytes read (``fingerprint``) is all there is; ``None``: not recorded
+    (mail, or a document copied by a bascule that did not record it)."""
 
 
 _ITEM_COLUMNS = tuple(items.c[field.name] for field in fields(ItemRecord))
@@ -252,6 +260,12 @@ def encode_flags(flags: Iterable[str]) -> str:
 
 def decode_flags(text: str | None) -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
+
+
+def encode_hashes(hashes: dict[str, str]) -> str:
+    """``name:value`` pairs by name, separated by spaces (Graph's hash names and their
+    base64 or hexadecimal values hold neither)."""
+    return " ".join(f"{name}:{value}" for name, value in sorted(hashes.items()))
 
 
 def _now() -> datetime:
@@ -612,13 +626,15 @@ class Ledger:
 
     def mark_inflight(self, unit_id: int, records: Iterable[dict[str, Any]]) -> None:
         """Record items about to be sent. Each record: source_id, fingerprint, size, and
-        flags and internal_date (mail) or version (documents). Committed before the first
-        byte goes to the sink."""
+        flags and internal_date (mail) or version and source_hashes (documents: a dict,
+        ``Document.source_hashes``). Committed before the first byte goes to the sink."""
         rows = [
             {"source_id": r["source_id"], "fingerprint": r["fingerprint"], "size": r["size"],
              "flags": encode_flags(r.get("flags", ())), "internal_date": r.get("internal_date"),
              "version": r.get("version"), "status": INFLIGHT, "error_code": None,
-             "error_detail": None}
+             "error_detail": None,
+             **({"source_hashes": encode_hashes(r["source_hashes"])}
+                if "source_hashes" in r else {})}
             for r in records
         ]
         if rows:
@@ -819,7 +835,7 @@ def _unit(row: Any) -> Unit:
 
 def _item(row: Sequence[Any]) -> ItemRecord:
     (source_id, fingerprint, size, flags, internal_date, version, target_ref, status,
-     error_code, error_detail, attempts, target_version, target_fingerprint) = row
+     error_code, error_detail, attempts, target_version, target_fingerprint, source_hashes) = row
     return ItemRecord(source_id, fingerprint, size, decode_flags(flags), internal_date, version,
                       target_ref, status, error_code, error_detail, attempts or 0,
-                      target_version, target_fingerprint)
+                      target_version, target_fingerprint, source_hashes)

@@ -37,7 +37,14 @@ from mappings.folders import FolderDecision, FolderRules
 from mappings.users import UserMap, UserMapping, load_users
 from migrate.batch import MAIL, Batch, load_batch
 from migrate.compare import FolderCheck, compare_folder
-from migrate.documents import REMOVE, Changes, DocumentUnit, plan_documents, verify_documents
+from migrate.documents import (
+    REMOVE,
+    Changes,
+    DocumentUnit,
+    ItemCheck,
+    plan_documents,
+    verify_documents,
+)
 from migrate.endpoints import Connectors
 from migrate.estimate import Probe
 from migrate.ledger import Ledger, LedgerError, Unit
@@ -465,24 +472,28 @@ class DocumentRunner:
                 other.target_container for other in units
                 if other.target_container and unit.target_container
                 and other.target_container.startswith(unit.target_container + "/"))
+            base = {"principal": user.source, "target": user.target,
+                    "workload": unit.workload, "container": shown(path_of(unit.container))}
             try:
-                check = self._verify_unit(bench, user, unit, nested)
+                check = self._verify_unit(bench, user, unit, nested,
+                                          partial(tally.add_item, base))
             except BasculeError as error:
                 tally.add_error(user, text_of(error))
                 continue
             tally.add({"principal": user.source, "target": user.target,
-                       "folder": f"{unit.workload}:{shown(path_of(unit.container))}",
+                       "folder": f"{unit.workload}:{base['container']}",
                        "target_folder": unit.target_container}, check)
 
     @staticmethod
-    def _verify_unit(bench: Bench, user: UserMapping, unit: Unit, nested: tuple[str, ...]
-                     ) -> FolderCheck:
+    def _verify_unit(bench: Bench, user: UserMapping, unit: Unit, nested: tuple[str, ...],
+                     each: Callable[[ItemCheck], None]) -> FolderCheck:
         with bench.document_source(user, unit.workload) as source:
             container = _find_container(source, unit.workload, path_of(unit.container))
             if container is None:
                 return FolderCheck()
             sink = bench.connectors.open_document_sink(user, unit.workload)
-            return verify_documents(bench.ledger, unit, source, sink, container, nested)
+            return verify_documents(bench.ledger, unit, source, sink, container, nested,
+                                    each=each)
 
     def audit(self, bench: Bench, user: UserMapping, workload: str,
               count: Callable[[str, tuple[str, ...], int, int], None]

@@ -12,7 +12,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Self, TextIO
 
 from reports.i18n import Text
 
@@ -34,7 +34,7 @@ def write_report(
     ``columns`` in that order (UTF-8 with a BOM so spreadsheet programs read the accents).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = _stamp()
     json_path = work_dir / f"{kind}-{stamp}.json"
     csv_path = work_dir / f"{kind}-{stamp}.csv"
     payload = {"kind": kind, "generated_at": datetime.now(UTC).isoformat(), **document,
@@ -46,12 +46,8 @@ def write_report(
         writer.writeheader()
         for row in rows:
             writer.writerow({key: _cell(row.get(key)) for key in columns})
-    for path, latest in ((json_path, f"{kind}-latest.json"), (csv_path, f"{kind}-latest.csv")):
-        temporary = work_dir / f"{latest}.part"
-        with open(path, "rb") as source, _create_private(temporary) as copy:
-            while chunk := source.read(1 << 20):
-                copy.write(chunk)
-        os.replace(temporary, work_dir / latest)
+    _refresh_latest(json_path, f"{kind}-latest.json")
+    _refresh_latest(csv_path, f"{kind}-latest.csv")
     return json_path, csv_path
 
 
@@ -65,6 +61,48 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Pat
         for row in rows:
             writer.writerow({key: _cell(row.get(key)) for key in columns})
     return path
+
+
+class CsvStream:
+    """A CSV report written row by row as the rows come, so that none has to wait in memory:
+    ``<kind>-<UTC time>.csv`` (``path``), under a temporary name until the ``with`` block
+    ends, which puts it in place and refreshes ``<kind>-latest.csv`` (or, ended by an
+    exception, removes it); the same form as ``write_report``'s CSV. Not thread-safe:
+    writers take turns."""
+
+    def __init__(self, work_dir: Path, kind: str, columns: list[str]) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.path = work_dir / f"{kind}-{_stamp()}.csv"
+        self.kind = kind
+        self.columns = columns
+        self._file = _atomic(self.path, "utf-8-sig")
+        self._writer = csv.DictWriter(self._file.__enter__(), fieldnames=columns,
+                                      extrasaction="ignore")
+        self._writer.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._writer.writerow({key: _cell(row.get(key)) for key in self.columns})
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        self._file.__exit__(kind)
+        if kind is None:
+            _refresh_latest(self.path, f"{self.kind}-latest.csv")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _refresh_latest(path: Path, latest: str) -> None:
+    """A copy of the report at ``path`` under the name ``latest`` beside it, replaced whole."""
+    temporary = path.with_name(f"{latest}.part")
+    with open(path, "rb") as source, _create_private(temporary) as copy:
+        while chunk := source.read(1 << 20):
+            copy.write(chunk)
+    os.replace(temporary, path.with_name(latest))
 
 
 def _create_private(path: Path) -> BinaryIO:

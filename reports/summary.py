@@ -26,19 +26,37 @@ def summary_text(command: str, s: dict[str, Any]) -> Text:
                        items=Text.of("count_items", count=s["items"]), size=Size(s["bytes"]),
                        errors=Text.of("count_errors", count=s["errors"]))
     if command == "verify":
-        return Text.of("cli_verify_summary", checked=Text.of("count_checked", count=s["checked"]),
-                       mismatches=Text.of("count_mismatches", count=s["mismatches"]),
-                       missing=Text.of("count_missing", count=s["missing"]),
-                       content=Text.of("count_content_differences",
-                                       count=s.get("content_differs", 0)),
-                       duplicated=Text.of("count_duplicated", count=s["duplicates"]),
-                       not_at_source=Text.of("count_not_at_source", count=s["not_in_source"]),
-                       flags=Text.of("count_flag_differences", count=s["flags_differ"]),
-                       dates=Text.of("count_date_differences", count=s["dates_differ"]))
+        folders = _verify_summary(s)
+        items = sum(s.get(way, 0) for way in ("read_back_sha256", "read_back_meaning",
+                                              "not_verified"))
+        if not items:  # mail alone
+            return folders
+        return Text.of("cli_verify_summary_items", folders=folders, items=Text.of(
+            "cli_verify_items",
+            sha256=Text.of("count_read_back_sha256", count=s["read_back_sha256"]),
+            meaning=Text.of("count_read_back_meaning", count=s["read_back_meaning"]),
+            not_verified=Text.of("count_not_verified", count=s["not_verified"]),
+            matched=Text.of("count_source_hash_matched", count=s["source_hash_matched"]),
+            no_hash=Text.of("count_no_source_hash", count=s["no_source_hash"]),
+            not_recorded=Text.of("count_source_check_not_recorded",
+                                 count=s["source_check_not_recorded"])))
     if command == "status":
         return _run_summary(s["copied"], 0, s["failed_items"], 0)
     return _run_summary(s["copied"], s["flag_updates"], s["failed"] + s["units_failed"],
                         s["skipped"])
+
+
+def _verify_summary(s: dict[str, Any]) -> Text:
+    """What ``verify`` found, folder by folder: counts of every kind of finding."""
+    return Text.of("cli_verify_summary", checked=Text.of("count_checked", count=s["checked"]),
+                   mismatches=Text.of("count_mismatches", count=s["mismatches"]),
+                   missing=Text.of("count_missing", count=s["missing"]),
+                   content=Text.of("count_content_differences",
+                                   count=s.get("content_differs", 0)),
+                   duplicated=Text.of("count_duplicated", count=s["duplicates"]),
+                   not_at_source=Text.of("count_not_at_source", count=s["not_in_source"]),
+                   flags=Text.of("count_flag_differences", count=s["flags_differ"]),
+                   dates=Text.of("count_date_differences", count=s["dates_differ"]))
 
 
 def _estimate(s: dict[str, Any]) -> Text:

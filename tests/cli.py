@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -19,3 +20,11 @@ def bascule(*args: str) -> tuple[int, str]:
 def report(folder: Path, kind: str) -> dict:
     """The latest ``kind`` report in the batch's work folder (``folder/work``)."""
     return json.loads((folder / "work" / f"{kind}-latest.json").read_text(encoding="utf-8"))
+
+
+def verify_items(folder: Path) -> list[dict[str, str]]:
+    """The latest per-item report of ``verify`` (``verify-files-latest.csv``), read as a
+    spreadsheet would."""
+    with open(folder / "work" / "verify-files-latest.csv", encoding="utf-8-sig",
+              newline="") as file:
+        return list(csv.DictReader(file))

@@ -4,21 +4,25 @@ unit results, verify checks, source notes), with no server and no ledger file.""
 
 from __future__ import annotations
 
+import csv
+
 from connectors.base import BasculeError, ItemRejected, SourceNote
 from connectors.graph.auth import GraphAuthError
 from mappings.folders import FolderDecision
 from mappings.users import UserMapping
 from migrate.compare import Finding, FolderCheck
+from migrate.documents import ItemCheck
 from migrate.ledger import ItemRecord, Unit
 from migrate.mail import UnitResult
 from reports.audit import AuditReport
+from reports.files import CsvStream
 from reports.i18n import Duration, Text
 from reports.plan import PlanReport, container_row, target_not_empty_row, too_big_row
 from reports.rows import decided, note_rows, refusal_text, skip_row
 from reports.run import RunReport
 from reports.status import status_report
 from reports.summary import summary_text
-from reports.verify import FAULTS, FINDING_TOTALS, VerifyTally
+from reports.verify import FAULTS, FINDING_TOTALS, ITEM_COLUMNS, VerifyTally
 
 ALICE = UserMapping("alice@ville.fr", "alice", None, None, 2)
 BASE = {"principal": "alice@ville.fr", "target": "alice", "folder": "INBOX",
@@ -156,7 +160,9 @@ def test_a_target_folder_checked_counts_its_faults_apart_from_what_only_informs(
     assert tally.summary(users=1) == {
         "checked": 5, "target_items": 6, "mismatches": 4, "missing": 1, "content_differs": 0,
         "duplicates": 1, "not_in_source": 0, "flags_differ": 1, "dates_differ": 0, "changed_at_source": 0,
-        "deleted_at_source": 1, "errors": 1, "users": 1}
+        "deleted_at_source": 1, "errors": 1, "read_back_sha256": 0, "read_back_meaning": 0,
+        "not_verified": 0, "source_hash_matched": 0, "no_source_hash": 0,
+        "source_check_not_recorded": 0, "users": 1}
 
 
 def test_a_target_item_whose_content_differs_is_counted_as_such_not_as_missing() -> None:
@@ -168,6 +174,67 @@ def test_a_target_item_whose_content_differs_is_counted_as_such_not_as_missing()
     assert (summary["mismatches"], summary["content_differs"], summary["missing"]) == (1, 1, 0)
     assert summary_text("verify", summary).en.startswith(
         "2 checked, 1 mismatch: 0 missing, 1 content difference, 0 duplicated")
+
+
+def test_each_item_of_a_document_container_is_a_row_saying_how_it_was_verified(
+        tmp_path) -> None:
+    """Rows go to the file as they come; each says what was compared (hashes, never sizes),
+    how the source was checked when read, in both languages; the summary counts each way."""
+    written = "sha256:" + "ab" * 32
+    items = [
+        ItemCheck("q1", "OneDrive/a.txt", "match", "read_back_sha256", "item_verified", 5, 5,
+                  "quickXorHash:AAAA", written, written),
+        ItemCheck("q2", "OneDrive/b.txt", "mismatch", "read_back_sha256",
+                  "fingerprint_mismatch", 5, 5, "", written, "sha256:" + "cd" * 32),
+        ItemCheck("q3", "", "missing", "not_verified", "missing_on_target", 7),
+        ItemCheck("q4", "Agenda/e.ics", "match", "read_back_meaning", "item_verified", 90, 95,
+                  None, written, "ical:" + "ef" * 32),
+        ItemCheck("", "OneDrive/x.txt", "extra", "not_verified", "not_in_source", None, 3,
+                  None, None, "sha256:" + "01" * 32),
+    ]
+    with CsvStream(tmp_path, "verify-files", ITEM_COLUMNS) as stream:
+        tally = VerifyTally(stream)
+        for item in items:
+            tally.add_item({"principal": "alice@ville.fr", "workload": "files",
+                            "container": "OneDrive"}, item)
+        assert tally.rows == []  # written out, none kept for the end
+    assert tally.document("ville", 1, None)["items_report"] == stream.path.name
+    with open(tmp_path / "verify-files-latest.csv", encoding="utf-8-sig", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ITEM_COLUMNS
+    assert [(r["source_id"], r["outcome"], r["verified_by"], r["source_check"])
+            for r in rows] == [
+        ("q1", "match", "read_back_sha256", "source_hash_matched"),
+        ("q2", "mismatch", "read_back_sha256", "no_source_hash"),
+        ("q3", "missing", "not_verified", ""),
+        ("q4", "match", "read_back_meaning", "source_check_not_recorded"),
+        ("", "extra", "not_verified", "")]
+    assert (rows[0]["written_sha256"], rows[0]["target_sha256"]) == ("ab" * 32, "ab" * 32)
+    assert (rows[1]["source_size"], rows[1]["target_size"], rows[1]["target_sha256"]) == (
+        "5", "5", "cd" * 32)
+    assert rows[3]["target_sha256"] == ""  # a meaning's fingerprint is no SHA-256
+    assert rows[0]["message_en"] == (
+        "verified, its bytes read back from the target hash to the SHA-256 of the bytes "
+        "written; when read, its bytes matched the source's own quickXorHash")
+    assert rows[0]["message_fr"] == (
+        "vérifié, ses octets relus sur la cible ont le SHA-256 des octets écrits ; à la "
+        "lecture, ses octets correspondaient au quickXorHash donné par la source")
+    assert rows[1]["message_en"] == "bytes differ on the target"
+    summary = tally.summary(users=1)
+    assert {key: summary[key] for key in (
+        "read_back_sha256", "read_back_meaning", "not_verified", "source_hash_matched",
+        "no_source_hash", "source_check_not_recorded")} == {
+        "read_back_sha256": 2, "read_back_meaning": 1, "not_verified": 1,
+        "source_hash_matched": 1, "no_source_hash": 1, "source_check_not_recorded": 1}
+    said = summary_text("verify", summary)
+    assert said.en.splitlines()[1] == (
+        "documents (files, events, contacts, tasks): 2 compared by their bytes read back "
+        "(SHA-256), 1 compared by its meaning read back, 1 not verified; at the source, "
+        "1 checked against its own hash as read, 1 without a hash to check it against, "
+        "1 copied before bascule recorded that check")
+    assert said.fr.splitlines()[1].startswith(
+        "documents (fichiers, événements, contacts, tâches) : 2 comparés par leurs octets "
+        "relus (SHA-256), 1 comparé par son sens relu, 1 non vérifié ; à la source, 1 vérifié")
 
 
 def test_every_fault_has_its_total_and_only_deleted_at_source_informs() -> None:
