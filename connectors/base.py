@@ -52,8 +52,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from mappings.names import POSIX, NameRules
-
 ROLES = ("inbox", "sent", "drafts", "trash", "junk", "archive")
 """Well-known folder roles, as RFC 6154 SPECIAL-USE names them (plus the INBOX)."""
 DEFAULT_CONTAINER = "default"
@@ -220,9 +218,10 @@ class SinkCapabilities:
     """How many documents the engine may write at once into one container, each write
     standing alone (a DAV server takes several requests at once; a file system is bound by
     its syncs)."""
-    names: NameRules = POSIX
-    """The file and folder names a target of files takes, and how it renames the others
-    (``mappings.names``)."""
+    names: Any = None
+    """A target of files: the names it takes and how it renames the others, as
+    ``mappings.names.NameRules`` (which this shared model cannot name); ``None`` for
+    others."""
     crlf_only: bool = False
     """The target stores and serves every line ending as CRLF, whatever it was given (IMAP
     servers do: RFC 3501 messages are CRLF). The engine then converts bare LF itself, so

@@ -32,6 +32,7 @@ from connectors.base import (
     CREATE_ONLY,
     DEFAULT_CONTAINER,
     BasculeError,
+    ConnectError,
     Container,
     Document,
     DocumentListing,
@@ -62,6 +63,9 @@ from migrate.mail import (
 from migrate.prefetch import read_ahead
 
 INFLIGHT_CHUNK = 16
+RETRY_WAITS = (0.5, 2.0)
+"""Seconds before each new try of a write whose connection dropped or timed out."""
+TRANSIENT = frozenset({"connection_lost", "timeout"})
 KEEP_BOTH, SKIP, OVERWRITE = "keep_both", "skip", "overwrite"
 REPORT, REMOVE = "report", "remove"
 OVERWRITTEN = "overwritten_on_target"
@@ -237,7 +241,7 @@ class DocumentUnit:
         """One document written, and its former copy removed if it moved; what the sink
         said, whether it was written, or the error that stopped it."""
         try:
-            stored, written = self._write(native, document, previous)
+            stored, written = self._write_again(native, document, previous)
         except VersionConflict as conflict:
             try:
                 stored, written = self._settle(native, document, conflict)
@@ -248,6 +252,21 @@ class DocumentUnit:
         if previous is not None and previous.target_ref not in (None, stored.target_ref):
             self._remove_old(native, previous)
         return stored, written, None
+
+    def _write_again(self, native: str, document: Document, previous: ItemRecord | None
+                     ) -> tuple[DocumentStored, bool]:
+        """``_write``, tried again after each of ``RETRY_WAITS`` where its connection
+        dropped or timed out. A try carries the same condition as the one before, so one
+        that reached the target before its answer was lost is found there (``_write``'s
+        recovery), not written twice."""
+        for wait in RETRY_WAITS:
+            try:
+                return self._write(native, document, previous)
+            except ConnectError as error:
+                if error.code not in TRANSIENT or self.brakes.stop.is_set():
+                    raise
+            time.sleep(wait)
+        return self._write(native, document, previous)
 
     def _space_full(self, refs: list[DocumentRef]) -> None:
         """The target refused an item for want of room: nothing more is sent into this

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.etree import ElementTree
 
 import requests
+import urllib3
 
 from connectors.base import ConnectError
 
@@ -174,6 +175,8 @@ class DavClient:
             refused = "NewConnectionError" in repr(error) or "NameResolution" in repr(error)
             raise ConnectError(str(error), code="unreachable" if refused else "connection_lost",
                                where=self.where) from None
+        except requests.exceptions.ChunkedEncodingError as error:  # the answer's body cut
+            raise ConnectError(str(error), code="connection_lost", where=self.where) from None
 
 
 class DavRefused(Exception):
@@ -228,6 +231,13 @@ class Multistatus:
         self.response.close()
 
     def __iter__(self) -> Iterator[Resource]:
+        try:
+            yield from self._resources()
+        except (urllib3.exceptions.HTTPError, OSError) as error:  # the answer cut short
+            raise ConnectError(f"{self.response.url}: {error}", code="connection_lost"
+                               ) from None
+
+    def _resources(self) -> Iterator[Resource]:
         self.response.raw.decode_content = True
         depth = 0
         for event, element in ElementTree.iterparse(self.response.raw,

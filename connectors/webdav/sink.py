@@ -427,8 +427,12 @@ class WebDavSink:
         with self.client.request("GET", self.root + target_ref, stream=True) as response:
             if response.status_code != 200:
                 raise DavRefused("GET", target_ref, response)
-            for chunk in response.iter_content(CHUNK):
-                digest.update(chunk)
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    digest.update(chunk)
+            except requests.RequestException as error:  # the answer cut short
+                raise ConnectError(f"GET {target_ref}: {error}", code="connection_lost",
+                                   where=self.client.where) from None
         return "sha256:" + digest.hexdigest()
 
     def _members(self, folder: str) -> Iterator[str]:
