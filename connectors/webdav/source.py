@@ -72,7 +72,7 @@ class WebDavSource:
         self.root = client.base_path if client.base_path.endswith("/") \
             else client.base_path + "/"
         self._notes: list[SourceNote] = []
-        self._noted: set[tuple[str, str]] = set()
+        self._noted: set[SourceNote] = set()
 
     # --- DocumentSource -------------------------------------------------------------------
 
@@ -149,9 +149,10 @@ class WebDavSource:
 
     def _note(self, code: str, subject: str, detail: str = "") -> None:
         """A note about a place, given once whatever the number of listings that meet it."""
-        if (code, subject) not in self._noted:
-            self._noted.add((code, subject))
-            self._notes.append(SourceNote(code, subject, detail))
+        note = SourceNote(code, subject, detail)
+        if note not in self._noted:
+            self._noted.add(note)
+            self._notes.append(note)
 
     # --- content --------------------------------------------------------------------------
 
