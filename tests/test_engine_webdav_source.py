@@ -45,10 +45,12 @@ work_dir = "work"
 
 
 def files_of(space: Path) -> dict[str, tuple[str, float]]:
-    """Every file under a space, as its server's disk holds it: SHA-256 and mtime."""
+    """Every file of the drives of a space, as its server's disk holds it: SHA-256 and
+    mtime (hidden files and those at the top, in no drive, left out)."""
     return {path.relative_to(space).as_posix():
             (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime)
-            for path in sorted(space.rglob("*")) if path.is_file()}
+            for path in sorted(space.rglob("*")) if path.is_file()
+            and path.parent != space and not path.name.startswith(".")}
 
 
 def seed(space: Path, tree: dict[str, bytes]) -> None:
@@ -67,14 +69,19 @@ def test_drives_move_from_apache_to_wsgidav_and_read_back_the_same(tmp_path, mon
                                      settable_mtime=True)
     try:
         source, target = apache.space("alice"), wsgidav.space("alice")
-        seed(source, TREE)
+        seed(source, {**TREE, "Lisez-moi.txt": b"at the top, in no drive",
+                      "OneDrive/.DS_Store": b"Finder's"})
         batch = write_batch(tmp_path, f'type = "webdav"\nurl = "{apache.space_url()}"',
                             f'type = "webdav"\nurl = "{wsgidav.space_url()}"')
 
         code, output = bascule("audit", str(batch))
         assert code == 0, output
+        audit = report(tmp_path, "audit")["entries"]
+        assert sorted((e["code"], e["source_id"]) for e in audit if e.get("code") in (
+            "file_outside_drives", "hidden_file_skipped")) == [
+            ("file_outside_drives", "Lisez-moi.txt"), ("hidden_file_skipped", "OneDrive/.DS_Store")]
         inventory = {e["folder"]: (e["messages"], e["bytes"])
-                     for e in report(tmp_path, "audit")["entries"] if e["action"] == "inventory"}
+                     for e in audit if e["action"] == "inventory"}
         assert inventory == {
             "files:OneDrive": (4, sum(len(c) for p, c in TREE.items() if p.startswith("One"))),
             "files:Urbanisme": (1, len(TREE["Urbanisme/Plans/Zone à urbaniser/plan cadastral.txt"]))}
@@ -90,7 +97,8 @@ def test_drives_move_from_apache_to_wsgidav_and_read_back_the_same(tmp_path, mon
         assert report(tmp_path, "run")["summary"]["copied"] == len(TREE)
         assert files_of(target) == files_of(source)
         assert {mtime for _, mtime in files_of(target).values()} == {WHEN.timestamp()}
-        assert not list(target.rglob(".*")), "a temporary file was left on the target"
+        assert not list(target.rglob(".*")), "a temporary or hidden file on the target"
+        assert [p.name for p in target.iterdir() if p.is_file()] == []
 
         code, output = bascule("verify", str(batch))
         assert code == 0, output

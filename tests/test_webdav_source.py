@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Container, fingerprint_bytes
+from connectors.base import ConnectError, Container, fingerprint_bytes
 from connectors.dav.client import DavClient
 from connectors.webdav.source import WebDavSource
 from tests.apache import Apache, start_apache
@@ -78,8 +78,8 @@ def test_drives_are_the_top_collections_and_hidden_names_are_noted(server):
     source.document_containers("files")
     assert sorted((n.code, n.subject) for n in source.drain_notes()) == [
         ("file_outside_drives", "Lisez-moi.txt"),
-        ("hidden_collection_skipped", "OneDrive/.cache"),
-        ("hidden_file_skipped", "OneDrive/.DS_Store")]
+        ("hidden_file_skipped", "OneDrive/.DS_Store"),
+        ("webdav_hidden_folder_skipped", "OneDrive/.cache")]
 
     [onedrive, _, _] = drives
     refs = source.list_documents(onedrive, None).refs
@@ -206,3 +206,23 @@ def test_hrefs_that_leave_a_collection_are_never_read_and_each_is_noted(hostile)
         "http://elsewhere.example/dav/alice/Drive/vol.txt", "/dav/alice/Drive/../../bob/x",
         "/dav/alice/Drive/a/../../bob/secret.txt", "/dav/alice/Drive/sous/profond.txt",
         "/dav/bob/voisin.txt", "/dav/alice/Drive/./point.txt"])
+
+
+def test_a_folder_the_server_will_not_list_fails_the_listing_rather_than_shorten_it(tmp_path):
+    """A listing is whole: one missing a folder would count its files as deleted."""
+    if os.getuid() != 0:
+        pytest.skip("needs Apache to run as a user other than the files' owner")
+    server = start_apache(tmp_path / "apache", {LOGIN: PASSWORD})
+    try:
+        space = server.space(LOGIN)
+        put(space, "OneDrive/lisible.txt", b"open")
+        put(space, "OneDrive/Fermé/secret.txt", b"closed")
+        (space / "OneDrive" / "Fermé").chmod(0o700)
+        source = source_of(server)
+        [drive] = source.document_containers("files")
+        with pytest.raises(ConnectError) as refused:
+            source.list_documents(drive, None)
+        assert refused.value.code == "dav_refused"
+        assert "403" in str(refused.value)
+    finally:
+        server.stop()

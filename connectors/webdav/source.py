@@ -20,7 +20,7 @@ server that gives none is versioned by ``getlastmodified`` and ``getcontentlengt
 Passed over without a note: any name ending in ``.bascule-part`` (the sink's temporary
 files, ``.<digest>.bascule-part``: a write of bascule's cut short, no one's file). Passed over
 with a note each, once: names beginning with ``.`` (hidden: clients' own files such as
-``.DS_Store``; ``hidden_file_skipped``, and ``hidden_collection_skipped`` for a collection
+``.DS_Store``; ``hidden_file_skipped``, and ``webdav_hidden_folder_skipped`` for a collection
 with what it holds), and files at the top of the root, in no drive
 (``file_outside_drives``). Refused, with a note (``webdav_name_refused``), and never read: a
 member the server names on another server, or whose path is not one segment below the
@@ -46,6 +46,7 @@ from typing import Any
 import requests
 
 from connectors.base import (
+    ConnectError,
     Container,
     Document,
     DocumentListing,
@@ -128,8 +129,17 @@ class WebDavSource:
         """``(name, resource types, resource)`` of each member of the collection ``folder``
         (a path under the root, ``""`` for the root) that is neither hidden nor a temporary
         file; a hidden member, or one named outside the collection, is noted (once) and
-        left out."""
+        left out. A collection gone answers nothing; any other refusal raises
+        ``ConnectError`` (``dav_refused``)."""
         place = self.root + (folder + "/" if folder else "")
+        try:
+            yield from self._named(folder, place)
+        except DavRefused as refused:
+            # Never a listing with a folder missing: its files would count as deleted.
+            raise ConnectError(str(refused), code="dav_refused",
+                               where=self.client.where) from None
+
+    def _named(self, folder: str, place: str) -> Iterator[tuple[str, set[str], Resource]]:
         for resource in self.client.propfind(place, "1", LISTED):
             if resource.path.rstrip("/") == place.rstrip("/") and not resource.server:
                 continue
@@ -142,7 +152,7 @@ class WebDavSource:
             elif name.endswith(TEMPORARY_SUFFIX):
                 continue  # a write of bascule's cut short: no one's file
             elif name.startswith("."):
-                self._note("hidden_collection_skipped" if COLLECTION in resource.kinds()
+                self._note("webdav_hidden_folder_skipped" if COLLECTION in resource.kinds()
                            else "hidden_file_skipped", "/".join(filter(None, (folder, name))))
             else:
                 yield name, resource.kinds(), resource
