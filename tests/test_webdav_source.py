@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import ConnectError, Container, fingerprint_bytes
+from connectors.base import ConnectError, Container, DocumentRef, fingerprint_bytes
 from connectors.dav.client import DavClient
 from connectors.webdav.source import WebDavSource
 from tests.apache import Apache, start_apache
@@ -226,3 +226,16 @@ def test_a_folder_the_server_will_not_list_fails_the_listing_rather_than_shorten
         assert "403" in str(refused.value)
     finally:
         server.stop()
+
+
+def test_a_ref_that_would_leave_its_drive_is_never_read(hostile):
+    """Refs come from the ledger too: one naming ``..`` is refused before any request."""
+    url, asked = hostile
+    source = WebDavSource(DavClient(url, LOGIN, PASSWORD, ca_file=None, timeout=10))
+    drive = Container(("Drive",), native_name="Drive")
+    refs = [DocumentRef("../../bob/secret.txt", "1", 2, "secret.txt", ("..", "..", "bob")),
+            DocumentRef("ok.txt", "1", 2, "ok.txt")]
+    assert [d.source_id for d in source.fetch_documents(drive, refs)] == ["ok.txt"]
+    assert asked == ["GET /dav/alice/Drive/ok.txt"]
+    assert [(n.code, n.detail) for n in source.drain_notes()] == [
+        ("webdav_name_refused", "Drive/../../bob/secret.txt")]

@@ -169,8 +169,13 @@ class WebDavSource:
     def _read(self, container: Container, ref: DocumentRef) -> Document | None:
         """The file, or ``None`` with a note. Its path is made of names ``_members``
         accepted (none holds ``/``, none is ``.`` or ``..``), each percent-encoded by the
-        client: it names a resource under the root, and only that one."""
-        path = f"{self.root}{container.native_name}/{ref.source_id}"
+        client: it names a resource under the root, and only that one. A ref that did not
+        come from a listing (a ledger edited by hand) is checked again."""
+        inside = f"{container.native_name}/{ref.source_id}"
+        if any(segment in ("", ".", "..") or "\0" in segment for segment in inside.split("/")):
+            self._note("webdav_name_refused", "/".join(container.path), inside)
+            return None
+        path = self.root + inside
         # Not compressed: the bytes hashed are the file's, and a server compressing on the
         # fly spends more than the link saves.
         with self.client.request("GET", path, headers={"Accept-Encoding": "identity"},
