@@ -12,12 +12,13 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
 from connectors.base import ConnectError, Container, DocumentRef, fingerprint_bytes
-from connectors.dav.client import DavClient
-from connectors.webdav.source import WebDavSource
+from connectors.dav.client import DAV, DavClient, Resource, tag
+from connectors.webdav.source import WebDavSource, _version
 from tests.apache import Apache, start_apache
 from tests.wsgidav import WsgiDav, start_wsgidav
 
@@ -239,3 +240,20 @@ def test_a_ref_that_would_leave_its_drive_is_never_read(hostile):
     assert asked == ["GET /dav/alice/Drive/ok.txt"]
     assert [(n.code, n.detail) for n in source.drain_notes()] == [
         ("webdav_name_refused", "Drive/../../bob/secret.txt")]
+
+
+def test_a_server_giving_no_etag_versions_a_file_by_its_date_and_length():
+    def listed(**properties: str) -> Resource:
+        found = {}
+        for name, text in properties.items():
+            element = ElementTree.Element(tag(DAV, name))
+            element.text = text
+            found[element.tag] = element
+        return Resource("/dav/alice/Drive/a.txt", found)
+
+    day = "Thu, 14 Mar 2024 09:26:53 GMT"
+    assert _version(listed(getetag='W/"3-61395"'), 3) == _version(listed(getetag='"3-61395"'), 3)
+    assert _version(listed(getlastmodified=day), 3) == "2024-03-14T09:26:53+00:00:3"
+    assert _version(listed(getlastmodified=day), 4) != _version(listed(getlastmodified=day), 3)
+    assert _version(listed(getlastmodified="Fri, 15 Mar 2024 09:26:53 GMT"), 3) != \
+        _version(listed(getlastmodified=day), 3)

@@ -30,7 +30,9 @@ nothing read can come from outside the root.
 A file is read with one GET, not compressed, streamed into a spool (``connectors.spool``:
 memory up to a few MB, a temporary file past that) and hashed as it arrives: its SHA-256 is
 the document's fingerprint, its ``Last-Modified`` (RFC 4918 15.7: ``getlastmodified`` is
-that header's value) its modification time, its ETag its version. A file gone between its
+that header's value) its modification time, its ETag its version (the listing's, when the
+GET gives none: a server that lists ETags but sends none would otherwise copy its files
+again on every run). A file gone between its
 listing and its reading is passed over with a note (``gone_before_read``); one the server
 will not give, or whose transfer breaks, with ``unreadable_item`` (a failure, asked again by
 the next run).
@@ -38,6 +40,7 @@ the next run).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -95,9 +98,9 @@ class WebDavSource:
                        ) -> DocumentListing:
         """Every file of the drive, sub-collections walked breadth first."""
         refs = []
-        pending: list[tuple[str, ...]] = [()]
+        pending: deque[tuple[str, ...]] = deque([()])
         while pending:
-            folder = pending.pop(0)
+            folder = pending.popleft()
             for name, kinds, resource in self._members("/".join((container.native_name,
                                                                  *folder))):
                 if COLLECTION in kinds:
@@ -199,7 +202,7 @@ class WebDavSource:
             etag = _plain(response.headers.get("ETag", ""))
             modified = _http_date(response.headers.get("Last-Modified"))
         return Document(source_id=ref.source_id,
-                        version=etag or _dated(modified, spool.size),
+                        version=etag or ref.version,
                         name=ref.name, folder=ref.folder, fingerprint=spool.fingerprint,
                         size=spool.size, modified=modified, open=spool.open)
 
@@ -221,7 +224,7 @@ def _plain(etag: str) -> str:
 
 
 def _dated(modified: datetime | None, size: int) -> str:
-    """A version for a server that gives no ETag: the same from a listing and a GET."""
+    """A version for a server that gives no ETag."""
     return f"{modified.isoformat() if modified is not None else ''}:{size}"
 
 
