@@ -18,7 +18,7 @@ from tests.wsgidav import WsgiDav, start_wsgidav
 
 WHEN = datetime(2024, 3, 14, 9, 26, 53, tzinfo=UTC)
 TREE = {
-    "OneDrive/Délibérations/Été 2024/PV n°3 (séance du 14 mars).pdf": b"%PDF-1.7\n%PV\n%%EOF\n",
+    "OneDrive/Délibérations/Été 2024/PV n°3 (séance du 14 mars).pdf": b"%PDF-1.7\n%%EOF\n",
     "OneDrive/Finances & budget/Budget 2024 #2.xlsx": b"PK\x03\x04" + b"budget" * 1000,
     "OneDrive/vide.txt": b"",
     "OneDrive/Vidéos/Conseil municipal.mp4": os.urandom(5 << 20),
@@ -79,12 +79,14 @@ def test_drives_move_from_apache_to_wsgidav_and_read_back_the_same(tmp_path, mon
         audit = report(tmp_path, "audit")["entries"]
         assert sorted((e["code"], e["source_id"]) for e in audit if e.get("code") in (
             "file_outside_drives", "hidden_file_skipped")) == [
-            ("file_outside_drives", "Lisez-moi.txt"), ("hidden_file_skipped", "OneDrive/.DS_Store")]
+            ("file_outside_drives", "Lisez-moi.txt"),
+            ("hidden_file_skipped", "OneDrive/.DS_Store")]
         inventory = {e["folder"]: (e["messages"], e["bytes"])
                      for e in audit if e["action"] == "inventory"}
-        assert inventory == {
-            "files:OneDrive": (4, sum(len(c) for p, c in TREE.items() if p.startswith("One"))),
-            "files:Urbanisme": (1, len(TREE["Urbanisme/Plans/Zone à urbaniser/plan cadastral.txt"]))}
+        sizes = {drive: sum(len(c) for p, c in TREE.items() if p.startswith(drive + "/"))
+                 for drive in ("OneDrive", "Urbanisme")}
+        assert inventory == {"files:OneDrive": (4, sizes["OneDrive"]),
+                             "files:Urbanisme": (1, sizes["Urbanisme"])}
         code, output = bascule("plan", str(batch))
         assert code == 0, output
         plan = report(tmp_path, "plan")

@@ -60,8 +60,9 @@ class WebDavConfig(Section):
     )
     names: Literal[tuple(RULES)] | None = Field(  # type: ignore[valid-type]
         None, description="As a target: the names the space takes: posix, windows (a space "
-        "Windows clients sync), nextcloud, nextcloud-windows (Nextcloud's \"Windows compatible filenames\"); "
-        "default: the profile's. Other names are renamed, each rename a line in the report."
+        "Windows clients sync), nextcloud, nextcloud-windows (Nextcloud's \"Windows "
+        "compatible filenames\"); default: the profile's. Other names are renamed, each "
+        "rename a line in the report."
     )
     timeout: float = Field(60.0, gt=0)
     max_item_size: int | None = Field(
