@@ -54,6 +54,7 @@ def test_drives_are_the_top_collections_and_hidden_names_are_noted(server):
     put(space, "OneDrive/vide.txt", b"")
     put(space, "OneDrive/.DS_Store", b"finder")
     put(space, "OneDrive/.0123456789abcdef.bascule-part", b"half")
+    put(space, "OneDrive/notes.bascule-part", b"a user's own")
     put(space, "OneDrive/.cache/vignette.png", b"png")
     put(space, "Urbanisme/Plans/plan cadastral.txt", b"parcelle 12")
     put(space, "Lisez-moi.txt", b"at the top")
@@ -72,6 +73,7 @@ def test_drives_are_the_top_collections_and_hidden_names_are_noted(server):
     assert listed == {
         ("OneDrive",): {"Délibérations/2024/PV n°3.pdf": (("Délibérations", "2024"),
                                                           "PV n°3.pdf", 9),
+                        "notes.bascule-part": ((), "notes.bascule-part", 12),
                         "vide.txt": ((), "vide.txt", 0)},
         ("Urbanisme",): {"Plans/plan cadastral.txt": (("Plans",), "plan cadastral.txt", 11)},
         ("Vide",): {}}

@@ -17,9 +17,10 @@ Its version is its ETag, weak or not alike (Apache gives a file written within t
 second a weak one, the strong one with the same tag after: one version, not two); a
 server that gives none is versioned by ``getlastmodified`` and ``getcontentlength``.
 
-Passed over without a note: any name ending in ``.bascule-part`` (the sink's temporary
-files, ``.<digest>.bascule-part``: a write of bascule's cut short, no one's file). Passed over
-with a note each, once: names beginning with ``.`` (hidden: clients' own files such as
+Passed over without a note: the sink's temporary files (hidden names ending in
+``.bascule-part``, ``.<digest>.bascule-part``: a write of bascule's cut short, no one's
+file; a visible name ending so is a user's file, read, and renamed by the target's rule).
+Passed over with a note each, once: names beginning with ``.`` (hidden: clients' own files such as
 ``.DS_Store``; ``hidden_file_skipped``, and ``webdav_hidden_folder_skipped`` for a collection
 with what it holds), and files at the top of the root, in no drive
 (``file_outside_drives``). Refused, with a note (``webdav_name_refused``), and never read: a
@@ -32,10 +33,9 @@ memory up to a few MB, a temporary file past that) and hashed as it arrives: its
 the document's fingerprint, its ``Last-Modified`` (RFC 4918 15.7: ``getlastmodified`` is
 that header's value) its modification time, its ETag its version (the listing's, when the
 GET gives none: a server that lists ETags but sends none would otherwise copy its files
-again on every run). A file gone between its
-listing and its reading is passed over with a note (``gone_before_read``); one the server
-will not give, or whose transfer breaks, with ``unreadable_item`` (a failure, asked again by
-the next run).
+again on every run). A file gone between its listing and its reading is passed over with a
+note (``gone_before_read``); one the server will not give, or whose transfer breaks, with
+``unreadable_item`` (a failure, asked again by the next run).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class WebDavSource:
                     "/" in name or "\0" in name or name in (".", ".."):
                 self._note("webdav_name_refused", folder or "/",
                            resource.server + resource.path)
-            elif name.endswith(TEMPORARY_SUFFIX):
+            elif name.startswith(".") and name.endswith(TEMPORARY_SUFFIX):
                 continue  # a write of bascule's cut short: no one's file
             elif name.startswith("."):
                 self._note("webdav_hidden_folder_skipped" if COLLECTION in resource.kinds()
