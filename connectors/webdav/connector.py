@@ -1,4 +1,5 @@
-"""WebDAV file stores as targets of drives: the batch section and the registration."""
+"""WebDAV file stores as sources and targets of drives: the batch section and the
+registration."""
 
 from __future__ import annotations
 
@@ -42,25 +43,26 @@ class WebDavConfig(Section):
     type: Literal["webdav"]
     url: SpaceUrl = Field(
         description="Each user's space: its address, where {login} stands for the user's "
-        "login on the target (https://fichiers.ville.example/dav/{login}/). Drives become "
-        "folders under it."
+        "login (https://fichiers.ville.example/dav/{login}/). Drives are the folders at its "
+        "top, as a target and as a source."
     )
     ca_file: Path | None = Field(
         None, description="A CA to trust besides the system's (internal CA). TLS is always "
         "verified."
     )
     connections: int = Field(
-        4, ge=1, le=16, description="Files written at once per drive."
+        4, ge=1, le=16, description="As a target: files written at once per drive."
     )
     profile: Literal[tuple(profiles.PROFILES)] = Field(  # type: ignore[valid-type]
-        "generic", description="Which server this is, for what bascule knows of it: "
-        "generic, apache, nextcloud (url: https://host/remote.php/dav/files/{login}/), "
+        "generic", description="As a target: which server this is, for what bascule knows "
+        "of it: generic, apache, nextcloud (url: https://host/remote.php/dav/files/{login}/), "
         "xwiki (refused: XWiki's WebDAV makes files page attachments)."
     )
     names: Literal[tuple(RULES)] | None = Field(  # type: ignore[valid-type]
-        None, description="The names the space takes: posix, windows (a space Windows clients "
-        "sync), nextcloud, nextcloud-windows (Nextcloud's \"Windows compatible filenames\"); "
-        "default: the profile's. Other names are renamed, each rename a line in the report."
+        None, description="As a target: the names the space takes: posix, windows (a space "
+        "Windows clients sync), nextcloud, nextcloud-windows (Nextcloud's \"Windows "
+        "compatible filenames\"); default: the profile's. Other names are renamed, each "
+        "rename a line in the report."
     )
     timeout: float = Field(60.0, gt=0)
     max_item_size: int | None = Field(
@@ -96,20 +98,27 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
                       names=RULES[config.names] if config.names else profile.names)
 
 
+def _open_source(context: Context, account: Account, workload: str) -> Any:
+    from connectors.dav.connector import dav_client
+    from connectors.webdav.source import WebDavSource
+
+    return WebDavSource(dav_client(context, account, space_url(account.config, account.login)))
+
+
 def _refusals(config: WebDavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:
     return profiles.refusals(profiles.PROFILES[config.profile], workload)
 
 
-
-
+# No ``principals``: a WebDAV server does not list its users' spaces; the users table names
+# them.
 register(Connector(
     type="webdav", config=WebDavConfig,
     summary=("A WebDAV file store: each user's files in a space of their own",
              ("Un stockage de fichiers WebDAV : les fichiers de chaque utilisateur dans son "
              "espace")),
-    reads=frozenset(),
+    reads=frozenset({"files"}),
     writes=frozenset({"files"}),
-    open_sink=_open_sink,
+    open_source=_open_source, open_sink=_open_sink,
     capabilities=Capabilities(keeps_bytes=True, keeps_mtime=False, deletes=True,
                               versions=True, name_rules=NAME_RULES),
     example='''url = "https://fichiers.ville.example/dav/{login}/"  # each user's space /

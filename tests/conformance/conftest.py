@@ -793,6 +793,18 @@ class WebDavHarness(Harness):
     def expected_fingerprint(self, workload: str, content: bytes) -> str:
         return "sha256:" + hashlib.sha256(content).hexdigest()
 
+    def seed_documents(self, workload: str, files: list[SeedFile]) -> list[str | None]:
+        """Files put into the share's folder on the server's disk, under a drive folder,
+        with their mtimes, as a user of the server's machine would (the server serves
+        them as they are)."""
+        for seeded in files:
+            path = self.root.joinpath("OneDrive", *seeded.folder, seeded.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(seeded.content)
+            stamp = seeded.modified.timestamp()
+            os.utime(path, (stamp, stamp))
+        return ["sha256:" + hashlib.sha256(seeded.content).hexdigest() for seeded in files]
+
 
 @pytest.fixture
 def harness_webdav_wsgidav(tmp_path: Path) -> Iterator[WebDavHarness]:
