@@ -119,6 +119,9 @@ class Connector:
     writes: frozenset[str] = frozenset()
     open_source: Callable[[Context, Account, str], Any] | None = None
     open_sink: Callable[[Context, Account, str], Any] | None = None
+    open_sharing: Callable[[Context, Account, str], Any] | None = None
+    """As a sink: a ``mappings.sharing.SharingTarget`` that applies a space's sharing on
+    the target, or ``None`` when its section does not ask for it (or it cannot)."""
     capabilities: Capabilities = Capabilities()
     example: str = ""
     """Its section's lines for ``bascule init``, after the ``[source]``/``[target]`` line."""

@@ -8,6 +8,9 @@ link's scope and expiry, and whether the item has it from a parent. ``sharing_ro
 who through the users table: a tenant user with a line gets their target login; one
 without is ``unmapped``; an address outside the table's domains, and a link anyone may use,
 is ``external``.
+
+A target that can apply the rows itself (``SharingTarget``: Nextcloud's share API) answers
+each with a ``ShareOutcome``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,30 @@ class SharingSource(Protocol):
     """A document source that can say who may see each item of a container."""
 
     def sharing(self, container: Container) -> Iterator[Grant]: ...
+
+
+CREATED, PRESENT, SKIPPED = "created", "present", "skipped"
+
+
+@dataclass(frozen=True)
+class ShareOutcome:
+    """What a target did with one row: ``kind`` is ``created``, ``present`` (made before,
+    by an earlier run or by hand) or ``skipped`` (the target cannot say it, or refused it);
+    ``code`` and ``params`` are the report's sentence in the catalogue."""
+
+    row: dict[str, str]
+    kind: str
+    code: str
+    params: dict[str, Any]
+
+
+class SharingTarget(Protocol):
+    """A target that applies a space's sharing rows (``COLUMNS``) itself, each at most
+    once whatever the runs: a row whose share is there already is ``present``."""
+
+    def apply(self, rows: list[dict[str, str]]) -> Iterator[ShareOutcome]: ...
+
+    def close(self) -> None: ...
 
 
 def sharing_row(space: str, path: str, grant: Grant, users: UserMap, domains: set[str]

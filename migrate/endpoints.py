@@ -14,6 +14,7 @@ from connectors.base import ConnectError
 from connectors.protocols import DocumentSink, DocumentSource, MailSink, MailSource
 from connectors.registry import Account, Capabilities, Connector
 from mappings.secrets import resolve_secret
+from mappings.sharing import SharingTarget
 from mappings.users import UserMap, UserMapping
 from migrate.batch import MAIL, Batch
 
@@ -115,6 +116,15 @@ class Connectors:
 
     def open_document_sink(self, user: UserMapping, workload: str) -> DocumentSink:
         return self._open_sink(user, workload)
+
+    def open_sharing_target(self, user: UserMapping, workload: str) -> SharingTarget | None:
+        """What applies the principal's sharing on the target, if its section asks for it."""
+        account = self.target_account(user, workload)
+        sink = registry.connector(account.config.type)
+        if sink.open_sharing is None:
+            return None
+        target: SharingTarget | None = sink.open_sharing(self, account, workload)
+        return target
 
     def local_principals(self) -> list[str] | None:
         """The logins a source's folder holds (exports), or None for a server source."""

@@ -11,12 +11,23 @@ cannot say who sees what (``SharingSource``) has no CSV.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from connectors.base import BasculeError
-from mappings.sharing import COLUMNS, Grant, SharingSource, sharing_row, table_domains
+from mappings.sharing import (
+    COLUMNS,
+    CREATED,
+    PRESENT,
+    SKIPPED,
+    Grant,
+    SharingSource,
+    sharing_row,
+    table_domains,
+)
 from mappings.users import UserMapping
 from migrate.ledger import DONE, ItemRecord, Unit
 from migrate.mail import container_key
@@ -67,7 +78,34 @@ def _export_one(bench: Bench, user: UserMapping, work_dir: Path, domains: set[st
     path = write_csv(work_dir / SHARING_FOLDER / f"{_file_name(user.target)}.csv", COLUMNS,
                      grants)
     return [_row(user, Text.of("sharing_exported", grants=len(grants), file=str(path)),
-                 target_ref=str(path))] + report
+                 target_ref=str(path))] + report + _apply(bench, user, grants)
+
+
+def _apply(bench: Bench, user: UserMapping, grants: list[dict[str, Any]]
+           ) -> list[dict[str, Any]]:
+    """The space's rows applied by the target, if it does; the report's rows."""
+    try:
+        target = bench.connectors.open_sharing_target(user, FILES)
+    except BasculeError as error:
+        return [_row(user, Text.of("sharing_not_applied", reason=text_of(error).en))]
+    if target is None:
+        return []
+    rows: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    own = [grant for grant in grants if grant["inherited"] != "yes"]
+    try:
+        with closing(target):
+            for outcome in target.apply(own):
+                if bench.stop.is_set():
+                    break
+                counts[outcome.kind] += 1
+                rows.append(_row(user, Text.of(outcome.code, **outcome.params),
+                                 source_id=outcome.row.get("source_id", "")))
+    except BasculeError as error:
+        rows.append(_row(user, Text.of("sharing_not_applied", reason=text_of(error).en)))
+    return [_row(user, Text.of("sharing_applied", created=counts[CREATED],
+                               present=counts[PRESENT], skipped=counts[SKIPPED],
+                               inherited=len(grants) - len(own)))] + rows
 
 
 def _target_path(unit: Unit | None, records: dict[str, ItemRecord], grant: Grant

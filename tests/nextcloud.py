@@ -69,6 +69,34 @@ developer_manual/client_apis/WebDAV/; "admin manual": .../admin_manual/):
   exception; the manual gives no status). With ``windows_names`` (admin manual, "Windows
   compatible filenames", Nextcloud 31) Windows's characters, base names and trailing dot
   and space are refused too.
+- The OCS Share API (developer manual, "OCS Share API", client_apis/OCS/ocs-share-api):
+  ``/ocs/v2.php/apps/files_sharing/api/v1/shares``, Basic auth as for WebDAV ("OCS APIs
+  overview"), and "all calls to OCS endpoints require the ``OCS-APIRequest`` header to be
+  set to ``true``": without it Nextcloud answers 412 ``{"message":"CSRF check failed"}``
+  (nextcloud/server issue 2753; its ``CrossSiteRequestForgeryException``). ``GET`` lists
+  the user's shares, of one file or folder with ``path`` (404 "file doesn't exist");
+  ``GET shares/<id>`` gives one (404 if none); ``POST`` with form fields ``path`` (relative
+  to the user's files), ``shareType`` (0 user, 1 group, 3 public link, 4 email, 6
+  federated; another: 400 "unknown share type"), ``shareWith`` (required for 0 and 1),
+  ``permissions`` (1 read, 2 update, 4 create, 8 delete, 16 share; default 31, for public
+  links 1), ``publicUpload``, ``password``, ``expireDate`` (``YYYY-MM-DD``), ``note``;
+  "404 - file couldn't be shared". The answer is the OCS envelope, ``ocs.meta``
+  (``status``, ``statuscode``, ``message``) and ``ocs.data``, in XML, or in JSON with
+  ``format=json`` or ``Accept: application/json`` ("OCS APIs overview"); on v2 the HTTP
+  status is the OCS one and success is 200 (v1 says 100) (API reference,
+  ``OC\\AppFramework\\OCS\\V2Response``: "the V2 endpoint just passes on status codes").
+  What the manual leaves out is Nextcloud's ``ShareAPIController`` and share manager: an
+  unknown user or group 404 ("Please specify a valid user"/"group"), a date not
+  ``YYYY-MM-DD`` 404 ("Invalid date, date format must be YYYY-MM-DD"), a date in the past
+  404 ("Expiration date is in the past"); 403 for a share without read permission, a file
+  shared with create or delete permission ("Files cannot be shared with create
+  permissions"), a share with oneself, a user or group already shared with on the item
+  ("already shared"), and a federated share where federation is not set up. A share's
+  fields are those of ``ShareAPIController::formatShare`` (``id``, ``share_type``,
+  ``uid_owner``, ``permissions``, ``path`` from the user's files with a leading ``/``,
+  ``item_type``, ``share_with``, ``expiration`` as ``YYYY-MM-DD 00:00:00``, ``token`` and
+  ``url`` for a link, ``note``); a password is never given back. Shares live in the
+  server's memory; they do not follow a file moved or deleted.
 """
 
 from __future__ import annotations
@@ -79,17 +107,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from tests.servers import HttpServer, free_port, tail
 
 MIB = 1 << 20
 PUT_CAP = 512 * 1000 * 1000
 MIN_CHUNK = 5 * MIB
 MAX_CHUNKS = 10_000
+SHARES = "/ocs/v2.php/apps/files_sharing/api/v1/shares"
 
 LAUNCHER = r'''
-import base64, hashlib, json, logging, os, re, sys, threading, uuid
+import base64, datetime, hashlib, json, logging, os, re, secrets, sys, threading, uuid
 from io import BytesIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from cheroot import wsgi
@@ -105,7 +136,9 @@ QUOTAS = config["quotas"]
 PUT_CAP = config["put_cap"]
 MIN_CHUNK = config["min_chunk"]
 MAX_CHUNKS = config["max_chunks"]
+GROUPS = config["groups"]
 FILES = "/remote.php/dav/files/"
+SHARES = "/ocs/v2.php/apps/files_sharing/api/v1/shares"
 UPLOADS = "/remote.php/dav/uploads/"
 OC = "http://owncloud.org/ns"
 BLOCK = 1 << 16
@@ -113,6 +146,8 @@ lock = threading.Lock()
 file_ids = {}
 uploads = {}
 """Each upload folder's destination, as Nextcloud keeps it in its cache: (user, id): path."""
+shares = []
+"""Every share made, in the order made, as formatShare gives it, plus its password."""
 
 
 WINDOWS_CHARACTERS = '<>:"|?*'
@@ -390,6 +425,148 @@ def uploads_request(environ, user, rest):
     raise Answer("405 Method Not Allowed")
 
 
+PUBLIC_TYPES = (3, 4)
+SHARE_TYPES = (0, 1, 3, 4, 6)
+READ, CREATE, DELETE = 1, 4, 8
+
+
+class Ocs(Exception):
+    def __init__(self, status, message, data=None):
+        self.status, self.message, self.data = status, message, data
+
+
+def ocs_xml(value):
+    if isinstance(value, list):
+        return "".join("<element>%s</element>" % ocs_xml(v) for v in value)
+    if isinstance(value, dict):
+        return "".join("<%s>%s</%s>" % (k, ocs_xml(v), k) for k, v in value.items())
+    return "" if value is None else escape(str(value))
+
+
+def ocs_answer(environ, status, message, data):
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    as_json = query.get("format") == ["json"] or \
+        "application/json" in environ.get("HTTP_ACCEPT", "")
+    meta = {"status": "ok" if status == 200 else "failure", "statuscode": status,
+            "message": message, "totalitems": "", "itemsperpage": ""}
+    if as_json:
+        body = json.dumps({"ocs": {"meta": meta, "data": data if data is not None else []}})
+        kind = "application/json; charset=utf-8"
+    else:
+        body = ('<?xml version="1.0"?>\n<ocs><meta>%s</meta><data>%s</data></ocs>'
+                % (ocs_xml(meta), ocs_xml(data)))
+        kind = "text/xml; charset=UTF-8"
+    reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}
+    raise Answer("%d %s" % (status, reasons.get(status, "")), [("Content-Type", kind)],
+                 body.encode())
+
+
+def node_of(user, path):
+    """The disk path and kind of a path relative to the user's files, or 404."""
+    parts = [p for p in (path or "").split("/") if p]
+    if not path or ".." in parts:
+        raise Ocs(404, "Please specify a file or folder path" if not path
+                  else "Wrong path, file/folder does not exist")
+    disk = os.path.join(space(user), *parts)
+    if not os.path.exists(disk):
+        raise Ocs(404, "Wrong path, file/folder does not exist")
+    return "/" + "/".join(parts), "folder" if os.path.isdir(disk) else "file"
+
+
+def visible(share):
+    return {k: v for k, v in share.items() if k != "password"}
+
+
+def create_share(environ, user):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    form = {k: v[0] for k, v in parse_qs(environ["wsgi.input"].read(length).decode("utf-8"),
+                                         keep_blank_values=True).items()}
+    try:
+        share_type = int(form.get("shareType", "-1"))
+    except ValueError:
+        share_type = -1
+    path, item_type = node_of(user, form.get("path", ""))
+    if share_type not in SHARE_TYPES:
+        raise Ocs(400, "Unknown share type")
+    try:
+        permissions = int(form.get("permissions") or (READ if share_type == 3 else 31))
+    except ValueError:
+        raise Ocs(400, "Invalid permissions")
+    if share_type == 3 and form.get("publicUpload") == "true" and item_type == "folder":
+        permissions = 15
+    with_ = form.get("shareWith", "")
+    if share_type == 0 and with_ not in USERS:
+        raise Ocs(404, "Please specify a valid user")
+    if share_type == 1 and with_ not in GROUPS:
+        raise Ocs(404, "Please specify a valid group")
+    if share_type == 4 and "@" not in with_:
+        raise Ocs(400, "Please specify a valid email address")
+    if share_type == 6:
+        raise Ocs(403, "Sharing %s failed because the back end does not allow shares from "
+                  "type 6" % path)
+    expiration = None
+    if form.get("expireDate"):
+        try:
+            day = datetime.date.fromisoformat(form["expireDate"])
+        except ValueError:
+            raise Ocs(404, "Invalid date, date format must be YYYY-MM-DD")
+        if day <= datetime.date.today():
+            raise Ocs(404, "Expiration date is in the past")
+        expiration = day.isoformat() + " 00:00:00"
+    if not permissions & READ:
+        raise Ocs(403, "Shares need at least read permissions")
+    if item_type == "file" and permissions & DELETE:
+        raise Ocs(403, "Files cannot be shared with delete permissions")
+    if item_type == "file" and permissions & CREATE:
+        raise Ocs(403, "Files cannot be shared with create permissions")
+    if share_type in (0, 1) and with_ == user:
+        raise Ocs(403, "Cannot share with yourself")
+    with lock:
+        if share_type in (0, 1) and any(
+                s["uid_owner"] == user and s["path"] == path and s["share_type"] == share_type
+                and s["share_with"] == with_ for s in shares):
+            raise Ocs(403, "Sharing %s failed, because this item is already shared with %s"
+                      % (path, with_))
+        share = {"id": str(len(shares) + 1), "share_type": share_type, "uid_owner": user,
+                 "uid_file_owner": user, "permissions": permissions, "path": path,
+                 "item_type": item_type, "share_with": with_ if share_type != 3 else None,
+                 "expiration": expiration, "token": None, "url": None,
+                 "note": form.get("note", ""), "password": form.get("password") or None}
+        if share_type in PUBLIC_TYPES:
+            share["token"] = secrets.token_urlsafe(12)
+            share["url"] = "http://%s/s/%s" % (environ.get("HTTP_HOST", "127.0.0.1"),
+                                               share["token"])
+        shares.append(share)
+    return visible(share)
+
+
+def shares_request(environ, user, rest):
+    method = environ["REQUEST_METHOD"]
+    try:
+        if environ.get("HTTP_OCS_APIREQUEST", "").lower() != "true":
+            body = json.dumps({"message": "CSRF check failed"}).encode()
+            raise Answer("412 Precondition Failed", [("Content-Type", "application/json")],
+                         body)
+        if rest and method == "GET":
+            with lock:
+                found = [s for s in shares if s["id"] == rest and s["uid_owner"] == user]
+            if not found:
+                raise Ocs(404, "Wrong share ID, share does not exist")
+            ocs_answer(environ, 200, "OK", [visible(found[0])])
+        if not rest and method == "GET":
+            query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+            path = node_of(user, query["path"])[0] if query.get("path") else None
+            with lock:
+                mine = [visible(s) for s in shares
+                        if s["uid_owner"] == user and path in (None, s["path"])]
+            ocs_answer(environ, 200, "OK", mine)
+        if not rest and method == "POST":
+            ocs_answer(environ, 200, "OK", create_share(environ, user))
+        raise Answer("405 Method Not Allowed")
+    except Ocs as refusal:
+        ocs_answer(environ, refusal.status, refusal.message, refusal.data)
+
+
 def nextcloud(environ, start_response):
     # PEP 3333: PATH_INFO is the URL's path, percent-decoded, as latin-1 code points.
     path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
@@ -403,6 +580,8 @@ def nextcloud(environ, start_response):
             if owner != user:
                 raise Answer("403 Forbidden")
             uploads_request(environ, user, rest)
+        if path == SHARES or path.startswith(SHARES + "/"):
+            shares_request(environ, user, path[len(SHARES):].strip("/"))
         if path.startswith(FILES + user + "/") and method == "PUT":
             put_file(environ, user, path)
         if path.startswith(FILES + user + "/") and method == "MKCOL":
@@ -434,6 +613,15 @@ class Nextcloud(HttpServer):
         """The folder holding ``login``'s upload folders (``/remote.php/dav/uploads/<login>/``)."""
         return self.root / "uploads" / login
 
+    def shares(self, login: str, path: str | None = None) -> list[dict]:
+        """``login``'s shares (of ``path``, from its files, when given), read with a plain
+        GET of the OCS Share API, as JSON."""
+        answer = requests.get(f"{self.base_url}{SHARES}", auth=(login, self.users[login]),
+                              params={"format": "json", **({"path": path} if path else {})},
+                              headers={"OCS-APIRequest": "true"}, timeout=30)
+        answer.raise_for_status()
+        return answer.json()["ocs"]["data"]
+
     def space_url(self) -> str:
         """The batch's ``url`` for this server, as for a real Nextcloud."""
         return f"{self.base_url}/remote.php/dav/files/{{login}}/"
@@ -445,12 +633,14 @@ class Nextcloud(HttpServer):
 
 def start_nextcloud(base: Path, users: dict[str, str], quotas: dict[str, int] | None = None,
                     put_cap: int = PUT_CAP, min_chunk: int = MIN_CHUNK,
-                    windows_names: bool = False) -> Nextcloud:
+                    windows_names: bool = False, groups: dict[str, list[str]] | None = None
+                    ) -> Nextcloud:
     """Start the test server with its files in ``base`` (created if missing), one space per
     user of ``users`` (login: password). ``quotas`` (login: bytes): writes beyond are
     answered 507. ``put_cap``: the largest PUT taken (413 beyond; Nextcloud's default, 512
     MB, unless given). ``min_chunk``: the smallest chunk but the last (5 MiB unless given).
-    ``windows_names``: "Windows compatible filenames" on.
+    ``windows_names``: "Windows compatible filenames" on. ``groups`` (name: logins): the
+    groups a share may name.
     Raises RuntimeError with the log's end when it does not start."""
     root = Path(base)
     for folder in ("spaces", "uploads", "parts"):
@@ -465,6 +655,7 @@ def start_nextcloud(base: Path, users: dict[str, str], quotas: dict[str, int] | 
             "host": "127.0.0.1", "port": port, "root": str(root), "users": users,
             "quotas": quotas or {}, "put_cap": put_cap, "min_chunk": min_chunk,
             "max_chunks": MAX_CHUNKS, "windows_names": windows_names,
+            "groups": groups or {},
             "wsgidav": _wsgidav(root, port, users)}),
             encoding="utf-8")
         with open(root / "nextcloud.log", "ab") as log:

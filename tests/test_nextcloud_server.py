@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import socket
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import requests
 
-from tests.nextcloud import MIB, Nextcloud, start_nextcloud
+from tests.nextcloud import MIB, SHARES, Nextcloud, start_nextcloud
 from tests.test_webdav_sink import cut_put
 
 AUTH = ("u", "p")
@@ -186,3 +188,83 @@ def test_with_windows_names_windows_names_are_refused_too(tmp_path) -> None:
                             timeout=30).status_code == 201
     finally:
         server.stop()
+
+
+
+def ocs(server: Nextcloud, method: str = "GET", auth: tuple[str, str] = AUTH,
+        headers: dict[str, str] | None = None, **fields: str) -> requests.Response:
+    """A request to the OCS Share API, its fields in the query (GET) or the form (POST)."""
+    query, form = (fields, None) if method == "GET" else ({}, fields)
+    return requests.request(method, f"{server.base_url}{SHARES}", auth=auth, params=query,
+                            data=form, timeout=30,
+                            headers={"OCS-APIRequest": "true"} if headers is None else headers)
+
+
+@pytest.fixture
+def sharing(tmp_path: Path):
+    server = start_nextcloud(tmp_path / "nextcloud", {"u": "p", "v": "q"},
+                             groups={"urbanisme": ["v"]})
+    assert requests.request("MKCOL", files(server, "Dossier"), auth=AUTH,
+                            timeout=30).status_code == 201
+    assert requests.put(files(server, "Dossier/a.txt"), data=b"a", auth=AUTH,
+                        timeout=30).status_code == 201
+    yield server
+    server.stop()
+
+
+def test_shares_are_made_and_read_back_through_the_ocs_share_api(sharing) -> None:
+    # Without OCS-APIRequest: refused before anything.
+    refused = ocs(sharing, "POST", headers={}, path="/Dossier", shareType="0", shareWith="v")
+    assert refused.status_code == 412 and "CSRF" in refused.text
+    made = ocs(sharing, "POST", path="/Dossier", shareType="0", shareWith="v",
+               permissions="15")
+    assert made.status_code == 200, made.text
+    # XML by default: the OCS envelope, statuscode 200 on v2, the new share's id.
+    envelope = ElementTree.fromstring(made.content)
+    assert envelope.findtext("meta/statuscode") == "200"
+    share_id = envelope.findtext("data/id")
+    assert share_id
+    link = ocs(sharing, "POST", path="Dossier/a.txt", shareType="3", expireDate="2099-01-31",
+               password="secret-du-lien")
+    assert link.status_code == 200, link.text
+    listed = sharing.shares("u", "/Dossier")
+    assert [(s["id"], s["share_type"], s["share_with"], s["permissions"], s["item_type"])
+            for s in listed] == [(share_id, 0, "v", 15, "folder")]
+    [public] = sharing.shares("u", "Dossier/a.txt")
+    assert (public["share_type"], public["permissions"], public["expiration"]) == (
+        3, 1, "2099-01-31 00:00:00")
+    assert public["token"] and "secret-du-lien" not in json.dumps(public)
+    assert len(sharing.shares("u")) == 2 and sharing.shares("v") == []
+
+
+@pytest.mark.parametrize(("fields", "status", "says"), [
+    ({"path": "/absent", "shareType": "0", "shareWith": "v"}, 404, "does not exist"),
+    ({"path": "/Dossier", "shareType": "2", "shareWith": "v"}, 400, "Unknown share type"),
+    ({"path": "/Dossier", "shareType": "0", "shareWith": "nobody"}, 404, "valid user"),
+    ({"path": "/Dossier", "shareType": "1", "shareWith": "nobody"}, 404, "valid group"),
+    ({"path": "/Dossier", "shareType": "0", "shareWith": "u"}, 403, "yourself"),
+    ({"path": "/Dossier/a.txt", "shareType": "0", "shareWith": "v", "permissions": "5"},
+     403, "create permissions"),
+    ({"path": "/Dossier", "shareType": "0", "shareWith": "v", "permissions": "2"}, 403,
+     "read permissions"),
+    ({"path": "/Dossier", "shareType": "3", "expireDate": "31/01/2099"}, 404,
+     "YYYY-MM-DD"),
+    ({"path": "/Dossier", "shareType": "3", "expireDate": "2001-01-01"}, 404, "past"),
+])
+def test_the_share_api_refuses_what_nextcloud_refuses(sharing, fields, status, says) -> None:
+    answer = ocs(sharing, "POST", headers={"OCS-APIRequest": "true",
+                                           "Accept": "application/json"}, **fields)
+    assert answer.status_code == status, answer.text
+    meta = answer.json()["ocs"]["meta"]
+    assert meta["statuscode"] == status and says in meta["message"]
+    assert sharing.shares("u") == []
+
+
+def test_a_user_or_group_already_shared_with_is_refused(sharing) -> None:
+    for kind, who in (("0", "v"), ("1", "urbanisme")):
+        assert ocs(sharing, "POST", path="/Dossier", shareType=kind,
+                   shareWith=who).status_code == 200
+        again = ocs(sharing, "POST", path="/Dossier", shareType=kind, shareWith=who)
+        assert again.status_code == 403 and "already shared" in again.text
+    assert ocs(sharing, "GET", path="/absent").status_code == 404
+    assert len(sharing.shares("u", "/Dossier")) == 2

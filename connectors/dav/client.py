@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Self
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 from xml.etree import ElementTree
 
 import requests
@@ -92,11 +92,12 @@ class DavClient:
         return self.origin + quote(path, safe=PATH_SAFE)
 
     def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                body: bytes | IO[bytes] | None = None, stream: bool = False
-                ) -> requests.Response:
+                body: bytes | IO[bytes] | None = None, stream: bool = False,
+                query: dict[str, str] | None = None) -> requests.Response:
         """The server's answer. Redirects are followed for bodies that can be sent again
-        (none, or bytes); a login refused raises ``ConnectError`` (``auth_failed``)."""
-        url = self.url(path)
+        (none, or bytes); a login refused raises ``ConnectError`` (``auth_failed``).
+        ``query``: the URL's query, each value percent-encoded."""
+        url = self.url(path) + (f"?{urlencode(query)}" if query else "")
         for _ in range(MAX_REDIRECTS + 1):
             response = self._send(method, url, headers, body, stream)
             location = response.headers.get("Location")

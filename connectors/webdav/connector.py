@@ -64,6 +64,12 @@ class WebDavConfig(Section):
         "compatible filenames\"); default: the profile's. Other names are renamed, each "
         "rename a line in the report."
     )
+    apply_sharing: bool = Field(
+        False, description="With profile = \"nextcloud\" only: after each run, apply each "
+        "space's sharing (the CSV of work/sharing/) as Nextcloud shares through its share API: "
+        "users mapped to a login, anonymous links with their expiry; what Nextcloud cannot say "
+        "(groups, links for the organisation, guests) is a line of the report."
+    )
     timeout: float = Field(60.0, gt=0)
     max_item_size: int | None = Field(
         None, gt=0, description="The largest file the server takes, in bytes; larger ones "
@@ -75,6 +81,8 @@ class WebDavConfig(Section):
         """Nextcloud's chunked uploads go beside the user's files: its URL must say where."""
         if self.profile == "nextcloud" and FILES not in urlsplit(self.url).path:
             raise refused("batch_nextcloud_url")
+        if self.apply_sharing and self.profile != "nextcloud":
+            raise refused("batch_apply_sharing_profile", profile=self.profile)
         return self
 
 
@@ -105,6 +113,17 @@ def _open_source(context: Context, account: Account, workload: str) -> Any:
     return WebDavSource(dav_client(context, account, space_url(account.config, account.login)))
 
 
+def _open_sharing(context: Context, account: Account, workload: str) -> Any:
+    """Nextcloud's share API for the account's space, when the section asks for it."""
+    from connectors.dav.connector import dav_client
+    from connectors.webdav.shares import NextcloudShares
+
+    config: WebDavConfig = account.config
+    if not config.apply_sharing:
+        return None
+    return NextcloudShares(dav_client(context, account, space_url(config, account.login)))
+
+
 def _refusals(config: WebDavConfig, workload: str) -> list[tuple[str, dict[str, Any]]]:
     return profiles.refusals(profiles.PROFILES[config.profile], workload)
 
@@ -119,6 +138,7 @@ register(Connector(
     reads=frozenset({"files"}),
     writes=frozenset({"files"}),
     open_source=_open_source, open_sink=_open_sink,
+    open_sharing=_open_sharing,
     capabilities=Capabilities(keeps_bytes=True, keeps_mtime=False, deletes=True,
                               versions=True, name_rules=NAME_RULES),
     example='''url = "https://fichiers.ville.example/dav/{login}/"  # each user's space /
@@ -126,6 +146,8 @@ register(Connector(
 # ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
 connections = 4               # files at once per drive / fichiers à la fois par espace
 profile = "generic"           # generic, apache, nextcloud, xwiki (refused / refusé)
+# apply_sharing = true        # nextcloud: sharing applied through its share API /
+                              # partages appliqués par son API de partage
 ''',
     account_slots=lambda config: config.connections,
     largest_item=lambda config: config.max_item_size,
