@@ -179,17 +179,18 @@ the same set (plus ``.part`` and ``.filepart``, its own)."""
 NEXTCLOUD = NameRules(
     "nextcloud", refused_characters="\\", refuses_controls=True,
     reserved_names=frozenset({".htaccess"}), refused_endings=(".part", ".filepart"),
-    max_name_bytes=None, max_name_characters=250, max_path_characters=4000)
+    max_name_characters=250, max_path_characters=4000)
 """Nextcloud's defaults (admin manual, ``config.sample.php``): ``/``, ``\\`` and ASCII 0-31
 always refused, ``.htaccess`` (``forbidden_filenames``), the ``.part`` and ``.filepart``
 endings (``forbidden_filename_extensions``); a name of 250 characters at most and a path of
-4,000 (its file cache's columns)."""
+4,000 (its file cache's columns), and 255 bytes a name, the file system's under its data
+folder (a name of 200 "é" is 400 bytes: the Nextcloud test server's disk refused it)."""
 
 NEXTCLOUD_WINDOWS = NameRules(
     "nextcloud-windows", refused_characters='<>:"|?*\\', refuses_controls=True,
     reserved_names=frozenset({".htaccess"}), reserved_basenames=WINDOWS_RESERVED,
-    refused_endings=(" ", ".", ".part", ".filepart"), max_name_bytes=None,
-    max_name_characters=250, max_path_characters=4000)
+    refused_endings=(" ", ".", ".part", ".filepart"), max_name_characters=250,
+    max_path_characters=4000)
 """Nextcloud 31 or later with "Windows compatible filenames" on (admin manual, "Windows
 compatible filenames"): Windows's characters, base names and endings added to its own.
 It does not fold case."""

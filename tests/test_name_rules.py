@@ -51,8 +51,10 @@ def test_a_long_name_keeps_its_extension_and_two_alike_stay_apart():
     second, _ = POSIX.rename("é" * 199 + "e.docx")
     assert code == RENAMED_LONG and first != second
     assert all(len(n.encode()) <= 255 and n.endswith(".docx") for n in (first, second))
-    wide, _ = NEXTCLOUD.rename("é" * 252)
-    assert len(wide) == 250 and "~" in wide  # counted in characters there
+    wide, _ = NEXTCLOUD.rename("e" * 252)
+    assert len(wide) == 250 and "~" in wide  # 250 characters there
+    accented, _ = NEXTCLOUD.rename("é" * 200)
+    assert len(accented.encode()) <= 255 and "~" in accented  # and 255 bytes
 
 
 def test_a_path_over_the_longest_is_fitted_by_its_last_name_or_refused():
