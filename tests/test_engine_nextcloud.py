@@ -9,13 +9,13 @@ import hashlib
 import os
 import random
 import signal
-from pathlib import Path
 from urllib.parse import quote, unquote
 from xml.etree import ElementTree
 
 import requests
 
 from tests.cli import bascule, report
+from tests.exports import export_drive, export_to_webdav
 from tests.faults import kill_in_flight
 from tests.graph_files import FixtureFiles, running_download_server, seed_files
 from tests.graph_server import french_tenant, running_graph_server
@@ -107,32 +107,12 @@ def test_killed_in_the_middle_of_chunked_uploads_then_run_again(fault_proxy, tmp
     try:
         proxy = fault_proxy((server.host, server.port))
         rng = random.Random(11)
-        expected = {}
-        for number in range(8):
-            size = 22 * MIB + number if number % 2 == 0 else 200_000 + number
-            content = rng.randbytes(size)
-            path = Path(f"Dossier {number % 2}", f"fichier {number}.bin")
-            target = tmp_path / "export" / LOGIN / "files" / "Partage" / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-            expected[path.as_posix()] = hashlib.sha256(content).hexdigest()
-        batch = tmp_path / "batch.toml"
-        (tmp_path / "users.csv").write_text(
-            f"source,target,source_secret,target_secret\n{LOGIN},{LOGIN},,env:ALICE_TARGET\n",
-            encoding="utf-8")
-        batch.write_text(f"""
-name = "pannes"
-workloads = ["files"]
-[source]
-type = "folder"
-path = "export"
-[targets.files]
-type = "webdav"
-url = "http://127.0.0.1:{proxy.port}/remote.php/dav/files/{{login}}/"
-profile = "nextcloud"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
+        expected = export_drive(tmp_path, LOGIN, {
+            f"Dossier {n % 2}/fichier {n}.bin":
+                rng.randbytes(22 * MIB + n if n % 2 == 0 else 200_000 + n) for n in range(8)})
+        batch = export_to_webdav(
+            tmp_path, LOGIN, f"http://127.0.0.1:{proxy.port}/remote.php/dav/files/{{login}}/",
+            'profile = "nextcloud"')
         env = {**os.environ, "ALICE_TARGET": PASSWORD, "PYTHONPATH": str(ROOT)}
 
         outcomes = [kill_in_flight(batch, env, proxy, start) for start in (

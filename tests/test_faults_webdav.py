@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.exports import export_drive, export_to_webdav
 from tests.faults import kill_in_flight, wait_for
 from tests.wsgidav import start_wsgidav
 
@@ -24,35 +25,13 @@ def export(folder: Path, count: int, size: int) -> dict[str, str]:
     """A drive of ``count`` files of about ``size`` bytes in a few folders, as a local
     export; their SHA-256 by path inside the drive."""
     rng = random.Random(7)
-    files = {}
-    for number in range(count):
-        path = Path(f"Dossier {number % 4}", f"Sous-dossier {number % 3}", f"fichier {number}.bin")
-        content = rng.randbytes(size + number)
-        target = folder / LOGIN / "files" / "Partage" / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-        files[path.as_posix()] = hashlib.sha256(content).hexdigest()
-    return files
+    return export_drive(folder, LOGIN, {
+        f"Dossier {n % 4}/Sous-dossier {n % 3}/fichier {n}.bin": rng.randbytes(size + n)
+        for n in range(count)})
 
 
 def write_batch(folder: Path, url: str) -> Path:
-    (folder / "users.csv").write_text(
-        f"source,target,source_secret,target_secret\n{LOGIN},{LOGIN},,env:ALICE_TARGET\n",
-        encoding="utf-8")
-    path = folder / "batch.toml"
-    path.write_text(f"""
-name = "pannes"
-workloads = ["files"]
-[source]
-type = "folder"
-path = "export"
-[targets.files]
-type = "webdav"
-url = "{url}"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
-    return path
+    return export_to_webdav(folder, LOGIN, url)
 
 
 def landed(space: Path) -> dict[str, str]:
@@ -70,7 +49,7 @@ def test_killed_with_uploads_in_flight_then_run_again_each_file_once(fault_proxy
     server = start_wsgidav(tmp_path / "wsgidav", {LOGIN: PASSWORD})
     try:
         proxy = fault_proxy((server.host, server.port))
-        files = export(tmp_path / "export", 60, 300_000)
+        files = export(tmp_path, 60, 300_000)
         batch = write_batch(tmp_path, f"http://127.0.0.1:{proxy.port}/{{login}}/")
         env = {**os.environ, "ALICE_TARGET": PASSWORD, "PYTHONPATH": str(ROOT)}
 
@@ -103,7 +82,7 @@ def test_a_connection_reset_in_the_middle_of_a_file_is_tried_again_in_the_run(
     server = start_wsgidav(tmp_path / "wsgidav", {LOGIN: PASSWORD})
     try:
         proxy = fault_proxy((server.host, server.port))
-        files = export(tmp_path / "export", 12, 1_000_000)
+        files = export(tmp_path, 12, 1_000_000)
         batch = write_batch(tmp_path, f"http://127.0.0.1:{proxy.port}/{{login}}/")
         env = {**os.environ, "ALICE_TARGET": PASSWORD, "PYTHONPATH": str(ROOT)}
 
@@ -127,7 +106,7 @@ def test_a_server_gone_in_the_middle_of_a_run_loses_nothing(fault_proxy, tmp_pat
     server = start_wsgidav(tmp_path / "wsgidav", {LOGIN: PASSWORD})
     try:
         proxy = fault_proxy((server.host, server.port))
-        files = export(tmp_path / "export", 12, 1_000_000)
+        files = export(tmp_path, 12, 1_000_000)
         batch = write_batch(tmp_path, f"http://127.0.0.1:{proxy.port}/{{login}}/")
         env = {**os.environ, "ALICE_TARGET": PASSWORD, "PYTHONPATH": str(ROOT)}
 

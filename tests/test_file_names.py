@@ -15,12 +15,12 @@ import requests
 from mappings.names import distinct
 from tests.apache import Apache, start_apache
 from tests.cli import bascule, report
+from tests.exports import DRIVE, export_drive, export_to_webdav
 from tests.nextcloud import start_nextcloud
 from tests.wsgidav import WsgiDav, start_wsgidav
 
 LOGIN = "alice"
 PASSWORD = "alice-target"
-DRIVE = "Partage"
 
 
 def sha(data: bytes) -> str:
@@ -28,34 +28,11 @@ def sha(data: bytes) -> str:
 
 
 def export(folder: Path, files: dict[str, bytes]) -> None:
-    """The drive ``DRIVE`` of a local export, with ``files`` by path inside it."""
-    drive = folder / "export" / LOGIN / "files" / DRIVE
-    for path, content in files.items():
-        target = drive / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
+    export_drive(folder, LOGIN, files)
 
 
 def write_batch(folder: Path, url: str, target: str = "", run: str = "") -> Path:
-    (folder / "users.csv").write_text(
-        f"source,target,source_secret,target_secret\n{LOGIN},{LOGIN},,env:ALICE_TARGET\n",
-        encoding="utf-8")
-    path = folder / "batch.toml"
-    path.write_text(f"""
-name = "noms"
-workloads = ["files"]
-[source]
-type = "folder"
-path = "export"
-[targets.files]
-type = "webdav"
-url = "{url}"
-{target}
-[run]
-work_dir = "work"
-{run}
-""", encoding="utf-8")
-    return path
+    return export_to_webdav(folder, LOGIN, url, target, run)
 
 
 def landed(server: WsgiDav | Apache) -> dict[str, str]:

@@ -21,6 +21,7 @@ from connectors.base import CREATE_ONLY, ConnectError, Document, ItemRejected, V
 from connectors.dav.client import DavClient
 from connectors.webdav.sink import WebDavSink
 from tests.cli import bascule
+from tests.exports import export_to_webdav
 from tests.nextcloud import MIB, Nextcloud, start_nextcloud
 
 MODIFIED = datetime(2023, 5, 4, 3, 2, 1, tzinfo=UTC)
@@ -155,23 +156,9 @@ def test_content_that_changed_while_read_is_not_assembled(nextcloud) -> None:
 
 
 def test_a_nextcloud_batch_must_name_a_users_files(tmp_path: Path) -> None:
-    (tmp_path / "users.csv").write_text(
-        "source,target,source_secret,target_secret\na@b.fr,alice,,env:X\n", encoding="utf-8")
     (tmp_path / "export").mkdir()
-    batch = tmp_path / "batch.toml"
-    batch.write_text('''
-name = "nc"
-workloads = ["files"]
-[source]
-type = "folder"
-path = "export"
-[targets.files]
-type = "webdav"
-url = "https://cloud.ville.example/dav/{login}/"
-profile = "nextcloud"
-[run]
-work_dir = "work"
-''', encoding="utf-8")
+    batch = export_to_webdav(tmp_path, "alice", "https://cloud.ville.example/dav/{login}/",
+                             'profile = "nextcloud"', secret="env:X")
     code, output = bascule("plan", str(batch))
     assert code == 2, output
     assert "/remote.php/dav/files/" in output, output
