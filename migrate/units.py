@@ -441,6 +441,9 @@ class DocumentRunner:
         planned = Planned()
         with bench.document_source(user, workload) as source:
             containers = source.document_containers(workload)
+            # What it left out while finding its containers (hidden folders, files outside
+            # any drive), in the run's report as in the plan's.
+            planned.rows.extend(note_rows(user, source_notes(source)))
         for container in containers:
             key = container_key(container.path)
             planned.units.append(PlannedUnit(

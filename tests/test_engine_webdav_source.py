@@ -98,6 +98,11 @@ def test_drives_move_from_apache_to_wsgidav_and_read_back_the_same(tmp_path, mon
         assert code == 0, output
         assert report(tmp_path, "run")["summary"]["copied"] == len(TREE)
         assert files_of(target) == files_of(source)
+        # What the source left out is in the run's report as in the audit's.
+        assert sorted((e["code"], e["source_id"]) for e in report(tmp_path, "run")["entries"]
+                      if e.get("code") in ("file_outside_drives", "hidden_file_skipped")) == [
+            ("file_outside_drives", "Lisez-moi.txt"),
+            ("hidden_file_skipped", "OneDrive/.DS_Store")]
         assert {mtime for _, mtime in files_of(target).values()} == {WHEN.timestamp()}
         assert not list(target.rglob(".*")), "a temporary or hidden file on the target"
         assert [p.name for p in target.iterdir() if p.is_file()] == []
