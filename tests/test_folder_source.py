@@ -70,3 +70,19 @@ def test_links_hidden_and_half_written_files_are_never_read(tmp_path: Path):
     assert [ref.source_id for ref in refs] == ["kept.ics"]
     notes = sorted((note.code, note.subject) for note in source.drain_notes())
     assert notes == [("symlink_skipped", "Boucle"), ("symlink_skipped", "Calendrier/link.ics")]
+
+
+def test_a_file_deleted_between_listing_and_reading_is_said_and_the_others_read(
+        tmp_path: Path):
+    drive = tmp_path / "files" / "Partage"
+    drive.mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (drive / name).write_bytes(name.encode())
+    source = FolderSource(tmp_path / "files", "files")
+    [container] = source.document_containers("files")
+    listing = source.list_documents(container, None)
+    (drive / "b.txt").unlink()
+    read = [document.name for document in source.fetch_documents(container, listing.refs)]
+    assert read == ["a.txt", "c.txt"]
+    assert [(note.code, note.subject) for note in source.drain_notes()] == [
+        ("gone_before_read", "b.txt")]

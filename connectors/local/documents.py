@@ -324,7 +324,8 @@ class FolderSource:
                     continue
                 with _open_no_follow(path) as body:
                     fingerprint, size = fingerprint_of(body)
-            except FileNotFoundError:
+            except FileNotFoundError:  # deleted since the listing: the next one says so
+                self._notes.append(SourceNote("gone_before_read", ref.source_id))
                 continue
             except OSError as error:
                 self._notes.append(SourceNote("unreadable_item", ref.source_id, str(error)))
