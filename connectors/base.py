@@ -375,6 +375,11 @@ CREATE_ONLY = None
 """``expected`` of a document write that must not replace anything (HTTP ``If-None-Match: *``)."""
 ANY_VERSION = "*"
 """``expected`` of a document write that replaces whatever is there, or creates it."""
+PENDING_VERSION = "\0pending"
+"""A write's version not asked for yet (``connectors.protocols.LateVersionSink``)."""
+CHANGED_VERSION = '"bascule:changed-since-written"'
+"""The version recorded for an item found changed between its write and the reading of its
+version: it matches no version a target gives, so its next write is a conflict."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,24 @@ class RemovingMailSink(Protocol):
 
 
 @runtime_checkable
+class LateVersionSink(Protocol):
+    """An optional ability of a document sink: leaving a write's version to be asked for
+    later, with others', where the write's answer does not give it and asking for it alone
+    would cost a round trip per item."""
+
+    def defer_versions(self) -> None:
+        """From now on ``put`` may answer ``PENDING_VERSION``, for ``versions`` to fill."""
+
+    def versions(self, native_name: str, written: Sequence[tuple[DocumentStored, int]]
+                 ) -> list[DocumentStored]:
+        """Each item written (with its size) as ``put`` answered it, its version now the
+        target's, asked for at once for many (one request a folder). An item no longer
+        there, or of another size there, was written over by someone in between: it gets
+        ``CHANGED_VERSION``, so that its next write is a conflict, never an overwrite.
+        Raises ``ConnectError`` when the target cannot be asked."""
+
+
+@runtime_checkable
 class ListedCountSink(Protocol):
     """An optional ability of a mail sink: how many items a folder held when this command
     listed the account's folders, without a round trip (and without a connection of its

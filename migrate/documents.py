@@ -31,6 +31,7 @@ from connectors.base import (
     ANY_VERSION,
     CREATE_ONLY,
     DEFAULT_CONTAINER,
+    PENDING_VERSION,
     BasculeError,
     ConnectError,
     Container,
@@ -47,6 +48,7 @@ from connectors.protocols import (
     DefaultContainerSink,
     DocumentSink,
     DocumentSource,
+    LateVersionSink,
 )
 from mappings.names import RENAMED_TAKEN, distinct
 from migrate.compare import Finding, FolderCheck
@@ -63,6 +65,9 @@ from migrate.mail import (
 from migrate.prefetch import read_ahead
 
 INFLIGHT_CHUNK = 16
+Attempt = tuple[DocumentStored | None, bool, BasculeError | None]
+"""What a write came to: where the target holds it, whether it was written (not found
+there already), or the error that stopped it."""
 RETRY_WAITS = (0.5, 2.0)
 """Seconds before each new try of a write whose connection dropped or timed out."""
 TRANSIENT = frozenset({"connection_lost", "timeout"})
@@ -202,6 +207,8 @@ class DocumentUnit:
         chunk's end. At most two chunks are in flight."""
         lanes = max(1, self.sink.capabilities.parallel_writes)
         size = max(INFLIGHT_CHUNK, 4 * lanes)
+        if isinstance(self.sink, LateVersionSink):
+            self.sink.defer_versions()  # asked for per chunk by _versioned
         fetched = read_ahead(self.source.fetch_documents(self.container, refs),
                              size=lambda document: document.size, max_items=2 * size)
         pending: list[tuple[list[Document], list[Future]]] = []
@@ -218,23 +225,45 @@ class DocumentUnit:
                 pending.append((chunk, [pool.submit(self._attempt, native, document,
                                                     known.get(document.source_id))
                                         for document in chunk]))
-                if len(pending) > 1 and self._record(*pending.pop(0)):
+                if len(pending) > 1 and self._record(native, *pending.pop(0)):
                     full = True
                     break
             while pending:
-                full = self._record(*pending.pop(0)) or full
+                full = self._record(native, *pending.pop(0)) or full
         if full:
             self._space_full(refs)
 
-    def _record(self, chunk: list[Document], writes: list[Future]) -> bool:
+    def _record(self, native: str, chunk: list[Document], writes: list[Future]) -> bool:
         """Wait for a chunk's writes and record them; whether the space was found full."""
-        attempted = [(document, write.result())
-                     for document, write in zip(chunk, writes, strict=True)]
+        attempted = self._versioned(native, [
+            (document, write.result()) for document, write in zip(chunk, writes, strict=True)])
         self.ledger.record_outcomes(self.unit.id, [
             self._outcome(document, *attempt) for document, attempt in attempted])
         self.result.notes.extend(source_notes(self.sink))  # what it changed
         return any(error is not None and error.code == "over_quota"
                    for _, (_, _, error) in attempted)
+
+    def _versioned(self, native: str, attempted: list[tuple[Document, Attempt]]
+                   ) -> list[tuple[Document, Attempt]]:
+        """The chunk's writes with the versions a sink left for later asked for at once
+        (``LateVersionSink``); where it cannot say them, those items are counted failed
+        (they are on the target: the next run finds them there)."""
+        late = [index for index, (_, (stored, _, _)) in enumerate(attempted)
+                if stored is not None and stored.version == PENDING_VERSION]
+        if not late or not isinstance(self.sink, LateVersionSink):
+            return attempted
+        try:
+            filled = self.sink.versions(native, [
+                (attempted[index][1][0], attempted[index][0].size) for index in late])
+        except ConnectError as error:
+            answered: list[Attempt] = [(None, False, error)] * len(late)
+        else:
+            answered = [(stored, attempted[index][1][1], None)
+                        for index, stored in zip(late, filled, strict=True)]
+        settled = list(attempted)
+        for index, attempt in zip(late, answered, strict=True):
+            settled[index] = (attempted[index][0], attempt)
+        return settled
 
     def _attempt(self, native: str, document: Document, previous: ItemRecord | None
                  ) -> tuple[DocumentStored | None, bool, BasculeError | None]:

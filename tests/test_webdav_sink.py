@@ -140,3 +140,63 @@ def test_a_path_of_300_characters_lands_found_and_listed(kind: str, tmp_path: Pa
         sink.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["wsgidav", "apache"])
+def test_versions_asked_for_later_are_the_servers_and_a_file_changed_meanwhile_is_said(
+        kind: str, tmp_path: Path) -> None:
+    """With ``defer_versions``, a write whose answer holds no ETag (a MOVE into WsgiDAV, a
+    PUT into Apache) answers ``PENDING_VERSION``; ``versions`` then gives each file the
+    ETag the server lists, from one listing of the folder, or from a HEAD each where the
+    folder holds many more files than it settles; a file written over by someone in
+    between (another size) gets ``CHANGED_VERSION``."""
+    from connectors.base import CHANGED_VERSION, PENDING_VERSION, Document
+    from connectors.dav.client import DavClient
+    from connectors.spool import Spool
+    from connectors.webdav.sink import LISTED_SHARE, WebDavSink
+
+    start = start_wsgidav if kind == "wsgidav" else start_apache
+    server = start(tmp_path / kind, {"u": "p"})
+    space = server.space_url().replace("{login}", "u")
+    try:
+        client = DavClient(space, "u", "p", ca_file=None, timeout=30)
+        sink = WebDavSink(client, whole_puts=kind == "apache", sets_mtime=False)
+        sink.defer_versions()
+        native = sink.ensure_container(("Partage",))
+
+        def put(name: str, content: bytes):
+            body = Spool.from_chunks([content])
+            return sink.put(native, Document(name, "v1", name, (), body.fingerprint,
+                                             body.size, None, body.open)), body.size
+
+        def listed(name: str) -> str:
+            answer = requests.request("PROPFIND", f"{space}Partage/{name}", auth=("u", "p"),
+                                      headers={"Depth": "0"}, timeout=30)
+            return re.search(r"getetag>([^<]*)<", answer.text).group(1)  # type: ignore[union-attr]
+
+        written = [put(f"f{n}.txt", b"x" * (n + 1)) for n in range(LISTED_SHARE * 3)]
+        assert {stored.version for stored, _ in written} == {PENDING_VERSION}
+        answered = sink.versions(native, written)
+        assert [stored.version.strip('"').removeprefix("W/").strip('"')
+                for stored in answered] == [listed(f"f{n}.txt").removeprefix("W/").strip('"')
+                                            for n in range(len(written))]
+
+        # One more file in a folder of a dozen: a HEAD, not a listing, and the same ETag.
+        late, size = put("g.txt", b"one")
+        [headed] = sink.versions(native, [(late, size)])
+        assert headed.version.removeprefix("W/").strip('"') \
+            == listed("g.txt").removeprefix("W/").strip('"')
+
+        # Written over by someone between the write and the asking: found by a listing,
+        # and by a HEAD.
+        late, size = put("h.txt", b"mine")
+        (server.space("u") / "Partage" / "h.txt").write_bytes(b"someone else's, longer")
+        [changed] = sink.versions(native, [(late, size)] + written[:LISTED_SHARE])[:1]
+        assert changed.version == CHANGED_VERSION
+        late, size = put("k.txt", b"mine")
+        (server.space("u") / "Partage" / "k.txt").write_bytes(b"someone else's, longer")
+        [changed] = sink.versions(native, [(late, size)])
+        assert changed.version == CHANGED_VERSION
+        sink.close()
+    finally:
+        server.stop()

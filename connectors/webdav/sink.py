@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -52,7 +52,9 @@ import requests
 
 from connectors.base import (
     ANY_VERSION,
+    CHANGED_VERSION,
     CREATE_ONLY,
+    PENDING_VERSION,
     ConnectError,
     ContainerRefused,
     Document,
@@ -81,6 +83,9 @@ LISTED = [(DAV, "resourcetype"), (DAV, "getetag"), (DAV, "getcontentlength"),
 REFUSED_AS_TOO_BIG = frozenset({413})
 REFUSED_AS_FULL = frozenset({507})
 NAME_LOCKS = 64
+LISTED_SHARE = 4
+"""``versions`` lists a folder where the files it settles there are at least a quarter of
+what the folder held at its last listing."""
 _PROPSTAT_STATUS = re.compile(r"<(?:\w+:)?status>\s*HTTP/[\d.]+\s+(\d{3})")
 
 
@@ -123,6 +128,9 @@ class WebDavSink:
         self._made: set[str] = set()
         self._sets_mtime = sets_mtime
         self._whole_puts = whole_puts
+        self._deferring = False
+        self._listed: dict[str, int] = {}
+        """Files each folder held at its last listing by ``versions``."""
         self._oc_headers = oc_headers
         self._chunk_size = chunk_size
         self._uploads = chunked.uploads_path(self.root) if chunk_size else None
@@ -194,7 +202,7 @@ class WebDavSink:
             elif document.modified is not None:
                 self._set_mtime(native_name, place, document.modified)
                 answer = None  # the date changed the version the write answered
-            version = self._written(place, target_ref, answer)
+            version = self._written(target_ref, answer)
         if version is None:
             raise ConnectError(f"{place}: not found right after it was written",
                                code="connection_lost", where=self.client.where)
@@ -219,14 +227,9 @@ class WebDavSink:
         pending = [native_name]
         while pending:
             folder = pending.pop(0)
-            for resource in self.client.propfind(self.root + folder + "/", "1", LISTED):
-                inside = self._inside(resource.path)
-                if inside is None or inside.rstrip("/") == folder:
-                    continue
-                if f"{{{DAV}}}collection" in resource.kinds():
-                    pending.append(inside.rstrip("/"))
-                    continue
-                if inside.endswith(TEMPORARY_SUFFIX):
+            for inside, resource in self._members_of(folder):
+                if resource is None:
+                    pending.append(inside)
                     continue
                 stored = _stored(inside, resource)
                 yield replace(stored, fingerprint=self._hash(inside)) if fingerprints \
@@ -261,6 +264,39 @@ class WebDavSink:
     def drain_notes(self) -> list[SourceNote]:
         notes, self._notes = self._notes, []
         return notes
+
+    # --- LateVersionSink ------------------------------------------------------------
+
+    def defer_versions(self) -> None:
+        self._deferring = True
+
+    def versions(self, native_name: str, written: Sequence[tuple[DocumentStored, int]]
+                 ) -> list[DocumentStored]:
+        """The versions of files written, one PROPFIND of depth 1 a folder where the
+        files to settle are a good part of what the folder holds (as its last listing
+        counted it: listing a folder of 40,000 files for 16 of them, chunk after chunk,
+        would cost more than it saves), a HEAD a file elsewhere."""
+        by_folder: dict[str, list[int]] = {}
+        for index, (stored, _) in enumerate(written):
+            by_folder.setdefault(stored.target_ref.rpartition("/")[0], []).append(index)
+        found: dict[str, StoredDocument | None] = {}
+        for folder, indexes in by_folder.items():
+            if len(indexes) * LISTED_SHARE >= self._listed.get(folder, len(indexes)):
+                listed = {inside: _stored(inside, resource) for inside, resource in
+                          self._members_of(folder) if resource is not None}
+                self._listed[folder] = len(listed)
+                found.update({written[i][0].target_ref: listed.get(written[i][0].target_ref)
+                              for i in indexes})
+                continue
+            found.update({written[i][0].target_ref: self._head(written[i][0].target_ref)
+                          for i in indexes})
+        answered = []
+        for stored, size in written:
+            there = found.get(stored.target_ref)
+            same = there is not None and there.version and there.size == size
+            answered.append(replace(stored, version=there.version if same and there
+                                    else CHANGED_VERSION))
+        return answered
 
     def close(self) -> None:
         self.client.close()
@@ -311,23 +347,32 @@ class WebDavSink:
             headers["OC-Checksum"] = "SHA256:" + document.fingerprint.removeprefix("sha256:")
         return headers
 
-    def _written(self, place: str, target_ref: str,
+    def _written(self, target_ref: str,
                  answer: requests.structures.CaseInsensitiveDict[str] | None) -> str | None:
         """The version of a file just written (``None``: not there): the ETag its write
         answered, where it answered one (WsgiDAV, Nextcloud) and nothing changed the file
-        since; else a HEAD's (Apache answers a PUT without one), which costs the server and
-        bascule less than a PROPFIND (no properties to gather, no XML to read); a PROPFIND
-        only where HEAD gives no ETag."""
+        since; else, once ``defer_versions`` was called, ``PENDING_VERSION`` for
+        ``versions`` to ask with others'; else ``_head``'s."""
         etag = answer.get("ETag") if answer is not None else None
-        if not etag:
-            with self.client.request("HEAD", place) as response:
-                if response.status_code == 404:
-                    return None
-                etag = response.headers.get("ETag") if response.status_code == 200 else None
         if etag:
             return _quoted(etag.strip())
-        stored = self._stat(target_ref)
+        if self._deferring:
+            return PENDING_VERSION
+        stored = self._head(target_ref)
         return stored.version if stored is not None else None
+
+    def _head(self, target_ref: str) -> StoredDocument | None:
+        """A file's version and size from a HEAD (Apache answers a PUT without an ETag),
+        which costs the server and bascule less than a PROPFIND (no properties to gather,
+        no XML to read); from a PROPFIND only where HEAD gives no ETag."""
+        with self.client.request("HEAD", self.root + target_ref) as response:
+            if response.status_code == 404:
+                return None
+            etag = response.headers.get("ETag") if response.status_code == 200 else None
+            length = response.headers.get("Content-Length")
+        if etag and length and length.isdigit():
+            return StoredDocument(target_ref, _quoted(etag.strip()), int(length))
+        return self._stat(target_ref)
 
     def _condition(self, place: str, target_ref: str, expected: str | None
                    ) -> dict[str, str]:
@@ -421,6 +466,19 @@ class WebDavSink:
             if f"{{{DAV}}}collection" not in resource.kinds():
                 return _stored(target_ref, resource)
         return None
+
+    def _members_of(self, folder: str) -> Iterator[tuple[str, Resource | None]]:
+        """Each member of the collection ``folder`` (a path under the root), by its path
+        under the root: a file with its properties (``LISTED``), a collection with
+        ``None``; temporary files passed over."""
+        for resource in self.client.propfind(self.root + folder + "/", "1", LISTED):
+            inside = self._inside(resource.path)
+            if inside is None or inside.rstrip("/") == folder:
+                continue
+            if f"{{{DAV}}}collection" in resource.kinds():
+                yield inside.rstrip("/"), None
+            elif not inside.endswith(TEMPORARY_SUFFIX):
+                yield inside, resource
 
     def _hash(self, target_ref: str) -> str:
         digest = hashlib.sha256()
