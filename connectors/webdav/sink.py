@@ -282,12 +282,18 @@ class WebDavSink:
         found: dict[str, StoredDocument | None] = {}
         for folder, indexes in by_folder.items():
             if len(indexes) * LISTED_SHARE >= self._listed.get(folder, len(indexes)):
-                listed = {inside: _stored(inside, resource) for inside, resource in
-                          self._members_of(folder) if resource is not None}
-                self._listed[folder] = len(listed)
-                found.update({written[i][0].target_ref: listed.get(written[i][0].target_ref)
-                              for i in indexes})
-                continue
+                try:
+                    listed = {inside: _stored(inside, resource) for inside, resource in
+                              self._members_of(folder) if resource is not None}
+                except DavRefused:
+                    # WsgiDAV answers 500 to a listing that meets a file another write
+                    # moves away meanwhile: each file is asked for on its own instead.
+                    listed = None
+                if listed is not None:
+                    self._listed[folder] = len(listed)
+                    found.update({written[i][0].target_ref:
+                                  listed.get(written[i][0].target_ref) for i in indexes})
+                    continue
             found.update({written[i][0].target_ref: self._head(written[i][0].target_ref)
                           for i in indexes})
         answered = []
