@@ -52,7 +52,7 @@ from connectors.protocols import (
 )
 from mappings.names import RENAMED_TAKEN, distinct
 from migrate.compare import Finding, FolderCheck
-from migrate.ledger import DONE, ItemRecord, Ledger, Unit
+from migrate.ledger import DONE, GONE, ItemRecord, Ledger, Unit
 from migrate.mail import (
     Brakes,
     SilentProgress,
@@ -131,6 +131,9 @@ class DocumentUnit:
         removed = [known[sid] for sid in self._removed(listing, known)]
         if self.changes.deletions == REMOVE and not self.result.interrupted:
             removed = self._remove(native, removed)
+        else:
+            self.ledger.mark_gone(self.unit.id, [r.source_id for r in removed
+                                                 if r.status == DONE])
         self.result.deleted_at_source = len(removed)
         if self.result.interrupted:
             # The cursor stays where it was: what was not reached is listed again next time.
@@ -160,14 +163,18 @@ class DocumentUnit:
 
     @staticmethod
     def _removed(listing: DocumentListing, known: dict[str, ItemRecord]) -> list[str]:
-        """Copied items the source no longer has: those its delta says it removed, and,
-        from a listing of everything, those it does not list."""
-        gone = set(listing.removed)
+        """Copied items the source no longer has: those its delta says it removed, those
+        a pass before found removed (``GONE``: a delta says it once), and, from a listing
+        of everything, those it does not list."""
+        listed = {ref.source_id for ref in listing.refs} | \
+            {ref.source_id for ref in listing.relocated}
+        gone = set(listing.removed) | {sid for sid, record in known.items()
+                                       if record.status == GONE}
         if listing.complete:
-            gone |= set(known) - {ref.source_id for ref in listing.refs} \
-                - {ref.source_id for ref in listing.relocated}
-        return sorted(sid for sid in gone
-                      if sid in known and known[sid].status == DONE and known[sid].target_ref)
+            gone |= set(known) - listed
+        return sorted(sid for sid in gone - listed
+                      if sid in known and known[sid].status in (DONE, GONE)
+                      and known[sid].target_ref)
 
     def _remove(self, native: str, removed: list[ItemRecord]) -> list[ItemRecord]:
         """Delete from the target the copies of items deleted at the source, each only at

@@ -151,6 +151,9 @@ _ITEM_TOTALS = select(items.c.status, func.count(), func.coalesce(func.sum(items
     items.c.unit_id == bindparam("b_unit")).group_by(items.c.status)
 
 INFLIGHT, DONE, FAILED, UNCONFIRMED = "inflight", "done", "failed", "unconfirmed"
+GONE = "gone"
+"""A document copied, then deleted at the source, its copy left on the target (``deletions
+= "report"``): a later pass with ``deletions = "remove"`` still knows to remove it."""
 UNSETTLED = (INFLIGHT, UNCONFIRMED)
 """Items that may be on the target without the ledger knowing where."""
 LEDGER_FILE = "ledger.sqlite"
@@ -623,6 +626,15 @@ class Ledger:
                     & (items.c.target_ref.is_not(None))
                 )
             ).scalar_one())
+
+    def mark_gone(self, unit_id: int, source_ids: Iterable[str]) -> None:
+        """Items copied whose source deleted them, their copies left on the target."""
+        ids = list(source_ids)
+        if ids:
+            with self._writing() as db:
+                db.execute(update(items).where(
+                    (items.c.unit_id == unit_id) & items.c.source_id.in_(ids)
+                    & (items.c.status == DONE)).values(status=GONE, updated_at=_now()))
 
     def mark_inflight(self, unit_id: int, records: Iterable[dict[str, Any]]) -> None:
         """Record items about to be sent. Each record: source_id, fingerprint, size, and

@@ -22,7 +22,7 @@ AMELIE = "amelie.lefevre@ville-exemple.fr"
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                server: WsgiDav | Apache, extra: str = "") -> Path:
+                server: WsgiDav | Apache, extra: str = "", run: str = "") -> Path:
     (folder / "users.csv").write_text(
         f"source,target,source_secret,target_secret\n{AMELIE},alice,,env:ALICE_TARGET\n",
         encoding="utf-8")
@@ -36,6 +36,7 @@ url = "{server.space_url()}"
 {extra}
 [run]
 work_dir = "work"
+{run}
 """, encoding="utf-8")
     return path
 
@@ -178,5 +179,49 @@ def test_files_into_an_xwiki_are_refused_before_anything_moves(certificates, tmp
                 assert code == 2, output
                 assert "attachment of a wiki page" in output, output
             assert list(server.space("alice").iterdir()) == []
+    finally:
+        server.stop()
+
+
+def test_a_file_the_delta_said_deleted_during_a_report_pass_is_removed_by_a_later_remove_pass(
+        certificates, tmp_path, monkeypatch):
+    """Pre-staging with ``deletions = "report"``, cutover with ``"remove"``: Graph's delta
+    says a deletion once, in the pass that saw it; the copy left then is still removed by the
+    first pass with ``remove``, though its delta is empty by then."""
+    tenant = french_tenant(users=3, inbox_messages=1)
+    files = seed_files(tenant, big_file_size=1 << 20)
+    drive = files.drives[files.user_drives[tenant.mailbox(AMELIE).id]]
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    server = start_wsgidav(tmp_path / "wsgidav", {"alice": "alice-target"})
+    try:
+        with running_graph_server(tenant, certificates) as graph, \
+                running_download_server(files, certificates):
+            monkeypatch.setenv("GRAPH_SECRET", graph.tenant.client_secret)
+            batch = write_batch(tmp_path, graph, certificates, server)
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+            readme = drive.at("Lisez-moi.txt")
+            files.delete(drive, readme.id)
+
+            code, output = bascule("run", str(batch))  # deletions = "report", the default
+            assert code == 0, output
+            assert [e["messages"] for e in report(tmp_path, "run")["entries"]
+                    if e.get("code") == "deleted_at_source"] == [1]
+            assert (server.space("alice") / "OneDrive" / "Lisez-moi.txt").exists()
+
+            batch = write_batch(tmp_path, graph, certificates, server,
+                                run='deletions = "remove"')
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+            assert [e["source_id"] for e in report(tmp_path, "run")["entries"]
+                    if e.get("code") == "removed_on_target"] == ["OneDrive/Lisez-moi.txt"]
+            assert not (server.space("alice") / "OneDrive" / "Lisez-moi.txt").exists()
+            assert landed(server.space("alice")) == {
+                path: hashlib.sha256(content).hexdigest()
+                for path, content in expected_files(drive).items()}
+            code, output = bascule("run", str(batch))
+            assert code == 0, output
+            assert not [e for e in report(tmp_path, "run")["entries"]
+                        if e.get("code") in ("removed_on_target", "deleted_at_source")]
     finally:
         server.stop()
