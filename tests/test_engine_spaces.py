@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from tests.graph_files import (
     seed_sharing,
 )
 from tests.graph_server import RunningGraphServer, french_tenant, running_graph_server
+from tests.test_engine_webdav import write_batch as webdav_batch
 from tests.tls import TestCertificates
 from tests.wsgidav import WsgiDav, start_wsgidav
 
@@ -36,22 +36,8 @@ LINES = {"urbanisme": "site:Service urbanisme",
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
                 server: WsgiDav | Apache, extra: str = "", lines: dict[str, str] = LINES
                 ) -> Path:
-    rows = [f"{AMELIE},alice,,env:ALICE_TARGET"]
-    rows += [f"{source},{space},,env:{space.upper()}_TARGET" for space, source in lines.items()]
-    (folder / "users.csv").write_text("source,target,source_secret,target_secret\n"
-                                      + "\n".join(rows) + "\n", encoding="utf-8")
-    path = folder / "batch.toml"
-    path.write_text(f"""
-name = "espaces"
-workloads = {json.dumps(["files"])}
-{graph.source_section(certificates.ca_file)}[targets.files]
-type = "webdav"
-url = "{server.space_url()}"
-{extra}
-[run]
-work_dir = "work"
-""", encoding="utf-8")
-    return path
+    return webdav_batch(folder, graph, certificates, server, extra, rows=tuple(
+        f"{source},{space},,env:{space.upper()}_TARGET" for space, source in lines.items()))
 
 
 def drive_files(drive: FixtureDrive) -> dict[str, str]:

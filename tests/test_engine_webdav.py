@@ -22,9 +22,14 @@ AMELIE = "amelie.lefevre@ville-exemple.fr"
 
 
 def write_batch(folder: Path, graph: RunningGraphServer, certificates: TestCertificates,
-                server: WsgiDav | Apache, extra: str = "", run: str = "") -> Path:
+                server: WsgiDav | Apache, extra: str = "", run: str = "",
+                rows: tuple[str, ...] = ()) -> Path:
+    """Amélie's OneDrive (and the users table's other ``rows``) from the Graph test server
+    into ``server``'s spaces; ``extra`` and ``run`` are lines added to the target's section
+    and to ``[run]``."""
     (folder / "users.csv").write_text(
-        f"source,target,source_secret,target_secret\n{AMELIE},alice,,env:ALICE_TARGET\n",
+        "source,target,source_secret,target_secret\n"
+        + "".join(f"{row}\n" for row in (f"{AMELIE},alice,,env:ALICE_TARGET", *rows)),
         encoding="utf-8")
     path = folder / "batch.toml"
     path.write_text(f"""

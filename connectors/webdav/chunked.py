@@ -109,18 +109,16 @@ def upload(client: DavClient, uploads: str, place: str, document: Document, chun
                     headers={"Content-Length": str(length),
                              "Content-Type": "application/octet-stream", **destination})
                 with response:
-                    _refused("PUT", folder, response, document, (200, 201, 204))
+                    refuse_unless("PUT", folder, response, document, (200, 201, 204))
                 sent += stream.sent
                 if stream.sent != length:
                     break
-        if sent != document.size or "sha256:" + digest.hexdigest() != document.fingerprint:
-            raise ItemRejected(f"{document.name}: content changed while it was read",
-                               code="invalid_message")
+        check_whole(document, sent, digest)
         with client.request("MOVE", folder + ".file",
                             headers={**destination, **headers, **condition}) as response:
             if response.status_code == 412:
                 raise VersionConflict(f"{target_ref}: changed on the target")
-            _refused("MOVE", folder, response, document, (201, 204))
+            refuse_unless("MOVE", folder, response, document, (201, 204))
             return response.headers
     except BaseException:
         _forget(client, folder)
@@ -136,21 +134,31 @@ def _make(client: DavClient, folder: str, destination: dict[str, str], document:
             if response.status_code == 201:
                 return
             if response.status_code != 405:
-                _refused("MKCOL", folder, response, document, ())
+                refuse_unless("MKCOL", folder, response, document, ())
         _forget(client, folder)
     raise ItemRejected(f"{document.name}: MKCOL {folder}: the upload folder stays",
                        code="server_error")
 
 
-def _refused(method: str, folder: str, response: requests.Response, document: Document,
-             taken: tuple[int, ...]) -> None:
+def refuse_unless(method: str, path: str, response: requests.Response, document: Document,
+                  taken: tuple[int, ...]) -> None:
+    """Nothing for an answer in ``taken``; else the item's refusal: ``too_big`` for 413,
+    ``over_quota`` for 507 (Insufficient Storage: the space is full), ``server_error``."""
     if response.status_code in taken:
         return
     if response.status_code == 413:
         raise ItemRejected(f"{document.name}: 413 {response.reason}", code="too_big")
     if response.status_code == 507:
         raise ItemRejected(f"{document.name}: 507 {response.reason}", code="over_quota")
-    raise ItemRejected(str(DavRefused(method, folder, response)), code="server_error")
+    raise ItemRejected(str(DavRefused(method, path, response)), code="server_error")
+
+
+def check_whole(document: Document, sent: int, digest: hashlib._Hash) -> None:
+    """Refuse what was sent unless it is the document whole, as it was fingerprinted: it
+    changed while it was read (``invalid_message``)."""
+    if sent != document.size or "sha256:" + digest.hexdigest() != document.fingerprint:
+        raise ItemRejected(f"{document.name}: content changed while it was read",
+                           code="invalid_message")
 
 
 def _forget(client: DavClient, folder: str) -> None:

@@ -74,14 +74,12 @@ from connectors.local.documents import (
     with_temporary_names,
 )
 from connectors.webdav import chunked
-from connectors.webdav.chunked import Hashing
+from connectors.webdav.chunked import Hashing, check_whole, refuse_unless
 from mappings.names import POSIX, NameRules
 
 CHUNK = 1 << 16
 LISTED = [(DAV, "resourcetype"), (DAV, "getetag"), (DAV, "getcontentlength"),
           (DAV, "getlastmodified")]
-REFUSED_AS_TOO_BIG = frozenset({413})
-REFUSED_AS_FULL = frozenset({507})
 NAME_LOCKS = 64
 LISTED_SHARE = 4
 """``versions`` lists a folder where the files it settles there are at least a quarter of
@@ -326,19 +324,8 @@ class WebDavSink:
             if response.status_code == 412:
                 raise VersionConflict(f"{target_ref}: changed on the target",
                                       current=self._stat(target_ref))
-            if response.status_code in REFUSED_AS_TOO_BIG:
-                raise ItemRejected(f"{document.name}: {response.status_code} "
-                                   f"{response.reason}", code="too_big")
-            if response.status_code in REFUSED_AS_FULL:
-                raise ItemRejected(f"{document.name}: {response.status_code} "
-                                   f"{response.reason}", code="over_quota")
-            if response.status_code not in (200, 201, 204):
-                raise ItemRejected(str(DavRefused("PUT", path, response)),
-                                   code="server_error")
-        if stream.sent != document.size or "sha256:" + digest.hexdigest() != \
-                document.fingerprint:
-            raise ItemRejected(f"{document.name}: content changed while it was read",
-                               code="invalid_message")
+            refuse_unless("PUT", path, response, document, (200, 201, 204))
+        check_whole(document, stream.sent, digest)
         return response.headers
 
     def _oc(self, document: Document) -> dict[str, str]:
