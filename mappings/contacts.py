@@ -101,7 +101,7 @@ servers that parse each card whole (Radicale) hold it in memory on every request
 
 NOTE_CODES = ("kept_as_x_property", "dropped", "display_name_missing", "im_address_assumed_sip",
               "birthday_ambiguous", "birthday_unreadable", "photo_type_unknown",
-              "photo_unreadable", "photo_too_big")
+              "photo_unreadable", "photo_too_big", "group_member_without_address")
 """Every code a ``Note`` may carry; its sentence is in the catalogue (``reports.i18n``)."""
 
 
@@ -153,6 +153,46 @@ def contact_to_vcard(
     card.relations()
     if photo:
         card.photo(photo, photo_type)
+    return card.text(), card.notes
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a contact group: a contact of the same address book (the source id its
+    UID comes from, ``contact_uid``), or an address alone."""
+
+    name: str
+    address: str
+    source_id: str | None = None
+
+
+def group_to_vcard(source_id: str, name: str, members: Iterable[Member], *,
+                   version: str = "3.0", modified: datetime | None = None
+                   ) -> tuple[str, list[Note]]:
+    """The vCard of a contact group (an Outlook personal distribution list): in 4.0,
+    ``KIND:group`` with a ``MEMBER`` per member (RFC 6350 6.1.4, 6.6.5); in 3.0, which has no
+    group, Apple's ``X-ADDRESSBOOKSERVER-KIND:group`` and ``X-ADDRESSBOOKSERVER-MEMBER``, which
+    SabreDAV, Nextcloud and iOS/macOS read. A member that is a contact is named by its UID
+    (``urn:uuid:``), any other by its address (``mailto:``); a member with neither is left out
+    and noted."""
+    if version not in VERSIONS:
+        raise ValueError(f"vCard version must be one of {VERSIONS}, not {version!r}")
+    stamp = modified.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if modified else ""
+    card = _CardWriter({"id": source_id, "displayName": name,
+                        "lastModifiedDateTime": stamp}, version)
+    card.identity()
+    card.add("FN", escape_text(name or UNNAMED))
+    card.add("N", escape_text(name) + ";;;;")
+    card.add("KIND" if card.v4 else "X-ADDRESSBOOKSERVER-KIND", "group")
+    member_property = "MEMBER" if card.v4 else "X-ADDRESSBOOKSERVER-MEMBER"
+    for member in members:
+        if member.source_id:
+            card.add(member_property, f"urn:uuid:{contact_uid(member.source_id)}")
+        elif member.address:
+            card.add(member_property, f"mailto:{member.address}")
+        else:
+            card.notes.append(_note("group_member_without_address", member.name,
+                                    value=member.name))
     return card.text(), card.notes
 
 
