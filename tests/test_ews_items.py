@@ -4,8 +4,8 @@ icalendar, recurring_ical_events and vobject rather than with bascule's own code
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import recurring_ical_events
@@ -24,120 +24,18 @@ from connectors.ews.zones import read_definition, zone_of
 from mappings.calendar import series_to_ical, single_to_ical
 from mappings.contacts import Member, contact_to_vcard, contact_uid, group_to_vcard
 from mappings.tasks import task_to_ical
+from tests.ews_items_xml import (
+    CONTACT,
+    CUSTOM_PARIS,
+    EXCEPTION,
+    GROUP,
+    ROMANCE,
+    TASK,
+    element,
+    series_xml,
+)
 
-T = "http://schemas.microsoft.com/exchange/services/2006/types"
 PARIS = ZoneInfo("Europe/Paris")
-
-
-def item(xml: str) -> ET.Element:
-    return ET.fromstring(f'<t:Items xmlns:t="{T}">{xml}</t:Items>')[0]
-
-
-CUSTOM_PARIS = """
-<t:StartTimeZone Id="Customized Time Zone" Name="Customized Time Zone">
-  <t:Periods>
-    <t:Period Bias="-P0DT1H0M0.0S" Name="Standard" Id="Std" />
-    <t:Period Bias="-P0DT2H0M0.0S" Name="Daylight" Id="Dlt/1" />
-  </t:Periods>
-  <t:TransitionsGroups>
-    <t:TransitionsGroup Id="0">
-      <t:RecurringDayTransition>
-        <t:To Kind="Period">Dlt/1</t:To><t:TimeOffset>P0DT2H0M0.0S</t:TimeOffset>
-        <t:Month>3</t:Month><t:DayOfWeek>Sunday</t:DayOfWeek><t:Occurrence>-1</t:Occurrence>
-      </t:RecurringDayTransition>
-      <t:RecurringDayTransition>
-        <t:To Kind="Period">Std</t:To><t:TimeOffset>P0DT3H0M0.0S</t:TimeOffset>
-        <t:Month>10</t:Month><t:DayOfWeek>Sunday</t:DayOfWeek><t:Occurrence>-1</t:Occurrence>
-      </t:RecurringDayTransition>
-    </t:TransitionsGroup>
-  </t:TransitionsGroups>
-  <t:Transitions><t:Transition><t:To Kind="Group">0</t:To></t:Transition></t:Transitions>
-</t:StartTimeZone>"""
-
-ROMANCE = '<t:StartTimeZone Id="Romance Standard Time" Name="(UTC+01:00) Brussels, Paris" />'
-
-ATTENDEES = """
-<t:Organizer><t:Mailbox><t:Name>Alice Martin</t:Name>
-  <t:EmailAddress>alice@ville.fr</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType>
-</t:Mailbox></t:Organizer>
-<t:RequiredAttendees>
-  <t:Attendee><t:Mailbox><t:Name>Bruno Petit</t:Name>
-    <t:EmailAddress>bruno@agglo.fr</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType>
-  </t:Mailbox><t:ResponseType>Accept</t:ResponseType></t:Attendee>
-  <t:Attendee><t:Mailbox><t:Name>Chantal Roux</t:Name>
-    <t:EmailAddress>/o=Mairie/ou=Exchange Administrative Group/cn=Recipients/cn=croux</t:EmailAddress>
-    <t:RoutingType>EX</t:RoutingType>
-  </t:Mailbox><t:ResponseType>Tentative</t:ResponseType></t:Attendee>
-</t:RequiredAttendees>
-<t:OptionalAttendees>
-  <t:Attendee><t:Mailbox><t:Name>Denis</t:Name>
-    <t:EmailAddress>denis@ville.fr</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType>
-  </t:Mailbox><t:ResponseType>NoResponseReceived</t:ResponseType></t:Attendee>
-</t:OptionalAttendees>
-<t:Resources>
-  <t:Attendee><t:Mailbox><t:Name>Salle du conseil</t:Name>
-    <t:EmailAddress>salle.conseil@ville.fr</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType>
-  </t:Mailbox><t:ResponseType>Accept</t:ResponseType></t:Attendee>
-</t:Resources>"""
-
-
-def series_master(zone_xml: str) -> ET.Element:
-    """A weekly meeting on Monday 10:00-11:00 Paris time from 6 January 2025, ten times, the
-    third moved to Tuesday 14:00 and the fifth cancelled (the EWS reference's
-    ``RecurringMaster`` with ``ModifiedOccurrences`` and ``DeletedOccurrences``)."""
-    return item(f"""
-<t:CalendarItem>
-  <t:ItemId Id="AAMkMaster=" ChangeKey="DwAAABYA1" />
-  <t:Subject>Commission urbanisme</t:Subject>
-  <t:Body BodyType="HTML">&lt;p&gt;Ordre du jour&amp;nbsp;: PLU&lt;/p&gt;</t:Body>
-  <t:Categories><t:String>Élus</t:String><t:String>Urbanisme</t:String></t:Categories>
-  <t:Importance>High</t:Importance>
-  <t:Sensitivity>Private</t:Sensitivity>
-  <t:DateTimeCreated>2024-12-01T09:00:00Z</t:DateTimeCreated>
-  <t:HasAttachments>false</t:HasAttachments>
-  <t:LastModifiedTime>2025-01-20T16:30:00Z</t:LastModifiedTime>
-  <t:ReminderIsSet>true</t:ReminderIsSet>
-  <t:ReminderMinutesBeforeStart>15</t:ReminderMinutesBeforeStart>
-  <t:UID>040000008200E00074C5B7101A82E0080000000012345</t:UID>
-  <t:Start>2025-01-06T09:00:00Z</t:Start>
-  <t:End>2025-01-06T10:00:00Z</t:End>
-  <t:IsAllDayEvent>false</t:IsAllDayEvent>
-  <t:LegacyFreeBusyStatus>Busy</t:LegacyFreeBusyStatus>
-  <t:Location>Salle du conseil</t:Location>
-  <t:IsCancelled>false</t:IsCancelled>
-  <t:CalendarItemType>RecurringMaster</t:CalendarItemType>
-  {ATTENDEES}
-  <t:Recurrence>
-    <t:WeeklyRecurrence><t:Interval>1</t:Interval><t:DaysOfWeek>Monday</t:DaysOfWeek>
-      <t:FirstDayOfWeek>Monday</t:FirstDayOfWeek></t:WeeklyRecurrence>
-    <t:NumberedRecurrence><t:StartDate>2025-01-06+01:00</t:StartDate>
-      <t:NumberOfOccurrences>10</t:NumberOfOccurrences></t:NumberedRecurrence>
-  </t:Recurrence>
-  <t:ModifiedOccurrences><t:Occurrence>
-    <t:ItemId Id="AAMkException=" ChangeKey="DwAAABYA2" />
-    <t:Start>2025-01-21T13:00:00Z</t:Start><t:End>2025-01-21T14:00:00Z</t:End>
-    <t:OriginalStart>2025-01-20T09:00:00Z</t:OriginalStart>
-  </t:Occurrence></t:ModifiedOccurrences>
-  <t:DeletedOccurrences><t:DeletedOccurrence><t:Start>2025-02-03T09:00:00Z</t:Start>
-  </t:DeletedOccurrence></t:DeletedOccurrences>
-  {zone_xml}
-</t:CalendarItem>""")
-
-
-EXCEPTION = item(f"""
-<t:CalendarItem>
-  <t:ItemId Id="AAMkException=" ChangeKey="DwAAABYA2" />
-  <t:Subject>Commission urbanisme (déplacée)</t:Subject>
-  <t:UID>040000008200E00074C5B7101A82E0080000000012345</t:UID>
-  <t:Start>2025-01-21T13:00:00Z</t:Start><t:End>2025-01-21T14:00:00Z</t:End>
-  <t:OriginalStart>2025-01-20T09:00:00Z</t:OriginalStart>
-  <t:IsAllDayEvent>false</t:IsAllDayEvent>
-  <t:LegacyFreeBusyStatus>Busy</t:LegacyFreeBusyStatus>
-  <t:Location>Salle B</t:Location>
-  <t:CalendarItemType>Exception</t:CalendarItemType>
-  {ATTENDEES}
-  {ROMANCE}
-</t:CalendarItem>""")
 
 
 def occurrences(calendar: Calendar) -> list[datetime]:
@@ -153,9 +51,9 @@ def expected_slots() -> list[datetime]:
                   + [moved])
 
 
-def convert(master: ET.Element) -> tuple[Calendar, list[str]]:
+def convert(master: Any) -> tuple[Calendar, list[str]]:
     event, notes = event_as_graph(master, prefer=("Europe/Paris",))
-    exception, more = event_as_graph(EXCEPTION)
+    exception, more = event_as_graph(element(EXCEPTION))
     modified, deleted = occurrence_slots(master)
     assert modified == ["AAMkException="]
     calendar, mapped = series_to_ical(event, [exception], deleted, user_map=lambda a: None,
@@ -164,7 +62,7 @@ def convert(master: ET.Element) -> tuple[Calendar, list[str]]:
 
 
 def test_a_series_with_a_moved_and_a_cancelled_occurrence_keeps_its_occurrence_set() -> None:
-    calendar, codes = convert(series_master(ROMANCE))
+    calendar, codes = convert(element(series_xml(ROMANCE)))
     assert occurrences(calendar) == expected_slots()
     assert len(occurrences(calendar)) == 9
     master = calendar.walk("VEVENT")[0]
@@ -184,7 +82,7 @@ def test_a_series_with_a_moved_and_a_cancelled_occurrence_keeps_its_occurrence_s
 
 def test_attendees_keep_their_role_and_answer_and_a_legacy_dn_is_left_out_with_a_note(
 ) -> None:
-    calendar, codes = convert(series_master(ROMANCE))
+    calendar, codes = convert(element(series_xml(ROMANCE)))
     master = calendar.walk("VEVENT")[0]
     attendees = {str(a): (a.params["ROLE"], a.params["PARTSTAT"], a.params["CUTYPE"])
                  for a in master["ATTENDEE"]}
@@ -198,14 +96,14 @@ def test_attendees_keep_their_role_and_answer_and_a_legacy_dn_is_left_out_with_a
 
 
 def test_a_custom_zone_with_paris_rules_is_written_as_paris_and_noted() -> None:
-    calendar, codes = convert(series_master(CUSTOM_PARIS))
+    calendar, codes = convert(element(series_xml(CUSTOM_PARIS)))
     assert occurrences(calendar) == expected_slots()
     assert {tz["TZID"] for tz in calendar.walk("VTIMEZONE")} == {"Europe/Paris"}
     assert "ews_zone_matched" in codes
 
 
 def test_a_custom_zone_gives_the_offsets_of_its_rules_on_each_side_of_a_change() -> None:
-    definition = item(CUSTOM_PARIS.replace("StartTimeZone", "TimeZoneDefinition"))
+    definition = element(CUSTOM_PARIS.replace("StartTimeZone", "TimeZoneDefinition"))
     zone = read_definition(definition)
     assert zone is not None
     # 30 March 2025 at 01:00 UTC is 02:00 Paris winter time: summer time begins then.
@@ -223,16 +121,16 @@ def test_a_custom_zone_no_iana_zone_has_is_written_in_utc_with_a_note() -> None:
         "<t:Occurrence>-1</t:Occurrence>\n      </t:RecurringDayTransition>\n      "
         "<t:RecurringDayTransition>", "<t:Occurrence>1</t:Occurrence>\n      "
         "</t:RecurringDayTransition>\n      <t:RecurringDayTransition>", 1)
-    assert zone_of(item(odd.replace("StartTimeZone", "TimeZoneDefinition")), 2025) == \
+    assert zone_of(element(odd.replace("StartTimeZone", "TimeZoneDefinition")), 2025) == \
         (None, True)
-    single = series_master(odd)
+    single = element(series_xml(odd))
     event, notes = event_as_graph(single)
     assert "ews_zone_unknown" in [n.code for n in notes]
     assert event["start"] == {"dateTime": "2025-01-06T09:00:00", "timeZone": "UTC"}
 
 
 def test_an_all_day_event_keeps_its_day_though_ews_gives_the_midnight_in_utc() -> None:
-    holiday = item(f"""
+    holiday = element(f"""
 <t:CalendarItem>
   <t:ItemId Id="AAMkHoliday=" ChangeKey="Dw1" />
   <t:Subject>Fête de la ville</t:Subject>
@@ -250,7 +148,7 @@ def test_an_all_day_event_keeps_its_day_though_ews_gives_the_midnight_in_utc() -
 
 
 def test_a_first_weekday_of_the_month_series_reads_as_exchange_means_it() -> None:
-    monthly = item(f"""
+    monthly = element(f"""
 <t:CalendarItem>
   <t:ItemId Id="AAMkMonthly=" ChangeKey="Dw1" />
   <t:Subject>Point mensuel</t:Subject>
@@ -273,35 +171,8 @@ def test_a_first_weekday_of_the_month_series_reads_as_exchange_means_it() -> Non
                     date(2025, 5, 1), date(2025, 6, 2)]
 
 
-CONTACT = item("""
-<t:Contact>
-  <t:ItemId Id="AAMkContact=" ChangeKey="EQAAABYA" />
-  <t:Categories><t:String>Partenaires</t:String></t:Categories>
-  <t:LastModifiedTime>2025-02-01T10:00:00Z</t:LastModifiedTime>
-  <t:FileAs>Lefèvre, Hélène</t:FileAs>
-  <t:DisplayName>Hélène Lefèvre</t:DisplayName>
-  <t:GivenName>Hélène</t:GivenName>
-  <t:CompanyName>Agglo Sud</t:CompanyName>
-  <t:EmailAddresses>
-    <t:Entry Key="EmailAddress2">h.lefevre@perso.fr</t:Entry>
-    <t:Entry Key="EmailAddress1">helene.lefevre@agglo-sud.fr</t:Entry>
-  </t:EmailAddresses>
-  <t:PhysicalAddresses>
-    <t:Entry Key="Business"><t:Street>1 place de la Mairie</t:Street><t:City>Albi</t:City>
-      <t:CountryOrRegion>France</t:CountryOrRegion><t:PostalCode>81000</t:PostalCode></t:Entry>
-  </t:PhysicalAddresses>
-  <t:PhoneNumbers>
-    <t:Entry Key="BusinessPhone">+33 5 63 00 00 00</t:Entry>
-    <t:Entry Key="MobilePhone">+33 6 00 00 00 00</t:Entry>
-    <t:Entry Key="HomePhone" />
-  </t:PhoneNumbers>
-  <t:JobTitle>Directrice générale des services</t:JobTitle>
-  <t:Surname>Lefèvre</t:Surname>
-</t:Contact>""")
-
-
 def test_a_contact_becomes_a_vcard_with_its_names_addresses_and_phones() -> None:
-    contact, notes = contact_as_graph(CONTACT)
+    contact, notes = contact_as_graph(element(CONTACT))
     text, mapped = contact_to_vcard(contact, version="3.0")
     card = vobject.readOne(text)
     assert card.fn.value == "Hélène Lefèvre"
@@ -317,21 +188,7 @@ def test_a_contact_becomes_a_vcard_with_its_names_addresses_and_phones() -> None
 
 
 def test_a_personal_distribution_list_becomes_a_group_in_either_vcard_version() -> None:
-    group = item("""
-<t:DistributionList>
-  <t:ItemId Id="AAMkGroup=" ChangeKey="EgAAAB" />
-  <t:DisplayName>Bureau municipal</t:DisplayName>
-  <t:Members>
-    <t:Member Key="a"><t:Mailbox><t:Name>Hélène Lefèvre</t:Name>
-      <t:EmailAddress>helene.lefevre@agglo-sud.fr</t:EmailAddress>
-      <t:RoutingType>SMTP</t:RoutingType><t:MailboxType>Contact</t:MailboxType>
-      <t:ItemId Id="AAMkContact=" ChangeKey="EQAAABYA" /></t:Mailbox>
-      <t:Status>Normal</t:Status></t:Member>
-    <t:Member Key="b"><t:Mailbox><t:Name>Accueil</t:Name>
-      <t:EmailAddress>accueil@ville.fr</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType>
-      <t:MailboxType>OneOff</t:MailboxType></t:Mailbox></t:Member>
-  </t:Members>
-</t:DistributionList>""")
+    group = element(GROUP)
     group_id, name, members = distribution_list(group)
     listed = [Member(m.name, m.address, m.contact_id) for m in members]
     three, _ = group_to_vcard(group_id, name, listed, version="3.0")
@@ -347,16 +204,7 @@ def test_a_personal_distribution_list_becomes_a_group_in_either_vcard_version() 
 
 
 def test_a_task_keeps_status_due_day_priority_and_percent() -> None:
-    task = item("""
-<t:Task>
-  <t:ItemId Id="AAMkTask=" ChangeKey="EwAAAB" />
-  <t:Subject>Préparer le conseil municipal</t:Subject>
-  <t:Importance>High</t:Importance>
-  <t:DueDate>2025-03-13T23:00:00Z</t:DueDate>
-  <t:PercentComplete>40</t:PercentComplete>
-  <t:StartDate>2025-03-02T23:00:00Z</t:StartDate>
-  <t:Status>InProgress</t:Status>
-</t:Task>""")
+    task = element(TASK)
     graph, notes = task_as_graph(task, "Europe/Paris")
     calendar, _ = task_to_ical(graph, mailbox_zone=lambda: "Europe/Paris")
     todo = Calendar.from_ical(calendar.to_ical()).walk("VTODO")[0]
@@ -369,7 +217,7 @@ def test_a_task_keeps_status_due_day_priority_and_percent() -> None:
 
 def test_a_task_that_regenerates_after_completion_is_written_without_recurrence_and_noted(
 ) -> None:
-    task = item("""
+    task = element("""
 <t:Task>
   <t:ItemId Id="AAMkTask2=" ChangeKey="Ew2" />
   <t:Subject>Relever les compteurs</t:Subject>
