@@ -68,7 +68,18 @@ ATTENDEES = """
 </t:Resources>"""
 
 
-def series_xml(zone_xml: str) -> str:
+OCCURRENCES = """  <t:ModifiedOccurrences><t:Occurrence>
+    <t:ItemId Id="AAMkException=" ChangeKey="DwAAABYA2" />
+    <t:Start>2025-01-21T13:00:00Z</t:Start><t:End>2025-01-21T14:00:00Z</t:End>
+    <t:OriginalStart>2025-01-20T09:00:00Z</t:OriginalStart>
+  </t:Occurrence></t:ModifiedOccurrences>
+  <t:DeletedOccurrences><t:DeletedOccurrence><t:Start>2025-02-03T09:00:00Z</t:Start>
+  </t:DeletedOccurrence></t:DeletedOccurrences>"""
+"""The master's ModifiedOccurrences and DeletedOccurrences as Exchange gives them; the test
+server writes its own from what it stores (``add_series``)."""
+
+
+def series_xml(zone_xml: str, *, occurrences: bool = True) -> str:
     """A weekly meeting on Monday 10:00-11:00 Paris time from 6 January 2025, ten times, the
     third moved to Tuesday 14:00 and the fifth cancelled (the EWS reference's
     ``RecurringMaster`` with ``ModifiedOccurrences`` and ``DeletedOccurrences``)."""
@@ -100,13 +111,7 @@ def series_xml(zone_xml: str) -> str:
     <t:NumberedRecurrence><t:StartDate>2025-01-06+01:00</t:StartDate>
       <t:NumberOfOccurrences>10</t:NumberOfOccurrences></t:NumberedRecurrence>
   </t:Recurrence>
-  <t:ModifiedOccurrences><t:Occurrence>
-    <t:ItemId Id="AAMkException=" ChangeKey="DwAAABYA2" />
-    <t:Start>2025-01-21T13:00:00Z</t:Start><t:End>2025-01-21T14:00:00Z</t:End>
-    <t:OriginalStart>2025-01-20T09:00:00Z</t:OriginalStart>
-  </t:Occurrence></t:ModifiedOccurrences>
-  <t:DeletedOccurrences><t:DeletedOccurrence><t:Start>2025-02-03T09:00:00Z</t:Start>
-  </t:DeletedOccurrence></t:DeletedOccurrences>
+{OCCURRENCES if occurrences else ""}
   {zone_xml}
 </t:CalendarItem>"""
 

@@ -28,24 +28,15 @@ SERVICE = ("svc-bascule@ville.fr", "Sv0-test-pass!")
 PHOTO = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")
 
 
-def _with_ids(xml: str, **ids: str) -> str:
-    for old, new in ids.items():
-        xml = xml.replace(old, new)
-    return xml
-
-
 @pytest.fixture
 def organisation() -> Iterator[tuple[EwsServer, dict[str, str]]]:
     tenant = EwsTenant()
     mailbox = tenant.add_mailbox(MAILBOX, "Hélène Lefèvre")
     tenant.service_account(*SERVICE)
-    # Exchange keeps a series' exceptions with their master, out of the folder's listing;
-    # this server keeps them in a folder of their own, outside every calendar.
-    mailbox.add_folder(("Exceptions",), "IPF.Note")
-    exception_id = mailbox.add_item(("Exceptions",), declared(EXCEPTION))
-    ids = {"exception": exception_id}
-    ids["series"] = mailbox.add_item("calendar", declared(_with_ids(
-        series_xml(ROMANCE), **{"AAMkException=": exception_id})))
+    series_id, [exception_id] = mailbox.add_series(
+        "calendar", declared(series_xml(ROMANCE, occurrences=False)),
+        exceptions=[declared(EXCEPTION)], deleted=["2025-02-03T09:00:00Z"])
+    ids = {"series": series_id, "exception": exception_id}
     ids["contact"] = mailbox.add_item("contacts", declared(CONTACT.replace(
         "</t:Surname>", "</t:Surname><t:HasAttachments>true</t:HasAttachments>"
         "<t:Attachments><t:FileAttachment><t:Name>ContactPicture.jpg</t:Name>"
@@ -53,8 +44,8 @@ def organisation() -> Iterator[tuple[EwsServer, dict[str, str]]]:
         "<t:IsContactPhoto>true</t:IsContactPhoto>"
         f"<t:Content>{base64.b64encode(PHOTO).decode()}</t:Content>"
         "</t:FileAttachment></t:Attachments>")))
-    ids["group"] = mailbox.add_item("contacts", declared(_with_ids(
-        GROUP, **{"AAMkContact=": ids["contact"]})))
+    ids["group"] = mailbox.add_item("contacts", declared(GROUP.replace("AAMkContact=",
+                                                                        ids["contact"])))
     mailbox.add_folder(("tasks", "Conseil"), "IPF.Task")
     ids["task"] = mailbox.add_item(("tasks", "Conseil"), declared(TASK))
     with EwsServer(tenant) as server:
