@@ -1,0 +1,1541 @@
+"""An Exchange Web Services test server: a SOAP endpoint over TLS on loopback that behaves as
+Microsoft's EWS reference says, for the operations exchangelib sends when it reads mailboxes.
+
+Each behaviour cites its page of the reference ("EWS XML elements" and "EWS operations" on
+learn.microsoft.com, under ``exchange/client-developer/web-service-reference/``: the page name
+is given as ``ref: name``); where the reference is silent, the comment says what this server
+chooses. It follows the reference, not exchangelib: where exchangelib reads an answer otherwise
+(the gaps listed in the project's notes on test servers), the answer stays as the reference
+shapes it.
+
+The organisation is an ``EwsTenant`` held in memory, which tests change between two passes:
+
+- ``tenant.add_mailbox(address, display_name="", *, password=None, language="fr",
+  archive=False) -> Mailbox`` makes the distinguished folders with their names in that
+  language (``FOLDER_NAMES``); a ``password`` lets the mailbox's user sign in.
+- ``tenant.service_account(login, password, *, impersonation=True)``: an account holding (or
+  not) the ApplicationImpersonation role over every mailbox.
+- ``mailbox.add_folder(path, folder_class="IPF.Note", *, archive=False) -> folder id``;
+  ``path`` is a tuple of display names below the message-folder root (or the archive's), or
+  starts with a distinguished id (``("inbox", "Projets")``). Missing parents are made.
+- ``mailbox.deliver(path, mime, *, is_read=False, flagged=False, categories=(),
+  received=None, archive=False) -> item id``; ``mime`` is bytes, or a ``Path`` whose bytes are
+  read only when served (a 100 MB message costs the test process no memory).
+- ``mailbox.update_item(item_id, **fields)`` (``is_read``, ``flagged``, ``categories``,
+  ``subject``, ``mime``), ``mailbox.delete_item(item_id)``, ``mailbox.move_item(item_id,
+  path)``: changes a later SyncFolderItems reports.
+- ``mailbox.add_item(path, xml) -> item id``: a calendar item, contact, distribution list or
+  task given as its EWS XML (``<t:CalendarItem>`` ...), returned by GetItem as stored, with
+  its ids; ``t:FileAttachment`` children of ``t:Attachments`` keep their ``t:Content`` for
+  GetAttachment only. ``tests.ews_seed`` builds such XML (series with exceptions, zones).
+- ``tenant.add_public_folder(path, folder_class="IPF.Note") -> folder id`` and
+  ``tenant.deliver_public(path, mime, ...)``, ``tenant.add_public_item(path, xml)``.
+- ``seed_french_tenant(tenant)`` (from ``tests.ews_seed``, re-exported here).
+
+``EwsServer(tenant, *, auth=("basic", "ntlm"), version="Exchange2016")`` serves it on
+``127.0.0.1`` and a free port (``.url``, ``.ca_file``; ``.start()``, ``.stop()``, or a
+``with`` block). Switches and records a test may use:
+
+- ``.busy(count, back_off_ms=...)``: the next ``count`` authenticated requests answer
+  ``ErrorServerBusy`` with that ``BackOffMilliseconds``;
+- ``.max_concurrency(n)``: beyond ``n`` requests in flight for one account, answer
+  ``ErrorExceededConnectionCount`` (on-premises EWSMaxConcurrency defaults to 27);
+- ``.latency(seconds)``: every answer waits that long first (benchmarks);
+- ``.requests``: ``(operation, mailbox, impersonated_as)`` per authenticated request: the
+  mailbox the request acts for (the impersonated one, else the signed-in user's, ``""`` for
+  a service account acting for nobody) and the ``ExchangeImpersonation`` address or None;
+- ``.stats``: counters (``busy``, ``refused_concurrency``, ``max_in_flight``, ``tls_refused``,
+  ``unauthorised``...).
+
+GetItem answers are written in chunks as they are made: a message's ``MimeContent`` is
+encoded from its stored bytes (or file) 48 KiB at a time, never held whole as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import os
+import secrets
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any, Self
+from xml.sax.saxutils import escape, quoteattr
+
+import spnego
+from lxml import etree
+
+from tests.tls import TestCertificates, make_test_certificates
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+M = "http://schemas.microsoft.com/exchange/services/2006/messages"
+T = "http://schemas.microsoft.com/exchange/services/2006/types"
+E = "http://schemas.microsoft.com/exchange/services/2006/errors"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+PATH = "/EWS/Exchange.asmx"
+CHUNK = 48 * 1024
+"""Bytes of MIME encoded at a time: a multiple of 3, so each piece is whole base64."""
+MAX_CHANGES = 512
+"""SyncFolderItems' MaxChangesReturned lies between 1 and 512 (ref: maxchangesreturned)."""
+
+# --- what each server version says about itself ---------------------------------------------
+
+SERVER_VERSIONS: dict[str, tuple[tuple[int, int, int, int], str]] = {
+    # (MajorVersion, MinorVersion, MajorBuildNumber, MinorBuildNumber) and the Version attribute
+    # of ServerVersionInfo (ref: serverversioninfo). Exchange 2016 and 2019 give the schema
+    # version their cumulative updates carry, not a RequestServerVersion value.
+    "Exchange2010_SP2": ((14, 3, 123, 4), "Exchange2010_SP2"),
+    "Exchange2013_SP1": ((15, 0, 1497, 2), "V2_23"),
+    "Exchange2016": ((15, 1, 2507, 6), "V2017_07_11"),
+    "Exchange2019": ((15, 2, 1118, 7), "V2017_07_11"),
+}
+REQUEST_VERSIONS = ("Exchange2007", "Exchange2007_SP1", "Exchange2010", "Exchange2010_SP1",
+                    "Exchange2010_SP2", "Exchange2013", "Exchange2013_SP1", "Exchange2015",
+                    "Exchange2016")
+"""RequestServerVersion's Version values, oldest first (ref: requestserverversion)."""
+HIGHEST_REQUEST = {"Exchange2010_SP2": "Exchange2010_SP2", "Exchange2013_SP1": "Exchange2013_SP1",
+                   "Exchange2016": "Exchange2016", "Exchange2019": "Exchange2016"}
+
+# --- localised distinguished folders --------------------------------------------------------
+
+FOLDER_NAMES: dict[str, dict[str, str]] = {
+    "fr": {"msgfolderroot": "Partie supérieure de la banque d'informations",
+           "inbox": "Boîte de réception", "sentitems": "Éléments envoyés",
+           "deleteditems": "Éléments supprimés", "drafts": "Brouillons",
+           "junkemail": "Courrier indésirable", "outbox": "Boîte d'envoi",
+           "calendar": "Calendrier", "contacts": "Contacts", "tasks": "Tâches",
+           "notes": "Notes", "journal": "Journal", "archive": "Archive"},
+    "en": {"msgfolderroot": "Top of Information Store", "inbox": "Inbox",
+           "sentitems": "Sent Items", "deleteditems": "Deleted Items", "drafts": "Drafts",
+           "junkemail": "Junk Email", "outbox": "Outbox", "calendar": "Calendar",
+           "contacts": "Contacts", "tasks": "Tasks", "notes": "Notes", "journal": "Journal",
+           "archive": "Archive"},
+}
+DISTINGUISHED_CLASSES = {
+    "inbox": "IPF.Note", "sentitems": "IPF.Note", "deleteditems": "IPF.Note",
+    "drafts": "IPF.Note", "junkemail": "IPF.Note", "outbox": "IPF.Note",
+    "calendar": "IPF.Appointment", "contacts": "IPF.Contact", "tasks": "IPF.Task",
+    "notes": "IPF.StickyNote", "journal": "IPF.Journal",
+}
+"""The folders below the message-folder root the server makes in every mailbox, in the order
+Outlook lists them (ref: distinguishedfolderid gives the ids; the classes are Exchange's)."""
+FOLDER_ELEMENTS = {"IPF.Appointment": "CalendarFolder", "IPF.Contact": "ContactsFolder",
+                   "IPF.Task": "TasksFolder"}
+"""Which element a folder of that class is answered as (ref: folders-ex15websvcsotherref)."""
+ITEM_KINDS = ("Message", "CalendarItem", "Contact", "DistributionList", "Task",
+              "MeetingRequest", "MeetingResponse", "MeetingCancellation", "PostItem", "Item")
+ITEM_CLASSES = {"CalendarItem": "IPM.Appointment", "Contact": "IPM.Contact",
+                "DistributionList": "IPM.DistList", "Task": "IPM.Task", "PostItem": "IPM.Post"}
+PR_FLAG_STATUS = 0x1090
+"""PidTagFlagStatus: 0 not flagged, 1 complete, 2 flagged ([MS-OXOFLAG] 2.2.1.1)."""
+
+
+class EwsError(Exception):
+    """An EWS response code and its message, answered in the operation's response message."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+
+
+class SoapFault(Exception):
+    """An error answered as a SOAP fault with HTTP 500: what Exchange does for errors of the
+    request as a whole (impersonation, throttling, schema version)."""
+
+    def __init__(self, code: str, text: str, message_xml: str = "") -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+        self.message_xml = message_xml
+
+
+def _new_id(kind: bytes) -> str:
+    # EWS ids are opaque base64 (ref: itemid); this server's carry a kind byte and 16 random
+    # bytes, so ConvertId can make the other formats from them.
+    return base64.b64encode(b"\x00\x00\x00\x01" + kind + uuid.uuid4().bytes).decode()
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the organisation ---------------------------------------------------------------------
+
+
+@dataclass
+class Attachment:
+    """A file attachment of a stored item, its content kept apart for GetAttachment."""
+
+    id: str
+    element: etree._Element
+    """The ``t:FileAttachment`` as given, without ``t:Content``."""
+    content: bytes
+
+
+@dataclass
+class Item:
+    """One item: a message (its MIME) or another kind stored as its EWS XML."""
+
+    id: str
+    folder: Folder
+    kind: str
+    mime: bytes | Path | None = None
+    element: etree._Element | None = None
+    is_read: bool = False
+    flagged: bool = False
+    categories: tuple[str, ...] = ()
+    received: datetime = field(default_factory=lambda: datetime.now(UTC))
+    subject: str = ""
+    version: int = 1
+    """Bumped by any change but the read flag: the ChangeKey, and Update in a sync."""
+    seq: int = 0
+    """The tenant's sequence at the last change (orders a sync's changes)."""
+    attachments: dict[str, Attachment] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        if isinstance(self.mime, Path):
+            return self.mime.stat().st_size
+        if self.mime is not None:
+            return len(self.mime)
+        assert self.element is not None
+        return len(etree.tostring(self.element)) + sum(len(a.content)
+                                                       for a in self.attachments.values())
+
+    def mime_chunks(self) -> Iterator[bytes]:
+        if isinstance(self.mime, Path):
+            with self.mime.open("rb") as stream:
+                while piece := stream.read(CHUNK):
+                    yield piece
+        elif self.mime is not None:
+            view = memoryview(self.mime)
+            for start in range(0, len(view), CHUNK):
+                yield bytes(view[start:start + CHUNK])
+
+
+@dataclass
+class Folder:
+    """One folder of a mailbox, of its archive, or of the public folder tree."""
+
+    id: str
+    owner: Store
+    parent: Folder | None
+    display_name: str
+    folder_class: str | None
+    distinguished: str | None = None
+    version: int = 1
+    seq: int = 0
+    items: dict[str, Item] = field(default_factory=dict)
+
+    def children(self) -> list[Folder]:
+        return [f for f in self.owner.folders.values() if f.parent is self]
+
+    def descendants(self) -> Iterator[Folder]:
+        """Depth first, each folder before its children."""
+        for child in self.children():
+            yield child
+            yield from child.descendants()
+
+    def path(self) -> tuple[str, ...]:
+        names: list[str] = []
+        folder: Folder | None = self
+        while folder is not None and folder.parent is not None:
+            names.append(folder.display_name)
+            folder = folder.parent
+        return tuple(reversed(names))
+
+
+class Store:
+    """Folders and items with the change sequence syncs read: a mailbox (with its archive) or
+    the organisation's public folders."""
+
+    def __init__(self, tenant: EwsTenant, address: str) -> None:
+        self.tenant = tenant
+        self.address = address
+        self.folders: dict[str, Folder] = {}
+        self.distinguished: dict[str, Folder] = {}
+
+    def _make_folder(self, parent: Folder | None, name: str, folder_class: str | None,
+                     distinguished: str | None = None) -> Folder:
+        with self.tenant.lock:
+            folder = Folder(_new_id(b"F"), self, parent, name, folder_class, distinguished,
+                            seq=self.tenant.tick())
+            self.folders[folder.id] = folder
+            self.tenant.folders[folder.id] = folder
+            if distinguished:
+                self.distinguished[distinguished] = folder
+            return folder
+
+    def _base(self, archive: bool) -> Folder:
+        raise NotImplementedError
+
+    def folder_at(self, path: str | tuple[str, ...], *, archive: bool = False,
+                  create: str | None = None) -> Folder:
+        """The folder at ``path`` (display names below the base folder, or a distinguished id
+        first); with ``create`` (a folder class), missing folders are made with it."""
+        if isinstance(path, str):
+            path = (path,)
+        folder = self._base(archive)
+        names = list(path)
+        if names and names[0] in self.distinguished:
+            folder = self.distinguished[names.pop(0)]
+        for name in names:
+            match = next((c for c in folder.children() if c.display_name == name), None)
+            if match is None:
+                if create is None:
+                    raise KeyError(f"no folder {name!r} in {folder.path()!r} of {self.address}")
+                match = self._make_folder(folder, name, create)
+            folder = match
+        return folder
+
+    def _store_item(self, folder: Folder, item: Item) -> str:
+        with self.tenant.lock:
+            item.seq = self.tenant.tick()
+            folder.items[item.id] = item
+            self.tenant.items[item.id] = item
+        return item.id
+
+    def _deliver(self, path: str | tuple[str, ...], mime: bytes | Path, *, is_read: bool,
+                 flagged: bool, categories: Iterable[str], received: datetime | None,
+                 archive: bool) -> str:
+        folder = self.folder_at(path, archive=archive)
+        item = Item(_new_id(b"I"), folder, "Message", mime=mime, is_read=is_read,
+                    flagged=flagged, categories=tuple(categories),
+                    received=received or datetime.now(UTC), subject=_subject_of(mime))
+        return self._store_item(folder, item)
+
+    def _add_item(self, path: str | tuple[str, ...], xml: str, archive: bool) -> str:
+        folder = self.folder_at(path, archive=archive)
+        element = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+        kind = etree.QName(element).localname
+        if kind not in ITEM_KINDS:
+            raise ValueError(f"not an EWS item element: {kind}")
+        item = Item(_new_id(b"I"), folder, kind, element=element)
+        for name in ("ItemId", "ParentFolderId"):
+            for old in element.findall(f"{{{T}}}{name}"):
+                element.remove(old)
+        attachments = element.find(f"{{{T}}}Attachments")
+        if attachments is not None:
+            for attachment in attachments:
+                content = attachment.find(f"{{{T}}}Content")
+                data = base64.b64decode(content.text or "") if content is not None else b""
+                if content is not None:
+                    attachment.remove(content)
+                for old in attachment.findall(f"{{{T}}}AttachmentId"):
+                    attachment.remove(old)
+                attachment_id = _new_id(b"A")
+                identity = etree.Element(f"{{{T}}}AttachmentId", Id=attachment_id)
+                attachment.insert(0, identity)
+                item.attachments[attachment_id] = Attachment(attachment_id, attachment, data)
+        subject = element.find(f"{{{T}}}Subject")
+        item.subject = subject.text or "" if subject is not None else ""
+        read = element.find(f"{{{T}}}IsRead")
+        item.is_read = read is not None and read.text == "true"
+        return self._store_item(folder, item)
+
+    def item(self, item_id: str) -> Item:
+        found = self.tenant.items.get(item_id)
+        if found is None or found.folder.owner is not self:
+            raise KeyError(item_id)
+        return found
+
+    def update_item(self, item_id: str, **fields: Any) -> None:
+        """Change an item as a user would; only ``is_read`` alone leaves its version (a sync then
+        says ReadFlagChange, ref: readflagchange)."""
+        unknown = set(fields) - {"is_read", "flagged", "categories", "subject", "mime"}
+        if unknown:
+            raise TypeError(f"update_item does not change {sorted(unknown)}")
+        with self.tenant.lock:
+            item = self.item(item_id)
+            for name, value in fields.items():
+                setattr(item, name, tuple(value) if name == "categories" else value)
+            if set(fields) - {"is_read"}:
+                item.version += 1
+            if "mime" in fields:
+                item.subject = _subject_of(fields["mime"])
+            item.seq = self.tenant.tick()
+
+    def delete_item(self, item_id: str) -> None:
+        with self.tenant.lock:
+            item = self.item(item_id)
+            del item.folder.items[item_id]
+            del self.tenant.items[item_id]
+            self.tenant.tick()
+
+    def move_item(self, item_id: str, path: str | tuple[str, ...], *,
+                  archive: bool = False) -> str:
+        """Move an item; like Exchange, it gets a new id in its new folder."""
+        with self.tenant.lock:
+            item = self.item(item_id)
+            target = self.folder_at(path, archive=archive)
+            self.delete_item(item_id)
+            item.id = _new_id(b"I")
+            item.folder = target
+            item.version += 1
+            return self._store_item(target, item)
+
+    def rename_folder(self, folder_id: str, name: str) -> None:
+        with self.tenant.lock:
+            folder = self.folders[folder_id]
+            folder.display_name = name
+            folder.version += 1
+            folder.seq = self.tenant.tick()
+
+
+class Mailbox(Store):
+    """A user's (or a shared) mailbox: distinguished folders, and an archive if it has one."""
+
+    def __init__(self, tenant: EwsTenant, address: str, display_name: str, password: str | None,
+                 language: str, archive: bool) -> None:
+        super().__init__(tenant, address)
+        self.display_name = display_name or address.split("@")[0]
+        self.password = password
+        self.language = language
+        names = FOLDER_NAMES[language]
+        root = self._make_folder(None, "", None, "root")
+        top = self._make_folder(root, names["msgfolderroot"], "IPF.Note", "msgfolderroot")
+        for distinguished, folder_class in DISTINGUISHED_CLASSES.items():
+            self._make_folder(top, names[distinguished], folder_class, distinguished)
+        self.has_archive = archive
+        if archive:
+            # The archive's own roots and its deleted items (ref: distinguishedfolderid:
+            # archiveroot, archivemsgfolderroot, archivedeleteditems).
+            archive_root = self._make_folder(None, "", None, "archiveroot")
+            archive_top = self._make_folder(archive_root, names["msgfolderroot"], "IPF.Note",
+                                            "archivemsgfolderroot")
+            self._make_folder(archive_top, names["deleteditems"], "IPF.Note",
+                              "archivedeleteditems")
+
+    def _base(self, archive: bool) -> Folder:
+        if archive:
+            if not self.has_archive:
+                raise KeyError(f"{self.address} has no archive")
+            return self.distinguished["archivemsgfolderroot"]
+        return self.distinguished["msgfolderroot"]
+
+    def add_folder(self, path: tuple[str, ...], folder_class: str = "IPF.Note", *,
+                   archive: bool = False) -> str:
+        return self.folder_at(path, archive=archive, create=folder_class).id
+
+    def deliver(self, path: str | tuple[str, ...], mime: bytes | Path, *, is_read: bool = False,
+                flagged: bool = False, categories: Iterable[str] = (),
+                received: datetime | None = None, archive: bool = False) -> str:
+        return self._deliver(path, mime, is_read=is_read, flagged=flagged,
+                             categories=categories, received=received, archive=archive)
+
+    def add_item(self, path: str | tuple[str, ...], xml: str, *, archive: bool = False) -> str:
+        return self._add_item(path, xml, archive)
+
+
+class PublicFolders(Store):
+    """The organisation's public folder tree, below ``publicfoldersroot``."""
+
+    def __init__(self, tenant: EwsTenant) -> None:
+        super().__init__(tenant, "")
+        # The public folder root's children are the tree users see (ref: distinguishedfolderid,
+        # publicfoldersroot); its display name is Exchange's, whatever the language.
+        self._make_folder(None, "IPM_SUBTREE", None, "publicfoldersroot")
+
+    def _base(self, archive: bool) -> Folder:
+        return self.distinguished["publicfoldersroot"]
+
+
+@dataclass
+class ServiceAccount:
+    login: str
+    password: str
+    impersonation: bool
+
+
+class EwsTenant:
+    """An Exchange organisation in memory: mailboxes, service accounts and public folders."""
+
+    def __init__(self, netbios_domain: str = "VILLE") -> None:
+        self.lock = threading.RLock()
+        self.netbios_domain = netbios_domain
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.accounts: dict[str, ServiceAccount] = {}
+        self.folders: dict[str, Folder] = {}
+        self.items: dict[str, Item] = {}
+        self.sync_states: dict[str, tuple[str, dict[str, tuple[int, bool]]]] = {}
+        self._seq = itertools.count(1)
+        self.public = PublicFolders(self)
+
+    def tick(self) -> int:
+        return next(self._seq)
+
+    def add_mailbox(self, address: str, display_name: str = "", *, password: str | None = None,
+                    language: str = "fr", archive: bool = False) -> Mailbox:
+        mailbox = Mailbox(self, address.lower(), display_name, password, language, archive)
+        self.mailboxes[mailbox.address] = mailbox
+        return mailbox
+
+    def mailbox(self, address: str) -> Mailbox:
+        return self.mailboxes[address.lower()]
+
+    def service_account(self, login: str, password: str, *,
+                        impersonation: bool = True) -> ServiceAccount:
+        account = ServiceAccount(login.lower(), password, impersonation)
+        self.accounts[account.login] = account
+        return account
+
+    def add_public_folder(self, path: tuple[str, ...], folder_class: str = "IPF.Note") -> str:
+        return self.public.folder_at(path, create=folder_class).id
+
+    def deliver_public(self, path: tuple[str, ...], mime: bytes | Path, *, is_read: bool = False,
+                       flagged: bool = False, categories: Iterable[str] = (),
+                       received: datetime | None = None) -> str:
+        return self.public._deliver(path, mime, is_read=is_read, flagged=flagged,
+                                    categories=categories, received=received, archive=False)
+
+    def add_public_item(self, path: tuple[str, ...], xml: str) -> str:
+        return self.public._add_item(path, xml, False)
+
+    def credentials(self) -> dict[str, str]:
+        """Every login that may sign in, with its password."""
+        logins = {a.login: a.password for a in self.accounts.values()}
+        logins.update({m.address: m.password for m in self.mailboxes.values() if m.password})
+        return logins
+
+
+def _subject_of(mime: bytes | Path) -> str:
+    head = mime if isinstance(mime, bytes) else mime.open("rb").read(256 * 1024)
+    headers = BytesHeaderParser().parsebytes(head.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0])
+    raw = headers.get("Subject", "")
+    return str(make_header(decode_header(str(raw)))) if raw else ""
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def _el(tag: str, text: str | int | None = None, **attrs: str) -> str:
+    attributes = "".join(f" {k}={quoteattr(str(v))}" for k, v in attrs.items())
+    if text is None:
+        return f"<{tag}{attributes}/>"
+    return f"<{tag}{attributes}>{escape(str(text))}</{tag}>"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+@dataclass
+class Shape:
+    """What an ItemShape or FolderShape asks for (ref: itemshape, foldershape, baseshape)."""
+
+    base: str = "Default"
+    fields: set[str] = field(default_factory=set)
+    """FieldURI values, and IndexedFieldURI ones (``contacts:EmailAddress``)."""
+    extended: list[etree._Element] = field(default_factory=list)
+    mime: bool = False
+
+    @classmethod
+    def parse(cls, element: etree._Element | None) -> Shape:
+        if element is None:
+            return cls()
+        base = element.findtext(f"{{{T}}}BaseShape") or "Default"
+        shape = cls(base=base)
+        shape.mime = element.findtext(f"{{{T}}}IncludeMimeContent") == "true"
+        additional = element.find(f"{{{T}}}AdditionalProperties")
+        if additional is not None:
+            for prop in additional:
+                name = etree.QName(prop).localname
+                if name in ("FieldURI", "IndexedFieldURI"):
+                    shape.fields.add(prop.get("FieldURI", ""))
+                elif name == "ExtendedFieldURI":
+                    shape.extended.append(prop)
+        if "item:MimeContent" in shape.fields:
+            shape.mime = True
+        return shape
+
+    def wants(self, uri: str, *, default: bool = True) -> bool:
+        """Whether ``uri`` is answered: asked for by name, or in the base shape (IdOnly has
+        none; ``default`` says whether Default has it; AllProperties has all)."""
+        if uri in self.fields:
+            return True
+        return self.base == "AllProperties" or (self.base == "Default" and default)
+
+
+def _folder_xml(folder: Folder, shape: Shape) -> str:
+    element = f"t:{FOLDER_ELEMENTS.get(folder.folder_class or '', 'Folder')}"
+    parts = [_el("t:FolderId", None, Id=folder.id, ChangeKey=str(folder.version))]
+    if shape.wants("folder:ParentFolderId", default=False) and folder.parent is not None:
+        parts.append(_el("t:ParentFolderId", None, Id=folder.parent.id,
+                         ChangeKey=str(folder.parent.version)))
+    if shape.wants("folder:FolderClass", default=False) and folder.folder_class:
+        parts.append(_el("t:FolderClass", folder.folder_class))
+    if shape.wants("folder:DisplayName"):
+        parts.append(_el("t:DisplayName", folder.display_name))
+    if shape.wants("folder:TotalCount"):
+        parts.append(_el("t:TotalCount", len(folder.items)))
+    if shape.wants("folder:ChildFolderCount"):
+        parts.append(_el("t:ChildFolderCount", len(folder.children())))
+    if shape.wants("folder:EffectiveRights", default=False):
+        # The reader's rights on the folder (ref: effectiverights): this server gives every
+        # signed-in reader full rights on what it may open.
+        rights = ("CreateAssociated", "CreateContents", "CreateHierarchy", "Delete", "Modify",
+                  "Read", "ViewPrivateItems")
+        parts.append("<t:EffectiveRights>" + "".join(_el(f"t:{r}", "true") for r in rights)
+                     + "</t:EffectiveRights>")
+    if (shape.wants("folder:UnreadCount") and element == "t:Folder"):
+        parts.append(_el("t:UnreadCount", sum(not i.is_read for i in folder.items.values())))
+    return f"<{element}>{''.join(parts)}</{element}>"
+
+
+def _flag_status(item: Item) -> int | None:
+    return 2 if item.flagged else None
+
+
+def _extended_xml(item: Item, shape: Shape) -> str:
+    """The extended properties asked for that the item has (ref: extendedproperty: a property
+    the item does not carry is left out of the answer)."""
+    parts = []
+    for uri in shape.extended:
+        tag = uri.get("PropertyTag")
+        if tag is not None and int(tag, 0) == PR_FLAG_STATUS:
+            status = _flag_status(item)
+            if status is not None:
+                parts.append("<t:ExtendedProperty>" + _el("t:ExtendedFieldURI", None, **dict(
+                    uri.attrib)) + _el("t:Value", status) + "</t:ExtendedProperty>")
+    return "".join(parts)
+
+
+def _item_ids(item: Item) -> str:
+    return (_el("t:ItemId", None, Id=item.id, ChangeKey=str(item.version))
+            + _el("t:ParentFolderId", None, Id=item.folder.id,
+                  ChangeKey=str(item.folder.version)))
+
+
+def _message_parts(item: Item, shape: Shape, *, mime: bool) -> Iterator[str | bytes]:
+    """A message's properties in the schema's order (ref: message-ex15websvcsotherref), the
+    MimeContent base64 encoded piece by piece (ref: mimecontent)."""
+    element = f"t:{item.kind}"
+    yield f"<{element}>"
+    if mime and shape.mime:
+        yield '<t:MimeContent CharacterSet="UTF-8">'
+        for piece in item.mime_chunks():
+            yield base64.b64encode(piece)
+        yield "</t:MimeContent>"
+    yield _el("t:ItemId", None, Id=item.id, ChangeKey=str(item.version))
+    if shape.wants("item:ParentFolderId", default=False):
+        yield _el("t:ParentFolderId", None, Id=item.folder.id, ChangeKey=str(item.folder.version))
+    if shape.wants("item:ItemClass", default=False):
+        yield _el("t:ItemClass", "IPM.Note")
+    if shape.wants("item:Subject"):
+        yield _el("t:Subject", item.subject)
+    if shape.wants("item:DateTimeReceived", default=False):
+        yield _el("t:DateTimeReceived", _stamp(item.received))
+    if shape.wants("item:Size", default=False):
+        yield _el("t:Size", item.size)
+    if shape.wants("item:Categories", default=False) and item.categories:
+        yield ("<t:Categories>" + "".join(_el("t:String", c) for c in item.categories)
+               + "</t:Categories>")
+    if shape.wants("item:DateTimeSent", default=False):
+        yield _el("t:DateTimeSent", _stamp(item.received))
+    if shape.wants("item:DateTimeCreated", default=False):
+        yield _el("t:DateTimeCreated", _stamp(item.received))
+    if shape.wants("item:HasAttachments"):
+        yield _el("t:HasAttachments", _bool(False))
+    yield _extended_xml(item, shape)
+    if shape.wants("item:LastModifiedTime", default=False):
+        yield _el("t:LastModifiedTime", _stamp(item.received))
+    if shape.wants("item:Flag", default=False):
+        # FlagStatus: NotFlagged, Flagged or Complete (ref: flagstatus).
+        yield ("<t:Flag>" + _el("t:FlagStatus", "Flagged" if item.flagged else "NotFlagged")
+               + "</t:Flag>")
+    if shape.wants("message:IsRead"):
+        yield _el("t:IsRead", _bool(item.is_read))
+    yield f"</{element}>"
+
+
+INDEXED_ELEMENTS = {"EmailAddress": "EmailAddresses", "PhoneNumber": "PhoneNumbers",
+                    "ImAddress": "ImAddresses", "PhysicalAddress": "PhysicalAddresses"}
+"""Indexed field URIs (``contacts:EmailAddress``) name one entry of a dictionary element."""
+
+
+def _stored_parts(item: Item, shape: Shape) -> Iterator[str]:
+    """An item stored as its EWS XML, as it was given, with its ids first; with IdOnly and
+    additional properties, only the elements asked for (ref: additionalproperties)."""
+    assert item.element is not None
+    wanted = {uri.split(":", 1)[-1].split(":")[0] for uri in shape.fields}
+    wanted |= {INDEXED_ELEMENTS[n] for n in list(wanted) if n in INDEXED_ELEMENTS}
+    element = f"t:{item.kind}"
+    yield f'<{element} xmlns:t="{T}">'
+    yield _item_ids(item)
+    names = {etree.QName(child).localname for child in item.element}
+    if shape.wants("item:ItemClass", default=False) and "ItemClass" not in names:
+        yield _el("t:ItemClass", ITEM_CLASSES.get(item.kind, "IPM"))
+    for child in item.element:
+        if not isinstance(child.tag, str):
+            continue
+        name = etree.QName(child).localname
+        if shape.base == "IdOnly" and name not in wanted:
+            continue
+        yield etree.tostring(child, encoding="unicode", with_tail=False)
+    if shape.wants("item:Size", default=False) and "Size" not in names:
+        yield _el("t:Size", item.size)
+    yield f"</{element}>"
+
+
+def _item_parts(item: Item, shape: Shape, *, mime: bool = True) -> Iterator[str | bytes]:
+    if item.element is not None:
+        return _stored_parts(item, shape)
+    return _message_parts(item, shape, mime=mime)
+
+
+def _response_message(operation: str, body: Iterable[str | bytes] = (),
+                      error: EwsError | None = None) -> Iterator[str | bytes]:
+    """One ``m:<Operation>ResponseMessage`` (ref: responsecode; an error carries MessageText,
+    ResponseCode and DescriptiveLinkKey 0)."""
+    tag = f"m:{operation}ResponseMessage"
+    if error is not None:
+        yield (f'<{tag} ResponseClass="Error">' + _el("m:MessageText", error.text)
+               + _el("m:ResponseCode", error.code) + _el("m:DescriptiveLinkKey", 0))
+    else:
+        yield f'<{tag} ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
+    yield from body
+    yield f"</{tag}>"
+
+
+# --- the operations -------------------------------------------------------------------------
+
+
+@dataclass
+class Caller:
+    """Who sent a request and for whom it acts."""
+
+    login: str
+    mailbox: Mailbox | None
+    impersonated: str | None
+
+
+class Operations:
+    """The EWS operations, each answering its ``m:<Operation>Response`` body as pieces."""
+
+    def __init__(self, tenant: EwsTenant, caller: Caller) -> None:
+        self.tenant = tenant
+        self.caller = caller
+
+    def run(self, request: etree._Element) -> Iterator[str | bytes]:
+        operation = etree.QName(request).localname
+        method = getattr(self, f"op_{operation}", None)
+        if method is None:
+            # ref: responsecode, ErrorInvalidRequest: "the request is invalid" (this server
+            # does not know the operation).
+            raise SoapFault("ErrorInvalidRequest",
+                            f"The EWS test server does not serve {operation}.")
+        yield f'<m:{operation}Response xmlns:m="{M}" xmlns:t="{T}"><m:ResponseMessages>'
+        yield from method(request)
+        yield f"</m:ResponseMessages></m:{operation}Response>"
+
+    # folders
+
+    def _store_for(self, mailbox_element: etree._Element | None) -> Mailbox:
+        if mailbox_element is not None:
+            address = (mailbox_element.findtext(f"{{{T}}}EmailAddress") or "").lower()
+            if address and (self.caller.mailbox is None or address != self.caller.mailbox.address):
+                if address not in self.tenant.mailboxes:
+                    raise EwsError("ErrorNonExistentMailbox",
+                                   "The SMTP address has no mailbox associated with it.")
+                # Delegate access is not modelled: only the caller's own (or impersonated)
+                # mailbox opens (ref: erroraccessdenied in responsecode).
+                raise EwsError("ErrorAccessDenied", "Access is denied. Check credentials and "
+                               "try again.")
+        if self.caller.mailbox is None:
+            raise EwsError("ErrorMissingEmailAddress", "When making a request as an account "
+                           "that does not have a mailbox, you must specify the mailbox primary "
+                           "SMTP address for any distinguished folders.")
+        return self.caller.mailbox
+
+    def folder(self, element: etree._Element) -> Folder:
+        """The folder a ``t:FolderId`` or ``t:DistinguishedFolderId`` names."""
+        name = etree.QName(element).localname
+        if name == "DistinguishedFolderId":
+            distinguished = element.get("Id", "")
+            mailbox_element = element.find(f"{{{T}}}Mailbox")
+            if distinguished == "publicfoldersroot":
+                if mailbox_element is not None:
+                    raise EwsError("ErrorInvalidOperation", "It is not valid to specify a "
+                                   "mailbox with the public folder root.")
+                return self.tenant.public.distinguished["publicfoldersroot"]
+            store = self._store_for(mailbox_element)
+            found = store.distinguished.get(distinguished)
+            if found is None:
+                # An archive root of a mailbox without archive, or an id this server does not
+                # make (ref: distinguishedfolderid lists them; the code is this server's
+                # choice).
+                raise EwsError("ErrorFolderNotFound", "The specified folder could not be found "
+                               "in the store.")
+            return found
+        folder_id = element.get("Id", "")
+        found = self.tenant.folders.get(folder_id)
+        if found is None:
+            raise EwsError("ErrorFolderNotFound",
+                           "The specified folder could not be found in the store.")
+        self._check_access(found.owner)
+        return found
+
+    def _check_access(self, owner: Store) -> None:
+        if isinstance(owner, PublicFolders):
+            return
+        if self.caller.mailbox is not owner:
+            raise EwsError("ErrorAccessDenied", "Access is denied. Check credentials and try "
+                           "again.")
+
+    def _folder_ids(self, request: etree._Element, container: str) -> list[etree._Element]:
+        holder = request.find(f"{{{M}}}{container}")
+        return [] if holder is None else [e for e in holder if isinstance(e.tag, str)]
+
+    def op_GetFolder(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: getfolder-operation: one response message per folder asked for."""
+        shape = Shape.parse(request.find(f"{{{M}}}FolderShape"))
+        for element in self._folder_ids(request, "FolderIds"):
+            try:
+                folder = self.folder(element)
+            except EwsError as error:
+                yield from _response_message("GetFolder", ["<m:Folders/>"], error)
+                continue
+            yield from _response_message(
+                "GetFolder", ["<m:Folders>", _folder_xml(folder, shape), "</m:Folders>"])
+
+    def op_FindFolder(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: findfolder-operation. Shallow gives the children, Deep every descendant (each
+        before its children); "Deep traversal queries cannot be performed on public folders"
+        (the error code, ErrorInvalidOperation, is this server's choice). Paged by
+        IndexedPageFolderView (ref: indexedpagefolderview)."""
+        traversal = request.get("Traversal", "Shallow")
+        shape = Shape.parse(request.find(f"{{{M}}}FolderShape"))
+        view = request.find(f"{{{M}}}IndexedPageFolderView")
+        for element in self._folder_ids(request, "ParentFolderIds"):
+            try:
+                folder = self.folder(element)
+                if traversal == "Deep" and isinstance(folder.owner, PublicFolders):
+                    raise EwsError("ErrorInvalidOperation", "Deep traversal queries cannot be "
+                                   "performed on public folders.")
+                if traversal not in ("Shallow", "Deep"):
+                    raise EwsError("ErrorInvalidOperation",
+                                   f"The EWS test server does not serve a {traversal} traversal.")
+            except EwsError as error:
+                yield from _response_message("FindFolder", (), error)
+                continue
+            found = list(folder.descendants()) if traversal == "Deep" else folder.children()
+            page, offset, last = _page(found, view)
+            body = [(f'<m:RootFolder IndexedPagingOffset="{offset + len(page)}" '
+                    f'TotalItemsInView="{len(found)}" IncludesLastItemInRange="{_bool(last)}">'
+                    "<t:Folders>"), *(_folder_xml(f, shape) for f in page),
+                    "</t:Folders></m:RootFolder>"]
+            yield from _response_message("FindFolder", body)
+
+    # items
+
+    def item(self, element: etree._Element) -> Item:
+        found = self.tenant.items.get(element.get("Id", ""))
+        if found is None:
+            raise EwsError("ErrorItemNotFound",
+                           "The specified object was not found in the store.")
+        self._check_access(found.folder.owner)
+        return found
+
+    def op_GetItem(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: getitem-operation; MimeContent when IncludeMimeContent is true (ref:
+        includemimecontent), base64 of the message's bytes (ref: mimecontent)."""
+        shape = Shape.parse(request.find(f"{{{M}}}ItemShape"))
+        for element in self._folder_ids(request, "ItemIds"):
+            try:
+                item = self.item(element)
+            except EwsError as error:
+                yield from _response_message("GetItem", ["<m:Items/>"], error)
+                continue
+            yield from _response_message(
+                "GetItem", itertools.chain(["<m:Items>"], _item_parts(item, shape), ["</m:Items>"]))
+
+    def op_FindItem(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: finditem-operation, Shallow traversal, paged by IndexedPageItemView, newest
+        received first (the order without SortOrder is this server's choice). No MimeContent
+        (FindItem gives no streamable property whole). A Restriction is answered
+        ErrorUnsupportedQueryFilter: this server does not evaluate them."""
+        shape = Shape.parse(request.find(f"{{{M}}}ItemShape"))
+        shape.mime = False
+        view = request.find(f"{{{M}}}IndexedPageItemView")
+        for element in self._folder_ids(request, "ParentFolderIds"):
+            try:
+                folder = self.folder(element)
+                if request.find(f"{{{M}}}Restriction") is not None:
+                    raise EwsError("ErrorUnsupportedQueryFilter",
+                                   "The EWS test server does not evaluate restrictions.")
+            except EwsError as error:
+                yield from _response_message("FindItem", (), error)
+                continue
+            found = sorted(folder.items.values(), key=lambda i: i.received, reverse=True)
+            page, offset, last = _page(found, view)
+            body = itertools.chain(
+                [(f'<m:RootFolder IndexedPagingOffset="{offset + len(page)}" '
+                 f'TotalItemsInView="{len(found)}" IncludesLastItemInRange="{_bool(last)}">'
+                 "<t:Items>")],
+                *(_item_parts(i, shape, mime=False) for i in page),
+                ["</t:Items></m:RootFolder>"])
+            yield from _response_message("FindItem", body)
+
+    def op_GetAttachment(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: getattachment-operation: each attachment with its Content in base64."""
+        for element in self._folder_ids(request, "AttachmentIds"):
+            attachment_id = element.get("Id", "")
+            owner = next((i for i in self.tenant.items.values()
+                          if attachment_id in i.attachments), None)
+            if owner is None:
+                yield from _response_message("GetAttachment", ["<m:Attachments/>"], EwsError(
+                    "ErrorItemNotFound", "The specified object was not found in the store."))
+                continue
+            try:
+                self._check_access(owner.folder.owner)
+            except EwsError as error:
+                yield from _response_message("GetAttachment", ["<m:Attachments/>"], error)
+                continue
+            attachment = owner.attachments[attachment_id]
+            element_name = etree.QName(attachment.element).localname
+            inner = "".join(etree.tostring(c, encoding="unicode", with_tail=False)
+                            for c in attachment.element if isinstance(c.tag, str))
+            body = [f'<m:Attachments><t:{element_name}>', inner,
+                    _el("t:Content", base64.b64encode(attachment.content).decode()),
+                    f"</t:{element_name}></m:Attachments>"]
+            yield from _response_message("GetAttachment", body)
+
+    def op_ExpandDL(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: expanddl-operation: a personal distribution list named by its ItemId gives its
+        members' Mailbox elements."""
+        mailbox = request.find(f"{{{M}}}Mailbox")
+        item_id = mailbox.find(f"{{{T}}}ItemId") if mailbox is not None else None
+        try:
+            if item_id is None:
+                # Public distribution groups live in the directory, which is not modelled.
+                raise EwsError("ErrorNameResolutionNoResults", "No results were found.")
+            item = self.item(item_id)
+            if item.kind != "DistributionList" or item.element is None:
+                raise EwsError("ErrorItemNotFound",
+                               "The specified object was not found in the store.")
+        except EwsError as error:
+            yield from _response_message("ExpandDL", (), error)
+            return
+        members = [m.find(f"{{{T}}}Mailbox") for m in item.element.iterfind(
+            f"{{{T}}}Members/{{{T}}}Member")]
+        members = [m for m in members if m is not None]
+        body = [(f'<m:DLExpansion TotalItemsInView="{len(members)}" '
+                'IncludesLastItemInRange="true">'),
+                *(etree.tostring(m, encoding="unicode", with_tail=False) for m in members),
+                "</m:DLExpansion>"]
+        yield from _response_message("ExpandDL", body)
+
+    # synchronisation
+
+    def _new_state(self, scope: str, snapshot: dict[str, tuple[int, bool]]) -> str:
+        token = base64.b64encode(b"H4sI" + secrets.token_bytes(30)).decode()
+        with self.tenant.lock:
+            self.tenant.sync_states[token] = (scope, snapshot)
+        return token
+
+    def _old_state(self, request: etree._Element, scope: str) -> dict[str, tuple[int, bool]]:
+        token = request.findtext(f"{{{M}}}SyncState")
+        if not token:
+            return {}
+        stored = self.tenant.sync_states.get(token)
+        if stored is None or stored[0] != scope:
+            # ref: responsecode, ErrorInvalidSyncStateData: "the sync state data is corrupt or
+            # otherwise invalid" (here: unknown, or another folder's).
+            raise EwsError("ErrorInvalidSyncStateData",
+                           "Synchronization state data is corrupt or otherwise invalid.")
+        return dict(stored[1])
+
+    def op_SyncFolderItems(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: syncfolderitems-operation. Changes since the SyncState (none: every item, as
+        Create), at most MaxChangesReturned (1 to 512, ref: maxchangesreturned), deletions
+        first then the rest in the order they happened; IncludesLastItemInRange false while
+        more remain. An item created then changed before the client saw it is one Create; a
+        change of the read flag alone is a ReadFlagChange (ref: readflagchange). The state is
+        opaque (ref: syncstate): a token for what the client has been told, kept here."""
+        shape = Shape.parse(request.find(f"{{{M}}}ItemShape"))
+        try:
+            holder = request.find(f"{{{M}}}SyncFolderId")
+            if holder is None or not len(holder):
+                raise EwsError("ErrorInvalidRequest", "SyncFolderId is required.")
+            folder = self.folder(holder[0])
+            known = self._old_state(request, folder.id)
+            limit = int(request.findtext(f"{{{M}}}MaxChangesReturned") or "0")
+            if not 1 <= limit <= MAX_CHANGES:
+                raise EwsError("ErrorInvalidArgument",
+                               "MaxChangesReturned must be between 1 and 512.")
+        except EwsError as error:
+            yield from _response_message("SyncFolderItems", (), error)
+            return
+        with self.tenant.lock:
+            current = sorted(folder.items.values(), key=lambda i: i.seq)
+            changes: list[tuple[str, Item | str]] = [
+                ("Delete", gone) for gone in known if gone not in folder.items]
+            for item in current:
+                seen = known.get(item.id)
+                if seen is None:
+                    changes.append(("Create", item))
+                elif seen[0] != item.version:
+                    changes.append(("Update", item))
+                elif seen[1] != item.is_read:
+                    changes.append(("ReadFlagChange", item))
+            sent, more = changes[:limit], len(changes) > limit
+            for kind, target in sent:
+                if isinstance(target, str):
+                    known.pop(target, None)
+                else:
+                    known[target.id] = (target.version, target.is_read)
+        state = self._new_state(folder.id, known)
+        body: list[Iterable[str | bytes]] = [[
+            _el("m:SyncState", state), _el("m:IncludesLastItemInRange", _bool(not more)),
+            "<m:Changes>"]]
+        for kind, target in sent:
+            if isinstance(target, str):
+                body.append([f"<t:Delete>{_el('t:ItemId', None, Id=target)}</t:Delete>"])
+            elif kind == "ReadFlagChange":
+                body.append(["<t:ReadFlagChange>",
+                             _el("t:ItemId", None, Id=target.id, ChangeKey=str(target.version)),
+                             _el("t:IsRead", _bool(target.is_read)), "</t:ReadFlagChange>"])
+            else:
+                body.append(itertools.chain([f"<t:{kind}>"], _item_parts(target, shape),
+                                            [f"</t:{kind}>"]))
+        body.append(["</m:Changes>"])
+        yield from _response_message("SyncFolderItems", itertools.chain(*body))
+
+    def op_SyncFolderHierarchy(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: syncfolderhierarchy-operation: the folders below SyncFolderId (without it, the
+        whole mailbox below ``root``: this server's reading of "the mailbox"), Create, Update
+        and Delete since the SyncState, all at once (the operation has no page size)."""
+        shape = Shape.parse(request.find(f"{{{M}}}FolderShape"))
+        try:
+            holder = request.find(f"{{{M}}}SyncFolderId")
+            if holder is not None and len(holder):
+                top = self.folder(holder[0])
+            else:
+                top = self._store_for(None).distinguished["root"]
+            known = self._old_state(request, "hierarchy:" + top.id)
+        except EwsError as error:
+            yield from _response_message("SyncFolderHierarchy", (), error)
+            return
+        with self.tenant.lock:
+            current = list(top.descendants())
+            ids = {f.id for f in current}
+            changes: list[str] = [f"<t:Delete>{_el('t:FolderId', None, Id=gone)}</t:Delete>"
+                                  for gone in known if gone not in ids]
+            for folder in current:
+                seen = known.get(folder.id)
+                if seen is None or seen[0] != folder.version:
+                    kind = "Create" if seen is None else "Update"
+                    changes.append(f"<t:{kind}>{_folder_xml(folder, shape)}</t:{kind}>")
+            snapshot = {f.id: (f.version, False) for f in current}
+        state = self._new_state("hierarchy:" + top.id, snapshot)
+        yield from _response_message("SyncFolderHierarchy", [
+            _el("m:SyncState", state), _el("m:IncludesLastFolderInRange", "true"),
+            "<m:Changes>", *changes, "</m:Changes>"])
+
+    # identifiers
+
+    def op_ConvertId(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: convertid-operation and convertidresponsemessage: one response message per id,
+        its ``m:AlternateId`` typed ``t:AlternateIdType`` (in the messages namespace, as the
+        reference places it). Formats: EwsId, EwsLegacyId, EntryId (base64) and HexEntryId;
+        others are answered ErrorInvalidIdMalformed (this server's choice)."""
+        destination = request.get("DestinationFormat", "EwsId")
+        holder = request.find(f"{{{M}}}SourceIds")
+        for source in (holder if holder is not None else []):
+            if not isinstance(source.tag, str):
+                continue
+            try:
+                raw = _decode_id(source.get("Format", ""), source.get("Id", ""))
+                converted = _encode_id(destination, raw)
+            except EwsError as error:
+                yield from _response_message("ConvertId", (), error)
+                continue
+            attrs = {"Format": destination, "Id": converted,
+                     "Mailbox": source.get("Mailbox", "")}
+            yield from _response_message("ConvertId", [
+                f'<m:AlternateId xmlns:xsi="{XSI}" xsi:type="t:AlternateIdType"'
+                + "".join(f" {k}={quoteattr(v)}" for k, v in attrs.items()) + "/>"])
+
+
+def _decode_id(format_name: str, value: str) -> bytes:
+    try:
+        if format_name in ("EwsId", "EwsLegacyId", "EntryId"):
+            raw = base64.b64decode(value, validate=True)
+        elif format_name == "HexEntryId":
+            raw = bytes.fromhex(value)
+        else:
+            raise ValueError(format_name)
+    except ValueError:
+        raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.") from None
+    if len(raw) != 21 or raw[:4] != b"\x00\x00\x00\x01":
+        raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
+    return raw
+
+
+def _encode_id(format_name: str, raw: bytes) -> str:
+    if format_name in ("EwsId", "EwsLegacyId", "EntryId"):
+        return base64.b64encode(raw).decode()
+    if format_name == "HexEntryId":
+        return raw.hex().upper()
+    raise EwsError("ErrorInvalidIdMalformed", f"The EWS test server does not make {format_name}.")
+
+
+def _page(found: list[Any], view: etree._Element | None) -> tuple[list[Any], int, bool]:
+    """A page of an indexed view (ref: indexedpageitemview): from Offset counted from the
+    Beginning or the End, at most MaxEntriesReturned."""
+    if view is None:
+        return found, 0, True
+    offset = int(view.get("Offset", "0"))
+    limit = int(view.get("MaxEntriesReturned", str(len(found) or 1)))
+    if view.get("BasePoint") == "End":
+        offset = max(len(found) - offset - limit, 0)
+    page = found[offset:offset + limit]
+    return page, offset, offset + len(page) >= len(found)
+
+
+# --- HTTP, authentication, throttling -------------------------------------------------------
+
+_NTLM_STORE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _ntlm_users(path: Path) -> Iterator[None]:
+    """pyspnego's NTLM acceptor reads its user file from ``NTLM_USER_FILE`` when it is made and
+    when it checks an answer: servers of one process take turns pointing it at their own."""
+    with _NTLM_STORE_LOCK:
+        previous = os.environ.get("NTLM_USER_FILE")
+        os.environ["NTLM_USER_FILE"] = str(path)
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ["NTLM_USER_FILE"]
+            else:
+                os.environ["NTLM_USER_FILE"] = previous
+
+
+def _fault(code: str, text: str, message_xml: str = "") -> str:
+    """A SOAP fault as Exchange gives one: the code in the types namespace, the detail's
+    ResponseCode and Message in the errors namespace, MessageXml in the types namespace
+    (ref: ews-throttling-in-exchange shows ErrorServerBusy so)."""
+    return (f'<s:Fault><faultcode xmlns:a="{T}">a:{code}</faultcode>'
+            f'<faultstring xml:lang="en-US">{escape(text)}</faultstring><detail>'
+            f'<e:ResponseCode xmlns:e="{E}">{code}</e:ResponseCode>'
+            f'<e:Message xmlns:e="{E}">{escape(text)}</e:Message>{message_xml}'
+            "</detail></s:Fault>")
+
+
+class EwsHandler(BaseHTTPRequestHandler):
+    """One connection. NTLM signs in a connection, not a request (IIS keeps the user for the
+    connection's later requests), so the handler keeps its context and user."""
+
+    protocol_version = "HTTP/1.1"
+    server: EwsHTTPServer
+    ntlm: Any = None
+    ntlm_user: str | None = None
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a test reads ``.requests`` and ``.stats``."""
+
+    def _plain(self, status: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        body = text.encode()
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _challenge(self, token: str | None = None) -> None:
+        """401 with what IIS offers (Negotiate, NTLM, Basic with the host as realm), or the NTLM
+        challenge in the scheme the client used."""
+        self.server.owner.count("unauthorised" if token is None else "ntlm_challenges")
+        if token is not None:
+            headers = [("WWW-Authenticate", token)]
+        else:
+            headers = []
+            if "ntlm" in self.server.owner.auth:
+                headers += [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "NTLM")]
+            if "basic" in self.server.owner.auth:
+                headers.append(("WWW-Authenticate", 'Basic realm="127.0.0.1"'))
+        self._plain(401, "401 - Unauthorized: Access is denied due to invalid credentials.",
+                    headers)
+
+    def _authenticate(self) -> str | None:
+        """The login of the request's user, or None once a 401 has been answered."""
+        owner = self.server.owner
+        header = self.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic" and "basic" in owner.auth:
+            try:
+                login, _, password = base64.b64decode(value).decode().partition(":")
+            except ValueError:
+                login = password = ""
+            expected = owner.tenant.credentials().get(login.lower())
+            if expected is not None and secrets.compare_digest(expected, password):
+                return login.lower()
+            self._challenge()
+            return None
+        if scheme in ("ntlm", "negotiate") and "ntlm" in owner.auth:
+            return self._ntlm_step(scheme, value)
+        if not header and self.ntlm_user is not None:
+            return self.ntlm_user
+        self._challenge()
+        return None
+
+    def _ntlm_step(self, scheme: str, value: str) -> str | None:
+        owner = self.server.owner
+        label = "NTLM" if scheme == "ntlm" else "Negotiate"
+        try:
+            token = base64.b64decode(value)
+        except ValueError:
+            token = b""
+        if not token.startswith(b"NTLMSSP\x00") or len(token) < 12:
+            self._challenge()
+            return None
+        message_type = int.from_bytes(token[8:12], "little")
+        if message_type == 1:
+            with _ntlm_users(owner.ntlm_users()):
+                self.ntlm = spnego.server(protocol="ntlm")
+            self.ntlm_user = None
+            challenge = self.ntlm.step(token)
+            self._challenge(f"{label} {base64.b64encode(challenge or b'').decode()}")
+            return None
+        if message_type == 3 and self.ntlm is not None:
+            context, self.ntlm = self.ntlm, None
+            try:
+                with _ntlm_users(owner.ntlm_users()):
+                    context.step(token)
+            except spnego.exceptions.SpnegoError:
+                self._challenge()
+                return None
+            principal = str(context.client_principal or "")
+            login = owner.login_of(principal)
+            if login is None:
+                self._challenge()
+                return None
+            self.ntlm_user = login
+            return login
+        self._challenge()
+        return None
+
+    def do_GET(self) -> None:
+        # EWS answers POSTed SOAP only; IIS gives the WSDL or an error page on GET: this server
+        # asks for credentials, then says the method is not allowed.
+        if self._authenticate() is not None:
+            self._plain(405, "405 - Method not allowed.")
+
+    def do_POST(self) -> None:
+        owner = self.server.owner
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if urlsplit_path(self.path).lower() != PATH.lower():
+            self._plain(404, "404 - File or directory not found.")
+            return
+        login = self._authenticate()
+        if login is None:
+            return
+        with owner.admitted(login) as refused:
+            if refused is not None:
+                self._answer(500, None, _fault(*refused))
+                return
+            try:
+                header, pieces = owner.handle(login, body)
+            except SoapFault as fault:
+                self._answer(500, owner.version_header(), _fault(fault.code, fault.text,
+                                                                 fault.message_xml))
+                return
+            self._answer(200, header, pieces)
+
+    def _answer(self, status: int, header: str | None, body: str | Iterable[str | bytes]) -> None:
+        """The SOAP envelope, sent chunked as it is made (a GetItem of a big message leaves in
+        pieces of about 64 KiB; none is ever held whole)."""
+        owner = self.server.owner
+        if owner.delay:
+            time.sleep(owner.delay)
+        self.send_response(status)
+        self.send_header("Content-Type", "text/xml; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-EWS-Test-Server", "bascule")
+        self.end_headers()
+        pieces = [body] if isinstance(body, str) else body
+        head = (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{SOAP}">'
+                + (f"<s:Header>{header}</s:Header>" if header else "") + "<s:Body>")
+        buffer = bytearray(head.encode())
+        for piece in itertools.chain(pieces, ["</s:Body></s:Envelope>"]):
+            buffer += piece.encode() if isinstance(piece, str) else piece
+            if len(buffer) >= 64 * 1024:
+                self._chunk(buffer)
+                buffer = bytearray()
+        if buffer:
+            self._chunk(buffer)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _chunk(self, data: bytearray) -> None:
+        self.wfile.write(f"{len(data):X}\r\n".encode())
+        self.wfile.write(data)
+        self.wfile.write(b"\r\n")
+
+
+def urlsplit_path(path: str) -> str:
+    return path.split("?", 1)[0]
+
+
+class EwsHTTPServer(ThreadingHTTPServer):
+    """Accepts on the listening thread, shakes hands with TLS on the connection's thread."""
+
+    daemon_threads = True
+
+    def __init__(self, owner: EwsServer, certificates: TestCertificates) -> None:
+        super().__init__(("127.0.0.1", 0), EwsHandler)
+        self.owner = owner
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certificates.cert_file, certificates.key_file)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Headers and chunks leave in separate writes: with Nagle's algorithm one would wait for
+        # the client's delayed ACK (40 ms), a stall no IIS front end has.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.owner.count("tls_refused")
+            return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is not the server's error."""
+
+
+class EwsServer:
+    """The EWS endpoint over ``tenant``: see the module's docstring."""
+
+    def __init__(self, tenant: EwsTenant, *, auth: Iterable[str] = ("basic", "ntlm"),
+                 version: str = "Exchange2016",
+                 certificates: TestCertificates | None = None) -> None:
+        if version not in SERVER_VERSIONS:
+            raise ValueError(f"version is one of {sorted(SERVER_VERSIONS)}")
+        self.tenant = tenant
+        self.auth = frozenset(a.lower() for a in auth)
+        self.version = version
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.stats: Counter[str] = Counter()
+        self.delay = 0.0
+        self._lock = threading.Lock()
+        self._busy: list[int] = []
+        self._limit: int | None = None
+        self._in_flight: Counter[str] = Counter()
+        self._folder = TemporaryDirectory(prefix="ews-server-")
+        self._certificates = certificates or make_test_certificates(
+            Path(self._folder.name) / "tls")
+        self._http: EwsHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.service_password = ""
+        """Set by the ``ews_server`` fixture: the service account's password."""
+
+    # switches
+
+    def busy(self, count: int, back_off_ms: int = 50) -> None:
+        with self._lock:
+            self._busy.extend([back_off_ms] * count)
+
+    def max_concurrency(self, n: int | None) -> None:
+        self._limit = n
+
+    def latency(self, seconds: float) -> None:
+        self.delay = seconds
+
+    def count(self, name: str, by: int = 1) -> None:
+        with self._lock:
+            self.stats[name] += by
+
+    # where it listens
+
+    @property
+    def ca_file(self) -> Path:
+        return self._certificates.ca_file
+
+    @property
+    def port(self) -> int:
+        assert self._http is not None, "the server is not started"
+        return self._http.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}{PATH}"
+
+    def start(self) -> EwsServer:
+        self._http = EwsHTTPServer(self, self._certificates)
+        self._thread = threading.Thread(target=self._http.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="ews-test-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._http = None
+        self._folder.cleanup()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # authentication
+
+    def ntlm_users(self) -> Path:
+        """The NTLM user file (Heimdal format, ``DOMAIN:USER:PASSWORD``): each login in UPN form
+        with no domain, and ``DOMAIN\\name`` for the part before the ``@``."""
+        lines = []
+        for login, password in self.tenant.credentials().items():
+            lines.append(f":{login}:{password}")
+            lines.append(f"{self.tenant.netbios_domain}:{login.split('@')[0]}:{password}")
+        path = Path(self._folder.name) / "ntlm-users"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def login_of(self, principal: str) -> str | None:
+        """The login an NTLM principal (``DOMAIN\\user`` or ``user@domain``) signs in as."""
+        logins = self.tenant.credentials()
+        domain, _, user = principal.rpartition("\\")
+        user = user.lower()
+        if user in logins:
+            return user
+        if domain.upper() == self.tenant.netbios_domain:
+            return next((login for login in logins if login.split("@")[0] == user), None)
+        return None
+
+    # admission
+
+    @contextlib.contextmanager
+    def admitted(self, login: str) -> Iterator[tuple[str, str, str] | None]:
+        """Throttling first (ErrorServerBusy with BackOffMilliseconds, ref:
+        ews-throttling-in-exchange, "Errors generated when throttling limits are exceeded"),
+        then the account's concurrency (ErrorExceededConnectionCount: "more concurrent requests
+        against the server than are allowed by a user's policy"). Yields the fault to answer,
+        or None."""
+        with self._lock:
+            if self._busy:
+                back_off = self._busy.pop(0)
+                self.stats["busy"] += 1
+                yield ("ErrorServerBusy",
+                       "The server cannot service this request right now. Try again later.",
+                       (f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">'
+                       f"{back_off}</t:Value></t:MessageXml>"))
+                return
+            self._in_flight[login] += 1
+            in_flight = self._in_flight[login]
+            self.stats["max_in_flight"] = max(self.stats["max_in_flight"], in_flight)
+        try:
+            if self._limit is not None and in_flight > self._limit:
+                self.count("refused_concurrency")
+                yield ("ErrorExceededConnectionCount",
+                       ("You have exceeded the available concurrent connections for your "
+                       "account. Try again once your other requests have completed."), "")
+            else:
+                yield None
+        finally:
+            with self._lock:
+                self._in_flight[login] -= 1
+
+    # SOAP
+
+    def version_header(self) -> str:
+        """ref: serverversioninfo, in the SOAP header of every answer."""
+        (major, minor, build, revision), schema = SERVER_VERSIONS[self.version]
+        return (f'<h:ServerVersionInfo xmlns:h="{T}" MajorVersion="{major}" '
+                f'MinorVersion="{minor}" MajorBuildNumber="{build}" '
+                f'MinorBuildNumber="{revision}" Version="{schema}"/>')
+
+    def handle(self, login: str, body: bytes) -> tuple[str, Iterator[str | bytes]]:
+        """The SOAP header and the body's pieces for one request from ``login``."""
+        try:
+            envelope = etree.fromstring(body, etree.XMLParser(resolve_entities=False,
+                                                              no_network=True))
+        except etree.XMLSyntaxError as error:
+            raise SoapFault("ErrorSchemaValidation",
+                            f"The request failed schema validation: {error}") from None
+        header = envelope.find(f"{{{SOAP}}}Header")
+        soap_body = envelope.find(f"{{{SOAP}}}Body")
+        if soap_body is None or not len(soap_body):
+            raise SoapFault("ErrorInvalidRequest", "The request is invalid.")
+        request = soap_body[0]
+        self._check_version(header)
+        caller = self._caller(login, header)
+        operation = etree.QName(request).localname
+        with self._lock:
+            self.requests.append((operation, caller.mailbox.address if caller.mailbox else "",
+                                  caller.impersonated))
+            self.stats[operation] += 1
+        return self.version_header(), Operations(self.tenant, caller).run(request)
+
+    def _check_version(self, header: etree._Element | None) -> None:
+        """RequestServerVersion (ref: requestserverversion; without it the request is read as
+        Exchange2007). A version above what this server runs is ErrorInvalidServerVersion
+        (ref: responsecode)."""
+        asked = "Exchange2007"
+        if header is not None:
+            element = header.find(f"{{{T}}}RequestServerVersion")
+            if element is not None:
+                asked = element.get("Version", "")
+        if asked not in REQUEST_VERSIONS:
+            raise SoapFault("ErrorInvalidServerVersion",
+                            "The specified server version is invalid.")
+        highest = HIGHEST_REQUEST[self.version]
+        if REQUEST_VERSIONS.index(asked) > REQUEST_VERSIONS.index(highest):
+            raise SoapFault("ErrorInvalidServerVersion",
+                            "The specified server version is invalid.")
+
+    def _caller(self, login: str, header: etree._Element | None) -> Caller:
+        """ExchangeImpersonation (ref: exchangeimpersonation, connectingsid): the signed-in
+        account must hold ApplicationImpersonation, else ErrorImpersonateUserDenied; an
+        address without a mailbox is ErrorNonExistentMailbox. Both are SOAP faults: the
+        request as a whole is refused."""
+        own = self.tenant.mailboxes.get(login)
+        impersonation = header.find(f"{{{T}}}ExchangeImpersonation") if header is not None else None
+        if impersonation is None:
+            return Caller(login, own, None)
+        sid = impersonation.find(f"{{{T}}}ConnectingSID")
+        address = ""
+        if sid is not None:
+            for name in ("PrimarySmtpAddress", "SmtpAddress", "PrincipalName"):
+                address = sid.findtext(f"{{{T}}}{name}") or address
+        address = address.strip().lower()
+        account = self.tenant.accounts.get(login)
+        if account is None or not account.impersonation:
+            raise SoapFault("ErrorImpersonateUserDenied",
+                            "The account does not have permission to impersonate the "
+                            "requested user.")
+        mailbox = self.tenant.mailboxes.get(address)
+        if mailbox is None:
+            raise SoapFault("ErrorNonExistentMailbox",
+                            "The SMTP address has no mailbox associated with it.")
+        return Caller(login, mailbox, mailbox.address)
+
+
+from tests.ews_seed import seed_french_tenant
+
+__all__ = ["EwsServer", "EwsTenant", "Mailbox", "seed_french_tenant"]

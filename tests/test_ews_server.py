@@ -1,0 +1,347 @@
+"""The EWS test server, driven by the real exchangelib over TLS on loopback: each test checks a
+behaviour Microsoft's EWS reference states (the page is named in the test), and where
+exchangelib reads an answer otherwise, the answer itself is read as XML beside it."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    Account,
+    Configuration,
+    Credentials,
+    ExtendedProperty,
+    Message,
+)
+from exchangelib.errors import (
+    ErrorAccessDenied,
+    ErrorFolderNotFound,
+    ErrorImpersonateUserDenied,
+    ErrorInvalidOperation,
+    ErrorNonExistentMailbox,
+    UnauthorizedError,
+)
+from exchangelib.folders import FolderCollection
+from exchangelib.protocol import BaseProtocol, close_connections
+from lxml import etree
+
+from tests.ews_seed import SERVICE_LOGIN, mime_message
+from tests.ews_server import FOLDER_NAMES, EwsServer, EwsTenant
+
+M = "http://schemas.microsoft.com/exchange/services/2006/messages"
+T = "http://schemas.microsoft.com/exchange/services/2006/types"
+
+
+class FlagStatus(ExtendedProperty):
+    """PidTagFlagStatus, as a client asks for the follow-up flag (2 = flagged)."""
+
+    property_tag = 0x1090
+    property_type = "Integer"
+
+
+@pytest.fixture(autouse=True)
+def trusted_ca(ews_server: EwsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exchangelib's sessions trust the test CA on every request: the environment's
+    ``REQUESTS_CA_BUNDLE`` would win over a session's ``verify``."""
+    ca = str(ews_server.ca_file)
+
+    class TrustTestCA(requests.adapters.HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["verify"] = ca
+            return super().send(request, *args, **kwargs)
+
+    monkeypatch.setattr(BaseProtocol, "HTTP_ADAPTER_CLS", TrustTestCA)
+
+
+@pytest.fixture(autouse=True)
+def fresh_protocols() -> Iterator[None]:
+    """exchangelib keeps a protocol (and its sessions) per endpoint: closed after each test."""
+    yield
+    close_connections()
+
+
+def account_of(server: EwsServer, address: str = "alice@ville.fr", *, auth: str = BASIC,
+               login: str = SERVICE_LOGIN, password: str | None = None,
+               access: str = IMPERSONATION) -> Account:
+    config = Configuration(service_endpoint=server.url, auth_type=auth,
+                           credentials=Credentials(login, password or server.service_password))
+    return Account(address, config=config, autodiscover=False, access_type=access)
+
+
+def soap(server: EwsServer, body: str, *, impersonate: str | None = "alice@ville.fr",
+         version: str = "Exchange2016") -> etree._Element:
+    """POST a SOAP request as the service account with plain requests; the parsed answer."""
+    header = f'<t:RequestServerVersion Version="{version}"/>'
+    if impersonate:
+        header += ("<t:ExchangeImpersonation><t:ConnectingSID><t:PrimarySmtpAddress>"
+                   f"{impersonate}</t:PrimarySmtpAddress></t:ConnectingSID>"
+                   "</t:ExchangeImpersonation>")
+    envelope = ('<?xml version="1.0" encoding="utf-8"?><s:Envelope '
+                'xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+                f'xmlns:m="{M}" xmlns:t="{T}"><s:Header>{header}</s:Header>'
+                f"<s:Body>{body}</s:Body></s:Envelope>")
+    answer = requests.post(server.url, data=envelope.encode(), verify=str(server.ca_file),
+                           auth=(SERVICE_LOGIN, server.service_password), timeout=30,
+                           headers={"Content-Type": "text/xml; charset=utf-8"})
+    return etree.fromstring(answer.content)
+
+
+# --- folders (ref: getfolder-operation, findfolder-operation, distinguishedfolderid) --------
+
+
+def test_distinguished_folders_have_their_french_names(ews_server: EwsServer) -> None:
+    account = account_of(ews_server)
+    names = FOLDER_NAMES["fr"]
+    assert account.inbox.name == "Boîte de réception"
+    assert account.sent.name == "Éléments envoyés"
+    assert account.trash.name == "Éléments supprimés"
+    assert account.junk.name == "Courrier indésirable"
+    assert account.calendar.name == "Calendrier"
+    assert account.tasks.name == "Tâches"
+    assert account.msg_folder_root.name == names["msgfolderroot"]
+    below_top = {f.name for f in account.msg_folder_root.children}
+    assert {"Boîte d'envoi", "Brouillons", "Contacts", "Notes", "Journal"} <= below_top
+
+
+def test_deep_traversal_walks_a_branch_four_folders_deep(ews_server: EwsServer) -> None:
+    account = account_of(ews_server)
+    paths = {f.absolute for f in account.inbox.walk()}
+    top = f"/root/{FOLDER_NAMES['fr']['msgfolderroot']}/Boîte de réception"
+    assert f"{top}/Projets/Voirie/Été 2026/Réunions" in paths
+    assert ews_server.stats["FindFolder"] >= 1
+    shallow = soap(ews_server, '<m:FindFolder Traversal="Shallow"><m:FolderShape>'
+                   "<t:BaseShape>Default</t:BaseShape></m:FolderShape><m:ParentFolderIds>"
+                   '<t:DistinguishedFolderId Id="inbox"><t:Mailbox><t:EmailAddress>'
+                   "alice@ville.fr</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>"
+                   "</m:ParentFolderIds></m:FindFolder>")
+    assert [e.text for e in shallow.iter(f"{{{T}}}DisplayName")] == ["Projets"]
+
+
+def test_folder_paging_follows_the_indexed_view(ews_server: EwsServer) -> None:
+    """ref: indexedpagefolderview: Offset and MaxEntriesReturned, IncludesLastItemInRange."""
+    def page(offset: int) -> etree._Element:
+        return soap(ews_server, '<m:FindFolder Traversal="Shallow"><m:FolderShape><t:BaseShape>'
+                    'IdOnly</t:BaseShape></m:FolderShape><m:IndexedPageFolderView '
+                    f'MaxEntriesReturned="4" Offset="{offset}" BasePoint="Beginning"/>'
+                    '<m:ParentFolderIds><t:DistinguishedFolderId Id="msgfolderroot"><t:Mailbox>'
+                    "<t:EmailAddress>alice@ville.fr</t:EmailAddress></t:Mailbox>"
+                    "</t:DistinguishedFolderId></m:ParentFolderIds></m:FindFolder>")
+
+    first, last = page(0), page(8)
+    root = first.find(f".//{{{M}}}RootFolder")
+    assert root.get("TotalItemsInView") == "11"
+    assert root.get("IncludesLastItemInRange") == "false"
+    assert root.get("IndexedPagingOffset") == "4"
+    assert len(root.findall(f".//{{{T}}}FolderId")) == 4
+    assert last.find(f".//{{{M}}}RootFolder").get("IncludesLastItemInRange") == "true"
+    assert len(last.findall(f".//{{{T}}}FolderId")) == 3
+
+
+# --- authentication and impersonation (ref: exchangeimpersonation) --------------------------
+
+
+@pytest.mark.parametrize("auth", [BASIC, NTLM])
+def test_basic_and_ntlm_sign_in_and_refuse_a_wrong_password(ews_server: EwsServer,
+                                                             auth: str) -> None:
+    assert account_of(ews_server, auth=auth).inbox.total_count == 3
+    with pytest.raises(UnauthorizedError):
+        account_of(ews_server, "benoit@ville.fr", auth=auth, password="wrong").inbox.refresh()
+    assert ews_server.requests[0] == ("ConvertId", "", None)
+    assert ("GetFolder", "alice@ville.fr", "alice@ville.fr") in ews_server.requests
+
+
+def test_ntlm_signs_in_with_the_netbios_domain_form(ews_server: EwsServer) -> None:
+    account = account_of(ews_server, auth=NTLM, login="VILLE\\svc-bascule")
+    assert account.inbox.name == "Boîte de réception"
+
+
+def test_a_server_offering_ntlm_only_refuses_basic(certificates: Any,
+                                                   ews_server: EwsServer) -> None:
+    with EwsServer(ews_server.tenant, auth=("ntlm",), certificates=certificates) as server:
+        answer = requests.post(server.url, data=b"<x/>", verify=str(server.ca_file),
+                               auth=(SERVICE_LOGIN, ews_server.service_password), timeout=10)
+        assert answer.status_code == 401
+        assert answer.headers["WWW-Authenticate"] == "Negotiate, NTLM"
+
+
+def test_impersonation_needs_the_right(ews_server: EwsServer) -> None:
+    ews_server.tenant.service_account("svc-sans-droit@ville.fr", "pw-sans-droit",
+                                      impersonation=False)
+    with pytest.raises(ErrorImpersonateUserDenied):
+        account_of(ews_server, login="svc-sans-droit@ville.fr",
+                   password="pw-sans-droit").inbox.refresh()
+    with pytest.raises(ErrorNonExistentMailbox):
+        account_of(ews_server, "personne@ville.fr").inbox.refresh()
+    fault = soap(ews_server, '<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>'
+                 '</m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/>'
+                 "</m:FolderIds></m:GetFolder>", impersonate="personne@ville.fr")
+    assert fault.findtext(".//faultcode").endswith(":ErrorNonExistentMailbox")
+    assert fault.findtext(
+        ".//{http://schemas.microsoft.com/exchange/services/2006/errors}ResponseCode"
+    ) == "ErrorNonExistentMailbox"
+
+
+def test_a_user_opens_only_their_own_mailbox(ews_server: EwsServer) -> None:
+    ews_server.tenant.mailbox("benoit@ville.fr").password = "benoit-pw"
+    own = account_of(ews_server, "benoit@ville.fr", login="benoit@ville.fr",
+                     password="benoit-pw", access=DELEGATE)
+    assert own.inbox.total_count == 3
+    other = account_of(ews_server, "alice@ville.fr", login="benoit@ville.fr",
+                       password="benoit-pw", access=DELEGATE)
+    with pytest.raises(ErrorAccessDenied):
+        other.inbox.refresh()
+    assert ("GetFolder", "benoit@ville.fr", None) in ews_server.requests
+
+
+# --- versions (ref: requestserverversion, serverversioninfo) --------------------------------
+
+
+@pytest.mark.parametrize(("version", "build", "api"), [
+    ("Exchange2016", "15.1.2507.6", "Exchange2016"),
+    ("Exchange2013_SP1", "15.0.1497.2", "Exchange2013_SP1"),
+    ("Exchange2010_SP2", "14.3.123.4", "Exchange2010_SP2"),
+])
+def test_the_version_is_negotiated_from_server_version_info(
+        certificates: Any, ews_server: EwsServer, version: str, build: str, api: str) -> None:
+    with EwsServer(ews_server.tenant, version=version, certificates=certificates) as server:
+        server.service_password = ews_server.service_password
+        account = account_of(server)
+        assert str(account.version.build) == build
+        assert account.version.api_version == api
+        assert account.inbox.name == "Boîte de réception"
+
+
+# --- mail: sync and items (ref: syncfolderitems-operation, getitem-operation) ---------------
+
+
+def test_sync_pages_then_reports_only_the_changes(ews_server: EwsServer) -> None:
+    mailbox = ews_server.tenant.mailbox("benoit@ville.fr")
+    ids = [mailbox.deliver("inbox", mime_message("x@ville.fr", "benoit@ville.fr", f"n°{n}",
+                                                 "corps\r\n", datetime(2026, 4, 1, 9, n)))
+           for n in range(4)]
+    inbox = account_of(ews_server, "benoit@ville.fr").inbox
+    first = list(inbox.sync_items(max_changes_returned=2, only_fields=["subject"]))
+    assert [change for change, _ in first] == ["create"] * 7
+    assert ews_server.stats["SyncFolderItems"] == math.ceil(7 / 2)
+    state = inbox.item_sync_state
+    assert list(inbox.sync_items(sync_state=state)) == []
+
+    mailbox.update_item(ids[0], is_read=True)
+    mailbox.update_item(ids[1], flagged=True)
+    mailbox.delete_item(ids[2])
+    new = mailbox.deliver("inbox", mime_message("x@ville.fr", "benoit@ville.fr", "nouveau",
+                                                "corps\r\n", datetime(2026, 4, 2, 9, 0)))
+    changes = list(inbox.sync_items(sync_state=state, only_fields=["subject"]))
+    # exchangelib gives a deletion as its ItemId, a read flag change as (ItemId, IsRead).
+    seen = {kind: item for kind, item in changes}
+    assert len(changes) == len(seen) == 4
+    assert seen["read_flag_change"][0].id == ids[0]
+    assert seen["read_flag_change"][1] is True
+    assert seen["update"].id == ids[1]
+    assert seen["delete"].id == ids[2]
+    assert seen["create"].id == new
+    assert seen["create"].subject == "nouveau"
+
+
+def test_a_sync_state_of_another_folder_is_refused(ews_server: EwsServer) -> None:
+    account = account_of(ews_server)
+    list(account.inbox.sync_items())
+    answer = soap(ews_server, "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly"
+                  "</t:BaseShape></m:ItemShape><m:SyncFolderId><t:DistinguishedFolderId "
+                  'Id="sentitems"><t:Mailbox><t:EmailAddress>alice@ville.fr</t:EmailAddress>'
+                  "</t:Mailbox></t:DistinguishedFolderId></m:SyncFolderId>"
+                  f"<m:SyncState>{account.inbox.item_sync_state}</m:SyncState>"
+                  "<m:MaxChangesReturned>10</m:MaxChangesReturned></m:SyncFolderItems>")
+    assert answer.findtext(f".//{{{M}}}ResponseCode") == "ErrorInvalidSyncStateData"
+
+
+def test_get_item_gives_the_mime_bytes_and_the_properties(ews_server: EwsServer) -> None:
+    mailbox = ews_server.tenant.mailbox("chloe@ville.fr")
+    when = datetime(2026, 5, 4, 7, 15, tzinfo=UTC)
+    mime = mime_message("élu@ville.fr", "chloe@ville.fr", "Délibération", "Texte\r\n", when)
+    item_id = mailbox.deliver(("inbox",), mime, is_read=True, flagged=True,
+                              categories=("Urgent", "Élus"), received=when)
+    Message.register("flag_status", FlagStatus)
+    try:
+        account = account_of(ews_server, "chloe@ville.fr")
+        item = account.inbox.get(id=item_id)
+        assert item.mime_content == mime
+        assert item.is_read is True
+        assert item.flag_status == 2
+        assert item.categories == ["Urgent", "Élus"]
+        assert item.datetime_received == when
+        assert item.size == len(mime)
+        unflagged = next(i for i in account.inbox.all() if i.id != item_id)
+        assert unflagged.flag_status is None
+    finally:
+        Message.deregister("flag_status")
+    raw = soap(ews_server, '<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>'
+               "<t:IncludeMimeContent>true</t:IncludeMimeContent><t:AdditionalProperties>"
+               '<t:FieldURI FieldURI="item:Flag"/></t:AdditionalProperties></m:ItemShape>'
+               f'<m:ItemIds><t:ItemId Id="{item_id}"/></m:ItemIds></m:GetItem>',
+               impersonate="chloe@ville.fr")
+    assert base64.b64decode(raw.findtext(f".//{{{T}}}MimeContent")) == mime
+    assert raw.findtext(f".//{{{T}}}Flag/{{{T}}}FlagStatus") == "Flagged"
+
+
+def test_convert_id_answers_as_the_reference_shapes_it(ews_server: EwsServer) -> None:
+    """ref: convertidresponsemessage: ``m:AlternateId`` typed ``t:AlternateIdType``."""
+    item_id = next(iter(ews_server.tenant.mailbox("alice@ville.fr").distinguished[
+        "inbox"].items))
+    answer = soap(ews_server, '<m:ConvertId DestinationFormat="HexEntryId"><m:SourceIds>'
+                  f'<t:AlternateId Format="EwsId" Id="{item_id}" Mailbox="alice@ville.fr"/>'
+                  "</m:SourceIds></m:ConvertId>", impersonate=None)
+    converted = answer.find(f".//{{{M}}}ConvertIdResponseMessage/{{{M}}}AlternateId")
+    assert converted.get("{http://www.w3.org/2001/XMLSchema-instance}type") == "t:AlternateIdType"
+    assert converted.get("Format") == "HexEntryId"
+    assert bytes.fromhex(converted.get("Id")) == base64.b64decode(item_id)
+    back = soap(ews_server, '<m:ConvertId DestinationFormat="EwsId"><m:SourceIds>'
+                f'<t:AlternateId Format="HexEntryId" Id="{converted.get("Id")}" '
+                'Mailbox="alice@ville.fr"/></m:SourceIds></m:ConvertId>', impersonate=None)
+    assert back.find(f".//{{{M}}}AlternateId").get("Id") == item_id
+
+
+# --- archive and public folders -------------------------------------------------------------
+
+
+def test_the_archive_is_reachable(ews_server: EwsServer) -> None:
+    account = account_of(ews_server)
+    archive = account.archive_msg_folder_root
+    folders = {f.name: f for f in archive.children}
+    assert set(folders) == {"Éléments supprimés", "Archives 2019"}
+    [item] = list(folders["Archives 2019"].all())
+    assert item.subject == "Arrêté préfectoral 2019-42"
+    without = account_of(ews_server, "benoit@ville.fr")
+    with pytest.raises(ErrorFolderNotFound, match="archiveroot"):
+        without.archive_msg_folder_root.refresh()
+
+
+def test_public_folders_are_found_shallow_only(ews_server: EwsServer) -> None:
+    account = account_of(ews_server)
+    root = account.public_folders_root
+    assert [f.name for f in root.children] == ["Mairie"]
+    mairie = next(iter(root.children))
+    assert sorted(f.name for f in root.get_children(mairie)) == ["Agenda des salles",
+                                                                 "Délibérations"]
+    with pytest.raises(ErrorInvalidOperation):
+        list(FolderCollection(account=account, folders=[root]).find_folders(depth="Deep"))
+
+
+def test_an_empty_tenant_serves_a_new_mailbox(certificates: Any, ews_server: EwsServer) -> None:
+    tenant = EwsTenant()
+    tenant.add_mailbox("dora@ville.fr", "Dora", password="dora-pw", language="en")
+    with EwsServer(tenant, certificates=certificates) as server:
+        account = account_of(server, "dora@ville.fr", login="dora@ville.fr",
+                             password="dora-pw", access=DELEGATE)
+        assert account.inbox.name == "Inbox"
+        assert account.sent.name == "Sent Items"
