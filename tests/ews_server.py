@@ -27,7 +27,11 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
 - ``mailbox.add_item(path, xml) -> item id``: a calendar item, contact, distribution list or
   task given as its EWS XML (``<t:CalendarItem>`` ...), returned by GetItem as stored, with
   its ids; ``t:FileAttachment`` children of ``t:Attachments`` keep their ``t:Content`` for
-  GetAttachment only. ``tests.ews_seed`` builds such XML (series with exceptions, zones).
+  GetAttachment only. ``mailbox.add_series(path, master, exceptions=..., deleted=...)``
+  stores a recurring series: each exception an item only GetItem reaches, listed in the
+  master's ModifiedOccurrences, the deleted occurrences in its DeletedOccurrences.
+  ``tests.ews_seed`` builds such XML (``weekly_series``, ``paris_zone``, ``custom_zone``,
+  ``contact``, ``distribution_list``, ``task``).
 - ``tenant.add_public_folder(path, folder_class="IPF.Note") -> folder id`` and
   ``tenant.deliver_public(path, mime, ...)``, ``tenant.add_public_item(path, xml)``.
 - ``seed_french_tenant(tenant)`` (from ``tests.ews_seed``, re-exported here).
@@ -320,7 +324,7 @@ class Store:
 
     def _add_item(self, path: str | tuple[str, ...], xml: str, archive: bool) -> str:
         folder = self.folder_at(path, archive=archive)
-        element = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+        element = _parse_item(xml)
         kind = etree.QName(element).localname
         if kind not in ITEM_KINDS:
             raise ValueError(f"not an EWS item element: {kind}")
@@ -346,6 +350,46 @@ class Store:
         read = element.find(f"{{{T}}}IsRead")
         item.is_read = read is not None and read.text == "true"
         return self._store_item(folder, item)
+
+    def _add_series(self, path: str | tuple[str, ...], master: str, exceptions: Iterable[str],
+                    deleted: Iterable[str], archive: bool) -> tuple[str, list[str]]:
+        """A recurring series: the master as given, each exception an item of its own that
+        only GetItem reaches (ref: modifiedoccurrences: each Occurrence gives the exception's
+        ItemId, Start, End and OriginalStart), each deleted occurrence by its original start
+        (ref: deletedoccurrences)."""
+        master_id = self._add_item(path, master, archive)
+        item = self.item(master_id)
+        assert item.element is not None
+        occurrences = etree.Element(f"{{{T}}}ModifiedOccurrences")
+        exception_ids = []
+        for xml in exceptions:
+            element = _parse_item(xml)
+            exception = Item(_new_id(b"I"), item.folder, "CalendarItem", element=element,
+                             subject=element.findtext(f"{{{T}}}Subject") or item.subject)
+            with self.tenant.lock:
+                exception.seq = self.tenant.tick()
+                self.tenant.items[exception.id] = exception
+            exception_ids.append(exception.id)
+            occurrence = etree.SubElement(occurrences, f"{{{T}}}Occurrence")
+            etree.SubElement(occurrence, f"{{{T}}}ItemId", Id=exception.id, ChangeKey="1")
+            for name in ("Start", "End", "OriginalStart"):
+                etree.SubElement(occurrence, f"{{{T}}}{name}").text = element.findtext(
+                    f"{{{T}}}{name}")
+        removed = etree.Element(f"{{{T}}}DeletedOccurrences")
+        for start in deleted:
+            entry = etree.SubElement(removed, f"{{{T}}}DeletedOccurrence")
+            etree.SubElement(entry, f"{{{T}}}Start").text = start
+        later = {"MeetingTimeZone", "StartTimeZone", "EndTimeZone", "ConferenceType",
+                 "AllowNewTimeProposal", "IsOnlineMeeting", "MeetingWorkspaceUrl", "NetShowUrl",
+                 "EnhancedLocation", "StartWallClock", "EndWallClock", "StartTimeZoneId",
+                 "EndTimeZoneId"}
+        position = next((i for i, child in enumerate(item.element)
+                         if isinstance(child.tag, str)
+                         and etree.QName(child).localname in later), len(item.element))
+        for block in (removed, occurrences):
+            if len(block):
+                item.element.insert(position, block)
+        return master_id, exception_ids
 
     def item(self, item_id: str) -> Item:
         found = self.tenant.items.get(item_id)
@@ -440,6 +484,14 @@ class Mailbox(Store):
     def add_item(self, path: str | tuple[str, ...], xml: str, *, archive: bool = False) -> str:
         return self._add_item(path, xml, archive)
 
+    def add_series(self, path: str | tuple[str, ...], master: str, *,
+                   exceptions: Iterable[str] = (), deleted: Iterable[str] = (),
+                   archive: bool = False) -> tuple[str, list[str]]:
+        """A recurring series (``master``, a ``t:CalendarItem`` with its ``t:Recurrence``), its
+        modified occurrences (``t:CalendarItem`` each with Start, End and OriginalStart) and
+        the original starts of its deleted ones: the master's id and the exceptions' ids."""
+        return self._add_series(path, master, exceptions, deleted, archive)
+
 
 class PublicFolders(Store):
     """The organisation's public folder tree, below ``publicfoldersroot``."""
@@ -512,8 +564,18 @@ class EwsTenant:
         return logins
 
 
+def _parse_item(xml: str) -> etree._Element:
+    """An item's EWS XML, the ``t:`` prefix bound to the types namespace if it is not."""
+    wrapped = f'<stored xmlns:t="{T}">{xml}</stored>'
+    return etree.fromstring(wrapped.encode())[0]
+
+
 def _subject_of(mime: bytes | Path) -> str:
-    head = mime if isinstance(mime, bytes) else mime.open("rb").read(256 * 1024)
+    if isinstance(mime, Path):
+        with mime.open("rb") as stream:
+            head = stream.read(256 * 1024)
+    else:
+        head = mime
     headers = BytesHeaderParser().parsebytes(head.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0])
     raw = headers.get("Subject", "")
     return str(make_header(decode_header(str(raw)))) if raw else ""
@@ -1253,7 +1315,7 @@ class EwsHandler(BaseHTTPRequestHandler):
             return
         with owner.admitted(login) as refused:
             if refused is not None:
-                self._answer(500, None, _fault(*refused))
+                self._answer(500, owner.version_header(), _fault(*refused))
                 return
             try:
                 header, pieces = owner.handle(login, body)

@@ -5,9 +5,14 @@ exchangelib reads an answer otherwise, the answer itself is read as XML beside i
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
+import time
+import tracemalloc
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +26,7 @@ from exchangelib import (
     Configuration,
     Credentials,
     ExtendedProperty,
+    FaultTolerance,
     Message,
 )
 from exchangelib.errors import (
@@ -29,13 +35,14 @@ from exchangelib.errors import (
     ErrorImpersonateUserDenied,
     ErrorInvalidOperation,
     ErrorNonExistentMailbox,
+    ErrorServerBusy,
     UnauthorizedError,
 )
 from exchangelib.folders import FolderCollection
 from exchangelib.protocol import BaseProtocol, close_connections
 from lxml import etree
 
-from tests.ews_seed import SERVICE_LOGIN, mime_message
+from tests.ews_seed import COUNCIL, PHOTO, SERVICE_LOGIN, mime_message
 from tests.ews_server import FOLDER_NAMES, EwsServer, EwsTenant
 
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -72,15 +79,15 @@ def fresh_protocols() -> Iterator[None]:
 
 def account_of(server: EwsServer, address: str = "alice@ville.fr", *, auth: str = BASIC,
                login: str = SERVICE_LOGIN, password: str | None = None,
-               access: str = IMPERSONATION) -> Account:
-    config = Configuration(service_endpoint=server.url, auth_type=auth,
+               access: str = IMPERSONATION, policy: Any = None) -> Account:
+    config = Configuration(service_endpoint=server.url, auth_type=auth, retry_policy=policy,
                            credentials=Credentials(login, password or server.service_password))
     return Account(address, config=config, autodiscover=False, access_type=access)
 
 
-def soap(server: EwsServer, body: str, *, impersonate: str | None = "alice@ville.fr",
-         version: str = "Exchange2016") -> etree._Element:
-    """POST a SOAP request as the service account with plain requests; the parsed answer."""
+def soap_stream(server: EwsServer, body: str, *, impersonate: str | None = "alice@ville.fr",
+                version: str = "Exchange2016") -> requests.Response:
+    """POST a SOAP request as the service account with plain requests; the answer unread."""
     header = f'<t:RequestServerVersion Version="{version}"/>'
     if impersonate:
         header += ("<t:ExchangeImpersonation><t:ConnectingSID><t:PrimarySmtpAddress>"
@@ -90,10 +97,15 @@ def soap(server: EwsServer, body: str, *, impersonate: str | None = "alice@ville
                 'xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
                 f'xmlns:m="{M}" xmlns:t="{T}"><s:Header>{header}</s:Header>'
                 f"<s:Body>{body}</s:Body></s:Envelope>")
-    answer = requests.post(server.url, data=envelope.encode(), verify=str(server.ca_file),
-                           auth=(SERVICE_LOGIN, server.service_password), timeout=30,
-                           headers={"Content-Type": "text/xml; charset=utf-8"})
-    return etree.fromstring(answer.content)
+    return requests.post(server.url, data=envelope.encode(), verify=str(server.ca_file),
+                         auth=(SERVICE_LOGIN, server.service_password), timeout=30, stream=True,
+                         headers={"Content-Type": "text/xml; charset=utf-8"})
+
+
+def soap(server: EwsServer, body: str, **options: Any) -> etree._Element:
+    """POST a SOAP request as the service account with plain requests; the parsed answer."""
+    return etree.fromstring(soap_stream(server, body, **options).content,
+                            etree.XMLParser(huge_tree=True))
 
 
 # --- folders (ref: getfolder-operation, findfolder-operation, distinguishedfolderid) --------
@@ -345,3 +357,159 @@ def test_an_empty_tenant_serves_a_new_mailbox(certificates: Any, ews_server: Ews
                              password="dora-pw", access=DELEGATE)
         assert account.inbox.name == "Inbox"
         assert account.sent.name == "Sent Items"
+
+
+# --- throttling (ref: ews-throttling-in-exchange) -------------------------------------------
+
+
+def test_busy_answers_carry_the_back_off_then_the_request_succeeds(
+        ews_server: EwsServer) -> None:
+    ews_server.busy(1, back_off_ms=1500)
+    fault = soap(ews_server, '<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>'
+                 '</m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/>'
+                 "</m:FolderIds></m:GetFolder>")
+    assert fault.findtext(".//faultcode").endswith(":ErrorServerBusy")
+    value = fault.find(f".//{{{T}}}MessageXml/{{{T}}}Value")
+    assert (value.get("Name"), value.text) == ("BackOffMilliseconds", "1500")
+
+    account = account_of(ews_server)
+    inbox = account.inbox
+    ews_server.busy(1, back_off_ms=250)
+    with pytest.raises(ErrorServerBusy) as refused:
+        inbox.refresh()
+    assert refused.value.back_off == 0.25
+
+    close_connections()  # exchangelib keeps the first protocol (and its policy) per endpoint
+    patient = account_of(ews_server, policy=FaultTolerance(max_wait=30))
+    assert patient.inbox.total_count == 3
+    ews_server.busy(3, back_off_ms=100)
+    started = time.monotonic()
+    assert len(list(patient.inbox.all())) == 3
+    assert time.monotonic() - started >= 0.3
+    assert ews_server.stats["busy"] == 5
+
+
+def test_requests_beyond_the_concurrency_limit_are_refused(ews_server: EwsServer) -> None:
+    ews_server.max_concurrency(2)
+    ews_server.latency(0.5)
+    body = ('<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>'
+            '<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>')
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: soap(ews_server, body), range(4)))
+    codes = sorted(a.findtext(".//faultcode") or a.findtext(f".//{{{M}}}ResponseCode")
+                   for a in answers)
+    assert codes == ["NoError", "NoError", "a:ErrorExceededConnectionCount",
+                     "a:ErrorExceededConnectionCount"]
+    assert ews_server.stats["refused_concurrency"] == 2
+    ews_server.latency(0)
+    assert soap(ews_server, body).findtext(f".//{{{M}}}ResponseCode") == "NoError"
+
+
+# --- hierarchy sync (ref: syncfolderhierarchy-operation) ------------------------------------
+
+
+def test_hierarchy_sync_gives_only_what_changed(ews_server: EwsServer) -> None:
+    account = account_of(ews_server, "chloe@ville.fr")
+    top = account.msg_folder_root
+    first = list(top.sync_hierarchy())
+    assert {kind for kind, _ in first} == {"create"}
+    assert {f.name for _, f in first} >= {"Boîte de réception", "Éléments envoyés", "Tâches"}
+    state = top.folder_sync_state
+    mailbox = ews_server.tenant.mailbox("chloe@ville.fr")
+    new_id = mailbox.add_folder(("inbox", "Élections"))
+    mailbox.rename_folder(mailbox.distinguished["journal"].id, "Journal 2026")
+    changes = sorted((kind, f.name) for kind, f in top.sync_hierarchy(sync_state=state))
+    assert changes == [("create", "Élections"), ("update", "Journal 2026")]
+    assert any(f.id == new_id for _, f in top.sync_hierarchy(sync_state=state))
+
+
+# --- calendars, contacts, lists, tasks: stored as given (ref: calendaritem, contact) --------
+
+
+@pytest.mark.filterwarnings("ignore:Cannot convert value 'Customized Time Zone'")
+def test_a_series_comes_with_its_exceptions_deletions_and_zone(ews_server: EwsServer) -> None:
+    account = account_of(ews_server)
+    items = {i.subject: i for _, i in account.calendar.sync_items()}
+    series = items["Conseil municipal"]
+    assert series.type == "RecurringMaster"
+    assert series.recurrence.boundary.number == 10
+    assert str(series._start_timezone) == "Europe/Paris"
+    assert series.start == datetime(2026, 1, 5, 17, 0, tzinfo=UTC)
+    [moved] = series.modified_occurrences
+    assert moved.original_start == COUNCIL.starts[2] - timedelta(days=1, minutes=30)
+    exception = account.calendar.get(id=moved.id)
+    assert exception.type == "Exception"
+    assert exception.start == moved.start == datetime(2026, 1, 20, 17, 30, tzinfo=UTC)
+    assert [d.start for d in series.deleted_occurrences] == [
+        datetime(2026, 2, 2, 17, 0, tzinfo=UTC)]
+    # Not in the folder on their own: a sync gives the master and single items only.
+    assert set(items) == {"Conseil municipal", "Visio avec Téhéran"}
+
+
+@pytest.mark.filterwarnings("ignore:Cannot convert value 'Customized Time Zone'")
+def test_a_custom_zone_is_given_as_its_definition(ews_server: EwsServer) -> None:
+    """exchangelib keeps no zone for an Id it does not know; the definition is in the answer
+    (ref: timezonedefinition)."""
+    single = next(i for _, i in account_of(ews_server).calendar.sync_items()
+                  if i.subject == "Visio avec Téhéran")
+    answer = soap(ews_server, "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>"
+                  '<t:AdditionalProperties><t:FieldURI FieldURI="calendar:StartTimeZone"/>'
+                  "</t:AdditionalProperties></m:ItemShape><m:ItemIds>"
+                  f'<t:ItemId Id="{single.id}"/></m:ItemIds></m:GetItem>')
+    zone = answer.find(f".//{{{T}}}StartTimeZone")
+    assert zone.get("Id") == "Customized Time Zone"
+    assert [p.get("Bias") for p in zone.iter(f"{{{T}}}Period")] == ["-PT3H30M"]
+    assert answer.find(f".//{{{T}}}Subject") is None
+
+
+def test_a_contact_photo_a_list_and_a_task(ews_server: EwsServer) -> None:
+    account = account_of(ews_server)
+    people = {type(i).__name__: i for _, i in account.contacts.sync_items()}
+    contact = people["Contact"]
+    assert contact.display_name == "Jean Dupont"
+    assert [e.email for e in contact.email_addresses] == ["jean.dupont@exemple.fr"]
+    [photo] = contact.attachments
+    assert photo.is_contact_photo is True
+    assert photo.content == PHOTO
+    members = people["DistributionList"].members
+    assert sorted(m.mailbox.email_address for m in members) == ["benoit@ville.fr",
+                                                               "chloe@ville.fr"]
+    expanded = soap(ews_server, "<m:ExpandDL><m:Mailbox>"
+                    f'<t:ItemId Id="{people["DistributionList"].id}"/></m:Mailbox></m:ExpandDL>')
+    assert expanded.find(f".//{{{M}}}DLExpansion").get("TotalItemsInView") == "2"
+    assert sorted(e.text for e in expanded.iter(f"{{{T}}}EmailAddress")) == [
+        "benoit@ville.fr", "chloe@ville.fr"]
+    [(_, todo)] = list(account.tasks.sync_items())
+    assert (todo.subject, todo.percent_complete, todo.status) == (
+        "Préparer le budget 2027", 40, "InProgress")
+
+
+# --- a big message is streamed (ref: mimecontent) -------------------------------------------
+
+
+def test_a_big_message_leaves_in_chunks_never_whole(ews_server: EwsServer,
+                                                    tmp_path: Path) -> None:
+    body = b"".join(b"Ligne %07d du rapport annuel, avec des accents : \xc3\xa9t\xc3\xa9.\r\n" % n
+                    for n in range(400_000))
+    big = tmp_path / "big.eml"
+    big.write_bytes(mime_message("dsi@ville.fr", "alice@ville.fr", "Rapport", "x", datetime(
+        2026, 6, 1, tzinfo=UTC)).replace(b"x\r\n", body))
+    item_id = ews_server.tenant.mailbox("alice@ville.fr").deliver("inbox", big)
+    request = ("<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:IncludeMimeContent>"
+               f'true</t:IncludeMimeContent></m:ItemShape><m:ItemIds><t:ItemId Id="{item_id}"/>'
+               "</m:ItemIds></m:GetItem>")
+    tracemalloc.start()
+    try:
+        answer = soap_stream(ews_server, request)
+        assert answer.headers["Transfer-Encoding"] == "chunked"
+        digest = hashlib.sha256()
+        for piece in answer.iter_content(64 * 1024):
+            digest.update(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = big.stat().st_size
+    assert size > 20_000_000
+    assert peak < size // 8, f"peak {peak} bytes while sending {size} bytes of MIME"
+    parsed = soap(ews_server, request)
+    assert base64.b64decode(parsed.findtext(f".//{{{T}}}MimeContent")) == big.read_bytes()
