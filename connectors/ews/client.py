@@ -64,8 +64,9 @@ IMPERSONATION_DENIED = frozenset({"ErrorImpersonateUserDenied",
                                   "ErrorImpersonationDenied"})
 DEFAULT_BACK_OFF = 2.0
 """Seconds waited on a busy answer that names no back-off, doubled at each new one."""
-CONNECTION_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
-"""Seconds waited after a dropped connection, before trying again."""
+CONNECTION_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Seconds waited after a dropped connection, or an answer that the account has too many
+requests in flight, before trying again."""
 PRODUCTS = {(15, 2): "Exchange Server 2019", (15, 1): "Exchange Server 2016",
             (15, 0): "Exchange Server 2013", (14, 3): "Exchange Server 2010 SP3",
             (14, 2): "Exchange Server 2010 SP2", (14, 1): "Exchange Server 2010 SP1",
@@ -192,7 +193,7 @@ class EwsClient:
         envelope = self.envelope(mailbox, body)
         started = time.monotonic()
         back_off = DEFAULT_BACK_OFF
-        dropped = 0
+        crowded = dropped = 0
         while True:
             try:
                 with self.throttle.slot(mailbox):
@@ -200,13 +201,23 @@ class EwsClient:
             except EwsFault as fault:
                 if fault.ews_code not in TRANSIENT:
                     raise
-                wait = fault.back_off if fault.back_off is not None else back_off
-                back_off = min(back_off * 2, 60.0)
+                if fault.ews_code == TOO_MANY_CONNECTIONS:
+                    # Too many requests of this account in flight (other clients of the
+                    # service account, or a lower policy than per_server): this request
+                    # waits for one of them to end, the others go on.
+                    wait = CONNECTION_PAUSES[min(crowded, len(CONNECTION_PAUSES) - 1)]
+                    crowded += 1
+                else:
+                    wait = fault.back_off if fault.back_off is not None else back_off
+                    back_off = min(back_off * 2, 60.0)
                 if time.monotonic() + wait - started > self._max_wait:
                     raise ConnectError(f"{self.sign_in.endpoint}: {fault.ews_code}",
                                        code="ews_busy", where=self.sign_in.endpoint,
                                        params={"seconds": int(self._max_wait)}) from None
-                self.throttle.pause(wait)
+                if fault.ews_code == TOO_MANY_CONNECTIONS:
+                    time.sleep(wait)
+                else:
+                    self.throttle.pause(wait)
             except _Dropped as error:
                 if dropped >= len(CONNECTION_PAUSES):
                     raise ConnectError(f"{self.sign_in.endpoint}: {error}",

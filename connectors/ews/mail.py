@@ -51,6 +51,7 @@ from connectors.base import Container, ItemRef, Listing, Message, Path, SourceNo
 from connectors.ews.answers import FLAG_STATUS_TAG, FLAGGED, GetItemReader, ReadItem, instant
 from connectors.ews.client import (
     MESSAGES_NS,
+    TRANSIENT,
     TYPES_NS,
     EwsClient,
     EwsFault,
@@ -472,6 +473,12 @@ class EwsMailSource:
             if reader.fault is not None:
                 reader.discard()
                 raise reader.fault
+            crowded = next((item.error for item in reader.items if item.error in TRANSIENT),
+                           None)
+            if crowded is not None:
+                # Throttled item by item: the request is sent again whole, once allowed.
+                reader.discard()
+                raise EwsFault(crowded)
             return reader.items
 
         items = self._client.exchange(self._mailbox, self._get_item(source_ids, mime=True),
