@@ -1,0 +1,137 @@
+"""The EWS mail source against the EWS test server: its batch section, its folder list, its
+delta listings (read flags, deletions, a sync state the server refuses), and users who sign
+in with their own secrets; each checked against the server's organisation."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from connectors import registry
+from connectors.base import ConnectError
+from connectors.registry import Account
+from tests.conformance.harness import StoreContext
+from tests.ews_seed import SERVICE_LOGIN, mime_message
+
+ALICE = "alice@ville.fr"
+
+
+def section(server: Any, **changes: Any) -> dict[str, Any]:
+    values = {"type": "ews", "service_endpoint": server.url, "ca_file": str(server.ca_file),
+              "service_account": {"login": SERVICE_LOGIN, "secret": "env:EWS_SECRET"}}
+    values.update(changes)
+    return values
+
+
+def open_source(server: Any, tmp_path: Any, login: str = ALICE, secret_ref: str | None = None,
+                secrets: dict[str, str] | None = None, **changes: Any) -> Any:
+    ews = registry.connector("ews")
+    context = StoreContext(tmp_path, {"env:EWS_SECRET": server.service_password,
+                                      **(secrets or {})})
+    account = Account(ews.config.model_validate(section(server, **changes)), login, secret_ref)
+    assert ews.open_source is not None
+    return ews.open_source(context, account, "mail")
+
+
+@pytest.mark.parametrize(("changes", "code"), [
+    ({"auth": "oauth"}, "batch_ews_oauth"),
+    ({"archive_root": "Archives/Anciennes"}, "batch_ews_archive_root"),
+    ({"service_account": {"login": SERVICE_LOGIN, "secret": "Mot-de-passe-en-clair"}},
+     "batch_secret_literal"),
+    ({"service_endpoint": "http://mail.ville.fr/EWS/Exchange.asmx"}, "batch_not_https"),
+    ({"per_server": 27}, "less_than_equal"),
+])
+def test_the_batch_section_refuses_what_cannot_work(changes, code):
+    ews = registry.connector("ews")
+    base = {"type": "ews", "service_endpoint": "https://mail.ville.fr/EWS/Exchange.asmx",
+            "service_account": {"login": "VILLE\\svc-bascule", "secret": "env:EWS_SECRET"}}
+    with pytest.raises(ValidationError) as refused:
+        ews.config.model_validate({**base, **changes})
+    assert code in {error["type"] for error in refused.value.errors()}
+
+
+def test_only_mail_folders_are_listed_with_their_roles(ews_server, tmp_path):
+    mailbox = ews_server.tenant.mailbox(ALICE)
+    mailbox.add_folder(("Agenda des élus",), "IPF.Appointment")
+    mailbox.add_folder(("Agenda des élus", "Notes de séance"))
+    mailbox.add_folder(("Rapports",), "IPF.Note.Rapports")
+    source = open_source(ews_server, tmp_path)
+    found = {c.path: (c.role, c.part) for c in source.containers()}
+    assert found[("Boîte de réception",)] == ("inbox", None)
+    assert found[("Éléments envoyés",)] == ("sent", None)
+    assert found[("Éléments supprimés",)] == ("trash", None)
+    assert found[("Brouillons",)] == ("drafts", None)
+    assert found[("Courrier indésirable",)] == ("junk", None)
+    assert found[("Rapports",)] == (None, None)
+    assert found[("Archives", "Archives 2019")] == (None, "archive")
+    assert not {path for path in found if path[0] in ("Calendrier", "Contacts", "Tâches",
+                                                     "Agenda des élus")}
+
+
+def test_a_delta_carries_read_flags_whole_and_deletions(ews_server, tmp_path):
+    source = open_source(ews_server, tmp_path)
+    [inbox] = [c for c in source.containers() if c.role == "inbox"]
+    first = source.list_changes(inbox, None)
+    assert first.complete and len(first.refs) == 3
+    mailbox = ews_server.tenant.mailbox(ALICE)
+    items = mailbox.folder_at("inbox").items
+    flagged = next(i for i in items.values() if i.flagged)
+    labelled = next(i for i in items.values() if i.categories)
+    mailbox.update_item(flagged.id, is_read=True)  # a ReadFlagChange alone
+    mailbox.delete_item(labelled.id)
+    source.drain_notes()
+    delta = source.list_changes(inbox, first.cursor)
+    assert not delta.complete and not delta.reset
+    [ref] = delta.refs
+    assert ref.source_id == flagged.id
+    assert ref.flags == {"\\Seen", "\\Flagged"}  # the flag kept, the read state new
+    notes = [n for n in source.drain_notes() if n.code == "removed_at_source"]
+    assert [n.params["count"] for n in notes] == [1]
+    assert source.list_changes(inbox, delta.cursor).refs == []
+
+
+def test_a_sync_state_the_server_refuses_lists_the_folder_whole(ews_server, tmp_path):
+    source = open_source(ews_server, tmp_path)
+    [inbox] = [c for c in source.containers() if c.role == "inbox"]
+    listing = source.list_changes(inbox, {"sync_state": "H4sIAAAAAAAEAO29B2AcSZY"})
+    assert listing.complete and not listing.reset
+    assert len(listing.refs) == 3
+    assert "ews_sync_state_refused" in {n.code for n in source.drain_notes()}
+    assert source.list_changes(inbox, listing.cursor).refs == []
+
+
+def test_users_signing_in_with_their_own_secrets(ews_server, tmp_path):
+    mailbox = ews_server.tenant.add_mailbox("denise@ville.fr", "Denise Roux",
+                                            password="secret-de-denise")
+    raw = mime_message("mairie@ville.fr", "denise@ville.fr", "Permanence du samedi",
+                       "Planning joint.\r\n", datetime(2026, 4, 4, 9, 0, tzinfo=UTC))
+    mailbox.deliver("inbox", raw)
+    source = open_source(ews_server, tmp_path, "denise@ville.fr", "env:DENISE",
+                         {"env:DENISE": "secret-de-denise"}, service_account=None)
+    [inbox] = [c for c in source.containers() if c.role == "inbox"]
+    [ref] = source.list_changes(inbox, None).refs
+    [message] = source.fetch(inbox, [ref.source_id])
+    assert message.fingerprint == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert ("GetItem", "denise@ville.fr", None) in ews_server.requests  # no impersonation
+
+    wrong = open_source(ews_server, tmp_path / "wrong", "denise@ville.fr", "env:DENISE",
+                        {"env:DENISE": "pas-le-bon"}, service_account=None)
+    with pytest.raises(ConnectError) as refused:
+        wrong.containers()
+    assert refused.value.code == "ews_login_refused"
+    assert "pas-le-bon" not in str(refused.value)
+
+
+def test_an_item_gone_between_listing_and_fetch_is_skipped(ews_server, tmp_path):
+    source = open_source(ews_server, tmp_path)
+    [inbox] = [c for c in source.containers() if c.role == "inbox"]
+    refs = source.list_changes(inbox, None).refs
+    gone = refs[0].source_id
+    ews_server.tenant.mailbox(ALICE).delete_item(gone)
+    fetched = list(source.fetch(inbox, [r.source_id for r in refs]))
+    assert sorted(m.source_id for m in fetched) == sorted(r.source_id for r in refs[1:])
+    assert not [n for n in source.drain_notes() if n.code == "unreadable_item"]
