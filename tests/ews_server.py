@@ -32,6 +32,8 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
   master's ModifiedOccurrences, the deleted occurrences in its DeletedOccurrences.
   ``tests.ews_seed`` builds such XML (``weekly_series``, ``paris_zone``, ``custom_zone``,
   ``contact``, ``distribution_list``, ``task``).
+- ``store.set_permission(folder, user, level)`` on a mailbox or ``tenant.public``: a
+  folder's permission for an address (or ``Default``, ``Anonymous``), by level name.
 - ``tenant.add_public_folder(path, folder_class="IPF.Note") -> folder id`` and
   ``tenant.deliver_public(path, mime, ...)``, ``tenant.add_public_item(path, xml)``.
 - ``seed_french_tenant(tenant)`` (from ``tests.ews_seed``, re-exported here).
@@ -59,8 +61,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import itertools
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -143,8 +147,33 @@ ITEM_KINDS = ("Message", "CalendarItem", "Contact", "DistributionList", "Task",
               "MeetingRequest", "MeetingResponse", "MeetingCancellation", "PostItem", "Item")
 ITEM_CLASSES = {"CalendarItem": "IPM.Appointment", "Contact": "IPM.Contact",
                 "DistributionList": "IPM.DistList", "Task": "IPM.Task", "PostItem": "IPM.Post"}
+PERMISSION_LEVELS: dict[str, tuple[bool, bool, bool, bool, bool, str, str, str]] = {
+    # CanCreateItems, CanCreateSubFolders, IsFolderOwner, IsFolderVisible, IsFolderContact,
+    # EditItems, DeleteItems, ReadItems of each level Outlook names (ref: permissionlevel).
+    "None": (False, False, False, False, False, "None", "None", "None"),
+    "Owner": (True, True, True, True, True, "All", "All", "FullDetails"),
+    "PublishingEditor": (True, True, False, True, False, "All", "All", "FullDetails"),
+    "Editor": (True, False, False, True, False, "All", "All", "FullDetails"),
+    "PublishingAuthor": (True, True, False, True, False, "Owned", "Owned", "FullDetails"),
+    "Author": (True, False, False, True, False, "Owned", "Owned", "FullDetails"),
+    "NoneditingAuthor": (True, False, False, True, False, "None", "Owned", "FullDetails"),
+    "Reviewer": (False, False, False, True, False, "None", "None", "FullDetails"),
+    "Contributor": (True, False, False, True, False, "None", "None", "None"),
+}
+CALENDAR_LEVELS = {
+    **PERMISSION_LEVELS,
+    "FreeBusyTimeOnly": (False, False, False, False, False, "None", "None", "TimeOnly"),
+    "FreeBusyTimeAndSubjectAndLocation": (False, False, False, False, False, "None", "None",
+                                          "TimeAndSubjectAndLocation"),
+}
+"""A calendar's levels add two of free/busy reading (ref: calendarpermissionlevel)."""
 PR_FLAG_STATUS = 0x1090
 """PidTagFlagStatus: 0 not flagged, 1 complete, 2 flagged ([MS-OXOFLAG] 2.2.1.1)."""
+
+
+PUBLIC_SYNC = "Synchronization is not supported for public folders."
+"""ref: syncfolderitems-operation and syncfolderhierarchy: "not supported for use against
+Office 365 Group mailboxes or Public Folders" (the response code is this server's choice)."""
 
 
 class EwsError(Exception):
@@ -209,6 +238,8 @@ class Item:
     seq: int = 0
     """The tenant's sequence at the last change (orders a sync's changes)."""
     attachments: dict[str, Attachment] = field(default_factory=dict)
+    has_attachments: bool = False
+    """For a message: whether its MIME has a part given as an attachment."""
 
     @property
     def size(self) -> int:
@@ -244,6 +275,8 @@ class Folder:
     version: int = 1
     seq: int = 0
     items: dict[str, Item] = field(default_factory=dict)
+    permissions: dict[str, str] = field(default_factory=dict)
+    """Permission level per user address, or ``Default`` and ``Anonymous``."""
 
     def children(self) -> list[Folder]:
         return [f for f in self.owner.folders.values() if f.parent is self]
@@ -278,6 +311,11 @@ class Store:
         with self.tenant.lock:
             folder = Folder(_new_id(b"F"), self, parent, name, folder_class, distinguished,
                             seq=self.tenant.tick())
+            # Every folder lists Default and Anonymous (ref: distinguisheduser); Default may see
+            # free/busy times of a calendar, nothing of other folders, as Exchange sets them.
+            folder.permissions = {
+                "Default": "FreeBusyTimeOnly" if folder_class == "IPF.Appointment" else "None",
+                "Anonymous": "None"}
             self.folders[folder.id] = folder
             self.tenant.folders[folder.id] = folder
             if distinguished:
@@ -319,7 +357,8 @@ class Store:
         folder = self.folder_at(path, archive=archive)
         item = Item(_new_id(b"I"), folder, "Message", mime=mime, is_read=is_read,
                     flagged=flagged, categories=tuple(categories),
-                    received=received or datetime.now(UTC), subject=_subject_of(mime))
+                    received=received or datetime.now(UTC), subject=_subject_of(mime),
+                    has_attachments=_has_attachments(mime))
         return self._store_item(folder, item)
 
     def _add_item(self, path: str | tuple[str, ...], xml: str, archive: bool) -> str:
@@ -411,6 +450,7 @@ class Store:
                 item.version += 1
             if "mime" in fields:
                 item.subject = _subject_of(fields["mime"])
+                item.has_attachments = _has_attachments(fields["mime"])
             item.seq = self.tenant.tick()
 
     def delete_item(self, item_id: str) -> None:
@@ -431,6 +471,18 @@ class Store:
             item.folder = target
             item.version += 1
             return self._store_item(target, item)
+
+    def set_permission(self, folder: str | tuple[str, ...], user: str, level: str) -> None:
+        """Give ``user`` (an address, or ``Default`` or ``Anonymous``) a permission level on a
+        folder named by id or path (ref: permissionlevel, calendarpermissionlevel)."""
+        if level not in CALENDAR_LEVELS:
+            raise ValueError(f"level is one of {sorted(CALENDAR_LEVELS)}")
+        with self.tenant.lock:
+            target = (self.folders[folder] if isinstance(folder, str) and folder in self.folders
+                      else self.folder_at(folder))
+            target.permissions[user if user in ("Default", "Anonymous") else user.lower()] = level
+            target.version += 1
+            target.seq = self.tenant.tick()
 
     def rename_folder(self, folder_id: str, name: str) -> None:
         with self.tenant.lock:
@@ -570,6 +622,16 @@ def _parse_item(xml: str) -> etree._Element:
     return etree.fromstring(wrapped.encode())[0]
 
 
+def _has_attachments(mime: bytes | Path) -> bool:
+    """Whether a part of the message says ``Content-Disposition: attachment``, read line by
+    line (a message given as a file is not loaded whole)."""
+    pattern = re.compile(rb"^content-disposition:\s*attachment", re.IGNORECASE)
+    if isinstance(mime, bytes):
+        return any(pattern.match(line) for line in mime.splitlines())
+    with mime.open("rb") as stream:
+        return any(pattern.match(line) for line in stream)
+
+
 def _subject_of(mime: bytes | Path) -> str:
     if isinstance(mime, Path):
         with mime.open("rb") as stream:
@@ -604,6 +666,10 @@ class Shape:
     """FieldURI values, and IndexedFieldURI ones (``contacts:EmailAddress``)."""
     extended: list[etree._Element] = field(default_factory=list)
     mime: bool = False
+    listing: bool = False
+    """A FindItem or SyncFolderItems shape: "it cannot return properties like Body or
+    Attachments" (ref: syncfolderitems-operation), nor MimeContent; GetItem gives them. This
+    server leaves them out of the answer rather than refusing the request."""
 
     @classmethod
     def parse(cls, element: etree._Element | None) -> Shape:
@@ -653,9 +719,46 @@ def _folder_xml(folder: Folder, shape: Shape) -> str:
                   "Read", "ViewPrivateItems")
         parts.append("<t:EffectiveRights>" + "".join(_el(f"t:{r}", "true") for r in rights)
                      + "</t:EffectiveRights>")
+    if shape.wants("folder:PermissionSet", default=False):
+        parts.append(_permission_set(folder))
     if (shape.wants("folder:UnreadCount") and element == "t:Folder"):
         parts.append(_el("t:UnreadCount", sum(not i.is_read for i in folder.items.values())))
     return f"<{element}>{''.join(parts)}</{element}>"
+
+
+def _permission_set(folder: Folder) -> str:
+    """ref: permissionset-permissionsettype (Permissions of Permission) and
+    permissionset-calendarpermissionsettype (CalendarPermissions of CalendarPermission, for a
+    calendar folder); each entry's UserId, its rights in the schema's order, its level."""
+    calendar = folder.folder_class == "IPF.Appointment"
+    entry, level_name = (("CalendarPermission", "CalendarPermissionLevel") if calendar
+                         else ("Permission", "PermissionLevel"))
+    entries = []
+    for user, level in folder.permissions.items():
+        if user in ("Default", "Anonymous"):
+            identity = _el("t:DistinguishedUser", user)
+        else:
+            mailbox = folder.owner.tenant.mailboxes.get(user)
+            identity = (_el("t:SID", _sid_of(user)) + _el("t:PrimarySmtpAddress", user)
+                        + _el("t:DisplayName", mailbox.display_name if mailbox else user))
+        rights = CALENDAR_LEVELS[level]
+        names = ("CanCreateItems", "CanCreateSubFolders", "IsFolderOwner", "IsFolderVisible",
+                 "IsFolderContact")
+        flags = "".join(_el(f"t:{n}", _bool(v)) for n, v in zip(names, rights[:5],
+                                                                strict=True))
+        entries.append(f"<t:{entry}><t:UserId>{identity}</t:UserId>{flags}"
+                       + _el("t:EditItems", rights[5]) + _el("t:DeleteItems", rights[6])
+                       + _el("t:ReadItems", rights[7])
+                       + _el(f"t:{level_name}", level if calendar or level in PERMISSION_LEVELS
+                             else "Custom") + f"</t:{entry}>")
+    holder = "CalendarPermissions" if calendar else "Permissions"
+    return f"<t:PermissionSet><t:{holder}>{''.join(entries)}</t:{holder}></t:PermissionSet>"
+
+
+def _sid_of(address: str) -> str:
+    """A stable, made-up security identifier for a user (the domain part is fixed)."""
+    number = int(hashlib.sha256(address.encode()).hexdigest()[:8], 16) % 1_000_000 + 1000
+    return f"S-1-5-21-1004336348-1177238915-682003330-{number}"
 
 
 def _flag_status(item: Item) -> int | None:
@@ -711,7 +814,7 @@ def _message_parts(item: Item, shape: Shape, *, mime: bool) -> Iterator[str | by
     if shape.wants("item:DateTimeCreated", default=False):
         yield _el("t:DateTimeCreated", _stamp(item.received))
     if shape.wants("item:HasAttachments"):
-        yield _el("t:HasAttachments", _bool(False))
+        yield _el("t:HasAttachments", _bool(item.has_attachments))
     yield _extended_xml(item, shape)
     if shape.wants("item:LastModifiedTime", default=False):
         yield _el("t:LastModifiedTime", _stamp(item.received))
@@ -727,6 +830,9 @@ def _message_parts(item: Item, shape: Shape, *, mime: bool) -> Iterator[str | by
 INDEXED_ELEMENTS = {"EmailAddress": "EmailAddresses", "PhoneNumber": "PhoneNumbers",
                     "ImAddress": "ImAddresses", "PhysicalAddress": "PhysicalAddresses"}
 """Indexed field URIs (``contacts:EmailAddress``) name one entry of a dictionary element."""
+
+
+STREAMED = frozenset({"MimeContent", "Body", "UniqueBody", "TextBody", "Attachments"})
 
 
 def _stored_parts(item: Item, shape: Shape) -> Iterator[str]:
@@ -745,7 +851,8 @@ def _stored_parts(item: Item, shape: Shape) -> Iterator[str]:
         if not isinstance(child.tag, str):
             continue
         name = etree.QName(child).localname
-        if shape.base == "IdOnly" and name not in wanted:
+        if (shape.base == "IdOnly" and name not in wanted) or (shape.listing
+                                                                and name in STREAMED):
             continue
         yield etree.tostring(child, encoding="unicode", with_tail=False)
     if shape.wants("item:Size", default=False) and "Size" not in names:
@@ -931,11 +1038,16 @@ class Operations:
         (FindItem gives no streamable property whole). A Restriction is answered
         ErrorUnsupportedQueryFilter: this server does not evaluate them."""
         shape = Shape.parse(request.find(f"{{{M}}}ItemShape"))
-        shape.mime = False
+        shape.mime, shape.listing = False, True
         view = request.find(f"{{{M}}}IndexedPageItemView")
         for element in self._folder_ids(request, "ParentFolderIds"):
             try:
                 folder = self.folder(element)
+                if request.find(f"{{{M}}}CalendarView") is not None:
+                    # Expanding a series into occurrences is not modelled: refused, not
+                    # answered with masters as if they were occurrences.
+                    raise EwsError("ErrorInvalidRequest",
+                                   "The EWS test server does not expand calendar views.")
                 if request.find(f"{{{M}}}Restriction") is not None:
                     raise EwsError("ErrorUnsupportedQueryFilter",
                                    "The EWS test server does not evaluate restrictions.")
@@ -1029,24 +1141,33 @@ class Operations:
         change of the read flag alone is a ReadFlagChange (ref: readflagchange). The state is
         opaque (ref: syncstate): a token for what the client has been told, kept here."""
         shape = Shape.parse(request.find(f"{{{M}}}ItemShape"))
+        shape.mime, shape.listing = False, True
+        ignored = {e.get("Id") for e in request.iterfind(f"{{{M}}}Ignore/{{{T}}}ItemId")}
         try:
             holder = request.find(f"{{{M}}}SyncFolderId")
             if holder is None or not len(holder):
                 raise EwsError("ErrorInvalidRequest", "SyncFolderId is required.")
             folder = self.folder(holder[0])
+            if isinstance(folder.owner, PublicFolders):
+                raise EwsError("ErrorInvalidOperation", PUBLIC_SYNC)
             known = self._old_state(request, folder.id)
             limit = int(request.findtext(f"{{{M}}}MaxChangesReturned") or "0")
             if not 1 <= limit <= MAX_CHANGES:
                 raise EwsError("ErrorInvalidArgument",
                                "MaxChangesReturned must be between 1 and 512.")
         except EwsError as error:
-            yield from _response_message("SyncFolderItems", (), error)
+            # An empty state and the range flag come with the error, as Exchange answers.
+            yield from _response_message("SyncFolderItems", [
+                "<m:SyncState/><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>"],
+                error)
             return
         with self.tenant.lock:
             current = sorted(folder.items.values(), key=lambda i: i.seq)
             changes: list[tuple[str, Item | str]] = [
                 ("Delete", gone) for gone in known if gone not in folder.items]
             for item in current:
+                if item.id in ignored:
+                    continue
                 seen = known.get(item.id)
                 if seen is None:
                     changes.append(("Create", item))
@@ -1086,11 +1207,15 @@ class Operations:
             holder = request.find(f"{{{M}}}SyncFolderId")
             if holder is not None and len(holder):
                 top = self.folder(holder[0])
+                if isinstance(top.owner, PublicFolders):
+                    raise EwsError("ErrorInvalidOperation", PUBLIC_SYNC)
             else:
                 top = self._store_for(None).distinguished["root"]
             known = self._old_state(request, "hierarchy:" + top.id)
         except EwsError as error:
-            yield from _response_message("SyncFolderHierarchy", (), error)
+            yield from _response_message("SyncFolderHierarchy", [
+                "<m:SyncState/><m:IncludesLastFolderInRange>true</m:IncludesLastFolderInRange>"],
+                error)
             return
         with self.tenant.lock:
             current = list(top.descendants())

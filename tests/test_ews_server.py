@@ -347,6 +347,14 @@ def test_public_folders_are_found_shallow_only(ews_server: EwsServer) -> None:
                                                                  "Délibérations"]
     with pytest.raises(ErrorInvalidOperation):
         list(FolderCollection(account=account, folders=[root]).find_folders(depth="Deep"))
+    # Public folders are read with FindItem: they cannot be synchronised (ref:
+    # syncfolderitems-operation, syncfolderhierarchy).
+    deliberations = next(f for f in root.get_children(mairie) if f.name == "Délibérations")
+    assert [i.subject for i in deliberations.all()] == ["Délibération 2026-01"]
+    with pytest.raises(ErrorInvalidOperation):
+        list(deliberations.sync_items())
+    with pytest.raises(ErrorInvalidOperation):
+        list(root.sync_hierarchy())
 
 
 def test_an_empty_tenant_serves_a_new_mailbox(certificates: Any, ews_server: EwsServer) -> None:
@@ -465,7 +473,9 @@ def test_a_custom_zone_is_given_as_its_definition(ews_server: EwsServer) -> None
 def test_a_contact_photo_a_list_and_a_task(ews_server: EwsServer) -> None:
     account = account_of(ews_server)
     people = {type(i).__name__: i for _, i in account.contacts.sync_items()}
-    contact = people["Contact"]
+    # A sync gives no attachments (ref: syncfolderitems-operation); GetItem does.
+    assert people["Contact"].attachments == []
+    contact = account.contacts.get(id=people["Contact"].id)
     assert contact.display_name == "Jean Dupont"
     assert [e.email for e in contact.email_addresses] == ["jean.dupont@exemple.fr"]
     [photo] = contact.attachments
@@ -513,3 +523,38 @@ def test_a_big_message_leaves_in_chunks_never_whole(ews_server: EwsServer,
     assert peak < size // 8, f"peak {peak} bytes while sending {size} bytes of MIME"
     parsed = soap(ews_server, request)
     assert base64.b64decode(parsed.findtext(f".//{{{T}}}MimeContent")) == big.read_bytes()
+
+
+# --- permissions (ref: permissionset-permissionsettype, calendarpermission) -----------------
+
+
+def test_folder_permissions_are_given_as_the_schema_names_them(ews_server: EwsServer) -> None:
+    alice = ews_server.tenant.mailbox("alice@ville.fr")
+    alice.set_permission("calendar", "benoit@ville.fr", "Editor")
+    alice.set_permission(("inbox", "Projets"), "chloe@ville.fr", "Reviewer")
+    ews_server.tenant.public.set_permission(("Mairie", "Délibérations"), "chloe@ville.fr",
+                                            "PublishingEditor")
+    account = account_of(ews_server)
+    calendar = account.calendar
+    calendar.refresh()
+    levels = {(p.user_id.primary_smtp_address or p.user_id.distinguished_user):
+              p.calendar_permission_level for p in calendar.permission_set.calendar_permissions}
+    assert levels == {"Default": "FreeBusyTimeOnly", "Anonymous": "None",
+                      "benoit@ville.fr": "Editor"}
+    projets = next(f for f in account.inbox.children if f.name == "Projets")
+    answer = soap(ews_server, "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>"
+                  '<t:AdditionalProperties><t:FieldURI FieldURI="folder:PermissionSet"/>'
+                  "</t:AdditionalProperties></m:FolderShape><m:FolderIds>"
+                  f'<t:FolderId Id="{projets.id}"/></m:FolderIds></m:GetFolder>')
+    [reviewer] = [p for p in answer.iter(f"{{{T}}}Permission")
+                  if p.findtext(f".//{{{T}}}PrimarySmtpAddress") == "chloe@ville.fr"]
+    assert reviewer.findtext(f"{{{T}}}PermissionLevel") == "Reviewer"
+    assert reviewer.findtext(f"{{{T}}}ReadItems") == "FullDetails"
+    assert reviewer.findtext(f"{{{T}}}CanCreateSubFolders") == "false"
+    public = next(f for f in account.public_folders_root.get_children(
+        next(iter(account.public_folders_root.children))) if f.name == "Délibérations")
+    answer = soap(ews_server, "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>"
+                  '<t:AdditionalProperties><t:FieldURI FieldURI="folder:PermissionSet"/>'
+                  "</t:AdditionalProperties></m:FolderShape><m:FolderIds>"
+                  f'<t:FolderId Id="{public.id}"/></m:FolderIds></m:GetFolder>')
+    assert "PublishingEditor" in [e.text for e in answer.iter(f"{{{T}}}PermissionLevel")]
