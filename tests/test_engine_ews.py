@@ -234,3 +234,15 @@ def test_a_missing_impersonation_right_stops_saying_what_to_grant(
     assert code == 2, output
     assert not any(mailboxes.contents(target, "alice").values())
     assert not [op for op, _, _ in ews_server.requests if op != "GetFolder"]
+
+
+def test_a_mailbox_exchange_does_not_have_stops_the_plan(
+        ews_server, dovecot_factory, tmp_path, monkeypatch):
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("EWS_SECRET", ews_server.service_password)
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    batch = write_batch(tmp_path, ews_server, target)
+    mailboxes.write_users(tmp_path, [("inconnu@ville.fr", "alice", "", "env:ALICE_TARGET")])
+    code, output = bascule("--lang", "fr", "plan", str(batch))
+    assert code == 2, output
+    assert "Exchange n'a pas de boîte inconnu@ville.fr" in output

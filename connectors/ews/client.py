@@ -62,6 +62,7 @@ TRANSIENT = frozenset({BUSY, TOO_MANY_CONNECTIONS, "ErrorTooManyObjectsOpened",
 """Codes that say "not now": the request is sent again after a pause."""
 IMPERSONATION_DENIED = frozenset({"ErrorImpersonateUserDenied",
                                   "ErrorImpersonationDenied"})
+NO_MAILBOX = frozenset({"ErrorNonExistentMailbox", "ErrorMailboxNotFound"})
 DEFAULT_BACK_OFF = 2.0
 """Seconds waited on a busy answer that names no back-off, doubled at each new one."""
 CONNECTION_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -72,9 +73,6 @@ PRODUCTS = {(15, 2): "Exchange Server 2019", (15, 1): "Exchange Server 2016",
             (14, 2): "Exchange Server 2010 SP2", (14, 1): "Exchange Server 2010 SP1",
             (14, 0): "Exchange Server 2010"}
 """Major and minor versions of ``ServerVersionInfo`` -> the product's name."""
-IMPERSONATION_GRANT = ("New-ManagementRoleAssignment -Name bascule-impersonation "
-                       "-Role ApplicationImpersonation -User {account}")
-"""The Exchange Management Shell line that gives the service account its right."""
 
 
 class EwsFault(BasculeError):
@@ -108,6 +106,8 @@ class SignIn:
     impersonation: bool = False
     ca_file: str | None = None
     timeout: float = 120.0
+    who: str = ""
+    """The account a refusal names (the login, or an application's client id)."""
 
 
 class Throttle:
@@ -200,7 +200,7 @@ class EwsClient:
                     return self._post(mailbox, envelope, read)
             except EwsFault as fault:
                 if fault.ews_code not in TRANSIENT:
-                    raise
+                    raise self.refusal(fault, mailbox) from None
                 if fault.ews_code == TOO_MANY_CONNECTIONS:
                     # Too many requests of this account in flight (other clients of the
                     # service account, or a lower policy than per_server): this request
@@ -225,6 +225,19 @@ class EwsClient:
                                        where=self.sign_in.endpoint) from None
                 time.sleep(CONNECTION_PAUSES[dropped])
                 dropped += 1
+
+    def refusal(self, fault: EwsFault, mailbox: str) -> BasculeError:
+        """A refusal that concerns the whole mailbox as the error a person reads, saying
+        what to do (the right to grant, the address to check); others as they came."""
+        where = self.sign_in.endpoint
+        if fault.ews_code in IMPERSONATION_DENIED:
+            return ConnectError(fault.detail, code="ews_impersonation_denied", where=where,
+                                params={"account": self.sign_in.who or self.sign_in.login,
+                                        "mailbox": mailbox})
+        if fault.ews_code in NO_MAILBOX:
+            return ConnectError(fault.detail, code="ews_no_mailbox", where=where,
+                                params={"mailbox": mailbox})
+        return fault
 
     def envelope(self, mailbox: str, body: str) -> bytes:
         """The SOAP envelope of an operation done as ``mailbox``."""

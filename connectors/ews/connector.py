@@ -97,7 +97,7 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
 
     ca_file = str(context.path(config.ca_file)) if config.ca_file else None
     common = {"endpoint": config.service_endpoint, "auth": config.auth, "ca_file": ca_file,
-              "timeout": config.timeout}
+              "timeout": config.timeout, "who": _who(config)}
     if config.oauth is not None:
         tokens = app_tokens(context, config.oauth, ca_file=config.ca_file,
                             scope=config.oauth.scope)
@@ -133,22 +133,13 @@ def _check(context: Context, config: EwsEndpointConfig, first_login: str | None)
     which stops only them."""
     if first_login is None or (config.service_account is None and config.oauth is None):
         return
-    from connectors.ews.client import IMPERSONATION_DENIED, EwsFault
+    from connectors.ews.client import EwsFault
     from connectors.ews.mail import check_access
 
     client = ews_client(context, config, Account(config, first_login))
     try:
         check_access(client, first_login)
     except EwsFault as fault:
-        if fault.ews_code in IMPERSONATION_DENIED:
-            raise ConnectError(fault.detail, code="ews_impersonation_denied",
-                               where=config.service_endpoint,
-                               params={"account": _who(config), "mailbox": first_login}
-                               ) from None
-        if fault.ews_code in ("ErrorNonExistentMailbox", "ErrorMailboxNotFound"):
-            raise ConnectError(fault.detail, code="ews_no_mailbox",
-                               where=config.service_endpoint,
-                               params={"mailbox": first_login}) from None
         raise ConnectError(fault.detail, code="ews_refused",
                            where=config.service_endpoint) from None
 
