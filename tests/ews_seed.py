@@ -72,6 +72,20 @@ def custom_zone(tag: str = "StartTimeZone") -> str:
             f"</t:Transitions></t:{tag}>")
 
 
+def utc_zone(tag: str = "StartTimeZone") -> str:
+    """Coordinated Universal Time, as Exchange defines it: one period, no transition."""
+    return (f'<t:{tag} Id="UTC" Name="(UTC) Temps universel coordonné"><t:Periods>'
+            '<t:Period Bias="PT0H" Name="Standard" Id="trule:Microsoft/Registry/UTC/1-Standard"/>'
+            '</t:Periods><t:TransitionsGroups><t:TransitionsGroup Id="0"><t:Transition>'
+            '<t:To Kind="Period">trule:Microsoft/Registry/UTC/1-Standard</t:To></t:Transition>'
+            '</t:TransitionsGroup></t:TransitionsGroups><t:Transitions><t:Transition>'
+            f'<t:To Kind="Group">0</t:To></t:Transition></t:Transitions></t:{tag}>')
+
+
+SERVER_ZONES = {"Romance Standard Time": paris_zone, "UTC": utc_zone}
+"""The Windows zones the test server's GetServerTimeZones knows, by Id."""
+
+
 def _mailbox(name: str, address: str) -> str:
     return (f"<t:Mailbox><t:Name>{escape(name)}</t:Name><t:EmailAddress>{address}"
             "</t:EmailAddress><t:RoutingType>SMTP</t:RoutingType></t:Mailbox>")
@@ -226,8 +240,9 @@ the Tuesday 18:30, the fifth cancelled."""
 
 def seed_french_tenant(tenant: EwsTenant) -> None:
     """French mailboxes: localised folder names, accents, a branch four folders deep, an
-    archive, a public folder tree; alice also has a series with exceptions, a contact with a
-    photo, a personal distribution list and a task (``tests.ews_seed`` builders)."""
+    archive, a public folder tree; alice also has a series with exceptions, a single event in
+    a custom zone, a contact with a photo, a personal distribution list, a task, and benoit as
+    her delegate (Editor of her calendar, Reviewer of her inbox)."""
     start = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
     for index, (name, display) in enumerate(MAILBOXES.items()):
         address = f"{name}@{DOMAIN}"
@@ -268,6 +283,8 @@ def seed_french_tenant(tenant: EwsTenant) -> None:
                                                                            tzinfo=UTC),
                                  due=datetime(2026, 11, 30, tzinfo=UTC), percent=40,
                                  status="InProgress", body="Chiffrer la voirie."))
+    alice.add_delegate(f"benoit@{DOMAIN}", calendar="Editor", inbox="Reviewer",
+                       receive_copies=True)
     tenant.add_public_folder(("Mairie",))
     tenant.add_public_folder(("Mairie", "Délibérations"))
     tenant.add_public_folder(("Mairie", "Agenda des salles"), "IPF.Appointment")

@@ -176,6 +176,24 @@ PUBLIC_SYNC = "Synchronization is not supported for public folders."
 Office 365 Group mailboxes or Public Folders" (the response code is this server's choice)."""
 
 
+WHOLE_RESPONSES = frozenset({"GetDelegate"})
+"""Operations whose response is itself a response message (ref: getdelegateresponse)."""
+DELEGATE_FOLDERS = ("Calendar", "Tasks", "Inbox", "Contacts", "Notes", "Journal")
+"""The folders a delegate's permissions name, in the schema's order (ref:
+delegatepermissions)."""
+
+
+@dataclass
+class Delegate:
+    """A delegate of a mailbox (ref: delegateuser): a level per folder of
+    ``DELEGATE_FOLDERS``, and two switches."""
+
+    address: str
+    levels: dict[str, str]
+    receive_copies: bool = False
+    view_private: bool = False
+
+
 class EwsError(Exception):
     """An EWS response code and its message, answered in the operation's response message."""
 
@@ -507,6 +525,9 @@ class Mailbox(Store):
         for distinguished, folder_class in DISTINGUISHED_CLASSES.items():
             self._make_folder(top, names[distinguished], folder_class, distinguished)
         self.has_archive = archive
+        self.delegates: list[Delegate] = []
+        self.deliver_meeting_requests = "DelegatesAndMe"
+        """Where meeting requests go when there are delegates (ref: delivermeetingrequests)."""
         if archive:
             # The archive's own roots and its deleted items (ref: distinguishedfolderid:
             # archiveroot, archivemsgfolderroot, archivedeleteditems).
@@ -535,6 +556,19 @@ class Mailbox(Store):
 
     def add_item(self, path: str | tuple[str, ...], xml: str, *, archive: bool = False) -> str:
         return self._add_item(path, xml, archive)
+
+    def add_delegate(self, address: str, *, calendar: str = "Editor", tasks: str = "None",
+                     inbox: str = "None", contacts: str = "None", notes: str = "None",
+                     journal: str = "None", receive_copies: bool = False,
+                     view_private: bool = False) -> None:
+        """Make ``address`` a delegate, as Outlook does: its levels are also set as the
+        permissions of those folders (ref: adddelegate-operation)."""
+        levels = dict(zip(DELEGATE_FOLDERS, (calendar, tasks, inbox, contacts, notes, journal),
+                          strict=True))
+        self.delegates.append(Delegate(address.lower(), levels, receive_copies, view_private))
+        for name, level in levels.items():
+            if level != "None":
+                self.set_permission(self.distinguished[name.lower()].id, address, level)
 
     def add_series(self, path: str | tuple[str, ...], master: str, *,
                    exceptions: Iterable[str] = (), deleted: Iterable[str] = (),
@@ -900,6 +934,8 @@ class Operations:
         self.caller = caller
 
     def run(self, request: etree._Element) -> Iterator[str | bytes]:
+        """The answer's pieces; an operation this server does not serve is refused before
+        anything is sent."""
         operation = etree.QName(request).localname
         method = getattr(self, f"op_{operation}", None)
         if method is None:
@@ -907,9 +943,11 @@ class Operations:
             # does not know the operation).
             raise SoapFault("ErrorInvalidRequest",
                             f"The EWS test server does not serve {operation}.")
-        yield f'<m:{operation}Response xmlns:m="{M}" xmlns:t="{T}"><m:ResponseMessages>'
-        yield from method(request)
-        yield f"</m:ResponseMessages></m:{operation}Response>"
+        if operation in WHOLE_RESPONSES:
+            return method(request)
+        return itertools.chain(
+            [f'<m:{operation}Response xmlns:m="{M}" xmlns:t="{T}"><m:ResponseMessages>'],
+            method(request), [f"</m:ResponseMessages></m:{operation}Response>"])
 
     # folders
 
@@ -1232,6 +1270,70 @@ class Operations:
         yield from _response_message("SyncFolderHierarchy", [
             _el("m:SyncState", state), _el("m:IncludesLastFolderInRange", "true"),
             "<m:Changes>", *changes, "</m:Changes>"])
+
+    # delegates and time zones
+
+    def op_GetDelegate(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: getdelegate-operation, getdelegateresponse: the response message itself holds
+        a DelegateUserResponseMessageType per delegate (those of UserIds, if given), then
+        DeliverMeetingRequests; permissions only with IncludePermissions="true"."""
+        head = f'<m:GetDelegateResponse xmlns:m="{M}" xmlns:t="{T}" '
+        try:
+            mailbox = self._store_for(request.find(f"{{{M}}}Mailbox"))
+        except EwsError as error:
+            yield (head + 'ResponseClass="Error">' + _el("m:MessageText", error.text)
+                   + _el("m:ResponseCode", error.code) + _el("m:DescriptiveLinkKey", 0)
+                   + "</m:GetDelegateResponse>")
+            return
+        wanted = {e.text.lower() for e in request.iterfind(
+            f"{{{M}}}UserIds/{{{T}}}UserId/{{{T}}}PrimarySmtpAddress") if e.text}
+        permissions = request.get("IncludePermissions") == "true"
+        yield head + 'ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
+        yield "<m:ResponseMessages>"
+        for delegate in mailbox.delegates:
+            if wanted and delegate.address not in wanted:
+                continue
+            person = self.tenant.mailboxes.get(delegate.address)
+            parts = [('<m:DelegateUserResponseMessageType ResponseClass="Success">'
+                     "<m:ResponseCode>NoError</m:ResponseCode><m:DelegateUser><t:UserId>"),
+                     _el("t:SID", _sid_of(delegate.address)),
+                     _el("t:PrimarySmtpAddress", delegate.address),
+                     _el("t:DisplayName", person.display_name if person else delegate.address),
+                     "</t:UserId>"]
+            if permissions:
+                parts.append("<t:DelegatePermissions>" + "".join(
+                    _el(f"t:{name}FolderPermissionLevel", level)
+                    for name, level in delegate.levels.items()) + "</t:DelegatePermissions>")
+            parts += [_el("t:ReceiveCopiesOfMeetingMessages", _bool(delegate.receive_copies)),
+                      _el("t:ViewPrivateItems", _bool(delegate.view_private)),
+                      "</m:DelegateUser></m:DelegateUserResponseMessageType>"]
+            yield "".join(parts)
+        yield "</m:ResponseMessages>"
+        yield _el("m:DeliverMeetingRequests", mailbox.deliver_meeting_requests)
+        yield "</m:GetDelegateResponse>"
+
+    def op_GetServerTimeZones(self, request: etree._Element) -> Iterator[str | bytes]:
+        """ref: getservertimezones-operation: the definitions of the Windows zones asked for
+        (all the server knows without Ids); this server knows Romance Standard Time and UTC.
+        An Id it does not know is ErrorTimeZone (ref: responsecode)."""
+        from tests.ews_seed import SERVER_ZONES
+
+        ids = [e.text or "" for e in request.iterfind(f"{{{M}}}Ids/{{{T}}}Id")] or list(
+            SERVER_ZONES)
+        unknown = [i for i in ids if i not in SERVER_ZONES]
+        if unknown:
+            yield from _response_message("GetServerTimeZones", (), EwsError(
+                "ErrorTimeZone", f"The time zone {unknown[0]!r} is not known."))
+            return
+        full = request.get("ReturnFullTimeZoneData", "true") == "true"
+        definitions = []
+        for zone_id in ids:
+            definition = SERVER_ZONES[zone_id]("TimeZoneDefinition")
+            if not full:
+                definition = definition.split("><t:Periods>", 1)[0] + "/>"
+            definitions.append(definition)
+        yield from _response_message("GetServerTimeZones", [
+            "<m:TimeZoneDefinitions>", *definitions, "</m:TimeZoneDefinitions>"])
 
     # identifiers
 

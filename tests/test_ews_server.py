@@ -558,3 +558,38 @@ def test_folder_permissions_are_given_as_the_schema_names_them(ews_server: EwsSe
                   "</t:AdditionalProperties></m:FolderShape><m:FolderIds>"
                   f'<t:FolderId Id="{public.id}"/></m:FolderIds></m:GetFolder>')
     assert "PublishingEditor" in [e.text for e in answer.iter(f"{{{T}}}PermissionLevel")]
+
+
+def test_delegates_are_listed_with_their_folder_levels(ews_server: EwsServer) -> None:
+    """ref: getdelegate-operation; the delegate's calendar level is also the calendar's
+    permission (ref: adddelegate-operation)."""
+    account = account_of(ews_server)
+    [benoit] = account.delegates
+    assert benoit.user_id.primary_smtp_address == "benoit@ville.fr"
+    assert benoit.delegate_permissions.calendar_folder_permission_level == "Editor"
+    assert benoit.delegate_permissions.inbox_folder_permission_level == "Reviewer"
+    assert benoit.receive_copies_of_meeting_messages is True
+    account.calendar.refresh()
+    assert "Editor" in [p.calendar_permission_level
+                        for p in account.calendar.permission_set.calendar_permissions]
+    assert account_of(ews_server, "chloe@ville.fr").delegates == []
+
+
+def test_server_time_zones_give_their_definitions(ews_server: EwsServer) -> None:
+    """ref: getservertimezones-operation."""
+    answer = soap(ews_server, '<m:GetServerTimeZones ReturnFullTimeZoneData="true"><m:Ids>'
+                  "<t:Id>Romance Standard Time</t:Id></m:Ids></m:GetServerTimeZones>",
+                  impersonate=None)
+    [zone] = answer.iter(f"{{{T}}}TimeZoneDefinition")
+    assert zone.get("Id") == "Romance Standard Time"
+    assert [p.get("Bias") for p in zone.iter(f"{{{T}}}Period")] == ["-PT1H", "-PT2H"]
+    unknown = soap(ews_server, "<m:GetServerTimeZones><m:Ids><t:Id>Customized Time Zone</t:Id>"
+                   "</m:Ids></m:GetServerTimeZones>", impersonate=None)
+    assert unknown.findtext(f".//{{{M}}}ResponseCode") == "ErrorTimeZone"
+    zones = {z.id for z in account_of(ews_server).protocol.get_timezones()}
+    assert zones == {"Romance Standard Time", "UTC"}
+
+
+def test_an_operation_the_server_does_not_serve_is_a_fault(ews_server: EwsServer) -> None:
+    answer = soap(ews_server, "<m:GetUserOofSettingsRequest/>")
+    assert answer.findtext(".//faultcode").endswith(":ErrorInvalidRequest")
