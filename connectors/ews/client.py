@@ -120,8 +120,6 @@ class Throttle:
         self._mailboxes: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
         self._quiet_until = 0.0
-        self.waited = 0.0
-        """Seconds requests spent waiting on the server's back-off, summed (for tests)."""
 
     def pause(self, seconds: float) -> None:
         """Hold every request to the server for ``seconds`` from now."""
@@ -130,8 +128,6 @@ class Throttle:
 
     def _wait(self) -> None:
         while (left := self._quiet_until - time.monotonic()) > 0:
-            with self._lock:
-                self.waited += left
             time.sleep(left)
 
     @contextlib.contextmanager
@@ -324,7 +320,8 @@ class _Dropped(Exception):
 
 
 def _refused(error: requests.exceptions.ConnectionError) -> bool:
-    """Whether nothing listens there (the server is down), rather than a dropped link."""
+    """Whether nothing listens there (the server is down), rather than a dropped link: a
+    connection never made is said so only in urllib3's message, which requests wraps."""
     text = str(error)
     return "Connection refused" in text or "Name or service not known" in text \
         or "Failed to resolve" in text

@@ -44,6 +44,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import escape
 
 import requests
 
@@ -71,8 +72,9 @@ ROOT = "msgfolderroot"
 ARCHIVE_ROOT = "archivemsgfolderroot"
 ARCHIVE_PART = "archive"
 MAIL_CLASS = "IPF.Note"
-NO_ARCHIVE = frozenset({"ErrorFolderNotFound", "ErrorArchiveMailboxNotEnabled",
-                        "ErrorMailboxMoveInProgress", "ErrorItemNotFound"})
+MISSING = frozenset({"ErrorFolderNotFound", "ErrorArchiveMailboxNotEnabled",
+                     "ErrorItemNotFound"})
+"""What GetFolder answers for a distinguished folder the mailbox does not have."""
 STALE_STATE = frozenset({"ErrorInvalidSyncStateData", "ErrorInvalidSyncState"})
 GONE = frozenset({"ErrorItemNotFound", "ErrorMessageNotFound"})
 PAGE = 512
@@ -108,17 +110,13 @@ def _m(name: str) -> str:
 
 def distinguished(name: str, mailbox: str) -> str:
     return (f'<t:DistinguishedFolderId Id="{name}"><t:Mailbox><t:EmailAddress>'
-            f'{_text(mailbox)}</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>')
-
-
-def _text(value: str) -> str:
-    return attribute(value)[1:-1]
+            f'{escape(mailbox)}</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>')
 
 
 def check_access(client: EwsClient, mailbox: str) -> None:
-    """Sign in and read the top of ``mailbox``'s folders: a refused login raises
-    ``ConnectError`` (``ews_login_refused``), a missing impersonation right ``EwsFault``
-    (``ErrorImpersonateUserDenied``), before anything moves."""
+    """Sign in and read the top of ``mailbox``'s folders: a refused login, a missing
+    impersonation right or an unknown mailbox raise ``ConnectError`` (``ews_login_refused``,
+    ``ews_impersonation_denied``, ``ews_no_mailbox``), before anything moves."""
     body = client.call(mailbox, "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly"
                                 "</t:BaseShape></m:FolderShape><m:FolderIds>"
                                 f"{distinguished(ROOT, mailbox)}</m:FolderIds></m:GetFolder>")
@@ -247,8 +245,9 @@ class EwsMailSource:
         found: dict[str, str] = {}
         for name, message in zip(names, response_messages(body), strict=False):
             if message.get("ResponseClass") == "Error":
-                code = message.findtext(_m("ResponseCode")) or ""
-                if name == ROOT or code not in NO_ARCHIVE | {"ErrorFolderNotFound"}:
+                # A mailbox without an archive, or without one of the role folders, simply
+                # lacks it; any other refusal is the mailbox's.
+                if name == ROOT or message.findtext(_m("ResponseCode")) not in MISSING:
                     checked(message)
                 continue
             folder_id = message.find(f".//{_t('FolderId')}")
@@ -325,18 +324,19 @@ class EwsMailSource:
         full = state is None
         changed: dict[str, ItemRef] = {}
         removed: set[str] = set()
-        read_changes: dict[str, bool] = {}
+        read_changes: set[str] = set()
+        """Items whose read state alone changed: the change gives no other flag."""
         while True:
             body = self._client.call(self._mailbox, (
                 "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>"
                 f"<t:AdditionalProperties>{PROPERTIES}</t:AdditionalProperties></m:ItemShape>"
                 f"<m:SyncFolderId><t:FolderId Id={attribute(container.native_name)}/>"
                 "</m:SyncFolderId>"
-                + (f"<m:SyncState>{_text(state)}</m:SyncState>" if state else "")
+                + (f"<m:SyncState>{escape(state)}</m:SyncState>" if state else "")
                 + f"<m:MaxChangesReturned>{PAGE}</m:MaxChangesReturned></m:SyncFolderItems>"))
             [message] = [checked(m) for m in response_messages(body)]
-            for change in message.find(_m("Changes")) if message.find(
-                    _m("Changes")) is not None else ():
+            changes = message.find(_m("Changes"))
+            for change in changes if changes is not None else ():
                 if not isinstance(change.tag, str):
                     continue
                 kind = change.tag.rsplit("}", 1)[-1]
@@ -346,19 +346,16 @@ class EwsMailSource:
                         ref = self._ref(item)
                         changed[ref.source_id] = ref
                         removed.discard(ref.source_id)
-                        read_changes.pop(ref.source_id, None)
-                elif kind == "Delete":
-                    item_id = change.find(_t("ItemId"))
-                    if item_id is not None:
-                        source_id = item_id.get("Id", "")
-                        changed.pop(source_id, None)
-                        read_changes.pop(source_id, None)
-                        removed.add(source_id)
-                elif kind == "ReadFlagChange":
-                    item_id = change.find(_t("ItemId"))
-                    if item_id is not None and item_id.get("Id", "") not in changed:
-                        read_changes[item_id.get("Id", "")] = (
-                            change.findtext(_t("IsRead")) or "").lower() == "true"
+                        read_changes.discard(ref.source_id)
+                    continue
+                item_id = change.find(_t("ItemId"))
+                source_id = item_id.get("Id", "") if item_id is not None else ""
+                if kind == "Delete" and source_id:
+                    changed.pop(source_id, None)
+                    read_changes.discard(source_id)
+                    removed.add(source_id)
+                elif kind == "ReadFlagChange" and source_id and source_id not in changed:
+                    read_changes.add(source_id)
             new_state = message.findtext(_m("SyncState")) or state
             last = (message.findtext(_m("IncludesLastItemInRange")) or "true").lower()
             if last == "true" or new_state == state:
@@ -366,7 +363,7 @@ class EwsMailSource:
                 break
             state = new_state
         if read_changes:
-            changed.update(self._refs(list(read_changes)))
+            changed.update(self._refs(sorted(read_changes)))
         with self._lock:
             for source_id in removed:
                 self._sizes.pop(source_id, None)
