@@ -51,7 +51,7 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
   mailbox the request acts for (the impersonated one, else the signed-in user's, ``""`` for
   a service account acting for nobody) and the ``ExchangeImpersonation`` address or None;
 - ``.stats``: counters (``busy``, ``refused_concurrency``, ``max_in_flight``, ``tls_refused``,
-  ``unauthorised``...).
+  ``unauthorised``...); ``.errors``: tracebacks of the server's own failures.
 
 GetItem answers are written in chunks as they are made: a message's ``MimeContent`` is
 encoded from its stored bytes (or file) 48 KiB at a time, never held whole as base64.
@@ -68,8 +68,10 @@ import re
 import secrets
 import socket
 import ssl
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -125,12 +127,11 @@ FOLDER_NAMES: dict[str, dict[str, str]] = {
            "deleteditems": "Éléments supprimés", "drafts": "Brouillons",
            "junkemail": "Courrier indésirable", "outbox": "Boîte d'envoi",
            "calendar": "Calendrier", "contacts": "Contacts", "tasks": "Tâches",
-           "notes": "Notes", "journal": "Journal", "archive": "Archive"},
+           "notes": "Notes", "journal": "Journal"},
     "en": {"msgfolderroot": "Top of Information Store", "inbox": "Inbox",
            "sentitems": "Sent Items", "deleteditems": "Deleted Items", "drafts": "Drafts",
            "junkemail": "Junk Email", "outbox": "Outbox", "calendar": "Calendar",
-           "contacts": "Contacts", "tasks": "Tasks", "notes": "Notes", "journal": "Journal",
-           "archive": "Archive"},
+           "contacts": "Contacts", "tasks": "Tasks", "notes": "Notes", "journal": "Journal"},
 }
 DISTINGUISHED_CLASSES = {
     "inbox": "IPF.Note", "sentitems": "IPF.Note", "deleteditems": "IPF.Note",
@@ -291,7 +292,8 @@ class Folder:
     folder_class: str | None
     distinguished: str | None = None
     version: int = 1
-    seq: int = 0
+    """Bumped by a rename or a permission change: the ChangeKey, and Update in a sync (a
+    folder's counts do not change it, ref: syncfolderhierarchy-operation)."""
     items: dict[str, Item] = field(default_factory=dict)
     permissions: dict[str, str] = field(default_factory=dict)
     """Permission level per user address, or ``Default`` and ``Anonymous``."""
@@ -327,8 +329,7 @@ class Store:
     def _make_folder(self, parent: Folder | None, name: str, folder_class: str | None,
                      distinguished: str | None = None) -> Folder:
         with self.tenant.lock:
-            folder = Folder(_new_id(b"F"), self, parent, name, folder_class, distinguished,
-                            seq=self.tenant.tick())
+            folder = Folder(_new_id(b"F"), self, parent, name, folder_class, distinguished)
             # Every folder lists Default and Anonymous (ref: distinguisheduser); Default may see
             # free/busy times of a calendar, nothing of other folders, as Exchange sets them.
             folder.permissions = {
@@ -424,7 +425,6 @@ class Store:
             exception = Item(_new_id(b"I"), item.folder, "CalendarItem", element=element,
                              subject=element.findtext(f"{{{T}}}Subject") or item.subject)
             with self.tenant.lock:
-                exception.seq = self.tenant.tick()
                 self.tenant.items[exception.id] = exception
             exception_ids.append(exception.id)
             occurrence = etree.SubElement(occurrences, f"{{{T}}}Occurrence")
@@ -476,7 +476,6 @@ class Store:
             item = self.item(item_id)
             del item.folder.items[item_id]
             del self.tenant.items[item_id]
-            self.tenant.tick()
 
     def move_item(self, item_id: str, path: str | tuple[str, ...], *,
                   archive: bool = False) -> str:
@@ -500,14 +499,12 @@ class Store:
                       else self.folder_at(folder))
             target.permissions[user if user in ("Default", "Anonymous") else user.lower()] = level
             target.version += 1
-            target.seq = self.tenant.tick()
 
     def rename_folder(self, folder_id: str, name: str) -> None:
         with self.tenant.lock:
             folder = self.folders[folder_id]
             folder.display_name = name
             folder.version += 1
-            folder.seq = self.tenant.tick()
 
 
 class Mailbox(Store):
@@ -659,20 +656,23 @@ def _parse_item(xml: str) -> etree._Element:
 def _has_attachments(mime: bytes | Path) -> bool:
     """Whether a part of the message says ``Content-Disposition: attachment``, read line by
     line (a message given as a file is not loaded whole)."""
-    pattern = re.compile(rb"^content-disposition:\s*attachment", re.IGNORECASE)
+    pattern = re.compile(rb"^content-disposition:[ \t]*attachment", re.IGNORECASE | re.MULTILINE)
     if isinstance(mime, bytes):
-        return any(pattern.match(line) for line in mime.splitlines())
+        return pattern.search(mime) is not None
     with mime.open("rb") as stream:
         return any(pattern.match(line) for line in stream)
 
 
 def _subject_of(mime: bytes | Path) -> str:
+    """The decoded Subject header, read from the first 256 KiB of the message."""
     if isinstance(mime, Path):
         with mime.open("rb") as stream:
             head = stream.read(256 * 1024)
     else:
-        head = mime
-    headers = BytesHeaderParser().parsebytes(head.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0])
+        head = mime[:256 * 1024]
+    end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0),
+              default=len(head))
+    headers = BytesHeaderParser().parsebytes(head[:end])
     raw = headers.get("Subject", "")
     return str(make_header(decode_header(str(raw)))) if raw else ""
 
@@ -819,12 +819,12 @@ def _item_ids(item: Item) -> str:
                   ChangeKey=str(item.folder.version)))
 
 
-def _message_parts(item: Item, shape: Shape, *, mime: bool) -> Iterator[str | bytes]:
+def _message_parts(item: Item, shape: Shape) -> Iterator[str | bytes]:
     """A message's properties in the schema's order (ref: message-ex15websvcsotherref), the
     MimeContent base64 encoded piece by piece (ref: mimecontent)."""
     element = f"t:{item.kind}"
     yield f"<{element}>"
-    if mime and shape.mime:
+    if shape.mime:
         yield '<t:MimeContent CharacterSet="UTF-8">'
         for piece in item.mime_chunks():
             yield base64.b64encode(piece)
@@ -867,6 +867,9 @@ INDEXED_ELEMENTS = {"EmailAddress": "EmailAddresses", "PhoneNumber": "PhoneNumbe
 
 
 STREAMED = frozenset({"MimeContent", "Body", "UniqueBody", "TextBody", "Attachments"})
+BEFORE_SIZE = frozenset({"MimeContent", "ItemClass", "Subject", "Sensitivity", "Body",
+                         "Attachments", "DateTimeReceived"})
+"""What comes before Size in an item (ref: item: ItemType's sequence)."""
 
 
 def _stored_parts(item: Item, shape: Shape) -> Iterator[str]:
@@ -881,23 +884,27 @@ def _stored_parts(item: Item, shape: Shape) -> Iterator[str]:
     names = {etree.QName(child).localname for child in item.element}
     if shape.wants("item:ItemClass", default=False) and "ItemClass" not in names:
         yield _el("t:ItemClass", ITEM_CLASSES.get(item.kind, "IPM"))
+    size = shape.wants("item:Size", default=False) and "Size" not in names
     for child in item.element:
         if not isinstance(child.tag, str):
             continue
         name = etree.QName(child).localname
+        if size and name not in BEFORE_SIZE:
+            yield _el("t:Size", item.size)
+            size = False
         if (shape.base == "IdOnly" and name not in wanted) or (shape.listing
                                                                 and name in STREAMED):
             continue
         yield etree.tostring(child, encoding="unicode", with_tail=False)
-    if shape.wants("item:Size", default=False) and "Size" not in names:
+    if size:
         yield _el("t:Size", item.size)
     yield f"</{element}>"
 
 
-def _item_parts(item: Item, shape: Shape, *, mime: bool = True) -> Iterator[str | bytes]:
+def _item_parts(item: Item, shape: Shape) -> Iterator[str | bytes]:
     if item.element is not None:
         return _stored_parts(item, shape)
-    return _message_parts(item, shape, mime=mime)
+    return _message_parts(item, shape)
 
 
 def _response_message(operation: str, body: Iterable[str | bytes] = (),
@@ -1098,7 +1105,7 @@ class Operations:
                 [(f'<m:RootFolder IndexedPagingOffset="{offset + len(page)}" '
                  f'TotalItemsInView="{len(found)}" IncludesLastItemInRange="{_bool(last)}">'
                  "<t:Items>")],
-                *(_item_parts(i, shape, mime=False) for i in page),
+                *(_item_parts(i, shape) for i in page),
                 ["</t:Items></m:RootFolder>"])
             yield from _response_message("FindItem", body)
 
@@ -1610,7 +1617,13 @@ class EwsHTTPServer(ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer is not the server's error."""
+        """A client that went away mid-answer is not the server's error; anything else is
+        kept in ``EwsServer.errors`` (an answer cut short by it reaches the client as a broken
+        connection, which says little)."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, ssl.SSLError, TimeoutError)):
+            with self.owner._lock:
+                self.owner.errors.append(traceback.format_exc())
 
 
 class EwsServer:
@@ -1626,6 +1639,8 @@ class EwsServer:
         self.version = version
         self.requests: list[tuple[str, str, str | None]] = []
         self.stats: Counter[str] = Counter()
+        self.errors: list[str] = []
+        """Tracebacks of the server's own failures (none, in a good run)."""
         self.delay = 0.0
         self._lock = threading.Lock()
         self._busy: list[int] = []

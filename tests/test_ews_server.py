@@ -71,10 +71,12 @@ def trusted_ca(ews_server: EwsServer, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_protocols() -> Iterator[None]:
-    """exchangelib keeps a protocol (and its sessions) per endpoint: closed after each test."""
+def fresh_protocols(ews_server: EwsServer) -> Iterator[None]:
+    """exchangelib keeps a protocol (and its sessions) per endpoint: closed after each test,
+    which must have left the server without a failure of its own."""
     yield
     close_connections()
+    assert ews_server.errors == []
 
 
 def account_of(server: EwsServer, address: str = "alice@ville.fr", *, auth: str = BASIC,
