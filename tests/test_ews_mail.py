@@ -16,6 +16,7 @@ from connectors.base import ConnectError
 from connectors.registry import Account
 from tests.conformance.harness import StoreContext
 from tests.ews_seed import SERVICE_LOGIN, mime_message
+from tests.graph_server import FixtureTenant, running_graph_server
 
 ALICE = "alice@ville.fr"
 
@@ -135,3 +136,26 @@ def test_an_item_gone_between_listing_and_fetch_is_skipped(ews_server, tmp_path)
     fetched = list(source.fetch(inbox, [r.source_id for r in refs]))
     assert sorted(m.source_id for m in fetched) == sorted(r.source_id for r in refs[1:])
     assert not [n for n in source.drain_notes() if n.code == "unreadable_item"]
+
+
+def test_an_application_token_goes_as_bearer_and_is_replaced_once_when_refused(
+        ews_server, certificates, tmp_path):
+    """auth = "oauth": the token comes from the identity platform through msal (the Graph
+    test server's token endpoint), goes as a bearer on each request, and a refused one is
+    replaced once. The EWS test server takes Basic and NTLM only: it refuses both tokens,
+    which is what this checks (a sign-in it accepted could not be told from a lucky one)."""
+    tenant = FixtureTenant(tenant_id="5f1c9e2a-0c0b-4c3e-9a53-3f0f4e0e8a11",
+                           domain="ville.fr", client_id="0b7a1f55-8d2e-4f6b-a1c3-d2e4f6a8b0c1",
+                           client_secret="secret-de-l-application")
+    with running_graph_server(tenant, certificates) as graph:
+        source = open_source(
+            ews_server, tmp_path, secrets={"env:APP_SECRET": tenant.client_secret},
+            auth="oauth", service_account=None,
+            oauth={"tenant": tenant.tenant_id, "client_id": tenant.client_id,
+                   "client_secret": "env:APP_SECRET", "authority": graph.authority,
+                   "ca_file": str(certificates.ca_file)})
+        with pytest.raises(ConnectError) as refused:
+            source.containers()
+        assert refused.value.code == "ews_login_refused"
+        assert refused.value.params["login"] == tenant.client_id
+        assert graph.stats["exchange_tokens_issued"] == 2

@@ -190,10 +190,19 @@ class EwsClient:
         started = time.monotonic()
         back_off = DEFAULT_BACK_OFF
         crowded = dropped = 0
+        refresh = False
         while True:
             try:
                 with self.throttle.slot(mailbox):
-                    return self._post(mailbox, envelope, read)
+                    return self._post(mailbox, envelope, read, refresh=refresh)
+            except _StaleToken:
+                # A bearer token the server refuses is replaced once; refused again, the
+                # application's sign-in is what is wrong.
+                if refresh:
+                    raise ConnectError(f"{self.sign_in.endpoint}: HTTP 401",
+                                       code="ews_login_refused", where=self.sign_in.endpoint,
+                                       params={"login": self.sign_in.who}) from None
+                refresh = True
             except EwsFault as fault:
                 if fault.ews_code not in TRANSIENT:
                     raise self.refusal(fault, mailbox) from None
@@ -246,12 +255,12 @@ class EwsClient:
                 f'xmlns:m="{MESSAGES_NS}" xmlns:t="{TYPES_NS}"><s:Header>{header}</s:Header>'
                 f"<s:Body>{body}</s:Body></s:Envelope>").encode()
 
-    def _post(self, mailbox: str, envelope: bytes, read: Callable[[requests.Response], T]
-              ) -> T:
+    def _post(self, mailbox: str, envelope: bytes, read: Callable[[requests.Response], T],
+              *, refresh: bool = False) -> T:
         endpoint = self.sign_in.endpoint
         headers = {"X-AnchorMailbox": mailbox}
         if self.sign_in.token is not None:
-            headers["Authorization"] = f"Bearer {self.sign_in.token()}"
+            headers["Authorization"] = f"Bearer {self.sign_in.token(refresh=refresh)}"
         session = self._protocol.get_session()
         keep = False
         try:
@@ -259,6 +268,8 @@ class EwsClient:
                                     timeout=self.sign_in.timeout, allow_redirects=False,
                                     verify=self.sign_in.ca_file or True)
             with contextlib.closing(response):
+                if response.status_code == 401 and self.sign_in.token is not None:
+                    raise _StaleToken
                 if response.status_code == 401:
                     raise ConnectError(f"{endpoint}: HTTP 401", code="ews_login_refused",
                                        where=endpoint, params={"login": self.sign_in.login
@@ -317,6 +328,10 @@ class EwsClient:
 
 class _Dropped(Exception):
     """The connection broke before the answer was whole: sent again after a pause."""
+
+
+class _StaleToken(Exception):
+    """The server refused the bearer token: sent again once with a new one."""
 
 
 def _refused(error: requests.exceptions.ConnectionError) -> bool:

@@ -39,6 +39,9 @@ class EwsOAuth(AppCredentials):
     scope: str = Field(
         "https://outlook.office365.com/.default",
         description="Resource the token is asked for (client credentials: <resource>/.default).")
+    ca_file: Path | None = Field(
+        None, description="A CA to trust for the sign-in host (test servers, TLS-inspecting "
+        "proxies), apart from the Exchange server's. TLS is always verified.")
 
 
 class EwsEndpointConfig(Section):
@@ -99,7 +102,7 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
     common = {"endpoint": config.service_endpoint, "auth": config.auth, "ca_file": ca_file,
               "timeout": config.timeout, "who": _who(config)}
     if config.oauth is not None:
-        tokens = app_tokens(context, config.oauth, ca_file=config.ca_file,
+        tokens = app_tokens(context, config.oauth, ca_file=config.oauth.ca_file,
                             scope=config.oauth.scope)
         sign_in, key = SignIn(**common, token=tokens, impersonation=True), "app"
     elif config.service_account is not None:
