@@ -246,3 +246,23 @@ def test_a_mailbox_exchange_does_not_have_stops_the_plan(
     code, output = bascule("--lang", "fr", "plan", str(batch))
     assert code == 2, output
     assert "Exchange n'a pas de boîte inconnu@ville.fr" in output
+
+
+def test_requests_in_flight_stay_within_per_mailbox(
+        ews_server, dovecot_factory, tmp_path, monkeypatch):
+    target = dovecot_factory(users={"alice": "alice-target"})
+    monkeypatch.setenv("EWS_SECRET", ews_server.service_password)
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    mailbox = ews_server.tenant.mailbox(ALICE)
+    for n in range(96):  # two folders' worth of GetItem requests, each unit wanting two
+        path: Any = "inbox" if n % 2 else ("Urbanisme",)
+        if n % 2 == 0:
+            mailbox.add_folder(path)
+        mailbox.deliver(path, mime_message("mairie@ville.fr", ALICE, f"Dossier n°{n}",
+                                           f"Texte {n}.\r\n", datetime(2025, 6, 1, tzinfo=UTC)))
+    ews_server.latency(0.02)
+    batch = str(write_batch(tmp_path, ews_server, target, extra="per_mailbox = 2"))
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    assert ews_server.stats["max_in_flight"] == 2
+    assert sum(landed(target)[("Urbanisme",)].values()) == 48

@@ -159,3 +159,12 @@ def test_an_application_token_goes_as_bearer_and_is_replaced_once_when_refused(
         assert refused.value.code == "ews_login_refused"
         assert refused.value.params["login"] == tenant.client_id
         assert graph.stats["exchange_tokens_issued"] == 2
+
+
+def test_basic_authentication_reads_the_same_mailbox_and_is_warned_about(ews_server, tmp_path):
+    source = open_source(ews_server, tmp_path, auth="basic")
+    paths = {c.path for c in source.containers()}
+    assert ("Boîte de réception",) in paths
+    ews = registry.connector("ews")
+    config = ews.config.model_validate(section(ews_server, auth="basic"))
+    assert ews.warnings(config, "source") == [("ews_basic_auth", {})]
