@@ -44,14 +44,16 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
 
 - ``.busy(count, back_off_ms=...)``: the next ``count`` authenticated requests answer
   ``ErrorServerBusy`` with that ``BackOffMilliseconds``;
-- ``.max_concurrency(n)``: beyond ``n`` requests in flight for one account, answer
-  ``ErrorExceededConnectionCount`` (on-premises EWSMaxConcurrency defaults to 27);
+- ``.max_concurrency(n)``: beyond ``n`` requests in flight on one budget, answer
+  ``ErrorExceededConnectionCount`` (on-premises EWSMaxConcurrency defaults to 27). The
+  budget is the signed-in account's, or with impersonation (Exchange 2013 and later) the
+  impersonated mailbox's, shared by every service account;
 - ``.latency(seconds)``: every answer waits that long first (benchmarks);
 - ``.requests``: ``(operation, mailbox, impersonated_as)`` per authenticated request: the
   mailbox the request acts for (the impersonated one, else the signed-in user's, ``""`` for
   a service account acting for nobody) and the ``ExchangeImpersonation`` address or None;
-- ``.stats``: counters (``busy``, ``refused_concurrency``, ``max_in_flight``, ``tls_refused``,
-  ``unauthorised``...); ``.errors``: tracebacks of the server's own failures.
+- ``.stats``: counters (``busy``, ``refused_concurrency``, ``max_in_flight`` on one budget,
+  ``tls_refused``, ``unauthorised``, one per operation...); ``.errors``: tracebacks of the server's own failures.
 
 GetItem answers are written in chunks as they are made: a message's ``MimeContent`` is
 encoded from its stored bytes (or file) 48 KiB at a time, never held whole as base64.
@@ -1547,17 +1549,18 @@ class EwsHandler(BaseHTTPRequestHandler):
         login = self._authenticate()
         if login is None:
             return
-        with owner.admitted(login) as refused:
+        try:
+            request = owner.prepare(login, body)
+        except SoapFault as fault:
+            self._answer(500, owner.version_header(), _fault(fault.code, fault.text,
+                                                             fault.message_xml))
+            return
+        with owner.admitted(request.budget) as refused:
             if refused is not None:
                 self._answer(500, owner.version_header(), _fault(*refused))
                 return
-            try:
-                header, pieces = owner.handle(login, body)
-            except SoapFault as fault:
-                self._answer(500, owner.version_header(), _fault(fault.code, fault.text,
-                                                                 fault.message_xml))
-                return
-            self._answer(200, header, pieces)
+            owner.record(request)
+            self._answer(200, owner.version_header(), request.pieces)
 
     def _answer(self, status: int, header: str | None, body: str | Iterable[str | bytes]) -> None:
         """The SOAP envelope, sent chunked as it is made (a GetItem of a big message leaves in
@@ -1592,6 +1595,17 @@ class EwsHandler(BaseHTTPRequestHandler):
 
 def urlsplit_path(path: str) -> str:
     return path.split("?", 1)[0]
+
+
+@dataclass
+class Request:
+    """A request ready to be answered: its operation, caller, the throttling budget it is
+    charged to, and the answer's pieces (made as they are sent)."""
+
+    operation: str
+    caller: Caller
+    budget: str
+    pieces: Iterator[str | bytes]
 
 
 class EwsHTTPServer(ThreadingHTTPServer):
@@ -1735,10 +1749,10 @@ class EwsServer:
     # admission
 
     @contextlib.contextmanager
-    def admitted(self, login: str) -> Iterator[tuple[str, str, str] | None]:
+    def admitted(self, budget: str) -> Iterator[tuple[str, str, str] | None]:
         """Throttling first (ErrorServerBusy with BackOffMilliseconds, ref:
         ews-throttling-in-exchange, "Errors generated when throttling limits are exceeded"),
-        then the account's concurrency (ErrorExceededConnectionCount: "more concurrent requests
+        then the budget's concurrency (ErrorExceededConnectionCount: "more concurrent requests
         against the server than are allowed by a user's policy"). Yields the fault to answer,
         or None."""
         with self._lock:
@@ -1750,8 +1764,8 @@ class EwsServer:
                        (f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">'
                        f"{back_off}</t:Value></t:MessageXml>"))
                 return
-            self._in_flight[login] += 1
-            in_flight = self._in_flight[login]
+            self._in_flight[budget] += 1
+            in_flight = self._in_flight[budget]
             self.stats["max_in_flight"] = max(self.stats["max_in_flight"], in_flight)
         try:
             if self._limit is not None and in_flight > self._limit:
@@ -1763,7 +1777,7 @@ class EwsServer:
                 yield None
         finally:
             with self._lock:
-                self._in_flight[login] -= 1
+                self._in_flight[budget] -= 1
 
     # SOAP
 
@@ -1774,8 +1788,9 @@ class EwsServer:
                 f'MinorVersion="{minor}" MajorBuildNumber="{build}" '
                 f'MinorBuildNumber="{revision}" Version="{schema}"/>')
 
-    def handle(self, login: str, body: bytes) -> tuple[str, Iterator[str | bytes]]:
-        """The SOAP header and the body's pieces for one request from ``login``."""
+    def prepare(self, login: str, body: bytes) -> Request:
+        """One request from ``login``, checked as far as it can be before it is admitted:
+        the envelope, the version, the impersonation and the operation."""
         try:
             envelope = etree.fromstring(body, etree.XMLParser(resolve_entities=False,
                                                               no_network=True))
@@ -1789,12 +1804,22 @@ class EwsServer:
         request = soap_body[0]
         self._check_version(header)
         caller = self._caller(login, header)
-        operation = etree.QName(request).localname
+        # With impersonation, Exchange 2013 and later charge a copy of the target mailbox's
+        # budget, shared by every service account impersonating it; Exchange 2010 charges the
+        # service account ("More throttling changes for Exchange Online", ews-throttling-in-
+        # exchange, "Throttling considerations for applications that use EWS impersonation").
+        budget = (f"impersonating:{caller.impersonated}"
+                  if caller.impersonated and not self.version.startswith("Exchange2010")
+                  else login)
+        return Request(etree.QName(request).localname, caller, budget,
+                       Operations(self.tenant, caller).run(request))
+
+    def record(self, request: Request) -> None:
         with self._lock:
-            self.requests.append((operation, caller.mailbox.address if caller.mailbox else "",
-                                  caller.impersonated))
-            self.stats[operation] += 1
-        return self.version_header(), Operations(self.tenant, caller).run(request)
+            mailbox = request.caller.mailbox
+            self.requests.append((request.operation, mailbox.address if mailbox else "",
+                                  request.caller.impersonated))
+            self.stats[request.operation] += 1
 
     def _check_version(self, header: etree._Element | None) -> None:
         """RequestServerVersion (ref: requestserverversion; without it the request is read as

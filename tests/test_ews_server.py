@@ -415,6 +415,22 @@ def test_requests_beyond_the_concurrency_limit_are_refused(ews_server: EwsServer
     assert soap(ews_server, body).findtext(f".//{{{M}}}ResponseCode") == "NoError"
 
 
+def test_impersonation_charges_the_impersonated_mailbox(ews_server: EwsServer) -> None:
+    """Exchange 2013 and later charge a copy of the target mailbox's budget with the calls
+    made impersonating it (ref: ews-throttling-in-exchange)."""
+    ews_server.max_concurrency(1)
+    ews_server.latency(0.5)
+    body = ('<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>'
+            '<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>')
+    targets = ["alice@ville.fr", "benoit@ville.fr", "chloe@ville.fr"]
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda who: soap(ews_server, body, impersonate=who), targets))
+    assert time.monotonic() - started < 1.4  # at the same time, each on its own budget
+    assert [a.findtext(f".//{{{M}}}ResponseCode") for a in answers] == ["NoError"] * 3
+    assert ews_server.stats["refused_concurrency"] == 0
+
+
 # --- hierarchy sync (ref: syncfolderhierarchy-operation) ------------------------------------
 
 
