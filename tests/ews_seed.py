@@ -242,11 +242,13 @@ def seed_french_tenant(tenant: EwsTenant) -> None:
     """French mailboxes: localised folder names, accents, a branch four folders deep, an
     archive, a public folder tree; alice also has a series with exceptions, a single event in
     a custom zone, a contact with a photo, a personal distribution list, a task, and benoit as
-    her delegate (Editor of her calendar, Reviewer of her inbox)."""
+    her delegate (Editor of her calendar, Reviewer of her inbox); chloe's mailbox has the
+    folders Exchange and Outlook add beside the user's (system_folders)."""
     start = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
     for index, (name, display) in enumerate(MAILBOXES.items()):
         address = f"{name}@{DOMAIN}"
-        mailbox = tenant.add_mailbox(address, display, archive=name == "alice")
+        mailbox = tenant.add_mailbox(address, display, archive=name == "alice",
+                                     system_folders=name == "chloe")
         for number in range(3):
             when = start + timedelta(hours=index * 10 + number)
             mailbox.deliver("inbox", mime_message(

@@ -11,8 +11,10 @@ shapes it.
 The organisation is an ``EwsTenant`` held in memory, which tests change between two passes:
 
 - ``tenant.add_mailbox(address, display_name="", *, password=None, language="fr",
-  archive=False) -> Mailbox`` makes the distinguished folders with their names in that
-  language (``FOLDER_NAMES``); a ``password`` lets the mailbox's user sign in.
+  archive=False, system_folders=False) -> Mailbox`` makes the distinguished folders with
+  their names in that language (``FOLDER_NAMES``); a ``password`` lets the mailbox's user
+  sign in; ``system_folders`` adds what Exchange and Outlook put beside the user's folders
+  (Recoverable Items, hidden configuration folders, Sync Issues, Conversation History...).
 - ``tenant.service_account(login, password, *, impersonation=True)``: an account holding (or
   not) the ApplicationImpersonation role over every mailbox.
 - ``mailbox.add_folder(path, folder_class="IPF.Note", *, archive=False) -> folder id``;
@@ -129,11 +131,17 @@ FOLDER_NAMES: dict[str, dict[str, str]] = {
            "deleteditems": "Éléments supprimés", "drafts": "Brouillons",
            "junkemail": "Courrier indésirable", "outbox": "Boîte d'envoi",
            "calendar": "Calendrier", "contacts": "Contacts", "tasks": "Tâches",
-           "notes": "Notes", "journal": "Journal"},
+           "notes": "Notes", "journal": "Journal",
+           "syncissues": "Problèmes de synchronisation", "conflicts": "Conflits",
+           "localfailures": "Échecs locaux", "serverfailures": "Échecs du serveur",
+           "conversationhistory": "Historique des conversations", "rss": "Flux RSS"},
     "en": {"msgfolderroot": "Top of Information Store", "inbox": "Inbox",
            "sentitems": "Sent Items", "deleteditems": "Deleted Items", "drafts": "Drafts",
            "junkemail": "Junk Email", "outbox": "Outbox", "calendar": "Calendar",
-           "contacts": "Contacts", "tasks": "Tasks", "notes": "Notes", "journal": "Journal"},
+           "contacts": "Contacts", "tasks": "Tasks", "notes": "Notes", "journal": "Journal",
+           "syncissues": "Sync Issues", "conflicts": "Conflicts",
+           "localfailures": "Local Failures", "serverfailures": "Server Failures",
+           "conversationhistory": "Conversation History", "rss": "RSS Feeds"},
 }
 DISTINGUISHED_CLASSES = {
     "inbox": "IPF.Note", "sentitems": "IPF.Note", "deleteditems": "IPF.Note",
@@ -170,6 +178,8 @@ CALENDAR_LEVELS = {
                                           "TimeAndSubjectAndLocation"),
 }
 """A calendar's levels add two of free/busy reading (ref: calendarpermissionlevel)."""
+PR_ATTR_HIDDEN = 0x10F4
+"""PidTagAttributeHidden, a Boolean ([MS-OXPROPS] 2.612)."""
 PR_FLAG_STATUS = 0x1090
 """PidTagFlagStatus: 0 not flagged, 1 complete, 2 flagged ([MS-OXOFLAG] 2.2.1.1)."""
 
@@ -299,6 +309,8 @@ class Folder:
     items: dict[str, Item] = field(default_factory=dict)
     permissions: dict[str, str] = field(default_factory=dict)
     """Permission level per user address, or ``Default`` and ``Anonymous``."""
+    hidden: bool = False
+    """PR_ATTR_HIDDEN: a folder Outlook does not show (configuration, caches)."""
 
     def children(self) -> list[Folder]:
         return [f for f in self.owner.folders.values() if f.parent is self]
@@ -513,7 +525,7 @@ class Mailbox(Store):
     """A user's (or a shared) mailbox: distinguished folders, and an archive if it has one."""
 
     def __init__(self, tenant: EwsTenant, address: str, display_name: str, password: str | None,
-                 language: str, archive: bool) -> None:
+                 language: str, archive: bool, system_folders: bool) -> None:
         super().__init__(tenant, address)
         self.display_name = display_name or address.split("@")[0]
         self.password = password
@@ -523,6 +535,8 @@ class Mailbox(Store):
         top = self._make_folder(root, names["msgfolderroot"], "IPF.Note", "msgfolderroot")
         for distinguished, folder_class in DISTINGUISHED_CLASSES.items():
             self._make_folder(top, names[distinguished], folder_class, distinguished)
+        if system_folders:
+            self._make_system_folders(root, top, names)
         self.has_archive = archive
         self.delegates: list[Delegate] = []
         self.deliver_meeting_requests = "DelegatesAndMe"
@@ -535,6 +549,27 @@ class Mailbox(Store):
                                             "archivemsgfolderroot")
             self._make_folder(archive_top, names["deleteditems"], "IPF.Note",
                               "archivedeleteditems")
+
+    def _make_system_folders(self, root: Folder, top: Folder, names: dict[str, str]) -> None:
+        """What Exchange and Outlook add to a mailbox beside the user's folders: the non-IPM
+        folders below ``root``, hidden configuration folders (PR_ATTR_HIDDEN) and Outlook's
+        own mail folders below the message-folder root (ref: distinguishedfolderid names
+        searchfolders, recoverableitems*, syncissues, conflicts, localfailures,
+        serverfailures, conversationhistory)."""
+        self._make_folder(root, "Common Views", None)
+        self._make_folder(root, "Finder", None, "searchfolders")
+        recoverable = self._make_folder(root, "Recoverable Items", None, "recoverableitemsroot")
+        for name in ("Deletions", "Purges", "Versions"):
+            self._make_folder(recoverable, name, None, f"recoverableitems{name.lower()}")
+        for name in ("Conversation Action Settings", "Quick Step Settings"):
+            self._make_folder(top, name, "IPF.Configuration").hidden = True
+        sync = self._make_folder(top, names["syncissues"], "IPF.Note", "syncissues")
+        for distinguished in ("conflicts", "localfailures", "serverfailures"):
+            self._make_folder(sync, names[distinguished], "IPF.Note", distinguished)
+        self._make_folder(top, names["conversationhistory"], "IPF.Note", "conversationhistory")
+        self._make_folder(top, names["rss"], "IPF.Note.OutlookHomepage")
+        self._make_folder(self.distinguished["contacts"], "Recipient Cache",
+                          "IPF.Contact.RecipientCache").hidden = True
 
     def _base(self, archive: bool) -> Folder:
         if archive:
@@ -616,8 +651,10 @@ class EwsTenant:
         return next(self._seq)
 
     def add_mailbox(self, address: str, display_name: str = "", *, password: str | None = None,
-                    language: str = "fr", archive: bool = False) -> Mailbox:
-        mailbox = Mailbox(self, address.lower(), display_name, password, language, archive)
+                    language: str = "fr", archive: bool = False,
+                    system_folders: bool = False) -> Mailbox:
+        mailbox = Mailbox(self, address.lower(), display_name, password, language, archive,
+                          system_folders)
         self.mailboxes[mailbox.address] = mailbox
         return mailbox
 
@@ -748,6 +785,12 @@ def _folder_xml(folder: Folder, shape: Shape) -> str:
         parts.append(_el("t:TotalCount", len(folder.items)))
     if shape.wants("folder:ChildFolderCount"):
         parts.append(_el("t:ChildFolderCount", len(folder.children())))
+    for uri in shape.extended:
+        tag = uri.get("PropertyTag")
+        if tag is not None and int(tag, 0) == PR_ATTR_HIDDEN and folder.hidden:
+            # A folder without the property set answers nothing for it (ref: extendedproperty).
+            parts.append("<t:ExtendedProperty>" + _el("t:ExtendedFieldURI", None, **dict(
+                uri.attrib)) + _el("t:Value", "true") + "</t:ExtendedProperty>")
     if shape.wants("folder:EffectiveRights", default=False):
         # The reader's rights on the folder (ref: effectiverights): this server gives every
         # signed-in reader full rights on what it may open.

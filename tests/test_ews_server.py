@@ -38,7 +38,7 @@ from exchangelib.errors import (
     ErrorServerBusy,
     UnauthorizedError,
 )
-from exchangelib.folders import FolderCollection
+from exchangelib.folders import Folder, FolderCollection
 from exchangelib.protocol import BaseProtocol, close_connections
 from lxml import etree
 
@@ -611,3 +611,29 @@ def test_server_time_zones_give_their_definitions(ews_server: EwsServer) -> None
 def test_an_operation_the_server_does_not_serve_is_a_fault(ews_server: EwsServer) -> None:
     answer = soap(ews_server, "<m:GetUserOofSettingsRequest/>")
     assert answer.findtext(".//faultcode").endswith(":ErrorInvalidRequest")
+
+
+def test_system_folders_sit_beside_the_users_and_hidden_ones_say_so(
+        ews_server: EwsServer) -> None:
+    """A mailbox as Exchange and Outlook leave it: non-IPM folders below ``root``, hidden
+    configuration folders flagged PR_ATTR_HIDDEN (ref: extendedproperty), Outlook's Sync
+    Issues below the message-folder root."""
+    class Hidden(ExtendedProperty):
+        property_tag = 0x10F4
+        property_type = "Boolean"
+
+    Folder.register("hidden", Hidden)
+    try:
+        account = account_of(ews_server, "chloe@ville.fr")
+        below_root = {f.name for f in account.root.children}
+        assert {"Recoverable Items", "Finder", "Common Views"} <= below_root
+        top = {f.name: f for f in account.msg_folder_root.children}
+        assert top["Quick Step Settings"].hidden is True
+        assert top["Problèmes de synchronisation"].hidden is None
+        assert top["Problèmes de synchronisation"].folder_class == "IPF.Note"
+        assert {f.name for f in top["Problèmes de synchronisation"].children} == {
+            "Conflits", "Échecs locaux", "Échecs du serveur"}
+    finally:
+        Folder.deregister("hidden")
+    plain = {f.name for f in account_of(ews_server, "benoit@ville.fr").msg_folder_root.children}
+    assert "Problèmes de synchronisation" not in plain
