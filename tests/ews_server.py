@@ -40,6 +40,9 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
   ``tenant.deliver_public(path, mime, ...)``, ``tenant.add_public_item(path, xml)``.
 - ``seed_french_tenant(tenant)`` (from ``tests.ews_seed``, re-exported here).
 
+``tenant.issue_token(login)`` gives an OAuth access token the server accepts as
+``Authorization: Bearer`` when ``auth`` includes ``"oauth"``.
+
 ``EwsServer(tenant, *, auth=("basic", "ntlm"), version="Exchange2016")`` serves it on
 ``127.0.0.1`` and a free port (``.url``, ``.ca_file``; ``.start()``, ``.stop()``, or a
 ``with`` block). Switches and records a test may use:
@@ -644,6 +647,8 @@ class EwsTenant:
         self.folders: dict[str, Folder] = {}
         self.items: dict[str, Item] = {}
         self.sync_states: dict[str, tuple[str, dict[str, tuple[int, bool]]]] = {}
+        self.tokens: dict[str, str] = {}
+        """OAuth access tokens the organisation accepts, and whose they are."""
         self._seq = itertools.count(1)
         self.public = PublicFolders(self)
 
@@ -678,6 +683,14 @@ class EwsTenant:
 
     def add_public_item(self, path: tuple[str, ...], xml: str) -> str:
         return self.public._add_item(path, xml, False)
+
+    def issue_token(self, login: str) -> str:
+        """An OAuth access token for ``login`` (a service account or a mailbox), as the
+        organisation's authorisation server would give one (hybrid modern authentication);
+        its contents are opaque to the EWS endpoint, which only looks it up."""
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = login.lower()
+        return token
 
     def credentials(self) -> dict[str, str]:
         """Every login that may sign in, with its password."""
@@ -1514,6 +1527,8 @@ class EwsHandler(BaseHTTPRequestHandler):
                 headers += [("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "NTLM")]
             if "basic" in self.server.owner.auth:
                 headers.append(("WWW-Authenticate", 'Basic realm="127.0.0.1"'))
+            if "oauth" in self.server.owner.auth:
+                headers.append(("WWW-Authenticate", "Bearer"))
         self._plain(401, "401 - Unauthorized: Access is denied due to invalid credentials.",
                     headers)
 
@@ -1535,6 +1550,12 @@ class EwsHandler(BaseHTTPRequestHandler):
             return None
         if scheme in ("ntlm", "negotiate") and "ntlm" in owner.auth:
             return self._ntlm_step(scheme, value)
+        if scheme == "bearer" and "oauth" in owner.auth:
+            login = owner.tenant.tokens.get(value.strip())
+            if login is not None:
+                return login
+            self._challenge()
+            return None
         if not header and self.ntlm_user is not None:
             return self.ntlm_user
         self._challenge()
@@ -1586,7 +1607,7 @@ class EwsHandler(BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
-        if urlsplit_path(self.path).lower() != PATH.lower():
+        if self.path.split("?", 1)[0].lower() != PATH.lower():
             self._plain(404, "404 - File or directory not found.")
             return
         login = self._authenticate()
@@ -1634,10 +1655,6 @@ class EwsHandler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):X}\r\n".encode())
         self.wfile.write(data)
         self.wfile.write(b"\r\n")
-
-
-def urlsplit_path(path: str) -> str:
-    return path.split("?", 1)[0]
 
 
 @dataclass

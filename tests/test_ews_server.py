@@ -22,12 +22,15 @@ from exchangelib import (
     DELEGATE,
     IMPERSONATION,
     NTLM,
+    OAUTH2,
     Account,
     Configuration,
     Credentials,
     ExtendedProperty,
     FaultTolerance,
+    Identity,
     Message,
+    OAuth2AuthorizationCodeCredentials,
 )
 from exchangelib.errors import (
     ErrorAccessDenied,
@@ -637,3 +640,23 @@ def test_system_folders_sit_beside_the_users_and_hidden_ones_say_so(
         Folder.deregister("hidden")
     plain = {f.name for f in account_of(ews_server, "benoit@ville.fr").msg_folder_root.children}
     assert "Problèmes de synchronisation" not in plain
+
+
+def test_oauth_bearer_tokens_sign_in(certificates: Any, ews_server: EwsServer) -> None:
+    """Hybrid modern authentication: an access token as ``Authorization: Bearer``."""
+    tenant = ews_server.tenant
+    token = tenant.issue_token(SERVICE_LOGIN)
+    with EwsServer(tenant, auth=("oauth",), certificates=certificates) as server:
+        credentials = OAuth2AuthorizationCodeCredentials(
+            access_token={"access_token": token, "token_type": "Bearer", "expires_in": 3600},
+            identity=Identity(primary_smtp_address="alice@ville.fr"))
+        config = Configuration(service_endpoint=server.url, auth_type=OAUTH2,
+                               credentials=credentials)
+        account = Account("alice@ville.fr", config=config, autodiscover=False,
+                          access_type=IMPERSONATION)
+        assert account.inbox.name == "Boîte de réception"
+        assert ("GetFolder", "alice@ville.fr", "alice@ville.fr") in server.requests
+        refused = requests.post(server.url, data=b"<x/>", verify=str(server.ca_file),
+                                headers={"Authorization": "Bearer not-a-token"}, timeout=10)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
