@@ -25,7 +25,8 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
   read only when served (a 100 MB message costs the test process no memory).
 - ``mailbox.update_item(item_id, **fields)`` (``is_read``, ``flagged``, ``categories``,
   ``subject``, ``mime``), ``mailbox.delete_item(item_id)``, ``mailbox.move_item(item_id,
-  path)``: changes a later SyncFolderItems reports.
+  path)``: changes a later SyncFolderItems reports; ``mailbox.rename_folder(folder_id,
+  name)`` and ``mailbox.delete_folder(folder_id)``: changes SyncFolderHierarchy reports.
 - ``mailbox.add_item(path, xml) -> item id``: a calendar item, contact, distribution list or
   task given as its EWS XML (``<t:CalendarItem>`` ...), returned by GetItem as stored, with
   its ids; ``t:FileAttachment`` children of ``t:Attachments`` keep their ``t:Content`` for
@@ -516,6 +517,19 @@ class Store:
                       else self.folder_at(folder))
             target.permissions[user if user in ("Default", "Anonymous") else user.lower()] = level
             target.version += 1
+
+    def delete_folder(self, folder_id: str) -> None:
+        """Delete a folder, its subfolders and their items (a later SyncFolderHierarchy says
+        Delete for each; their ids are then unknown)."""
+        with self.tenant.lock:
+            folder = self.folders[folder_id]
+            if folder.distinguished:
+                raise ValueError("a distinguished folder cannot be deleted")
+            for gone in [folder, *folder.descendants()]:
+                for item_id in gone.items:
+                    del self.tenant.items[item_id]
+                del self.folders[gone.id]
+                del self.tenant.folders[gone.id]
 
     def rename_folder(self, folder_id: str, name: str) -> None:
         with self.tenant.lock:

@@ -447,9 +447,14 @@ def test_hierarchy_sync_gives_only_what_changed(ews_server: EwsServer) -> None:
     mailbox = ews_server.tenant.mailbox("chloe@ville.fr")
     new_id = mailbox.add_folder(("inbox", "Élections"))
     mailbox.rename_folder(mailbox.distinguished["journal"].id, "Journal 2026")
-    changes = sorted((kind, f.name) for kind, f in top.sync_hierarchy(sync_state=state))
-    assert changes == [("create", "Élections"), ("update", "Journal 2026")]
-    assert any(f.id == new_id for _, f in top.sync_hierarchy(sync_state=state))
+    changes = list(top.sync_hierarchy(sync_state=state))
+    assert sorted((kind, f.name) for kind, f in changes) == [("create", "Élections"),
+                                                             ("update", "Journal 2026")]
+    assert any(f.id == new_id for _, f in changes)
+    state = top.folder_sync_state
+    mailbox.delete_folder(new_id)
+    [(kind, gone)] = list(top.sync_hierarchy(sync_state=state))
+    assert (kind, gone.id) == ("delete", new_id)
 
 
 # --- calendars, contacts, lists, tasks: stored as given (ref: calendaritem, contact) --------
