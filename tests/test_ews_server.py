@@ -236,6 +236,14 @@ def test_the_version_is_negotiated_from_server_version_info(
         assert str(account.version.build) == build
         assert account.version.api_version == api
         assert account.inbox.name == "Boîte de réception"
+        newest = soap(server, '<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>'
+                      '</m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/>'
+                      "</m:FolderIds></m:GetFolder>", version="Exchange2016")
+        code = newest.findtext(".//faultcode") or newest.findtext(f".//{{{M}}}ResponseCode")
+        assert code == ("NoError" if api == "Exchange2016" else "a:ErrorInvalidServerVersion")
+        info = newest.find(f".//{{{T}}}ServerVersionInfo")
+        assert ".".join(info.get(n) for n in ("MajorVersion", "MinorVersion", "MajorBuildNumber",
+                                              "MinorBuildNumber")) == build
 
 
 # --- mail: sync and items (ref: syncfolderitems-operation, getitem-operation) ---------------
