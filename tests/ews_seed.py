@@ -106,27 +106,32 @@ class Series:
     starts: list[datetime]
 
 
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+"""DaysOfWeek values (ref: daysofweek), whatever the process's locale."""
+
+
 def weekly_series(subject: str, first: datetime, count: int, *, organiser: tuple[str, str],
                   attendees: list[tuple[str, str]], moved: dict[int, timedelta],
-                  cancelled: list[int], location: str = "") -> Series:
+                  cancelled: list[int], location: str = "",
+                  moved_location: str | None = None) -> Series:
     """``count`` weekly occurrences from ``first`` (aware, in Paris time, two hours long);
-    occurrence ``n`` (0-based) of ``moved`` shifted by its delta, those of ``cancelled``
-    deleted (ref: calendaritem, recurrence-recurrencetype, weeklyrecurrence,
-    numberedrecurrence)."""
+    occurrence ``n`` (0-based) of ``moved`` shifted by its delta (and held in
+    ``moved_location`` if given), those of ``cancelled`` deleted (ref: calendaritem,
+    recurrence-recurrencetype, weeklyrecurrence, numberedrecurrence)."""
     length = timedelta(hours=2)
     original = [first + timedelta(weeks=n) for n in range(count)]
     people = "".join(f"<t:Attendee>{_mailbox(*a)}<t:ResponseType>Accept</t:ResponseType>"
                      "</t:Attendee>" for a in attendees)
-    day = first.strftime("%A")
+    day = DAYS[first.weekday()]
     uid = f"{first:%Y%m%d}-{len(subject)}-bascule@ville.fr"
 
-    def occurrence(start: datetime) -> str:
+    def occurrence(start: datetime, where: str) -> str:
         return (f"<t:Subject>{escape(subject)}</t:Subject>"
-                f'<t:Body BodyType="Text">{escape(location)}</t:Body>'
+                f'<t:Body BodyType="Text">{escape(where)}</t:Body>'
                 f"<t:UID>{uid}</t:UID><t:Start>{_utc(start)}</t:Start>"
                 f"<t:End>{_utc(start + length)}</t:End>")
 
-    master = (f"<t:CalendarItem>{occurrence(first)}"
+    master = (f"<t:CalendarItem>{occurrence(first, location)}"
               f"<t:IsAllDayEvent>false</t:IsAllDayEvent>"
               f"<t:LegacyFreeBusyStatus>Busy</t:LegacyFreeBusyStatus>"
               f"<t:Location>{escape(location)}</t:Location>"
@@ -144,10 +149,11 @@ def weekly_series(subject: str, first: datetime, count: int, *, organiser: tuple
     exceptions = []
     for index, delta in moved.items():
         start = original[index] + delta
+        where = location if moved_location is None else moved_location
         exceptions.append(
-            f"<t:CalendarItem>{occurrence(start)}"
+            f"<t:CalendarItem>{occurrence(start, where)}"
             f"<t:OriginalStart>{_utc(original[index])}</t:OriginalStart>"
-            f"<t:Location>{escape(location)}</t:Location>"
+            f"<t:Location>{escape(where)}</t:Location>"
             "<t:IsRecurring>true</t:IsRecurring>"
             "<t:CalendarItemType>Exception</t:CalendarItemType>"
             f"<t:Organizer>{_mailbox(*organiser)}</t:Organizer>"
@@ -233,9 +239,10 @@ COUNCIL = weekly_series(
     "Conseil municipal", datetime(2026, 1, 5, 18, 0, tzinfo=PARIS), 10,
     organiser=("Alice Martin", f"alice@{DOMAIN}"),
     attendees=[("Benoît Lefèvre", f"benoit@{DOMAIN}"), ("Chloé Durand", f"chloe@{DOMAIN}")],
-    moved={2: timedelta(days=1, minutes=30)}, cancelled=[4], location="Salle du conseil")
+    moved={2: timedelta(days=1, minutes=30)}, cancelled=[4], location="Salle du conseil",
+    moved_location="Salle des mariages")
 """Alice's series: Mondays 18:00 Paris from 5 January 2026, ten of them, the third moved to
-the Tuesday 18:30, the fifth cancelled."""
+the Tuesday 18:30 in another room, the fifth cancelled."""
 
 
 def seed_french_tenant(tenant: EwsTenant) -> None:

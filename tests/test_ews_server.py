@@ -482,6 +482,7 @@ def test_a_series_comes_with_its_exceptions_deletions_and_zone(ews_server: EwsSe
     exception = account.calendar.get(id=moved.id)
     assert exception.type == "Exception"
     assert exception.start == moved.start == datetime(2026, 1, 20, 17, 30, tzinfo=UTC)
+    assert (exception.location, series.location) == ("Salle des mariages", "Salle du conseil")
     assert [d.start for d in series.deleted_occurrences] == [
         datetime(2026, 2, 2, 17, 0, tzinfo=UTC)]
     # Not in the folder on their own: a sync gives the master and single items only.
