@@ -82,7 +82,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -1151,9 +1151,10 @@ class Operations:
 
     def op_FindItem(self, request: etree._Element) -> Iterator[str | bytes]:
         """ref: finditem-operation, Shallow traversal, paged by IndexedPageItemView, newest
-        received first (the order without SortOrder is this server's choice). No MimeContent
-        (FindItem gives no streamable property whole). A Restriction is answered
-        ErrorUnsupportedQueryFilter: this server does not evaluate them."""
+        received first (the order without SortOrder is this server's choice; SortOrder on
+        DateTimeReceived or Subject is followed, ref: sortorder). No MimeContent nor Body
+        (FindItem gives no streamable property whole). A Restriction or another sort is
+        answered ErrorUnsupportedQueryFilter: this server does not evaluate them."""
         shape = Shape.parse(request.find(f"{{{M}}}ItemShape"))
         shape.mime, shape.listing = False, True
         view = request.find(f"{{{M}}}IndexedPageItemView")
@@ -1168,10 +1169,11 @@ class Operations:
                 if request.find(f"{{{M}}}Restriction") is not None:
                     raise EwsError("ErrorUnsupportedQueryFilter",
                                    "The EWS test server does not evaluate restrictions.")
+                order = _sort_order(request.find(f"{{{M}}}SortOrder"))
             except EwsError as error:
                 yield from _response_message("FindItem", (), error)
                 continue
-            found = sorted(folder.items.values(), key=lambda i: i.received, reverse=True)
+            found = sorted(folder.items.values(), key=order[0], reverse=order[1])
             page, offset, last = _page(found, view)
             body = itertools.chain(
                 [(f'<m:RootFolder IndexedPagingOffset="{offset + len(page)}" '
@@ -1437,6 +1439,25 @@ class Operations:
             yield from _response_message("ConvertId", [
                 f'<m:AlternateId xmlns:xsi="{XSI}" xsi:type="t:AlternateIdType"'
                 + "".join(f" {k}={quoteattr(v)}" for k, v in attrs.items()) + "/>"])
+
+
+SORT_KEYS: dict[str, Callable[[Item], Any]] = {
+    "item:DateTimeReceived": lambda item: item.received,
+    "item:Subject": lambda item: item.subject,
+}
+
+
+def _sort_order(element: etree._Element | None) -> tuple[Callable[[Item], Any], bool]:
+    """The key and direction of a FindItem's SortOrder (its first FieldOrder)."""
+    if element is None:
+        return SORT_KEYS["item:DateTimeReceived"], True
+    order = element.find(f"{{{T}}}FieldOrder")
+    uri = order.find(f"{{{T}}}FieldURI") if order is not None else None
+    key = SORT_KEYS.get(uri.get("FieldURI", "") if uri is not None else "")
+    if order is None or key is None:
+        raise EwsError("ErrorUnsupportedQueryFilter",
+                       "The EWS test server sorts on DateTimeReceived or Subject only.")
+    return key, order.get("Order", "Ascending") == "Descending"
 
 
 def _decode_id(format_name: str, value: str) -> bytes:

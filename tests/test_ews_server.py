@@ -39,6 +39,7 @@ from exchangelib.errors import (
     ErrorInvalidOperation,
     ErrorNonExistentMailbox,
     ErrorServerBusy,
+    ErrorUnsupportedQueryFilter,
     UnauthorizedError,
 )
 from exchangelib.folders import Folder, FolderCollection
@@ -674,3 +675,22 @@ def test_oauth_bearer_tokens_sign_in(certificates: Any, ews_server: EwsServer) -
                                 headers={"Authorization": "Bearer not-a-token"}, timeout=10)
         assert refused.status_code == 401
         assert refused.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_find_item_pages_and_sorts(ews_server: EwsServer) -> None:
+    """ref: finditem-operation, indexedpageitemview, sortorder."""
+    inbox = account_of(ews_server, "benoit@ville.fr").inbox
+    newest_first = [i.subject for i in inbox.all().only("subject")]
+    assert newest_first == [f"Conseil municipal n°{n} — ordre du jour" for n in (3, 2, 1)]
+    oldest_first = [i.subject for i in inbox.all().order_by("datetime_received")]
+    assert oldest_first == newest_first[::-1]
+    page = soap(ews_server, '<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly'
+                '</t:BaseShape></m:ItemShape><m:IndexedPageItemView MaxEntriesReturned="2" '
+                'Offset="2" BasePoint="Beginning"/><m:ParentFolderIds>'
+                '<t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds></m:FindItem>',
+                impersonate="benoit@ville.fr")
+    root = page.find(f".//{{{M}}}RootFolder")
+    assert (root.get("TotalItemsInView"), root.get("IncludesLastItemInRange")) == ("3", "true")
+    assert len(root.findall(f".//{{{T}}}ItemId")) == 1
+    with pytest.raises(ErrorUnsupportedQueryFilter):
+        list(inbox.filter(subject="Conseil"))
