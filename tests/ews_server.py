@@ -1235,7 +1235,7 @@ class Operations:
     # synchronisation
 
     def _new_state(self, scope: str, snapshot: dict[str, tuple[int, bool]]) -> str:
-        token = base64.b64encode(b"H4sI" + secrets.token_bytes(30)).decode()
+        token = base64.b64encode(secrets.token_bytes(33)).decode()
         with self.tenant.lock:
             self.tenant.sync_states[token] = (scope, snapshot)
         return token
@@ -1794,7 +1794,7 @@ class EwsServer:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}{PATH}"
 
-    def start(self) -> EwsServer:
+    def start(self) -> Self:
         self._http = EwsHTTPServer(self, self._certificates)
         self._thread = threading.Thread(target=self._http.serve_forever,
                                         kwargs={"poll_interval": 0.05},
@@ -1821,9 +1821,12 @@ class EwsServer:
 
     def ntlm_users(self) -> Path:
         """The NTLM user file (Heimdal format, ``DOMAIN:USER:PASSWORD``): each login in UPN form
-        with no domain, and ``DOMAIN\\name`` for the part before the ``@``."""
+        with no domain, and ``DOMAIN\\name`` for the part before the ``@``. The format cannot
+        hold a password with a colon: such a password is refused here, not mangled."""
         lines = []
         for login, password in self.tenant.credentials().items():
+            if ":" in password:
+                raise ValueError(f"the NTLM user file cannot hold the password of {login}")
             lines.append(f":{login}:{password}")
             lines.append(f"{self.tenant.netbios_domain}:{login.split('@')[0]}:{password}")
         path = Path(self._folder.name) / "ntlm-users"
