@@ -1829,8 +1829,11 @@ class EwsServer:
                 raise ValueError(f"the NTLM user file cannot hold the password of {login}")
             lines.append(f":{login}:{password}")
             lines.append(f"{self.tenant.netbios_domain}:{login.split('@')[0]}:{password}")
+        # Written aside then moved in place: a handshake on another connection may be reading it.
         path = Path(self._folder.name) / "ntlm-users"
-        path.write_text("\n".join(lines) + "\n")
+        fresh = path.with_name(f"ntlm-users.{threading.get_ident()}")
+        fresh.write_text("\n".join(lines) + "\n")
+        fresh.replace(path)
         return path
 
     def login_of(self, principal: str) -> str | None:

@@ -45,6 +45,7 @@ from exchangelib.errors import (
 from exchangelib.folders import Folder, FolderCollection
 from exchangelib.protocol import BaseProtocol, close_connections
 from lxml import etree
+from requests_ntlm import HttpNtlmAuth
 
 from tests.ews_seed import COUNCIL, PHOTO, SERVICE_LOGIN, mime_message
 from tests.ews_server import FOLDER_NAMES, EwsServer, EwsTenant
@@ -694,3 +695,20 @@ def test_find_item_pages_and_sorts(ews_server: EwsServer) -> None:
     assert len(root.findall(f".//{{{T}}}ItemId")) == 1
     with pytest.raises(ErrorUnsupportedQueryFilter):
         list(inbox.filter(subject="Conseil"))
+
+
+def test_ntlm_handshakes_on_several_connections_at_once(ews_server: EwsServer) -> None:
+    """NTLM signs in each connection (three legs on one keep-alive connection); parallel
+    sessions each complete theirs."""
+    def sign_in(_: int) -> int:
+        with requests.Session() as session:
+            session.auth = HttpNtlmAuth(SERVICE_LOGIN, ews_server.service_password)
+            answer = session.post(ews_server.url, data=b"<x/>", verify=str(ews_server.ca_file),
+                                  timeout=30)
+            return answer.status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(sign_in, range(24)))
+    # Signed in, then refused as a request that is not SOAP (ref: responsecode).
+    assert statuses == [500] * 24
+    assert ews_server.stats["ntlm_challenges"] == 24
