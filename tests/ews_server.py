@@ -1871,9 +1871,17 @@ class EwsServer:
         try:
             if self._limit is not None and in_flight > self._limit:
                 self.count("refused_concurrency")
+                # The MessageXml's values are those Exchange gives with it, as quoted from the
+                # field (OfficeDev/ews-managed-api issue 293): the policy part and its limit.
+                policy = (f"This operation exceeds the throttling budget for policy part "
+                          f"'MaxConcurrency', policy value '{self._limit}', Budget type: 'Ews'. "
+                          "Suggested backoff time 0 ms.")
                 yield ("ErrorExceededConnectionCount",
                        ("You have exceeded the available concurrent connections for your "
-                       "account. Try again once your other requests have completed."), "")
+                        "account. Try again once your other requests have completed."),
+                       (f'<t:MessageXml xmlns:t="{T}"><t:Value Name="Policy">MaxConcurrency'
+                       f'</t:Value><t:Value Name="MaxConcurrencyLimit">{self._limit}</t:Value>'
+                       f'<t:Value Name="ErrorMessage">{escape(policy)}</t:Value></t:MessageXml>'))
             else:
                 yield None
         finally:

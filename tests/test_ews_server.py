@@ -423,6 +423,9 @@ def test_requests_beyond_the_concurrency_limit_are_refused(ews_server: EwsServer
                    for a in answers)
     assert codes == ["NoError", "NoError", "a:ErrorExceededConnectionCount",
                      "a:ErrorExceededConnectionCount"]
+    refused = next(a for a in answers if a.find(".//faultcode") is not None)
+    values = {v.get("Name"): v.text for v in refused.iter(f"{{{T}}}Value")}
+    assert (values["Policy"], values["MaxConcurrencyLimit"]) == ("MaxConcurrency", "2")
     assert ews_server.stats["refused_concurrency"] == 2
     ews_server.latency(0)
     assert soap(ews_server, body).findtext(f".//{{{M}}}ResponseCode") == "NoError"
