@@ -591,6 +591,8 @@ def test_folder_permissions_are_given_as_the_schema_names_them(ews_server: EwsSe
     assert levels == {"Default": "FreeBusyTimeOnly", "Anonymous": "None",
                       "benoit@ville.fr": "Editor"}
     projets = next(f for f in account.inbox.children if f.name == "Projets")
+    # Read as XML: exchangelib 5.6 looks for a mail folder's level as CalendarPermissionLevel
+    # and for CanCreateSubfolders, so it gives every such entry the level "None".
     answer = soap(ews_server, "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>"
                   '<t:AdditionalProperties><t:FieldURI FieldURI="folder:PermissionSet"/>'
                   "</t:AdditionalProperties></m:FolderShape><m:FolderIds>"
