@@ -21,10 +21,10 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
   ``path`` is a tuple of display names below the message-folder root (or the archive's), or
   starts with a distinguished id (``("inbox", "Projets")``). Missing parents are made.
 - ``mailbox.deliver(path, mime, *, is_read=False, flagged=False, categories=(),
-  received=None, archive=False) -> item id``; ``mime`` is bytes, or a ``Path`` whose bytes are
+  received=None, archive=False, is_draft=None) -> item id`` (a draft by default in Drafts); ``mime`` is bytes, or a ``Path`` whose bytes are
   read only when served (a 100 MB message costs the test process no memory).
-- ``mailbox.update_item(item_id, **fields)`` (``is_read``, ``flagged``, ``categories``,
-  ``subject``, ``mime``), ``mailbox.delete_item(item_id)``, ``mailbox.move_item(item_id,
+- ``mailbox.update_item(item_id, **fields)`` (``is_read``, ``flagged``, ``is_draft``,
+  ``categories``, ``subject``, ``mime``), ``mailbox.delete_item(item_id)``, ``mailbox.move_item(item_id,
   path)``: changes a later SyncFolderItems reports; ``mailbox.rename_folder(folder_id,
   name)`` and ``mailbox.delete_folder(folder_id)``: changes SyncFolderHierarchy reports.
 - ``mailbox.add_item(path, xml) -> item id``: a calendar item, contact, distribution list or
@@ -269,6 +269,7 @@ class Item:
     element: etree._Element | None = None
     is_read: bool = False
     flagged: bool = False
+    is_draft: bool = False
     categories: tuple[str, ...] = ()
     received: datetime = field(default_factory=lambda: datetime.now(UTC))
     subject: str = ""
@@ -394,10 +395,12 @@ class Store:
 
     def _deliver(self, path: str | tuple[str, ...], mime: bytes | Path, *, is_read: bool,
                  flagged: bool, categories: Iterable[str], received: datetime | None,
-                 archive: bool) -> str:
+                 archive: bool, is_draft: bool | None = None) -> str:
         folder = self.folder_at(path, archive=archive)
+        if is_draft is None:
+            is_draft = folder.distinguished == "drafts"
         item = Item(_new_id(b"I"), folder, "Message", mime=mime, is_read=is_read,
-                    flagged=flagged, categories=tuple(categories),
+                    flagged=flagged, is_draft=is_draft, categories=tuple(categories),
                     received=received or datetime.now(UTC), subject=_subject_of(mime),
                     has_attachments=_has_attachments(mime))
         return self._store_item(folder, item)
@@ -479,7 +482,8 @@ class Store:
     def update_item(self, item_id: str, **fields: Any) -> None:
         """Change an item as a user would; only ``is_read`` alone leaves its version (a sync then
         says ReadFlagChange, ref: readflagchange)."""
-        unknown = set(fields) - {"is_read", "flagged", "categories", "subject", "mime"}
+        unknown = set(fields) - {"is_read", "flagged", "is_draft", "categories", "subject",
+                                 "mime"}
         if unknown:
             raise TypeError(f"update_item does not change {sorted(unknown)}")
         with self.tenant.lock:
@@ -605,9 +609,13 @@ class Mailbox(Store):
 
     def deliver(self, path: str | tuple[str, ...], mime: bytes | Path, *, is_read: bool = False,
                 flagged: bool = False, categories: Iterable[str] = (),
-                received: datetime | None = None, archive: bool = False) -> str:
+                received: datetime | None = None, archive: bool = False,
+                is_draft: bool | None = None) -> str:
+        """A message; ``is_draft`` (IsDraft: not sent yet) is by default whether it is put
+        in the Drafts folder."""
         return self._deliver(path, mime, is_read=is_read, flagged=flagged,
-                             categories=categories, received=received, archive=archive)
+                             categories=categories, received=received, archive=archive,
+                             is_draft=is_draft)
 
     def add_item(self, path: str | tuple[str, ...], xml: str, *, archive: bool = False) -> str:
         return self._add_item(path, xml, archive)
@@ -919,6 +927,8 @@ def _message_parts(item: Item, shape: Shape) -> Iterator[str | bytes]:
     if shape.wants("item:Categories", default=False) and item.categories:
         yield ("<t:Categories>" + "".join(_el("t:String", c) for c in item.categories)
                + "</t:Categories>")
+    if shape.wants("item:IsDraft", default=False):
+        yield _el("t:IsDraft", _bool(item.is_draft))
     if shape.wants("item:DateTimeSent", default=False):
         yield _el("t:DateTimeSent", _stamp(item.received))
     if shape.wants("item:DateTimeCreated", default=False):

@@ -309,17 +309,21 @@ def test_get_item_gives_the_mime_bytes_and_the_properties(ews_server: EwsServer)
         assert item.categories == ["Urgent", "Élus"]
         assert item.datetime_received == when
         assert item.size == len(mime)
+        assert item.is_draft is False
         unflagged = next(i for i in account.inbox.all() if i.id != item_id)
         assert unflagged.flag_status is None
     finally:
         Message.deregister("flag_status")
+    draft = mailbox.deliver("drafts", mime)
     raw = soap(ews_server, '<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>'
                "<t:IncludeMimeContent>true</t:IncludeMimeContent><t:AdditionalProperties>"
-               '<t:FieldURI FieldURI="item:Flag"/></t:AdditionalProperties></m:ItemShape>'
-               f'<m:ItemIds><t:ItemId Id="{item_id}"/></m:ItemIds></m:GetItem>',
+               '<t:FieldURI FieldURI="item:Flag"/><t:FieldURI FieldURI="item:IsDraft"/>'
+               "</t:AdditionalProperties></m:ItemShape><m:ItemIds>"
+               f'<t:ItemId Id="{item_id}"/><t:ItemId Id="{draft}"/></m:ItemIds></m:GetItem>',
                impersonate="chloe@ville.fr")
-    assert base64.b64decode(raw.findtext(f".//{{{T}}}MimeContent")) == mime
-    assert raw.findtext(f".//{{{T}}}Flag/{{{T}}}FlagStatus") == "Flagged"
+    assert [base64.b64decode(m.text) for m in raw.iter(f"{{{T}}}MimeContent")] == [mime, mime]
+    assert [f.text for f in raw.iter(f"{{{T}}}FlagStatus")] == ["Flagged", "NotFlagged"]
+    assert [d.text for d in raw.iter(f"{{{T}}}IsDraft")] == ["false", "true"]
 
 
 def test_convert_id_answers_as_the_reference_shapes_it(ews_server: EwsServer) -> None:
