@@ -48,8 +48,9 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
 ``127.0.0.1`` and a free port (``.url``, ``.ca_file``; ``.start()``, ``.stop()``, or a
 ``with`` block). Switches and records a test may use:
 
-- ``.busy(count, back_off_ms=...)``: the next ``count`` authenticated requests answer
-  ``ErrorServerBusy`` with that ``BackOffMilliseconds``;
+- ``.busy(count, back_off_ms=..., per_item=False)``: the next ``count`` authenticated
+  requests answer ``ErrorServerBusy`` with that ``BackOffMilliseconds``, as a SOAP fault or
+  (``per_item``) in each response message of an answer;
 - ``.max_concurrency(n)``: beyond ``n`` requests in flight on one budget, answer
   ``ErrorExceededConnectionCount`` (on-premises EWSMaxConcurrency defaults to 27). The
   budget is the signed-in account's, or with impersonation (Exchange 2013 and later) the
@@ -1669,8 +1670,13 @@ class EwsHandler(BaseHTTPRequestHandler):
                                                              fault.message_xml))
             return
         with owner.admitted(request.budget) as refused:
+            if refused is not None and refused.per_item:
+                self._answer(200, owner.version_header(), refused.messages(request))
+                return
             if refused is not None:
-                self._answer(500, owner.version_header(), _fault(*refused))
+                self._answer(500, owner.version_header(), _fault(
+                    refused.code, refused.text,
+                    f'<t:MessageXml xmlns:t="{T}">{refused.values}</t:MessageXml>'))
                 return
             owner.record(request)
             self._answer(200, owner.version_header(), request.pieces)
@@ -1715,6 +1721,37 @@ class Request:
     caller: Caller
     budget: str
     pieces: Iterator[str | bytes]
+    element: etree._Element
+
+
+ID_LISTS = {"GetItem": "ItemIds", "GetFolder": "FolderIds", "GetAttachment": "AttachmentIds",
+            "ConvertId": "SourceIds"}
+"""The list of ids of the operations that answer one response message per id."""
+
+
+@dataclass
+class Refusal:
+    """A request throttling refuses: its code, text and MessageXml values, answered as a
+    fault or, ``per_item``, as every response message of the operation's answer."""
+
+    code: str
+    text: str
+    values: str
+    per_item: bool = False
+
+    def messages(self, request: Request) -> Iterator[str]:
+        holder = request.element.find(f"{{{M}}}{ID_LISTS.get(request.operation, '')}")
+        count = max(1, len([e for e in holder if isinstance(e.tag, str)])
+                    if holder is not None else 1)
+        operation = request.operation
+        yield f'<m:{operation}Response xmlns:m="{M}" xmlns:t="{T}"><m:ResponseMessages>'
+        for _ in range(count):
+            yield (f'<m:{operation}ResponseMessage ResponseClass="Error">'
+                   + _el("m:MessageText", self.text) + _el("m:ResponseCode", self.code)
+                   + _el("m:DescriptiveLinkKey", 0)
+                   + f"<m:MessageXml>{self.values}</m:MessageXml>"
+                   + f"</m:{operation}ResponseMessage>")
+        yield f"</m:ResponseMessages></m:{operation}Response>"
 
 
 class EwsHTTPServer(ThreadingHTTPServer):
@@ -1766,7 +1803,7 @@ class EwsServer:
         """Tracebacks of the server's own failures (none, in a good run)."""
         self.delay = 0.0
         self._lock = threading.Lock()
-        self._busy: list[int] = []
+        self._busy: list[tuple[int, bool]] = []
         self._limit: int | None = None
         self._in_flight: Counter[str] = Counter()
         self._folder = TemporaryDirectory(prefix="ews-server-")
@@ -1779,9 +1816,12 @@ class EwsServer:
 
     # switches
 
-    def busy(self, count: int, back_off_ms: int = 50) -> None:
+    def busy(self, count: int, back_off_ms: int = 50, *, per_item: bool = False) -> None:
+        """The next ``count`` requests answer ErrorServerBusy: as a SOAP fault, or with
+        ``per_item`` as an answer whose every response message is that error (Exchange
+        gives both; ref: responsecode lists ErrorServerBusy for response messages)."""
         with self._lock:
-            self._busy.extend([back_off_ms] * count)
+            self._busy.extend([(back_off_ms, per_item)] * count)
 
     def max_concurrency(self, n: int | None) -> None:
         self._limit = n
@@ -1864,7 +1904,7 @@ class EwsServer:
     # admission
 
     @contextlib.contextmanager
-    def admitted(self, budget: str) -> Iterator[tuple[str, str, str] | None]:
+    def admitted(self, budget: str) -> Iterator[Refusal | None]:
         """Throttling first (ErrorServerBusy with BackOffMilliseconds, ref:
         ews-throttling-in-exchange, "Errors generated when throttling limits are exceeded"),
         then the budget's concurrency (ErrorExceededConnectionCount: "more concurrent requests
@@ -1872,12 +1912,12 @@ class EwsServer:
         or None."""
         with self._lock:
             if self._busy:
-                back_off = self._busy.pop(0)
+                back_off, per_item = self._busy.pop(0)
                 self.stats["busy"] += 1
-                yield ("ErrorServerBusy",
-                       "The server cannot service this request right now. Try again later.",
-                       (f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">'
-                       f"{back_off}</t:Value></t:MessageXml>"))
+                yield Refusal("ErrorServerBusy",
+                              "The server cannot service this request right now. Try again "
+                              "later.", f'<t:Value Name="BackOffMilliseconds">{back_off}'
+                              "</t:Value>", per_item)
                 return
             self._in_flight[budget] += 1
             in_flight = self._in_flight[budget]
@@ -1890,12 +1930,12 @@ class EwsServer:
                 policy = (f"This operation exceeds the throttling budget for policy part "
                           f"'MaxConcurrency', policy value '{self._limit}', Budget type: 'Ews'. "
                           "Suggested backoff time 0 ms.")
-                yield ("ErrorExceededConnectionCount",
-                       ("You have exceeded the available concurrent connections for your "
-                        "account. Try again once your other requests have completed."),
-                       (f'<t:MessageXml xmlns:t="{T}"><t:Value Name="Policy">MaxConcurrency'
-                       f'</t:Value><t:Value Name="MaxConcurrencyLimit">{self._limit}</t:Value>'
-                       f'<t:Value Name="ErrorMessage">{escape(policy)}</t:Value></t:MessageXml>'))
+                yield Refusal("ErrorExceededConnectionCount",
+                              "You have exceeded the available concurrent connections for your "
+                              "account. Try again once your other requests have completed.",
+                              '<t:Value Name="Policy">MaxConcurrency</t:Value>'
+                              f'<t:Value Name="MaxConcurrencyLimit">{self._limit}</t:Value>'
+                              f'<t:Value Name="ErrorMessage">{escape(policy)}</t:Value>')
             else:
                 yield None
         finally:
@@ -1935,7 +1975,7 @@ class EwsServer:
                   if caller.impersonated and not self.version.startswith("Exchange2010")
                   else login)
         return Request(etree.QName(request).localname, caller, budget,
-                       Operations(self.tenant, caller).run(request))
+                       Operations(self.tenant, caller).run(request), request)
 
     def record(self, request: Request) -> None:
         with self._lock:

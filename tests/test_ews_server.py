@@ -425,6 +425,22 @@ def test_busy_answers_carry_the_back_off_then_the_request_succeeds(
     assert ews_server.stats["busy"] == 5
 
 
+def test_busy_answers_can_come_in_each_response_message(ews_server: EwsServer) -> None:
+    ids = list(ews_server.tenant.mailbox("alice@ville.fr").distinguished["inbox"].items)[:2]
+    request = ("<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"
+               "<m:ItemIds>" + "".join(f'<t:ItemId Id="{i}"/>' for i in ids)
+               + "</m:ItemIds></m:GetItem>")
+    ews_server.busy(1, back_off_ms=700, per_item=True)
+    refused = soap(ews_server, request)
+    messages = list(refused.iter(f"{{{M}}}GetItemResponseMessage"))
+    assert [m.get("ResponseClass") for m in messages] == ["Error", "Error"]
+    assert {m.findtext(f"{{{M}}}ResponseCode") for m in messages} == {"ErrorServerBusy"}
+    assert {m.findtext(f"{{{M}}}MessageXml/{{{T}}}Value") for m in messages} == {"700"}
+    answered = soap(ews_server, request)
+    assert [m.findtext(f"{{{M}}}ResponseCode")
+            for m in answered.iter(f"{{{M}}}GetItemResponseMessage")] == ["NoError"] * 2
+
+
 def test_requests_beyond_the_concurrency_limit_are_refused(ews_server: EwsServer) -> None:
     ews_server.max_concurrency(2)
     ews_server.latency(0.5)
