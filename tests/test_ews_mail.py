@@ -168,3 +168,19 @@ def test_basic_authentication_reads_the_same_mailbox_and_is_warned_about(ews_ser
     ews = registry.connector("ews")
     config = ews.config.model_validate(section(ews_server, auth="basic"))
     assert ews.warnings(config, "source") == [("ews_basic_auth", {})]
+
+
+def test_a_folder_larger_than_one_sync_answer_is_listed_page_by_page(ews_server, tmp_path):
+    mailbox = ews_server.tenant.mailbox(ALICE)
+    mailbox.add_folder(("Courrier 2025",))
+    when = datetime(2025, 1, 2, 8, 0, tzinfo=UTC)
+    delivered = {mailbox.deliver(("Courrier 2025",), mime_message(
+        "mairie@ville.fr", ALICE, f"Courrier n°{n}", "Texte.\r\n", when)) for n in range(530)}
+    source = open_source(ews_server, tmp_path)
+    [folder] = [c for c in source.containers() if c.path == ("Courrier 2025",)]
+    asked = len(ews_server.requests)
+    listing = source.list_changes(folder, None)
+    assert {ref.source_id for ref in listing.refs} == delivered
+    syncs = [op for op, _, _ in ews_server.requests[asked:] if op == "SyncFolderItems"]
+    assert len(syncs) == 2  # 512, then the rest
+    assert source.list_changes(folder, listing.cursor).refs == []
