@@ -276,6 +276,11 @@ class EwsClient:
                                                                or mailbox})
                 if response.status_code in (503, 429):
                     raise EwsFault(BUSY, f"HTTP {response.status_code}")
+                if response.status_code == 403:
+                    # EWS turned off for the account (Set-CASMailbox -EwsEnabled), or a
+                    # client access rule: the mailbox's refusal, not the server down.
+                    raise ConnectError(f"{endpoint}: HTTP 403 for {mailbox}",
+                                       code="ews_refused", where=endpoint)
                 if response.status_code not in (200, 500):
                     raise ConnectError(f"{endpoint}: HTTP {response.status_code}",
                                        code="unreachable", where=endpoint)
@@ -323,7 +328,11 @@ class EwsClient:
             return self.server_version
 
     def close(self) -> None:
+        """Close the sessions, and drop exchangelib's process-wide cache entry for this
+        sign-in (it holds the password, and a later command builds its own pool)."""
         self._protocol.close()
+        with contextlib.suppress(KeyError):
+            del type(self._protocol)[self._protocol.config]
 
 
 class _Dropped(Exception):
