@@ -108,6 +108,11 @@ class Container:
     ``STATUS=SIZE``); ``None``: unknown."""
     colour: str | None = field(default=None, compare=False)
     """The colour the source shows it in, ``#RRGGBB`` (a calendar's); ``None``: none."""
+    part: str | None = field(default=None, compare=False)
+    """Which part of the account it comes from when the source has several, counted apart
+    by the reports (``archive``: an online archive's folder); ``None``: the account's own.
+    A part's folders come under a top folder of their own (``Archives``), whose name no
+    folder rule reads as a well-known folder's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ BUILT_IN = (
     "connectors.imap.connector",
     "connectors.local.connector",
     "connectors.graph.connector",
+    "connectors.ews.connector",
     "connectors.dav.connector",
     "connectors.webdav.connector",
 )

@@ -212,12 +212,17 @@ class FolderRules:
         target_separator: str,
         target_forbidden: str = "",
         target_special: Mapping[str, Path],
+        literal: Iterable[Path] = (),
     ) -> list[FolderDecision]:
         """One decision per source folder (``(path, role)`` pairs, role as the source's
-        SPECIAL-USE names it or ``None``), parents before children."""
+        SPECIAL-USE names it or ``None``), parents before children. ``literal`` paths keep
+        their names whatever they are (the top folder a source puts a part of the account
+        under, such as ``Archives`` for an online archive): no well-known or non-mail rule
+        reads them, so the part's tree lands under that name."""
         if REPLACEMENT in target_separator + target_forbidden:
             raise FolderRulesError("folder_replacement_refused", replacement=REPLACEMENT)
-        return _Planner(self, folders, target_separator, target_forbidden, target_special).run()
+        return _Planner(self, folders, target_separator, target_forbidden, target_special,
+                        literal).run()
 
 
 @dataclass(frozen=True)
@@ -249,8 +254,10 @@ class _Planner:
         separator: str,
         forbidden: str,
         special: Mapping[str, Path],
+        literal: Iterable[Path] = (),
     ) -> None:
         self.rules = rules
+        self.literal = frozenset(tuple(path) for path in literal)
         self.separator = separator
         self.forbidden = forbidden
         self.special = {role: tuple(path) for role, path in special.items()}
@@ -317,7 +324,7 @@ class _Planner:
             return _Class(False, role, ("renamed_by_batch",), target=renamed)
         if declared in ROLES:
             return self.well_known(declared, "special_use")
-        if self.well_known_position(path):
+        if self.well_known_position(path) and path not in self.literal:
             # A folder named for a role merges into that role's folder even when another
             # folder declares the role: mailboxes used from Exchange in French and from an
             # IMAP client often hold both "Éléments envoyés" and a client-made "Sent".

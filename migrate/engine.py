@@ -321,7 +321,7 @@ class Engine:
                     continue
                 rows, said, totals = planned
                 for key, value in totals.items():
-                    report.totals[key] += value
+                    report.totals[key] = report.totals.get(key, 0) + value
                 report.add(rows, said)
                 work = works.setdefault(user.source, PrincipalWork(user.source, user.target))
                 work.units += [(row["to_copy"], row["to_copy_bytes"]) for row in rows
@@ -570,9 +570,10 @@ class Engine:
         advice = {workload: target_advice(self.batch, workload)
                   for workload in self.batch.workloads}
 
-        def count(workload: str, path: tuple[str, ...], items: int, size: int) -> None:
+        def count(workload: str, path: tuple[str, ...], items: int, size: int,
+                  part: str | None = None) -> None:
             folder = f"{workload}:{shown(path)}"
-            rows.append(report.container(user, folder, items, size))
+            rows.append(report.container(user, folder, items, size, part))
             advised = advice.get(workload)
             if advised is not None and items > advised[0]:
                 rows.append(report.advice(user, folder, Text.of(

@@ -95,6 +95,7 @@ def decide_folders(
         target_separator=capabilities.separator,
         target_forbidden=capabilities.forbidden_chars,
         target_special=capabilities.special_folders,
+        literal={c.path[:1] for c in containers if c.part},
     )
     by_path = {c.path: c for c in containers}
     return [(by_path[d.source], d) for d in decisions]

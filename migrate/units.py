@@ -260,7 +260,8 @@ class Bench:
 class WorkloadRunner(Protocol):
     """What a workload gives the engine. ``plan`` counts without moving anything; ``units``
     decides the units of a run; ``run`` runs one from its ledger row; ``verify`` checks the
-    principal's units against both sides; ``audit`` counts the source from listings."""
+    principal's units against both sides; ``audit`` counts the source from listings, each
+    container through ``count(workload, path, items, size, part)``."""
 
     def plan(self, bench: Bench, user: UserMapping, workload: str, known: dict[str, Unit],
              totals: dict[str, int]) -> tuple[list[dict[str, Any]], list[Text]]: ...
@@ -274,8 +275,7 @@ class WorkloadRunner(Protocol):
                tally: VerifyTally) -> None: ...
 
     def audit(self, bench: Bench, user: UserMapping, workload: str,
-              count: Callable[[str, tuple[str, ...], int, int], None]
-              ) -> list[dict[str, Any]]: ...
+              count: Callable[..., None]) -> list[dict[str, Any]]: ...
 
 
 def text_of(error: Exception) -> Text:
@@ -403,12 +403,13 @@ class MailRunner:
                            "target_folder": native or shown(target)}, check)
 
     def audit(self, bench: Bench, user: UserMapping, workload: str,
-              count: Callable[[str, tuple[str, ...], int, int], None]
+              count: Callable[..., None]
               ) -> list[dict[str, Any]]:
         with closing(bench.connectors.open_source(user)) as source:
             for container in source.containers():
                 refs = source.list_changes(container, None).refs
-                count(workload, container.path, len(refs), sum(r.size for r in refs))
+                count(workload, container.path, len(refs), sum(r.size for r in refs),
+                      container.part)
             return note_rows(user, source_notes(source))
 
 
@@ -599,7 +600,8 @@ def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, sink: MailSi
         # Nothing to do, as the folder list says: what the ledger holds of it is all.
         return [{**container_row(totals, base, action, reasons,
                                  messages=unit.copied if unit else 0,
-                                 size=unit.bytes if unit else 0, to_copy=0, to_copy_bytes=0),
+                                 size=unit.bytes if unit else 0, to_copy=0, to_copy_bytes=0,
+                                 part=container.part),
                  "settled": True}]
     records = bench.ledger.items_of(unit.id) if unit else {}
     plan = FolderPlan(container, decision)
@@ -607,7 +609,7 @@ def _plan_rows(bench: Bench, user: UserMapping, source: MailSource, sink: MailSi
         plan_folder(source, plan, records, limit)
     rows = [container_row(totals, base, action, reasons, messages=plan.messages,
                           size=plan.bytes, to_copy=plan.to_copy,
-                          to_copy_bytes=plan.to_copy_bytes)]
+                          to_copy_bytes=plan.to_copy_bytes, part=container.part)]
     rows += [too_big_row(base, ref.source_id, ref.size, limit) for ref in plan.too_big]
     return rows
 

@@ -18,14 +18,17 @@ class AuditReport:
         self.rows = problem_rows(errors)
         self.totals = {"users": users, "containers": 0, "items": 0, "bytes": 0}
 
-    def container(self, user: Principal, folder: str, items: int, size: int
-                  ) -> dict[str, Any]:
-        """A container of the source: its row, its counts added to the totals."""
-        self.totals["containers"] += 1
-        self.totals["items"] += items
-        self.totals["bytes"] += size
+    def container(self, user: Principal, folder: str, items: int, size: int,
+                  part: str | None = None) -> dict[str, Any]:
+        """A container of the source: its row, its counts added to the totals; those of a
+        part of the account the source tells apart (``part``: an online archive) also apart,
+        under ``<part>_containers``, ``<part>_items`` and ``<part>_bytes``."""
+        for key, value in (("containers", 1), ("items", items), ("bytes", size)):
+            self.totals[key] += value
+            if part:
+                self.totals[f"{part}_{key}"] = self.totals.get(f"{part}_{key}", 0) + value
         return {"principal": user.source, "folder": folder, "action": "inventory",
-                "messages": items, "bytes": size}
+                "messages": items, "bytes": size, **({"part": part} if part else {})}
 
     def advice(self, user: Principal, folder: str, text: Text) -> dict[str, Any]:
         """A container that works but deserves a word (more items than the target's clients

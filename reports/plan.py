@@ -77,14 +77,19 @@ class PlanReport:
 
 def container_row(totals: dict[str, int], base: dict[str, Any], action: str,
                   reasons: list[Text], *, messages: int, size: int, to_copy: int,
-                  to_copy_bytes: int) -> dict[str, Any]:
+                  to_copy_bytes: int, part: str | None = None) -> dict[str, Any]:
     """A container a run would copy (a mail folder, a calendar, a drive): its row, and its
-    counts added to the plan's ``totals``."""
+    counts added to the plan's ``totals``. A container of a part of the account the source
+    tells apart (``part``: an online archive) is counted in the totals and also apart, under
+    ``<part>_units``, ``<part>_messages``... and its row names its part."""
     for key, value in (("units", 1), ("messages", messages), ("bytes", size),
                        ("to_copy", to_copy), ("to_copy_bytes", to_copy_bytes)):
-        totals[key] += value
+        totals[key] = totals.get(key, 0) + value
+        if part:
+            totals[f"{part}_{key}"] = totals.get(f"{part}_{key}", 0) + value
     return {**base, "action": action, "messages": messages, "bytes": size, "to_copy": to_copy,
-            "to_copy_bytes": to_copy_bytes, **joined(reasons)}
+            "to_copy_bytes": to_copy_bytes, **({"part": part} if part else {}),
+            **joined(reasons)}
 
 
 def too_big_row(base: dict[str, Any], source_id: str, size: int, limit: int) -> dict[str, Any]:

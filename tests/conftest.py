@@ -139,3 +139,23 @@ def small_tmpfs(tmp_path: Path) -> Iterator[TmpfsFactory]:
     yield mount
     for folder in mounted:
         unmount(folder)
+
+
+@pytest.fixture
+def ews_server(certificates: TestCertificates) -> Iterator[Any]:
+    """An EWS test server (``tests.ews_server.EwsServer``) on the seeded French organisation,
+    with the service account ``svc-bascule@ville.fr`` holding ApplicationImpersonation, its
+    password in ``server.service_password``; stopped at teardown."""
+    import secrets
+
+    from tests.ews_seed import SERVICE_LOGIN
+    from tests.ews_server import EwsServer, EwsTenant, seed_french_tenant
+
+    tenant = EwsTenant()
+    seed_french_tenant(tenant)
+    password = secrets.token_urlsafe(18)
+    tenant.service_account(SERVICE_LOGIN, password)
+    server = EwsServer(tenant, certificates=certificates)
+    server.service_password = password
+    with server:
+        yield server

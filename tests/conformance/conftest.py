@@ -517,6 +517,48 @@ def harness_graph(tmp_path: Path, certificates: TestCertificates) -> Iterator[Gr
         harness.close()
 
 
+# --- Exchange Web Services: the EWS test server, filled through its organisation ---------
+
+
+@dataclass
+class EwsHarness(Harness):
+    """The EWS test server (``tests/ews_server.py``) with one mailbox, read by the service
+    account through impersonation; the server's organisation is the independent store."""
+
+    tenant: Any = None
+
+    def seed_mail(self, folders: Mapping[Folder, list[SeedMessage]]) -> None:
+        mailbox = self.tenant.mailbox(self.login)
+        for folder, messages in folders.items():
+            path: Any = "inbox" if folder == ("INBOX",) else folder
+            if folder != ("INBOX",):
+                mailbox.add_folder(folder)
+            for seeded in messages:
+                mailbox.deliver(path, seeded.raw, is_read="\\Seen" in seeded.flags,
+                                flagged="\\Flagged" in seeded.flags,
+                                received=seeded.internal_date)
+
+
+@pytest.fixture
+def harness_ews(tmp_path: Path, certificates: TestCertificates) -> Iterator[EwsHarness]:
+    from tests.ews_server import EwsServer, EwsTenant
+
+    tenant = EwsTenant()
+    tenant.add_mailbox("amelie.lefevre@ville-exemple.fr", "Amélie Lefèvre")
+    tenant.service_account("svc-bascule@ville-exemple.fr", "conformance-secret")
+    with EwsServer(tenant, certificates=certificates) as server:
+        harness = EwsHarness(
+            "ews", {"type": "ews", "service_endpoint": server.url, "auth": "ntlm",
+                    "ca_file": str(server.ca_file),
+                    "service_account": {"login": "svc-bascule@ville-exemple.fr",
+                                        "secret": "env:EWS_SECRET"}},
+            "amelie.lefevre@ville-exemple.fr",
+            StoreContext(tmp_path, {"env:EWS_SECRET": "conformance-secret"}),
+            fence=tmp_path, root=tmp_path, estimated_sizes=frozenset({"mail"}), tenant=tenant)
+        yield harness
+        harness.close()
+
+
 # --- CalDAV and CardDAV: a private Cyrus, Radicale, Xandikos and SabreDAV, read with plain
 # HTTP and icalendar
 

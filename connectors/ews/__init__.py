@@ -1,0 +1,1 @@
+"""Exchange Server on premises through Exchange Web Services (EWS): a source of mail."""

@@ -1,0 +1,186 @@
+"""Exchange Server on premises through Exchange Web Services as a source of mail: its batch
+section and its registration. exchangelib is imported only when a source opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from connectors.base import ConnectError
+from connectors.config import HttpsAddress, SecretReference, Section, refused
+from connectors.graph.connector import AppCredentials, app_tokens
+from connectors.registry import Account, Capabilities, Connector, Context, register
+
+if TYPE_CHECKING:
+    from connectors.ews.client import EwsClient, Throttle
+
+EWS_MAX_CONCURRENCY = 27
+"""Exchange's default throttling policy: requests in flight per user (EWSMaxConcurrency)."""
+
+
+class ServiceAccount(Section):
+    """One account signing in for every mailbox: with ``impersonation`` (the
+    ApplicationImpersonation role) it acts as each of them; without, it needs FullAccess
+    over each (a delegate)."""
+
+    login: str = Field(description="The account's login: DOMAIN\\name, or its UPN.")
+    secret: SecretReference
+    impersonation: bool = Field(
+        True, description="Act as each mailbox through ApplicationImpersonation "
+        "(New-ManagementRoleAssignment -Role ApplicationImpersonation -User <login>).")
+
+
+class EwsOAuth(AppCredentials):
+    """An Entra ID application's token (hybrid Exchange with OAuth): it impersonates each
+    mailbox, as an application must."""
+
+    scope: str = Field(
+        "https://outlook.office365.com/.default",
+        description="Resource the token is asked for (client credentials: <resource>/.default).")
+    ca_file: Path | None = Field(
+        None, description="A CA to trust for the sign-in host (test servers, TLS-inspecting "
+        "proxies), apart from the Exchange server's. TLS is always verified.")
+
+
+class EwsEndpointConfig(Section):
+    """Exchange Server 2013, 2016, 2019 or Subscription Edition through EWS."""
+
+    type: Literal["ews"]
+    service_endpoint: HttpsAddress = Field(
+        description="The EWS address, e.g. https://mail.ville.fr/EWS/Exchange.asmx.")
+    auth: Literal["ntlm", "basic", "oauth"] = "ntlm"
+    service_account: ServiceAccount | None = Field(
+        None, description="One account for every mailbox; without it, each user signs in "
+        "with the secret the users table gives.")
+    oauth: EwsOAuth | None = None
+    ca_file: Path | None = Field(
+        None, description="A CA to trust (an internal PKI). TLS is always verified.")
+    archive_root: str = Field(
+        "Archives", min_length=1,
+        description="Target folder the online archive's folders go under.")
+    per_mailbox: int = Field(2, ge=1, le=8, description="EWS requests in flight per mailbox.")
+    per_server: int = Field(
+        12, ge=1, le=EWS_MAX_CONCURRENCY - 1,
+        description="EWS requests in flight to the server, under its EWSMaxConcurrency (27 "
+        "by default).")
+    timeout: float = Field(120.0, gt=0, description="Seconds to wait for an answer.")
+    max_wait: float = Field(
+        900.0, gt=0, description="Seconds one request may wait on a busy server's back-off "
+        "before the unit fails (a later run takes it up).")
+
+    @model_validator(mode="after")
+    def _one_sign_in(self) -> EwsEndpointConfig:
+        if (self.auth == "oauth") != (self.oauth is not None):
+            raise refused("batch_ews_oauth")
+        if self.oauth is not None and self.service_account is not None:
+            raise refused("batch_ews_oauth")
+        if "/" in self.archive_root:
+            raise refused("batch_ews_archive_root")
+        return self
+
+    def references(self) -> list[str]:
+        found = [self.service_account.secret] if self.service_account else []
+        return found + (self.oauth.references() if self.oauth else [])
+
+
+def throttle(context: Context, config: EwsEndpointConfig) -> Throttle:
+    """One throttle per server for the command, whoever signs in."""
+    from connectors.ews.client import Throttle
+
+    return context.shared(("ews-throttle", config.service_endpoint),
+                          lambda: Throttle(config.per_server, config.per_mailbox))
+
+
+def ews_client(context: Context, config: EwsEndpointConfig, account: Account) -> EwsClient:
+    """The client for ``account``'s sign-in: one for every mailbox of a service account or
+    an application, one per user otherwise."""
+    from connectors.ews.client import EwsClient, SignIn
+
+    ca_file = str(context.path(config.ca_file)) if config.ca_file else None
+    common = {"endpoint": config.service_endpoint, "auth": config.auth, "ca_file": ca_file,
+              "timeout": config.timeout, "who": _who(config)}
+    if config.oauth is not None:
+        tokens = app_tokens(context, config.oauth, ca_file=config.oauth.ca_file,
+                            scope=config.oauth.scope)
+        sign_in, key = SignIn(**common, token=tokens, impersonation=True), "app"
+    elif config.service_account is not None:
+        service = config.service_account
+        sign_in = SignIn(**common, login=service.login, password=context.secret(service.secret),
+                         impersonation=service.impersonation)
+        key = "service"
+    else:
+        if not account.secret_ref:
+            raise ConnectError(code="no_secret", params={"login": account.login})
+        sign_in = SignIn(**common, login=account.login,
+                         password=context.secret(account.secret_ref, users_table=True))
+        key = account.login.lower()
+    return context.shared(("ews", config, key), lambda: EwsClient(
+        sign_in, throttle(context, config), per_server=config.per_server,
+        max_wait=config.max_wait))
+
+
+def _open_source(context: Context, account: Account, workload: str) -> Any:
+    from connectors.ews.mail import EwsMailSource
+
+    config: EwsEndpointConfig = account.config
+    return EwsMailSource(ews_client(context, config, account), account.login,
+                         archive_root=config.archive_root, workers=config.per_mailbox)
+
+
+def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:
+    """Sign in as the service account (or the application) acting as the first principal:
+    a refused login or a missing impersonation right stops the command, saying what to
+    grant. Users signing in with their own secrets are each refused when their source opens,
+    which stops only them."""
+    if first_login is None or (config.service_account is None and config.oauth is None):
+        return
+    from connectors.ews.client import EwsFault
+    from connectors.ews.mail import check_access
+
+    client = ews_client(context, config, Account(config, first_login))
+    try:
+        check_access(client, first_login)
+    except EwsFault as fault:
+        raise ConnectError(fault.detail, code="ews_refused",
+                           where=config.service_endpoint) from None
+
+
+def _who(config: EwsEndpointConfig) -> str:
+    """The account that signs in for every mailbox, as the grant names it."""
+    if config.service_account is not None:
+        return config.service_account.login
+    return config.oauth.client_id if config.oauth is not None else ""
+
+
+def _warnings(config: EwsEndpointConfig, side: str) -> list[tuple[str, dict[str, Any]]]:
+    if config.auth == "basic":
+        return [("ews_basic_auth", {})]
+    return []
+
+
+register(Connector(
+    type="ews", config=EwsEndpointConfig,
+    summary=("Exchange Server on premises through EWS (2013, 2016, 2019, SE)",
+             "Exchange Server sur site par EWS (2013, 2016, 2019, SE)"),
+    reads=frozenset({"mail"}),
+    open_source=_open_source,
+    capabilities=Capabilities(delta=True, flag_changes=True),
+    example='''service_endpoint = "https://mail.ville.example/EWS/Exchange.asmx"
+auth = "ntlm"                 # ntlm | basic | oauth
+# ca_file = "ca-interne.pem"  # an internal CA / une AC interne
+archive_root = "Archives"     # where the online archive goes / où va l'archive en ligne
+# One service account acting as every mailbox (without it: a secret per user in the table).
+# Un compte de service agissant pour chaque boîte (sinon : un secret par utilisateur).
+# New-ManagementRoleAssignment -Name bascule-impersonation -Role ApplicationImpersonation -User svc-bascule
+[source.service_account]
+login = "VILLE\\\\svc-bascule"
+secret = "env:BASCULE_EWS_SECRET"
+impersonation = true
+''',
+    account_slots=lambda config: config.per_mailbox,
+    check=_check,
+    warnings=_warnings,
+    secret_references=lambda config: config.references(),
+))
