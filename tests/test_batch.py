@@ -218,7 +218,7 @@ def test_a_workload_the_source_does_not_read_is_refused_naming_who_reads_it(tmp_
         load_batch(write(tmp_path, text))
     [problem] = caught.value.problems
     assert problem.en.endswith("workloads calendar: the source type imap does not read them "
-                               "(source types that do: graph, folder, dav)")
+                               "(source types that do: graph, folder, ews, dav)")
 
 
 def test_mistakes_are_said_in_french_through_to_their_detail(tmp_path):

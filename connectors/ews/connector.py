@@ -1,5 +1,5 @@
-"""Exchange Server on premises through Exchange Web Services as a source of mail: its batch
-section and its registration. exchangelib is imported only when a source opens."""
+"""Exchange Server on premises through Exchange Web Services as a source of mail, calendars,
+contacts and tasks: its batch section and its registration. exchangelib is imported only when a source opens."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from connectors.base import ConnectError
 from connectors.config import HttpsAddress, SecretReference, Section, refused
 from connectors.graph.connector import AppCredentials, app_tokens
 from connectors.registry import Account, Capabilities, Connector, Context, register
+from mappings.calendar import windows_to_iana
 
 if TYPE_CHECKING:
     from connectors.ews.client import EwsClient, Throttle
@@ -65,6 +66,10 @@ class EwsEndpointConfig(Section):
         12, ge=1, le=EWS_MAX_CONCURRENCY - 1,
         description="EWS requests in flight to the server, under its EWSMaxConcurrency (27 "
         "by default).")
+    time_zone: str = Field(
+        "Europe/Paris", description="The mailboxes' time zone (IANA name): the days of "
+        "tasks are read in it, and a custom zone is matched to it first. EWS gives a "
+        "mailbox's zone only through Outlook on the web's private settings.")
     timeout: float = Field(120.0, gt=0, description="Seconds to wait for an answer.")
     max_wait: float = Field(
         900.0, gt=0, description="Seconds one request may wait on a busy server's back-off "
@@ -78,6 +83,8 @@ class EwsEndpointConfig(Section):
             raise refused("batch_ews_oauth")
         if "/" in self.archive_root:
             raise refused("batch_ews_archive_root")
+        if windows_to_iana(self.time_zone) != self.time_zone:
+            raise refused("batch_ews_time_zone", zone=self.time_zone)
         return self
 
     def references(self) -> list[str]:
@@ -122,11 +129,17 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
 
 
 def _open_source(context: Context, account: Account, workload: str) -> Any:
-    from connectors.ews.mail import EwsMailSource
-
     config: EwsEndpointConfig = account.config
-    return EwsMailSource(ews_client(context, config, account), account.login,
-                         archive_root=config.archive_root, workers=config.per_mailbox)
+    client = ews_client(context, config, account)
+    if workload == "mail":
+        from connectors.ews.mail import EwsMailSource
+
+        return EwsMailSource(client, account.login, archive_root=config.archive_root,
+                             workers=config.per_mailbox)
+    from connectors.ews.pim import EwsPimSource
+
+    return EwsPimSource(client, account.login, user_map=context.target_address,
+                        time_zone=config.time_zone)
 
 
 def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:
@@ -164,7 +177,7 @@ register(Connector(
     type="ews", config=EwsEndpointConfig,
     summary=("Exchange Server on premises through EWS (2013, 2016, 2019, SE)",
              "Exchange Server sur site par EWS (2013, 2016, 2019, SE)"),
-    reads=frozenset({"mail"}),
+    reads=frozenset({"mail", "calendar", "contacts", "tasks"}),
     open_source=_open_source,
     capabilities=Capabilities(delta=True, flag_changes=True),
     example='''service_endpoint = "https://mail.ville.example/EWS/Exchange.asmx"

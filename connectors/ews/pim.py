@@ -32,7 +32,6 @@ zone, which EWS gives only through OWA's private configuration).
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -433,26 +432,21 @@ class EwsPimSource:
                                              str, str, str | None]:
         attachments = self._small_attachments(master)
         event, ews_notes = event_as_graph(master, attachments, prefer=(self._zone,))
-        version = event["changeKey"]
         if event["type"] == "seriesMaster":
             modified, deleted = occurrence_slots(master)
             exceptions = []
-            parts = [version]
             for occurrence in self._get_items(modified, CALENDAR_FIELDS) if modified else []:
                 graph, more = event_as_graph(occurrence, self._small_attachments(occurrence),
                                              prefer=(self._zone,))
                 exceptions.append(graph)
                 ews_notes += more
-                parts.append(f"{graph['id']}:{graph['changeKey']}")
-            parts += deleted
-            version = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
             calendar, notes = series_to_ical(event, exceptions, deleted,
                                              user_map=self._user_map, mailbox_zone=self._zone)
         else:
             calendar, notes = single_to_ical(event, user_map=self._user_map,
                                              mailbox_zone=self._zone)
         return (calendar.to_ical(), [(n.code, n.detail) for n in notes], _unique(ews_notes),
-                version, str(event["iCalUId"]), event.get("lastModifiedDateTime"))
+                event["changeKey"], str(event["iCalUId"]), event.get("lastModifiedDateTime"))
 
     def _small_attachments(self, item: Any) -> dict[str, bytes]:
         found: dict[str, bytes] = {}

@@ -538,6 +538,36 @@ class EwsHarness(Harness):
                                 flagged="\\Flagged" in seeded.flags,
                                 received=seeded.internal_date)
 
+    def seed_documents(self, workload: str, files: list[SeedFile]) -> list[str | None]:
+        """Items shaped as the EWS reference shows them: a series with a moved and a
+        cancelled occurrence and a single event, a contact and a personal distribution list,
+        a task; each calendar object or vCard made by the source from the item."""
+        from tests.ews_items_xml import (
+            CONTACT,
+            EXCEPTION,
+            GROUP,
+            ROMANCE,
+            TASK,
+            declared,
+            series_xml,
+        )
+
+        mailbox = self.tenant.mailbox(self.login)
+        if workload == "calendar":
+            mailbox.add_series("calendar", declared(series_xml(ROMANCE, occurrences=False)),
+                               exceptions=[declared(EXCEPTION)],
+                               deleted=["2025-02-03T09:00:00Z"])
+            mailbox.add_item("calendar", declared(EXCEPTION.replace(
+                "Exception</t:CalendarItemType>", "Single</t:CalendarItemType>").replace(
+                "<t:OriginalStart>2025-01-20T09:00:00Z</t:OriginalStart>", "")))
+            return [None, None]
+        if workload == "contacts":
+            contact = mailbox.add_item("contacts", declared(CONTACT))
+            mailbox.add_item("contacts", declared(GROUP.replace("AAMkContact=", contact)))
+            return [None, None]
+        mailbox.add_item("tasks", declared(TASK))
+        return [None]
+
 
 @pytest.fixture
 def harness_ews(tmp_path: Path, certificates: TestCertificates) -> Iterator[EwsHarness]:
