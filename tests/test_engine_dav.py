@@ -77,12 +77,14 @@ class Collection:
     objects: list[bytes]
 
 
-def collections(cyrus: Cyrus | Radicale | Xandikos | SabreDav, home: str) -> dict[str, Collection]:
-    """Display name -> each collection of a home with its objects, read with plain HTTP."""
+def collections(cyrus: Cyrus | Radicale | Xandikos | SabreDav, home: str,
+                auth: tuple[str, str] = (AMELIE, PASSWORD)) -> dict[str, Collection]:
+    """Display name -> each collection of a home with its objects, read with plain HTTP as
+    ``auth``."""
     def propfind(path: str) -> list[ElementTree.Element]:
         answer = requests.request(
             "PROPFIND", cyrus.base_url + urllib.parse.quote(path, safe="/@"),
-            auth=(AMELIE, PASSWORD), timeout=30,
+            auth=auth, timeout=30,
             headers={"Depth": "1", "Content-Type": "application/xml"},
             data=b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><displayname/>'
                  b"<resourcetype/></prop></propfind>")
@@ -99,7 +101,7 @@ def collections(cyrus: Cyrus | Radicale | Xandikos | SabreDav, home: str) -> dic
         objects = []
         for item in propfind(path)[1:]:
             href = item.findtext("{DAV:}href") or ""
-            answer = requests.get(cyrus.base_url + href, auth=(AMELIE, PASSWORD), timeout=30)
+            answer = requests.get(cyrus.base_url + href, auth=auth, timeout=30)
             objects.append(answer.content)
         found[response.findtext(".//{DAV:}displayname") or ""] = Collection(path, objects)
     return found
