@@ -228,3 +228,16 @@ def test_an_application_token_reads_the_mailbox_through_impersonation(
             "sha256:" + hashlib.sha256(item.mime).hexdigest() for item in held)
         assert ("GetItem", ALICE, ALICE) in ews_server.requests
         assert graph.stats["exchange_tokens_issued"] == 1  # one token for every request
+
+
+def test_a_hidden_mail_folder_is_left_out_and_said(ews_server, tmp_path):
+    mailbox = ews_server.tenant.mailbox(ALICE)
+    hidden = mailbox.add_folder(("Données de l'application",))
+    mailbox.add_folder(("Données de l'application", "Cache"))
+    ews_server.tenant.folders[hidden].hidden = True
+    source = open_source(ews_server, tmp_path)
+    paths = {c.path for c in source.containers()}
+    assert not {path for path in paths if path[0] == "Données de l'application"}
+    assert ("Boîte de réception",) in paths
+    skipped = [n.subject for n in source.drain_notes() if n.code == "hidden_folder_skipped"]
+    assert skipped == ["Données de l'application"]
