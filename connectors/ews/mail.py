@@ -481,7 +481,7 @@ class EwsMailSource:
             if crowded is not None:
                 # Throttled item by item: the request is sent again whole, once allowed.
                 reader.discard()
-                raise EwsFault(crowded)
+                raise EwsFault(crowded, back_off=reader.back_off)
             return reader.items
 
         items = self._client.exchange(self._mailbox, self._get_item(source_ids, mime=True),
