@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests import mailboxes
 from tests.cli import bascule, report
@@ -176,8 +179,9 @@ def bascule_env(env: dict[str, str], *args: str) -> tuple[int, str]:
                 os.environ[key] = value
 
 
+@pytest.mark.parametrize("per_item", [False, True], ids=["fault", "per-message"])
 def test_a_storm_of_busy_answers_completes_with_nothing_lost(
-        ews_server, dovecot_factory, tmp_path, monkeypatch):
+        ews_server, dovecot_factory, tmp_path, monkeypatch, per_item):
     target = dovecot_factory(users={"alice": "alice-target"})
     monkeypatch.setenv("EWS_SECRET", ews_server.service_password)
     monkeypatch.setenv("ALICE_TARGET", "alice-target")
@@ -187,12 +191,15 @@ def test_a_storm_of_busy_answers_completes_with_nothing_lost(
         mailbox.deliver("inbox", mime_message("mairie@ville.fr", ALICE, f"Note n°{n}",
                                               f"Texte {n}.\r\n", datetime(2025, 5, 1, tzinfo=UTC)))
     ews_server.latency(0.03)
-    ews_server.busy(25, back_off_ms=40)
+    ews_server.busy(25, back_off_ms=40, per_item=per_item)
+    started = time.monotonic()
     ews_server.max_concurrency(1)  # two requests of one account in flight are one too many
     code, output = bascule("run", batch)
     assert code == 0, output
     assert ews_server.stats["busy"] == 25
     assert ews_server.stats["refused_concurrency"] > 0
+    # The 40 ms the server asked were waited, not the client's own pause (2 s, doubling).
+    assert time.monotonic() - started < 25
     held = landed(target)
     assert held[("INBOX",)] == expected(ews_server, ("Boîte de réception",))
     assert held[("Archives", "Archives 2019")] == expected(

@@ -8,6 +8,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 import pytest
 from pydantic import ValidationError
 
@@ -16,7 +17,7 @@ from connectors.base import ConnectError
 from connectors.registry import Account
 from tests.conformance.harness import StoreContext
 from tests.ews_seed import SERVICE_LOGIN, mime_message
-from tests.graph_server import FixtureTenant, running_graph_server
+from tests.graph_server import EXCHANGE_AUDIENCE, FixtureTenant, running_graph_server
 
 ALICE = "alice@ville.fr"
 
@@ -184,3 +185,59 @@ def test_a_folder_larger_than_one_sync_answer_is_listed_page_by_page(ews_server,
     syncs = [op for op, _, _ in ews_server.requests[asked:] if op == "SyncFolderItems"]
     assert len(syncs) == 2  # 512, then the rest
     assert source.list_changes(folder, listing.cursor).refs == []
+
+
+class EntraTokens(dict):
+    """The EWS test server's token table, answering for tokens the Graph test server's
+    identity platform issued for Exchange, as an Exchange in hybrid modern authentication
+    accepts them: signature and audience checked, the application as the caller."""
+
+    def __init__(self, public_pem: bytes) -> None:
+        super().__init__()
+        self.public_pem = public_pem
+
+    def get(self, token: str, default: Any = None) -> Any:
+        try:
+            claims = jwt.decode(token, self.public_pem, algorithms=["RS256"],
+                                audience=EXCHANGE_AUDIENCE)
+        except jwt.InvalidTokenError:
+            return default
+        return str(claims["appid"]).lower()
+
+
+def test_an_application_token_reads_the_mailbox_through_impersonation(
+        ews_server, certificates, tmp_path):
+    tenant = FixtureTenant(tenant_id="5f1c9e2a-0c0b-4c3e-9a53-3f0f4e0e8a11",
+                           domain="ville.fr", client_id="0b7a1f55-8d2e-4f6b-a1c3-d2e4f6a8b0c1",
+                           client_secret="secret-de-l-application")
+    with running_graph_server(tenant, certificates) as graph:
+        ews_server.tenant.tokens = EntraTokens(graph.state.signing_public_pem)
+        ews_server.auth = frozenset({"oauth"})
+        ews_server.tenant.service_account(tenant.client_id, "sans-mot-de-passe")
+        source = open_source(
+            ews_server, tmp_path, secrets={"env:APP_SECRET": tenant.client_secret},
+            auth="oauth", service_account=None,
+            oauth={"tenant": tenant.tenant_id, "client_id": tenant.client_id,
+                   "client_secret": "env:APP_SECRET", "authority": graph.authority,
+                   "ca_file": str(certificates.ca_file)})
+        [inbox] = [c for c in source.containers() if c.role == "inbox"]
+        refs = source.list_changes(inbox, None).refs
+        fetched = list(source.fetch(inbox, [r.source_id for r in refs]))
+        held = ews_server.tenant.mailbox(ALICE).folder_at("inbox").items.values()
+        assert sorted(m.fingerprint for m in fetched) == sorted(
+            "sha256:" + hashlib.sha256(item.mime).hexdigest() for item in held)
+        assert ("GetItem", ALICE, ALICE) in ews_server.requests
+        assert graph.stats["exchange_tokens_issued"] == 1  # one token for every request
+
+
+def test_a_hidden_mail_folder_is_left_out_and_said(ews_server, tmp_path):
+    mailbox = ews_server.tenant.mailbox(ALICE)
+    hidden = mailbox.add_folder(("Données de l'application",))
+    mailbox.add_folder(("Données de l'application", "Cache"))
+    ews_server.tenant.folders[hidden].hidden = True
+    source = open_source(ews_server, tmp_path)
+    paths = {c.path for c in source.containers()}
+    assert not {path for path in paths if path[0] == "Données de l'application"}
+    assert ("Boîte de réception",) in paths
+    skipped = [n.subject for n in source.drain_notes() if n.code == "hidden_folder_skipped"]
+    assert skipped == ["Données de l'application"]

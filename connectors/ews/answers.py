@@ -129,6 +129,12 @@ class GetItemReader:
                 "faultstring", "")
             self.fault = EwsFault(ews_code.strip(), message.strip(), self._back_off)
 
+    @property
+    def back_off(self) -> float | None:
+        """The ``BackOffMilliseconds`` the answer gave (a fault's, or a throttled response
+        message's), in seconds."""
+        return self._back_off
+
     def discard(self) -> None:
         """Release every spool read so far (an answer abandoned half way, or unwanted)."""
         if self._spool is not None:

@@ -174,9 +174,11 @@ class EwsClient:
             fault = body_element.find(f"{{{SOAP_NS}}}Fault")
             if fault is not None:
                 raise fault_of(fault)
-            busy = body_element.find(f".//{{{MESSAGES_NS}}}ResponseCode")
-            if busy is not None and busy.text in TRANSIENT:
-                raise EwsFault(busy.text or BUSY)
+            for message in response_messages(body_element):
+                code = message.findtext(f"{{{MESSAGES_NS}}}ResponseCode")
+                if code in TRANSIENT:
+                    # Throttled message by message: the request is sent again whole.
+                    raise EwsFault(code, back_off=back_off_of(message))
             return body_element
 
         return self.exchange(mailbox, body, parse)
@@ -360,14 +362,21 @@ def fault_of(fault: Any) -> EwsFault:
     if detail is not None:
         ews_code = (detail.findtext(f"{{{ERRORS_NS}}}ResponseCode") or "").strip()
         message = (detail.findtext(f"{{{ERRORS_NS}}}Message") or "").strip()
-        for value in detail.iter(f"{{{TYPES_NS}}}Value"):
-            if value.get("Name") == "BackOffMilliseconds":
-                with contextlib.suppress(TypeError, ValueError):
-                    back_off = int(value.text or "") / 1000.0
+        back_off = back_off_of(detail)
     if not ews_code:
         ews_code = (fault.findtext("faultcode") or "SOAPFault").split(":")[-1]
         message = message or (fault.findtext("faultstring") or "").strip()
     return EwsFault(ews_code, message, back_off)
+
+
+def back_off_of(element: Any) -> float | None:
+    """The seconds a busy answer (a fault's detail, a response message) asks to wait: its
+    ``MessageXml``'s ``BackOffMilliseconds``."""
+    for value in element.iter(f"{{{TYPES_NS}}}Value"):
+        if value.get("Name") == "BackOffMilliseconds":
+            with contextlib.suppress(TypeError, ValueError):
+                return int(value.text or "") / 1000.0
+    return None
 
 
 def server_version(attributes: dict[str, str]) -> str:

@@ -93,11 +93,15 @@ PROPERTIES = ('<t:FieldURI FieldURI="message:IsRead"/>'
               '<t:FieldURI FieldURI="item:Size"/>'
               f'<t:ExtendedFieldURI PropertyTag="{FLAG_STATUS_TAG:#06x}" '
               'PropertyType="Integer"/>')
+HIDDEN_TAG = 0x10F4
+"""PidTagAttributeHidden (MS-OXPROPS 2.602): a folder Outlook does not show."""
 FOLDER_PROPERTIES = ('<t:FieldURI FieldURI="folder:DisplayName"/>'
                      '<t:FieldURI FieldURI="folder:FolderClass"/>'
                      '<t:FieldURI FieldURI="folder:ParentFolderId"/>'
                      '<t:FieldURI FieldURI="folder:TotalCount"/>'
-                     '<t:FieldURI FieldURI="folder:ChildFolderCount"/>')
+                     '<t:FieldURI FieldURI="folder:ChildFolderCount"/>'
+                     f'<t:ExtendedFieldURI PropertyTag="{HIDDEN_TAG:#06x}" '
+                     'PropertyType="Boolean"/>')
 
 
 def _t(name: str) -> str:
@@ -131,6 +135,7 @@ class _Folder:
     name: str
     folder_class: str
     count: int | None
+    hidden: bool = False
 
 
 class EwsMailSource:
@@ -290,7 +295,8 @@ class EwsMailSource:
                     name=element.findtext(_t("DisplayName")) or "",
                     folder_class=element.findtext(_t("FolderClass")) or (
                         "" if kind == "Folder" else f"t:{kind}"),
-                    count=int(count) if count and count.isdigit() else None))
+                    count=int(count) if count and count.isdigit() else None,
+                    hidden=(_extended(element, HIDDEN_TAG) or "").lower() == "true"))
             offset += got
             if page.get("IncludesLastItemInRange", "true").lower() == "true" or not got:
                 return folders
@@ -298,7 +304,10 @@ class EwsMailSource:
     def _tree(self, root_name: str, root_id: str, prefix: Path, roles: dict[str, str],
               part: str | None) -> list[Container]:
         """The mail folders below a root, parents before children, each path from the
-        root's, under ``prefix``. A folder of another kind is left out with all it holds."""
+        root's, under ``prefix``. A folder of another kind is left out with all it holds; a
+        hidden mail folder too, noted (``hidden_folder_skipped``), as the Graph source does:
+        Outlook does not show it, and Exchange keeps what applications store for
+        themselves there."""
         children: dict[str, list[_Folder]] = {}
         for folder in self._folders(root_name):
             children.setdefault(folder.parent_id, []).append(folder)
@@ -309,6 +318,9 @@ class EwsMailSource:
                 if not _mail(folder.folder_class):
                     continue
                 path = (*parent, folder.name)
+                if folder.hidden:
+                    self._notes.append(SourceNote("hidden_folder_skipped", "/".join(path)))
+                    continue
                 found.append(Container(path=path, role=roles.get(folder.folder_id),
                                        native_name=folder.folder_id, count=folder.count,
                                        part=part))
@@ -377,14 +389,8 @@ class EwsMailSource:
     def _ref(self, item: Any) -> ItemRef:
         """A listed item's flags, date and size."""
         item_id = item.find(_t("ItemId"))
-        flag_status = 0
-        for prop in item.iter(_t("ExtendedProperty")):
-            uri = prop.find(_t("ExtendedFieldURI"))
-            if uri is not None and _tag_of(uri.get("PropertyTag", "")) == FLAG_STATUS_TAG:
-                try:
-                    flag_status = int(prop.findtext(_t("Value")) or 0)
-                except ValueError:
-                    flag_status = 0
+        flag = _extended(item, FLAG_STATUS_TAG)
+        flag_status = int(flag) if flag and flag.isdigit() else 0
         categories = [c.text or "" for c in item.iter(_t("String"))]
         size = item.findtext(_t("Size"))
         return ItemRef(
@@ -475,7 +481,7 @@ class EwsMailSource:
             if crowded is not None:
                 # Throttled item by item: the request is sent again whole, once allowed.
                 reader.discard()
-                raise EwsFault(crowded)
+                raise EwsFault(crowded, back_off=reader.back_off)
             return reader.items
 
         items = self._client.exchange(self._mailbox, self._get_item(source_ids, mime=True),
@@ -517,6 +523,15 @@ def _mail(folder_class: str) -> bool:
     given no class (as a client that creates one without it leaves it; Outlook shows it
     with the mail folders)."""
     return not folder_class or folder_class == MAIL_CLASS or folder_class.startswith(MAIL_CLASS + ".")
+
+
+def _extended(element: Any, tag: int) -> str | None:
+    """The value of an element's extended property of that tag, if it carries it."""
+    for prop in element.iter(_t("ExtendedProperty")):
+        uri = prop.find(_t("ExtendedFieldURI"))
+        if uri is not None and _tag_of(uri.get("PropertyTag", "")) == tag:
+            return prop.findtext(_t("Value"))
+    return None
 
 
 def _tag_of(text: str) -> int | None:
