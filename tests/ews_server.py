@@ -41,6 +41,9 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
   ``tenant.deliver_public(path, mime, ...)``, ``tenant.add_public_item(path, xml)``.
 - ``seed_french_tenant(tenant)`` (from ``tests.ews_seed``, re-exported here).
 
+``POST /autodiscover/autodiscover.xml`` answers POX Autodiscover for the tenant's mailboxes
+(the EWS address as ``EwsUrl``), ``tenant.autodiscover_redirects`` with ``redirectAddr``.
+
 ``tenant.issue_token(login)`` gives an OAuth access token the server accepts as
 ``Authorization: Bearer`` when ``auth`` includes ``"oauth"``.
 
@@ -109,6 +112,11 @@ T = "http://schemas.microsoft.com/exchange/services/2006/types"
 E = "http://schemas.microsoft.com/exchange/services/2006/errors"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 PATH = "/EWS/Exchange.asmx"
+AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"
+AUTODISCOVER_REQUEST = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+AUTODISCOVER_RESPONSE = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
+AUTODISCOVER_OUTLOOK = ("http://schemas.microsoft.com/exchange/autodiscover/outlook/"
+                        "responseschema/2006a")
 CHUNK = 48 * 1024
 """Bytes of MIME encoded at a time: a multiple of 3, so each piece is whole base64."""
 MAX_CHANGES = 512
@@ -675,6 +683,8 @@ class EwsTenant:
         self.items: dict[str, Item] = {}
         self.sync_states: dict[str, tuple[str, dict[str, tuple[int, bool]]]] = {}
         self.tokens: dict[str, str] = {}
+        self.autodiscover_redirects: dict[str, str] = {}
+        """Address -> the address Autodiscover tells a client to ask about instead."""
         """OAuth access tokens the organisation accepts, and whose they are."""
         self._seq = itertools.count(1)
         self.public = PublicFolders(self)
@@ -1657,11 +1667,15 @@ class EwsHandler(BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
-        if self.path.split("?", 1)[0].lower() != PATH.lower():
+        place = self.path.split("?", 1)[0].lower()
+        if place not in (PATH.lower(), AUTODISCOVER_PATH.lower()):
             self._plain(404, "404 - File or directory not found.")
             return
         login = self._authenticate()
         if login is None:
+            return
+        if place == AUTODISCOVER_PATH.lower():
+            self._autodiscover(body)
             return
         try:
             request = owner.prepare(login, body)
@@ -1680,6 +1694,54 @@ class EwsHandler(BaseHTTPRequestHandler):
                 return
             owner.record(request)
             self._answer(200, owner.version_header(), request.pieces)
+
+    def _autodiscover(self, body: bytes) -> None:
+        """ref: pox-autodiscover-request-for-exchange, pox-autodiscover-response-for-exchange:
+        the request names an ``EMailAddress``; the answer gives the mailbox's settings, the EWS
+        address in ``EwsUrl`` of its ``EXCH`` (inside the organisation) and ``EXPR`` (outside)
+        protocols, or an ``Error`` whose ``ErrorCode`` is 500 for an address the organisation
+        does not know. An address of ``autodiscover_redirects`` answers ``redirectAddr`` with
+        the address to ask about instead (ref: redirectaddr-pox)."""
+        owner = self.server.owner
+        try:
+            request = etree.fromstring(body, etree.XMLParser(resolve_entities=False,
+                                                             no_network=True))
+            address = (request.findtext(f"{{{AUTODISCOVER_REQUEST}}}Request/"
+                                        f"{{{AUTODISCOVER_REQUEST}}}EMailAddress") or "").strip()
+        except etree.XMLSyntaxError:
+            address = ""
+        owner.count("autodiscover")
+        redirect = owner.tenant.autodiscover_redirects.get(address.lower())
+        mailbox = owner.tenant.mailboxes.get(address.lower())
+        if redirect is not None:
+            account = ("<Account><AccountType>email</AccountType><Action>redirectAddr</Action>"
+                       f"<RedirectAddr>{escape(redirect)}</RedirectAddr></Account>")
+        elif mailbox is not None:
+            protocols = "".join(f"<Protocol><Type>{kind}</Type><EwsUrl>{escape(owner.url)}"
+                                "</EwsUrl></Protocol>" for kind in ("EXCH", "EXPR"))
+            account = ("<Account><AccountType>email</AccountType><Action>settings</Action>"
+                       f"{protocols}</Account>")
+        else:
+            answer = (f'<Autodiscover xmlns="{AUTODISCOVER_RESPONSE}"><Response>'
+                      '<Error Time="00:00:00" Id="1"><ErrorCode>500</ErrorCode>'
+                      "<Message>The email address can't be found.</Message><DebugData/>"
+                      "</Error></Response></Autodiscover>")
+            self._answer_xml(answer)
+            return
+        user = (f"<User><DisplayName>{escape(mailbox.display_name if mailbox else '')}"
+                f"</DisplayName><AutoDiscoverSMTPAddress>{escape(address)}"
+                "</AutoDiscoverSMTPAddress></User>") if redirect is None else ""
+        self._answer_xml(f'<Autodiscover xmlns="{AUTODISCOVER_RESPONSE}">'
+                         f'<Response xmlns="{AUTODISCOVER_OUTLOOK}">{user}{account}'
+                         "</Response></Autodiscover>")
+
+    def _answer_xml(self, text: str) -> None:
+        data = ('<?xml version="1.0" encoding="utf-8"?>' + text).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _answer(self, status: int, header: str | None, body: str | Iterable[str | bytes]) -> None:
         """The SOAP envelope, sent chunked as it is made (a GetItem of a big message leaves in

@@ -43,7 +43,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import requests
 
-from connectors.base import BasculeError, ConnectError
+from connectors.base import BasculeError, ConnectError, SourceNote
 
 T = TypeVar("T")
 
@@ -108,6 +108,8 @@ class SignIn:
     timeout: float = 120.0
     who: str = ""
     """The account a refusal names (the login, or an application's client id)."""
+    discovered: bool = False
+    """``endpoint`` came from Autodiscover, not from the batch."""
 
 
 class Throttle:
@@ -320,14 +322,18 @@ class EwsClient:
         if self.server_version is None and attributes:
             self.server_version = server_version(attributes)
 
-    def take_version(self) -> str | None:
-        """The server's version the first time it is asked for once known, then ``None``:
-        the reports say it once per command, not once per mailbox."""
+    def take_server_notes(self) -> list[SourceNote]:
+        """The server's version (and its address, when Autodiscover found it) the first time
+        they are asked for once known, then nothing: the reports say them once per command,
+        not once per mailbox."""
         with self._version_lock:
             if self._version_told or self.server_version is None:
-                return None
+                return []
             self._version_told = True
-            return self.server_version
+            notes = [SourceNote("ews_server_version", "", self.server_version)]
+            if self.sign_in.discovered:
+                notes.append(SourceNote("ews_endpoint_discovered", "", self.sign_in.endpoint))
+            return notes
 
     def close(self) -> None:
         """Close the sessions, and drop exchangelib's process-wide cache entry for this

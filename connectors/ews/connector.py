@@ -3,6 +3,7 @@ contacts and tasks: its batch section and its registration. exchangelib is impor
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,7 +16,7 @@ from connectors.registry import Account, Capabilities, Connector, Context, regis
 from mappings.calendar import windows_to_iana
 
 if TYPE_CHECKING:
-    from connectors.ews.client import EwsClient, Throttle
+    from connectors.ews.client import EwsClient, SignIn, Throttle
 
 EWS_MAX_CONCURRENCY = 27
 """Exchange's default throttling policy: requests in flight per user (EWSMaxConcurrency)."""
@@ -49,8 +50,14 @@ class EwsEndpointConfig(Section):
     """Exchange Server 2013, 2016, 2019 or Subscription Edition through EWS."""
 
     type: Literal["ews"]
-    service_endpoint: HttpsAddress = Field(
-        description="The EWS address, e.g. https://mail.ville.fr/EWS/Exchange.asmx.")
+    service_endpoint: HttpsAddress | None = Field(
+        None, description="The EWS address, e.g. https://mail.ville.fr/EWS/Exchange.asmx; "
+        "without it, Autodiscover finds it.")
+    autodiscover_url: HttpsAddress | None = Field(
+        None, description="The Autodiscover address to ask when service_endpoint is not "
+        "given, e.g. https://autodiscover.ville.fr/autodiscover/autodiscover.xml; without "
+        "it, those of the first user's domain (https://<domain>/autodiscover/... then "
+        "https://autodiscover.<domain>/autodiscover/...).")
     auth: Literal["ntlm", "basic", "oauth"] = "ntlm"
     service_account: ServiceAccount | None = Field(
         None, description="One account for every mailbox; without it, each user signs in "
@@ -92,11 +99,11 @@ class EwsEndpointConfig(Section):
         return found + (self.oauth.references() if self.oauth else [])
 
 
-def throttle(context: Context, config: EwsEndpointConfig) -> Throttle:
+def throttle(context: Context, config: EwsEndpointConfig, endpoint: str) -> Throttle:
     """One throttle per server for the command, whoever signs in."""
     from connectors.ews.client import Throttle
 
-    return context.shared(("ews-throttle", config.service_endpoint),
+    return context.shared(("ews-throttle", endpoint),
                           lambda: Throttle(config.per_server, config.per_mailbox))
 
 
@@ -106,8 +113,9 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
     from connectors.ews.client import EwsClient, SignIn
 
     ca_file = str(context.path(config.ca_file)) if config.ca_file else None
-    common = {"endpoint": config.service_endpoint, "auth": config.auth, "ca_file": ca_file,
-              "timeout": config.timeout, "who": _who(config)}
+    common: dict[str, Any] = {"endpoint": config.service_endpoint or "", "auth": config.auth,
+                              "ca_file": ca_file, "timeout": config.timeout,
+                              "who": _who(config)}
     if config.oauth is not None:
         tokens = app_tokens(context, config.oauth, ca_file=config.oauth.ca_file,
                             scope=config.oauth.scope)
@@ -123,9 +131,46 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
         sign_in = SignIn(**common, login=account.login,
                          password=context.secret(account.secret_ref, users_table=True))
         key = account.login.lower()
+    if config.service_endpoint is None:
+        found = context.shared(("ews-endpoint", config), lambda: _discover(
+            config, sign_in, account.login))
+        sign_in = replace(sign_in, endpoint=found, discovered=True)
     return context.shared(("ews", config, key), lambda: EwsClient(
-        sign_in, throttle(context, config), per_server=config.per_server,
+        sign_in, throttle(context, config, sign_in.endpoint), per_server=config.per_server,
         max_wait=config.max_wait))
+
+
+def _discover(config: EwsEndpointConfig, sign_in: SignIn, address: str) -> str:
+    """The EWS address Autodiscover gives for ``address``, asked with the sign-in the
+    mailboxes are read with: once per command (every mailbox of an organisation has the
+    same)."""
+    import requests
+
+    from connectors.ews.autodiscover import candidates, discover
+
+    session = requests.Session()
+    if sign_in.token is not None:
+        auth: Any = None
+    elif config.auth == "ntlm":
+        from requests_ntlm import HttpNtlmAuth
+
+        auth = HttpNtlmAuth(sign_in.login, sign_in.password)
+    else:
+        auth = (sign_in.login, sign_in.password)
+
+    def post(url: str, body: bytes) -> requests.Response:
+        headers = {"Content-Type": "text/xml; charset=utf-8"}
+        if sign_in.token is not None:
+            headers["Authorization"] = f"Bearer {sign_in.token()}"
+        return session.post(url, data=body, headers=headers, auth=auth,
+                            timeout=sign_in.timeout, allow_redirects=False,
+                            verify=sign_in.ca_file or True)
+
+    urls = [config.autodiscover_url] if config.autodiscover_url else candidates(address)
+    try:
+        return discover(address, urls, post)
+    finally:
+        session.close()
 
 
 def _open_source(context: Context, account: Account, workload: str) -> Any:
@@ -157,7 +202,7 @@ def _check(context: Context, config: EwsEndpointConfig, first_login: str | None)
         check_access(client, first_login)
     except EwsFault as fault:
         raise ConnectError(fault.detail, code="ews_refused",
-                           where=config.service_endpoint) from None
+                           where=client.sign_in.endpoint) from None
 
 
 def _who(config: EwsEndpointConfig) -> str:

@@ -221,9 +221,7 @@ class EwsMailSource:
         with self._lock:
             notes, self._notes = self._notes, []
             unreadable, self._unreadable = self._unreadable, []
-        version = self._client.take_version()
-        if version:
-            notes.insert(0, SourceNote("ews_server_version", "", version))
+        notes[:0] = self._client.take_server_notes()
         notes += [SourceNote("unreadable_item", source_id, reason)
                   for source_id, reason in unreadable]
         for category, keyword in sorted(self.keyword_renames.items()):

@@ -192,7 +192,7 @@ class EwsPimSource:
     def drain_notes(self) -> list[SourceNote]:
         """Item failures one by one, then per container how many items carried each kind of
         approximation (``<code>_total``, with its ``count``), as the Graph source does."""
-        notes, self._notes = self._notes, []
+        notes, self._notes = self._client.take_server_notes() + self._notes, []
         for (path, code), count in sorted(self._tally.items()):
             notes.append(SourceNote(f"{code}_total", path, params={"count": count}))
         self._tally.clear()
