@@ -24,7 +24,8 @@ The organisation is an ``EwsTenant`` held in memory, which tests change between 
   received=None, archive=False, is_draft=None) -> item id`` (a draft by default in Drafts); ``mime`` is bytes, or a ``Path`` whose bytes are
   read only when served (a 100 MB message costs the test process no memory).
 - ``mailbox.update_item(item_id, **fields)`` (``is_read``, ``flagged``, ``is_draft``,
-  ``categories``, ``subject``, ``mime``), ``mailbox.delete_item(item_id)``, ``mailbox.move_item(item_id,
+  ``categories``, ``subject``, ``mime``; ``xml`` for an item stored as XML, an exception's
+  change moving its master's version too), ``mailbox.delete_item(item_id)``, ``mailbox.move_item(item_id,
   path)``: changes a later SyncFolderItems reports; ``mailbox.rename_folder(folder_id,
   name)`` and ``mailbox.delete_folder(folder_id)``: changes SyncFolderHierarchy reports.
 - ``mailbox.add_item(path, xml) -> item id``: a calendar item, contact, distribution list or
@@ -460,6 +461,7 @@ class Store:
                              subject=element.findtext(f"{{{T}}}Subject") or item.subject)
             with self.tenant.lock:
                 self.tenant.items[exception.id] = exception
+                self.tenant.master_of[exception.id] = master_id
             exception_ids.append(exception.id)
             occurrence = etree.SubElement(occurrences, f"{{{T}}}Occurrence")
             etree.SubElement(occurrence, f"{{{T}}}ItemId", Id=exception.id, ChangeKey="1")
@@ -492,19 +494,43 @@ class Store:
         """Change an item as a user would; only ``is_read`` alone leaves its version (a sync then
         says ReadFlagChange, ref: readflagchange)."""
         unknown = set(fields) - {"is_read", "flagged", "is_draft", "categories", "subject",
-                                 "mime"}
+                                 "mime", "xml"}
         if unknown:
             raise TypeError(f"update_item does not change {sorted(unknown)}")
         with self.tenant.lock:
             item = self.item(item_id)
+            xml = fields.pop("xml", None)
+            if xml is not None:
+                self._replace_element(item, xml)
             for name, value in fields.items():
                 setattr(item, name, tuple(value) if name == "categories" else value)
-            if set(fields) - {"is_read"}:
+            if set(fields) - {"is_read"} or xml is not None:
                 item.version += 1
             if "mime" in fields:
                 item.subject = _subject_of(fields["mime"])
                 item.has_attachments = _has_attachments(fields["mime"])
             item.seq = self.tenant.tick()
+
+    def _replace_element(self, item: Item, xml: str) -> None:
+        """An item stored as XML given anew (``update_item(..., xml=...)``), its ids kept. An
+        exception of a series changes its master too, as Exchange keeps exceptions inside
+        their master (MS-OXOCAL: an Exception Attachment object of the Recurring Calendar
+        object): the master's ChangeKey moves and a sync reports it updated."""
+        element = _parse_item(xml)
+        for name in ("ItemId", "ParentFolderId"):
+            for old in element.findall(f"{{{T}}}{name}"):
+                element.remove(old)
+        if item.element is not None:
+            for kept in ("ModifiedOccurrences", "DeletedOccurrences"):
+                for block in item.element.findall(f"{{{T}}}{kept}"):
+                    element.append(block)
+        item.element = element
+        item.subject = element.findtext(f"{{{T}}}Subject") or item.subject
+        master_id = self.tenant.master_of.get(item.id)
+        if master_id is not None:
+            master = self.tenant.items[master_id]
+            master.version += 1
+            master.seq = self.tenant.tick()
 
     def delete_item(self, item_id: str) -> None:
         with self.tenant.lock:
@@ -683,6 +709,8 @@ class EwsTenant:
         self.items: dict[str, Item] = {}
         self.sync_states: dict[str, tuple[str, dict[str, tuple[int, bool]]]] = {}
         self.tokens: dict[str, str] = {}
+        self.master_of: dict[str, str] = {}
+        """A series' exception -> its master (``add_series``)."""
         self.autodiscover_redirects: dict[str, str] = {}
         """Address -> the address Autodiscover tells a client to ask about instead."""
         """OAuth access tokens the organisation accepts, and whose they are."""

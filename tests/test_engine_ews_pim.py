@@ -102,6 +102,20 @@ def test_calendars_contacts_and_tasks_land_in_cyrus_and_nobody_is_mailed(
     code, output = bascule("run", str(batch))
     assert code == 0, output
     assert report(tmp_path, "run")["summary"]["copied"] == 0
+    # The moved occurrence changed at the source: its master's version moves, and the
+    # series alone is written again, the change in it.
+    mailbox = ews_server.tenant.mailbox(ALICE)
+    exception = next(i for i, m in ews_server.tenant.master_of.items()
+                     if ews_server.tenant.items[m].folder.owner is mailbox)
+    mailbox.update_item(exception, xml=COUNCIL.exceptions[0].replace(
+        "Salle des mariages", "Salle polyvalente"))
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    assert report(tmp_path, "run")["summary"]["copied"] == 1
+    calendars = collections_of(cyrus, f"/dav/calendars/user/{ALICE}/")
+    assert starts(calendars, "Conseil municipal") == COUNCIL.starts
+    assert [raw for raw in calendars if b"Salle polyvalente" in raw]
+    assert cyrus.captured() == [], "Cyrus mailed someone on the delta pass"
 
 
 @pytest.mark.usefixtures("secrets")
