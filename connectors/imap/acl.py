@@ -25,8 +25,8 @@ grantee then edits or deletes none), ``IsFolderContact``, and a calendar's free/
 reading (``ReadItems:TimeOnly``...).
 
 Who: a user mapped by the users table gets their target login; ``Default`` (every signed-in
-user of the organisation) gets ``authenticated`` (Dovecot's identifier; a server that does
-not know it refuses, which is a line). ``Anonymous``, an address without a line, one outside
+user of the organisation) gets ``authenticated`` (Dovecot's identifier, which it takes only
+with ``acl_anyone = allow``; a server that refuses it answers a line of the report). ``Anonymous``, an address without a line, one outside
 the organisation, an account without an address and a SID no longer resolved are not
 applied, each a line.
 
@@ -51,6 +51,10 @@ RIGHTS_OF = {"IsFolderVisible": "l", "ReadItems:FullDetails": "rs", "EditItems:A
 """Exchange's rights -> RFC 4314's, as the table above."""
 ORDER = "lrswipkxtea"
 """RFC 4314's rights in the order the RFC lists them: how a set of them is written."""
+VIRTUAL = frozenset("cd")
+"""RFC 2086's create and delete rights, which RFC 4314 (section 2.1.1) keeps as virtual
+rights a server adds to what it answers (Dovecot answers ``d`` beside ``t`` and ``e``):
+left out when comparing what a grantee holds."""
 DEFAULT_IDENTIFIER = "authenticated"
 
 
@@ -99,7 +103,7 @@ class ImapAclTarget:
         folder = row["path"]
         try:
             held = self._acl(folder).get(who)
-            if held is not None and set(held) == set(rights):
+            if held is not None and set(held) - VIRTUAL == set(rights):
                 return ShareOutcome(row, PRESENT, "permission_present",
                                     {**said, "rights": rights})
             self._session.call(lambda client: client.setacl(folder, who, rights))
