@@ -48,7 +48,7 @@ SHARING_FOLDER = "sharing"
 PERMISSIONS_FOLDER = "permissions"
 
 Rows = list[dict[str, Any]]
-Reader = Callable[[Bench, UserMapping, set[str]], "tuple[Rows, Rows] | None"]
+Reader = Callable[[Bench, UserMapping, set[str]], tuple[Rows, Rows] | None]
 """A principal's CSV rows and the report's rows about them; ``None``: the source cannot say."""
 
 

@@ -190,3 +190,37 @@ def test_a_bad_full_access_file_stops_the_run_before_anything_moves(
     assert not any(mailboxes.contents(target, "alice").values())
     assert not ews_server.requests
     assert not (tmp_path / "work" / "permissions").exists()
+
+
+def test_what_the_target_refuses_or_cannot_hold_is_a_line_each(
+        ews_server, dovecot_factory, tmp_path, monkeypatch):
+    # Dovecot without acl_anyone refuses the authenticated identifier; benoit's rights go in.
+    target = dovecot_factory(users={"alice": "alice-target", "benoit": "benoit-target"},
+                             acl=True, acl_anyone=False)
+    for name, value in (("EWS_SECRET", ews_server.service_password),
+                        ("ALICE_TARGET", "alice-target"), ("BENOIT_TARGET", "benoit-target")):
+        monkeypatch.setenv(name, value)
+    alice = ews_server.tenant.mailbox(ALICE)
+    alice.set_permission(ROADS, "Default", "Reviewer")
+    (tmp_path / "full-access.csv").write_text('"Mailbox","User","AccessRights"\n',
+                                              encoding="utf-8")
+    batch = write_batch(tmp_path, ews_server, target, "full-access.csv")
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    [refused] = entries(tmp_path, "permission_refused")
+    assert refused["message_en"].startswith("INBOX/Projets/Voirie: the target refused lrs")
+    assert "authenticated" in refused["message_en"]
+    assert grants_on_target(target) == {"INBOX": {"benoit": "lrs"}}
+
+    # A target without ACL: each folder permission is a line, nothing else breaks.
+    plain = dovecot_factory(users={"alice": "alice-target", "benoit": "benoit-target"})
+    elsewhere = tmp_path / "sans-acl"
+    elsewhere.mkdir()
+    (elsewhere / "full-access.csv").write_text('"Mailbox","User","AccessRights"\n',
+                                               encoding="utf-8")
+    code, output = bascule("run", str(write_batch(elsewhere, ews_server, plain,
+                                                  "full-access.csv")))
+    assert code == 0, output
+    lines = entries(elsewhere, "permission_no_acl")
+    assert {e["message_en"].split(":")[0] for e in lines} == {"INBOX", "INBOX/Projets/Voirie"}
+    assert all("imap_acl" in e["message_fr"] for e in lines)

@@ -13,7 +13,12 @@ import pytest
 from connectors import registry
 from connectors.imap.acl import imap_rights
 from connectors.registry import Account
-from mappings.mailbox_access import AccessFileInvalid, read_access_file
+from mappings.mailbox_access import (
+    EXPORT_COMMAND,
+    SEND_AS_COMMAND,
+    AccessFileInvalid,
+    read_access_file,
+)
 from tests.conformance.harness import StoreContext
 from tests.ews_seed import SERVICE_LOGIN
 from tests.ews_server import PERMISSION_LEVELS
@@ -166,3 +171,11 @@ def test_each_level_outlook_names_has_its_rfc_4314_rights(level, letters, droppe
     given, left = imap_rights(rights_of_level(level))
     assert given == letters
     assert set(left) == dropped
+
+
+def test_the_readme_and_the_option_give_the_commands_the_reader_expects():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    field = registry.connector("ews").config.model_fields["access_file"]
+    for command in (EXPORT_COMMAND, SEND_AS_COMMAND):
+        assert command in readme
+        assert command in (field.description or "")

@@ -190,6 +190,7 @@ register(Connector(
 auth = "ntlm"                 # ntlm | basic | oauth
 # ca_file = "ca-interne.pem"  # an internal CA / une AC interne
 archive_root = "Archives"     # where the online archive goes / où va l'archive en ligne
+# access_file = "full-access.csv"  # FullAccess and SendAs, exported as the README says
 # One service account acting as every mailbox (without it: a secret per user in the table).
 # Un compte de service agissant pour chaque boîte (sinon : un secret par utilisateur).
 # New-ManagementRoleAssignment -Name bascule-impersonation -Role ApplicationImpersonation -User svc-bascule
