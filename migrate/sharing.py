@@ -65,7 +65,8 @@ class _Export:
     applied: str
     not_applied: str
     carried: Callable[[dict[str, Any]], bool]
-    """The rows given to a target that applies them (the others follow from them)."""
+    """The rows given to a target that applies them; the others stay in the CSV (a space's
+    rows its folders pass to their content, a mailbox's delegates and FullAccess)."""
 
 
 def export_sharing(bench: Bench, workload: str, users: Iterable[UserMapping], work_dir: Path
@@ -199,7 +200,8 @@ EXPORTS = {
                    lambda row: row["inherited"] != "yes"),
     MAIL: _Export(PERMISSIONS_FOLDER, MAILBOX_COLUMNS, _mailbox_rows, "permissions_exported",
                   "permissions_unread_mailbox", "permissions_applied", "permissions_not_applied",
-                  lambda row: row["kind"] == "folder" and bool(row["path"])),
+                  lambda row: row["kind"] == "folder" and row["workload"] == MAIL
+                  and bool(row["path"])),
 }
 """The workloads whose sharing is exported."""
 
