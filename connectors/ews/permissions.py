@@ -35,8 +35,7 @@ behaviour comes from:
   (``Traversal="Deep"``), then GetFolder for their permissions, a page of ids at a time.
 
 Only entries that grant something are given: ``Default`` and ``Anonymous`` at ``None``, which
-every folder lists, are not permissions. Folders of the online archive are not read: the
-archive is a mailbox of its own whose folders inherit nothing a client may change.
+every folder lists, are not permissions. The online archive's folders are not read yet.
 """
 
 from __future__ import annotations
@@ -54,8 +53,8 @@ from connectors.ews.client import (
     EwsFault,
     attribute,
     checked,
+    response_messages,
 )
-from connectors.ews.client import response_messages as _responses
 from connectors.ews.mail import ROOT, distinguished
 from mappings.mailbox_access import AccessEntry
 from mappings.sharing import MailboxGrant
@@ -132,7 +131,7 @@ class EwsMailboxPermissions:
                 f'Offset="{offset}" BasePoint="Beginning"/>'
                 f"<m:ParentFolderIds>{distinguished(ROOT, self._mailbox)}</m:ParentFolderIds>"
                 "</m:FindFolder>"))
-            [message] = [checked(m) for m in _responses(body)]
+            [message] = [checked(m) for m in response_messages(body)]
             page = message.find(_m("RootFolder"))
             listed = page.find(_t("Folders")) if page is not None else None
             got = 0
@@ -164,7 +163,7 @@ class EwsMailboxPermissions:
         body = self._client.call(self._mailbox, (
             "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
             f"<m:FolderIds>{distinguished(ROOT, self._mailbox)}</m:FolderIds></m:GetFolder>"))
-        [message] = [checked(m) for m in _responses(body)]
+        [message] = [checked(m) for m in response_messages(body)]
         return _attribute(message.find(f".//{_t('FolderId')}"), "Id")
 
     def _folder_grants(self, folders: list[_Folder]) -> Iterator[MailboxGrant]:
@@ -174,7 +173,7 @@ class EwsMailboxPermissions:
             '<t:AdditionalProperties><t:FieldURI FieldURI="folder:PermissionSet"/>'
             "</t:AdditionalProperties></m:FolderShape>"
             f"<m:FolderIds>{ids}</m:FolderIds></m:GetFolder>"))
-        for folder, message in zip(folders, _responses(body), strict=False):
+        for folder, message in zip(folders, response_messages(body), strict=False):
             if message.get("ResponseClass") == "Error":
                 # A folder deleted since the listing has no permissions left to carry.
                 self.notes.append(("permissions_unread", {
@@ -245,7 +244,7 @@ class EwsMailboxPermissions:
             f"<m:FolderIds>{ids}</m:FolderIds></m:GetFolder>"))
         by_id = {folder.folder_id: folder for folder in folders}
         found = {}
-        for name, message in zip(names, _responses(body), strict=False):
+        for name, message in zip(names, response_messages(body), strict=False):
             if message.get("ResponseClass") == "Error":
                 continue
             folder = by_id.get(_attribute(message.find(f".//{_t('FolderId')}"), "Id"))
