@@ -95,6 +95,8 @@ def test_permissions_are_exported_and_a_shared_mailbox_s_set_with_setacl_once(
     alice.set_permission(ROADS, "Default", "Reviewer")
     alice.set_permission(ROADS, "Anonymous", "Reviewer")
     alice.set_permission(SUMMER, BENOIT, "Author")
+    alice.set_permission(alice.folder_at(("Archives 2019",), archive=True).id, BENOIT,
+                         "Reviewer")
     (tmp_path / "full-access.csv").write_text(
         '"Mailbox","User","AccessRights","Deny"\n'
         f'"{ALICE}","{BENOIT}","FullAccess","False"\n'
@@ -144,8 +146,9 @@ def test_permissions_are_exported_and_a_shared_mailbox_s_set_with_setacl_once(
         "INBOX/Projets": {"benoit": "lrswite"},
         "INBOX/Projets/Voirie": {"authenticated": "lrs"},
         "INBOX/Projets/Voirie/Été 2026": {"benoit": "lrsi"},
+        "Archives/Archives 2019": {"benoit": "lrs"},
     }
-    assert len(entries(tmp_path, "permission_set")) == 3
+    assert len(entries(tmp_path, "permission_set")) == 4
     [partly] = entries(tmp_path, "permission_set_partly")
     assert "EditItems:Owned" in partly["message_en"] and "DeleteItems:Owned" in partly[
         "message_fr"]
@@ -155,7 +158,7 @@ def test_permissions_are_exported_and_a_shared_mailbox_s_set_with_setacl_once(
     assert len(entries(tmp_path, "permission_external")) == 1
     assert len(entries(tmp_path, "permission_anonymous")) == 1
     [applied] = entries(tmp_path, "permissions_applied")
-    assert "set 4, already there 0, not applied 3" in applied["message_en"]
+    assert "set 5, already there 0, not applied 3" in applied["message_en"]
     assert "left to the CSV 6" in applied["message_en"]
 
     written = acl_files(target)
@@ -165,8 +168,8 @@ def test_permissions_are_exported_and_a_shared_mailbox_s_set_with_setacl_once(
     assert acl_files(target) == written
     assert entries(tmp_path, "permission_set") == []
     assert entries(tmp_path, "permission_set_partly") == []
-    assert len(entries(tmp_path, "permission_present")) == 4
-    assert len(grants_on_target(target)) == 4
+    assert len(entries(tmp_path, "permission_present")) == 5
+    assert len(grants_on_target(target)) == 5
 
 
 def test_a_bad_full_access_file_stops_the_run_before_anything_moves(

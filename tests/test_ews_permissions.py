@@ -40,14 +40,15 @@ def open_permissions(server: Any, tmp_path: Path, login: str = ALICE, **changes:
 
 
 def below_top(mailbox: Any, folder: Any) -> tuple[str, ...]:
-    """A folder's path below the message-folder root, ``()`` for one elsewhere (the root
-    itself, the archive's folders)."""
-    top = mailbox.distinguished["msgfolderroot"]
+    """A folder's path below the message-folder root, or below the archive's under
+    ``Archives``; ``()`` for one elsewhere (the roots themselves, system folders)."""
+    tops = {id(mailbox.distinguished["msgfolderroot"]): (),
+            id(mailbox.distinguished["archivemsgfolderroot"]): ("Archives",)}
     names: list[str] = []
-    while folder is not None and folder is not top:
+    while folder is not None and id(folder) not in tops:
         names.insert(0, folder.display_name)
         folder = folder.parent
-    return tuple(names) if folder is top else ()
+    return (*tops[id(folder)], *names) if folder is not None and names else ()
 
 
 def test_folder_permissions_calendar_permissions_and_delegates_are_read(ews_server, tmp_path):
@@ -57,6 +58,8 @@ def test_folder_permissions_calendar_permissions_and_delegates_are_read(ews_serv
     mailbox.set_permission(projects, "Default", "Reviewer")
     # A calendar's level on a mail folder is no level of a mail folder: Custom, its rights.
     mailbox.set_permission(projects, "partenaire@exemple.fr", "FreeBusyTimeAndSubjectAndLocation")
+    mailbox.set_permission(mailbox.folder_at(("Archives 2019",), archive=True).id, BENOIT,
+                           "Reviewer")
     inbox = mailbox.folder_at("inbox").display_name
     calendar = mailbox.folder_at("calendar").display_name
 
@@ -80,6 +83,8 @@ def test_folder_permissions_calendar_permissions_and_delegates_are_read(ews_serv
     assert folders[((calendar,), BENOIT)].workload == "calendar"
     assert folders[((calendar,), "Default")].level == "FreeBusyTimeOnly"
     assert folders[((inbox,), BENOIT)].level == "Reviewer"
+    # The archive's folders, where the mail source puts them: under archive_root.
+    assert folders[(("Archives", "Archives 2019"), BENOIT)].level == "Reviewer"
     # Default and Anonymous at None, which every folder lists, grant nothing.
     assert not [g for g in grants if g.level == "None"]
     assert not [g for g in grants if g.who == "Anonymous"]

@@ -141,7 +141,8 @@ def _open_sharing_source(context: Context, account: Account, workload: str) -> A
     config: EwsEndpointConfig = account.config
     access = context.shared(("ews-access-file", config.access_file), lambda: read_access_file(
         context.path(config.access_file)) if config.access_file else [])
-    return EwsMailboxPermissions(ews_client(context, config, account), account.login, access)
+    return EwsMailboxPermissions(ews_client(context, config, account), account.login, access,
+                                 archive_root=config.archive_root)
 
 
 def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:

@@ -31,11 +31,15 @@ behaviour comes from:
   copies of meeting messages and sees private items, and where meeting requests go. The
   operation fails for a mailbox with a security group as delegate (EWS does not manage
   group delegates): that is a line of the report, the folders' permissions stay.
-- ``web-service-reference/findfolder-operation``: every folder below ``msgfolderroot``
-  (``Traversal="Deep"``), then GetFolder for their permissions, a page of ids at a time.
+- ``web-service-reference/findfolder-operation``: every folder below ``msgfolderroot`` and
+  ``archivemsgfolderroot`` (``Traversal="Deep"``), then GetFolder for their permissions, a
+  page of ids at a time.
 
 Only entries that grant something are given: ``Default`` and ``Anonymous`` at ``None``, which
-every folder lists, are not permissions. The online archive's folders are not read yet.
+every folder lists, are not permissions. The online archive's folders are read as the mail
+source names them, under ``archive_root``; a mailbox without an archive answers
+``ErrorFolderNotFound`` (or ``ErrorArchiveMailboxNotEnabled``) for its root
+(``distinguishedfolderid``).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from connectors.ews.client import (
     checked,
     response_messages,
 )
-from connectors.ews.mail import ROOT, distinguished
+from connectors.ews.mail import ARCHIVE_ROOT, MISSING, ROOT, distinguished
 from mappings.mailbox_access import AccessEntry
 from mappings.sharing import MailboxGrant
 
@@ -91,15 +95,20 @@ class _Folder:
 class EwsMailboxPermissions:
     """The permissions of one mailbox (``mappings.sharing.MailboxSharingSource``)."""
 
-    def __init__(self, client: EwsClient, mailbox: str, access: list[AccessEntry]) -> None:
+    def __init__(self, client: EwsClient, mailbox: str, access: list[AccessEntry], *,
+                 archive_root: str = "Archives") -> None:
         self._client = client
         self._mailbox = mailbox
         self._access = access
+        self._archive_root = archive_root
         self.notes: list[tuple[str, dict[str, str]]] = []
         """What could not be read, as ``(code, params)`` for the report."""
 
     def mailbox_grants(self) -> Iterator[MailboxGrant]:
-        folders = self._folders()
+        roots = self._roots()
+        folders = self._folders(ROOT, roots[ROOT], ())
+        if ARCHIVE_ROOT in roots:
+            folders += self._folders(ARCHIVE_ROOT, roots[ARCHIVE_ROOT], (self._archive_root,))
         for start in range(0, len(folders), PAGE):
             yield from self._folder_grants(folders[start:start + PAGE])
         yield from self._delegates(folders)
@@ -114,9 +123,9 @@ class EwsMailboxPermissions:
 
     # --- folders
 
-    def _folders(self) -> list[_Folder]:
-        """Every folder below the message-folder root, with its path from there."""
-        root_id = self._root_id()
+    def _folders(self, root: str, root_id: str, prefix: Path) -> list[_Folder]:
+        """Every folder below a distinguished root, with its path from there under
+        ``prefix``, as the mail source names them."""
         found: dict[str, tuple[str, str, str]] = {}
         offset = 0
         while True:
@@ -129,7 +138,7 @@ class EwsMailboxPermissions:
                 "</t:AdditionalProperties></m:FolderShape>"
                 f'<m:IndexedPageFolderView MaxEntriesReturned="{FOLDER_PAGE}" '
                 f'Offset="{offset}" BasePoint="Beginning"/>'
-                f"<m:ParentFolderIds>{distinguished(ROOT, self._mailbox)}</m:ParentFolderIds>"
+                f"<m:ParentFolderIds>{distinguished(root, self._mailbox)}</m:ParentFolderIds>"
                 "</m:FindFolder>"))
             [message] = [checked(m) for m in response_messages(body)]
             page = message.find(_m("RootFolder"))
@@ -156,15 +165,23 @@ class EwsMailboxPermissions:
                 path.insert(0, name)
                 current = parent
             if current == root_id:
-                folders.append(_Folder(folder_id, tuple(path), _workload(folder_class)))
+                folders.append(_Folder(folder_id, (*prefix, *path), _workload(folder_class)))
         return folders
 
-    def _root_id(self) -> str:
+    def _roots(self) -> dict[str, str]:
+        """The ids of the mailbox's message-folder root and, if it has one, its archive's."""
+        names = (ROOT, ARCHIVE_ROOT)
         body = self._client.call(self._mailbox, (
             "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
-            f"<m:FolderIds>{distinguished(ROOT, self._mailbox)}</m:FolderIds></m:GetFolder>"))
-        [message] = [checked(m) for m in response_messages(body)]
-        return _attribute(message.find(f".//{_t('FolderId')}"), "Id")
+            "<m:FolderIds>" + "".join(distinguished(name, self._mailbox) for name in names)
+            + "</m:FolderIds></m:GetFolder>"))
+        found = {}
+        for name, message in zip(names, response_messages(body), strict=False):
+            if name == ARCHIVE_ROOT and message.get("ResponseClass") == "Error" \
+                    and message.findtext(_m("ResponseCode")) in MISSING:
+                continue
+            found[name] = _attribute(checked(message).find(f".//{_t('FolderId')}"), "Id")
+        return found
 
     def _folder_grants(self, folders: list[_Folder]) -> Iterator[MailboxGrant]:
         ids = "".join(f"<t:FolderId Id={attribute(f.folder_id)}/>" for f in folders)
