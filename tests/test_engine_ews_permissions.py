@@ -166,6 +166,7 @@ def test_permissions_are_exported_and_a_shared_mailbox_s_set_with_setacl_once(
     code, output = bascule("run", batch)
     assert code == 0, output
     assert acl_files(target) == written
+    assert exported(tmp_path, "alice") == rows
     assert entries(tmp_path, "permission_set") == []
     assert entries(tmp_path, "permission_set_partly") == []
     assert len(entries(tmp_path, "permission_present")) == 5
