@@ -123,6 +123,9 @@ class Connector:
     open_sharing: Callable[[Context, Account, str], Any] | None = None
     """As a sink: a ``mappings.sharing.SharingTarget`` that applies a space's sharing on
     the target, or ``None`` when its section does not ask for it (or it cannot)."""
+    open_sharing_source: Callable[[Context, Account, str], Any] | None = None
+    """As a mail source: a ``mappings.sharing.MailboxSharingSource``, who may open the
+    account's mailbox and its folders, kept by the source apart from its items."""
     capabilities: Capabilities = Capabilities()
     example: str = ""
     """Its section's lines for ``bascule init``, after the ``[source]``/``[target]`` line."""

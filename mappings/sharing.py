@@ -1,5 +1,6 @@
-"""Who may see a space's files at the source, as rows a target's administrator can apply:
-one CSV per space (``migrate.sharing`` writes it).
+"""Who may see a space's files, or open a mailbox's folders, at the source, as rows a
+target's administrator can apply: one CSV per space or mailbox (``migrate.sharing`` writes
+it).
 
 A source that knows its sharing (``SharingSource``) gives, per container, every ``Grant``:
 an item (the library itself, a folder, a file), who (a user, a group, a site's group, a
@@ -9,8 +10,14 @@ who through the users table: a tenant user with a line gets their target login; 
 without is ``unmapped``; an address outside the table's domains, and a link anyone may use,
 is ``external``.
 
-A target that can apply the rows itself (``SharingTarget``: Nextcloud's share API) answers
-each with a ``ShareOutcome``.
+A mail source that knows who may open a mailbox (``MailboxSharingSource``: Exchange through
+EWS) gives every ``MailboxGrant``: a folder's permission (its level and rights), a
+delegate's level on one of the folders Outlook delegates, FullAccess or SendAs over the
+whole mailbox. ``mailbox_row`` maps who as ``sharing_row`` does, plus ``default`` (every
+signed-in user of the organisation) and ``anonymous``.
+
+A target that can apply the rows itself (``SharingTarget``: Nextcloud's share API, an IMAP
+server's ACL) answers each with a ``ShareOutcome``.
 """
 
 from __future__ import annotations
@@ -52,6 +59,52 @@ class Grant:
     folder's."""
 
 
+MAILBOX_COLUMNS = ["mailbox", "kind", "workload", "path", "source_path", "who", "who_type",
+                   "target_login", "mapping", "level", "rights", "meeting_requests",
+                   "view_private", "source_id"]
+"""The columns of a mailbox's CSV: ``kind`` is ``folder``, ``delegate``, ``full_access``
+or ``send_as``; ``path`` is the folder's path on the target as the ledger recorded it
+(empty: the whole mailbox, or a folder not on the target), ``source_path`` its path at the
+source; ``who_type`` is ``user``, ``account`` (a directory account without an address),
+``default``, ``anonymous`` or ``unknown`` (a SID the directory no longer resolves);
+``mapping`` is ``mapped``, ``unmapped``, ``external``, ``default`` or ``anonymous``;
+``rights`` the source's individual rights, space-separated (``CanCreateItems
+IsFolderVisible ReadItems:FullDetails EditItems:Owned``...); ``meeting_requests``, for a
+delegate receiving copies of meeting messages, where the mailbox sends its requests
+(``DelegatesAndMe``...)."""
+
+
+@dataclass(frozen=True)
+class MailboxGrant:
+    """One permission over a mailbox or one of its folders, as the source keeps it."""
+
+    kind: str
+    path: tuple[str, ...]
+    """The folder's path at the source; ``()`` for the whole mailbox."""
+    workload: str
+    """The workload that moves the folder's items (``mail``, ``calendar``...), ``""`` for
+    the whole mailbox."""
+    who: str
+    who_type: str
+    level: str
+    rights: tuple[str, ...] = ()
+    source_id: str = ""
+    meeting_requests: str = ""
+    view_private: bool = False
+
+
+@runtime_checkable
+class MailboxSharingSource(Protocol):
+    """What a mail source knows of who may open one mailbox; ``notes`` are what it could
+    not read, as ``(code, params)``."""
+
+    notes: list[tuple[str, dict[str, str]]]
+
+    def mailbox_grants(self) -> Iterator[MailboxGrant]: ...
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class SharingSource(Protocol):
     """A document source that can say who may see each item of a container."""
@@ -89,13 +142,7 @@ def sharing_row(space: str, path: str, grant: Grant, users: UserMap, domains: se
     mapping, login = "", ""
     if grant.who_type in ("user", "invitation") or (grant.who_type == "link"
                                                     and "@" in grant.who):
-        user = users.lookup(grant.who)
-        if user is not None:
-            mapping, login = "mapped", user.target
-        elif grant.who.rpartition("@")[2].casefold() in domains:
-            mapping = "unmapped"
-        else:
-            mapping = "external"
+        mapping, login = _address_mapping(grant.who, users, domains)
     elif grant.who_type in ("group", "site_group"):
         mapping = "group"
     elif grant.link_scope == "anonymous":
@@ -107,6 +154,35 @@ def sharing_row(space: str, path: str, grant: Grant, users: UserMap, domains: se
             "inherited": "yes" if grant.inherited else "no",
             "external": "yes" if mapping == "external" else "no",
             "source_id": grant.source_id}
+
+
+def mailbox_row(mailbox: str, path: str, grant: MailboxGrant, users: UserMap,
+                domains: set[str]) -> dict[str, Any]:
+    """The CSV row of a mailbox's grant whose folder is at ``path`` on the target."""
+    if grant.who_type in ("default", "anonymous"):
+        mapping, login = grant.who_type, ""
+    elif grant.who_type == "user":
+        mapping, login = _address_mapping(grant.who, users, domains)
+    else:
+        mapping, login = "unmapped", ""
+    return {"mailbox": mailbox, "kind": grant.kind, "workload": grant.workload, "path": path,
+            "source_path": "/".join(grant.path), "who": grant.who,
+            "who_type": grant.who_type, "target_login": login, "mapping": mapping,
+            "level": grant.level, "rights": " ".join(grant.rights),
+            "meeting_requests": grant.meeting_requests,
+            "view_private": "yes" if grant.view_private else "no",
+            "source_id": grant.source_id}
+
+
+def _address_mapping(address: str, users: UserMap, domains: set[str]) -> tuple[str, str]:
+    """``(mapping, target login)`` of an address: its users table line's login, else
+    ``unmapped`` in one of the table's domains, ``external`` outside them."""
+    user = users.lookup(address)
+    if user is not None:
+        return "mapped", user.target
+    if address.rpartition("@")[2].casefold() in domains:
+        return "unmapped", ""
+    return "external", ""
 
 
 def table_domains(users: UserMap) -> set[str]:

@@ -32,7 +32,9 @@ class MappingConfig(Section):
     )
     sharing: bool = Field(
         True, description="After each run, who may see each space's files at the source, as "
-        "one CSV per space in the work folder's sharing/ (one Graph request per file and folder)."
+        "one CSV per space in the work folder's sharing/ (one Graph request per file and "
+        "folder), and who may open each mailbox and its folders, as one CSV per mailbox in "
+        "its permissions/ (sources that can say: Exchange through EWS)."
     )
 
 

@@ -14,7 +14,7 @@ from connectors.base import ConnectError
 from connectors.protocols import DocumentSink, DocumentSource, MailSink, MailSource
 from connectors.registry import Account, Capabilities, Connector
 from mappings.secrets import resolve_secret
-from mappings.sharing import SharingTarget
+from mappings.sharing import MailboxSharingSource, SharingTarget
 from mappings.users import UserMap, UserMapping
 from migrate.batch import MAIL, Batch
 
@@ -125,6 +125,15 @@ class Connectors:
             return None
         target: SharingTarget | None = sink.open_sharing(self, account, workload)
         return target
+
+    def open_sharing_source(self, user: UserMapping, workload: str
+                            ) -> MailboxSharingSource | None:
+        """Who may open the principal's mailbox and its folders, if the source can say."""
+        if self.source.open_sharing_source is None:
+            return None
+        source: MailboxSharingSource = self.source.open_sharing_source(
+            self, self.source_account(user), workload)
+        return source
 
     def local_principals(self) -> list[str] | None:
         """The logins a source's folder holds (exports), or None for a server source."""

@@ -25,7 +25,7 @@ from migrate.estimate import Lanes, PrincipalWork, estimate_plan
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
 from migrate.mail import UnitProgress, UnitResult, path_of, shown
-from migrate.sharing import FILES, export_sharing
+from migrate.sharing import EXPORTS, export_sharing
 from migrate.units import RUNNERS, Bench, Planned, execute_unit, plan_units, text_of, unit_limit
 from reports.audit import AuditReport
 from reports.files import CsvStream, write_report
@@ -355,10 +355,11 @@ class Engine:
             # their messages in flight, and the next run looks for them first.
             pool.shutdown(wait=not self.stop.is_set(), cancel_futures=True)
             tracker.close()
-        if self.batch.mapping.sharing and FILES in self.batch.workloads \
-                and not self.stop.is_set():
-            report.planned(export_sharing(self.bench, self._principals(FILES),
-                                          self.batch.work_dir), 0)
+        for workload in EXPORTS:
+            if self.batch.mapping.sharing and workload in self.batch.workloads \
+                    and not self.stop.is_set():
+                report.planned(export_sharing(self.bench, workload, self._principals(workload),
+                                              self.batch.work_dir), 0)
         status = report.status(signalled=self.signal is not None,
                                stopped=self.stopped is not None)
         self.ledger.end_run(run_id, status, report.totals)

@@ -182,6 +182,8 @@ def start_dovecot(
     quota_bytes: int | None = None,
     tls: tuple[Path, Path] | None = None,
     app_tokens: AppTokens | None = None,
+    acl: bool = False,
+    acl_anyone: bool = True,
 ) -> Dovecot:
     """Start a Dovecot whose files all live in ``base`` (created if missing).
 
@@ -194,6 +196,9 @@ def start_dovecot(
     ``max_mail_size`` makes APPEND of bigger messages fail (quota plugin).
     ``quota_bytes`` gives each user that much storage (quota plugin, every folder counted):
     an APPEND that would go beyond it answers ``NO [OVERQUOTA]`` and stores nothing.
+    ``acl`` adds the ACL extension (RFC 4314: the acl and imap_acl plugins, each folder's
+    ACL in its ``dovecot-acl`` file); ``acl_anyone`` lets SETACL name ``anyone`` and
+    ``authenticated`` (Dovecot refuses them otherwise).
     """
     if separator not in ("/", "."):
         raise ValueError(f"separator must be '/' or '.', not {separator!r}")
@@ -214,7 +219,7 @@ def start_dovecot(
         port = free_port()
         tls_port = free_port() if tls else None
         config = _config(root, port, separator, capability, master, max_mail_size, quota_bytes,
-                         mail_user, mail_group)
+                         mail_user, mail_group, acl, acl_anyone)
         if tls:
             config = _with_tls(config, tls, tls_port)
         if app_tokens:
@@ -270,6 +275,8 @@ def _config(
     quota_bytes: int | None,
     mail_user: str,
     mail_group: str,
+    acl: bool = False,
+    acl_anyone: bool = True,
 ) -> str:
     layout = ":LAYOUT=fs" if separator == "/" else ""
     mailboxes = "".join(
@@ -326,25 +333,31 @@ passdb {{
   pass = yes
 }}
 """
-    if max_mail_size is None and quota_bytes is None:
+    plugins, imap_plugins, settings = [], [], []
+    if max_mail_size is not None or quota_bytes is not None:
+        # A storage limit of 0 means none; "B" makes the number bytes, not kibibytes.
+        # Without quota_grace = 0, Dovecot lets the message that crosses the limit in if it
+        # stays within 10% more.
+        plugins.append("quota")
+        imap_plugins.append("imap_quota")
+        settings += ["  quota = maildir:User quota",
+                     f"  quota_rule = *:storage={quota_bytes or 0}B", "  quota_grace = 0"]
+        if max_mail_size:
+            settings.append(f"  quota_max_mail_size = {max_mail_size}")
+    if acl:
+        plugins.append("acl")
+        imap_plugins.append("imap_acl")
+        settings.append("  acl = vfile")
+        if acl_anyone:
+            settings.append("  acl_anyone = allow")
+    if not plugins:
         return config + f"protocol imap {{\n  mail_plugins =\n{imap_settings}}}\n"
-    # A storage limit of 0 means none; "B" makes the number bytes, not kibibytes. Without
-    # quota_grace = 0, Dovecot lets the message that crosses the limit in if it stays
-    # within 10% more.
-    max_size = f"  quota_max_mail_size = {max_mail_size}\n" if max_mail_size else ""
     return (
         config
-        + f"""\
-mail_plugins = quota
-protocol imap {{
-  mail_plugins = $mail_plugins imap_quota
-{imap_settings}}}
-plugin {{
-  quota = maildir:User quota
-  quota_rule = *:storage={quota_bytes or 0}B
-  quota_grace = 0
-{max_size}}}
-"""
+        + f"mail_plugins = {' '.join(plugins)}\n"
+        + f"protocol imap {{\n  mail_plugins = $mail_plugins {' '.join(imap_plugins)}\n"
+        + f"{imap_settings}}}\n"
+        + "plugin {\n" + "".join(f"{line}\n" for line in settings) + "}\n"
     )
 
 

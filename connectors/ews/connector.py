@@ -14,6 +14,7 @@ from connectors.config import HttpsAddress, SecretReference, Section, refused
 from connectors.graph.connector import AppCredentials, app_tokens
 from connectors.registry import Account, Capabilities, Connector, Context, register
 from mappings.calendar import windows_to_iana
+from mappings.mailbox_access import EXPORT_COMMAND, SEND_AS_COMMAND, read_access_file
 
 if TYPE_CHECKING:
     from connectors.ews.client import EwsClient, SignIn, Throttle
@@ -81,6 +82,11 @@ class EwsEndpointConfig(Section):
     max_wait: float = Field(
         900.0, gt=0, description="Seconds one request may wait on a busy server's back-off "
         "before the unit fails (a later run takes it up).")
+    access_file: Path | None = Field(
+        None, description="FullAccess and SendAs over the mailboxes (Active Directory "
+        "permissions, which EWS does not give), as the Exchange Management Shell exports "
+        f"them: {EXPORT_COMMAND}; then, for SendAs, appended: {SEND_AS_COMMAND}. Written "
+        "with the folder permissions and delegates into the work folder's permissions/.")
 
     @model_validator(mode="after")
     def _one_sign_in(self) -> EwsEndpointConfig:
@@ -187,11 +193,24 @@ def _open_source(context: Context, account: Account, workload: str) -> Any:
                         time_zone=config.time_zone)
 
 
+def _open_sharing_source(context: Context, account: Account, workload: str) -> Any:
+    from connectors.ews.permissions import EwsMailboxPermissions
+
+    config: EwsEndpointConfig = account.config
+    access = context.shared(("ews-access-file", config.access_file), lambda: read_access_file(
+        context.path(config.access_file)) if config.access_file else [])
+    return EwsMailboxPermissions(ews_client(context, config, account), account.login, access,
+                                 archive_root=config.archive_root)
+
+
 def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:
-    """Sign in as the service account (or the application) acting as the first principal:
-    a refused login or a missing impersonation right stops the command, saying what to
-    grant. Users signing in with their own secrets are each refused when their source opens,
-    which stops only them."""
+    """Read the FullAccess file, whose faults are the batch's; sign in as the service
+    account (or the application) acting as the first principal: a refused login or a
+    missing impersonation right stops the command, saying what to grant. Users signing in
+    with their own secrets are each refused when their source opens, which stops only
+    them."""
+    if config.access_file is not None:
+        read_access_file(context.path(config.access_file))
     if first_login is None or (config.service_account is None and config.oauth is None):
         return
     from connectors.ews.client import EwsFault
@@ -224,11 +243,13 @@ register(Connector(
              "Exchange Server sur site par EWS (2013, 2016, 2019, SE)"),
     reads=frozenset({"mail", "calendar", "contacts", "tasks"}),
     open_source=_open_source,
+    open_sharing_source=_open_sharing_source,
     capabilities=Capabilities(delta=True, flag_changes=True),
     example='''service_endpoint = "https://mail.ville.example/EWS/Exchange.asmx"
 auth = "ntlm"                 # ntlm | basic | oauth
 # ca_file = "ca-interne.pem"  # an internal CA / une AC interne
 archive_root = "Archives"     # where the online archive goes / où va l'archive en ligne
+# access_file = "full-access.csv"  # FullAccess and SendAs, exported as the README says
 # One service account acting as every mailbox (without it: a secret per user in the table).
 # Un compte de service agissant pour chaque boîte (sinon : un secret par utilisateur).
 # New-ManagementRoleAssignment -Name bascule-impersonation -Role ApplicationImpersonation -User svc-bascule

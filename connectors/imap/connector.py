@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from connectors.base import ConnectError
 from connectors.config import SecretReference, Section, is_loopback, refused
 from connectors.graph.connector import AppCredentials, app_tokens
-from connectors.imap.session import ImapCredentials, ImapEndpoint
+from connectors.imap.session import ImapCredentials, ImapEndpoint, ImapSession
 from connectors.registry import Account, Capabilities, Connector, Context, register
 
 NAME_RULES = (
@@ -81,6 +81,13 @@ class ImapEndpointConfig(Section):
         description="As a target: the largest message it accepts, in bytes, when the server "
         "does not advertise it (APPENDLIMIT). Larger ones are listed by the plan.",
     )
+    acl_mailboxes: list[str] = Field(
+        default_factory=list,
+        description="As a target: the logins (the users table's target column) of shared "
+        "mailboxes whose folder permissions at the source are set on their folders with "
+        "SETACL (RFC 4314) after each run, from the CSV of work/permissions/; the server "
+        "must have ACL (Dovecot: the acl and imap_acl plugins).",
+    )
 
     @model_validator(mode="after")
     def _one_login(self) -> ImapEndpointConfig:
@@ -145,6 +152,16 @@ def _open_sink(context: Context, account: Account, workload: str) -> Any:
                     account=folders)
 
 
+def _open_sharing(context: Context, account: Account, workload: str) -> Any:
+    from connectors.imap.acl import ImapAclTarget
+
+    config: ImapEndpointConfig = account.config
+    wanted = {login.casefold() for login in config.acl_mailboxes}
+    if workload != "mail" or account.login.casefold() not in wanted:
+        return None
+    return ImapAclTarget(ImapSession(*imap_parts(context, account)))
+
+
 def _check(context: Context, config: ImapEndpointConfig, first_login: str | None) -> None:
     if config.oauth is not None:
         app_tokens(context, config.oauth, ca_file=config.oauth.ca_file,
@@ -167,7 +184,7 @@ register(Connector(
     summary=("An IMAP server (Exchange, Dovecot, Cyrus, BlueMind...)",
              "Un serveur IMAP (Exchange, Dovecot, Cyrus, BlueMind...)"),
     reads=frozenset({"mail"}), writes=frozenset({"mail"}),
-    open_source=_open_source, open_sink=_open_sink,
+    open_source=_open_source, open_sink=_open_sink, open_sharing=_open_sharing,
     # Dovecot keeps an internal date as a count of seconds and answers it in UTC, as the
     # conformance suite shows: the offset the source gave is not kept, and the plan says so.
     capabilities=Capabilities(keeps_bytes=True, keeps_internal_date_offset=False,
@@ -188,6 +205,9 @@ connections = 4               # per account / par compte
 # tenant = "ville.onmicrosoft.com"
 # client_id = "00000000-0000-0000-0000-000000000000"
 # client_secret = "env:BASCULE_APP_SECRET"   # or certificate + certificate_thumbprint
+# Shared mailboxes whose folder permissions are set with SETACL (RFC 4314):
+# Boîtes partagées dont les autorisations de dossiers sont posées par SETACL :
+# acl_mailboxes = ["accueil"]
 ''',
     account_slots=lambda config: config.connections,
     largest_item=lambda config: config.max_message_size,
