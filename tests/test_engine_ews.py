@@ -26,14 +26,20 @@ IMPERSONATION_LINE = ("New-ManagementRoleAssignment -Name bascule-impersonation 
 
 
 def write_batch(folder: Path, server: Any, target: Dovecot, *, login: str = SERVICE_LOGIN,
-                extra: str = "") -> Path:
-    mailboxes.write_users(folder, [(ALICE, "alice", "", "env:ALICE_TARGET")])
+                extra: str = "", target_extra: str = "",
+                users: list[tuple[str, str, str, str]] | None = None,
+                endpoint: bool = True) -> Path:
+    """A batch moving the users (alice alone by default) from the EWS test server into
+    ``target``; ``extra`` and ``target_extra`` are lines of the source's and the target's
+    sections; without ``endpoint``, no ``service_endpoint`` (Autodiscover finds it)."""
+    mailboxes.write_users(folder, users or [(ALICE, "alice", "", "env:ALICE_TARGET")])
+    address = f'service_endpoint = "{server.url}"' if endpoint else ""
     path = folder / "batch.toml"
     path.write_text(f"""
 name = "mairie"
 [source]
 type = "ews"
-service_endpoint = "{server.url}"
+{address}
 auth = "ntlm"
 ca_file = "{server.ca_file}"
 {extra}
@@ -45,6 +51,7 @@ type = "imap"
 host = "{target.host}"
 port = {target.port}
 security = "none"
+{target_extra}
 [run]
 work_dir = "work"
 """, encoding="utf-8")

@@ -14,7 +14,7 @@ import imapclient
 from tests import mailboxes
 from tests.cli import bascule, report
 from tests.dovecot import Dovecot
-from tests.ews_seed import SERVICE_LOGIN
+from tests.test_engine_ews import write_batch as engine_batch
 
 ALICE = "alice@ville.fr"
 BENOIT = "benoit@ville.fr"
@@ -27,29 +27,10 @@ SUMMER = ("inbox", "Projets", "Voirie", "Été 2026")
 
 def write_batch(folder: Path, server: Any, target: Dovecot, access_file: str) -> Path:
     # chloe, who holds a permission on alice's folders, has no line: unmapped.
-    mailboxes.write_users(folder, [(ALICE, "alice", "", "env:ALICE_TARGET"),
-                                   (BENOIT, "benoit", "", "env:BENOIT_TARGET")])
-    path = folder / "batch.toml"
-    path.write_text(f"""
-name = "mairie"
-[source]
-type = "ews"
-service_endpoint = "{server.url}"
-ca_file = "{server.ca_file}"
-access_file = "{access_file}"
-[source.service_account]
-login = "{SERVICE_LOGIN}"
-secret = "env:EWS_SECRET"
-[target]
-type = "imap"
-host = "{target.host}"
-port = {target.port}
-security = "none"
-acl_mailboxes = ["alice"]
-[run]
-work_dir = "work"
-""", encoding="utf-8")
-    return path
+    return engine_batch(folder, server, target, extra=f'access_file = "{access_file}"',
+                        target_extra='acl_mailboxes = ["alice"]',
+                        users=[(ALICE, "alice", "", "env:ALICE_TARGET"),
+                               (BENOIT, "benoit", "", "env:BENOIT_TARGET")])
 
 
 def grants_on_target(target: Dovecot) -> dict[str, dict[str, str]]:

@@ -14,6 +14,7 @@ from tests import mailboxes
 from tests.cli import bascule, report
 from tests.ews_seed import DOMAIN, SERVICE_LOGIN
 from tests.ews_server import AUTODISCOVER_PATH
+from tests.test_engine_ews import write_batch as engine_batch
 
 ALICE = f"alice@{DOMAIN}"
 
@@ -66,27 +67,8 @@ def test_a_wrong_password_is_a_refused_login_not_a_missing_address(ews_server: A
 
 
 def write_batch(folder: Any, server: Any, target: Any, autodiscover: str) -> str:
-    mailboxes.write_users(folder, [(ALICE, "alice", "", "env:ALICE_TARGET")])
-    path = folder / "batch.toml"
-    path.write_text(f"""
-name = "mairie"
-[source]
-type = "ews"
-autodiscover_url = "{autodiscover}"
-auth = "ntlm"
-ca_file = "{server.ca_file}"
-[source.service_account]
-login = "{SERVICE_LOGIN}"
-secret = "env:EWS_SECRET"
-[target]
-type = "imap"
-host = "{target.host}"
-port = {target.port}
-security = "none"
-[run]
-work_dir = "work"
-""", encoding="utf-8")
-    return str(path)
+    return str(engine_batch(folder, server, target, endpoint=False,
+                            extra=f'autodiscover_url = "{autodiscover}"'))
 
 
 def test_a_batch_without_service_endpoint_runs_on_the_address_autodiscover_gives(
