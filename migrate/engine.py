@@ -359,7 +359,7 @@ class Engine:
             if self.batch.mapping.sharing and workload in self.batch.workloads \
                     and not self.stop.is_set():
                 report.planned(export_sharing(self.bench, workload, self._principals(workload),
-                                              self.batch.work_dir), 0)
+                                              self.batch.work_dir, self.batch.run.workers), 0)
         status = report.status(signalled=self.signal is not None,
                                stopped=self.stopped is not None)
         self.ledger.end_run(run_id, status, report.totals)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,22 +70,25 @@ class _Export:
     rows its folders pass to their content, a mailbox's delegates and FullAccess)."""
 
 
-def export_sharing(bench: Bench, workload: str, users: Iterable[UserMapping], work_dir: Path
-                   ) -> list[dict[str, Any]]:
-    """Write each principal's CSV of a workload (``files`` or ``mail``); the report's rows."""
+def export_sharing(bench: Bench, workload: str, users: Iterable[UserMapping], work_dir: Path,
+                   workers: int = 1) -> list[dict[str, Any]]:
+    """Write each principal's CSV of a workload (``files`` or ``mail``), ``workers``
+    principals at a time (each costs round trips to the source: a few per mailbox, one per
+    file and folder of a space); the report's rows, in the principals' order."""
     kind = EXPORTS[workload]
-    rows: list[dict[str, Any]] = []
     domains = table_domains(bench.user_map)
-    for user in users:
+    served = [user for user in users if bench.connectors.serves(user, workload)]
+
+    def export(user: UserMapping) -> list[dict[str, Any]]:
         if bench.stop.is_set():
-            break
-        if not bench.connectors.serves(user, workload):
-            continue
+            return []
         try:
-            rows += _export_one(bench, user, workload, kind, work_dir, domains)
+            return _export_one(bench, user, workload, kind, work_dir, domains)
         except BasculeError as error:
-            rows.append(_row(user, Text.of(kind.unread, reason=text_of(error).en)))
-    return rows
+            return [_row(user, Text.of(kind.unread, reason=text_of(error).en))]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(served)))) as pool:
+        return [row for rows in pool.map(export, served) for row in rows]
 
 
 def _export_one(bench: Bench, user: UserMapping, workload: str, kind: _Export, work_dir: Path,
