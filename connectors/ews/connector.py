@@ -1,5 +1,6 @@
 """Exchange Server on premises through Exchange Web Services as a source of mail, calendars,
-contacts and tasks: its batch section and its registration. exchangelib is imported only when a source opens."""
+contacts and tasks, and of public folders (``public:`` lines): its batch section and its
+registration. exchangelib is imported only when a source opens."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from connectors.config import HttpsAddress, SecretReference, Section, refused
 from connectors.graph.connector import AppCredentials, app_tokens
 from connectors.registry import Account, Capabilities, Connector, Context, register
 from mappings.calendar import windows_to_iana
+from mappings.spaces import is_public, is_space
 
 if TYPE_CHECKING:
     from connectors.ews.client import EwsClient, Throttle
 
 EWS_MAX_CONCURRENCY = 27
 """Exchange's default throttling policy: requests in flight per user (EWSMaxConcurrency)."""
+PUBLIC_WORKLOADS = frozenset({"mail", "calendar", "contacts"})
+"""What a public folder line moves: its mail, calendar and contact folders."""
 
 
 class ServiceAccount(Section):
@@ -130,6 +134,8 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
 
 def _open_source(context: Context, account: Account, workload: str) -> Any:
     config: EwsEndpointConfig = account.config
+    if is_public(account.login):
+        return _open_public(context, config, account, workload)
     client = ews_client(context, config, account)
     if workload == "mail":
         from connectors.ews.mail import EwsMailSource
@@ -142,6 +148,31 @@ def _open_source(context: Context, account: Account, workload: str) -> Any:
                         time_zone=config.time_zone)
 
 
+def _open_public(context: Context, config: EwsEndpointConfig, account: Account,
+                 workload: str) -> Any:
+    """A ``public:`` line's folders, read by the service account as itself."""
+    if config.service_account is None:
+        raise ConnectError(code="ews_public_service_account",
+                           params={"source": account.login})
+    from connectors.ews.public import PublicMailSource, PublicPimSource, PublicTree
+
+    client = ews_client(context, config, account)
+    tree = context.shared(("ews-public", config), lambda: PublicTree(
+        client, context.table_sources()))
+    if workload == "mail":
+        return PublicMailSource(client, account.login, tree, workers=config.per_mailbox)
+    return PublicPimSource(client, account.login, tree, user_map=context.target_address,
+                           time_zone=config.time_zone)
+
+
+def _serves(login: str, workload: str) -> bool:
+    """A mailbox's every workload; a ``public:`` line's mail, calendars and contacts; no
+    SharePoint line (``site:``, ``team:``), which are Graph's."""
+    if is_public(login):
+        return workload in PUBLIC_WORKLOADS
+    return not is_space(login)
+
+
 def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:
     """Sign in as the service account (or the application) acting as the first principal:
     a refused login or a missing impersonation right stops the command, saying what to
@@ -151,10 +182,14 @@ def _check(context: Context, config: EwsEndpointConfig, first_login: str | None)
         return
     from connectors.ews.client import EwsFault
     from connectors.ews.mail import check_access
+    from connectors.ews.public import check_public
 
     client = ews_client(context, config, Account(config, first_login))
     try:
-        check_access(client, first_login)
+        if is_public(first_login):
+            check_public(client)
+        else:
+            check_access(client, first_login)
     except EwsFault as fault:
         raise ConnectError(fault.detail, code="ews_refused",
                            where=config.service_endpoint) from None
@@ -194,6 +229,7 @@ impersonation = true
 ''',
     account_slots=lambda config: config.per_mailbox,
     check=_check,
+    serves=_serves,
     warnings=_warnings,
     secret_references=lambda config: config.references(),
 ))
