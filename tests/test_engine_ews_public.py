@@ -1,0 +1,194 @@
+"""End to end: an Exchange public folder tree (the EWS test server's French organisation) named
+by a ``public:`` line of the users table, its mail into a shared mailbox of a real Dovecot and
+its calendar and contacts into a real Radicale, read back with imapclient and plain HTTP
+(icalendar, vobject); a second pass copies nothing, a message added and one deleted between
+passes are moved and reported then removed; a line naming no folder, or a folder another line
+copies, stops ``plan`` before anything moves."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import icalendar
+import pytest
+import vobject
+
+from connectors import registry
+from tests import mailboxes
+from tests.cli import bascule, report
+from tests.dovecot import Dovecot
+from tests.ews_seed import DOMAIN, SERVICE_LOGIN, contact, mime_message, single_event, utc_zone
+from tests.radicale import Radicale
+from tests.test_engine_dav import collections
+
+ALICE = f"alice@{DOMAIN}"
+SHARED = "mairie-partage"
+LINE = "public:\\Mairie"
+
+
+def write_batch(folder: Path, server: Any, imap: Dovecot, radicale: Radicale,
+                lines: tuple[str, ...] = (LINE,), deletions: str = "report") -> Path:
+    rows = [(ALICE, "alice", "", "env:ALICE_TARGET")]
+    rows += [(line, SHARED if n == 0 else f"{SHARED}-{n}", "", "env:SHARED_TARGET")
+             for n, line in enumerate(lines)]
+    mailboxes.write_users(folder, rows)
+    dav = f'type = "dav"\nurl = "{radicale.base_url}/"\n'
+    path = folder / "batch.toml"
+    path.write_text(f"""
+name = "dossiers-publics"
+workloads = ["mail", "calendar", "contacts"]
+[source]
+type = "ews"
+service_endpoint = "{server.url}"
+auth = "ntlm"
+ca_file = "{server.ca_file}"
+[source.service_account]
+login = "{SERVICE_LOGIN}"
+secret = "env:EWS_SECRET"
+[target]
+type = "imap"
+host = "{imap.host}"
+port = {imap.port}
+security = "none"
+[targets.calendar]
+{dav}[targets.contacts]
+{dav}[run]
+work_dir = "work"
+deletions = "{deletions}"
+""", encoding="utf-8")
+    return path
+
+
+def seed_public(tenant: Any) -> None:
+    """Beside the seeded tree (Mairie, its Délibérations with one message, its Agenda des
+    salles): a message in Mairie itself, a room booking, an address book with a contact."""
+    when = datetime(2026, 4, 7, 9, 0, tzinfo=UTC)
+    tenant.deliver_public(("Mairie",), mime_message(
+        f"accueil@{DOMAIN}", f"mairie@{DOMAIN}", "Horaires d'été de l'accueil",
+        "Ouvert de 8 h à 16 h.\r\n", when), received=when, is_read=True)
+    tenant.add_public_item(("Mairie", "Agenda des salles"), single_event(
+        "Salle du conseil — commission travaux", when, when + timedelta(hours=2), utc_zone()))
+    tenant.add_public_folder(("Mairie", "Annuaire des services"), "IPF.Contact")
+    tenant.add_public_item(("Mairie", "Annuaire des services"), contact(
+        "Lucie", "Martin", f"lucie.martin@{DOMAIN}", company="Mairie", job="Urbanisme"))
+
+
+def expected(server: Any, path: tuple[str, ...]) -> Counter:
+    folder = server.tenant.public.folder_at(path)
+    return Counter(hashlib.sha256(item.mime).hexdigest() for item in folder.items.values())
+
+
+def landed(target: Dovecot) -> dict[tuple[str, ...], Counter]:
+    return {folder: Counter(sha for (sha, _, _), n in held.items() for _ in range(n))
+            for folder, held in mailboxes.contents(target, SHARED).items()}
+
+
+@pytest.fixture
+def targets(ews_server: Any, dovecot_factory: Any, radicale: Radicale,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[Dovecot, Radicale]:
+    monkeypatch.setenv("EWS_SECRET", ews_server.service_password)
+    monkeypatch.setenv("ALICE_TARGET", "alice-target")
+    monkeypatch.setenv("SHARED_TARGET", "partage-target")
+    radicale.add_user("alice", "alice-target")
+    radicale.add_user(SHARED, "partage-target")
+    seed_public(ews_server.tenant)
+    return dovecot_factory(users={"alice": "alice-target", SHARED: "partage-target"}), radicale
+
+
+def test_a_public_folder_tree_lands_in_a_shared_mailbox_and_collections(
+        ews_server, targets, tmp_path):
+    imap, radicale = targets
+    batch = str(write_batch(tmp_path, ews_server, imap, radicale))
+
+    code, output = bascule("plan", batch)
+    assert code == 0, output
+    summary = report(tmp_path, "plan")["summary"]
+    # Mairie and Délibérations (mail), the room calendar and the address book.
+    assert (summary["public_units"], summary["public_to_copy"]) == (4, 4)
+
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    held = landed(imap)
+    assert held[("Mairie",)] == expected(ews_server, ("Mairie",)) and held[("Mairie",)]
+    assert held[("Mairie", "Délibérations")] == expected(ews_server, ("Mairie", "Délibérations"))
+    flags = {flag for (_, found, _) in mailboxes.contents(imap, SHARED)[("Mairie",)]
+             for flag in found}
+    assert "\\Seen" in flags
+    shared = collections(radicale, f"/{SHARED}/", (SHARED, "partage-target"))
+    [event] = [c for book in shared.values() for raw in book.objects
+               for c in icalendar.Calendar.from_ical(raw).walk("VEVENT")]
+    assert str(event["SUMMARY"]) == "Salle du conseil — commission travaux"
+    assert event["DTSTART"].dt.astimezone(UTC) == datetime(2026, 4, 7, 9, 0, tzinfo=UTC)
+    [card] = [vobject.readOne(raw.decode()) for book in shared.values() for raw in book.objects
+              if raw.startswith(b"BEGIN:VCARD")]
+    assert card.fn.value == "Lucie Martin" and card.email.value == f"lucie.martin@{DOMAIN}"
+    # The public folders were read as the service account itself, never impersonating.
+    public_ops = [(op, who) for op, mailbox, who in ews_server.requests if mailbox == ""]
+    assert {op for op, _ in public_ops} == {"FindFolder", "FindItem", "GetItem"}
+    assert all(who is None for _, who in public_ops)
+
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    assert report(tmp_path, "run")["summary"]["copied"] == 0
+
+    # Between passes: a new message in Délibérations, the one of Mairie deleted.
+    when = datetime(2026, 5, 12, 18, 0, tzinfo=UTC)
+    ews_server.tenant.deliver_public(("Mairie", "Délibérations"), mime_message(
+        f"secretariat@{DOMAIN}", f"mairie@{DOMAIN}", "Délibération 2026-02",
+        "Adoptée par 21 voix contre 6.\r\n", when), received=when)
+    [gone] = list(ews_server.tenant.public.folder_at(("Mairie",)).items)
+    ews_server.tenant.public.delete_item(gone)
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    ran = report(tmp_path, "run")
+    assert ran["summary"]["copied"] == 1
+    assert any(e.get("code") == "deleted_at_source" and e["principal"] == LINE
+               for e in ran["entries"])
+    held = landed(imap)
+    assert held[("Mairie", "Délibérations")] == expected(ews_server, ("Mairie", "Délibérations"))
+    assert len(held[("Mairie",)]) == 1, "deletions = report leaves the copy"
+
+    batch = str(write_batch(tmp_path, ews_server, imap, radicale, deletions="remove"))
+    code, output = bascule("run", batch)
+    assert code == 0, output
+    assert landed(imap)[("Mairie",)] == Counter()
+    code, output = bascule("verify", batch)
+    assert code == 0, output
+    assert report(tmp_path, "verify")["summary"]["mismatches"] == 0
+
+
+def test_a_public_line_naming_no_folder_or_a_copied_one_stops_plan(
+        ews_server, targets, tmp_path):
+    imap, radicale = targets
+    batch = str(write_batch(tmp_path, ews_server, imap, radicale, lines=(
+        LINE, "public:Mairie/Délibérations", "public:\\Mairie\\Courrier arrivé")))
+    code, output = bascule("plan", batch)
+    assert code == 2, output
+    errors = {e["principal"]: e for e in report(tmp_path, "plan")["entries"]
+              if e["action"] == "error"}
+    assert sorted(errors) == ["public:Mairie/Délibérations", "public:\\Mairie\\Courrier arrivé"]
+    overlap = errors["public:Mairie/Délibérations"]
+    assert overlap["code"] == "public_folder_overlap"
+    assert LINE in overlap["message_fr"] and LINE in overlap["message_en"]
+    missing = errors["public:\\Mairie\\Courrier arrivé"]
+    assert missing["code"] == "public_folder_not_found"
+    assert "Courrier arrivé" in missing["message_fr"] and "Délibérations" in missing["message_fr"]
+    assert "Courrier arrivé" in output
+    assert not any(op == "GetItem" and mailbox == ""
+                   for op, mailbox, _ in ews_server.requests)
+
+
+def test_public_lines_are_the_ews_source_s_and_site_lines_graph_s():
+    ews, graph = registry.connector("ews"), registry.connector("graph")
+    for workload in ("mail", "calendar", "contacts"):
+        assert ews.serves(LINE, workload)
+    assert not ews.serves(LINE, "files")
+    assert not ews.serves("site:Service urbanisme", "files")
+    assert not ews.serves("team:Équipe voirie", "files")
+    for workload in ("mail", "calendar", "contacts", "files"):
+        assert not graph.serves(LINE, workload)
+    assert graph.serves("site:Service urbanisme", "files")
