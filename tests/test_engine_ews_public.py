@@ -87,6 +87,20 @@ def landed(target: Dovecot) -> dict[tuple[str, ...], Counter]:
             for folder, held in mailboxes.contents(target, SHARED).items()}
 
 
+def events(radicale: Radicale) -> list[Any]:
+    """The events of the shared account's collections, read with plain HTTP."""
+    shared = collections(radicale, f"/{SHARED}/", (SHARED, "partage-target"))
+    return [c for book in shared.values() for raw in book.objects
+            if raw.startswith(b"BEGIN:VCALENDAR")
+            for c in icalendar.Calendar.from_ical(raw).walk("VEVENT")]
+
+
+def cards(radicale: Radicale) -> list[Any]:
+    shared = collections(radicale, f"/{SHARED}/", (SHARED, "partage-target"))
+    return [vobject.readOne(raw.decode()) for book in shared.values() for raw in book.objects
+            if raw.startswith(b"BEGIN:VCARD")]
+
+
 @pytest.fixture
 def targets(ews_server: Any, dovecot_factory: Any, radicale: Radicale,
             monkeypatch: pytest.MonkeyPatch) -> tuple[Dovecot, Radicale]:
@@ -118,13 +132,10 @@ def test_a_public_folder_tree_lands_in_a_shared_mailbox_and_collections(
     flags = {flag for (_, found, _) in mailboxes.contents(imap, SHARED)[("Mairie",)]
              for flag in found}
     assert "\\Seen" in flags
-    shared = collections(radicale, f"/{SHARED}/", (SHARED, "partage-target"))
-    [event] = [c for book in shared.values() for raw in book.objects
-               for c in icalendar.Calendar.from_ical(raw).walk("VEVENT")]
+    [event] = events(radicale)
     assert str(event["SUMMARY"]) == "Salle du conseil — commission travaux"
     assert event["DTSTART"].dt.astimezone(UTC) == datetime(2026, 4, 7, 9, 0, tzinfo=UTC)
-    [card] = [vobject.readOne(raw.decode()) for book in shared.values() for raw in book.objects
-              if raw.startswith(b"BEGIN:VCARD")]
+    [card] = cards(radicale)
     assert card.fn.value == "Lucie Martin" and card.email.value == f"lucie.martin@{DOMAIN}"
     # The public folders were read as the service account itself, never impersonating.
     public_ops = [(op, who) for op, mailbox, who in ews_server.requests if mailbox == ""]
@@ -135,27 +146,38 @@ def test_a_public_folder_tree_lands_in_a_shared_mailbox_and_collections(
     assert code == 0, output
     assert report(tmp_path, "run")["summary"]["copied"] == 0
 
-    # Between passes: a new message in Délibérations, the one of Mairie deleted.
+    # Between passes: a new message in Délibérations and a new booking; the message of
+    # Mairie and the contact deleted.
     when = datetime(2026, 5, 12, 18, 0, tzinfo=UTC)
+    public = ews_server.tenant.public
     ews_server.tenant.deliver_public(("Mairie", "Délibérations"), mime_message(
         f"secretariat@{DOMAIN}", f"mairie@{DOMAIN}", "Délibération 2026-02",
         "Adoptée par 21 voix contre 6.\r\n", when), received=when)
-    [gone] = list(ews_server.tenant.public.folder_at(("Mairie",)).items)
-    ews_server.tenant.public.delete_item(gone)
+    ews_server.tenant.add_public_item(("Mairie", "Agenda des salles"), single_event(
+        "Salle des fêtes — vœux du maire", when, when + timedelta(hours=3), utc_zone()))
+    [gone] = list(public.folder_at(("Mairie",)).items)
+    public.delete_item(gone)
+    [card_gone] = list(public.folder_at(("Mairie", "Annuaire des services")).items)
+    public.delete_item(card_gone)
     code, output = bascule("run", batch)
     assert code == 0, output
     ran = report(tmp_path, "run")
-    assert ran["summary"]["copied"] == 1
+    assert ran["summary"]["copied"] == 2
     assert any(e.get("code") == "deleted_at_source" and e["principal"] == LINE
                for e in ran["entries"])
     held = landed(imap)
     assert held[("Mairie", "Délibérations")] == expected(ews_server, ("Mairie", "Délibérations"))
     assert len(held[("Mairie",)]) == 1, "deletions = report leaves the copy"
+    assert len(cards(radicale)) == 1, "deletions = report leaves the copy"
+    assert len(events(radicale)) == 2
 
     batch = str(write_batch(tmp_path, ews_server, imap, radicale, deletions="remove"))
     code, output = bascule("run", batch)
     assert code == 0, output
     assert landed(imap)[("Mairie",)] == Counter()
+    assert cards(radicale) == []
+    assert sorted(str(e["SUMMARY"]) for e in events(radicale)) == [
+        "Salle des fêtes — vœux du maire", "Salle du conseil — commission travaux"]
     code, output = bascule("verify", batch)
     assert code == 0, output
     assert report(tmp_path, "verify")["summary"]["mismatches"] == 0
