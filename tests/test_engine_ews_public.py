@@ -118,6 +118,12 @@ def test_a_public_folder_tree_lands_in_a_shared_mailbox_and_collections(
     imap, radicale = targets
     batch = str(write_batch(tmp_path, ews_server, imap, radicale))
 
+    code, output = bascule("audit", batch)
+    assert code == 0, output
+    audited = report(tmp_path, "audit")["summary"]
+    # Mairie (1 message), Délibérations (1), the room calendar (1), the address book (1).
+    assert (audited["public_containers"], audited["public_items"]) == (4, 4)
+
     code, output = bascule("plan", batch)
     assert code == 0, output
     summary = report(tmp_path, "plan")["summary"]
