@@ -18,6 +18,9 @@ import pytest
 import vobject
 
 from connectors import registry
+from mappings.spaces import public_folder, space_source
+from mappings.users import UsersFileInvalid, load_users
+from reports.i18n import Text
 from tests import mailboxes
 from tests.cli import bascule, report
 from tests.dovecot import Dovecot
@@ -220,3 +223,21 @@ def test_public_lines_are_the_ews_source_s_and_site_lines_graph_s():
     for workload in ("mail", "calendar", "contacts", "files"):
         assert not graph.serves(LINE, workload)
     assert graph.serves("site:Service urbanisme", "files")
+
+
+def test_public_lines_are_read_as_written_and_a_malformed_one_is_refused(tmp_path: Path):
+    assert public_folder("public:\\Mairie\\Délibérations") == ("Mairie", "Délibérations")
+    assert public_folder(" PUBLIC:Mairie/Agenda des salles/ ") == ("Mairie", "Agenda des salles")
+    assert public_folder("public:\\Services techniques\\Voirie/Été 2026") == (
+        "Services techniques", "Voirie/Été 2026")
+    assert public_folder("site:Service urbanisme") is None
+    assert space_source(LINE) is None  # never a SharePoint line
+    users = tmp_path / "users.csv"
+    users.write_text("source,target\npublic:,a\npublic:\\Mairie\\\\Courrier,b\n"
+                     "public:\\Mairie,c\n", encoding="utf-8")
+    with pytest.raises(UsersFileInvalid) as raised:
+        load_users(users)
+    assert [(e.code, e.line) for e in raised.value.errors] == [
+        ("users_space_malformed", 2), ("users_space_malformed", 3)]
+    text = Text.of(raised.value.errors[0].code, **raised.value.errors[0].params)
+    assert "public:\\" in text.en and "public:\\" in text.fr and text.en != text.fr

@@ -176,9 +176,12 @@ def _serves(login: str, workload: str) -> bool:
 def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:
     """Sign in as the service account (or the application) acting as the first principal:
     a refused login or a missing impersonation right stops the command, saying what to
-    grant. Users signing in with their own secrets are each refused when their source opens,
-    which stops only them."""
+    grant; a first line of public folders reads their root as the service account itself.
+    Users signing in with their own secrets, and public folder lines without a service
+    account, are each refused when their source opens, which stops only them."""
     if first_login is None or (config.service_account is None and config.oauth is None):
+        return
+    if is_public(first_login) and config.service_account is None:
         return
     from connectors.ews.client import EwsFault
     from connectors.ews.mail import check_access
