@@ -34,11 +34,16 @@ LINE = "public:\\Mairie"
 
 
 def write_batch(folder: Path, server: Any, imap: Dovecot, radicale: Radicale,
-                lines: tuple[str, ...] = (LINE,), deletions: str = "report") -> Path:
-    rows = [(ALICE, "alice", "", "env:ALICE_TARGET")]
+                lines: tuple[str, ...] = (LINE,), deletions: str = "report",
+                service_account: bool = True) -> Path:
+    rows = [(ALICE, "alice", "", "env:ALICE_TARGET")] if service_account else []
     rows += [(line, SHARED if n == 0 else f"{SHARED}-{n}", "", "env:SHARED_TARGET")
              for n, line in enumerate(lines)]
     mailboxes.write_users(folder, rows)
+    signing_in = f"""[source.service_account]
+login = "{SERVICE_LOGIN}"
+secret = "env:EWS_SECRET"
+""" if service_account else ""
     dav = f'type = "dav"\nurl = "{radicale.base_url}/"\n'
     path = folder / "batch.toml"
     path.write_text(f"""
@@ -49,10 +54,7 @@ type = "ews"
 service_endpoint = "{server.url}"
 auth = "ntlm"
 ca_file = "{server.ca_file}"
-[source.service_account]
-login = "{SERVICE_LOGIN}"
-secret = "env:EWS_SECRET"
-[target]
+{signing_in}[target]
 type = "imap"
 host = "{imap.host}"
 port = {imap.port}
@@ -199,9 +201,11 @@ def test_a_public_line_naming_no_folder_or_a_copied_one_stops_plan(
         LINE, "public:Mairie/Délibérations", "public:\\Mairie\\Courrier arrivé")))
     code, output = bascule("plan", batch)
     assert code == 2, output
-    errors = {e["principal"]: e for e in report(tmp_path, "plan")["entries"]
-              if e["action"] == "error"}
-    assert sorted(errors) == ["public:Mairie/Délibérations", "public:\\Mairie\\Courrier arrivé"]
+    refused = [e for e in report(tmp_path, "plan")["entries"] if e["action"] == "error"]
+    errors = {e["principal"]: e for e in refused}
+    # Each line once, though its mail, calendars and contacts each met the refusal.
+    assert sorted(e["principal"] for e in refused) == [
+        "public:Mairie/Délibérations", "public:\\Mairie\\Courrier arrivé"]
     overlap = errors["public:Mairie/Délibérations"]
     assert overlap["code"] == "public_folder_overlap"
     assert LINE in overlap["message_fr"] and LINE in overlap["message_en"]
@@ -211,6 +215,18 @@ def test_a_public_line_naming_no_folder_or_a_copied_one_stops_plan(
     assert "Courrier arrivé" in output
     assert not any(op == "GetItem" and mailbox == ""
                    for op, mailbox, _ in ews_server.requests)
+
+
+def test_public_folders_without_a_service_account_are_refused_with_their_line(
+        ews_server, targets, tmp_path):
+    imap, radicale = targets
+    batch = str(write_batch(tmp_path, ews_server, imap, radicale, service_account=False))
+    code, output = bascule("plan", batch)
+    assert code == 2, output
+    [error] = [e for e in report(tmp_path, "plan")["entries"] if e["action"] == "error"]
+    assert (error["principal"], error["code"]) == (LINE, "ews_public_service_account")
+    assert "service_account" in error["message_en"] and "compte de service" in error["message_fr"]
+    assert ews_server.requests == []
 
 
 def test_public_lines_are_the_ews_source_s_and_site_lines_graph_s():
