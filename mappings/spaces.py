@@ -23,8 +23,8 @@ A site or a Team is named by its display name, its short name or its id, without
 What a line names must be found, once: a name two sites answer to, a site, library or Team
 not found, and two lines that would copy one library (a site's line and a line of one of
 its libraries, or one site under two names; a public folder's line and a line of a folder
-below it) are refused before anything moves, each with its line. Two lines cannot share a target either (``users_duplicate_target``): a space
-receives one source.
+below it) are refused before anything moves, each with its line. Two lines cannot share a
+target either (``users_duplicate_target``): a space receives one source.
 
 OneDrive needs no line of its own: a user's line carries their OneDrive into their own
 space.
