@@ -132,22 +132,6 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
         max_wait=config.max_wait))
 
 
-def _open_source(context: Context, account: Account, workload: str) -> Any:
-    config: EwsEndpointConfig = account.config
-    if is_public(account.login):
-        return _open_public(context, config, account, workload)
-    client = ews_client(context, config, account)
-    if workload == "mail":
-        from connectors.ews.mail import EwsMailSource
-
-        return EwsMailSource(client, account.login, archive_root=config.archive_root,
-                             workers=config.per_mailbox)
-    from connectors.ews.pim import EwsPimSource
-
-    return EwsPimSource(client, account.login, user_map=context.target_address,
-                        time_zone=config.time_zone)
-
-
 def _open_public(context: Context, config: EwsEndpointConfig, account: Account,
                  workload: str) -> Any:
     """A ``public:`` line's folders, read by the service account as itself."""
@@ -171,6 +155,22 @@ def _serves(login: str, workload: str) -> bool:
     if is_public(login):
         return workload in PUBLIC_WORKLOADS
     return not is_space(login)
+
+
+def _open_source(context: Context, account: Account, workload: str) -> Any:
+    config: EwsEndpointConfig = account.config
+    if is_public(account.login):
+        return _open_public(context, config, account, workload)
+    client = ews_client(context, config, account)
+    if workload == "mail":
+        from connectors.ews.mail import EwsMailSource
+
+        return EwsMailSource(client, account.login, archive_root=config.archive_root,
+                             workers=config.per_mailbox)
+    from connectors.ews.pim import EwsPimSource
+
+    return EwsPimSource(client, account.login, user_map=context.target_address,
+                        time_zone=config.time_zone)
 
 
 def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:
