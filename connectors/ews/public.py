@@ -20,10 +20,13 @@ behaviour comes from:
   synchronisation state, each pass lists a folder whole and its cursor keeps every item's
   ChangeKey (``{"versions": {id: change key}}``): what differs is what changed, what is
   missing went, as the Graph calendar listing does.
-- ``exchange-web-services/impersonation-and-ews-in-exchange``: the service account reads
-  public folders as itself, with no ``ExchangeImpersonation`` header: it needs a mailbox of
-  its own (Exchange 2013 and later reach the public folder tree through it) and read access
-  to each folder (``Add-PublicFolderClientPermission ... -AccessRights Reviewer``).
+- ``exchange-web-services/public-folder-access-with-ews-in-exchange``: public folders belong
+  to no user's mailbox, their access is each folder's client permissions, and Exchange 2013
+  and later reach the tree through the caller's own mailbox (its default public folder
+  hierarchy mailbox). The reference names no impersonation for them: the service account
+  reads them as itself, without ``ExchangeImpersonation`` (its ApplicationImpersonation
+  right gives nothing here), so it needs a mailbox and read access to each folder copied
+  (``Add-PublicFolderClientPermission ... -AccessRights Reviewer``).
 - ``exchange-web-services/how-to-route-public-folder-hierarchy-requests`` and
   ``...-content-requests``: where several public folder mailboxes sit on several servers,
   ``X-AnchorMailbox`` and ``X-PublicFolderMailbox`` route a request to the one holding the
