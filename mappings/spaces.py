@@ -13,8 +13,8 @@ folder; for a public folder, the shared mailbox and DAV account that receive it)
 - ``team:<team>``: the files of a Team, its Microsoft 365 group's document library (where
   its standard channels keep their folders);
 - ``public:<path>``: an Exchange public folder and every folder below it (an EWS source):
-  mail folders into the target login's IMAP folders, calendars and address books into its
-  DAV collections, each under the public folder's own name. ``<path>`` is the folder's
+  mail folders into the target login's IMAP folders, calendars, address books and task
+  lists into its DAV collections, each under the public folder's own name. ``<path>`` is the folder's
   path as the Exchange Management Shell writes it (``public:\\Mairie\\Délibérations``),
   or with ``/`` between the names when none holds one (``public:Mairie/Délibérations``);
   each name is matched without case.

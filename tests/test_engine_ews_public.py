@@ -70,13 +70,15 @@ deletions = "{deletions}"
 
 def seed_public(tenant: Any) -> None:
     """Beside the seeded tree (Mairie, its Délibérations with one message, its Agenda des
-    salles): a message in Mairie itself, a room booking, an address book with a contact."""
+    salles): a message in Mairie itself, a room booking, an address book with a contact, a
+    folder of notes no workload takes."""
     when = datetime(2026, 4, 7, 9, 0, tzinfo=UTC)
     tenant.deliver_public(("Mairie",), mime_message(
         f"accueil@{DOMAIN}", f"mairie@{DOMAIN}", "Horaires d'été de l'accueil",
         "Ouvert de 8 h à 16 h.\r\n", when), received=when, is_read=True)
     tenant.add_public_item(("Mairie", "Agenda des salles"), single_event(
         "Salle du conseil — commission travaux", when, when + timedelta(hours=2), utc_zone()))
+    tenant.add_public_folder(("Mairie", "Notes de service"), "IPF.StickyNote")
     tenant.add_public_folder(("Mairie", "Annuaire des services"), "IPF.Contact")
     tenant.add_public_item(("Mairie", "Annuaire des services"), contact(
         "Lucie", "Martin", f"lucie.martin@{DOMAIN}", company="Mairie", job="Urbanisme"))
@@ -131,9 +133,11 @@ def test_a_public_folder_tree_lands_in_a_shared_mailbox_and_collections(
 
     code, output = bascule("plan", batch)
     assert code == 0, output
-    summary = report(tmp_path, "plan")["summary"]
+    planned = report(tmp_path, "plan")
     # Mairie and Délibérations (mail), the room calendar and the address book.
-    assert (summary["public_units"], summary["public_to_copy"]) == (4, 4)
+    assert (planned["summary"]["public_units"], planned["summary"]["public_to_copy"]) == (4, 4)
+    [notes] = [e for e in planned["entries"] if e.get("code") == "public_folder_kind_skipped"]
+    assert "IPF.StickyNote" in notes["message_fr"] and notes["principal"] == LINE
 
     code, output = bascule("run", batch)
     assert code == 0, output

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 EWS_MAX_CONCURRENCY = 27
 """Exchange's default throttling policy: requests in flight per user (EWSMaxConcurrency)."""
-PUBLIC_WORKLOADS = frozenset({"mail", "calendar", "contacts"})
-"""What a public folder line moves: its mail, calendar and contact folders."""
+PUBLIC_WORKLOADS = frozenset({"mail", "calendar", "contacts", "tasks"})
+"""What a public folder line moves: its mail, calendar, contact and task folders."""
 
 
 class ServiceAccount(Section):
@@ -150,8 +150,8 @@ def _open_public(context: Context, config: EwsEndpointConfig, account: Account,
 
 
 def _serves(login: str, workload: str) -> bool:
-    """A mailbox's every workload; a ``public:`` line's mail, calendars and contacts; no
-    SharePoint line (``site:``, ``team:``), which are Graph's."""
+    """A mailbox's every workload; a ``public:`` line's mail, calendars, contacts and
+    tasks; no SharePoint line (``site:``, ``team:``), which are Graph's."""
     if is_public(login):
         return workload in PUBLIC_WORKLOADS
     return not is_space(login)

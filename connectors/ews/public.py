@@ -281,9 +281,18 @@ class PublicMailSource(EwsMailSource):
         self._tree = tree
 
     def containers(self) -> list[Container]:
-        return [Container(path=folder.path, native_name=folder.folder_id, count=folder.count,
-                          part=PUBLIC_PART)
-                for folder in self._tree.folders(self._source) if _mail(folder.folder_class)]
+        """The mail folders; a folder no workload takes (notes, journal...) is a note
+        (``public_folder_kind_skipped``), its sub-folders taken as they are."""
+        found = []
+        for folder in self._tree.folders(self._source):
+            if _mail(folder.folder_class):
+                found.append(Container(path=folder.path, native_name=folder.folder_id,
+                                       count=folder.count, part=PUBLIC_PART))
+            elif not any(_of_class(folder.folder_class, wanted)
+                         for wanted in FOLDER_CLASSES.values()):
+                self._notes.append(SourceNote("public_folder_kind_skipped",
+                                              "/".join(folder.path), folder.folder_class))
+        return found
 
     def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
         refs: dict[str, ItemRef] = {}
@@ -321,7 +330,7 @@ class PublicPimSource(EwsPimSource):
         return [Container(path=folder.path, native_name=folder.folder_id, count=folder.count,
                           part=PUBLIC_PART)
                 for folder in self._tree.folders(self._source)
-                if folder.folder_class == wanted or folder.folder_class.startswith(wanted + ".")]
+                if _of_class(folder.folder_class, wanted)]
 
     def list_documents(self, container: Container, cursor: dict[str, Any] | None
                        ) -> DocumentListing:
@@ -343,3 +352,7 @@ class PublicPimSource(EwsPimSource):
             complete="versions" not in (cursor or {}),
             removed=[source_id for source_id in before if source_id not in refs])
 
+
+def _of_class(folder_class: str, wanted: str) -> bool:
+    """Whether a folder class is ``wanted`` or one of its sub-classes (``IPF.Contact.*``)."""
+    return folder_class == wanted or folder_class.startswith(wanted + ".")
