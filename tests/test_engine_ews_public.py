@@ -8,6 +8,8 @@ copies, stops ``plan`` before anything moves."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests import mailboxes
 from tests.cli import bascule, report
 from tests.dovecot import Dovecot
 from tests.ews_seed import DOMAIN, SERVICE_LOGIN, contact, mime_message, single_event, utc_zone
+from tests.faults import BasculeRun
 from tests.radicale import Radicale
 from tests.test_engine_dav import collections
 
@@ -196,6 +199,31 @@ def test_a_public_folder_tree_lands_in_a_shared_mailbox_and_collections(
     code, output = bascule("verify", batch)
     assert code == 0, output
     assert report(tmp_path, "verify")["summary"]["mismatches"] == 0
+
+
+def test_a_run_killed_mid_way_then_run_again_leaves_no_duplicate_and_no_gap(
+        ews_server, targets, tmp_path):
+    imap, radicale = targets
+    start = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+    for n in range(180):
+        path = ("Mairie", "Délibérations") if n % 2 else ("Mairie", f"Courrier {n % 3}")
+        ews_server.tenant.add_public_folder(path)
+        ews_server.tenant.deliver_public(path, mime_message(
+            f"greffe@{DOMAIN}", f"mairie@{DOMAIN}", f"Courrier n°{n}", f"Pièce {n}.\r\n"
+            * (1 + n % 30), start + timedelta(hours=n)), received=start + timedelta(hours=n))
+    ews_server.latency(0.02)
+    batch = write_batch(tmp_path, ews_server, imap, radicale)
+    run = BasculeRun(batch, dict(os.environ))
+    assert run.signal_when(signal.SIGKILL, lambda ledger: ledger.done >= 50)
+    run.finish()
+    ews_server.latency(0)
+    code, output = bascule("run", str(batch))
+    assert code == 0, output
+    held = landed(imap)
+    for path in (("Mairie",), ("Mairie", "Délibérations"),
+                 *(("Mairie", f"Courrier {n}") for n in range(3))):
+        assert held[path] == expected(ews_server, path), path
+    assert all(count == 1 for folder in held.values() for count in folder.values())
 
 
 def test_a_public_line_naming_no_folder_or_a_copied_one_stops_plan(
