@@ -394,6 +394,8 @@ workloads = ["mail"]          # mail, calendar, contacts, tasks, files (the sour
 
 [mapping]
 users = "users.csv"           # source,target,source_secret,target_secret
+# a space's source / la source d'un espace : site:<site>, site:<site>/<library>, team:<team>,
+# public:\\<public folder>\\<sub-folder> (Exchange on premises / Exchange sur site)
 
 [mail]
 exclude = ["Sync Issues*"]

@@ -434,7 +434,7 @@ class DocumentRunner:
                     totals, {"principal": user.source, "target": user.target,
                              **_document_names(user, workload, container.path)},
                     "copy", [], messages=items, size=size, to_copy=to_copy,
-                    to_copy_bytes=to_copy_size))
+                    to_copy_bytes=to_copy_size, part=container.part))
             rows.extend(note_rows(user, source_notes(source)))
         return rows, []
 
@@ -500,12 +500,13 @@ class DocumentRunner:
                                     each=each)
 
     def audit(self, bench: Bench, user: UserMapping, workload: str,
-              count: Callable[[str, tuple[str, ...], int, int], None]
+              count: Callable[..., None]
               ) -> list[dict[str, Any]]:
         with bench.document_source(user, workload) as documents:
             for container in documents.document_containers(workload):
                 refs = documents.list_documents(container, None).refs
-                count(workload, container.path, len(refs), sum(r.size for r in refs))
+                count(workload, container.path, len(refs), sum(r.size for r in refs),
+                      container.part)
             return note_rows(user, source_notes(documents))
 
 

@@ -22,6 +22,7 @@ class PlanReport:
         self.totals = {"units": 0, "messages": 0, "bytes": 0, "to_copy": 0, "to_copy_bytes": 0}
         self.estimate: dict[str, Any] = {}
         self.estimate_text: Text | None = None
+        self._told: set[tuple[str, str]] = set()
 
     def add(self, rows: list[dict[str, Any]], warnings: list[Text]) -> None:
         """What a workload's runner planned for a principal."""
@@ -29,9 +30,16 @@ class PlanReport:
         self.warnings.extend(warnings)
 
     def refused(self, user: Principal, text: Text) -> None:
-        """A principal that cannot be planned: a blocking error."""
+        """A principal that cannot be planned: a blocking error, told once however many of
+        the principal's workloads meet it (a line naming no public folder, for its mail,
+        calendars and contacts)."""
+        row = error_row(user, text)
+        told = (row["principal"], row["message_en"])
+        if told in self._told:
+            return
+        self._told.add(told)
         self.errors.append(text)
-        self.rows.append(error_row(user, text))
+        self.rows.append(row)
 
     def estimated(self, document: dict[str, Any], basis: Text) -> None:
         """The run's estimated duration (``migrate.estimate.Estimate.document``) and what

@@ -39,8 +39,11 @@ PREFERRED = ("EXCH", "EXPR")
 
 
 def candidates(address: str) -> list[str]:
-    """The Autodiscover addresses to try for a mailbox, in the reference's order."""
-    domain = address.rpartition("@")[2].strip().lower()
+    """The Autodiscover addresses to try for a mailbox, in the reference's order; none for
+    a login that is no address (``DOMAIN\\name``)."""
+    local, at, domain = address.strip().lower().rpartition("@")
+    if not (local and at and domain):
+        return []
     return [f"https://{domain}/autodiscover/autodiscover.xml",
             f"https://autodiscover.{domain}/autodiscover/autodiscover.xml"]
 

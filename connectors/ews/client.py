@@ -249,9 +249,10 @@ class EwsClient:
         return fault
 
     def envelope(self, mailbox: str, body: str) -> bytes:
-        """The SOAP envelope of an operation done as ``mailbox``."""
+        """The SOAP envelope of an operation done as ``mailbox``; ``""``: as the signed-in
+        account itself, without impersonation (public folders)."""
         header = f'<t:RequestServerVersion Version="{REQUEST_VERSION}"/>'
-        if self.sign_in.impersonation:
+        if self.sign_in.impersonation and mailbox:
             header += ("<t:ExchangeImpersonation><t:ConnectingSID><t:PrimarySmtpAddress>"
                        f"{escape(mailbox)}</t:PrimarySmtpAddress></t:ConnectingSID>"
                        "</t:ExchangeImpersonation>")
@@ -262,7 +263,7 @@ class EwsClient:
     def _post(self, mailbox: str, envelope: bytes, read: Callable[[requests.Response], T],
               *, refresh: bool = False) -> T:
         endpoint = self.sign_in.endpoint
-        headers = {"X-AnchorMailbox": mailbox}
+        headers = {"X-AnchorMailbox": mailbox} if mailbox else {}
         if self.sign_in.token is not None:
             headers["Authorization"] = f"Bearer {self.sign_in.token(refresh=refresh)}"
         session = self._protocol.get_session()

@@ -1,5 +1,6 @@
 """Exchange Server on premises through Exchange Web Services as a source of mail, calendars,
-contacts and tasks: its batch section and its registration. exchangelib is imported only when a source opens."""
+contacts and tasks, and of public folders (``public:`` lines): its batch section and its
+registration. exchangelib is imported only when a source opens."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from connectors.graph.connector import AppCredentials, app_tokens
 from connectors.registry import Account, Capabilities, Connector, Context, register
 from mappings.calendar import windows_to_iana
 from mappings.mailbox_access import EXPORT_COMMAND, SEND_AS_COMMAND, read_access_file
+from mappings.spaces import is_public, is_space
 
 if TYPE_CHECKING:
     from connectors.ews.client import EwsClient, SignIn, Throttle
 
 EWS_MAX_CONCURRENCY = 27
 """Exchange's default throttling policy: requests in flight per user (EWSMaxConcurrency)."""
+PUBLIC_WORKLOADS = frozenset({"mail", "calendar", "contacts", "tasks"})
+"""What a public folder line moves: its mail, calendar, contact and task folders."""
 
 
 class ServiceAccount(Section):
@@ -138,8 +142,11 @@ def ews_client(context: Context, config: EwsEndpointConfig, account: Account) ->
                          password=context.secret(account.secret_ref, users_table=True))
         key = account.login.lower()
     if config.service_endpoint is None:
+        # A public folder line names no mailbox: Autodiscover is asked about the service
+        # account's own address instead.
+        address = sign_in.login if is_public(account.login) else account.login
         found = context.shared(("ews-endpoint", config), lambda: _discover(
-            config, sign_in, account.login))
+            config, sign_in, address))
         sign_in = replace(sign_in, endpoint=found, discovered=True)
     return context.shared(("ews", config, key), lambda: EwsClient(
         sign_in, throttle(context, config, sign_in.endpoint), per_server=config.per_server,
@@ -179,8 +186,35 @@ def _discover(config: EwsEndpointConfig, sign_in: SignIn, address: str) -> str:
         session.close()
 
 
+def _open_public(context: Context, config: EwsEndpointConfig, account: Account,
+                 workload: str) -> Any:
+    """A ``public:`` line's folders, read by the service account as itself."""
+    if config.service_account is None:
+        raise ConnectError(code="ews_public_service_account",
+                           params={"source": account.login})
+    from connectors.ews.public import PublicMailSource, PublicPimSource, PublicTree
+
+    client = ews_client(context, config, account)
+    tree = context.shared(("ews-public", config), lambda: PublicTree(
+        client, context.table_sources()))
+    if workload == "mail":
+        return PublicMailSource(client, account.login, tree, workers=config.per_mailbox)
+    return PublicPimSource(client, account.login, tree, user_map=context.target_address,
+                           time_zone=config.time_zone)
+
+
+def _serves(login: str, workload: str) -> bool:
+    """A mailbox's every workload; a ``public:`` line's mail, calendars, contacts and
+    tasks; no SharePoint line (``site:``, ``team:``), which are Graph's."""
+    if is_public(login):
+        return workload in PUBLIC_WORKLOADS
+    return not is_space(login)
+
+
 def _open_source(context: Context, account: Account, workload: str) -> Any:
     config: EwsEndpointConfig = account.config
+    if is_public(account.login):
+        return _open_public(context, config, account, workload)
     client = ews_client(context, config, account)
     if workload == "mail":
         from connectors.ews.mail import EwsMailSource
@@ -206,19 +240,26 @@ def _open_sharing_source(context: Context, account: Account, workload: str) -> A
 def _check(context: Context, config: EwsEndpointConfig, first_login: str | None) -> None:
     """Read the FullAccess file, whose faults are the batch's; sign in as the service
     account (or the application) acting as the first principal: a refused login or a
-    missing impersonation right stops the command, saying what to grant. Users signing in
-    with their own secrets are each refused when their source opens, which stops only
-    them."""
+    missing impersonation right stops the command, saying what to grant; a first line of
+    public folders reads their root as the service account itself. Users signing in with
+    their own secrets, and public folder lines without a service account, are each refused
+    when their source opens, which stops only them."""
     if config.access_file is not None:
         read_access_file(context.path(config.access_file))
     if first_login is None or (config.service_account is None and config.oauth is None):
         return
+    if is_public(first_login) and config.service_account is None:
+        return
     from connectors.ews.client import EwsFault
     from connectors.ews.mail import check_access
+    from connectors.ews.public import check_public
 
     client = ews_client(context, config, Account(config, first_login))
     try:
-        check_access(client, first_login)
+        if is_public(first_login):
+            check_public(client)
+        else:
+            check_access(client, first_login)
     except EwsFault as fault:
         raise ConnectError(fault.detail, code="ews_refused",
                            where=client.sign_in.endpoint) from None
@@ -260,6 +301,7 @@ impersonation = true
 ''',
     account_slots=lambda config: config.per_mailbox,
     check=_check,
+    serves=_serves,
     warnings=_warnings,
     secret_references=lambda config: config.references(),
 ))

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from connectors.config import HttpsAddress, SecretReference, Section, refused
 from connectors.registry import Account, Capabilities, Connector, Context, register
-from mappings.spaces import is_space
+from mappings.spaces import is_public, is_space
 
 if TYPE_CHECKING:
     from connectors.graph.auth import MsalTokenProvider
@@ -137,6 +137,10 @@ def _check(context: Context, config: GraphEndpointConfig, first_login: str | Non
 
 
 def _serves(login: str, workload: str) -> bool:
+    """A user's every workload, a site's or a Team's files; an Exchange public folder's
+    line (``public:``) is an EWS source's, nothing of Graph's."""
+    if is_public(login):
+        return False
     return workload == "files" or not is_space(login)
 
 
