@@ -7,6 +7,7 @@ copies, stops ``plan`` before anything moves."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import signal
@@ -85,6 +86,8 @@ def seed_public(tenant: Any) -> None:
     tenant.add_public_folder(("Mairie", "Annuaire des services"), "IPF.Contact")
     tenant.add_public_item(("Mairie", "Annuaire des services"), contact(
         "Lucie", "Martin", f"lucie.martin@{DOMAIN}", company="Mairie", job="Urbanisme"))
+    tenant.public.set_permission(("Mairie", "Délibérations"), ALICE, "Reviewer")
+    tenant.public.set_permission(("Mairie", "Délibérations"), "Default", "Author")
 
 
 def expected(server: Any, path: tuple[str, ...]) -> Counter:
@@ -155,9 +158,17 @@ def test_a_public_folder_tree_lands_in_a_shared_mailbox_and_collections(
     assert event["DTSTART"].dt.astimezone(UTC) == datetime(2026, 4, 7, 9, 0, tzinfo=UTC)
     [card] = cards(radicale)
     assert card.fn.value == "Lucie Martin" and card.email.value == f"lucie.martin@{DOMAIN}"
+    # Who may see each public folder, in the space's CSV with the folder where it landed.
+    with open(tmp_path / "work" / "permissions" / f"{SHARED}.csv", encoding="utf-8-sig",
+              newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["source_path"] ==
+                "Mairie/Délibérations"]
+    assert sorted((row["path"], row["who"], row["mapping"], row["level"]) for row in rows) == [
+        ("Mairie/Délibérations", "Default", "default", "Author"),
+        ("Mairie/Délibérations", ALICE, "mapped", "Reviewer")]
     # The public folders were read as the service account itself, never impersonating.
     public_ops = [(op, who) for op, mailbox, who in ews_server.requests if mailbox == ""]
-    assert {op for op, _ in public_ops} == {"FindFolder", "FindItem", "GetItem"}
+    assert {op for op, _ in public_ops} == {"FindFolder", "FindItem", "GetItem", "GetFolder"}
     assert all(who is None for _, who in public_ops)
 
     code, output = bascule("run", batch)

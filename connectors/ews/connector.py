@@ -20,6 +20,7 @@ from mappings.spaces import is_public, is_space
 
 if TYPE_CHECKING:
     from connectors.ews.client import EwsClient, SignIn, Throttle
+    from connectors.ews.public import PublicTree
 
 EWS_MAX_CONCURRENCY = 27
 """Exchange's default throttling policy: requests in flight per user (EWSMaxConcurrency)."""
@@ -192,15 +193,23 @@ def _open_public(context: Context, config: EwsEndpointConfig, account: Account,
     if config.service_account is None:
         raise ConnectError(code="ews_public_service_account",
                            params={"source": account.login})
-    from connectors.ews.public import PublicMailSource, PublicPimSource, PublicTree
+    from connectors.ews.public import PublicMailSource, PublicPimSource
 
     client = ews_client(context, config, account)
-    tree = context.shared(("ews-public", config), lambda: PublicTree(
-        client, context.table_sources()))
+    tree = _public_tree(context, config, client)
     if workload == "mail":
         return PublicMailSource(client, account.login, tree, workers=config.per_mailbox)
     return PublicPimSource(client, account.login, tree, user_map=context.target_address,
                            time_zone=config.time_zone)
+
+
+def _public_tree(context: Context, config: EwsEndpointConfig, client: EwsClient
+                 ) -> PublicTree:
+    """Every public line of the users table, resolved once per command."""
+    from connectors.ews.public import PublicTree
+
+    return context.shared(("ews-public", config), lambda: PublicTree(
+        client, context.table_sources()))
 
 
 def _serves(login: str, workload: str) -> bool:
@@ -228,9 +237,15 @@ def _open_source(context: Context, account: Account, workload: str) -> Any:
 
 
 def _open_sharing_source(context: Context, account: Account, workload: str) -> Any:
-    from connectors.ews.permissions import EwsMailboxPermissions
+    from connectors.ews.permissions import EwsMailboxPermissions, EwsPublicPermissions
 
     config: EwsEndpointConfig = account.config
+    if is_public(account.login):
+        if config.service_account is None:
+            return None
+        client = ews_client(context, config, account)
+        tree = _public_tree(context, config, client)
+        return EwsPublicPermissions(client, lambda: tree.folders(account.login))
     access = context.shared(("ews-access-file", config.access_file), lambda: read_access_file(
         context.path(config.access_file)) if config.access_file else [])
     return EwsMailboxPermissions(ews_client(context, config, account), account.login, access,

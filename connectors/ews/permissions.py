@@ -44,7 +44,7 @@ source names them, under ``archive_root``; a mailbox without an archive answers
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
@@ -60,6 +60,7 @@ from connectors.ews.client import (
     response_messages,
 )
 from connectors.ews.mail import ARCHIVE_ROOT, MISSING, ROOT, distinguished
+from connectors.ews.public import AS_ITSELF, PublicFolder
 from mappings.mailbox_access import AccessEntry
 from mappings.sharing import MailboxGrant
 
@@ -310,4 +311,20 @@ def _attribute(element: Any, name: str) -> str:
 
 def _true(text: str | None) -> bool:
     return (text or "").strip().lower() == "true"
+
+
+class EwsPublicPermissions(EwsMailboxPermissions):
+    """The permissions of the public folders a ``public:`` line copies, read by the service
+    account as itself (``connectors.ews.public``): each folder's ``PermissionSet``, as for a
+    mailbox's folders (public folders have no delegates, and FullAccess is a mailbox's)."""
+
+    def __init__(self, client: EwsClient, folders: Callable[[], list[PublicFolder]]) -> None:
+        super().__init__(client, AS_ITSELF, [])
+        self._public = folders
+
+    def mailbox_grants(self) -> Iterator[MailboxGrant]:
+        folders = [_Folder(folder.folder_id, folder.path, _workload(folder.folder_class))
+                   for folder in self._public()]
+        for start in range(0, len(folders), PAGE):
+            yield from self._folder_grants(folders[start:start + PAGE])
 
