@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from connectors import registry
-from connectors.ews import public
+from connectors.ews import folders, public
 from connectors.registry import Account
 from tests.conformance.harness import StoreContext
 from tests.ews_seed import DOMAIN, SERVICE_LOGIN, mime_message, single_event, utc_zone
@@ -39,7 +39,7 @@ def deliver(server: Any, path: tuple[str, ...], count: int) -> list[str]:
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(public, "ITEM_PAGE", 2)
-    monkeypatch.setattr(public, "FOLDER_PAGE", 2)
+    monkeypatch.setattr(folders, "FOLDER_PAGE", 2)
 
 
 @pytest.mark.usefixtures("small_pages")

@@ -60,6 +60,7 @@ from connectors.ews.client import (
     checked,
     response_messages,
 )
+from connectors.ews.folders import FolderRow, extended, find_folders, sync_items
 from connectors.graph.mail import category_keyword
 from connectors.headers import MessageHeaders
 
@@ -79,7 +80,6 @@ STALE_STATE = frozenset({"ErrorInvalidSyncStateData", "ErrorInvalidSyncState"})
 GONE = frozenset({"ErrorItemNotFound", "ErrorMessageNotFound"})
 PAGE = 512
 """Changes per SyncFolderItems answer: the most the operation gives."""
-FOLDER_PAGE = 500
 BATCH_ITEMS = 16
 """Messages asked for in one GetItem: fewer round trips for small ones."""
 BATCH_BYTES = 1 << 20
@@ -93,17 +93,6 @@ PROPERTIES = ('<t:FieldURI FieldURI="message:IsRead"/>'
               '<t:FieldURI FieldURI="item:Size"/>'
               f'<t:ExtendedFieldURI PropertyTag="{FLAG_STATUS_TAG:#06x}" '
               'PropertyType="Integer"/>')
-HIDDEN_TAG = 0x10F4
-"""PidTagAttributeHidden (MS-OXPROPS 2.602): a folder Outlook does not show."""
-FOLDER_PROPERTIES = ('<t:FieldURI FieldURI="folder:DisplayName"/>'
-                     '<t:FieldURI FieldURI="folder:FolderClass"/>'
-                     '<t:FieldURI FieldURI="folder:ParentFolderId"/>'
-                     '<t:FieldURI FieldURI="folder:TotalCount"/>'
-                     '<t:FieldURI FieldURI="folder:ChildFolderCount"/>'
-                     f'<t:ExtendedFieldURI PropertyTag="{HIDDEN_TAG:#06x}" '
-                     'PropertyType="Boolean"/>')
-
-
 def _t(name: str) -> str:
     return f"{{{TYPES_NS}}}{name}"
 
@@ -126,16 +115,6 @@ def check_access(client: EwsClient, mailbox: str) -> None:
                                 f"{distinguished(ROOT, mailbox)}</m:FolderIds></m:GetFolder>")
     for message in response_messages(body):
         checked(message)
-
-
-@dataclass(frozen=True)
-class _Folder:
-    folder_id: str
-    parent_id: str
-    name: str
-    folder_class: str
-    count: int | None
-    hidden: bool = False
 
 
 class EwsMailSource:
@@ -260,45 +239,6 @@ class EwsMailSource:
             raise EwsFault("ErrorFolderNotFound", f"{self._mailbox}: {ROOT}")
         return found
 
-    def _folders(self, root: str) -> list[_Folder]:
-        """Every folder below a distinguished root, page by page."""
-        folders: list[_Folder] = []
-        offset = 0
-        while True:
-            body = self._client.call(self._mailbox, (
-                '<m:FindFolder Traversal="Deep"><m:FolderShape><t:BaseShape>IdOnly'
-                f"</t:BaseShape><t:AdditionalProperties>{FOLDER_PROPERTIES}"
-                "</t:AdditionalProperties></m:FolderShape>"
-                f'<m:IndexedPageFolderView MaxEntriesReturned="{FOLDER_PAGE}" '
-                f'Offset="{offset}" BasePoint="Beginning"/>'
-                f"<m:ParentFolderIds>{distinguished(root, self._mailbox)}</m:ParentFolderIds>"
-                "</m:FindFolder>"))
-            [message] = [checked(m) for m in response_messages(body)]
-            page = message.find(_m("RootFolder"))
-            if page is None:
-                return folders
-            listed = page.find(_t("Folders"))
-            got = 0
-            for element in listed if listed is not None else ():
-                if not isinstance(element.tag, str):
-                    continue
-                got += 1
-                folder_id = element.find(_t("FolderId"))
-                parent = element.find(_t("ParentFolderId"))
-                count = element.findtext(_t("TotalCount"))
-                kind = element.tag.rsplit("}", 1)[-1]
-                folders.append(_Folder(
-                    folder_id=folder_id.get("Id", "") if folder_id is not None else "",
-                    parent_id=parent.get("Id", "") if parent is not None else "",
-                    name=element.findtext(_t("DisplayName")) or "",
-                    folder_class=element.findtext(_t("FolderClass")) or (
-                        "" if kind == "Folder" else f"t:{kind}"),
-                    count=int(count) if count and count.isdigit() else None,
-                    hidden=(_extended(element, HIDDEN_TAG) or "").lower() == "true"))
-            offset += got
-            if page.get("IncludesLastItemInRange", "true").lower() == "true" or not got:
-                return folders
-
     def _tree(self, root_name: str, root_id: str, prefix: Path, roles: dict[str, str],
               part: str | None) -> list[Container]:
         """The mail folders below a root, parents before children, each path from the
@@ -306,8 +246,9 @@ class EwsMailSource:
         hidden mail folder too, noted (``hidden_folder_skipped``), as the Graph source does:
         Outlook does not show it, and Exchange keeps what applications store for
         themselves there."""
-        children: dict[str, list[_Folder]] = {}
-        for folder in self._folders(root_name):
+        children: dict[str, list[FolderRow]] = {}
+        for folder in find_folders(self._client, self._mailbox,
+                                   distinguished(root_name, self._mailbox)):
             children.setdefault(folder.parent_id, []).append(folder)
         found: list[Container] = []
 
@@ -331,63 +272,25 @@ class EwsMailSource:
 
     def _sync(self, container: Container, state: str | None) -> Listing:
         """Every change since ``state`` (``None``: the whole folder), page by page."""
-        full = state is None
-        changed: dict[str, ItemRef] = {}
-        removed: set[str] = set()
-        read_changes: set[str] = set()
-        """Items whose read state alone changed: the change gives no other flag."""
-        while True:
-            body = self._client.call(self._mailbox, (
-                "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>"
-                f"<t:AdditionalProperties>{PROPERTIES}</t:AdditionalProperties></m:ItemShape>"
-                f"<m:SyncFolderId><t:FolderId Id={attribute(container.native_name)}/>"
-                "</m:SyncFolderId>"
-                + (f"<m:SyncState>{escape(state)}</m:SyncState>" if state else "")
-                + f"<m:MaxChangesReturned>{PAGE}</m:MaxChangesReturned></m:SyncFolderItems>"))
-            [message] = [checked(m) for m in response_messages(body)]
-            changes = message.find(_m("Changes"))
-            for change in changes if changes is not None else ():
-                if not isinstance(change.tag, str):
-                    continue
-                kind = change.tag.rsplit("}", 1)[-1]
-                if kind in ("Create", "Update"):
-                    item = next((e for e in change if isinstance(e.tag, str)), None)
-                    if item is not None:
-                        ref = self._ref(item)
-                        changed[ref.source_id] = ref
-                        removed.discard(ref.source_id)
-                        read_changes.discard(ref.source_id)
-                    continue
-                item_id = change.find(_t("ItemId"))
-                source_id = item_id.get("Id", "") if item_id is not None else ""
-                if kind == "Delete" and source_id:
-                    changed.pop(source_id, None)
-                    read_changes.discard(source_id)
-                    removed.add(source_id)
-                elif kind == "ReadFlagChange" and source_id and source_id not in changed:
-                    read_changes.add(source_id)
-            new_state = message.findtext(_m("SyncState")) or state
-            last = (message.findtext(_m("IncludesLastItemInRange")) or "true").lower()
-            if last == "true" or new_state == state:
-                state = new_state
-                break
-            state = new_state
-        if read_changes:
-            changed.update(self._refs(sorted(read_changes)))
+        found = sync_items(self._client, self._mailbox, container.native_name, state,
+                           PROPERTIES)
+        changed = {source_id: self._ref(item) for source_id, item in found.changed.items()}
+        if found.read_only:
+            changed.update(self._refs(sorted(found.read_only)))
         with self._lock:
-            for source_id in removed:
+            for source_id in found.removed:
                 self._sizes.pop(source_id, None)
             self._sizes.update((ref.source_id, ref.size) for ref in changed.values())
-            if removed:
+            if found.removed:
                 self._notes.append(SourceNote("removed_at_source", "/".join(container.path),
-                                              params={"count": len(removed)}))
-        return Listing(refs=list(changed.values()), cursor={"sync_state": state},
-                       complete=full)
+                                              params={"count": len(found.removed)}))
+        return Listing(refs=list(changed.values()), cursor={"sync_state": found.state},
+                       complete=state is None)
 
     def _ref(self, item: Any) -> ItemRef:
         """A listed item's flags, date and size."""
         item_id = item.find(_t("ItemId"))
-        flag = _extended(item, FLAG_STATUS_TAG)
+        flag = extended(item, FLAG_STATUS_TAG)
         flag_status = int(flag) if flag and flag.isdigit() else 0
         categories = [c.text or "" for c in item.iter(_t("String"))]
         size = item.findtext(_t("Size"))
@@ -521,19 +424,3 @@ def _mail(folder_class: str) -> bool:
     given no class (as a client that creates one without it leaves it; Outlook shows it
     with the mail folders)."""
     return not folder_class or folder_class == MAIL_CLASS or folder_class.startswith(MAIL_CLASS + ".")
-
-
-def _extended(element: Any, tag: int) -> str | None:
-    """The value of an element's extended property of that tag, if it carries it."""
-    for prop in element.iter(_t("ExtendedProperty")):
-        uri = prop.find(_t("ExtendedFieldURI"))
-        if uri is not None and _tag_of(uri.get("PropertyTag", "")) == tag:
-            return prop.findtext(_t("Value"))
-    return None
-
-
-def _tag_of(text: str) -> int | None:
-    try:
-        return int(text, 0)
-    except ValueError:
-        return None

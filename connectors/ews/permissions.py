@@ -59,6 +59,7 @@ from connectors.ews.client import (
     checked,
     response_messages,
 )
+from connectors.ews.folders import find_folders
 from connectors.ews.mail import ARCHIVE_ROOT, MISSING, ROOT, distinguished
 from connectors.ews.public import AS_ITSELF, PublicFolder
 from mappings.mailbox_access import AccessEntry
@@ -66,7 +67,6 @@ from mappings.sharing import MailboxGrant
 
 PAGE = 100
 """Folder ids per GetFolder: a permission set is small, a hundred folders one answer."""
-FOLDER_PAGE = 500
 WORKLOAD_OF_CLASS = {"IPF.Appointment": "calendar", "IPF.Contact": "contacts",
                      "IPF.Task": "tasks", "IPF.Note": "mail"}
 """A folder's class (or its class's prefix) -> the workload that moves its items."""
@@ -127,36 +127,9 @@ class EwsMailboxPermissions:
     def _folders(self, root: str, root_id: str, prefix: Path) -> list[_Folder]:
         """Every folder below a distinguished root, with its path from there under
         ``prefix``, as the mail source names them."""
-        found: dict[str, tuple[str, str, str]] = {}
-        offset = 0
-        while True:
-            body = self._client.call(self._mailbox, (
-                '<m:FindFolder Traversal="Deep"><m:FolderShape><t:BaseShape>IdOnly'
-                "</t:BaseShape><t:AdditionalProperties>"
-                '<t:FieldURI FieldURI="folder:DisplayName"/>'
-                '<t:FieldURI FieldURI="folder:FolderClass"/>'
-                '<t:FieldURI FieldURI="folder:ParentFolderId"/>'
-                "</t:AdditionalProperties></m:FolderShape>"
-                f'<m:IndexedPageFolderView MaxEntriesReturned="{FOLDER_PAGE}" '
-                f'Offset="{offset}" BasePoint="Beginning"/>'
-                f"<m:ParentFolderIds>{distinguished(root, self._mailbox)}</m:ParentFolderIds>"
-                "</m:FindFolder>"))
-            [message] = [checked(m) for m in response_messages(body)]
-            page = message.find(_m("RootFolder"))
-            listed = page.find(_t("Folders")) if page is not None else None
-            got = 0
-            for element in listed if listed is not None else ():
-                if not isinstance(element.tag, str):
-                    continue
-                got += 1
-                folder_id = _attribute(element.find(_t("FolderId")), "Id")
-                found[folder_id] = (_attribute(element.find(_t("ParentFolderId")), "Id"),
-                                    element.findtext(_t("DisplayName")) or "",
-                                    element.findtext(_t("FolderClass")) or "")
-            offset += got
-            if page is None or not got or page.get(
-                    "IncludesLastItemInRange", "true").lower() == "true":
-                break
+        found = {row.folder_id: (row.parent_id, row.name, row.folder_class)
+                 for row in find_folders(self._client, self._mailbox,
+                                         distinguished(root, self._mailbox))}
         folders = []
         for folder_id, (_parent, _name, folder_class) in found.items():
             path: list[str] = []

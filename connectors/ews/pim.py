@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from connectors.base import (
@@ -54,6 +53,7 @@ from connectors.ews.client import (
     checked,
     response_messages,
 )
+from connectors.ews.folders import FolderRow, find_folders, sync_items
 from connectors.ews.items import (
     EwsNote,
     contact_as_graph,
@@ -78,9 +78,6 @@ from mappings.tasks import task_to_ical, task_uid
 WORKLOADS = ("calendar", "contacts", "tasks")
 FOLDER_CLASSES = {"calendar": "IPF.Appointment", "contacts": "IPF.Contact", "tasks": "IPF.Task"}
 DISTINGUISHED = {"calendar": "calendar", "contacts": "contacts", "tasks": "tasks"}
-HIDDEN_TAG = "0x10f4"
-PAGE = 512
-FOLDER_PAGE = 500
 STALE_STATE = frozenset({"ErrorInvalidSyncStateData", "ErrorInvalidSyncState"})
 GONE = frozenset({"ErrorItemNotFound", "ErrorMessageNotFound"})
 COMMON = ("item:Subject", "item:Body", "item:Categories", "item:Importance",
@@ -121,15 +118,6 @@ def _fields(names: Sequence[str]) -> str:
 def _distinguished(name: str, mailbox: str) -> str:
     return (f'<t:DistinguishedFolderId Id="{name}"><t:Mailbox><t:EmailAddress>'
             f'{attribute(mailbox)[1:-1]}</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>')
-
-
-@dataclass(frozen=True)
-class _Folder:
-    folder_id: str
-    parent_id: str
-    name: str
-    folder_class: str
-    hidden: bool
 
 
 class EwsPimSource:
@@ -214,7 +202,8 @@ class EwsPimSource:
         default = self._default_folder(workload)
         if default is None:
             return []
-        folders = self._folders()
+        folders = find_folders(self._client, self._mailbox,
+                               _distinguished("msgfolderroot", self._mailbox))
         by_id = {folder.folder_id: folder for folder in folders}
         wanted = FOLDER_CLASSES[workload]
         found = []
@@ -235,7 +224,7 @@ class EwsPimSource:
         return found
 
     @staticmethod
-    def _path(folder: _Folder, by_id: dict[str, _Folder]) -> Path | None:
+    def _path(folder: FolderRow, by_id: dict[str, FolderRow]) -> Path | None:
         parts = [folder.name]
         parent = by_id.get(folder.parent_id)
         seen = {folder.folder_id}
@@ -265,88 +254,20 @@ class EwsPimSource:
                 return folder_id.get("Id", ""), name
         return None
 
-    def _folders(self) -> list[_Folder]:
-        """Every folder below the message-folder root, page by page."""
-        folders: list[_Folder] = []
-        offset = 0
-        properties = _fields(("folder:DisplayName", "folder:FolderClass",
-                              "folder:ParentFolderId")) + \
-            f'<t:ExtendedFieldURI PropertyTag="{HIDDEN_TAG}" PropertyType="Boolean"/>'
-        while True:
-            body = self._client.call(self._mailbox, (
-                '<m:FindFolder Traversal="Deep"><m:FolderShape><t:BaseShape>IdOnly'
-                f"</t:BaseShape><t:AdditionalProperties>{properties}"
-                "</t:AdditionalProperties></m:FolderShape>"
-                f'<m:IndexedPageFolderView MaxEntriesReturned="{FOLDER_PAGE}" '
-                f'Offset="{offset}" BasePoint="Beginning"/>'
-                f"<m:ParentFolderIds>{_distinguished('msgfolderroot', self._mailbox)}"
-                "</m:ParentFolderIds></m:FindFolder>"))
-            [message] = [checked(m) for m in response_messages(body)]
-            page = message.find(_m("RootFolder"))
-            listed = page.find(_t("Folders")) if page is not None else None
-            got = 0
-            for element in listed if listed is not None else ():
-                if not isinstance(element.tag, str):
-                    continue
-                got += 1
-                folder_id = element.find(_t("FolderId"))
-                parent = element.find(_t("ParentFolderId"))
-                hidden = any((prop.findtext(_t("Value")) or "").lower() == "true"
-                             for prop in element.iter(_t("ExtendedProperty")))
-                folders.append(_Folder(
-                    folder_id=folder_id.get("Id", "") if folder_id is not None else "",
-                    parent_id=parent.get("Id", "") if parent is not None else "",
-                    name=element.findtext(_t("DisplayName")) or "",
-                    folder_class=element.findtext(_t("FolderClass")) or _class_of_tag(
-                        element.tag), hidden=hidden))
-            offset += got
-            if page is None or not got or \
-                    page.get("IncludesLastItemInRange", "true").lower() == "true":
-                return folders
-
     # --- listings
 
     def _sync(self, container: Container, state: str | None) -> DocumentListing:
         """Every change since ``state`` (``None``: the whole folder), page by page."""
-        full = state is None
-        changed: dict[str, DocumentRef] = {}
-        removed: set[str] = set()
+        found = sync_items(self._client, self._mailbox, container.native_name, state)
         extension = "vcf" if self._workload(container) == "contacts" else "ics"
-        while True:
-            body = self._client.call(self._mailbox, (
-                "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>"
-                "</m:ItemShape><m:SyncFolderId>"
-                f"<t:FolderId Id={attribute(container.native_name)}/></m:SyncFolderId>"
-                + (f"<m:SyncState>{attribute(state)[1:-1]}</m:SyncState>" if state else "")
-                + f"<m:MaxChangesReturned>{PAGE}</m:MaxChangesReturned></m:SyncFolderItems>"))
-            [message] = [checked(m) for m in response_messages(body)]
-            changes = message.find(_m("Changes"))
-            for change in changes if changes is not None else ():
-                if not isinstance(change.tag, str):
-                    continue
-                kind = change.tag.rsplit("}", 1)[-1]
-                item = next((e for e in change if isinstance(e.tag, str)), None)
-                item_id = change.find(f".//{_t('ItemId')}")
-                if item_id is None:
-                    continue
-                source_id = item_id.get("Id", "")
-                if kind in ("Create", "Update") and item is not None:
-                    self._kinds[source_id] = item.tag.rsplit("}", 1)[-1]
-                    changed[source_id] = DocumentRef(
-                        source_id, item_id.get("ChangeKey", ""),
-                        name=self._name(source_id, extension))
-                    removed.discard(source_id)
-                elif kind == "Delete":
-                    changed.pop(source_id, None)
-                    removed.add(source_id)
-            new_state = message.findtext(_m("SyncState")) or state
-            last = (message.findtext(_m("IncludesLastItemInRange")) or "true").lower()
-            done = last == "true" or new_state == state
-            state = new_state
-            if done:
-                break
-        return DocumentListing(refs=list(changed.values()), cursor={"sync_state": state},
-                               complete=full, removed=sorted(removed))
+        changed = []
+        for source_id, item in found.changed.items():
+            self._kinds[source_id] = item.tag.rsplit("}", 1)[-1]
+            item_id = item.find(_t("ItemId"))
+            changed.append(DocumentRef(source_id, item_id.get("ChangeKey", ""),
+                                       name=self._name(source_id, extension)))
+        return DocumentListing(refs=changed, cursor={"sync_state": found.state},
+                               complete=state is None, removed=sorted(found.removed))
 
     def _name(self, source_id: str, extension: str) -> str:
         if extension == "vcf":
@@ -500,10 +421,3 @@ class EwsPimSource:
 
 def _unique(notes: list[EwsNote]) -> list[EwsNote]:
     return list(dict.fromkeys(notes))
-
-
-def _class_of_tag(tag: str) -> str:
-    """The class a folder element's kind implies when it names none (``CalendarFolder``...)."""
-    kind = str(tag).rsplit("}", 1)[-1]
-    return {"CalendarFolder": "IPF.Appointment", "ContactsFolder": "IPF.Contact",
-            "TasksFolder": "IPF.Task"}.get(kind, "")

@@ -63,8 +63,9 @@ from connectors.ews.client import (
     checked,
     response_messages,
 )
-from connectors.ews.mail import FOLDER_PAGE, PROPERTIES, EwsMailSource, _mail
-from connectors.ews.pim import FOLDER_CLASSES, EwsPimSource, _class_of_tag
+from connectors.ews.folders import find_folders
+from connectors.ews.mail import PROPERTIES, EwsMailSource, _mail
+from connectors.ews.pim import FOLDER_CLASSES, EwsPimSource
 from mappings.spaces import public_folder
 
 PUBLIC_PART = "public"
@@ -76,9 +77,6 @@ ITEM_PAGE = 500
 """Items per FindItem page (Exchange's EWSFindCountLimit allows 1000 by default)."""
 OLDEST_FIRST = ('<m:SortOrder><t:FieldOrder Order="Ascending">'
                 '<t:FieldURI FieldURI="item:DateTimeReceived"/></t:FieldOrder></m:SortOrder>')
-FOLDER_FIELDS = ('<t:FieldURI FieldURI="folder:DisplayName"/>'
-                 '<t:FieldURI FieldURI="folder:FolderClass"/>'
-                 '<t:FieldURI FieldURI="folder:TotalCount"/>')
 
 
 def _t(name: str) -> str:
@@ -200,35 +198,10 @@ class PublicTree:
         known = self._children.get(parent)
         if known is not None:
             return known
-        children: list[PublicFolder] = []
-        offset = 0
-        while True:
-            body = self._client.call(AS_ITSELF, (
-                '<m:FindFolder Traversal="Shallow"><m:FolderShape><t:BaseShape>IdOnly'
-                f"</t:BaseShape><t:AdditionalProperties>{FOLDER_FIELDS}"
-                "</t:AdditionalProperties></m:FolderShape>"
-                f'<m:IndexedPageFolderView MaxEntriesReturned="{FOLDER_PAGE}" '
-                f'Offset="{offset}" BasePoint="Beginning"/>'
-                f"<m:ParentFolderIds>{parent}</m:ParentFolderIds></m:FindFolder>"))
-            [message] = [checked(m) for m in response_messages(body)]
-            page = message.find(_m("RootFolder"))
-            listed = page.find(_t("Folders")) if page is not None else None
-            got = 0
-            for element in listed if listed is not None else ():
-                if not isinstance(element.tag, str):
-                    continue
-                got += 1
-                folder_id = element.find(_t("FolderId"))
-                count = element.findtext(_t("TotalCount"))
-                children.append(PublicFolder(
-                    folder_id=folder_id.get("Id", "") if folder_id is not None else "",
-                    path=(element.findtext(_t("DisplayName")) or "",),
-                    folder_class=element.findtext(_t("FolderClass")) or _class_of_tag(element.tag),
-                    count=int(count) if count and count.isdigit() else None))
-            offset += got
-            if page is None or not got or \
-                    page.get("IncludesLastItemInRange", "true").lower() == "true":
-                break
+        children = [PublicFolder(folder_id=row.folder_id, path=(row.name,),
+                                 folder_class=row.folder_class, count=row.count)
+                    for row in find_folders(self._client, AS_ITSELF, parent,
+                                            traversal="Shallow")]
         self._children[parent] = children
         return children
 
