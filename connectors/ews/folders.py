@@ -20,18 +20,23 @@ Pages of Microsoft's EWS reference (learn.microsoft.com/exchange/client-develope
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
+from connectors.base import Container, SourceNote
 from connectors.ews.client import (
     MESSAGES_NS,
     TYPES_NS,
     EwsClient,
+    EwsFault,
     attribute,
     checked,
     response_messages,
 )
+
+T = TypeVar("T")
 
 HIDDEN_TAG = 0x10F4
 """PidTagAttributeHidden (MS-OXPROPS 2.602): a folder Outlook does not show."""
@@ -193,3 +198,22 @@ def _take(found: ItemChanges, change: Any) -> None:
         found.removed.add(source_id)
     elif kind == "ReadFlagChange" and source_id and source_id not in found.changed:
         found.read_only.add(source_id)
+
+
+STALE_STATE = frozenset({"ErrorInvalidSyncStateData", "ErrorInvalidSyncState"})
+
+
+def from_cursor(listing: Callable[[str | None], T], container: Container,
+                cursor: dict[str, Any] | None, notes: list[SourceNote]) -> T:
+    """``listing`` from the cursor's sync state; from none (the whole folder) when there is
+    none, or when the server no longer takes it (noted: ids hold, nothing is reset)."""
+    state = (cursor or {}).get("sync_state")
+    if state:
+        try:
+            return listing(str(state))
+        except EwsFault as fault:
+            if fault.ews_code not in STALE_STATE:
+                raise
+            notes.append(SourceNote("ews_sync_state_refused", "/".join(container.path),
+                                    fault.ews_code))
+    return listing(None)

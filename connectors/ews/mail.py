@@ -51,16 +51,16 @@ import requests
 from connectors.base import Container, ItemRef, Listing, Message, Path, SourceNote
 from connectors.ews.answers import FLAG_STATUS_TAG, FLAGGED, GetItemReader, ReadItem, instant
 from connectors.ews.client import (
-    MESSAGES_NS,
     TRANSIENT,
-    TYPES_NS,
     EwsClient,
     EwsFault,
     attribute,
     checked,
     response_messages,
 )
-from connectors.ews.folders import FolderRow, extended, find_folders, sync_items
+from connectors.ews.folders import FolderRow, extended, find_folders, from_cursor, sync_items
+from connectors.ews.folders import messages as _m
+from connectors.ews.folders import types as _t
 from connectors.graph.mail import category_keyword
 from connectors.headers import MessageHeaders
 
@@ -76,7 +76,6 @@ MAIL_CLASS = "IPF.Note"
 MISSING = frozenset({"ErrorFolderNotFound", "ErrorArchiveMailboxNotEnabled",
                      "ErrorItemNotFound"})
 """What GetFolder answers for a distinguished folder the mailbox does not have."""
-STALE_STATE = frozenset({"ErrorInvalidSyncStateData", "ErrorInvalidSyncState"})
 GONE = frozenset({"ErrorItemNotFound", "ErrorMessageNotFound"})
 PAGE = 512
 """Changes per SyncFolderItems answer: the most the operation gives."""
@@ -93,14 +92,6 @@ PROPERTIES = ('<t:FieldURI FieldURI="message:IsRead"/>'
               '<t:FieldURI FieldURI="item:Size"/>'
               f'<t:ExtendedFieldURI PropertyTag="{FLAG_STATUS_TAG:#06x}" '
               'PropertyType="Integer"/>')
-def _t(name: str) -> str:
-    return f"{{{TYPES_NS}}}{name}"
-
-
-def _m(name: str) -> str:
-    return f"{{{MESSAGES_NS}}}{name}"
-
-
 def distinguished(name: str, mailbox: str) -> str:
     return (f'<t:DistinguishedFolderId Id="{name}"><t:Mailbox><t:EmailAddress>'
             f'{escape(mailbox)}</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>')
@@ -151,16 +142,8 @@ class EwsMailSource:
         return found
 
     def list_changes(self, container: Container, cursor: dict[str, Any] | None) -> Listing:
-        state = (cursor or {}).get("sync_state")
-        if state:
-            try:
-                return self._sync(container, str(state))
-            except EwsFault as fault:
-                if fault.ews_code not in STALE_STATE:
-                    raise
-                self._notes.append(SourceNote("ews_sync_state_refused",
-                                              "/".join(container.path), fault.ews_code))
-        return self._sync(container, None)
+        return from_cursor(lambda state: self._sync(container, state), container, cursor,
+                           self._notes)
 
     def fetch(self, container: Container, source_ids: Sequence[str]) -> Iterator[Message]:
         """Bodies are read ``workers`` GetItem requests at a time, yielded in the order

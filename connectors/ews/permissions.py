@@ -51,8 +51,6 @@ from xml.sax.saxutils import escape
 
 from connectors.base import Path
 from connectors.ews.client import (
-    MESSAGES_NS,
-    TYPES_NS,
     EwsClient,
     EwsFault,
     attribute,
@@ -60,6 +58,8 @@ from connectors.ews.client import (
     response_messages,
 )
 from connectors.ews.folders import find_folders
+from connectors.ews.folders import messages as _m
+from connectors.ews.folders import types as _t
 from connectors.ews.mail import ARCHIVE_ROOT, MISSING, ROOT, distinguished
 from connectors.ews.public import AS_ITSELF, PublicFolder
 from mappings.mailbox_access import AccessEntry
@@ -76,14 +76,6 @@ DELEGATE_FOLDERS = {"Calendar": "calendar", "Tasks": "tasks", "Inbox": "inbox",
 RIGHTS = ("CanCreateItems", "CanCreateSubFolders", "IsFolderOwner", "IsFolderVisible",
           "IsFolderContact")
 SCALES = ("EditItems", "DeleteItems", "ReadItems")
-
-
-def _t(name: str) -> str:
-    return f"{{{TYPES_NS}}}{name}"
-
-
-def _m(name: str) -> str:
-    return f"{{{MESSAGES_NS}}}{name}"
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,14 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.ews.client import (
-    MESSAGES_NS,
-    TYPES_NS,
     EwsFault,
     attribute,
     checked,
     response_messages,
 )
-from connectors.ews.folders import FolderRow, find_folders, sync_items
+from connectors.ews.folders import FolderRow, find_folders, from_cursor, sync_items
+from connectors.ews.folders import messages as _m
+from connectors.ews.folders import types as _t
 from connectors.ews.items import (
     EwsNote,
     contact_as_graph,
@@ -78,7 +78,6 @@ from mappings.tasks import task_to_ical, task_uid
 WORKLOADS = ("calendar", "contacts", "tasks")
 FOLDER_CLASSES = {"calendar": "IPF.Appointment", "contacts": "IPF.Contact", "tasks": "IPF.Task"}
 DISTINGUISHED = {"calendar": "calendar", "contacts": "contacts", "tasks": "tasks"}
-STALE_STATE = frozenset({"ErrorInvalidSyncStateData", "ErrorInvalidSyncState"})
 GONE = frozenset({"ErrorItemNotFound", "ErrorMessageNotFound"})
 COMMON = ("item:Subject", "item:Body", "item:Categories", "item:Importance",
           "item:Sensitivity", "item:DateTimeCreated", "item:LastModifiedTime",
@@ -101,14 +100,6 @@ GROUP_FIELDS = ("item:LastModifiedTime", "distributionlist:Members", "contacts:D
 TASK_FIELDS = COMMON + tuple(f"task:{name}" for name in (
     "Status", "StartDate", "DueDate", "CompleteDate", "PercentComplete", "Recurrence")) + (
     "item:ReminderDueBy",)
-
-
-def _t(name: str) -> str:
-    return f"{{{TYPES_NS}}}{name}"
-
-
-def _m(name: str) -> str:
-    return f"{{{MESSAGES_NS}}}{name}"
 
 
 def _fields(names: Sequence[str]) -> str:
@@ -150,16 +141,8 @@ class EwsPimSource:
 
     def list_documents(self, container: Container, cursor: dict[str, Any] | None
                        ) -> DocumentListing:
-        state = (cursor or {}).get("sync_state")
-        if state:
-            try:
-                return self._sync(container, str(state))
-            except EwsFault as fault:
-                if fault.ews_code not in STALE_STATE:
-                    raise
-                self._notes.append(SourceNote("ews_sync_state_refused",
-                                              "/".join(container.path), fault.ews_code))
-        return self._sync(container, None)
+        return from_cursor(lambda state: self._sync(container, state), container, cursor,
+                           self._notes)
 
     def fetch_documents(self, container: Container, refs: Sequence[DocumentRef]
                         ) -> Iterator[Document]:

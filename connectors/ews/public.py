@@ -56,14 +56,14 @@ from connectors.base import (
     SourceNote,
 )
 from connectors.ews.client import (
-    MESSAGES_NS,
-    TYPES_NS,
     EwsClient,
     attribute,
     checked,
     response_messages,
 )
 from connectors.ews.folders import find_folders
+from connectors.ews.folders import messages as _m
+from connectors.ews.folders import types as _t
 from connectors.ews.mail import PROPERTIES, EwsMailSource, _mail
 from connectors.ews.pim import FOLDER_CLASSES, EwsPimSource
 from mappings.spaces import public_folder
@@ -77,14 +77,6 @@ ITEM_PAGE = 500
 """Items per FindItem page (Exchange's EWSFindCountLimit allows 1000 by default)."""
 OLDEST_FIRST = ('<m:SortOrder><t:FieldOrder Order="Ascending">'
                 '<t:FieldURI FieldURI="item:DateTimeReceived"/></t:FieldOrder></m:SortOrder>')
-
-
-def _t(name: str) -> str:
-    return f"{{{TYPES_NS}}}{name}"
-
-
-def _m(name: str) -> str:
-    return f"{{{MESSAGES_NS}}}{name}"
 
 
 class PublicFolderNotResolved(BasculeError):
