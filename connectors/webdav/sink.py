@@ -161,7 +161,6 @@ class WebDavSink:
         except ContainerRefused as refused:  # a sub-folder of this item's: its own failure
             raise ItemRejected(f"{document.name}: {refused}", code="name_refused") from None
         place = self.root + target_ref
-        temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
         with self._names[hash(target_ref) % NAME_LOCKS]:
             answer: Mapping[str, str] | None = None
             if self._uploads is not None and self._chunk_size is not None and \
@@ -186,6 +185,7 @@ class WebDavSink:
                         self._forget(place)
                     raise
             else:
+                temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
                 try:
                     self._upload(temporary, document)
                     self._move(temporary, place, target_ref, expected)
