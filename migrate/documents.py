@@ -21,7 +21,7 @@ nobody changed it on the target since (else it stays, with a ``left_on_target`` 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -58,13 +58,15 @@ from migrate.mail import (
     SilentProgress,
     UnitProgress,
     UnitResult,
-    chunks,
     source_notes,
     take_source_notes,
 )
 from migrate.prefetch import read_ahead
 
 INFLIGHT_CHUNK = 16
+CHUNK_BYTES = 64 << 20
+"""A chunk ends at this many bytes too: a large file's write starts once it is read, not
+once the source has read (and hashed) fifteen more."""
 CHUNKS_IN_FLIGHT = 3
 Attempt = tuple[DocumentStored | None, bool, BasculeError | None]
 """What a write came to: where the target holds it, whether it was written (not found
@@ -229,7 +231,7 @@ class DocumentUnit:
         with closing(fetched), \
                 ThreadPoolExecutor(lanes, thread_name_prefix="document-write") as pool, \
                 ThreadPoolExecutor(1, thread_name_prefix="document-versions") as versions:
-            for chunk in chunks(fetched, size):
+            for chunk in _chunks(fetched, size):
                 if self.brakes.stop.is_set():
                     self.result.interrupted = True
                     break
@@ -410,6 +412,22 @@ class DocumentUnit:
             self.sink.remove(native, previous.target_ref, previous.target_version or ANY_VERSION)
         except VersionConflict:
             self.result.notes.append(SourceNote("left_on_target", previous.target_ref))
+
+
+def _chunks(documents: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    """``documents`` in lists of ``size``, or fewer where they reach ``CHUNK_BYTES``
+    together, read lazily: a list is handed over as soon as it is full, before the next
+    document is asked for."""
+    chunk: list[Document] = []
+    weight = 0
+    for document in documents:
+        chunk.append(document)
+        weight += document.size
+        if len(chunk) == size or weight >= CHUNK_BYTES:
+            yield chunk
+            chunk, weight = [], 0
+    if chunk:
+        yield chunk
 
 
 def plan_documents(source: DocumentSource, container: Container, known: dict
