@@ -1,5 +1,6 @@
-"""The HTTP client every DAV connector shares, against a real WsgiDAV over TLS: verified
-against the batch's CA, and against nothing the environment names."""
+"""The HTTP client every DAV connector shares, against a real WsgiDAV: over TLS, verified
+against the batch's CA and against nothing the environment names; behind a fault proxy, an
+answer cut short is a lost connection."""
 
 from __future__ import annotations
 
@@ -47,5 +48,42 @@ def test_tls_is_verified_with_the_batchs_ca_and_never_with_the_environments(
             stranger.ensure_container(("Autre",))
         assert refused.value.code == "tls_failed"
         assert not (server.space("u") / "Autre").exists()
+    finally:
+        server.stop()
+
+
+def test_a_file_whose_answer_is_cut_short_is_a_lost_connection_and_an_unreadable_item(
+        fault_proxy, tmp_path: Path) -> None:
+    """A GET reset by the proxy after 1 MiB of a 3 MiB file: the client raises
+    ``connection_lost`` (what the engine tries again), and the WebDAV source says the file
+    unreadable (asked again by the next run) rather than stopping; read whole once the
+    proxy lets it through."""
+    from connectors.webdav.source import WebDavSource
+
+    server = start_wsgidav(tmp_path / "wsgidav", {"u": "p"})
+    try:
+        content = os.urandom(3 << 20)
+        (server.space("u") / "Partage").mkdir()
+        (server.space("u") / "Partage" / "gros.bin").write_bytes(content)
+        proxy = fault_proxy((server.host, server.port))
+        client = DavClient(f"http://127.0.0.1:{proxy.port}/u/", "u", "p", ca_file=None,
+                           timeout=30)
+
+        proxy.reset_after(1 << 20, "to_client")
+        with pytest.raises(ConnectError) as cut, \
+                client.request("GET", "/u/Partage/gros.bin", stream=True) as answer:
+            for _ in answer.iter_content(1 << 16):
+                pass
+        assert cut.value.code == "connection_lost"
+
+        source = WebDavSource(client)
+        [drive] = source.document_containers("files")
+        refs = source.list_documents(drive, None).refs
+        proxy.reset_after(1 << 20, "to_client")
+        assert list(source.fetch_documents(drive, refs)) == []
+        assert [note.code for note in source.drain_notes()] == ["unreadable_item"]
+        [document] = source.fetch_documents(drive, refs)
+        with document.open() as body:
+            assert body.read() == content
     finally:
         server.stop()
