@@ -3,9 +3,9 @@ connections: PROPFIND answers read as they arrive, collections made, resources w
 and deleted.
 
 Paths are handled percent-decoded (``/dav/calendars/user/amelie@ville.fr/``) and encoded
-only on the wire. The client speaks urllib3 directly, to one server: requests' own layers
-(preparing each request, merging the session's settings and the environment's, cookies,
-hooks) were about half of bascule's CPU for a file of 20 KB (``docs/benchmarks.md``). TLS
+only on the wire. The client speaks urllib3 directly, to one server: with requests' own
+layers (preparing each request, merging the session's settings and the environment's,
+cookies, hooks), a PUT of 20 KB cost twice the CPU (``docs/benchmarks.md``). TLS
 is verified, against the batch's CA file where it names one (else the bundle requests
 ships), loaded once into the pool's TLS context; nothing comes from the environment (no
 proxy, no ``.netrc`` login, no ``REQUESTS_CA_BUNDLE``): only what the batch says.
@@ -115,6 +115,7 @@ class Response:
         return json.loads(self.content)
 
     def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        """The body of an answer asked for with ``stream``, in chunks as they arrive."""
         try:
             yield from self.raw.stream(chunk_size)
         except (urllib3.exceptions.HTTPError, OSError) as error:
