@@ -64,9 +64,10 @@ from migrate.mail import (
 from migrate.prefetch import read_ahead
 
 INFLIGHT_CHUNK = 16
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 32 << 20
 """A chunk ends at this many bytes too: a large file's write starts once it is read, not
-once the source has read (and hashed) fifteen more."""
+once the source has read (and hashed) fifteen more; and the documents held in memory by
+the chunks in flight (a source's spools keep up to 4 MiB each there) stay about 100 MiB."""
 CHUNKS_IN_FLIGHT = 3
 Attempt = tuple[DocumentStored | None, bool, BasculeError | None]
 """What a write came to: where the target holds it, whether it was written (not found
