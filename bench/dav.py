@@ -175,7 +175,7 @@ def make_collections(server: Any, prefix: str) -> tuple[str, str]:
             place = f"{DavHome(client, KINDS[workload]).path}{prefix}-{workload}/"
             with client.request(method, place, body=body or None, headers={
                     "Content-Type": "application/xml"} if body else {}) as made:
-                assert made.status_code in (200, 201), (method, made.status_code, made.text)
+                assert made.status_code in (200, 201), (method, made.status_code, made.content)
             places.append(place)
     finally:
         client.close()

@@ -21,9 +21,12 @@ For each server and each round, a fresh server receives:
   the environment, the password obscured as rclone wants it (``rclone obscure``, given on
   its standard input): nothing secret on a command line.
 
-The figures are files and MB a second, bascule's share of the baseline, and the peak RSS of
-bascule's process. Every file is read back on the server's disk and compared by SHA-256
-after each run. Everything listens on 127.0.0.1 and stops at the end.
+The figures are files and MB a second, bascule's share of the baseline, the peak RSS and CPU
+of bascule's process (the baseline's CPU: this process's while it runs), and the CPU the
+server spent on each run (its processes' and their
+children's, from ``/proc``): on 2 cores shared by client and server, what bounds a tool is
+often the work it asks of the server. Every file is read back on the server's disk and
+compared by SHA-256 after each run. Everything listens on 127.0.0.1 and stops at the end.
 
 Run: ``python -m bench.files`` (options: ``--files 5000 --folders 300 --large 5
 --large-mb 200 --rounds 1 --servers wsgidav,apache --tools
@@ -43,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -165,6 +169,31 @@ def rclone(server: Any, export: Path, work: Path, pacer: bool) -> Run:
     return run
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds spent so far by the process ``pid`` (with the children it waited for)
+    and by every process under it still running (Apache's workers), from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    spent: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        own = int(fields[11]) + int(fields[12])
+        spent[int(entry.name)] = (own + (int(fields[13]) + int(fields[14])
+                                         if int(entry.name) == pid else 0)) / tick
+    total, pending = 0.0, [pid]
+    while pending:
+        process = pending.pop()
+        total += spent.get(process, 0.0)
+        pending += children.get(process, [])
+    return total
+
+
 def landed(server: Any) -> dict[str, str]:
     drive = server.space(LOGIN) / DRIVE
     found = {}
@@ -188,12 +217,16 @@ def measure(kind: str, tool: str, round_number: int, export: Path, expected: dic
     name = f"{kind}-{tool}-{round_number}"
     server = SERVERS[kind](scratch / name, {LOGIN: PASSWORD})
     try:
-        if tool == "baseline":
+        served_before = server_cpu(server.process.pid)
+        if tool == "baseline":  # in this process: its CPU is the baseline's writers'
+            began = time.process_time()
             run = Run(baseline(server, export / LOGIN / "files" / DRIVE))
+            run.cpu_seconds = time.process_time() - began
         elif tool.startswith("rclone"):
             run = rclone(server, export, scratch / f"work-{name}", pacer=tool == "rclone")
         else:
             run = bascule(server, export, scratch / f"work-{name}")
+        served = server_cpu(server.process.pid) - served_before
         problem = "" if landed(server) == expected else "the target differs from the source"
     finally:
         server.stop()
@@ -203,6 +236,7 @@ def measure(kind: str, tool: str, round_number: int, export: Path, expected: dic
             "files_per_second": round(len(expected) / run.seconds, 1),
             "mb_per_second": round(megabytes / run.seconds, 1),
             "peak_rss_mb": round(run.peak_mb), "cpu_seconds": round(run.cpu_seconds, 1),
+            "server_cpu_seconds": round(served, 1),
             "summary": run.summary, "problem": problem,
             "load_1min": round(os.getloadavg()[0], 2)}
 
@@ -242,8 +276,8 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{len(expected)} files, {megabytes:.0f} MB; medians of {args.rounds} round(s)\n")
     print("| server | tool | seconds | rounds (s) | files/s | MB/s | share of baseline | "
-          "peak RSS (MB) | CPU s |")
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+          "peak RSS (MB) | CPU s | server CPU s |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for kind in kinds:
         medians = {tool: statistics.median(r["seconds"] for r in results
                                            if r["server"] == kind and r["tool"] == tool)
@@ -254,10 +288,11 @@ def main() -> None:
                      if tool != "baseline" and "baseline" in medians else "")
             peak = max(r["peak_rss_mb"] for r in rows)
             cpu = statistics.median(r["cpu_seconds"] for r in rows)
+            served = statistics.median(r["server_cpu_seconds"] for r in rows)
             print(f"| {kind} | {tool} | {seconds:.1f} | "
                   f"{' '.join(str(r['seconds']) for r in rows)} | "
                   f"{len(expected) / seconds:.0f} | {megabytes / seconds:.1f} | {share} | "
-                  f"{peak or ''} | {f'{cpu:.1f}' if cpu else ''} |")
+                  f"{peak or ''} | {f'{cpu:.1f}' if cpu else ''} | {served:.1f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "files.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     if any(r["problem"] for r in results):

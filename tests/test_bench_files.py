@@ -31,5 +31,6 @@ def test_one_round_of_each_tool_lands_every_file(kind: str, tmp_path: Path):
     for tool in TOOLS:
         row = measure(kind, tool, 0, export, expected, 1.0, tmp_path)
         assert row["problem"] == "", row
+        assert row["server_cpu_seconds"] > 0, row
         if tool == "bascule":
             assert row["summary"].startswith("31 copied"), row

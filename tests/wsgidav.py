@@ -5,7 +5,8 @@ Each instance runs in a process of its own (the interpreter running the tests, a
 script written into its folder) serving one share per user, ``/<login>/``, the folder
 ``spaces/<login>`` of its root, each readable and writable by its user alone with Basic
 auth. WsgiDAV keeps files as they are given, named as they are named, in those folders: a
-test reads them there, without WebDAV.
+test reads them there, without WebDAV. It speaks TLS when given certificates
+(``tests.tls``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import HttpServer, free_port, tail
+from tests.tls import TestCertificates
 
 LAUNCHER = """\
 import json, logging, os, sys
@@ -45,6 +47,10 @@ def with_quotas(environ, start_response):
 
 
 server = wsgi.Server((config["host"], config["port"]), with_quotas)
+if config.get("tls"):
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    server.ssl_adapter = BuiltinSSLAdapter(*config["tls"])
 try:
     server.start()
 except KeyboardInterrupt:
@@ -54,6 +60,12 @@ except KeyboardInterrupt:
 
 @dataclass
 class WsgiDav(HttpServer):
+    scheme: str = "http"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
     def space(self, login: str) -> Path:
         """The folder holding what ``login`` writes to its share."""
         return self.root / "spaces" / login
@@ -68,13 +80,15 @@ class WsgiDav(HttpServer):
 
 
 def start_wsgidav(base: Path, users: dict[str, str], quotas: dict[str, int] | None = None,
-                  settable_mtime: bool = False) -> WsgiDav:
+                  settable_mtime: bool = False,
+                  certificates: TestCertificates | None = None) -> WsgiDav:
     """Start a WsgiDAV whose files all live in ``base`` (created if missing), one share per
     user of ``users`` (login: password). ``quotas`` (login: bytes) puts a quota on a share,
     as Nextcloud's: a PUT that would take it beyond is answered 507 Insufficient Storage
     (WsgiDAV has no quotas of its own: a layer in front of it, in its process, answers).
     ``settable_mtime`` lets a client set a file's modification time with a PROPPATCH of
-    ``getlastmodified`` (WsgiDAV refuses it, 403, unless configured so). Raises RuntimeError
+    ``getlastmodified`` (WsgiDAV refuses it, 403, unless configured so). ``certificates``:
+    it speaks TLS (``https``) with the server's certificate of those. Raises RuntimeError
     with the log's end when it does not start."""
     root = Path(base)
     (root / "spaces").mkdir(parents=True, exist_ok=True)
@@ -85,6 +99,8 @@ def start_wsgidav(base: Path, users: dict[str, str], quotas: dict[str, int] | No
         port = free_port()
         (root / "config.json").write_text(
             json.dumps(_config(root, port, users) | {"quotas": quotas or {}} | (
+                {"tls": [str(certificates.cert_file), str(certificates.key_file)]}
+                if certificates else {}) | (
                 {"mutable_live_props": ["{DAV:}getlastmodified"],
                  "hotfixes": {"emulate_win32_lastmod": True}} if settable_mtime else {})),
             encoding="utf-8")
@@ -92,7 +108,8 @@ def start_wsgidav(base: Path, users: dict[str, str], quotas: dict[str, int] | No
             process = subprocess.Popen(
                 [sys.executable, str(root / "launcher.py"), str(root / "config.json")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        server = WsgiDav("127.0.0.1", port, root, dict(users), process)
+        server = WsgiDav("127.0.0.1", port, root, dict(users), process,
+                         "https" if certificates else "http")
         if server.listening():
             return server
         server.stop()

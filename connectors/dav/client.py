@@ -1,25 +1,33 @@
-"""WebDAV requests as CalDAV and CardDAV need them, over one requests session: PROPFIND
-answers read as they arrive, collections made, resources written, read and deleted.
+"""WebDAV requests as CalDAV, CardDAV and file stores need them, over one pool of HTTP
+connections: PROPFIND answers read as they arrive, collections made, resources written, read
+and deleted.
 
 Paths are handled percent-decoded (``/dav/calendars/user/amelie@ville.fr/``) and encoded
-only on the wire. TLS is verified, with the batch's CA file passed on every request:
-requests prefers the environment's ``REQUESTS_CA_BUNDLE`` to a session's own setting.
-Redirects are followed here, within the same server and with the same method (requests
-would turn a redirected PROPFIND into a GET, and send the login to any host a redirect
-names). A failure to reach the server raises ``ConnectError``; whatever the server
-answers is the caller's to read."""
+only on the wire. The client speaks urllib3 directly, to one server: with requests' own
+layers (preparing each request, merging the session's settings and the environment's,
+cookies, hooks), a PUT of 20 KB cost twice the CPU (``docs/benchmarks.md``). TLS
+is verified, against the batch's CA file where it names one (else the bundle requests
+ships), loaded once into the pool's TLS context; nothing comes from the environment (no
+proxy, no ``.netrc`` login, no ``REQUESTS_CA_BUNDLE``): only what the batch says.
+Redirects are followed here, within the same server and with the same method. Nothing is
+tried again here: a write's retries are the engine's, which knows what a second try must
+check first. A failure to reach the server, or an answer cut short, raises
+``ConnectError``; whatever the server answers is the caller's to read."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Self
+from typing import IO, Any, Self
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 from xml.etree import ElementTree
 
-import requests
 import urllib3
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3.util.ssl_ import create_urllib3_context
 
 from connectors.base import ConnectError
 
@@ -29,9 +37,13 @@ CARDDAV = "urn:ietf:params:xml:ns:carddav"
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 XML = "application/xml; charset=utf-8"
+USER_AGENT = "bascule"
 PATH_SAFE = "/@:+=,~!$&'()*;"
 """Characters a path keeps as they are on the wire (RFC 3986 sub-delimiters, ``@``, ``:``)."""
 _STATUS = re.compile(r"^\S+\s+(\d{3})")
+Body = bytes | IO[bytes] | Iterable[bytes] | None
+"""What a request sends: bytes; a file, sent from where it stands to its end; or an iterable
+of blocks with its length (``len``), sent as it is iterated."""
 
 
 def tag(namespace: str, name: str) -> str:
@@ -69,8 +81,58 @@ class Resource:
         return {child.tag for child in element} if element is not None else set()
 
 
+class Response:
+    """An answer as the client's callers read it: its status, reason and headers (looked up
+    whatever their case), its body whole (``content``, ``json``: small answers only) or in
+    chunks (``iter_content``), or as a file (``raw``: a multi-status answer parsed as it
+    arrives). A body cut short raises ``ConnectError`` (``connection_lost``). Closed, the
+    connection goes back to the pool if its body was read to the end, else is dropped: what
+    is left unread must never be taken for the next answer."""
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse, url: str, where: str) -> None:
+        self.raw = raw
+        self.url = url
+        self.status_code = raw.status
+        self.reason = raw.reason or ""
+        self.headers = raw.headers
+        self._where = where
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def content(self) -> bytes:
+        """The whole body (an error body, a PROPPATCH's or an API's answer)."""
+        try:
+            return self.raw.data
+        except urllib3.exceptions.HTTPError as error:
+            raise self._cut(error) from None
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        """The body of an answer asked for with ``stream``, in chunks as they arrive."""
+        try:
+            yield from self.raw.stream(chunk_size)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise self._cut(error) from None
+
+    def close(self) -> None:
+        if not self.raw.isclosed():
+            self.raw.close()
+        self.raw.release_conn()
+
+    def _cut(self, error: Exception) -> ConnectError:
+        return ConnectError(f"{self.url}: {error}", code="connection_lost", where=self._where)
+
+
 class DavClient:
-    """One account on one DAV server."""
+    """One account on one DAV server. Thread-safe: each request takes a connection of the
+    pool, ``connections`` of them kept open (at least 10), more opened when needed."""
 
     def __init__(self, base_url: str, login: str, password: str, *, ca_file: str | None,
                  timeout: float, connections: int = 1) -> None:
@@ -79,27 +141,33 @@ class DavClient:
         self.base_path = unquote(parts.path) or "/"
         self.where = parts.netloc
         self.login = login
-        self.timeout = timeout
-        self.verify: str | bool = ca_file or True
-        self.session = requests.Session()
-        self.session.auth = (login, password)
-        self.session.trust_env = False  # no proxy, no .netrc login: only what the batch says
-        pool = requests.adapters.HTTPAdapter(pool_maxsize=max(connections, 10))
-        self.session.mount("https://", pool)
-        self.session.mount("http://", pool)
+        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        self._headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate",
+                         **urllib3.make_headers(basic_auth=f"{login}:{password}")}
+        options: dict[str, Any] = {"maxsize": max(connections, 10), "block": False,
+                                   "retries": False}
+        if parts.scheme == "https":
+            options |= {"ssl_context": _verified_context(ca_file or DEFAULT_CA_BUNDLE_PATH),
+                        "cert_reqs": "CERT_REQUIRED"}
+        self.pool = urllib3.connection_from_url(self.origin, **options)
 
     def url(self, path: str) -> str:
         return self.origin + quote(path, safe=PATH_SAFE)
 
     def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                body: bytes | IO[bytes] | None = None, stream: bool = False,
-                query: dict[str, str] | None = None) -> requests.Response:
-        """The server's answer. Redirects are followed for bodies that can be sent again
-        (none, or bytes); a login refused raises ``ConnectError`` (``auth_failed``).
-        ``query``: the URL's query, each value percent-encoded."""
+                body: Body = None, stream: bool = False,
+                query: dict[str, str] | None = None) -> Response:
+        """The server's answer, its body read whole unless ``stream``. Redirects are
+        followed for bodies that can be sent again (none, or bytes); a login refused raises
+        ``ConnectError`` (``auth_failed``). ``query``: the URL's query, each value
+        percent-encoded. A file is sent with its length, from where it stands; an iterable
+        must have its ``Content-Length`` among ``headers``."""
         url = self.url(path) + (f"?{urlencode(query)}" if query else "")
+        sent = {**self._headers, **(headers or {})}
+        if hasattr(body, "read") and "Content-Length" not in sent:
+            sent["Content-Length"] = str(_remaining(body))  # type: ignore[arg-type]
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._send(method, url, headers, body, stream)
+            response = self._send(method, url, sent, body, stream)
             location = response.headers.get("Location")
             if response.status_code not in REDIRECTS or not location or \
                     not (body is None or isinstance(body, bytes)):
@@ -158,26 +226,42 @@ class DavClient:
         return Multistatus(response)
 
     def close(self) -> None:
-        self.session.close()
+        self.pool.close()
 
-    def _send(self, method: str, url: str, headers: dict[str, str] | None,
-              body: bytes | IO[bytes] | None, stream: bool) -> requests.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Body,
+              stream: bool) -> Response:
         try:
-            return self.session.request(method, url, headers=headers, data=body, stream=stream,
-                                        timeout=self.timeout, verify=self.verify,
-                                        allow_redirects=False)
-        except requests.exceptions.SSLError as error:
+            raw = self.pool.urlopen(method, url[len(self.origin):], body=body,
+                                    headers=headers, redirect=False, timeout=self.timeout,
+                                    preload_content=not stream, assert_same_host=False)
+        except urllib3.exceptions.SSLError as error:
             raise ConnectError(str(error), code="tls_failed", where=self.where) from None
-        except requests.exceptions.ConnectTimeout as error:
+        except urllib3.exceptions.ConnectTimeoutError as error:  # refused, or no address
             raise ConnectError(str(error), code="unreachable", where=self.where) from None
-        except requests.exceptions.Timeout as error:
+        except urllib3.exceptions.TimeoutError as error:
             raise ConnectError(str(error), code="timeout", where=self.where) from None
-        except requests.exceptions.ConnectionError as error:
-            refused = "NewConnectionError" in repr(error) or "NameResolution" in repr(error)
-            raise ConnectError(str(error), code="unreachable" if refused else "connection_lost",
-                               where=self.where) from None
-        except requests.exceptions.ChunkedEncodingError as error:  # the answer's body cut
-            raise ConnectError(str(error), code="connection_lost", where=self.where) from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:  # dropped, or cut short
+            raise ConnectError(str(error), code="connection_lost", where=self.where
+                               ) from None
+        return Response(raw, url, self.where)
+
+
+def _verified_context(ca_bundle: str) -> Any:
+    """One TLS context holding the CA bundle, loaded once, verifying the server's name."""
+    context = create_urllib3_context()
+    if os.path.isdir(ca_bundle):
+        context.load_verify_locations(capath=ca_bundle)
+    else:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+def _remaining(body: IO[bytes]) -> int:
+    """The bytes a file holds from where it stands to its end."""
+    here = body.tell()
+    end = body.seek(0, os.SEEK_END)
+    body.seek(here)
+    return end - here
 
 
 class DavRefused(Exception):
@@ -185,7 +269,7 @@ class DavRefused(Exception):
     precondition the server named (RFC 4918 ``DAV:error``), if any, and the resource that
     precondition names (``holder``: the one holding a UID already, RFC 4791 5.3.2.1)."""
 
-    def __init__(self, method: str, path: str, response: requests.Response) -> None:
+    def __init__(self, method: str, path: str, response: Response) -> None:
         self.status = response.status_code
         self.condition, self.holder = precondition(response)
         super().__init__(f"{method} {path}: {response.status_code} {response.reason}"
@@ -201,7 +285,7 @@ def _asked(properties: list[tuple[str, str]]) -> tuple[str, str]:
     return declared, "".join(f"<{namespaces[ns]}:{name}/>" for ns, name in properties)
 
 
-def precondition(response: requests.Response) -> tuple[str, str]:
+def precondition(response: Response) -> tuple[str, str]:
     """The precondition a refusal names (``valid-calendar-data``) and the first ``DAV:href``
     inside it, each ``""`` when absent: an error body is small, and read whole."""
     if "xml" not in response.headers.get("Content-Type", ""):
@@ -221,7 +305,7 @@ class Multistatus:
     never the whole answer at once; then ``sync_token``, the token a sync-collection
     answer ends with (RFC 6578, 3.2)."""
 
-    def __init__(self, response: requests.Response) -> None:
+    def __init__(self, response: Response) -> None:
         self.response = response
         self.sync_token: str | None = None
 

@@ -354,8 +354,7 @@ class DavSink:
             self._notes += [SourceNote(note.code, document.source_id, note.detail,
                                        dict(note.params)) for note in card_notes]
             if spool.tell() <= SPOOLED_IN_MEMORY:
-                # Still in memory: sent as bytes, as requests sizes a file by its fileno(),
-                # which would move the spool to disk, a temporary file for every object.
+                # Still in memory: sent as bytes, which a redirect can send again.
                 with spool:
                     spool.seek(0)
                     return spool.read(), meaning

@@ -20,13 +20,11 @@ after 24 hours.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import IO
 
-import requests
-
 from connectors.base import ConnectError, Document, ItemRejected, VersionConflict
-from connectors.dav.client import DavClient, DavRefused
+from connectors.dav.client import DavClient, DavRefused, Response
 
 MB = 1 << 20
 SMALLEST_CHUNK = 5 * MB
@@ -40,7 +38,7 @@ UPLOADS = "/dav/uploads/"
 
 
 class Hashing:
-    """A body requests sends as it iterates over it: ``length`` bytes at most, in blocks of
+    """A body sent as it is iterated over: ``length`` bytes at most, in blocks of
     ``BLOCK``, hashed on the way. An iterable rather than a file: http.client reads a file
     8 KiB at a time (urllib3 16 KiB), and each block costs Python a read, a hash update and
     a send: 150,000 of them for a GB, where blocks of a MiB make a thousand."""
@@ -86,7 +84,7 @@ def chunk_sizes(size: int, chunk: int) -> Iterator[int]:
 
 def upload(client: DavClient, uploads: str, place: str, document: Document, chunk: int,
            headers: dict[str, str], condition: dict[str, str], target_ref: str
-           ) -> requests.structures.CaseInsensitiveDict[str]:
+           ) -> Mapping[str, str]:
     """Send the document in chunks through an upload folder under ``uploads`` and assemble
     it at ``place`` with ``headers`` (``X-OC-Mtime``, ``OC-Checksum``) and ``condition``
     (``Overwrite: F`` for a create-only write, ``If`` with the ETag expected for a replace:
@@ -140,7 +138,7 @@ def _make(client: DavClient, folder: str, destination: dict[str, str], document:
                        code="server_error")
 
 
-def refuse_unless(method: str, path: str, response: requests.Response, document: Document,
+def refuse_unless(method: str, path: str, response: Response, document: Document,
                   taken: tuple[int, ...]) -> None:
     """Nothing for an answer in ``taken``; else the item's refusal: ``too_big`` for 413,
     ``over_quota`` for 507 (Insufficient Storage: the space is full), ``server_error``."""

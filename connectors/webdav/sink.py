@@ -43,12 +43,10 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-
-import requests
 
 from connectors.base import (
     ANY_VERSION,
@@ -66,7 +64,7 @@ from connectors.base import (
     StoredDocument,
     VersionConflict,
 )
-from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource
+from connectors.dav.client import DAV, XML, DavClient, DavRefused, Resource, Response
 from connectors.local.documents import (
     TEMPORARY_SUFFIX,
     container_names,
@@ -84,7 +82,7 @@ NAME_LOCKS = 64
 LISTED_SHARE = 4
 """``versions`` lists a folder where the files it settles there are at least a quarter of
 what the folder held at its last listing."""
-_PROPSTAT_STATUS = re.compile(r"<(?:\w+:)?status>\s*HTTP/[\d.]+\s+(\d{3})")
+_PROPSTAT_STATUS = re.compile(rb"<(?:\w+:)?status>\s*HTTP/[\d.]+\s+(\d{3})")
 
 
 class WebDavSink:
@@ -163,9 +161,8 @@ class WebDavSink:
         except ContainerRefused as refused:  # a sub-folder of this item's: its own failure
             raise ItemRejected(f"{document.name}: {refused}", code="name_refused") from None
         place = self.root + target_ref
-        temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
         with self._names[hash(target_ref) % NAME_LOCKS]:
-            answer: requests.structures.CaseInsensitiveDict[str] | None = None
+            answer: Mapping[str, str] | None = None
             if self._uploads is not None and self._chunk_size is not None and \
                     document.size > self._chunk_size:
                 condition = ({"Overwrite": "F"} if expected is CREATE_ONLY
@@ -188,6 +185,7 @@ class WebDavSink:
                         self._forget(place)
                     raise
             else:
+                temporary = f"{self.root}{folder}/.{_short(name)}{TEMPORARY_SUFFIX}"
                 try:
                     self._upload(temporary, document)
                     self._move(temporary, place, target_ref, expected)
@@ -308,7 +306,7 @@ class WebDavSink:
     # --- writing --------------------------------------------------------------------
 
     def _upload(self, path: str, document: Document, condition: dict[str, str] | None = None,
-                target_ref: str = "") -> requests.structures.CaseInsensitiveDict[str]:
+                target_ref: str = "") -> Mapping[str, str]:
         """PUT the content to ``path``, with its length and ``condition`` (and any other
         header given with it), hashed as it is sent; refuse what does not hash to the
         document's fingerprint (it changed while it was read). Returns the answer's
@@ -341,7 +339,7 @@ class WebDavSink:
         return headers
 
     def _written(self, target_ref: str,
-                 answer: requests.structures.CaseInsensitiveDict[str] | None) -> str | None:
+                 answer: Mapping[str, str] | None) -> str | None:
         """The version of a file just written (``None``: not there): the ETag its write
         answered, where it answered one (WsgiDAV, Nextcloud) and nothing changed the file
         since; else, once ``defer_versions`` was called, ``PENDING_VERSION`` for
@@ -478,12 +476,8 @@ class WebDavSink:
         with self.client.request("GET", self.root + target_ref, stream=True) as response:
             if response.status_code != 200:
                 raise DavRefused("GET", target_ref, response)
-            try:
-                for chunk in response.iter_content(CHUNK):
-                    digest.update(chunk)
-            except requests.RequestException as error:  # the answer cut short
-                raise ConnectError(f"GET {target_ref}: {error}", code="connection_lost",
-                                   where=self.client.where) from None
+            for chunk in response.iter_content(CHUNK):
+                digest.update(chunk)
         return "sha256:" + digest.hexdigest()
 
     def _members(self, folder: str) -> Iterator[str]:
@@ -532,12 +526,12 @@ def _quoted(etag: str) -> str:
     return '"' + etag + '"'
 
 
-def _proppatch_status(response: requests.Response) -> int:
+def _proppatch_status(response: Response) -> int:
     """The status a PROPPATCH answer gives its property (in a multi-status body), or the
     answer's own."""
     if response.status_code != 207:
         return response.status_code
-    found = _PROPSTAT_STATUS.search(response.text)
+    found = _PROPSTAT_STATUS.search(response.content)
     return int(found.group(1)) if found else 0
 
 

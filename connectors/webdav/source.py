@@ -46,8 +46,6 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import requests
-
 from connectors.base import (
     ConnectError,
     Container,
@@ -194,7 +192,7 @@ class WebDavSource:
             try:
                 for chunk in response.iter_content(CHUNK):
                     spool.write(chunk)
-            except requests.RequestException as error:
+            except ConnectError as error:  # the answer cut short
                 spool.close()
                 self._notes.append(SourceNote("unreadable_item", ref.source_id, str(error)))
                 return None
