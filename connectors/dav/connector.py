@@ -40,8 +40,8 @@ class DavConfig(Section):
         "are discovered (RFC 6764)."
     )
     ca_file: Path | None = Field(
-        None, description="A CA to trust besides the system's (internal CA). TLS is always "
-        "verified."
+        None, description="The CA to trust instead of the system's (an internal PKI): the "
+        "server's certificate must chain to it. TLS is always verified."
     )
     connections: int = Field(
         4, ge=1, le=16, description="Requests at once per calendar or address book, and "
@@ -124,7 +124,7 @@ register(Connector(
         keeps_bytes=False, keeps_mtime=False, deletes=True, versions=True, delta=True,
         name_rules=NAME_RULES),
     example='''url = "https://dav.ville.example/"  # discovery starts here / découverte depuis ici
-# ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
+# ca_file = "ca-interne.pem"  # trusted instead of the system's CAs / au lieu des AC du système
 connections = 4               # per account / par compte
 profile = "generic"           # generic, cyrus, radicale, xandikos, bluemind
 scheduling = "protect"        # protect, drop_attendees, server_sends: no invitation sent /

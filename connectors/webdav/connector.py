@@ -47,8 +47,8 @@ class WebDavConfig(Section):
         "top, as a target and as a source."
     )
     ca_file: Path | None = Field(
-        None, description="A CA to trust besides the system's (internal CA). TLS is always "
-        "verified."
+        None, description="The CA to trust instead of the system's (an internal PKI): the "
+        "server's certificate must chain to it. TLS is always verified."
     )
     connections: int = Field(
         4, ge=1, le=16, description="As a target: files written at once per drive."
@@ -143,7 +143,7 @@ register(Connector(
                               versions=True, name_rules=NAME_RULES),
     example='''url = "https://fichiers.ville.example/dav/{login}/"  # each user's space /
                                                    # l'espace de chaque utilisateur
-# ca_file = "ca-interne.pem"  # a CA to trust besides the system's / une AC à approuver
+# ca_file = "ca-interne.pem"  # trusted instead of the system's CAs / au lieu des AC du système
 connections = 4               # files at once per drive / fichiers à la fois par espace
 profile = "generic"           # generic, apache, nextcloud, xwiki (refused / refusé)
 # apply_sharing = true        # nextcloud: sharing applied through its share API /
