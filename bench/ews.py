@@ -11,7 +11,8 @@ are in flight. The least time is what those limits allow for the requests bascul
 In the same invocation, a raw copier (``requests`` on the same sign-in, the same GetItem
 batches of ``BATCH_ITEMS`` messages, ``C`` per mailbox, every mailbox at once) reads the same
 messages and throws them away: the ceiling this server, this machine and these limits give a
-client that does nothing else. bascule runs ``bascule run`` into a local Maildir (the target
+client that does nothing else; then the same copier writes each message into a Maildir as a
+delivery does (written, fsynced, renamed): the ceiling with the target's own cost. bascule runs ``bascule run`` into a local Maildir (the target
 is then not what limits it). Reported: messages/s of both, bascule's share of the copier's
 rate and of the least time, peak RSS, CPU.
 
@@ -23,6 +24,7 @@ the end.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -31,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -54,6 +57,7 @@ SOAP = ('<?xml version="1.0" encoding="utf-8"?><s:Envelope '
         "</t:ConnectingSID></t:ExchangeImpersonation></s:Header><s:Body>{body}</s:Body>"
         "</s:Envelope>")
 ITEM_ID = re.compile(rb'<t:ItemId Id="([^"]+)"')
+MIME = re.compile(rb"<t:MimeContent[^>]*>([^<]*)</t:MimeContent>")
 
 
 def organisation(mailboxes: int, messages: int) -> EwsTenant:
@@ -73,9 +77,11 @@ def organisation(mailboxes: int, messages: int) -> EwsTenant:
     return tenant
 
 
-def raw_copy(server: EwsServer, mailboxes: list[str], per_mailbox: int, per_server: int
-             ) -> tuple[float, int]:
-    """Seconds the raw copier takes to read every inbox whole, and messages read."""
+def raw_copy(server: EwsServer, mailboxes: list[str], per_mailbox: int, per_server: int,
+             maildir: Path | None = None) -> tuple[float, int]:
+    """Seconds the raw copier takes to read every inbox whole, and messages read; with
+    ``maildir``, each message also written there as a Maildir delivery does (a file in
+    ``tmp/`` written and fsynced, then renamed into ``cur/``), the target's own cost."""
     session = requests.Session()
     session.auth = SERVICE
     adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=per_server)
@@ -108,9 +114,22 @@ def raw_copy(server: EwsServer, mailboxes: list[str], per_mailbox: int, per_serv
             "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>"
             "<t:IncludeMimeContent>true</t:IncludeMimeContent></m:ItemShape><m:ItemIds>"
             + "".join(f'<t:ItemId Id="{i}"/>' for i in ids) + "</m:ItemIds></m:GetItem>"))
-        return body.count(b"<t:MimeContent")
+        bodies = MIME.findall(body)
+        if maildir is not None:
+            folder = maildir / mailbox
+            for raw in bodies:
+                name = f"{time.time_ns()}.{threading.get_ident()}"
+                with open(folder / "tmp" / name, "wb") as file:
+                    file.write(base64.b64decode(raw))
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.rename(folder / "tmp" / name, folder / "cur" / f"{name}:2,")
+        return len(bodies)
 
     def mailbox_copy(mailbox: str) -> int:
+        if maildir is not None:
+            for part in ("tmp", "cur", "new"):
+                (maildir / mailbox / part).mkdir(parents=True, exist_ok=True)
         ids = listed(mailbox)
         batches = [ids[i:i + BATCH_ITEMS] for i in range(0, len(ids), BATCH_ITEMS)]
         with ThreadPoolExecutor(per_mailbox) as own:
@@ -125,8 +144,9 @@ def raw_copy(server: EwsServer, mailboxes: list[str], per_mailbox: int, per_serv
 
 
 def bascule_run(scratch: Path, server: EwsServer, args: argparse.Namespace, round_: int
-                ) -> tuple[float, float, float, int]:
-    """Seconds, peak RSS (MB) and CPU seconds of one ``bascule run``, and requests served."""
+                ) -> tuple[float, float, float, int, float]:
+    """Seconds, peak RSS (MB) and CPU seconds of one ``bascule run``, requests served, and
+    the seconds of the same run again (nothing to copy: its fixed cost)."""
     folder = scratch / f"run-{round_}"
     folder.mkdir()
     (folder / "users.csv").write_text(
@@ -164,7 +184,16 @@ workers = {args.mailboxes}
         sys.exit(f"bascule run failed ({child.returncode}):\n"
                  f"{(child.stdout + child.stderr).decode(errors='replace')}")
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return seconds, after.ru_maxrss / 1024, cpu, len(server.requests) - served_before
+    sent = len(server.requests) - served_before
+    # The same batch again: nothing new to copy, what a run costs whatever it moves.
+    started = time.monotonic()
+    again = subprocess.run([sys.executable, "-m", "migrate", "run",
+                            str(folder / "batch.toml")], env=env, capture_output=True,
+                           check=False)
+    fixed = time.monotonic() - started
+    if again.returncode != 0:
+        sys.exit(f"bascule run again failed ({again.returncode})")
+    return seconds, after.ru_maxrss / 1024, cpu, sent, fixed
 
 
 def main() -> None:
@@ -190,14 +219,23 @@ def main() -> None:
         server.max_concurrency(args.per_mailbox)
         for round_ in range(args.rounds):
             raw_seconds, read = raw_copy(server, mailboxes, args.per_mailbox, args.per_server)
-            if read != messages:
-                sys.exit(f"the raw copier read {read} messages of {messages}")
-            seconds, rss, cpu, requests_sent = bascule_run(scratch, server, args, round_)
+            writing_seconds, written = raw_copy(server, mailboxes, args.per_mailbox,
+                                                args.per_server, scratch / f"raw-{round_}")
+            if read != messages or written != messages:
+                sys.exit(f"the raw copiers read {read} and {written} messages of {messages}")
+            seconds, rss, cpu, requests_sent, fixed = bascule_run(scratch, server, args,
+                                                                  round_)
             per_mailbox = requests_sent / args.mailboxes
             in_flight = min(args.mailboxes * args.per_mailbox, args.per_server)
             least = latency * requests_sent / in_flight
-            rounds.append({"raw_seconds": round(raw_seconds, 2), "bascule_seconds": round(
-                seconds, 2), "share_of_raw": round(raw_seconds / seconds, 3),
+            rounds.append({"raw_seconds": round(raw_seconds, 2),
+                           "raw_to_maildir_seconds": round(writing_seconds, 2),
+                           "bascule_seconds": round(seconds, 2),
+                           "share_of_raw": round(raw_seconds / seconds, 3),
+                           "share_of_raw_to_maildir": round(writing_seconds / seconds, 3),
+                           "bascule_rerun_seconds": round(fixed, 2),
+                           "share_beyond_fixed_cost": round(
+                               writing_seconds / max(seconds - fixed, 0.01), 3),
                 "least_seconds": round(least, 2), "share_of_least": round(least / seconds, 3),
                 "requests": requests_sent, "requests_per_mailbox": round(per_mailbox, 1),
                 "peak_rss_mb": round(rss, 1), "cpu_seconds": round(cpu, 1)})
@@ -209,7 +247,11 @@ def main() -> None:
         "per_mailbox": args.per_mailbox, "per_server": args.per_server,
         "rounds": rounds,
         "median_share_of_raw": statistics.median(r["share_of_raw"] for r in rounds),
+        "median_share_of_raw_to_maildir": statistics.median(
+            r["share_of_raw_to_maildir"] for r in rounds),
         "median_share_of_least": statistics.median(r["share_of_least"] for r in rounds),
+        "median_share_beyond_fixed_cost": statistics.median(
+            r["share_beyond_fixed_cost"] for r in rounds),
         "messages_per_s_bascule": round(messages / statistics.median(
             r["bascule_seconds"] for r in rounds), 1),
         "messages_per_s_raw": round(messages / statistics.median(
