@@ -83,7 +83,6 @@ import itertools
 import os
 import re
 import secrets
-import socket
 import ssl
 import sys
 import threading
@@ -96,7 +95,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any, Self
@@ -105,7 +104,7 @@ from xml.sax.saxutils import escape, quoteattr
 import spnego
 from lxml import etree
 
-from tests.tls import TestCertificates, make_test_certificates
+from tests.tls import TestCertificates, TlsHTTPServer, make_test_certificates
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -1844,27 +1843,15 @@ class Refusal:
         yield f"</m:ResponseMessages></m:{operation}Response>"
 
 
-class EwsHTTPServer(ThreadingHTTPServer):
-    """Accepts on the listening thread, shakes hands with TLS on the connection's thread."""
-
-    daemon_threads = True
+class EwsHTTPServer(TlsHTTPServer):
+    """The EWS endpoint's HTTPS server."""
 
     def __init__(self, owner: EwsServer, certificates: TestCertificates) -> None:
-        super().__init__(("127.0.0.1", 0), EwsHandler)
+        super().__init__(EwsHandler, certificates)
         self.owner = owner
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(certificates.cert_file, certificates.key_file)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # Headers and chunks leave in separate writes: with Nagle's algorithm one would wait for
-        # the client's delayed ACK (40 ms), a stall no IIS front end has.
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            self.owner.count("tls_refused")
-            return
-        super().finish_request(request, client_address)
+    def tls_refused(self) -> None:
+        self.owner.count("tls_refused")
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-answer is not the server's error; anything else is

@@ -21,8 +21,6 @@ import json
 import random
 import re
 import secrets
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -32,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -42,7 +40,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.tls import TestCertificates
+from tests.tls import TestCertificates, TlsHTTPServer
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 EXCHANGE_SCOPE = "https://outlook.office365.com/.default"
@@ -973,28 +971,15 @@ def _selected(item: dict[str, Any], select: str | None) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k in wanted or k.startswith("@odata")}
 
 
-class GraphHTTPServer(ThreadingHTTPServer):
-    """Accepts on the listening thread, shakes hands with TLS on each request's thread, so a
-    client that refuses the certificate does not hold the others up."""
-
-    daemon_threads = True
+class GraphHTTPServer(TlsHTTPServer):
+    """The Graph test server's HTTPS server."""
 
     def __init__(self, state: GraphServerState, certificates: TestCertificates) -> None:
-        super().__init__(("127.0.0.1", 0), GraphHandler)
+        super().__init__(GraphHandler, certificates)
         self.state = state
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(certificates.cert_file, certificates.key_file)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # Headers and body leave in separate writes: with Nagle's algorithm the body would
-        # wait for the client's delayed ACK (40 ms), a stall no real Graph front end has.
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            self.state.stats["tls_refused"] += 1
-            return
-        super().finish_request(request, client_address)
+    def tls_refused(self) -> None:
+        self.state.stats["tls_refused"] += 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-answer is not the server's error."""

@@ -10,8 +10,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import socket
+import ssl
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -119,3 +123,32 @@ def make_client_certificate(folder: Path, common_name: str = "bascule app") -> C
     result.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, result.key_file)
     return result
+
+
+class TlsHTTPServer(ThreadingHTTPServer):
+    """An HTTPS test server on 127.0.0.1 and a free port: it accepts on the listening thread
+    and shakes hands with TLS on each connection's thread, so a client that refuses the
+    certificate holds no other up (counted by ``tls_refused``)."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler],
+                 certificates: TestCertificates) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certificates.cert_file, certificates.key_file)
+
+    def tls_refused(self) -> None:
+        """A client refused the handshake (a subclass counts it)."""
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Headers and body leave in separate writes: with Nagle's algorithm the body would
+        # wait for the client's delayed ACK (40 ms), a stall no real front end has.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.tls_refused()
+            return
+        super().finish_request(request, client_address)
+

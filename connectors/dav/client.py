@@ -27,9 +27,9 @@ from xml.etree import ElementTree
 
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
-from urllib3.util.ssl_ import create_urllib3_context
 
 from connectors.base import ConnectError
+from connectors.tls import verified_context
 
 DAV = "DAV:"
 CALDAV = "urn:ietf:params:xml:ns:caldav"
@@ -147,7 +147,7 @@ class DavClient:
         options: dict[str, Any] = {"maxsize": max(connections, 10), "block": False,
                                    "retries": False}
         if parts.scheme == "https":
-            options |= {"ssl_context": _verified_context(ca_file or DEFAULT_CA_BUNDLE_PATH),
+            options |= {"ssl_context": verified_context(ca_file or DEFAULT_CA_BUNDLE_PATH),
                         "cert_reqs": "CERT_REQUIRED"}
         self.pool = urllib3.connection_from_url(self.origin, **options)
 
@@ -244,16 +244,6 @@ class DavClient:
             raise ConnectError(str(error), code="connection_lost", where=self.where
                                ) from None
         return Response(raw, url, self.where)
-
-
-def _verified_context(ca_bundle: str) -> Any:
-    """One TLS context holding the CA bundle, loaded once, verifying the server's name."""
-    context = create_urllib3_context()
-    if os.path.isdir(ca_bundle):
-        context.load_verify_locations(capath=ca_bundle)
-    else:
-        context.load_verify_locations(cafile=ca_bundle)
-    return context
 
 
 def _remaining(body: IO[bytes]) -> int:

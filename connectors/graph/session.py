@@ -33,10 +33,10 @@ from urllib.parse import unquote, urlencode, urljoin, urlsplit
 import requests
 import urllib3
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
-from urllib3.util.ssl_ import create_urllib3_context
 
 from connectors.base import BasculeError, ConnectError
 from connectors.graph.auth import TokenProvider, no_consent_error, transport_error
+from connectors.tls import verified_context
 
 T = TypeVar("T")
 
@@ -106,17 +106,6 @@ def _error_of(response: Response) -> tuple[str, str]:
     if isinstance(error, dict):
         return str(error.get("code", "")), str(error.get("message", ""))
     return str(error), ""
-
-
-def _verified_context(ca_bundle: str) -> Any:
-    """One TLS context holding the CA bundle, loaded once (requests would look its path up on
-    disk again for every request)."""
-    context = create_urllib3_context()
-    if os.path.isdir(ca_bundle):
-        context.load_verify_locations(capath=ca_bundle)
-    else:
-        context.load_verify_locations(cafile=ca_bundle)
-    return context
 
 
 class Response:
@@ -218,7 +207,7 @@ class GraphSession:
         ca_bundle = (ca_file or os.environ.get("REQUESTS_CA_BUNDLE")
                      or os.environ.get("CURL_CA_BUNDLE") or requests.utils.DEFAULT_CA_BUNDLE_PATH)
         self._proxies: dict[str, str | None] = {}
-        self._context = _verified_context(ca_bundle)
+        self._context = verified_context(ca_bundle)
         self._timeout = timeout
         self._per_mailbox = per_mailbox
         self._max_retry_after = max_retry_after
