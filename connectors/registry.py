@@ -155,6 +155,9 @@ class Connector:
     secret_references: Callable[[Any], list[str]] = _no_secrets
     """The secret references (and ``file:`` key files) its section names, checked for
     files other users may read."""
+    target_logins: Callable[[Any], list[tuple[str, str]]] = lambda config: []
+    """The target logins its section names, as ``(key, login)``: each must be a target of
+    the users table, or the section names nobody (a warning names it)."""
 
 
 _registered: dict[str, Connector] = {}

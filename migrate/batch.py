@@ -244,6 +244,22 @@ def target_advice(batch: Batch, workload: str) -> tuple[int, str] | None:
         config, workload)
 
 
+def unknown_target_logins(batch: Batch, targets: set[str]) -> list[Text]:
+    """A login a target section names (``acl_mailboxes``...) that is none of ``targets``
+    (the users table's target column): the setting would apply to nobody."""
+    known = {target.casefold() for target in targets}
+    unknown: dict[tuple[str, str], None] = {}
+    for workload in dict.fromkeys([MAIL, *batch.workloads]):
+        config = batch.target_of(workload)
+        if config is None:
+            continue
+        for key, login in registry.connector(config.type).target_logins(config):
+            if login.casefold() not in known:
+                unknown[(key, login)] = None
+    return [Text.of("batch_login_not_in_users", key=key, login=login)
+            for key, login in unknown]
+
+
 def batch_warnings(batch: Batch) -> list[Text]:
     """What in the batch works but deserves a word: what a connector says of its section
     (mail in clear over a network), secrets or private keys that other users of the machine

@@ -20,7 +20,14 @@ from typing import Any
 
 from connectors.base import BasculeError, ConnectError
 from mappings.users import UserMap, UserMapping, UsersFileInvalid, load_users
-from migrate.batch import MAIL, Batch, batch_warnings, target_advice, target_refusals
+from migrate.batch import (
+    MAIL,
+    Batch,
+    batch_warnings,
+    target_advice,
+    target_refusals,
+    unknown_target_logins,
+)
 from migrate.estimate import Lanes, PrincipalWork, estimate_plan
 from migrate.ledger import Ledger, LedgerError, Unit
 from migrate.lock import WorkFolderBusy, WorkFolderLock, current_holder
@@ -146,7 +153,8 @@ class Engine:
         self.user_map = self._load_users()
         self.users = self._select(users)
         self.notices: list[Text] = batch_warnings(batch) + [
-            Text.of(w.code, **w.params) for w in self.user_map.secret_warnings()]
+            Text.of(w.code, **w.params) for w in self.user_map.secret_warnings()
+        ] + unknown_target_logins(batch, {user.target for user in self.user_map})
         self.stop = threading.Event()
         self.stopped: Text | None = None
         self.signal: int | None = None

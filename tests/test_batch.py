@@ -252,3 +252,19 @@ def test_a_server_reply_in_utf8_is_not_logged_as_a_decoding_warning(caplog):
     with caplog.at_level(logging.WARNING):
         to_unicode("Mailbox doesn't exist: Archives/Courrier arrivé".encode())
     assert not [r for r in caplog.records if r.name == "imapclient.util"]
+
+
+def test_a_login_a_target_section_names_that_the_users_table_lacks_is_a_warning(tmp_path):
+    """``acl_mailboxes`` naming a login no line of the users table has as its target would
+    set ACLs on nobody: plan says so, naming the key and the login, in both languages."""
+    from migrate.batch import unknown_target_logins
+
+    text = GOOD.replace("[target.admin]", 'acl_mailboxes = ["accueil", "Direction"]\n'
+                        "[target.admin]", 1)
+    batch = load_batch(write(tmp_path, text))
+    warnings = unknown_target_logins(batch, {"direction", "alice"})
+    assert [(w.en, w.fr) for w in warnings] == [(
+        ("acl_mailboxes: accueil is the target of no line of the users table: nothing is "
+        "applied to it"),
+        ("acl_mailboxes : accueil n'est la cible d'aucune ligne de la table des utilisateurs"
+        " : rien ne lui est appliqué"))]

@@ -213,5 +213,6 @@ connections = 4               # per account / par compte
     largest_item=lambda config: config.max_message_size,
     check=_check,
     warnings=_warnings,
+    target_logins=lambda config: [("acl_mailboxes", login) for login in config.acl_mailboxes],
     secret_references=_references,
 ))
