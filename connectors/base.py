@@ -47,6 +47,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -204,6 +205,15 @@ class SourceNote:
     subject: str
     detail: str = ""
     params: dict[str, object] = field(default_factory=dict, hash=False)
+
+
+def tallied_notes(tally: Counter[tuple[str, str]]) -> list[SourceNote]:
+    """Per container, how many items carried each kind of note, ``(path, code)`` -> count,
+    as notes ``<code>_total`` with their ``count``, in order; the tally is emptied."""
+    notes = [SourceNote(f"{code}_total", path, params={"count": count})
+             for (path, code), count in sorted(tally.items())]
+    tally.clear()
+    return notes
 
 
 @dataclass(frozen=True)

@@ -58,17 +58,23 @@ def exported(folder: Path, login: str) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def acl_target(server: Any, dovecot_factory: Any, monkeypatch: Any, **acl: bool) -> Dovecot:
+    """A Dovecot with ACL for alice and benoit, their passwords and the service account's
+    in the environment the batch names."""
+    for name, value in (("EWS_SECRET", server.service_password),
+                        ("ALICE_TARGET", "alice-target"), ("BENOIT_TARGET", "benoit-target")):
+        monkeypatch.setenv(name, value)
+    return dovecot_factory(users={"alice": "alice-target", "benoit": "benoit-target"},
+                           acl=True, **acl)
+
+
 def entries(folder: Path, code: str) -> list[dict[str, Any]]:
     return [e for e in report(folder, "run")["entries"] if e.get("code") == code]
 
 
 def test_permissions_are_exported_and_a_shared_mailbox_s_set_with_setacl_once(
         ews_server, dovecot_factory, tmp_path, monkeypatch):
-    target = dovecot_factory(users={"alice": "alice-target", "benoit": "benoit-target"},
-                             acl=True)
-    for name, value in (("EWS_SECRET", ews_server.service_password),
-                        ("ALICE_TARGET", "alice-target"), ("BENOIT_TARGET", "benoit-target")):
-        monkeypatch.setenv(name, value)
+    target = acl_target(ews_server, dovecot_factory, monkeypatch)
     alice = ews_server.tenant.mailbox(ALICE)
     alice.set_permission(PROJECTS, BENOIT, "Editor")
     alice.set_permission(PROJECTS, CHLOE, "Reviewer")
@@ -156,11 +162,7 @@ def test_permissions_are_exported_and_a_shared_mailbox_s_set_with_setacl_once(
 
 def test_a_bad_full_access_file_stops_the_run_before_anything_moves(
         ews_server, dovecot_factory, tmp_path, monkeypatch):
-    target = dovecot_factory(users={"alice": "alice-target", "benoit": "benoit-target"},
-                             acl=True)
-    for name, value in (("EWS_SECRET", ews_server.service_password),
-                        ("ALICE_TARGET", "alice-target"), ("BENOIT_TARGET", "benoit-target")):
-        monkeypatch.setenv(name, value)
+    target = acl_target(ews_server, dovecot_factory, monkeypatch)
     # Get-MailboxPermission exported without the README's Select-Object: no addresses.
     (tmp_path / "full-access.csv").write_text(
         '"Identity","User","AccessRights","IsInherited","Deny"\n'
@@ -180,11 +182,7 @@ def test_a_bad_full_access_file_stops_the_run_before_anything_moves(
 def test_what_the_target_refuses_or_cannot_hold_is_a_line_each(
         ews_server, dovecot_factory, tmp_path, monkeypatch):
     # Dovecot without acl_anyone refuses the authenticated identifier; benoit's rights go in.
-    target = dovecot_factory(users={"alice": "alice-target", "benoit": "benoit-target"},
-                             acl=True, acl_anyone=False)
-    for name, value in (("EWS_SECRET", ews_server.service_password),
-                        ("ALICE_TARGET", "alice-target"), ("BENOIT_TARGET", "benoit-target")):
-        monkeypatch.setenv(name, value)
+    target = acl_target(ews_server, dovecot_factory, monkeypatch, acl_anyone=False)
     alice = ews_server.tenant.mailbox(ALICE)
     alice.set_permission(ROADS, "Default", "Reviewer")
     (tmp_path / "full-access.csv").write_text('"Mailbox","User","AccessRights"\n',

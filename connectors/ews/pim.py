@@ -44,6 +44,7 @@ from connectors.base import (
     DocumentRef,
     Path,
     SourceNote,
+    tallied_notes,
 )
 from connectors.ews.client import (
     EwsFault,
@@ -164,10 +165,7 @@ class EwsPimSource:
         """Item failures one by one, then per container how many items carried each kind of
         approximation (``<code>_total``, with its ``count``), as the Graph source does."""
         notes, self._notes = self._client.take_server_notes() + self._notes, []
-        for (path, code), count in sorted(self._tally.items()):
-            notes.append(SourceNote(f"{code}_total", path, params={"count": count}))
-        self._tally.clear()
-        return notes
+        return notes + tallied_notes(self._tally)
 
     def close(self) -> None:
         """Nothing to release: the client belongs to the command."""

@@ -70,6 +70,7 @@ from connectors.base import (
     DocumentRef,
     Path,
     SourceNote,
+    tallied_notes,
 )
 from connectors.graph.session import GraphError, GraphSession, delta_round
 from connectors.spool import Spool
@@ -205,10 +206,7 @@ class GraphPimSource:
         approximation (``<code>_total``, with its ``count``): online-meeting links that die
         with the tenant, zones read in the mailbox's zone, orphan occurrences..."""
         notes, self._notes = self._notes, []
-        for (path, code), count in sorted(self._tally.items()):
-            notes.append(SourceNote(f"{code}_total", path, params={"count": count}))
-        self._tally.clear()
-        return notes
+        return notes + tallied_notes(self._tally)
 
     def close(self) -> None:
         """Nothing to release: the session belongs to its owner."""
